@@ -1,0 +1,70 @@
+/*
+ * prunec runtime: every kernel, one declaration each. Names: prunec_<type>_<op>[_<format>]__<isa>.
+ * The list of kernels and their source files is runtime_c/kernels.inc (the registry used by codegen and
+ * by the tests). ISA variants have the signature of their portable twin and compute the same result
+ * (up to fp32 summation order).
+ *
+ * Fused output clamp: y = min(max(y, out_min), out_max); relu is [0, +inf], relu6 [0, 6], none [-inf, +inf].
+ * In-place: elementwise kernels accept y == x (and y == a for add); fc/conv/pool need y disjoint from x.
+ */
+#ifndef PRUNEC_KERNELS_H
+#define PRUNEC_KERNELS_H
+
+#include "prunec_types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PRUNEC_DECLARE_FC_RCSR(isa) \
+  void prunec_f32_fc_rcsr__##isa(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, \
+                                 float out_min, float out_max);
+#define PRUNEC_DECLARE_FC_DENSE(isa) \
+  void prunec_f32_fc_dense__##isa(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, \
+                                  float out_min, float out_max);
+#define PRUNEC_DECLARE_CONV2D_RCSR(isa) \
+  void prunec_f32_conv2d_rcsr__##isa(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, \
+                                     const float *x, float *y, float out_min, float out_max);
+#define PRUNEC_DECLARE_CONV2D_DENSE(isa) \
+  void prunec_f32_conv2d_dense__##isa(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, \
+                                      const float *x, float *y, float out_min, float out_max);
+
+/* bias may be NULL (no bias). */
+PRUNEC_DECLARE_FC_RCSR(portable)
+PRUNEC_DECLARE_FC_DENSE(portable)
+PRUNEC_DECLARE_CONV2D_RCSR(portable)
+PRUNEC_DECLARE_CONV2D_DENSE(portable)
+
+void prunec_f32_maxpool2d__portable(const prunec_pool2d_params *p, const float *x, float *y);
+void prunec_f32_avgpool2d__portable(const prunec_pool2d_params *p, const float *x, float *y);
+/* PyTorch adaptive_avg_pool2d: window i spans [floor(i*in/out), ceil((i+1)*in/out)). */
+void prunec_f32_adaptive_avgpool2d__portable(uint32_t channels, uint32_t in_h, uint32_t in_w, uint32_t out_h,
+                                             uint32_t out_w, const float *x, float *y);
+void prunec_f32_clamp__portable(size_t n, const float *x, float *y, float out_min, float out_max);
+void prunec_f32_sigmoid__portable(size_t n, const float *x, float *y);
+void prunec_f32_tanh__portable(size_t n, const float *x, float *y);
+/* softmax over `n` elements with stride `inner`, for each of `outer` x `inner` slices (dim of size n). */
+void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y);
+void prunec_f32_add__portable(size_t n, const float *a, const float *b, float *y, float out_min, float out_max);
+
+/* ISA variants (declared for every ISA; only those compiled for the target are linked). */
+PRUNEC_DECLARE_FC_RCSR(avx2)
+PRUNEC_DECLARE_FC_RCSR(avx512)
+PRUNEC_DECLARE_FC_RCSR(neon)
+PRUNEC_DECLARE_FC_RCSR(cortexm)
+PRUNEC_DECLARE_FC_RCSR(mve)
+PRUNEC_DECLARE_CONV2D_RCSR(avx2)
+PRUNEC_DECLARE_CONV2D_RCSR(avx512)
+PRUNEC_DECLARE_CONV2D_RCSR(neon)
+PRUNEC_DECLARE_CONV2D_RCSR(cortexm)
+PRUNEC_DECLARE_CONV2D_RCSR(mve)
+PRUNEC_DECLARE_FC_DENSE(avx2)
+PRUNEC_DECLARE_FC_DENSE(neon)
+PRUNEC_DECLARE_FC_DENSE(cortexm)
+PRUNEC_DECLARE_FC_DENSE(mve)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PRUNEC_KERNELS_H */

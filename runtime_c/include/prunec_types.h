@@ -1,0 +1,60 @@
+/*
+ * prunec runtime: data types shared by every kernel and by generated code. C99, no allocation, no stdio.
+ *
+ * Relative-indexed CSR (docs/FORMAT.md, DESIGN.md). A weight matrix [rows x cols] (conv: [out_c x
+ * in_c/groups*kh*kw], column k = (ci*kh + ky)*kw + kx, i.e. PyTorch's weight.reshape(out_c, -1)) is stored
+ * row by row. Row r owns entries row_ptr[r] .. row_ptr[r+1]-1. Entry e has value values[e] and a code
+ * c_e in [0, 2^index_bits): the column of entry e is col(e) = col(e-1) + c_e + 1, with col = -1 before the
+ * first entry of each row. Fillers are entries with value 0 that only advance the column (code 2^b - 1).
+ * Codes are packed in `index`:
+ *   index_bits = 4:  entry e in byte e/2, low nibble for even e, high nibble for odd e
+ *   index_bits = 8:  byte e
+ *   index_bits = 16: bytes 2e (low) and 2e+1 (high), little-endian
+ */
+#ifndef PRUNEC_TYPES_H
+#define PRUNEC_TYPES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct prunec_rcsr_f32 {
+  uint32_t rows;
+  uint32_t cols;
+  uint32_t index_bits;      /* 4, 8 or 16 */
+  const float *values;      /* [row_ptr[rows]] entries, fillers are 0.0f */
+  const uint8_t *index;     /* packed codes, see above */
+  const uint32_t *row_ptr;  /* [rows + 1] */
+} prunec_rcsr_f32;
+
+typedef struct prunec_dense_f32 {
+  uint32_t rows;
+  uint32_t cols;
+  const float *values;      /* [rows x cols], row-major */
+} prunec_dense_f32;
+
+/* Convolution geometry. Input [in_c, in_h, in_w], output [out_c, out_h, out_w] (NCHW, batch 1).
+ * out_h = (in_h + 2*pad_h - dil_h*(kh-1) - 1)/stride_h + 1 (likewise w). groups divides in_c and out_c. */
+typedef struct prunec_conv2d_params {
+  uint32_t in_c, in_h, in_w;
+  uint32_t out_c, out_h, out_w;
+  uint32_t kh, kw;
+  uint32_t stride_h, stride_w;
+  uint32_t pad_h, pad_w;
+  uint32_t dil_h, dil_w;
+  uint32_t groups;
+} prunec_conv2d_params;
+
+/* Pooling geometry, per channel. Windows may hang over the padded border (ceil_mode): max ignores cells
+ * outside the input; avg divides by the window clipped to the padded input when count_include_pad, else
+ * by the number of input cells it covers (PyTorch's rules). */
+typedef struct prunec_pool2d_params {
+  uint32_t channels;
+  uint32_t in_h, in_w;
+  uint32_t out_h, out_w;
+  uint32_t kh, kw;
+  uint32_t stride_h, stride_w;
+  uint32_t pad_h, pad_w;
+  uint32_t count_include_pad;
+} prunec_pool2d_params;
+
+#endif /* PRUNEC_TYPES_H */

@@ -1,0 +1,194 @@
+"""Relative-indexed CSR: the storage format of pruned weight matrices (DESIGN.md).
+
+A layer's weights are viewed as a matrix [rows x cols] (conv: [out_ch x in_ch/groups*kh*kw], i.e. PyTorch's
+weight.reshape(out_ch, -1)). Per row, the nonzeros are stored in increasing column order, each as a value
+and a b-bit code. The code is gap - 1, where gap = column - previous column (the first entry of a row counts
+from column -1), so one code spans gaps 1 .. 2^b. A gap larger than 2^b is bridged by filler entries of value 0
+and maximal gap 2^b (code 2^b - 1). row_ptr[r] .. row_ptr[r+1] are row r's entries, fillers included.
+
+Packed index stream (the bytes the C kernels read):
+  b = 4:  entry i in byte i/2, low nibble for even i, high nibble for odd i
+  b = 8:  one byte per entry
+  b = 16: two bytes per entry, little-endian
+Values are float32 today; the value type is a parameter (`value_bytes`) so that quantised values and shared
+weights (Deep Compression) can reuse the index and pointer streams unchanged.
+
+b is chosen per layer by the exact byte count: values + packed indices (fillers included) + row pointers
+(uint32, rows + 1). The layer is stored dense when that is smaller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INDEX_BITS = (4, 8, 16)
+PTR_BYTES = 4
+
+
+@dataclass
+class RCSR:
+    rows: int
+    cols: int
+    index_bits: int
+    values: np.ndarray  # float32 [n], fillers are 0.0
+    codes: np.ndarray  # uint16 [n], gap - 1
+    row_ptr: np.ndarray  # uint32 [rows + 1]
+    nonzero: int
+    fillers: int
+
+    @property
+    def entries(self) -> int:
+        return int(self.values.shape[0])
+
+    def packed_index(self) -> bytes:
+        return pack_codes(self.codes, self.index_bits)
+
+    def bytes(self, value_bytes: int = 4) -> dict[str, int]:
+        return layer_bytes(self.entries, self.rows, self.index_bits, value_bytes)
+
+
+@dataclass
+class Encoding:
+    """How one layer's weight matrix is stored: 'rcsr' (with `rcsr`) or 'dense' (with `dense`)."""
+
+    format: str
+    rows: int
+    cols: int
+    nonzero: int
+    rcsr: RCSR | None = None
+    dense: np.ndarray | None = None  # float32 [rows, cols]
+    value_bytes: int = 4
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def index_bits(self) -> int:
+        return self.rcsr.index_bits if self.rcsr is not None else 0
+
+    @property
+    def fillers(self) -> int:
+        return self.rcsr.fillers if self.rcsr is not None else 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+
+def layer_bytes(entries: int, rows: int, bits: int, value_bytes: int = 4) -> dict[str, int]:
+    return {
+        "values": entries * value_bytes,
+        "index": (entries * bits + 7) // 8,
+        "pointers": (rows + 1) * PTR_BYTES,
+    }
+
+
+def _as_matrix(w: np.ndarray) -> np.ndarray:
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim == 1:
+        w = w.reshape(1, -1)
+    elif w.ndim > 2:
+        w = w.reshape(w.shape[0], -1)
+    return w
+
+
+def _gaps(w: np.ndarray):
+    rows_idx, cols_idx = np.nonzero(w)  # row-major order: rows ascending, columns ascending within a row
+    prev = np.empty_like(cols_idx)
+    if cols_idx.size:
+        prev[1:] = cols_idx[:-1]
+        first = np.ones(cols_idx.size, dtype=bool)
+        first[1:] = rows_idx[1:] != rows_idx[:-1]
+        prev[first] = -1
+    gaps = (cols_idx - prev).astype(np.int64)
+    return rows_idx, cols_idx, gaps
+
+
+def count_entries(w: np.ndarray, bits: int) -> tuple[int, int]:
+    """(entries, fillers) of `w` encoded with `bits`-bit gaps, without building the encoding."""
+    _, _, gaps = _gaps(_as_matrix(w))
+    fillers = int(((gaps - 1) >> bits).sum())
+    return int(gaps.size) + fillers, fillers
+
+
+def encode_rcsr(w: np.ndarray, bits: int) -> RCSR:
+    if bits not in INDEX_BITS:
+        raise ValueError(f"index_bits must be one of {INDEX_BITS}, got {bits}")
+    w = _as_matrix(w)
+    rows, cols = w.shape
+    rows_idx, cols_idx, gaps = _gaps(w)
+    span = 1 << bits
+    nfill = (gaps - 1) >> bits  # fillers before each nonzero
+    per_nz = nfill + 1
+    n = int(per_nz.sum())
+    codes = np.full(n, span - 1, dtype=np.uint16)
+    values = np.zeros(n, dtype=np.float32)
+    slot = np.cumsum(per_nz) - 1  # where each nonzero lands, after its fillers
+    codes[slot] = (gaps - nfill * span - 1).astype(np.uint16)
+    values[slot] = w[rows_idx, cols_idx]
+    counts = np.bincount(rows_idx, weights=per_nz, minlength=rows).astype(np.int64)
+    row_ptr = np.zeros(rows + 1, dtype=np.uint32)
+    row_ptr[1:] = np.cumsum(counts)
+    return RCSR(rows, cols, bits, values, codes, row_ptr, int(gaps.size), int(nfill.sum()))
+
+
+def decode_rcsr(r: RCSR) -> np.ndarray:
+    """The dense matrix an encoding stands for (the round trip used by tests)."""
+    out = np.zeros((r.rows, r.cols), dtype=np.float32)
+    codes = r.codes.astype(np.int64) + 1
+    for row in range(r.rows):
+        lo, hi = int(r.row_ptr[row]), int(r.row_ptr[row + 1])
+        cols = np.cumsum(codes[lo:hi]) - 1
+        if hi > lo and cols[-1] >= r.cols:
+            raise ValueError(f"row {row}: column {cols[-1]} beyond {r.cols}")
+        vals = r.values[lo:hi]
+        keep = vals != 0
+        out[row, cols[keep]] = vals[keep]
+    return out
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> bytes:
+    codes = np.asarray(codes, dtype=np.uint16)
+    if bits == 8:
+        return codes.astype(np.uint8).tobytes()
+    if bits == 16:
+        return codes.astype("<u2").tobytes()
+    if bits == 4:
+        c = codes.astype(np.uint8)
+        if c.size % 2:
+            c = np.append(c, np.uint8(0))
+        return (c[0::2] | (c[1::2] << 4)).astype(np.uint8).tobytes()
+    raise ValueError(f"unsupported index_bits {bits}")
+
+
+def unpack_codes(data: bytes, bits: int, n: int) -> np.ndarray:
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if bits == 8:
+        return raw[:n].astype(np.uint16)
+    if bits == 16:
+        return np.frombuffer(data, dtype="<u2")[:n].astype(np.uint16)
+    if bits == 4:
+        out = np.empty(raw.size * 2, dtype=np.uint16)
+        out[0::2] = raw & 0x0F
+        out[1::2] = raw >> 4
+        return out[:n]
+    raise ValueError(f"unsupported index_bits {bits}")
+
+
+def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = True,
+                    bits_options: tuple[int, ...] = INDEX_BITS) -> Encoding:
+    """The smallest storage of `w` by exact byte count: rcsr with the best b, or dense."""
+    w = _as_matrix(w)
+    rows, cols = w.shape
+    nonzero = int(np.count_nonzero(w))
+    best_bits, best_total = None, None
+    for bits in bits_options:
+        entries, _ = count_entries(w, bits)
+        total = sum(layer_bytes(entries, rows, bits, value_bytes).values())
+        if best_total is None or total < best_total:
+            best_bits, best_total = bits, total
+    dense_total = rows * cols * value_bytes
+    if allow_dense and dense_total <= best_total:
+        return Encoding("dense", rows, cols, nonzero, dense=np.ascontiguousarray(w), value_bytes=value_bytes,
+                        sizes={"values": dense_total, "index": 0, "pointers": 0})
+    r = encode_rcsr(w, best_bits)
+    return Encoding("rcsr", rows, cols, nonzero, rcsr=r, value_bytes=value_bytes, sizes=r.bytes(value_bytes))
