@@ -1,0 +1,90 @@
+"""Targets: one TOML file each in targets/ (adding a target is adding a file).
+
+A target names its compiler and flags, the kernel ISAs it may use (in preference order, 'portable' last),
+how a build is run for verification, and the board's flash and RAM (0: not checked).
+"""
+from __future__ import annotations
+
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import PrunecError
+from .resources import targets_dir
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    isa: tuple[str, ...]
+    cc: str
+    ar: str
+    cflags: tuple[str, ...]
+    ldflags: tuple[str, ...] = ()
+    libs: tuple[str, ...] = ()
+    runner: str = "cffi"
+    shared_library: bool = False
+    flash_bytes: int = 0
+    ram_bytes: int = 0
+    packages: dict = field(default_factory=dict)  # tool -> Debian package
+    extra: dict = field(default_factory=dict)  # every other key of the file, for runners and codegen
+
+    def tools(self) -> dict[str, str]:
+        """Executables this target needs, by role (cc, ar, and the runner's emulator if any)."""
+        t = {"cc": self.cc, "ar": self.ar}
+        if self.extra.get("emulator"):
+            t["emulator"] = self.extra["emulator"]
+        if self.extra.get("size"):
+            t["size"] = self.extra["size"]
+        return t
+
+    def missing_tools(self) -> list[tuple[str, str]]:
+        """(executable, Debian package) for each tool not found on PATH."""
+        return [(exe, self.packages.get(role, "?")) for role, exe in self.tools().items() if shutil.which(exe) is None]
+
+    def require_tools(self, roles: tuple[str, ...] | None = None) -> None:
+        missing = [(exe, pkg) for role, exe in self.tools().items()
+                   if (roles is None or role in roles) and shutil.which(exe) is None
+                   for pkg in [self.packages.get(role, "?")]]
+        if missing:
+            what = ", ".join(f"{exe} (Debian package {pkg})" for exe, pkg in missing)
+            pkgs = " ".join(sorted({pkg for _, pkg in missing}))
+            raise PrunecError(f"target {self.name!r} needs {what}, not installed: run `apt-get install {pkgs}` (or `make setup`)")
+
+
+_KNOWN = {"name", "description", "isa", "cc", "ar", "cflags", "ldflags", "libs", "runner", "shared_library",
+          "flash_bytes", "ram_bytes", "packages"}
+
+
+def _load(path: Path) -> Target:
+    try:
+        d = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise PrunecError(f"target file {path} is unreadable: {e}") from e
+    try:
+        return Target(
+            name=d["name"], description=d.get("description", ""), isa=tuple(d["isa"]), cc=d["cc"], ar=d.get("ar", "ar"),
+            cflags=tuple(d.get("cflags", ())), ldflags=tuple(d.get("ldflags", ())), libs=tuple(d.get("libs", ())),
+            runner=d.get("runner", "cffi"), shared_library=bool(d.get("shared_library", False)),
+            flash_bytes=int(d.get("flash_bytes", 0)), ram_bytes=int(d.get("ram_bytes", 0)),
+            packages=dict(d.get("packages", {})), extra={k: v for k, v in d.items() if k not in _KNOWN},
+        )
+    except KeyError as e:
+        raise PrunecError(f"target file {path} lacks the key {e.args[0]!r}") from e
+
+
+def all_targets() -> dict[str, Target]:
+    out = {}
+    for p in sorted(targets_dir().glob("*.toml")):
+        t = _load(p)
+        out[t.name] = t
+    return out
+
+
+def get(name: str) -> Target:
+    targets = all_targets()
+    if name not in targets:
+        raise PrunecError(f"unknown target {name!r}; choose one of: {', '.join(targets)} (`prunec targets` lists them)")
+    return targets[name]
