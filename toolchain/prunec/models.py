@@ -1,6 +1,6 @@
 """The model zoo: the four networks of Han et al. (2015).
 
-LeNet-300-100 and the Caffe LeNet-5 take 1x28x28 images; AlexNet and VGG-16 take ImageNet's 3x224x224 and
+LeNet-300-100 and the Caffe LeNet-5 take 1x28x28 images; AlexNet and VGG-16 take ImageNet crops (AlexNet: Caffe's 3x227x227, VGG-16: 3x224x224) and
 carry dropout before their first two fc layers, as in the paper. Layer names are stable: the pruning
 recipes, the reports and the generated C refer to them.
 """
@@ -107,7 +107,7 @@ class VGG16(nn.Module):
 MODELS: dict[str, tuple[Callable[..., nn.Module], tuple[int, ...], int]] = {
     "lenet300": (LeNet300, (1, 28, 28), 10),
     "lenet5": (LeNet5, (1, 28, 28), 10),
-    "alexnet": (AlexNet, (3, 224, 224), 1000),
+    "alexnet": (AlexNet, (3, 227, 227), 1000),
     "vgg16": (VGG16, (3, 224, 224), 1000),
 }
 
