@@ -30,7 +30,7 @@ def main():
 def _register():
     import importlib
 
-    for mod in ("commands_prune", "commands_build"):
+    for mod in ("commands_prune", "commands_build", "commands_targets", "commands_bench"):
         try:
             m = importlib.import_module(f"prunec.{mod}")
         except ModuleNotFoundError as e:  # a step not yet present in this checkout
