@@ -1,0 +1,110 @@
+/*
+ * Sparse 2-D convolution, portable C99 (NCHW, batch 1), weights in relative-indexed CSR.
+ *
+ * Weight matrix: row oc = output channel, [out_c x (in_c/groups)*kh*kw]; column k = (ci*kh + ky)*kw + kx
+ * where ci is the input channel within the group of oc (group g = oc / (out_c/groups) reads input channels
+ * g*(in_c/groups) ..). Column decoding as in the sparse fc kernel: col(e) = col(e-1) + c_e + 1 from -1.
+ *
+ * Direct convolution, one output plane at a time: the plane starts as the bias; then every nonzero weight
+ * w at (ci, ky, kx) adds w * x[ci][oy*sh - ph + ky*dh][ox*sw - pw + kx*dw] to every output (oy, ox) whose
+ * input cell lies inside the image. That set is a rectangle [oy0, oy1) x [ox0, ox1) computed once per
+ * weight, so the inner loop is a bounds-check-free strided axpy. Padding contributes zeros, i.e. nothing.
+ * Fillers (value 0) are skipped. The fused clamp is applied to the finished plane.
+ */
+#include <math.h>
+
+#include "prunec_kernels.h"
+
+/* Outputs o in [*lo, *hi) with 0 <= o*stride - pad + off < n_in, clipped to [0, n_out). */
+static void valid_range(uint32_t n_out, uint32_t n_in, uint32_t stride, uint32_t pad, uint32_t off,
+                        uint32_t *lo, uint32_t *hi) {
+  const long first = (long)pad - (long)off;               /* o*stride >= first */
+  const long last = (long)n_in - 1 + (long)pad - (long)off; /* o*stride <= last */
+  long l = first <= 0 ? 0 : (first + (long)stride - 1) / (long)stride;
+  long h = last < 0 ? 0 : last / (long)stride + 1;
+  if (h > (long)n_out) {
+    h = (long)n_out;
+  }
+  if (l > h) {
+    l = h;
+  }
+  *lo = (uint32_t)l;
+  *hi = (uint32_t)h;
+}
+
+/* y_plane += v * (input plane xc sampled at tap (ky, kx)) over the valid output rectangle. */
+static void accumulate_tap(const prunec_conv2d_params *p, const float *xc, float *y_plane, float v, uint32_t ky,
+                           uint32_t kx) {
+  uint32_t oy0, oy1, ox0, ox1, oy, ox;
+  valid_range(p->out_h, p->in_h, p->stride_h, p->pad_h, ky * p->dil_h, &oy0, &oy1);
+  valid_range(p->out_w, p->in_w, p->stride_w, p->pad_w, kx * p->dil_w, &ox0, &ox1);
+  if (ox0 >= ox1) {
+    return;
+  }
+  for (oy = oy0; oy < oy1; oy++) {
+    const size_t iy = (size_t)oy * p->stride_h + ky * p->dil_h - p->pad_h;
+    const size_t ix0 = (size_t)ox0 * p->stride_w + kx * p->dil_w - p->pad_w;
+    const float *xr = xc + iy * p->in_w + ix0;
+    float *yr = y_plane + (size_t)oy * p->out_w + ox0;
+    const uint32_t n = ox1 - ox0;
+    const size_t sw = p->stride_w;
+    for (ox = 0; ox < n; ox++) {
+      yr[ox] += v * xr[ox * sw];
+    }
+  }
+}
+
+static uint32_t code_at(const prunec_rcsr_f32 *w, uint32_t e) {
+  switch (w->index_bits) {
+    case 4:
+      return (uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
+    case 8:
+      return w->index[e];
+    default:
+      return (uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8);
+  }
+}
+
+void prunec_f32_conv2d_rcsr__portable(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
+                                      const float *x, float *y, float out_min, float out_max) {
+  const size_t in_plane = (size_t)p->in_h * p->in_w;
+  const size_t out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups;
+  const uint32_t cout_g = p->out_c / p->groups;
+  const uint32_t taps = p->kh * p->kw;
+  const int valid_bits = w->index_bits == 4 || w->index_bits == 8 || w->index_bits == 16;
+  uint32_t oc;
+  size_t i;
+  if (!valid_bits) {
+    /* Not a valid encoding: make the output visibly wrong rather than leave it stale. */
+    for (i = 0; i < (size_t)p->out_c * out_plane; i++) {
+      y[i] = NAN;
+    }
+    return;
+  }
+  for (oc = 0; oc < p->out_c; oc++) {
+    float *yp = y + (size_t)oc * out_plane;
+    const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
+    const float b = bias != NULL ? bias[oc] : 0.0f;
+    uint32_t next = 0;
+    uint32_t e;
+    for (i = 0; i < out_plane; i++) {
+      yp[i] = b;
+    }
+    /* The per-entry switch in code_at is cheap next to the plane pass each nonzero drives. */
+    for (e = w->row_ptr[oc]; e < w->row_ptr[oc + 1]; e++) {
+      const uint32_t col = next + code_at(w, e);
+      const float v = w->values[e];
+      next = col + 1;
+      if (v != 0.0f) {
+        const uint32_t ci = col / taps;
+        const uint32_t t = col - ci * taps;
+        accumulate_tap(p, xg + (size_t)ci * in_plane, yp, v, t / p->kw, t % p->kw);
+      }
+    }
+    for (i = 0; i < out_plane; i++) {
+      float v = yp[i] < out_min ? out_min : yp[i];
+      yp[i] = v > out_max ? out_max : v;
+    }
+  }
+}

@@ -1,0 +1,74 @@
+/*
+ * Elementwise kernels and softmax, portable C99. All accept y == x (and y == a for add): each element is
+ * read before it is written.
+ */
+#include <math.h>
+
+#include "prunec_kernels.h"
+
+void prunec_f32_clamp__portable(size_t n, const float *x, float *y, float out_min, float out_max) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float v = x[i] < out_min ? out_min : x[i];
+    y[i] = v > out_max ? out_max : v;
+  }
+}
+
+/* 1 / (1 + e^-x), evaluated so that expf never overflows: e^-|x| is in (0, 1]. */
+void prunec_f32_sigmoid__portable(size_t n, const float *x, float *y) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float v = x[i];
+    const float e = expf(-fabsf(v));
+    y[i] = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+  }
+}
+
+void prunec_f32_tanh__portable(size_t n, const float *x, float *y) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    y[i] = tanhf(x[i]);
+  }
+}
+
+/*
+ * Softmax along a dimension of size n. Layout: element k of slice (o, j) is at (o*n + k)*inner + j, for
+ * o < outer and j < inner (a contiguous tensor split around the softmax dim). Numerically stable: the
+ * slice's maximum is subtracted before exponentiating, so every exponent is <= 0 and the sum is >= 1.
+ */
+void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y) {
+  size_t o, j, k;
+  if (n == 0) {
+    return;
+  }
+  for (o = 0; o < outer; o++) {
+    for (j = 0; j < inner; j++) {
+      const float *xs = x + o * n * inner + j;
+      float *ys = y + o * n * inner + j;
+      float m = xs[0];
+      float sum = 0.0f;
+      float scale;
+      for (k = 1; k < n; k++) {
+        m = xs[k * inner] > m ? xs[k * inner] : m;
+      }
+      for (k = 0; k < n; k++) {
+        const float e = expf(xs[k * inner] - m);
+        ys[k * inner] = e;
+        sum += e;
+      }
+      scale = 1.0f / sum;
+      for (k = 0; k < n; k++) {
+        ys[k * inner] *= scale;
+      }
+    }
+  }
+}
+
+void prunec_f32_add__portable(size_t n, const float *a, const float *b, float *y, float out_min, float out_max) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float s = a[i] + b[i];
+    const float v = s < out_min ? out_min : s;
+    y[i] = v > out_max ? out_max : v;
+  }
+}
