@@ -1,0 +1,192 @@
+"""prunec checkpoints: one `torch.save`d dict, read back with `torch.load(weights_only=True)` (no code runs).
+
+Layout (version 1):
+    format        "prunec-checkpoint"            version   1
+    kind          "dense" | "pruned" | "pruning"  ("pruning": an interrupted run, resumable with --resume)
+    model_name    key of models.MODELS            num_classes, input_shape (without batch)
+    state_dict    weights with pruned ones exactly 0 (shapes may be shrunk by dead-neuron removal)
+    masks         {layer: bool tensor} (True = kept), empty for a dense model
+    dropout_p     {dropout module: rate} (after the paper's dropout rescale)
+    schedule      the prune schedule state (step, per-layer targets, per-step metrics), or None
+    recipe        the pruning recipe (recipes.Recipe as a dict), or None
+    metrics       test_accuracy, baseline_test_accuracy (fractions, full test set), ...
+    train_args    the dense training config      seed, dataset
+Files are written atomically (prunec.atomic). `load` rebuilds the module at the saved (possibly shrunk)
+shapes, so it loads whatever dead-neuron removal did.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import masks as M
+from . import models
+from .atomic import atomic_file
+from .errors import PrunecError
+
+FORMAT = "prunec-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module  # eval mode, masks baked in as exact zeros, plain parameters
+    model_name: str
+    input_shape: tuple[int, ...]
+    meta: dict  # everything but the tensors: kind, metrics, schedule, recipe, train_args, seed, ...
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", "dense")
+
+    @property
+    def metrics(self) -> dict:
+        return self.meta.setdefault("metrics", {})
+
+    @property
+    def schedule(self) -> dict | None:
+        return self.meta.get("schedule")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(
+    path: str | os.PathLike,
+    model: nn.Module,
+    model_name: str,
+    *,
+    masks: dict[str, torch.Tensor] | None = None,
+    kind: str = "dense",
+    metrics: dict | None = None,
+    schedule: dict | None = None,
+    recipe: dict | None = None,
+    train_args: dict | None = None,
+    seed: int | None = None,
+    dataset: str | None = None,
+    num_classes: int | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint atomically. A model re-parametrised by torch.nn.utils.prune is accepted."""
+    path = Path(path)
+    if model_name not in models.MODELS:
+        raise PrunecError(f"unknown model {model_name!r}; choose one of: {', '.join(models.MODELS)}")
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if M.is_torch_prune_state_dict(sd):
+        sd, tp_masks = M.from_torch_prune_state_dict(sd)
+        masks = {**tp_masks, **(masks or {})}
+    masks = {k: v.detach().cpu().bool().clone() for k, v in (masks or {}).items()}
+    for name, mask in masks.items():  # bake: pruned weights are exactly 0 in the file
+        key = name + ".weight"
+        if key not in sd or sd[key].shape != mask.shape:
+            raise PrunecError(f"internal: mask {name} does not match the model's weights")
+        sd[key] = sd[key].masked_fill(~mask, 0.0)
+    last = [m for _, m in models.prunable_layers(model)][-1]
+    obj = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "model_name": model_name,
+        "num_classes": int(num_classes or last.weight.shape[0]),
+        "input_shape": list(models.input_shape(model_name)),
+        "state_dict": sd,
+        "masks": masks,
+        "dropout_p": {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)},
+        "schedule": schedule,
+        "recipe": recipe,
+        "metrics": dict(metrics or {}),
+        "train_args": dict(train_args or {}),
+        "seed": seed,
+        "dataset": dataset,
+        "torch_version": str(torch.__version__),
+        **(extra or {}),
+    }
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+def _read(path: Path):
+    if not path.exists():
+        raise PrunecError(f"checkpoint {path} does not exist; create one with `prunec train` or `prunec prune`")
+    if path.is_dir():
+        raise PrunecError(f"{path} is a directory, not a checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        first = next((ln for ln in lines if "Unpickler error" in ln), lines[0])
+        raise PrunecError(
+            f"{path} is not a readable prunec checkpoint (corrupt, truncated, or not written by torch.save): {first[:200]}. "
+            f"Re-create it with `prunec train` / `prunec prune`."
+        ) from None
+
+
+def build_model(model_name: str, num_classes: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """The zoo model at the saved shapes (dead-neuron removal may have shrunk layers), weights loaded."""
+    from .prune import resize_to_state_dict
+
+    model = models.create(model_name, num_classes=num_classes)
+    resize_to_state_dict(model, state_dict)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise PrunecError(f"checkpoint weights do not fit model {model_name!r}: {str(e).splitlines()[0]}; the file is foreign or damaged") from None
+    return model
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read a prunec checkpoint; PrunecError for a missing, corrupt, foreign or plain state_dict file."""
+    path = Path(path)
+    obj = _read(path)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
+            hint = ("it is a plain state_dict (with torch.nn.utils.prune weight_orig/weight_mask entries)"
+                    if M.is_torch_prune_state_dict(obj) else "it is a plain state_dict")
+            raise PrunecError(
+                f"{path} is not a prunec checkpoint: {hint}. Load it into the zoo model and write a checkpoint with "
+                f"prunec.checkpoint.save(path, model, model_name), or train one with `prunec train`."
+            )
+        raise PrunecError(f"{path} is not a prunec checkpoint (no '{FORMAT}' header); create one with `prunec train`")
+    if obj.get("version") != VERSION:
+        raise PrunecError(f"{path}: checkpoint version {obj.get('version')} is not supported (this prunec reads {VERSION}); re-create it")
+    name = obj.get("model_name")
+    if name not in models.MODELS:
+        raise PrunecError(f"{path}: unknown model {name!r}; this prunec knows {', '.join(models.MODELS)}")
+    sd = obj.get("state_dict")
+    if not isinstance(sd, dict):
+        raise PrunecError(f"{path}: checkpoint has no state_dict; the file is damaged, re-create it")
+    model = build_model(name, int(obj.get("num_classes") or models.MODELS[name][2]), sd)
+    masks = {k: v.bool() for k, v in (obj.get("masks") or {}).items()}
+    try:
+        M.apply_masks(model, masks)
+    except (ValueError, AttributeError) as e:
+        raise PrunecError(f"{path}: masks do not match the weights ({e}); the file is damaged, re-create it") from None
+    for n, p in (obj.get("dropout_p") or {}).items():
+        try:
+            model.get_submodule(n).p = float(p)
+        except AttributeError:
+            pass
+    model.eval()
+    meta = {k: v for k, v in obj.items() if k not in ("state_dict", "masks")}
+    return Checkpoint(model, name, tuple(obj.get("input_shape") or models.input_shape(name)), meta, masks, path)
+
+
+def resume_path(out: str | os.PathLike) -> Path:
+    """Where an in-progress prune run keeps its state: beside the output, `OUT.resume`."""
+    out = Path(out)
+    return out.with_name(out.name + ".resume")

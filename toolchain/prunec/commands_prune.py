@@ -1,0 +1,376 @@
+"""CLI commands of the pruning half: train, prune, sensitivity, export, report, info.
+
+Each command validates its input first (so a bad option costs no training time) and writes its output
+atomically; errors are PrunecError (exit 2 through cli.py). `prunec prune` also runs under
+`torchrun --nproc_per_node=N` (DistributedDataParallel, see distributed.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import torch
+
+from . import checkpoint as C
+from . import data as D
+from . import distributed as DIST
+from . import masks as M
+from . import models
+from .errors import PrunecError
+from .recipes import PAPER_REMAINING, default_recipe, parse_sparsity
+
+
+def _check_out_parent(out: Path) -> None:
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise PrunecError(f"cannot write {out}: directory {parent} does not exist; create it first")
+    if out.is_dir():
+        raise PrunecError(f"cannot write {out}: it is a directory; give a file name")
+
+
+def _load_data(name: str, data_dir: str | None, model_name: str, seed: int = 0) -> D.Dataset:
+    shape = models.input_shape(model_name)
+    if name == "synthetic":
+        small = int(torch.tensor(shape).prod()) <= 28 * 28 * 3
+        n_train = int(os.environ.get("PRUNEC_SYNTHETIC_TRAIN", 2000 if small else 64))
+        n_test = int(os.environ.get("PRUNEC_SYNTHETIC_TEST", 500 if small else 32))
+        return D.synthetic(n_train=n_train, n_test=n_test, seed=seed, shape=shape)
+    ds = D.load(name, data_dir)
+    if ds.input_shape != tuple(shape):
+        raise PrunecError(f"model {model_name} takes {'x'.join(map(str, shape))} inputs but {name} has "
+                          f"{'x'.join(map(str, ds.input_shape))} images; use lenet300/lenet5 with {name}, or --data synthetic")
+    return ds
+
+
+def _session():
+    """(distributed?, rank0?) — joins the torchrun group when launched by torchrun."""
+    from .train import set_threads
+
+    if DIST.launched_by_torchrun():
+        DIST.init()
+        return True, DIST.is_rank0()
+    set_threads()
+    return False, True
+
+
+def _finish(distributed: bool, code: int = 0) -> None:
+    if distributed:
+        DIST.shutdown(code)
+
+
+def _run(distributed: bool, fn):
+    """Run fn; under torchrun end every rank with the clean shutdown, whatever happened."""
+    if not distributed:
+        return fn()
+    code = 0
+    try:
+        fn()
+    except PrunecError as e:
+        click.echo(f"prunec: error: {e}", err=True)
+        code = 2
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    _finish(True, code)
+
+
+data_options = [
+    click.option("--data", "data_name", type=click.Choice(D.DATASETS), default=None,
+                 help="data set (default: the one the checkpoint was trained on, else fashion-mnist)"),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of Fashion-MNIST IDX files"),
+]
+
+
+def _with(options):
+    def deco(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return deco
+
+
+# --- train --------------------------------------------------------------------------------------------
+
+
+@click.command("train")
+@click.option("--model", "model_name", required=True, type=str, help="lenet300, lenet5, alexnet or vgg16")
+@click.option("--data", "data_name", type=click.Choice(D.DATASETS), default="fashion-mnist", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of Fashion-MNIST IDX files")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="dense checkpoint to write (BASE.pt)")
+@click.option("--epochs", type=int, default=None, help="default: the model's recipe (lenet300: 40)")
+@click.option("--lr", type=float, default=None, help="peak SGD learning rate (cosine decay)")
+@click.option("--weight-decay", type=float, default=None, help="L2 strength")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, seed, quiet):
+    """Train a dense baseline with the model's default recipe (SGD, momentum, cosine lr)."""
+    from .train import default_config, evaluate, fit
+
+    out = Path(out)
+    models.input_shape(model_name)  # unknown model -> PrunecError
+    _check_out_parent(out)
+    for name, v in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if v is not None and v < 1:
+            raise PrunecError(f"{name} must be ≥ 1")
+    if lr is not None and lr <= 0:
+        raise PrunecError("--lr must be > 0")
+    distributed, rank0 = _session()
+
+    def body():
+        ds = _load_data(data_name, data_dir, model_name, seed)
+        torch.manual_seed(seed)
+        model = models.create(model_name, num_classes=ds.num_classes)
+        cfg = default_config(model_name)
+        cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size).items() if v is not None})
+        fit(model, ds.train, cfg, seed=seed, progress=not quiet, desc="epoch")
+        acc = evaluate(model, ds.test)
+        if rank0:
+            C.save(out, model, model_name, kind="dense", metrics={"test_accuracy": acc, "baseline_test_accuracy": acc},
+                   train_args=cfg.to_dict(), seed=seed, dataset=data_name, num_classes=ds.num_classes)
+            click.echo(f"{model_name}: test accuracy {acc:.4f} after {cfg.epochs} epochs -> {out}")
+
+    _run(distributed, body)
+
+
+# --- prune --------------------------------------------------------------------------------------------
+
+
+@click.command("prune")
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="pruned checkpoint to write")
+@click.option("--quality", type=float, default=None, help="threshold = QUALITY × std of each layer's dense weights")
+@click.option("--sparsity", "sparsity_text", type=str, default=None, help="fraction pruned per layer, e.g. fc1=0.92,fc2=0.91")
+@click.option("--global-threshold", "global_sparsity", type=float, default=None,
+              help="prune this fraction of all weights with one magnitude threshold across layers")
+@click.option("--steps", type=int, default=None, help="prune → retrain iterations")
+@click.option("--schedule", type=click.Choice(["cubic", "linear", "oneshot"]), default=None, help="how the pruned amount grows per step")
+@click.option("--retrain-epochs", type=int, default=None, help="retraining epochs after each step")
+@click.option("--final-epochs", type=int, default=None, help="extra retraining epochs after the last step")
+@click.option("--reg", type=click.Choice(["l1", "l2"]), default=None, help="regulariser during retraining (default l2)")
+@click.option("--reg-strength", type=float, default=None)
+@click.option("--lr", type=float, default=None, help="retraining lr (default: 1/10 of the dense lr for LeNets)")
+@click.option("--target-compression", type=float, default=None, help="scale the per-layer profile to reach this total/nonzero")
+@click.option("--max-accuracy-drop", type=float, default=None, help="stop when accuracy falls more than this (fraction) below the dense one")
+@click.option("--alternate/--no-alternate", default=None, help="retrain fc with conv frozen, then conv with fc frozen")
+@click.option("--remove-dead/--keep-dead", default=None, help="remove neurons with no input or no output connections")
+@click.option("--resume", is_flag=True, help="continue an interrupted run from OUT.resume")
+@click.option("--seed", type=int, default=None, help="default: the base checkpoint's seed")
+@_with(data_options)
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--stop-after", type=int, default=None, hidden=True, help="(tests) stop after this step as if interrupted")
+def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedule, retrain_epochs, final_epochs, reg,
+              reg_strength, lr, target_compression, max_accuracy_drop, alternate, remove_dead, resume, seed, data_name,
+              data_dir, quiet, stop_after):
+    """Prune BASE (train → prune → retrain, repeated) with the model's tuned recipe unless options say otherwise."""
+    from .prune import run_schedule
+    from .report import weight_histograms
+    from .train import evaluate
+
+    out = Path(out)
+    _check_out_parent(out)
+    rpath = C.resume_path(out)
+    base_ckpt = C.load(base)
+    name = base_ckpt.model_name
+    state = None
+    if resume and rpath.exists():
+        res = C.load(rpath)
+        if res.kind != "pruning" or res.model_name != name:
+            raise PrunecError(f"{rpath} is not an interrupted prune run of {name}; delete it or run without --resume")
+        from .recipes import Recipe
+
+        recipe = Recipe.from_dict(res.meta["recipe"])
+        model, masks, state = res.model, res.masks, res.meta["schedule"]
+        seed = res.meta.get("seed") or 0
+        baseline = res.metrics["baseline_test_accuracy"]
+        hist_before = res.meta.get("weight_hist_before")
+        data_name = data_name or res.meta.get("dataset") or "fashion-mnist"
+        if state.get("done"):
+            raise PrunecError(f"{rpath} holds a finished run; delete it")
+    else:
+        if resume:
+            click.echo(f"no interrupted run at {rpath}; starting from the beginning", err=True)
+        if base_ckpt.kind == "pruning":
+            raise PrunecError(f"{base} is an interrupted prune run, not a base model; continue it with --resume --out <its OUT>")
+        recipe = default_recipe(name)
+        if sparsity_text is not None:
+            recipe.sparsity, recipe.quality, recipe.global_sparsity = parse_sparsity(sparsity_text), None, None
+        if quality is not None:
+            recipe.quality, recipe.global_sparsity = quality, None
+        if global_sparsity is not None:
+            recipe.global_sparsity, recipe.quality = global_sparsity, None
+        over = dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs, reg=reg,
+                    reg_strength=reg_strength, lr=lr, target_compression=target_compression,
+                    max_accuracy_drop=max_accuracy_drop, alternate=alternate, remove_dead=remove_dead)
+        recipe = replace(recipe, **{k: v for k, v in over.items() if v is not None})
+        recipe.validate()
+        model, masks = base_ckpt.model, (base_ckpt.masks or None)
+        seed = base_ckpt.meta.get("seed") or 0 if seed is None else seed
+        data_name = data_name or base_ckpt.meta.get("dataset") or "fashion-mnist"
+        baseline = None
+        hist_before = weight_histograms(model)
+    distributed, rank0 = _session()
+
+    def body():
+        nonlocal baseline
+        ds = _load_data(data_name, data_dir, name, seed if data_name == "synthetic" else 0)
+        if baseline is None:
+            baseline = base_ckpt.metrics.get("baseline_test_accuracy") if base_ckpt.kind == "pruned" else evaluate(base_ckpt.model, ds.test)
+        torch.manual_seed(seed)
+        extra = {"weight_hist_before": hist_before, "base_checkpoint_sha256": C.sha256(base)}
+
+        def on_step(model, masks, st):
+            if rank0:
+                C.save(rpath, model, name, masks=masks, kind="pruning", schedule=st, recipe=recipe.to_dict(),
+                       metrics={"baseline_test_accuracy": baseline, "test_accuracy": st["history"][-1]["test_accuracy"] if st["history"] else None},
+                       train_args=base_ckpt.meta.get("train_args"), seed=seed, dataset=data_name, extra=extra)
+            if stop_after is not None and st["step"] >= stop_after and not st.get("done"):
+                raise _Interrupted()
+
+        model.train()
+        try:
+            pruned, pmasks, st = run_schedule(model, ds, recipe, baseline_accuracy=baseline, seed=seed, masks=masks,
+                                              state=state, on_step=on_step, progress=not quiet,
+                                              log=(lambda s: click.echo(s, err=True)) if rank0 else (lambda s: None))
+        except _Interrupted:
+            if rank0:
+                click.echo(f"stopped after step {stop_after}; continue with --resume", err=True)
+            return
+        d = DIST.check_identical(pruned, pmasks) if distributed else None
+        acc = evaluate(pruned, ds.test)
+        if rank0:
+            C.save(out, pruned, name, masks=pmasks, kind="pruned", schedule=st, recipe=recipe.to_dict(),
+                   metrics={"test_accuracy": acc, "baseline_test_accuracy": baseline},
+                   train_args=base_ckpt.meta.get("train_args"), seed=seed, dataset=data_name,
+                   extra={**extra, "world_size": DIST.world_size()})
+            if rpath.exists():
+                rpath.unlink()
+            total = sum(st["weights0"].values())
+            nz = sum(int(m.sum()) for m in pmasks.values())
+            msg = (f"{name}: {total / nz:.2f}x fewer weights ({nz}/{total}), test accuracy {acc:.4f} "
+                   f"(dense {baseline:.4f}, {100 * (acc - baseline):+.2f} pp) -> {out}")
+            if d:
+                msg += f"\nmasks and weights identical on {DIST.world_size()} ranks (sha256 {d[:16]})"
+            click.echo(msg)
+
+    _run(distributed, body)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+# --- sensitivity, export, report, info ----------------------------------------------------------------
+
+
+@click.command("sensitivity")
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for sensitivity.json and sensitivity.png")
+@click.option("--tolerance", type=float, default=0.005, show_default=True, help="accuracy drop allowed when proposing a fraction")
+@_with(data_options)
+def sensitivity_cmd(base, out, tolerance, data_name, data_dir):
+    """Accuracy vs fraction pruned, each layer alone, no retraining (the paper's Figure 6)."""
+    from . import sensitivity as S
+
+    ckpt = C.load(base)
+    _check_out_parent(Path(out))
+    _session()
+    ds = _load_data(data_name or ckpt.meta.get("dataset") or "fashion-mnist", data_dir, ckpt.model_name, ckpt.meta.get("seed") or 0)
+    result = S.analyse(ckpt.model, ds.test)
+    proposal = S.propose(result, tolerance)
+    S.write(result, proposal, Path(out), ckpt.model_name)
+    click.echo(f"baseline accuracy {result['baseline']:.4f}; proposed sparsity (drop ≤ {tolerance}): "
+               + ",".join(f"{k}={v:g}" for k, v in proposal.items()))
+    click.echo(f"wrote {Path(out) / 'sensitivity.png'} and sensitivity.json")
+
+
+@click.command("export")
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="torch.export program to write (.pt2)")
+def export_cmd(ckpt, out):
+    """Export a checkpoint as a torch.export program (eval, batch 1, zeros baked in)."""
+    from .export import export_checkpoint
+
+    _check_out_parent(Path(out))
+    p = export_checkpoint(ckpt, out)
+    click.echo(f"wrote {p}")
+
+
+@click.command("report")
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for the PNGs")
+def report_cmd(ckpt, out):
+    """Figures: weight histograms, fc masks, remaining % vs the paper, accuracy over the schedule."""
+    from .report import write_report
+
+    c = C.load(ckpt)
+    _check_out_parent(Path(out))
+    for p in write_report(c, Path(out)):
+        click.echo(f"wrote {p}")
+
+
+def info_dict(c: C.Checkpoint) -> dict:
+    from .report import layer_table
+
+    rows = layer_table(c.model, c.input_shape)
+    weights0 = (c.schedule or {}).get("weights0") or {}
+    layers = []
+    for r in rows:
+        w = int(weights0.get(r["name"], r["weights"]))  # the dense layer's count, also after dead-neuron removal
+        dense_macs = r["macs"] * w // r["weights"] if r["weights"] else 0
+        layers.append({"name": r["name"], "weights": w, "nonzero": r["nonzero"], "remaining": r["nonzero"] / w if w else 0.0,
+                       "shape": r["shape"], "macs": dense_macs, "macs_nonzero": r["macs_nonzero"],
+                       "flops_remaining": r["macs_nonzero"] / dense_macs if dense_macs else 0.0})
+    total = sum(x["weights"] for x in layers)
+    nz = sum(x["nonzero"] for x in layers)
+    macs, macs_nz = sum(x["macs"] for x in layers), sum(x["macs_nonzero"] for x in layers)
+    m = c.metrics
+    return {
+        "model": c.model_name,
+        "kind": c.kind,
+        "input_shape": list(c.input_shape),
+        "params_total": total,
+        "params_nonzero": nz,
+        "compression": total / nz if nz else None,
+        "biases": sum(mod.bias.numel() for _, mod in models.prunable_layers(c.model) if mod.bias is not None),
+        "flops_remaining": macs_nz / macs if macs else None,
+        "test_accuracy": m.get("test_accuracy"),
+        "baseline_test_accuracy": m.get("baseline_test_accuracy"),
+        "dataset": c.meta.get("dataset"),
+        "seed": c.meta.get("seed"),
+        "schedule_steps": (c.schedule or {}).get("step"),
+        "dead_neurons_removed": (c.schedule or {}).get("dead_removed"),
+        "layers": layers,
+    }
+
+
+@click.command("info")
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="one JSON object")
+def info_cmd(ckpt, as_json):
+    """Per-layer weights, remaining % and FLOP % (like the paper's Tables 2–3), compression and accuracy."""
+    d = info_dict(C.load(ckpt))
+    if as_json:
+        click.echo(json.dumps(d))
+        return
+    paper = PAPER_REMAINING.get(d["model"], {})
+    lines = [f"{d['model']} ({d['kind']})", f"{'layer':<14}{'weights':>10}{'nonzero':>10}{'remaining':>11}{'FLOP%':>8}{'paper':>8}"]
+    for x in d["layers"]:
+        p = f"{100 * paper[x['name']]:.0f}%" if x["name"] in paper else "-"
+        lines.append(f"{x['name']:<14}{x['weights']:>10}{x['nonzero']:>10}{100 * x['remaining']:>10.1f}%{100 * x['flops_remaining']:>7.1f}%{p:>8}")
+    lines.append(f"{'total':<14}{d['params_total']:>10}{d['params_nonzero']:>10}{100 * d['params_nonzero'] / d['params_total']:>10.1f}%"
+                 f"{100 * (d['flops_remaining'] or 0):>7.1f}%")
+    lines.append(f"compression {d['compression']:.2f}x (weights of Conv2d/Linear; biases, {d['biases']}, not counted)")
+    acc, base = d["test_accuracy"], d["baseline_test_accuracy"]
+    if acc is not None:
+        lines.append(f"test accuracy {100 * acc:.2f}%" + (f" (dense baseline {100 * base:.2f}%, {100 * (acc - base):+.2f} pp)" if base is not None else ""))
+    click.echo("\n".join(lines))
+
+
+COMMANDS = [train_cmd, prune_cmd, sensitivity_cmd, export_cmd, report_cmd, info_cmd]

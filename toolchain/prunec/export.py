@@ -1,0 +1,81 @@
+"""A pruned model as a torch.export program (.pt2): the input of `prunec build`.
+
+The program is traced in eval mode at batch 1 (dropout inert), from a deep copy whose weights are plain
+parameters with the pruned ones baked in as exact zeros: no forward hooks, no torch.nn.utils.prune
+re-parametrisation, no torch.nn.utils.parametrize. The .pt2 carries `prunec.json` in its extra files:
+model name, input shape, and the sha256 of the checkpoint it came from.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint as C
+from . import masks as M
+from .atomic import atomic_file
+from .errors import PrunecError
+
+META_FILE = "prunec.json"
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    """A copy without pruning hooks or parametrizations, weights baked (zeros exact), eval mode."""
+    m = copy.deepcopy(model)
+    if any(hasattr(mod, "weight_orig") for mod in m.modules()):
+        M.from_torch_prune(m)
+    from torch.nn.utils import parametrize
+
+    for mod in list(m.modules()):
+        if parametrize.is_parametrized(mod):
+            for name in list(mod.parametrizations.keys()):
+                parametrize.remove_parametrizations(mod, name, leave_parametrized=True)
+    for mod in m.modules():
+        mod._forward_pre_hooks.clear()
+        mod._forward_hooks.clear()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m.eval()
+
+
+def export_program(model: nn.Module, input_shape: tuple) -> torch.export.ExportedProgram:
+    """torch.export.export of `model` (eval, batch 1, baked plain weights) on a float32 input of `input_shape`."""
+    m = _plain(model)
+    example = (torch.zeros((1, *tuple(input_shape)), dtype=torch.float32),)
+    try:
+        return torch.export.export(m, example)
+    except Exception as e:  # torch raises many types here; report the model, not a traceback
+        raise PrunecError(f"torch.export could not trace the model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Export a checkpoint's model to `out_path` (.pt2) atomically, with prunec metadata inside."""
+    ckpt = C.load(ckpt_path)
+    ep = export_program(ckpt.model, ckpt.input_shape)
+    meta = {
+        "format": "prunec-pt2",
+        "model_name": ckpt.model_name,
+        "input_shape": list(ckpt.input_shape),
+        "source_checkpoint_sha256": C.sha256(ckpt_path),
+        "source_checkpoint": Path(ckpt_path).name,
+        "compression": M.compression(ckpt.model),
+        "test_accuracy": ckpt.metrics.get("test_accuracy"),
+    }
+    out = Path(out_path)
+    buf = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the temp file has neither
+    torch.export.save(ep, buf, extra_files={META_FILE: json.dumps(meta, sort_keys=True)})
+    with atomic_file(out) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return out
+
+
+def read_metadata(pt2_path: str | os.PathLike) -> dict:
+    """The prunec metadata stored in a .pt2 written by `export_checkpoint` ({} if none)."""
+    extra = {META_FILE: ""}
+    torch.export.load(pt2_path, extra_files=extra)
+    return json.loads(extra[META_FILE]) if extra[META_FILE] else {}

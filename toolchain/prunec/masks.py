@@ -1,0 +1,173 @@
+"""Mask bookkeeping: which weights are pruned, and keeping them exactly zero.
+
+A mask set is a plain dict ``{layer name: bool tensor shaped like layer.weight}`` (True = kept). Layer
+names are module paths (``fc1``, ``classifier.1``), the names of `models.prunable_layers`.
+
+Holding a mask through training takes three things, all done by `masked_step`:
+  1. zero the gradient at pruned positions before the optimizer step (no update, no momentum fed);
+  2. zero the optimizer's per-parameter state at pruned positions (SGD momentum buffers, Adam's moments),
+     so an old buffer cannot move a weight that was alive when the buffer was filled;
+  3. re-apply the mask after the step (weight decay, AdamW's decoupled decay, eps terms: whatever else).
+Weights are zeroed with ``masked_fill`` rather than multiplied, so the zeros are exact even for inf/NaN.
+
+Interoperability with ``torch.nn.utils.prune``: `to_torch_prune` re-parametrises each layer as
+``weight_orig`` + buffer ``weight_mask`` (a forward pre-hook multiplies them), `from_torch_prune` reads such
+a module (or its state_dict) back into plain weights with zeros baked in plus a mask set.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from .models import prunable_layers
+
+Masks = dict[str, torch.Tensor]
+
+
+def dense_masks(model: nn.Module) -> Masks:
+    """All-True masks for every prunable layer."""
+    return {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in prunable_layers(model)}
+
+
+def masks_from_weights(model: nn.Module) -> Masks:
+    """Masks that keep exactly the nonzero weights."""
+    return {n: (m.weight.detach() != 0) for n, m in prunable_layers(model)}
+
+
+def _weight(model: nn.Module, name: str) -> torch.Tensor:
+    return model.get_submodule(name).weight
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Set pruned weights to exactly 0."""
+    for name, mask in masks.items():
+        w = _weight(model, name)
+        if w.shape != mask.shape:
+            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, weight {tuple(w.shape)}")
+        w.masked_fill_(~mask.to(w.device), 0.0)
+
+
+@torch.no_grad()
+def mask_grads(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    for name, mask in masks.items():
+        w = _weight(model, name)
+        if w.grad is not None:
+            w.grad.masked_fill_(~mask.to(w.device), 0.0)
+
+
+@torch.no_grad()
+def mask_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero every per-parameter state tensor shaped like a masked weight at its pruned positions."""
+    for name, mask in masks.items():
+        w = _weight(model, name)
+        state = optimizer.state.get(w)
+        if not state:
+            continue
+        for v in state.values():
+            if torch.is_tensor(v) and v.shape == w.shape:
+                v.masked_fill_(~mask.to(v.device), 0)
+
+
+def masked_step(optimizer: torch.optim.Optimizer, model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> None:
+    """optimizer.step() that leaves pruned weights at exactly 0 (call after backward)."""
+    if not masks:
+        optimizer.step()
+        return
+    mask_grads(model, masks)
+    mask_optimizer_state(optimizer, model, masks)
+    optimizer.step()
+    apply_masks(model, masks)
+    mask_optimizer_state(optimizer, model, masks)
+
+
+def layer_stats(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None) -> list[dict]:
+    """Per prunable layer: weights, nonzero weights, fraction remaining (biases excluded)."""
+    rows = []
+    for name, m in prunable_layers(model):
+        total = m.weight.numel()
+        nz = int(masks[name].sum()) if masks is not None and name in masks else int((m.weight != 0).sum())
+        rows.append({"name": name, "weights": total, "nonzero": nz, "remaining": nz / total if total else 0.0})
+    return rows
+
+
+def compression(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None) -> float:
+    """Total weights / nonzero weights over all Conv2d and Linear layers (biases excluded)."""
+    rows = layer_stats(model, masks)
+    total = sum(r["weights"] for r in rows)
+    nz = sum(r["nonzero"] for r in rows)
+    return total / nz if nz else float("inf")
+
+
+def clone_masks(masks: Mapping[str, torch.Tensor]) -> Masks:
+    return {k: v.clone() for k, v in masks.items()}
+
+
+def same_masks(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- torch.nn.utils.prune interoperability -------------------------------------------------------------
+
+def to_torch_prune(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Re-parametrise `model` in place the torch.nn.utils.prune way (weight_orig + weight_mask + hook)."""
+    for name, mask in masks.items():
+        torch_prune.custom_from_mask(model.get_submodule(name), "weight", mask.to(torch.float32))
+    return model
+
+
+def from_torch_prune(model: nn.Module) -> Masks:
+    """Undo torch.nn.utils.prune re-parametrisation in place; return the masks (pruned weights baked to 0).
+
+    Layers pruned more than once (a PruningContainer) carry the combined mask in weight_mask, which is
+    what is read. Layers never pruned get all-True masks.
+    """
+    masks: Masks = {}
+    for name, m in prunable_layers(model):
+        if hasattr(m, "weight_mask") and hasattr(m, "weight_orig"):
+            mask = m.weight_mask.detach() != 0
+            torch_prune.remove(m, "weight")
+            masks[name] = mask
+        else:
+            masks[name] = torch.ones_like(m.weight, dtype=torch.bool)
+    apply_masks(model, masks)
+    return masks
+
+
+def is_torch_prune_state_dict(sd: Mapping[str, object]) -> bool:
+    return any(k.endswith(".weight_orig") for k in sd)
+
+
+def from_torch_prune_state_dict(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
+    """Turn a state_dict with ``X.weight_orig`` / ``X.weight_mask`` into plain ``X.weight`` + masks."""
+    out: dict[str, torch.Tensor] = {}
+    masks: Masks = {}
+    for k, v in sd.items():
+        if k.endswith(".weight_orig"):
+            layer = k[: -len(".weight_orig")]
+            mask_key = layer + ".weight_mask"
+            mask = (sd[mask_key] != 0) if mask_key in sd else torch.ones_like(v, dtype=torch.bool)
+            out[layer + ".weight"] = v.masked_fill(~mask, 0.0)
+            masks[layer] = mask
+        elif k.endswith(".weight_mask"):
+            continue
+        else:
+            out[k] = v
+    return out, masks
+
+
+def to_torch_prune_state_dict(sd: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state_dict a torch.nn.utils.prune-pruned module would have (weight_orig + float weight_mask)."""
+    out = dict(sd)
+    for layer, mask in masks.items():
+        w = out.pop(layer + ".weight")
+        out[layer + ".weight_orig"] = w
+        out[layer + ".weight_mask"] = mask.to(w.dtype)
+    return out
+
+
+def params_of(model: nn.Module, names: Iterable[str]) -> list[torch.Tensor]:
+    return [model.get_submodule(n).weight for n in names]

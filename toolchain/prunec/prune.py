@@ -1,0 +1,469 @@
+"""Iterative magnitude pruning (Han, Pool, Tran & Dally, NIPS 2015): train → prune → retrain, repeated.
+
+Thresholds, per layer unless `global_sparsity` is set:
+  * quality:  prune |w| < q · std(w_dense), std of the layer's weights before pruning began;
+  * sparsity: prune the smallest-magnitude weights until a fraction s of the layer is pruned (exact count);
+  * global:   one magnitude threshold over all prunable layers, pruning a fraction s of all weights.
+The schedule takes `steps` steps; at step k of K the amount (s or q) is the final one times f(k/K), with
+f(x) = 1 − (1 − x)³ ("cubic": big steps while the network is redundant, small ones at the end), x
+("linear") or 1 ("oneshot"). Masks only ever shrink: a pruned weight never returns, and surviving weights
+are never re-initialised — retraining continues from them.
+
+Between steps the network is retrained with the mask held (masks.py), with L2 or L1 regularisation, and
+the dropout that feeds each fc layer is rescaled to Dr = Do·sqrt(Cr/Co), Cr/Co being that layer's
+fraction of remaining connections (Section 3.2 of the paper). Optionally fc and conv layers are retrained
+in turn with the other frozen (Section 3.3 of the paper).
+
+Finally `remove_dead_neurons` deletes neurons with no input or no output connections and shrinks the
+Linear/Conv2d layers, leaving the outputs unchanged (see its docstring).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import masks as M
+from .data import Dataset
+from .errors import PrunecError
+from .models import prunable_layers
+from .recipes import Recipe
+from .train import TrainConfig, evaluate, fit
+
+# --- thresholds ---------------------------------------------------------------------------------------
+
+
+def schedule_fraction(k: int, steps: int, kind: str = "cubic") -> float:
+    """How much of the final pruning amount is applied at step k (1-based) of `steps`."""
+    x = min(1.0, max(0.0, k / steps))
+    if kind == "cubic":
+        return 1.0 - (1.0 - x) ** 3
+    if kind == "linear":
+        return x
+    if kind == "oneshot":
+        return 1.0
+    raise PrunecError(f"unknown schedule {kind!r}; choose cubic, linear or oneshot")
+
+
+def quality_threshold(w: torch.Tensor, quality: float, std: float | None = None) -> float:
+    """The paper's threshold: quality parameter × standard deviation of the layer's weights."""
+    return float(quality) * float(w.detach().float().std() if std is None else std)
+
+
+def quality_mask(w: torch.Tensor, mask: torch.Tensor, quality: float, std: float | None = None) -> torch.Tensor:
+    t = quality_threshold(w, quality, std)
+    return mask & (w.detach().abs() >= t)
+
+
+def sparsity_mask(w: torch.Tensor, mask: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep the round((1 − s)·n) largest-magnitude weights (already-pruned ones rank lowest)."""
+    n = w.numel()
+    keep = int(round((1.0 - sparsity) * n))
+    keep = min(keep, int(mask.sum()))
+    score = w.detach().abs().masked_fill(~mask, -1.0).flatten()
+    new = torch.zeros(n, dtype=torch.bool)
+    if keep > 0:
+        new[torch.topk(score, keep, sorted=False).indices] = True
+    return new.view_as(mask) & mask
+
+
+def global_masks(model: nn.Module, masks: M.Masks, sparsity: float) -> M.Masks:
+    """One magnitude threshold over all layers in `masks`, pruning a fraction `sparsity` of their weights."""
+    names = list(masks)
+    scores = [model.get_submodule(n).weight.detach().abs().masked_fill(~masks[n], -1.0).flatten() for n in names]
+    allw = torch.cat(scores)
+    keep = min(int(round((1.0 - sparsity) * allw.numel())), int(sum(int(m.sum()) for m in masks.values())))
+    new_flat = torch.zeros(allw.numel(), dtype=torch.bool)
+    if keep > 0:
+        new_flat[torch.topk(allw, keep, sorted=False).indices] = True
+    out, i = {}, 0
+    for n, s in zip(names, scores):
+        out[n] = new_flat[i : i + s.numel()].view_as(masks[n]) & masks[n]
+        i += s.numel()
+    return out
+
+
+def sparsity_for_compression(model: nn.Module, profile: dict[str, float], target: float) -> dict[str, float]:
+    """Scale a per-layer profile (fraction pruned) so total/nonzero weights over all layers equals `target`.
+
+    The remaining fractions r_l = 1 − s_l are multiplied by one factor a (capped at 1); a is found by
+    bisection. Layers missing from the profile stay dense.
+    """
+    layers = dict(prunable_layers(model))
+    unknown = set(profile) - set(layers)
+    if unknown:
+        raise PrunecError(f"unknown layer(s) {sorted(unknown)}; this model's layers are {list(layers)}")
+    total = sum(m.weight.numel() for m in layers.values())
+    goal = total / target
+    fixed = sum(m.weight.numel() for n, m in layers.items() if n not in profile)
+    if fixed >= goal:
+        raise PrunecError(f"--target-compression {target} is unreachable: the layers not being pruned alone hold "
+                          f"{fixed} of {total} weights; add them to --sparsity")
+
+    def kept(a: float) -> float:
+        return fixed + sum(min(1.0, a * (1.0 - s)) * layers[n].weight.numel() for n, s in profile.items())
+
+    lo, hi = 0.0, 1.0
+    while kept(hi) < goal and hi < 1e6:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kept(mid) < goal else (lo, mid)
+    a = (lo + hi) / 2
+    return {n: max(0.0, 1.0 - min(1.0, a * (1.0 - s))) for n, s in profile.items()}
+
+
+def step_masks(model: nn.Module, masks: M.Masks, recipe: Recipe, k: int, state: dict) -> M.Masks:
+    """The masks after prune step k (1-based): cumulative (never grows back)."""
+    f = schedule_fraction(k, recipe.steps, recipe.schedule)
+    if recipe.global_sparsity is not None:
+        return global_masks(model, masks, recipe.global_sparsity * f)
+    out = dict(masks)
+    if recipe.quality is not None:
+        for name in masks:
+            w = model.get_submodule(name).weight
+            out[name] = quality_mask(w, masks[name], recipe.quality * f, state["std0"][name])
+        return out
+    for name, s in state["sparsity"].items():
+        out[name] = sparsity_mask(model.get_submodule(name).weight, masks[name], s * f)
+    return out
+
+
+# --- dropout rescale ----------------------------------------------------------------------------------
+
+
+def feeding_dropouts(model: nn.Module) -> dict[str, str]:
+    """{fc layer name: name of the Dropout feeding it} — the nearest Dropout since the previous prunable layer."""
+    out: dict[str, str] = {}
+    last_dropout = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Dropout):
+            last_dropout = name
+        elif isinstance(m, (nn.Linear, nn.Conv2d)):
+            if isinstance(m, nn.Linear) and last_dropout is not None:
+                out[name] = last_dropout
+            last_dropout = None
+    return out
+
+
+def rescale_dropout(model: nn.Module, masks: M.Masks, original_p: dict[str, float], original_weights: dict[str, int]) -> dict[str, float]:
+    """Dr = Do · sqrt(Cr / Co) for the Dropout feeding each fc layer; returns the new rates."""
+    rates = {}
+    for fc, drop in feeding_dropouts(model).items():
+        if drop not in original_p or fc not in masks:
+            continue
+        cr = int(masks[fc].sum())
+        co = original_weights[fc]
+        p = original_p[drop] * math.sqrt(cr / co) if co else 0.0
+        model.get_submodule(drop).p = p
+        rates[drop] = p
+    return rates
+
+
+# --- retraining ---------------------------------------------------------------------------------------
+
+
+def retrain_config(recipe: Recipe, epochs: int) -> TrainConfig:
+    return TrainConfig(
+        epochs=epochs, lr=recipe.lr, momentum=recipe.momentum, batch_size=recipe.batch_size,
+        weight_decay=recipe.reg_strength if recipe.reg == "l2" else 0.0,
+        l1=recipe.reg_strength if recipe.reg == "l1" else 0.0, lr_schedule=recipe.lr_schedule,
+    )
+
+
+def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
+    kinds = {}
+    for name, m in prunable_layers(model):
+        kinds[name] = "conv" if isinstance(m, nn.Conv2d) else "fc"
+
+    def kind(param_name: str) -> str | None:
+        return kinds.get(param_name.rsplit(".", 1)[0])
+
+    return kind
+
+
+def retrain(model: nn.Module, data: Dataset, recipe: Recipe, masks: M.Masks, epochs: int, *, seed: int,
+            progress: bool, desc: str) -> list[dict]:
+    if epochs <= 0:
+        return []
+    cfg = retrain_config(recipe, epochs)
+    kind = _param_kind(model)
+    has_conv = any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
+    if recipe.alternate and has_conv:
+        h = fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc + " fc",
+                trainable=lambda n: kind(n) != "conv")
+        h += fit(model, data.train, cfg, masks=masks, seed=seed + 7919, progress=progress, desc=desc + " conv",
+                 trainable=lambda n: kind(n) != "fc")
+        return h
+    return fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc)
+
+
+# --- the iterative schedule ---------------------------------------------------------------------------
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
+def _broadcast_masks(masks: M.Masks) -> M.Masks:
+    """Rank 0's masks on every rank (the pruning decision is rank 0's)."""
+    dist = _dist()
+    if dist is None:
+        return masks
+    out = {}
+    for name in sorted(masks):
+        t = masks[name].to(torch.uint8).contiguous()
+        dist.broadcast(t, src=0)
+        out[name] = t.bool()
+    return {n: out[n] for n in masks}
+
+
+def _broadcast_object(obj):
+    dist = _dist()
+    if dist is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks) -> dict:
+    """The schedule state kept in checkpoints (and restored by --resume)."""
+    layers = dict(prunable_layers(model))
+    if recipe.quality is None and recipe.global_sparsity is None:
+        unknown = set(recipe.sparsity) - set(layers)
+        if unknown:
+            raise PrunecError(f"--sparsity names unknown layer(s) {sorted(unknown)}; this model's layers are {list(layers)}")
+        if not recipe.sparsity:
+            raise PrunecError("nothing to prune: give --sparsity LAYER=FRACTION, --quality Q or --global-threshold S")
+        sparsity = dict(recipe.sparsity)
+        if recipe.target_compression is not None:
+            sparsity = sparsity_for_compression(model, sparsity, recipe.target_compression)
+    else:
+        sparsity = {}
+    return {
+        "step": 0,
+        "steps": recipe.steps,
+        "sparsity": sparsity,
+        "std0": {n: float(m.weight.detach().float().std()) for n, m in layers.items()},
+        "weights0": {n: m.weight.numel() for n, m in layers.items()},
+        "dropout_p0": {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)},
+        "history": [],
+        "stopped": None,
+        "done": False,
+    }
+
+
+def run_schedule(
+    model: nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    *,
+    baseline_accuracy: float,
+    seed: int = 0,
+    masks: M.Masks | None = None,
+    state: dict | None = None,
+    on_step: Callable[[nn.Module, M.Masks, dict], None] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[nn.Module, M.Masks, dict]:
+    """Prune → retrain `recipe.steps` times (continuing from `state` when resuming).
+
+    After each step `on_step(model, masks, state)` is called (the CLI writes a resume checkpoint there).
+    With `max_accuracy_drop`, a step whose accuracy falls more than that below `baseline_accuracy` is undone
+    and the schedule stops. With `remove_dead`, dead neurons are removed at the end.
+    """
+    recipe.validate()
+    masks = M.dense_masks(model) if masks is None else masks
+    state = new_state(model, recipe, masks) if state is None else state
+    M.apply_masks(model, masks)
+    rank0 = _dist() is None or _dist().get_rank() == 0
+    for k in range(state["step"] + 1, recipe.steps + 1):
+        if state.get("stopped"):
+            break
+        prev = (copy.deepcopy(model.state_dict()), M.clone_masks(masks)) if recipe.max_accuracy_drop is not None else None
+        masks = step_masks(model, masks, recipe, k, state) if rank0 else M.clone_masks(masks)
+        masks = _broadcast_masks(masks)
+        M.apply_masks(model, masks)
+        if recipe.dropout_rescale:
+            rescale_dropout(model, masks, state["dropout_p0"], state["weights0"])
+        acc_pruned = evaluate(model, data.test)
+        epochs = recipe.retrain_epochs + (recipe.final_epochs if k == recipe.steps else 0)
+        hist = retrain(model, data, recipe, masks, epochs, seed=seed * 1000 + k, progress=progress, desc=f"step {k}/{recipe.steps}")
+        acc = evaluate(model, data.test)
+        rec = {
+            "step": k,
+            "compression": M.compression(model, masks),
+            "remaining": {n: float(m.float().mean()) for n, m in masks.items()},
+            "accuracy_after_prune": acc_pruned,
+            "test_accuracy": acc,
+            "train_loss": hist[-1]["loss"] if hist else None,
+        }
+        log(f"step {k}/{recipe.steps}: {rec['compression']:.2f}x, accuracy {acc_pruned:.4f} after pruning, "
+            f"{acc:.4f} after {epochs} epochs of retraining (baseline {baseline_accuracy:.4f})")
+        stop = recipe.max_accuracy_drop is not None and baseline_accuracy - acc > recipe.max_accuracy_drop + 1e-12
+        stop = _broadcast_object(stop)
+        if stop:
+            rec["undone"] = True
+            state["history"].append(rec)
+            if k > 1 or prev is not None:
+                model.load_state_dict(prev[0])
+                masks = prev[1]
+            state["stopped"] = f"step {k} dropped accuracy by {baseline_accuracy - acc:.4f} > {recipe.max_accuracy_drop}; kept step {k - 1}"
+            log(state["stopped"])
+            state["step"] = k
+            if on_step:
+                on_step(model, masks, state)
+            break
+        state["history"].append(rec)
+        state["step"] = k
+        if on_step:
+            on_step(model, masks, state)
+    if recipe.remove_dead:
+        model, masks, removed = remove_dead_neurons(model, masks)
+        if any(removed.values()):
+            log("dead neurons removed: " + ", ".join(f"{n}: {c}" for n, c in removed.items() if c))
+        state["dead_removed"] = removed
+    state["done"] = True
+    return model, masks, state
+
+
+# --- dead-neuron removal ------------------------------------------------------------------------------
+
+_PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+
+
+def _pairs(model: nn.Module) -> list[tuple[str, str, bool]]:
+    """Consecutive prunable layers (A, B) joined only by ReLU/MaxPool/Flatten/Dropout; bool: ReLU between."""
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    out = []
+    prev, between = None, []
+    for n, m in leaves:
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if prev is not None and all(isinstance(b, _PASS_THROUGH) for b in between):
+                out.append((prev, n, any(isinstance(b, nn.ReLU) for b in between)))
+            prev, between = n, []
+        elif prev is not None:
+            between.append(m)
+    return out
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _shrunk_like(m: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    if isinstance(m, nn.Linear):
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    else:
+        new = nn.Conv2d(weight.shape[1] * m.groups, weight.shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
+                        dilation=m.dilation, groups=m.groups, bias=bias is not None, padding_mode=m.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    new.train(m.training)
+    return new
+
+
+@torch.no_grad()
+def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple[nn.Module, M.Masks, dict[str, int]]:
+    """Remove neurons (fc outputs / conv channels) with no input or no output connections; outputs unchanged.
+
+    For consecutive layers A → B (joined by ReLU / max-pool / flatten / dropout only, groups = 1):
+      * neuron j of A with no outgoing weight in B (B's column j, or its H·W columns after a flatten, all
+        zero): its row in A and its columns in B are deleted — B never read it;
+      * neuron j of A with no incoming weight (row / filter j of A all zero) outputs the constant
+        c = act(bias_j) everywhere; its contribution c·Σ W_B[:, cols_j] is folded into B's bias, then it is
+        deleted. (Into a padded conv a constant channel is not constant at the borders: such a neuron is
+        removed only when c = 0.)
+    The network's inputs and outputs are never removed. Repeats until nothing changes, since removing a
+    neuron can leave others dead. Modules are replaced by smaller ones; masks are cut to match.
+    Returns (model, masks, {layer: neurons removed}).
+    """
+    masks = M.masks_from_weights(model) if masks is None else dict(masks)
+    removed: dict[str, int] = {n: 0 for n, _ in prunable_layers(model)}
+    changed = True
+    while changed:
+        changed = False
+        for a_name, b_name, relu in _pairs(model):
+            a, b = model.get_submodule(a_name), model.get_submodule(b_name)
+            if getattr(a, "groups", 1) != 1 or getattr(b, "groups", 1) != 1:
+                continue
+            n_out = a.weight.shape[0]
+            if isinstance(b, nn.Linear):
+                if b.in_features % n_out:
+                    continue
+                per = b.in_features // n_out  # columns of B per neuron of A (H·W after a flatten)
+                wb = b.weight.view(b.out_features, n_out, per)
+            elif isinstance(b, nn.Conv2d) and isinstance(a, nn.Conv2d):
+                per = None
+                wb = b.weight  # [out, in, kh, kw]
+            else:
+                continue
+            if wb.shape[1] != n_out:
+                continue
+            wa = a.weight.reshape(n_out, -1)
+            no_out = (wb != 0).transpose(0, 1).reshape(n_out, -1).sum(1) == 0
+            no_in = (wa != 0).sum(1) == 0
+            dead = no_out.clone()
+            const = a.bias.detach().clone() if a.bias is not None else torch.zeros(n_out)
+            if relu:
+                const = const.clamp_min(0)
+            for j in torch.nonzero(no_in & ~no_out).flatten().tolist():
+                c = float(const[j])
+                if c == 0.0:
+                    dead[j] = True
+                    continue
+                if b.bias is None or (isinstance(b, nn.Conv2d) and any(p != 0 for p in b.padding)):
+                    continue
+                if isinstance(b, nn.Linear):
+                    b.bias.add_(wb[:, j, :].sum(1) * c)
+                else:
+                    b.bias.add_(wb[:, j].sum((1, 2)) * c)
+                dead[j] = True
+            if not dead.any():
+                continue
+            if int(dead.sum()) == n_out:
+                dead[0] = False  # keep one neuron so the shapes stay valid
+                if not dead.any():
+                    continue
+            keep = ~dead
+            new_a = _shrunk_like(a, a.weight[keep], a.bias[keep] if a.bias is not None else None)
+            if per is not None:
+                cols = keep.repeat_interleave(per)
+                new_b = _shrunk_like(b, b.weight[:, cols], b.bias)
+                masks[b_name] = masks[b_name][:, cols]
+            else:
+                new_b = _shrunk_like(b, b.weight[:, keep], b.bias)
+                masks[b_name] = masks[b_name][:, keep]
+            masks[a_name] = masks[a_name][keep]
+            _set_module(model, a_name, new_a)
+            _set_module(model, b_name, new_b)
+            removed[a_name] += int(dead.sum())
+            changed = True
+    return model, masks, removed
+
+
+def resize_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Replace prunable layers whose saved weights have another shape (shrunk by dead-neuron removal)."""
+    for name, m in prunable_layers(model):
+        w = state_dict.get(name + ".weight")
+        if w is None or tuple(w.shape) == tuple(m.weight.shape):
+            continue
+        b = state_dict.get(name + ".bias")
+        _set_module(model, name, _shrunk_like(m, torch.zeros_like(w), torch.zeros_like(b) if b is not None else None))
+    return model
+
+
+def with_recipe_overrides(recipe: Recipe, **kw) -> Recipe:
+    return replace(recipe, **{k: v for k, v in kw.items() if v is not None})

@@ -1,0 +1,128 @@
+"""Pruning recipes: per-model defaults and the per-layer profiles of Han et al. (2015).
+
+A recipe says how much of each layer to prune in the end (`sparsity`: fraction pruned, per layer name) or
+how to pick thresholds (`quality`: |w| < q·std), how many prune → retrain steps to take and how the
+per-step amount grows (`schedule`), and how to retrain (epochs, lr, regulariser).
+
+`PAPER_REMAINING` is the fraction of weights the paper kept per layer (Tables 1–5), the reference that
+`prunec report` plots beside ours. The `DEFAULT_RECIPES` for the LeNets are the ones tuned on Fashion-MNIST
+(docs/PRUNING.md says how); AlexNet and VGG-16 use the paper's profiles as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import PrunecError
+
+# Fraction of weights remaining per layer in the paper (Han et al. 2015, Tables 2–5).
+PAPER_REMAINING: dict[str, dict[str, float]] = {
+    "lenet300": {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26},
+    "lenet5": {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19},
+    "alexnet": {
+        "features.0": 0.84, "features.3": 0.38, "features.6": 0.35, "features.8": 0.37, "features.10": 0.37,
+        "classifier.1": 0.09, "classifier.4": 0.09, "classifier.6": 0.25,
+    },
+    "vgg16": {
+        "features.0": 0.58, "features.2": 0.22, "features.5": 0.34, "features.7": 0.36,
+        "features.10": 0.53, "features.12": 0.24, "features.14": 0.42,
+        "features.17": 0.32, "features.19": 0.27, "features.21": 0.34,
+        "features.24": 0.35, "features.26": 0.29, "features.28": 0.36,
+        "classifier.0": 0.01, "classifier.3": 0.02, "classifier.6": 0.23,
+    },
+}
+
+PAPER_COMPRESSION = {"lenet300": 12, "lenet5": 12, "alexnet": 9, "vgg16": 13}
+
+
+@dataclass
+class Recipe:
+    sparsity: dict[str, float] = field(default_factory=dict)  # final fraction pruned per layer
+    quality: float | None = None  # if set: threshold = quality * std of the layer's dense weights
+    global_sparsity: float | None = None  # if set: one magnitude threshold over all layers
+    steps: int = 4  # prune → retrain iterations
+    schedule: str = "cubic"  # how the pruned fraction grows per step: "cubic", "linear" or "oneshot"
+    retrain_epochs: int = 10  # after each step
+    final_epochs: int = 0  # extra epochs after the last step
+    lr: float = 0.005  # retraining learning rate (LeNets: 1/10 of the dense one, as in the paper)
+    lr_schedule: str = "cosine"
+    momentum: float = 0.9
+    reg: str = "l2"  # "l2" (weight decay) or "l1"
+    reg_strength: float = 1e-4
+    batch_size: int = 128
+    alternate: bool = False  # retrain fc with conv frozen, then conv with fc frozen
+    dropout_rescale: bool = True
+    remove_dead: bool = True
+    target_compression: float | None = None  # scale the profile so total/nonzero weights reaches this
+    max_accuracy_drop: float | None = None  # stop (and keep the previous step) beyond this drop (fraction)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def validate(self) -> "Recipe":
+        for name, s in self.sparsity.items():
+            if not (0.0 <= s < 1.0):
+                raise PrunecError(f"sparsity {s} for layer {name} is outside [0, 1): give the fraction of weights to prune, e.g. {name}=0.9")
+        if self.global_sparsity is not None and not (0.0 <= self.global_sparsity < 1.0):
+            raise PrunecError(f"--global-threshold {self.global_sparsity} is outside [0, 1): give the overall fraction to prune, e.g. 0.9")
+        if self.quality is not None and self.quality < 0:
+            raise PrunecError(f"--quality {self.quality} is negative: the threshold is quality × std, use a value ≥ 0")
+        if self.steps < 1:
+            raise PrunecError(f"--steps {self.steps}: need at least 1 prune step")
+        if self.schedule not in ("cubic", "linear", "oneshot"):
+            raise PrunecError(f"unknown schedule {self.schedule!r}; choose cubic, linear or oneshot")
+        if self.reg not in ("l1", "l2"):
+            raise PrunecError(f"unknown regulariser {self.reg!r}; choose l1 or l2")
+        if self.target_compression is not None and self.target_compression < 1:
+            raise PrunecError(f"--target-compression {self.target_compression} < 1: it is total/nonzero weights, e.g. 12")
+        if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
+            raise PrunecError("--max-accuracy-drop must be ≥ 0 (a fraction, e.g. 0.001 for 0.1 pp)")
+        return self
+
+
+def paper_sparsity(model_name: str) -> dict[str, float]:
+    return {k: round(1.0 - v, 6) for k, v in PAPER_REMAINING[model_name].items()}
+
+
+# The default `prunec prune` recipes. LeNets: tuned on Fashion-MNIST (docs/PRUNING.md, docs/RESULTS.md).
+DEFAULT_RECIPES: dict[str, Recipe] = {
+    "lenet300": Recipe(
+        sparsity={"fc1": 0.93, "fc2": 0.85, "fc3": 0.40},
+        steps=8, schedule="cubic", retrain_epochs=8, final_epochs=30, lr=0.005, reg="l2", reg_strength=1e-4,
+    ),
+    "lenet5": Recipe(
+        sparsity={"conv1": 0.34, "conv2": 0.88, "fc1": 0.93, "fc2": 0.70},
+        steps=4, schedule="cubic", retrain_epochs=3, final_epochs=8, lr=0.002, reg="l2", reg_strength=5e-4,
+    ),
+    "alexnet": Recipe(sparsity=paper_sparsity("alexnet"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
+    "vgg16": Recipe(sparsity=paper_sparsity("vgg16"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
+}
+
+
+def default_recipe(model_name: str) -> Recipe:
+    if model_name not in DEFAULT_RECIPES:
+        raise PrunecError(f"no pruning recipe for model {model_name!r}; choose one of: {', '.join(DEFAULT_RECIPES)}")
+    r = DEFAULT_RECIPES[model_name]
+    return replace(r, sparsity=dict(r.sparsity))
+
+
+def parse_sparsity(text: str) -> dict[str, float]:
+    """'fc1=0.92,fc2=0.91' -> {'fc1': 0.92, 'fc2': 0.91}."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise PrunecError(f"--sparsity entry {part!r} is not LAYER=FRACTION, e.g. fc1=0.92,fc2=0.91")
+        k, v = part.split("=", 1)
+        try:
+            f = float(v)
+        except ValueError:
+            raise PrunecError(f"--sparsity {k}={v!r}: not a number; give the fraction pruned, e.g. {k}=0.9") from None
+        if not (0.0 <= f < 1.0):
+            raise PrunecError(f"--sparsity {k}={f} is outside [0, 1): give the fraction of weights to prune, e.g. {k}=0.9")
+        out[k.strip()] = f
+    if not out:
+        raise PrunecError("--sparsity is empty; give LAYER=FRACTION pairs, e.g. fc1=0.92,fc2=0.91")
+    return out

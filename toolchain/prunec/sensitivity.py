@@ -1,0 +1,87 @@
+"""Per-layer sensitivity (the paper's Figure 6): prune one layer alone by magnitude, no retraining, and
+measure accuracy; repeat for a range of fractions. A layer whose accuracy holds up at high fractions can be
+pruned hard; the proposal per layer is the largest fraction whose accuracy drop stays within `tolerance`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import Split
+from .models import prunable_layers
+from .prune import sparsity_mask
+from .train import evaluate
+
+FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99)
+
+
+@torch.no_grad()
+def analyse(model: nn.Module, split: Split, fractions=FRACTIONS, layers: list[str] | None = None) -> dict:
+    """{"baseline": acc, "curves": {layer: [[fraction, accuracy], ...]}} — each layer pruned alone."""
+    base = evaluate(model, split)
+    curves: dict[str, list[list[float]]] = {}
+    for name, m in prunable_layers(model):
+        if layers is not None and name not in layers:
+            continue
+        original = m.weight.detach().clone()
+        pts = []
+        for f in fractions:
+            mask = sparsity_mask(original, torch.ones_like(original, dtype=torch.bool), f)
+            m.weight.copy_(original.masked_fill(~mask, 0.0))
+            pts.append([float(f), evaluate(model, split)])
+        m.weight.copy_(original)
+        curves[name] = pts
+    return {"baseline": base, "curves": curves}
+
+
+def propose(result: dict, tolerance: float = 0.005) -> dict[str, float]:
+    """Per layer: the largest fraction pruned whose accuracy stays within `tolerance` of the baseline."""
+    out = {}
+    for name, pts in result["curves"].items():
+        ok = [f for f, acc in pts if result["baseline"] - acc <= tolerance]
+        out[name] = max(ok) if ok else 0.0
+    return out
+
+
+def plot(result: dict, path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, pts in result["curves"].items():
+        ax.plot([100 * f for f, _ in pts], [100 * a for _, a in pts], marker="o", ms=3, label=name)
+    ax.axhline(100 * result["baseline"], color="gray", lw=0.8, ls="--")
+    ax.set_xlabel("parameters pruned away (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "pruning sensitivity, each layer alone, no retraining")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def write(result: dict, proposal: dict, out_dir: Path, model_name: str) -> list[Path]:
+    from .atomic import atomic_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    with atomic_file(out_dir / "sensitivity.json") as tmp:
+        tmp.write_text(json.dumps({"model": model_name, **result, "proposed_sparsity": proposal}, indent=2))
+    files.append(out_dir / "sensitivity.json")
+    with atomic_file(out_dir / "sensitivity.png") as tmp:
+        plot(result, tmp.with_suffix(".png"), f"{model_name}: accuracy vs fraction pruned (no retraining)")
+        tmp.with_suffix(".png").replace(tmp)
+    files.append(out_dir / "sensitivity.png")
+    return files
+
+
+def clone(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)

@@ -1,0 +1,171 @@
+"""Training and evaluation on whole in-memory tensors (minibatches by index permutation, no DataLoader).
+
+`fit` trains a model, optionally holding a mask set (pruned weights stay exactly 0, see masks.py), with L2
+(SGD weight decay) or L1 regularisation, a cosine or constant learning rate, a subset of parameters
+trainable (the paper's alternate fc/conv retraining) and, when torch.distributed is initialised with more
+than one rank, DistributedDataParallel with each rank taking its share of the same permutation.
+
+`DEFAULTS` holds each model's dense training recipe (the `prunec train` defaults).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import masks as M
+from .data import Split
+from .errors import PrunecError
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # L2 (SGD weight decay)
+    l1: float = 0.0  # L1 strength on prunable weights (sign(w) added to the gradient)
+    batch_size: int = 128
+    lr_schedule: str = "cosine"  # "cosine" (per iteration, to 0) or "constant"
+    nesterov: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# Dense training recipes (SGD, momentum 0.9, cosine decay). LeNets were tuned on Fashion-MNIST (see
+# docs/PRUNING.md); AlexNet/VGG-16 follow their papers' SGD settings (ImageNet is not shipped).
+DEFAULTS: dict[str, TrainConfig] = {
+    "lenet300": TrainConfig(epochs=40, lr=0.05, weight_decay=5e-4, batch_size=128),
+    "lenet5": TrainConfig(epochs=20, lr=0.02, weight_decay=5e-4, batch_size=128),
+    "alexnet": TrainConfig(epochs=90, lr=0.01, weight_decay=5e-4, batch_size=256),
+    "vgg16": TrainConfig(epochs=74, lr=0.01, weight_decay=5e-4, batch_size=256),
+}
+
+
+def default_config(model_name: str) -> TrainConfig:
+    if model_name not in DEFAULTS:
+        raise PrunecError(f"unknown model {model_name!r}; choose one of: {', '.join(DEFAULTS)}")
+    return replace(DEFAULTS[model_name])
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use PRUNEC_THREADS, else `n`, else min(2, cores) intra-op threads (the machines here have 2 cores)."""
+    env = os.environ.get("PRUNEC_THREADS")
+    k = int(env) if env else (n or min(2, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, k))
+    return k
+
+
+def _dist():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 2000) -> float:
+    """Top-1 accuracy (a fraction) on the whole split, eval mode; restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(split), batch_size):
+        x = split.x[i : i + batch_size].to(device)
+        y = split.y[i : i + batch_size].to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / max(1, len(split))
+
+
+def fit(
+    model: nn.Module,
+    data: Split,
+    cfg: TrainConfig,
+    *,
+    masks: M.Masks | None = None,
+    seed: int = 0,
+    trainable: Callable[[str], bool] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Train in place with SGD; returns one dict per epoch (mean train loss, lr at the end)."""
+    from tqdm import tqdm
+
+    dist = _dist()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+    device = next(model.parameters()).device
+    named = [(n, p) for n, p in model.named_parameters() if trainable is None or trainable(n)]
+    frozen = [p for n, p in model.named_parameters() if trainable is not None and not trainable(n)]
+    for p in frozen:
+        p.requires_grad_(False)
+    params = [p for _, p in named]
+    if not params:
+        raise PrunecError("nothing to train: no parameter selected")
+    l1_weights = [model.get_submodule(n).weight for n in (masks or M.dense_masks(model))] if cfg.l1 else []
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+
+    net: nn.Module = model
+    if dist:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, broadcast_buffers=False)
+
+    if masks:
+        M.apply_masks(model, masks)
+    n = len(data)
+    per_rank = n // world
+    steps = max(1, math.ceil(per_rank / cfg.batch_size))
+    total = steps * cfg.epochs
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    t = 0
+    model.train()
+    try:
+        for epoch in range(cfg.epochs):
+            perm = torch.randperm(n, generator=g)  # same on every rank; each takes its slice
+            perm = perm[rank * per_rank : (rank + 1) * per_rank] if dist else perm
+            bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress or rank != 0,
+                       unit="batch", dynamic_ncols=True)
+            loss_sum = 0.0
+            for s in bar:
+                lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * t / total)) if cfg.lr_schedule == "cosine" else cfg.lr
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                x, y = data.x[idx].to(device), data.y[idx].to(device)
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(net(x), y)
+                loss.backward()
+                if cfg.l1:
+                    with torch.no_grad():
+                        for w in l1_weights:
+                            if w.grad is not None:
+                                w.grad.add_(torch.sign(w), alpha=cfg.l1)
+                M.masked_step(opt, model, masks)
+                loss_sum += float(loss.detach())
+                t += 1
+                if s % 50 == 0:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2g}")
+            bar.close()
+            rec = {"epoch": epoch + 1, "loss": loss_sum / steps, "lr": lr}
+            history.append(rec)
+            if on_epoch:
+                on_epoch(epoch, rec)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    model.eval()
+    return history
