@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""Single layers, side by side in one process: prunec's kernels (sparse relative-indexed CSR with every x86
+kernel registered, and the same layer stored dense) against PyTorch dense, PyTorch sparse CSR (int64 and int32
+indices), scipy.sparse CSR; with each layer's machine bound (bytes ÷ bandwidth, FLOPs ÷ peak).
+
+One core (the process is pinned), one thread everywhere, fp32, batch 1 (and batch 8 for fc layers: the kernel
+API is batch 1, so prunec calls the kernel 8 times; PyTorch and scipy get one [8 x in] matrix product).
+Each figure is the median of >= 5 interleaved repetitions; every ratio is between medians of this one run.
+Outputs are checked against a float64 reference before timing.
+
+    .venv/bin/python benchmarks/bench_layers.py [--layers KEY,...] [--batch 1,8] [--reps 7] [--json OUT]
+    .venv/bin/python benchmarks/bench_layers.py --sweep   # 4096x4096 fc, density 1% .. 100%
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "toolchain"))
+
+import harness  # noqa: E402
+import workloads  # noqa: E402
+from harness import Contender, py_timer  # noqa: E402
+from prunec.encode import choose_encoding  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
+INF = float("inf")
+
+
+class Keep:
+    """Holds numpy buffers and cffi objects alive for as long as the contenders may run."""
+
+    def __init__(self):
+        self.items = []
+
+    def __call__(self, o):
+        self.items.append(o)
+        return o
+
+
+def _rcsr_struct(ffi, keep, enc):
+    r = enc.rcsr
+    s = keep(ffi.new("prunec_rcsr_f32 *"))
+    s.rows, s.cols, s.index_bits = r.rows, r.cols, r.index_bits
+    vals = keep(np.ascontiguousarray(r.values, dtype=np.float32))
+    idx = keep(np.frombuffer(r.packed_index() + b"\0" * 64, dtype=np.uint8).copy())  # padded: kernels may over-read
+    ptr = keep(np.ascontiguousarray(r.row_ptr, dtype=np.uint32))
+    s.values = keep(ffi.from_buffer("float[]", vals))
+    s.index = keep(ffi.from_buffer("uint8_t[]", idx))
+    s.row_ptr = keep(ffi.from_buffer("uint32_t[]", ptr))
+    return s
+
+
+def _dense_struct(ffi, keep, w):
+    s = keep(ffi.new("prunec_dense_f32 *"))
+    s.rows, s.cols = w.shape
+    wv = keep(np.ascontiguousarray(w, dtype=np.float32))
+    s.values = keep(ffi.from_buffer("float[]", wv))
+    return s
+
+
+def _check(name, got, ref, tol=2e-3):
+    err = float(np.max(np.abs(got.astype(np.float64) - ref)) / (np.max(np.abs(ref)) + 1e-30))
+    if not np.isfinite(err) or err > tol:
+        raise AssertionError(f"{name}: output differs from the reference (max rel err {err:.2e})")
+
+
+def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=True, relu=True):
+    import scipy.sparse
+    import torch
+    import torch.nn.functional as F
+
+    ffi, lib, ks = lib_t
+    keep = Keep()
+    lo, hi = (0.0, INF) if relu else (-INF, INF)
+    rows, cols = w.shape
+    rng = np.random.default_rng(1)
+    X = x1[None, :] if batch == 1 else np.vstack([x1] + [rng.standard_normal(cols, dtype=np.float32)
+                                                         for _ in range(batch - 1)])
+    X = keep(np.ascontiguousarray(X))
+    ref = X.astype(np.float64) @ w.T.astype(np.float64) + bias
+    if relu:
+        ref = np.maximum(ref, 0)
+    enc = choose_encoding(w, allow_dense=False)
+    out = []
+    xb = keep(ffi.from_buffer("float[]", X))
+    bb = keep(ffi.from_buffer("float[]", keep(bias.copy())))
+    rs = _rcsr_struct(ffi, keep, enc)
+    ds = _dense_struct(ffi, keep, w)
+    for k in ks:
+        if k.op not in ("fc_rcsr", "fc_dense"):
+            continue
+        Y = keep(np.full((batch, rows), np.nan, dtype=np.float32))
+        yb = keep(ffi.from_buffer("float[]", Y, require_writable=True))
+        fn = ffi.addressof(lib, k.name)
+        if k.op == "fc_rcsr":
+            run = (lambda fn, yb: lambda n: lib.bench_fc_rcsr(fn, rs, bb, xb, yb, batch, n, lo, hi))(fn, yb)
+            c = Contender(f"prunec sparse [{k.isa}]", run, "prunec-sparse")
+        else:
+            run = (lambda fn, yb: lambda n: lib.bench_fc_dense(fn, ds, bb, xb, yb, batch, n, lo, hi))(fn, yb)
+            c = Contender(f"prunec dense [{k.isa}]", run, "prunec-dense")
+        run(1)
+        _check(c.name, Y, ref)
+        out.append(c)
+
+    torch.set_num_threads(1)
+    Wt, bt = torch.from_numpy(w), torch.from_numpy(bias)
+    Xt = torch.from_numpy(X)
+    act = torch.relu if relu else (lambda t: t)
+    with torch.inference_mode():
+        _check("torch dense", act(F.linear(Xt, Wt, bt)).numpy(), ref)
+
+    def torch_dense():
+        with torch.inference_mode():
+            return act(F.linear(Xt, Wt, bt))
+    out.append(Contender("pytorch dense", py_timer(torch_dense), "pytorch"))
+    if torch_csr:
+        c64 = Wt.to_sparse_csr()
+        c32 = torch.sparse_csr_tensor(c64.crow_indices().to(torch.int32), c64.col_indices().to(torch.int32),
+                                      c64.values(), c64.shape)
+        XT = Xt.T.contiguous()
+        for label, cm in (("pytorch csr int64", c64), ("pytorch csr int32", c32)):
+            if batch == 1:
+                f = (lambda cm, xv=Xt[0]: lambda: act(torch.addmv(bt, cm, xv)))(cm)
+            else:
+                f = (lambda cm, bcol=bt[:, None]: lambda: act(torch.addmm(bcol, cm, XT)))(cm)
+            with torch.inference_mode():
+                got = f().numpy()
+            _check(label, got.reshape(rows, -1).T if batch > 1 else got[None, :], ref)
+            out.append(Contender(label, py_timer(f), "pytorch"))
+    if scipy_csr:
+        S = scipy.sparse.csr_matrix(w)
+        if batch == 1:
+            f = lambda xv=X[0]: np.maximum(S @ xv + bias, 0) if relu else S @ xv + bias  # noqa: E731
+        else:
+            XTn = np.ascontiguousarray(X.T)
+            f = lambda bcol=bias[:, None]: np.maximum(S @ XTn + bcol, 0)  # noqa: E731
+        got = f()
+        _check("scipy csr", got.T if batch > 1 else got[None, :], ref)
+        out.append(Contender(f"scipy csr (int{S.indices.dtype.itemsize * 8})", py_timer(f), "scipy"))
+    out_keep = keep
+    for c in out:
+        c.keep = out_keep  # type: ignore[attr-defined]
+    return out, enc
+
+
+def conv_contenders(layer, w, bias, x, lib_t):
+    import torch
+    import torch.nn.functional as F
+
+    ffi, lib, ks = lib_t
+    keep = Keep()
+    cv = layer.conv
+    p = keep(ffi.new("prunec_conv2d_params *"))
+    p.in_c, p.in_h, p.in_w = cv.in_c, cv.in_hw, cv.in_hw
+    p.out_c, p.out_h, p.out_w = cv.out_c, cv.out_hw, cv.out_hw
+    p.kh = p.kw = cv.k
+    p.stride_h = p.stride_w = cv.stride
+    p.pad_h = p.pad_w = cv.pad
+    p.dil_h = p.dil_w = 1
+    p.groups = cv.groups
+    torch.set_num_threads(1)
+    w4 = torch.from_numpy(w.reshape(cv.out_c, cv.in_c // cv.groups, cv.k, cv.k))
+    bt = torch.from_numpy(bias)
+    xt = torch.from_numpy(x)[None]
+    with torch.inference_mode():
+        ref = torch.relu(F.conv2d(xt.double(), w4.double(), bt.double(), cv.stride, cv.pad, 1, cv.groups))[0].numpy()
+    enc = choose_encoding(w, allow_dense=False)
+    xb = keep(ffi.from_buffer("float[]", keep(np.ascontiguousarray(x))))
+    bb = keep(ffi.from_buffer("float[]", keep(bias.copy())))
+    rs = _rcsr_struct(ffi, keep, enc)
+    ds = _dense_struct(ffi, keep, w)
+    out = []
+    for k in ks:
+        if k.op not in ("conv2d_rcsr", "conv2d_dense"):
+            continue
+        Y = keep(np.full(ref.shape, np.nan, dtype=np.float32))
+        yb = keep(ffi.from_buffer("float[]", Y, require_writable=True))
+        fn = ffi.addressof(lib, k.name)
+        if k.op == "conv2d_rcsr":
+            run = (lambda fn, yb: lambda n: lib.bench_conv_rcsr(fn, p, rs, bb, xb, yb, n, 0.0, INF))(fn, yb)
+            c = Contender(f"prunec sparse [{k.isa}]", run, "prunec-sparse")
+        else:
+            run = (lambda fn, yb: lambda n: lib.bench_conv_dense(fn, p, ds, bb, xb, yb, n, 0.0, INF))(fn, yb)
+            c = Contender(f"prunec dense [{k.isa}]", run, "prunec-dense")
+        run(1)
+        _check(c.name, Y, ref)
+        out.append(c)
+
+    def torch_dense():
+        with torch.inference_mode():
+            return torch.relu(F.conv2d(xt, w4, bt, cv.stride, cv.pad, 1, cv.groups))
+    with torch.inference_mode():
+        _check("pytorch dense", torch_dense()[0].numpy(), ref)
+    out.append(Contender("pytorch dense (oneDNN)", py_timer(torch_dense), "pytorch"))
+    for c in out:
+        c.keep = keep  # type: ignore[attr-defined]
+    return out, enc
+
+
+def layer_bound(layer, enc, lim, batch=1):
+    """Machine bound of the sparse layer (its own bytes and useful FLOPs) and of the dense layer."""
+    rows, cols = layer.matrix_shape()
+    sp = enc.total_bytes
+    dn = rows * cols * 4
+    if layer.conv:
+        cv = layer.conv
+        io = 4 * (cv.in_c * cv.in_hw ** 2 + cv.out_c * cv.out_hw ** 2)
+        pix = cv.out_hw ** 2
+    else:
+        io = 4 * batch * (rows + cols)
+        pix = batch
+    tb_s, why_s = harness.bound_seconds(sp + io, 2.0 * enc.nonzero * pix, lim)
+    tb_d, why_d = harness.bound_seconds(dn + io, 2.0 * rows * cols * pix, lim)
+    return {"sparse_bound_s": tb_s, "sparse_bound_by": why_s, "dense_bound_s": tb_d, "dense_bound_by": why_d}
+
+
+def bench_layer(layer, batch, lib_t, lim, reps, target_s, seed=0, extra=None):
+    w, bias, x = workloads.random_layer(layer, seed)
+    if layer.conv:
+        cs, enc = conv_contenders(layer, w, bias, x, lib_t)
+    else:
+        cs, enc = fc_contenders(layer, w, bias, x, batch, lib_t)
+    harness.measure(cs, reps=reps, target_s=target_s)
+    rows, cols = layer.matrix_shape()
+    res = {
+        "layer": layer.key, "kind": layer.kind, "shape": layer.shape_str(), "batch": batch,
+        "density": layer.density, "nonzero": enc.nonzero, "entries": enc.rcsr.entries,
+        "index_bits": enc.index_bits, "fillers": enc.fillers,
+        "sparse_bytes": enc.total_bytes, "dense_bytes": rows * cols * 4, "dense_macs": layer.dense_macs() * batch,
+        "median_s": {c.name: c.median for c in cs}, "times_s": {c.name: c.times for c in cs},
+        "group": {c.name: c.group for c in cs}, "reps": reps,
+    }
+    res.update(layer_bound(layer, enc, lim, batch))
+    return res
+
+
+def best(res, group):
+    items = [(t, n) for n, t in res["median_s"].items() if res["group"][n] == group]
+    return min(items) if items else (float("nan"), "-")
+
+
+def fmt_t(s):
+    return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"
+
+
+def summary_rows(results):
+    """One line per layer: best prunec sparse, ratios against each contender, bound fraction."""
+    lines = []
+    for r in results:
+        ts, ns = best(r, "prunec-sparse")
+        td, _ = best(r, "prunec-dense")
+        m = r["median_s"]
+        pt = m.get("pytorch dense", m.get("pytorch dense (oneDNN)"))
+        lines.append({
+            "layer": r["layer"], "shape": r["shape"], "batch": r["batch"], "density": r["density"],
+            "bits": r["index_bits"], "size_ratio": r["dense_bytes"] / r["sparse_bytes"],
+            "sparse_s": ts, "sparse_kernel": ns, "prunec_dense_s": td, "pytorch_dense_s": pt,
+            "vs_prunec_dense": td / ts, "vs_pytorch_dense": pt / ts,
+            "vs_csr64": m.get("pytorch csr int64", float("nan")) / ts,
+            "vs_csr32": m.get("pytorch csr int32", float("nan")) / ts,
+            "vs_scipy": next((t for n, t in m.items() if n.startswith("scipy")), float("nan")) / ts,
+            "bound_frac": r["sparse_bound_s"] / ts, "bound_by": r["sparse_bound_by"],
+        })
+    return lines
+
+
+def print_table(results, out=sys.stdout):
+    print("| layer | shape | batch | density | b | dense/sparse bytes | prunec sparse (kernel) | prunec dense | "
+          "PyTorch dense | × prunec dense | × PyTorch dense | × PT CSR i64 | × PT CSR i32 | × scipy | % of bound |",
+          file=out)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", file=out)
+    for s in summary_rows(results):
+        print(f"| {s['layer']} | {s['shape']} | {s['batch']} | {s['density']:.0%} | {s['bits']} | {s['size_ratio']:.1f} | "
+              f"{fmt_t(s['sparse_s'])} ({s['sparse_kernel'].split('[')[-1].rstrip(']')}) | {fmt_t(s['prunec_dense_s'])} | "
+              f"{fmt_t(s['pytorch_dense_s'])} | {s['vs_prunec_dense']:.2f} | {s['vs_pytorch_dense']:.2f} | "
+              f"{s['vs_csr64']:.2f} | {s['vs_csr32']:.2f} | {s['vs_scipy']:.2f} | "
+              f"{100 * s['bound_frac']:.0f}% ({s['bound_by']}) |", file=out)
+
+
+def sweep(lib_t, lim, reps, target_s, densities=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0), size=4096):
+    out = []
+    for d in densities:
+        layer = workloads.fc("synthetic", f"fc{size}@{d:g}", size, size, d)
+        w, bias, x = workloads.random_layer(layer, 0)
+        cs, enc = fc_contenders(layer, w, bias, x, 1, lib_t, scipy_csr=False)
+        harness.measure(cs, reps=reps, target_s=target_s)
+        r = {"density": d, "index_bits": enc.index_bits, "sparse_bytes": enc.total_bytes,
+             "dense_bytes": size * size * 4, "median_s": {c.name: c.median for c in cs},
+             "group": {c.name: c.group for c in cs}}
+        ts, ns = best(r, "prunec-sparse")
+        print(f"density {d:6.0%}  b={enc.index_bits:2d}  best sparse {fmt_t(ts):>10} ({ns})  "
+              f"× prunec dense {best(r, 'prunec-dense')[0] / ts:6.2f}  × PyTorch dense "
+              f"{r['median_s']['pytorch dense'] / ts:6.2f}  × PT CSR i32 {r['median_s']['pytorch csr int32'] / ts:5.2f}",
+              flush=True)
+        out.append(r)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", default="", help="comma-separated keys (net.layer); default all")
+    ap.add_argument("--batch", default="1,8", help="batch sizes; 8 applies to fc layers only")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--target-ms", type=float, default=30.0, help="time per contender per repetition")
+    ap.add_argument("--sweep", action="store_true", help="density sweep of a 4096x4096 fc instead")
+    ap.add_argument("--json", default="", help="write the results here")
+    ap.add_argument("--core", type=int, default=None)
+    a = ap.parse_args(argv)
+    core = harness.pin_one_core(a.core)
+    lim = harness.machine_limits(quick=True)
+    lib_t = harness.kernels_lib()
+    print(f"# pinned to core {core}; limits: " + ", ".join(f"{k} {v:g}" for k, v in lim.items()), flush=True)
+    print("# kernels: " + ", ".join(k.name for k in lib_t[2]), flush=True)
+    doc = {"machine": harness.machine_description(), "limits": lim, "reps": a.reps,
+           "kernels": [k.name for k in lib_t[2]]}
+    if a.sweep:
+        doc["sweep"] = sweep(lib_t, lim, a.reps, a.target_ms / 1e3)
+    else:
+        keys = [k for k in a.layers.split(",") if k] or [l.key for l in workloads.LAYERS]
+        results = []
+        for b in (int(v) for v in a.batch.split(",")):
+            for key in keys:
+                layer = workloads.by_key(key)
+                if b > 1 and layer.conv:
+                    continue
+                r = bench_layer(layer, b, lib_t, lim, a.reps, a.target_ms / 1e3)
+                results.append(r)
+                s = summary_rows([r])[0]
+                print(f"{key:18s} b{b} {fmt_t(s['sparse_s']):>10} ({s['sparse_kernel']}); × prunec dense "
+                      f"{s['vs_prunec_dense']:.2f}, × PyTorch dense {s['vs_pytorch_dense']:.2f}, "
+                      f"× CSR i32 {s['vs_csr32']:.2f}, bound {100 * s['bound_frac']:.0f}%", flush=True)
+        doc["layers"] = results
+        print()
+        print_table(results)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()

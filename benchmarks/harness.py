@@ -1,0 +1,218 @@
+"""Shared machinery of the benchmarks: the C kernels compiled in-process, interleaved timing, machine limits.
+
+* `kernels_lib()` compiles every x86-usable kernel of runtime_c/kernels.inc (portable, avx2, avx512, ...)
+  for fc/conv, plus benchmarks/c/bench_driver.c (C timing loops, clock_gettime), into one cffi module with
+  -O3 -march=native. Python hands the kernel a function pointer and the encoded layer; the loop runs in C.
+* `measure(contenders, reps)` times every contender once per repetition, in a rotating order, so that all
+  of them see the same machine noise; each figure is the median over repetitions of the mean time per call
+  of a calibrated inner loop (>= `target_s` per repetition). Ratios are taken between medians of one run.
+* `machine_limits()` compiles and runs benchmarks/probe_machine.c (bandwidths and peak FMA rate).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "runtime_c"
+BENCH = ROOT / "benchmarks"
+CACHE = ROOT / "build" / "bench-cache"
+X86_ISAS = ("portable", "avx2", "avx512", "avx512x4")
+OPS = ("fc_rcsr", "fc_dense", "conv2d_rcsr", "conv2d_dense")
+CFLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC"]
+
+_LINE = re.compile(r'^\s*PRUNEC_KERNEL\(\s*(\w+)\s*,\s*(\w+)\s*,\s*(\w+)\s*,\s*"([^"]+)"\s*\)')
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    op: str
+    isa: str
+    source: str
+
+
+def registry() -> list[Kernel]:
+    out = []
+    for line in (RUNTIME / "kernels.inc").read_text().splitlines():
+        m = _LINE.match(line)
+        if m:
+            out.append(Kernel(*m.groups()))
+    return out
+
+
+def bench_kernels() -> list[Kernel]:
+    """Registered fc/conv kernels that this x86 host can run (ISA names not of another architecture)."""
+    arm = ("neon", "cortexm", "mve", "helium")
+    return [k for k in registry() if k.op in OPS and not any(a in k.isa for a in arm)
+            and (RUNTIME / k.source).exists()]
+
+
+_CDEF_TYPES = """
+typedef struct prunec_rcsr_f32 { uint32_t rows; uint32_t cols; uint32_t index_bits; const float *values;
+  const uint8_t *index; const uint32_t *row_ptr; } prunec_rcsr_f32;
+typedef struct prunec_dense_f32 { uint32_t rows; uint32_t cols; const float *values; } prunec_dense_f32;
+typedef struct prunec_conv2d_params { uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
+  uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups; } prunec_conv2d_params;
+typedef void (*bench_fc_rcsr_fn)(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);
+typedef void (*bench_fc_dense_fn)(const prunec_dense_f32 *, const float *, const float *, float *, float, float);
+typedef void (*bench_conv_rcsr_fn)(const prunec_conv2d_params *, const prunec_rcsr_f32 *, const float *,
+                                   const float *, float *, float, float);
+typedef void (*bench_conv_dense_fn)(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *,
+                                    const float *, float *, float, float);
+double bench_fc_rcsr(bench_fc_rcsr_fn f, const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                     int batch, long iters, float lo, float hi);
+double bench_fc_dense(bench_fc_dense_fn f, const prunec_dense_f32 *w, const float *bias, const float *x, float *y,
+                      int batch, long iters, float lo, float hi);
+double bench_conv_rcsr(bench_conv_rcsr_fn f, const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                       const float *bias, const float *x, float *y, long iters, float lo, float hi);
+double bench_conv_dense(bench_conv_dense_fn f, const prunec_conv2d_params *p, const prunec_dense_f32 *w,
+                        const float *bias, const float *x, float *y, long iters, float lo, float hi);
+"""
+
+_SIG = {
+    "fc_rcsr": "void {n}(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);",
+    "fc_dense": "void {n}(const prunec_dense_f32 *, const float *, const float *, float *, float, float);",
+    "conv2d_rcsr": "void {n}(const prunec_conv2d_params *, const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);",
+    "conv2d_dense": "void {n}(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *, const float *, float *, float, float);",
+}
+
+
+def kernels_lib():
+    """(ffi, lib, kernels) with every bench kernel and the timing driver; cached by source contents."""
+    import cffi
+
+    ks = bench_kernels()
+    sources = sorted({k.source for k in ks})
+    h = hashlib.sha256()
+    for p in [*(RUNTIME / s for s in sources), BENCH / "c" / "bench_driver.c", *sorted((RUNTIME / "include").glob("*.h"))]:
+        h.update(p.read_bytes())
+    h.update(" ".join(CFLAGS + [k.name for k in ks]).encode())
+    tag = h.hexdigest()[:12]
+    modname = f"_prunec_bench_{tag}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ffi = cffi.FFI()
+    ffi.cdef(_CDEF_TYPES + "\n".join(_SIG[k.op].format(n=k.name) for k in ks))
+    built = list(CACHE.glob(f"{modname}*.so"))
+    if not built:
+        ffi.set_source(modname, '#include "prunec_kernels.h"\n#include "bench_driver.h"\n',
+                       sources=[str(RUNTIME / s) for s in sources] + [str(BENCH / "c" / "bench_driver.c")],
+                       include_dirs=[str(RUNTIME / "include"), str(BENCH / "c")],
+                       extra_compile_args=CFLAGS, libraries=["m"])
+        so = ffi.compile(tmpdir=str(CACHE), verbose=False)
+        built = [Path(so)]
+    spec = importlib.util.spec_from_file_location(modname, built[0])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ffi, mod.lib, ks
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+@dataclass
+class Contender:
+    name: str
+    run: Callable[[int], float]  # run(n) -> seconds per call, averaged over n calls
+    group: str = ""  # "prunec-sparse", "prunec-dense", "pytorch", "scipy", "onnxruntime"
+    iters: int = 1
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def calibrate(c: Contender, target_s: float) -> None:
+    c.run(1)  # warm up (page faults, lazy init)
+    t = c.run(1)
+    n = 1
+    while t * n < target_s / 4 and n < 1 << 20:
+        n *= 4
+        t = c.run(n)
+    c.iters = max(1, int(target_s / max(t, 1e-9)))
+
+
+def measure(contenders: list[Contender], reps: int = 7, target_s: float = 0.03) -> None:
+    """Interleaved repetitions: rep r runs the contenders starting at position r (rotation)."""
+    for c in contenders:
+        calibrate(c, target_s)
+    k = len(contenders)
+    for r in range(reps):
+        for j in range(k):
+            c = contenders[(r + j) % k]
+            c.times.append(c.run(c.iters))
+
+
+def py_timer(fn: Callable[[], object]) -> Callable[[int], float]:
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n
+    return run
+
+
+def pin_one_core(core: int | None = None) -> int:
+    """Pin this process to one core (the last one by default) and return it."""
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[-1] if core is None else core
+    os.sched_setaffinity(0, {core})
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return core
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+def machine_limits(quick: bool = False) -> dict[str, float]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    exe = CACHE / "probe_machine"
+    src = BENCH / "probe_machine.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["cc", "-O3", "-march=native", str(src), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)] + (["--quick"] if quick else []), check=True, capture_output=True, text=True).stdout
+    return {k: float(v) for k, v in (line.split() for line in out.splitlines() if line.strip())}
+
+
+def machine_description() -> dict[str, str]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        fam = next(line.split(":")[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("cpu family"))
+        cpu += f" (family {fam})"
+    except (OSError, StopIteration):
+        pass
+    cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(), "cc": cc,
+            "python": sys.version.split()[0]}
+
+
+def bound_seconds(bytes_moved: float, flops: float, lim: dict[str, float]) -> tuple[float, str]:
+    """Lower bound on a layer's time: max(bytes / bandwidth of the level the working set fits in, flops / peak).
+    The working set is what one call streams; in a timing loop it stays in the smallest cache that holds it."""
+    if bytes_moved <= 32 << 10:
+        bw, lvl = lim["l1_read_gbs"], "L1"
+    elif bytes_moved <= 1 << 20:
+        bw, lvl = lim["l2_read_gbs"], "L2"
+    elif bytes_moved <= 16 << 20:
+        bw, lvl = lim.get("l3_read_gbs", lim["dram_read_gbs"]), "L3"
+    else:
+        bw, lvl = lim["dram_read_gbs"], "DRAM"
+    tb = bytes_moved / (bw * 1e9)
+    tf = flops / (lim["peak_fma_gflops"] * 1e9)
+    return (tb, f"bytes/{lvl}") if tb >= tf else (tf, "flops")
