@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Arm: instructions per inference of prunec's fc kernels, sparse against dense, counted under QEMU TCG with
+the project's counter plugin (benchmarks/qemu_plugin/insn_count.c). Instructions are not cycles; they are the
+only speed proxy without Arm hardware.
+
+For each target (aarch64-neon: qemu-aarch64, armv7a-neon: qemu-arm, cortex-m4: qemu-system-arm mps2-an386),
+each layer and each registered fc kernel usable by the target (its ISAs, portable included), a program calls
+the kernel ITERS times on the layer's data (static const arrays); it is built with ITERS = 0 and ITERS = N and
+count = (insns(N) - insns(0)) / N. User-mode programs run under `env -i`. Goal: at density d the sparse count is
+at most 3·d times the count of the target's best dense kernel.
+
+    .venv/bin/python benchmarks/bench_arm.py [--targets aarch64-neon,armv7a-neon,cortex-m4] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "toolchain"))
+
+import harness  # noqa: E402
+import workloads  # noqa: E402
+from prunec.encode import choose_encoding  # noqa: E402
+
+DYNAMIC_QEMU = {"aarch64-neon": "qemu-aarch64", "armv7a-neon": "qemu-arm"}
+CPU = {"aarch64-neon": "cortex-a53", "armv7a-neon": "cortex-a7"}
+LAYERS = ("lenet300.fc1", "lenet300.fc2", "lenet5.fc1", "lenet5.fc2")
+ITERS = 20
+
+
+def build_plugin(out: Path) -> Path:
+    so = out / "libinsn.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", str(HERE / "qemu_plugin" / "insn_count.c"), "-o", str(so)],
+                   check=True)
+    return so
+
+
+def _c_floats(a):
+    return ",".join(f"{float(v).hex()}f".replace("0x1.0000000000000p", "0x1p") if v != 0 else "0.0f"
+                    for v in np.asarray(a, np.float32).tolist())
+
+
+def layer_header(w, bias, sparse: bool) -> str:
+    rows, cols = w.shape
+    lines = [f"#define ROWS {rows}", f"#define COLS {cols}",
+             f"static const float bias_data[{rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data"]
+    if sparse:
+        enc = choose_encoding(w, allow_dense=False)
+        r = enc.rcsr
+        idx = r.packed_index() + b"\0" * 16
+        lines += [f"#define INDEX_BITS {r.index_bits}",
+                  f"static const float values_data[{max(1, r.entries)}] = {{{_c_floats(r.values) or '0.0f'}}};",
+                  f"static const uint8_t index_data[{len(idx)}] = {{{','.join(map(str, idx))}}};",
+                  f"static const uint32_t row_ptr_data[{rows + 1}] = {{{','.join(map(str, r.row_ptr.tolist()))}}};",
+                  "#define VALUES values_data", "#define INDEX index_data", "#define ROW_PTR row_ptr_data"]
+    else:
+        lines += [f"static const float values_data[{rows * cols}] = {{{_c_floats(w.ravel())}}};",
+                  "#define VALUES values_data"]
+    return "\n".join(lines) + "\n"
+
+
+def kernels_for(target) -> dict[str, list]:
+    ks = harness.registry()
+    return {op: [k for k in ks if k.op == op and k.isa in target.isa and (harness.RUNTIME / k.source).exists()]
+            for op in ("fc_rcsr", "fc_dense")}
+
+
+def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) -> Path:
+    d = work / tag
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "layer_data.h").write_text(header)
+    exe = d / f"prog{iters}"
+    srcs = [str(harness.RUNTIME / kernel.source), str(HERE / "c" / "insn_main.c")]
+    if target.runner == "qemu-system":
+        srcs.append(str(harness.RUNTIME / target.extra["startup"]))
+    cmd = [target.cc, *target.cflags, "-O3" if target.runner != "qemu-system" else "-O2",
+           f"-I{harness.RUNTIME / 'include'}", f"-I{d}", f"-DKERNEL={kernel.name}", f"-DITERS={iters}",
+           *(["-DSPARSE"] if kernel.op == "fc_rcsr" else []), *srcs, "-o", str(exe), *target.ldflags, *target.libs]
+    # No -fPIC for static programs; no --gc-sections: it drops the start-up file's vector table (a static
+    # array referenced by nothing but the linker's --section-start), and QEMU then locks up at reset.
+    cmd = [c for c in cmd if c not in ("-fPIC", "-Wl,--gc-sections")]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return exe
+
+
+def count(target, exe: Path, plugin: Path) -> int:
+    if target.runner == "qemu-system":
+        cmd = ["qemu-system-arm", "-M", target.extra["machine"], "-nographic", "-semihosting", "-kernel", str(exe),
+               "-plugin", str(plugin), "-d", "plugin"]
+    else:
+        cmd = ["env", "-i", DYNAMIC_QEMU[target.name], "-cpu", CPU[target.name], "-plugin", str(plugin),
+               "-d", "plugin", str(exe)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    m = re.search(r"insns: (\d+)", p.stdout + p.stderr)
+    if p.returncode != 0 or not m:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {(p.stdout + p.stderr)[-500:]}")
+    return int(m.group(1))
+
+
+def per_inference(target, kernel, header, work, plugin, tag) -> float:
+    n0 = count(target, compile_prog(target, kernel, header, 0, work, tag), plugin)
+    n1 = count(target, compile_prog(target, kernel, header, ITERS, work, tag), plugin)
+    return (n1 - n0) / ITERS
+
+
+def run(targets, layers, work: Path, plugin: Path, densities=None):
+    from prunec import targets as T
+
+    rows = []
+    for tname in targets:
+        t = T.get(tname)
+        missing = [exe for exe in (t.cc, DYNAMIC_QEMU.get(tname, "qemu-system-arm")) if shutil.which(exe) is None]
+        if missing:
+            print(f"# {tname}: skipped, missing {', '.join(missing)}")
+            continue
+        ks = kernels_for(t)
+        for key in layers:
+            base = workloads.by_key(key)
+            for d in (densities or (base.density,)):
+                layer = workloads.fc(base.net, base.name, base.rows, base.cols, d)
+                w, bias, _ = workloads.random_layer(layer, 0)
+                nnz = int(np.count_nonzero(w))
+                res = {"target": tname, "layer": key, "density": d, "nonzero": nnz, "macs": w.size, "counts": {}}
+                for op, sparse in (("fc_dense", False), ("fc_rcsr", True)):
+                    hdr = layer_header(w, bias, sparse)
+                    for k in ks[op]:
+                        res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
+                dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
+                sparse = min(v for n, v in res["counts"].items() if "_rcsr__" in n)
+                res.update(best_dense=dense, best_sparse=sparse, ratio=sparse / dense, goal=3 * d,
+                           dense_per_mac=dense / w.size, sparse_per_nnz=sparse / max(nnz, 1))
+                print(f"{tname:13s} {key:14s} d={d:5.0%}  dense {dense:10.0f} ({dense / w.size:.2f}/MAC)  sparse "
+                      f"{sparse:9.0f} ({sparse / max(nnz, 1):.2f}/nz)  ratio {sparse / dense:.3f}  goal <= {3 * d:.3f}  "
+                      f"{'met' if sparse / dense <= 3 * d else 'MISSED'}   "
+                      + "  ".join(f"{n.split('__')[0].replace('prunec_f32_', '')}[{n.split('__')[1]}]={v:.0f}"
+                                  for n, v in res["counts"].items()), flush=True)
+                rows.append(res)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--targets", default="aarch64-neon,armv7a-neon,cortex-m4")
+    ap.add_argument("--layers", default=",".join(LAYERS))
+    ap.add_argument("--densities", default="", help="override: comma-separated densities (e.g. 0.02,0.1,0.3)")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="prunec-arm-") as tmp:
+        work = Path(tmp)
+        plugin = build_plugin(work)
+        dens = tuple(float(v) for v in a.densities.split(",") if v) or None
+        rows = run(a.targets.split(","), a.layers.split(","), work, plugin, dens)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+/*
+ * One kernel on one layer, ITERS times: the program whose instructions QEMU's counter plugin counts.
+ * Built twice (ITERS = 0 and ITERS = N); the difference over N is the count per inference, start-up excluded.
+ * layer_data.h (generated) defines ROWS, COLS and, under SPARSE, the relative-indexed CSR arrays
+ * (else the dense matrix) and BIAS; KERNEL is the kernel's name.
+ */
+#include <math.h>
+
+#include "prunec_kernels.h"
+#include "layer_data.h"
+
+#ifndef ITERS
+#define ITERS 0
+#endif
+
+static float x[COLS];
+static float y[ROWS];
+
+int main(void) {
+  volatile float sink = 0.0f;
+  int i;
+#ifdef SPARSE
+  static const prunec_rcsr_f32 w = {ROWS, COLS, INDEX_BITS, VALUES, INDEX, ROW_PTR};
+#else
+  static const prunec_dense_f32 w = {ROWS, COLS, VALUES};
+#endif
+  for (i = 0; i < COLS; i++) {
+    x[i] = (float)((i * 37) % 101) * 0.01f - 0.5f;
+  }
+  for (i = 0; i < ITERS; i++) {
+    KERNEL(&w, BIAS, x, y, 0.0f, INFINITY);
+    x[i % COLS] += y[i % ROWS] * 1e-6f; /* the next call depends on this one */
+  }
+  sink = y[0];
+  (void)sink;
+  return 0;
+}
