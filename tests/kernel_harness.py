@@ -1,0 +1,636 @@
+"""Reusable tester for the C kernels of runtime_c/ (not a test file itself).
+
+What it gives a test:
+  build_kernels(sources, extra_cflags, cc=None)  -> (ffi, lib): a cffi API-mode extension of those sources,
+      declaring every registered kernel they define (signatures come from the kernel's op).
+  cases_for(op)                                  -> the edge-case list for one op (fc_rcsr, conv2d_dense, ...)
+  check(ffi, lib, kernel, case)                   runs one kernel on one case against a float64 numpy/torch
+      reference; raises AssertionError naming the kernel, the case and the first failing index.
+  run(ffi, lib, kernel, case)                     just the kernel's output (to compare twins directly).
+
+A new ISA kernel is tested by building its source with its flags and reusing the portable cases, e.g.
+
+    ffi, lib = build_kernels(["src/avx2/f32-fc-rcsr-avx2.c"], ["-mavx2", "-mfma"], tmpdir=d)
+    for k in [k for k in runtime.kernels() if k.isa == "avx2"]:
+        for case in cases_for(k.op):
+            check(ffi, lib, k, case)
+
+Conventions (after XNNPACK's microkernel testers): outputs are filled with NaN before every call so an
+unwritten element fails; the reference is float64; the failure message prints the index and the case.
+
+Tolerance (fp32 kernel vs float64 reference), per output element i:
+    |got_i - want_i| <= max(ATOL, RTOL * mag_i) * max(1, K * 2^-24 / RTOL)
+where mag_i = sum_k |w_k x_k| + |bias| is the magnitude of the terms summed into element i (for elementwise
+ops, |want_i|) and K the number of terms. RTOL = ATOL = 1e-5. Relative to mag, the worst-case error of a
+K-term fp32 sum in any order is about K * 2^-24 * mag, so the second factor widens the bound only for
+reductions longer than ~170 terms, and then to the worst case, so ISA kernels may sum in any order.
+Max pooling and clamp are exact (tolerance 0).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prunec import encode, runtime
+from prunec.resources import runtime_dir
+
+RTOL = 1e-5
+ATOL = 1e-5
+U32 = 2.0 ** -24  # unit roundoff of fp32
+BASE_CFLAGS = ("-std=c99", "-O2")
+WIDTHS = (3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33)  # around 4-, 8- and 16-lane vector widths
+ACTS = {"none": (-math.inf, math.inf), "relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
+ACT_NAMES = tuple(ACTS)
+
+# --------------------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------------------
+
+CDEF_TYPES = """
+typedef struct prunec_rcsr_f32 {
+  uint32_t rows; uint32_t cols; uint32_t index_bits;
+  const float *values; const uint8_t *index; const uint32_t *row_ptr;
+} prunec_rcsr_f32;
+typedef struct prunec_dense_f32 { uint32_t rows; uint32_t cols; const float *values; } prunec_dense_f32;
+typedef struct prunec_conv2d_params {
+  uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
+  uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups;
+} prunec_conv2d_params;
+typedef struct prunec_pool2d_params {
+  uint32_t channels; uint32_t in_h, in_w; uint32_t out_h, out_w; uint32_t kh, kw;
+  uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t count_include_pad;
+} prunec_pool2d_params;
+"""
+
+# One C signature per op: every kernel of an op (portable or ISA) has the same one (prunec_kernels.h).
+SIGNATURES = {
+    "fc_rcsr": "void {}(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float, float);",
+    "fc_dense": "void {}(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, float, float);",
+    "conv2d_rcsr": "void {}(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, "
+                   "const float *x, float *y, float, float);",
+    "conv2d_dense": "void {}(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, "
+                    "const float *x, float *y, float, float);",
+    "maxpool2d": "void {}(const prunec_pool2d_params *p, const float *x, float *y);",
+    "avgpool2d": "void {}(const prunec_pool2d_params *p, const float *x, float *y);",
+    "adaptive_avgpool2d": "void {}(uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, const float *x, float *y);",
+    "clamp": "void {}(size_t n, const float *x, float *y, float, float);",
+    "sigmoid": "void {}(size_t n, const float *x, float *y);",
+    "tanh": "void {}(size_t n, const float *x, float *y);",
+    "softmax": "void {}(size_t outer, size_t n, size_t inner, const float *x, float *y);",
+    "add": "void {}(size_t n, const float *a, const float *b, float *y, float, float);",
+}
+
+
+def _resolve(src: str | Path) -> Path:
+    p = Path(src)
+    return p if p.is_absolute() else runtime_dir() / p
+
+
+@contextmanager
+def _compiler_env(cc: str | None):
+    """setuptools takes the compiler from $CC (and rewrites the link command's leading gcc to it)."""
+    if cc is None:
+        yield
+        return
+    old = os.environ.get("CC")
+    os.environ["CC"] = cc
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["CC"]
+        else:
+            os.environ["CC"] = old
+
+
+def build_kernels(sources, extra_cflags=(), cc: str | None = None, *, tmpdir: str | Path | None = None,
+                  kernels=None):
+    """Compile `sources` (paths relative to runtime_c/, or absolute) into a cffi extension; return (ffi, lib).
+
+    `kernels` (runtime.Kernel list) are the functions declared to cffi; by default every registered kernel
+    whose source is among `sources`. Flags: -std=c99 -O2 then `extra_cflags` (e.g. -mavx2 -mfma). The
+    module name hashes everything that affects the build, so several variants can live in one process.
+    """
+    from cffi import FFI
+
+    srcs = [_resolve(s) for s in sources]
+    if kernels is None:
+        wanted = {str(s) for s in srcs}
+        kernels = [k for k in runtime.kernels() if str(_resolve(k.source)) in wanted]
+    if not kernels:
+        raise ValueError(f"no registered kernel is defined in {sources}")
+    cdef = CDEF_TYPES + "\n".join(SIGNATURES[k.op].format(k.name) for k in kernels)
+    flags = [*BASE_CFLAGS, *extra_cflags]
+    key = "\n".join([cdef, *map(str, srcs), *flags, cc or ""]).encode()
+    modname = "_prunec_kt_" + hashlib.sha1(key).hexdigest()[:12]
+    tmpdir = Path(tmpdir) if tmpdir is not None else Path(tempfile.mkdtemp(prefix="prunec_kt_"))
+
+    ffi = FFI()
+    ffi.cdef(cdef)
+    ffi.set_source(modname, '#include "prunec_kernels.h"', sources=[str(s) for s in srcs],
+                   include_dirs=[str(runtime_dir() / "include")], extra_compile_args=flags, libraries=["m"])
+    with _compiler_env(cc):
+        path = ffi.compile(tmpdir=str(tmpdir))
+    spec = importlib.util.spec_from_file_location(modname, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ffi, mod.lib
+
+
+# --------------------------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------------------------
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _sparse(rng, shape, density: float, pattern: str) -> np.ndarray:
+    """A float32 weight array; `pattern` shapes the mask of its [shape[0] x rest] matrix view."""
+    w = rng.standard_normal(shape).astype(np.float32)
+    m = w.reshape(shape[0], -1)
+    rows, cols = m.shape
+    if pattern == "zero":
+        m[:] = 0
+    elif pattern == "full":
+        m[m == 0] = 1.0
+    elif pattern == "far":  # first and last column only: one gap of cols-1 per row (fillers for small b)
+        keep = np.zeros_like(m, dtype=bool)
+        keep[:, 0] = keep[:, -1] = True
+        m[~keep] = 0
+    else:
+        m[rng.random(m.shape) >= density] = 0
+        if pattern == "empty_rows":  # every other row empty, first and last included
+            m[0::2] = 0
+            m[-1] = 0
+    return w
+
+
+@dataclass(frozen=True)
+class FcCase:
+    rows: int
+    cols: int
+    density: float = 0.3
+    pattern: str = "random"  # random | empty_rows | zero | full | far
+    bits: int | None = None  # rcsr index bits; None for dense kernels
+    act: str = "none"
+    bias: bool = True
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        b = f"-b{self.bits}" if self.bits else ""
+        nb = "" if self.bias else "-nobias"
+        return f"fc{self.rows}x{self.cols}-{self.pattern}{self.density:g}{b}-{self.act}{nb}-s{self.seed}"
+
+    def data(self):
+        rng = _rng(self.seed)
+        w = _sparse(rng, (self.rows, self.cols), self.density, self.pattern)
+        x = rng.standard_normal(self.cols).astype(np.float32)
+        b = (rng.standard_normal(self.rows) * 2).astype(np.float32) if self.bias else None
+        return w, b, x
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    in_c: int
+    out_c: int
+    h: int
+    w: int
+    k: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)
+    dil: tuple[int, int] = (1, 1)
+    groups: int = 1
+    density: float = 0.5
+    pattern: str = "random"
+    bits: int | None = None
+    act: str = "none"
+    bias: bool = True
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        b = f"-b{self.bits}" if self.bits else ""
+        nb = "" if self.bias else "-nobias"
+        return (f"conv{self.in_c}to{self.out_c}-{self.h}x{self.w}-k{self.k[0]}x{self.k[1]}-s{self.stride[0]}"
+                f"{self.stride[1]}-p{self.pad[0]}{self.pad[1]}-d{self.dil[0]}{self.dil[1]}-g{self.groups}-"
+                f"{self.pattern}{self.density:g}{b}-{self.act}{nb}-s{self.seed}")
+
+    def out_hw(self) -> tuple[int, int]:
+        return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                     for n, p, d, k, s in zip((self.h, self.w), self.pad, self.dil, self.k, self.stride))
+
+    def data(self):
+        rng = _rng(self.seed)
+        w = _sparse(rng, (self.out_c, self.in_c // self.groups, *self.k), self.density, self.pattern)
+        x = rng.standard_normal((self.in_c, self.h, self.w)).astype(np.float32)
+        b = (rng.standard_normal(self.out_c) * 2).astype(np.float32) if self.bias else None
+        return w, b, x
+
+
+@dataclass(frozen=True)
+class PoolCase:
+    channels: int
+    h: int
+    w: int
+    k: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    pad: tuple[int, int] = (0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    nan: bool = False  # one NaN in the input: it must propagate to the windows that cover it, as in PyTorch
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        return (f"pool{self.channels}-{self.h}x{self.w}-k{self.k[0]}x{self.k[1]}-s{self.stride[0]}{self.stride[1]}"
+                f"-p{self.pad[0]}{self.pad[1]}{'-ceil' if self.ceil_mode else ''}"
+                f"{'' if self.count_include_pad else '-nopadcount'}{'-nan' if self.nan else ''}-s{self.seed}")
+
+    def out_hw(self) -> tuple[int, int]:
+        """PyTorch's pooling output size, ceil_mode's last-window rule included."""
+        out = []
+        for n, k, s, p in zip((self.h, self.w), self.k, self.stride, self.pad):
+            num = n + 2 * p - k
+            o = (-(-num // s) if self.ceil_mode else num // s) + 1
+            if self.ceil_mode and (o - 1) * s >= n + p:
+                o -= 1
+            out.append(o)
+        return tuple(out)
+
+    def data(self):
+        x = _rng(self.seed).standard_normal((self.channels, self.h, self.w)).astype(np.float32)
+        if self.nan:
+            x[0, self.h // 2, self.w // 2] = np.nan
+        return x
+
+
+@dataclass(frozen=True)
+class AdaptiveCase:
+    channels: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"adaptive{self.channels}-{self.in_hw[0]}x{self.in_hw[1]}to{self.out_hw[0]}x{self.out_hw[1]}"
+
+    def data(self):
+        return _rng(self.seed).standard_normal((self.channels, *self.in_hw)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EltCase:
+    n: int
+    scale: float = 3.0
+    act: str = "none"
+    inplace: bool = False
+    shape: tuple[int, int, int] | None = None  # softmax (outer, n, inner)
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        s = f"{self.shape[0]}x{self.shape[1]}x{self.shape[2]}" if self.shape else str(self.n)
+        return f"elt{s}-x{self.scale:g}-{self.act}{'-inplace' if self.inplace else ''}-s{self.seed}"
+
+    def data(self, count: int = 1):
+        rng = _rng(self.seed)
+        return [(rng.standard_normal(self.n) * self.scale).astype(np.float32) for _ in range(count)]
+
+
+def fc_cases(bits: tuple[int | None, ...] = (None,)) -> list[FcCase]:
+    """Edge shapes for fully connected kernels, once per entry of `bits` (None: dense)."""
+    out: list[FcCase] = []
+    for b in bits:
+        base: list[FcCase] = [
+            FcCase(1, 1), FcCase(1, 1, pattern="full"), FcCase(1, 1, pattern="zero"),
+            FcCase(1, 40), FcCase(40, 1, density=0.5), FcCase(1, 100, pattern="far"),
+            FcCase(9, 33, pattern="empty_rows"), FcCase(17, 17, pattern="zero"), FcCase(8, 33, pattern="full"),
+            FcCase(7, 300, pattern="far"), FcCase(16, 31, density=0.05), FcCase(5, 9, bias=False),
+            FcCase(64, 1500, density=0.3, seed=1),  # long reductions
+        ]
+        for i, n in enumerate(WIDTHS):
+            base.append(FcCase(n, 33, density=0.4, seed=10 + i))
+            base.append(FcCase(3, n, density=0.6, seed=30 + i))
+        if b in (None, 16):  # one gap beyond 2^16 (fillers for every b)
+            base.append(FcCase(2, 70000, pattern="far"))
+        for i, c in enumerate(base):
+            act = ACT_NAMES[i % len(ACT_NAMES)]
+            out.append(FcCase(**{**c.__dict__, "bits": b, "act": act}))
+    return out
+
+
+def conv_cases(bits: tuple[int | None, ...] = (None,)) -> list[ConvCase]:
+    """Edge geometries for conv2d kernels, once per entry of `bits` (None: dense)."""
+    out: list[ConvCase] = []
+    for b in bits:
+        base: list[ConvCase] = [
+            ConvCase(1, 1, 1, 1, k=(1, 1)),
+            ConvCase(3, 4, 8, 8),
+            ConvCase(3, 4, 9, 9, stride=(2, 2)),
+            ConvCase(3, 4, 7, 7, pad=(1, 1)),
+            ConvCase(2, 3, 6, 7, pad=(2, 2), stride=(2, 2)),
+            ConvCase(3, 4, 11, 10, dil=(2, 2)),
+            ConvCase(3, 4, 11, 10, dil=(2, 2), pad=(2, 2), stride=(2, 2)),
+            ConvCase(4, 6, 8, 8, groups=2, pad=(1, 1)),
+            ConvCase(4, 4, 9, 9, groups=4, pad=(1, 1), density=0.7),  # depthwise
+            ConvCase(3, 6, 8, 9, groups=3, stride=(2, 2), pad=(1, 1), density=0.7),  # depthwise, multiplier 2
+            ConvCase(5, 7, 6, 6, k=(1, 1)),
+            ConvCase(5, 7, 6, 6, k=(1, 1), stride=(2, 2)),
+            ConvCase(3, 2, 5, 5, k=(5, 5)),  # kernel == input
+            ConvCase(2, 3, 4, 6, k=(4, 6), pad=(1, 1)),
+            ConvCase(2, 3, 7, 11, k=(3, 5), stride=(2, 1), pad=(1, 2)),  # non-square everything
+            ConvCase(2, 3, 6, 13, k=(2, 4), stride=(1, 3), pad=(0, 1), dil=(2, 1)),
+            ConvCase(4, 5, 6, 6, pattern="zero"),
+            ConvCase(4, 5, 6, 6, pattern="empty_rows"),
+            ConvCase(4, 5, 6, 6, pattern="full", bias=False),
+            ConvCase(4, 3, 5, 5, pattern="far", pad=(1, 1)),  # 36 columns: fillers for b = 4
+            ConvCase(32, 3, 5, 5, pattern="far"),  # 288 columns: fillers for b = 4, 8
+            ConvCase(16, 8, 12, 12, density=0.2, pad=(1, 1), seed=3),  # longer reductions
+        ]
+        for i, n in enumerate(WIDTHS):
+            base.append(ConvCase(2, 3, 5, n, pad=(1, 1), seed=50 + i))
+        if b in (None, 16):  # 73728 columns: fillers for every b
+            base.append(ConvCase(8192, 2, 3, 3, pattern="far", pad=(1, 1)))
+        for i, c in enumerate(base):
+            act = ACT_NAMES[i % len(ACT_NAMES)]
+            out.append(ConvCase(**{**c.__dict__, "bits": b, "act": act}))
+    return out
+
+
+def pool_cases(avg: bool) -> list[PoolCase]:
+    base = [
+        PoolCase(1, 1, 1, k=(1, 1), stride=(1, 1)),
+        PoolCase(3, 8, 8),
+        PoolCase(2, 5, 5, ceil_mode=True),  # overhanging last window
+        PoolCase(2, 7, 9, k=(3, 3), stride=(2, 2), pad=(1, 1)),
+        PoolCase(2, 7, 9, k=(3, 3), stride=(2, 2), pad=(1, 1), ceil_mode=True),
+        PoolCase(2, 6, 6, k=(3, 3), stride=(2, 2), pad=(1, 1), ceil_mode=True),
+        PoolCase(2, 10, 7, k=(3, 2), stride=(3, 1), pad=(1, 1), ceil_mode=True),
+        PoolCase(2, 5, 5, k=(5, 5), stride=(1, 1)),  # kernel == input
+        PoolCase(2, 6, 9, k=(2, 3), stride=(1, 2)),
+        PoolCase(1, 4, 4, k=(4, 4), stride=(4, 4), pad=(2, 2)),
+        PoolCase(2, 7, 7, k=(3, 3), stride=(2, 2), pad=(1, 1), nan=True),
+    ] + [PoolCase(2, 4, n, k=(2, 2), stride=(2, 2), ceil_mode=bool(i % 2), seed=i) for i, n in enumerate(WIDTHS)]
+    if not avg:
+        return base
+    return base + [PoolCase(**{**c.__dict__, "count_include_pad": False}) for c in base if any(c.pad)]
+
+
+def adaptive_cases() -> list[AdaptiveCase]:
+    pairs = [((1, 1), (1, 1)), ((7, 7), (1, 1)), ((8, 8), (4, 4)), ((5, 7), (3, 2)), ((10, 10), (3, 3)),
+             ((3, 3), (5, 5)), ((1, 1), (2, 2)), ((6, 13), (6, 13)), ((9, 17), (4, 7))]
+    return [AdaptiveCase(2, a, b, seed=i) for i, (a, b) in enumerate(pairs)]
+
+
+def elementwise_cases(op: str) -> list[EltCase]:
+    ns = (1, *WIDTHS, 1000)
+    if op == "softmax":
+        shapes = [(1, 1, 1), (1, 10, 1), (3, 7, 4), (2, 1, 5), (1, 1000, 1), (4, 33, 1), (1, 16, 17), (2, 3, 9)]
+        out = [EltCase(o * n * i, shape=(o, n, i), seed=j) for j, (o, n, i) in enumerate(shapes)]
+        out.append(EltCase(3 * 9, scale=100.0, shape=(3, 9, 1), seed=99))  # large logits: needs max-subtraction
+        out.append(EltCase(2 * 7 * 3, shape=(2, 7, 3), inplace=True, seed=98))
+        return out
+    out = [EltCase(n, seed=i) for i, n in enumerate(ns)]
+    if op in ("clamp", "add"):
+        out = [EltCase(c.n, act=ACT_NAMES[i % 3], seed=c.seed) for i, c in enumerate(out)]
+        out.append(EltCase(33, act="relu6", inplace=True, seed=97))
+    if op in ("sigmoid", "tanh"):
+        out.append(EltCase(64, scale=60.0, seed=96))  # saturation, no overflow
+        out.append(EltCase(17, inplace=True, seed=95))
+    return out
+
+
+def cases_for(op: str) -> list:
+    """The edge-case list of one op (the registry's op key)."""
+    if op == "fc_rcsr":
+        return fc_cases(encode.INDEX_BITS)
+    if op == "fc_dense":
+        return fc_cases()
+    if op == "conv2d_rcsr":
+        return conv_cases(encode.INDEX_BITS)
+    if op == "conv2d_dense":
+        return conv_cases()
+    if op in ("maxpool2d", "avgpool2d"):
+        return pool_cases(avg=op == "avgpool2d")
+    if op == "adaptive_avgpool2d":
+        return adaptive_cases()
+    if op in ("clamp", "sigmoid", "tanh", "softmax", "add"):
+        return elementwise_cases(op)
+    raise KeyError(f"no cases for op {op!r}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Keep:
+    """cdata objects that must outlive the call (cffi frees a from_buffer's hold when it is collected)."""
+    items: list = field(default_factory=list)
+
+    def buf(self, ffi, ctype: str, a: np.ndarray, writable: bool = False):
+        c = ffi.from_buffer(ctype, a, require_writable=writable)
+        self.items.append((a, c))
+        return c
+
+
+def rcsr_struct(ffi, keep: _Keep, r: encode.RCSR):
+    index = np.frombuffer(r.packed_index(), dtype=np.uint8).copy()
+    values = np.ascontiguousarray(r.values, dtype=np.float32)
+    row_ptr = np.ascontiguousarray(r.row_ptr, dtype=np.uint32)
+    s = ffi.new("prunec_rcsr_f32 *", {
+        "rows": r.rows, "cols": r.cols, "index_bits": r.index_bits,
+        "values": keep.buf(ffi, "float[]", values), "index": keep.buf(ffi, "uint8_t[]", index),
+        "row_ptr": keep.buf(ffi, "uint32_t[]", row_ptr)})
+    keep.items.append(s)
+    return s
+
+
+def dense_struct(ffi, keep: _Keep, w: np.ndarray):
+    m = np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32)
+    s = ffi.new("prunec_dense_f32 *", {"rows": m.shape[0], "cols": m.shape[1],
+                                        "values": keep.buf(ffi, "float[]", m)})
+    keep.items.append(s)
+    return s
+
+
+def _bias(ffi, keep, b):
+    return ffi.NULL if b is None else keep.buf(ffi, "float[]", b)
+
+
+def _kname(kernel) -> str:
+    return kernel if isinstance(kernel, str) else kernel.name
+
+
+def run(ffi, lib, kernel, case) -> np.ndarray:
+    """The kernel's float32 output on `case`, the output buffer NaN-filled before the call."""
+    name = _kname(kernel)
+    fn = getattr(lib, name)
+    keep = _Keep()
+    if isinstance(case, FcCase):
+        w, b, x = case.data()
+        y = np.full(case.rows, np.nan, np.float32)
+        ws = rcsr_struct(ffi, keep, encode.encode_rcsr(w, case.bits)) if case.bits else dense_struct(ffi, keep, w)
+        lo, hi = ACTS[case.act]
+        fn(ws, _bias(ffi, keep, b), keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True), lo, hi)
+        return y
+    if isinstance(case, ConvCase):
+        w, b, x = case.data()
+        oh, ow = case.out_hw()
+        y = np.full((case.out_c, oh, ow), np.nan, np.float32)
+        ws = rcsr_struct(ffi, keep, encode.encode_rcsr(w, case.bits)) if case.bits else dense_struct(ffi, keep, w)
+        p = ffi.new("prunec_conv2d_params *", {
+            "in_c": case.in_c, "in_h": case.h, "in_w": case.w, "out_c": case.out_c, "out_h": oh, "out_w": ow,
+            "kh": case.k[0], "kw": case.k[1], "stride_h": case.stride[0], "stride_w": case.stride[1],
+            "pad_h": case.pad[0], "pad_w": case.pad[1], "dil_h": case.dil[0], "dil_w": case.dil[1],
+            "groups": case.groups})
+        lo, hi = ACTS[case.act]
+        fn(p, ws, _bias(ffi, keep, b), keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True), lo, hi)
+        return y
+    if isinstance(case, PoolCase):
+        x = case.data()
+        oh, ow = case.out_hw()
+        y = np.full((case.channels, oh, ow), np.nan, np.float32)
+        p = ffi.new("prunec_pool2d_params *", {
+            "channels": case.channels, "in_h": case.h, "in_w": case.w, "out_h": oh, "out_w": ow,
+            "kh": case.k[0], "kw": case.k[1], "stride_h": case.stride[0], "stride_w": case.stride[1],
+            "pad_h": case.pad[0], "pad_w": case.pad[1], "count_include_pad": int(case.count_include_pad)})
+        fn(p, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True))
+        return y
+    if isinstance(case, AdaptiveCase):
+        x = case.data()
+        y = np.full((case.channels, *case.out_hw), np.nan, np.float32)
+        fn(case.channels, *case.in_hw, *case.out_hw, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True))
+        return y
+    if isinstance(case, EltCase):
+        op = _op_of(kernel)
+        if op == "add":
+            a, b = case.data(2)
+            y = a if case.inplace else np.full(case.n, np.nan, np.float32)
+            ya = keep.buf(ffi, "float[]", a, True)
+            yb = ya if case.inplace else keep.buf(ffi, "float[]", y, True)
+            fn(case.n, ya, keep.buf(ffi, "float[]", b), yb, *ACTS[case.act])
+            return y
+        (x,) = case.data(1)
+        y = x if case.inplace else np.full(case.n, np.nan, np.float32)
+        xb = keep.buf(ffi, "float[]", x, True)
+        yb = xb if case.inplace else keep.buf(ffi, "float[]", y, True)
+        if op == "clamp":
+            fn(case.n, xb, yb, *ACTS[case.act])
+        elif op == "softmax":
+            fn(*case.shape, xb, yb)
+        else:
+            fn(case.n, xb, yb)
+        return y
+    raise TypeError(f"unknown case type {type(case).__name__}")
+
+
+def _clamp(a: np.ndarray, act: str) -> np.ndarray:
+    lo, hi = ACTS[act]
+    return np.minimum(np.maximum(a, lo), hi)
+
+
+def _reduction_tol(mag: np.ndarray, k: int) -> np.ndarray:
+    return np.maximum(ATOL, RTOL * mag) * max(1.0, k * U32 / RTOL)
+
+
+def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
+    """(want, tol): the float64 reference output of `op` on `case` and the per-element tolerance."""
+    import torch
+    import torch.nn.functional as F
+
+    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
+    if isinstance(case, FcCase):
+        w, b, x = case.data()
+        w64, x64 = w.astype(np.float64), x.astype(np.float64)
+        b64 = np.zeros(case.rows) if b is None else b.astype(np.float64)
+        want = _clamp(w64 @ x64 + b64, case.act)
+        return want, _reduction_tol(np.abs(w64) @ np.abs(x64) + np.abs(b64), case.cols + 1)
+    if isinstance(case, ConvCase):
+        w, b, x = case.data()
+        kw = dict(stride=case.stride, padding=case.pad, dilation=case.dil, groups=case.groups)
+        b64 = np.zeros(case.out_c) if b is None else b.astype(np.float64)
+        want = F.conv2d(t(x)[None], t(w), t(b64), **kw)[0].numpy()
+        mag = F.conv2d(t(np.abs(x))[None], t(np.abs(w)), t(np.abs(b64)), **kw)[0].numpy()
+        k = w[0].size + 1
+        return _clamp(want, case.act), _reduction_tol(mag, k)
+    if isinstance(case, PoolCase):
+        x = case.data()
+        kw = dict(kernel_size=case.k, stride=case.stride, padding=case.pad, ceil_mode=case.ceil_mode)
+        if op == "maxpool2d":
+            want = F.max_pool2d(t(x)[None], **kw)[0].numpy()
+            return want, np.zeros_like(want)
+        kw["count_include_pad"] = case.count_include_pad
+        want = F.avg_pool2d(t(x)[None], **kw)[0].numpy()
+        mag = F.avg_pool2d(t(np.abs(x))[None], **kw)[0].numpy()
+        return want, _reduction_tol(mag, case.k[0] * case.k[1])
+    if isinstance(case, AdaptiveCase):
+        x = case.data()
+        want = F.adaptive_avg_pool2d(t(x)[None], case.out_hw)[0].numpy()
+        mag = F.adaptive_avg_pool2d(t(np.abs(x))[None], case.out_hw)[0].numpy()
+        k = max(-(-i // o) + 1 for i, o in zip(case.in_hw, case.out_hw)) ** 2
+        return want, _reduction_tol(mag, k)
+    if isinstance(case, EltCase):
+        if op == "add":
+            a, b = (v.astype(np.float64) for v in case.data(2))
+            return _clamp(a + b, case.act), _reduction_tol(np.abs(a) + np.abs(b), 2)
+        (x,) = case.data(1)
+        if op == "clamp":
+            want = _clamp(x.astype(np.float64), case.act)
+            return want, np.zeros_like(want)
+        if op == "sigmoid":
+            want = torch.sigmoid(t(x)).numpy()
+        elif op == "tanh":
+            want = torch.tanh(t(x)).numpy()
+        elif op == "softmax":
+            o, n, i = case.shape
+            want = F.softmax(t(x).reshape(o, n, i), dim=1).reshape(-1).numpy()
+            return want, _reduction_tol(np.abs(want), n)
+        else:
+            raise KeyError(op)
+        return want, np.maximum(1e-6, RTOL * np.abs(want))
+    raise TypeError(f"unknown case type {type(case).__name__}")
+
+
+def _op_of(kernel) -> str:
+    if not isinstance(kernel, str):
+        return kernel.op
+    for k in runtime.kernels():
+        if k.name == kernel:
+            return k.op
+    raise KeyError(f"{kernel} is not in runtime_c/kernels.inc")
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, tol: np.ndarray, what: str) -> None:
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"{what}: output shape {got.shape}, expected {want.shape}")
+    bad = ~(np.abs(got - want) <= tol)  # NaN (an unwritten output) fails here too
+    bad &= ~(np.isnan(want) & np.isnan(got))
+    if bad.any():
+        flat = np.flatnonzero(bad)
+        i = np.unravel_index(flat[0], want.shape)
+        raise AssertionError(
+            f"{what}: {flat.size} of {want.size} outputs wrong; first at index {tuple(int(v) for v in i)}: "
+            f"got {got[i]!r}, want {want[i]!r}, tolerance {tol[i]:.3g}")
+
+
+def check(ffi, lib, kernel, case) -> None:
+    """Run `kernel` (a runtime.Kernel or its name) on `case` and compare with the float64 reference."""
+    op = _op_of(kernel)
+    got = run(ffi, lib, kernel, case)
+    want, tol = reference(op, case)
+    assert_close(got, want, tol, f"{_kname(kernel)} on {case!r}")

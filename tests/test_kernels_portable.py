@@ -1,0 +1,154 @@
+"""The portable C kernels (runtime_c/src/portable) against float64 numpy/torch references.
+
+One test per (registered portable kernel, edge case); the cases and the comparison live in kernel_harness.py
+so that ISA kernels reuse them. Also: the registry is consistent, every runtime source compiles warning-free
+under gcc and clang, and a sanitizer-built C driver runs the kernels on edge shapes without a report.
+"""
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kernel_harness as kh
+from prunec import encode, runtime
+from prunec.resources import runtime_dir
+
+PORTABLE = [k for k in runtime.kernels() if k.isa == runtime.PORTABLE]
+CASES = [pytest.param(k, c, id=f"{k.op}-{c.id}") for k in PORTABLE for c in kh.cases_for(k.op)]
+WARN_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O2"]
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def portable(tmp_path_factory):
+    """(ffi, lib) of every portable kernel, compiled once per session."""
+    return kh.build_kernels(runtime.sources_for(PORTABLE), tmpdir=tmp_path_factory.mktemp("portable"))
+
+
+@pytest.mark.parametrize("kernel,case", CASES)
+def test_kernel_matches_reference(portable, kernel, case):
+    ffi, lib = portable
+    kh.check(ffi, lib, kernel, case)
+
+
+def test_sparse_and_dense_fc_agree(portable):
+    """Same weights, both storages: the kernels sum in the same order, so they agree to rounding."""
+    ffi, lib = portable
+    for case in kh.fc_cases((8,))[:12]:
+        sparse = kh.run(ffi, lib, "prunec_f32_fc_rcsr__portable", case)
+        dense = kh.run(ffi, lib, "prunec_f32_fc_dense__portable", kh.FcCase(**{**case.__dict__, "bits": None}))
+        np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-6, err_msg=case.id)
+
+
+def test_invalid_index_bits_poisons_output(portable):
+    ffi, lib = portable
+    keep = kh._Keep()
+    r = encode.encode_rcsr(np.eye(3, dtype=np.float32), 8)
+    w = kh.rcsr_struct(ffi, keep, r)
+    w.index_bits = 5
+    x = np.ones(3, np.float32)
+    y = np.zeros(3, np.float32)
+    lib.prunec_f32_fc_rcsr__portable(w, ffi.NULL, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True),
+                                     -np.inf, np.inf)
+    assert np.isnan(y).all()
+
+
+# ---- registry -------------------------------------------------------------------------------------------
+
+def test_registry_is_consistent():
+    ks = runtime.kernels()
+    header = (runtime_dir() / "include" / "prunec_kernels.h").read_text()
+    assert {k.op for k in ks} == set(kh.SIGNATURES)
+    for k in ks:
+        assert (runtime_dir() / k.source).is_file(), k
+        assert re.fullmatch(r"prunec_f32_\w+__" + k.isa, k.name), k
+        declared = k.name in header or f"({k.isa})" in header
+        assert declared, f"{k.name} is not declared in prunec_kernels.h"
+    # every op has a portable twin, the fallback of select()
+    assert {k.op for k in ks} == {k.op for k in PORTABLE}
+
+
+def test_select_prefers_isa_order_and_falls_back_to_portable():
+    for op in runtime.ops():
+        assert runtime.select(op, ("no-such-isa",)).isa == runtime.PORTABLE
+        for k in runtime.kernels():
+            if k.op == op:
+                assert runtime.select(op, (k.isa, runtime.PORTABLE)) == k
+    with pytest.raises(KeyError, match="no_such_op"):
+        runtime.select("no_such_op", ())
+
+
+def test_sources_and_headers():
+    srcs = runtime.sources_for(runtime.kernels())
+    assert srcs == sorted(set(srcs))
+    assert runtime.sources_for([runtime.select("fc_rcsr", ())]) == ["src/portable/f32-fc-rcsr-portable.c"]
+    hs = runtime.headers()
+    assert "include/prunec_kernels.h" in hs and "include/prunec_types.h" in hs
+    assert all((runtime_dir() / h).is_file() for h in hs)
+
+
+# ---- compilers and sanitizers ---------------------------------------------------------------------------
+
+# Flags that enable an ISA directory's code on this host (others compile to their #else branch only).
+HOST_ISA_FLAGS = {"avx2": ["-mavx2", "-mfma"], "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"]}
+
+
+def _runtime_sources() -> list[str]:
+    """Every kernel source, relative to runtime_c/: the registry's and anything else under runtime_c/src."""
+    reg = {k.source for k in runtime.kernels()}
+    found = {str(p.relative_to(runtime_dir())) for p in (runtime_dir() / "src").rglob("*.c")}
+    return sorted(reg | found)
+
+
+def _compile_variants() -> list:
+    out = []
+    for src in _runtime_sources():
+        isa = Path(src).parts[1] if len(Path(src).parts) > 2 else "portable"
+        variants = [("plain", [])]
+        if isa in HOST_ISA_FLAGS and platform.machine() in ("x86_64", "AMD64"):
+            variants.append((isa, HOST_ISA_FLAGS[isa]))
+        for cc in ("gcc", "clang"):
+            for tag, flags in variants:
+                out.append(pytest.param(cc, src, flags, id=f"{cc}-{tag}-{src}"))
+    return out
+
+
+@pytest.mark.parametrize("cc,src,flags", _compile_variants())
+def test_source_compiles_without_warnings(cc, src, flags, tmp_path):
+    """-std=c99 -Wall -Wextra -Wpedantic -Werror, without the ISA's flags (an ISA file must still be a valid,
+    non-empty translation unit) and, where this host has the ISA, with them."""
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed")
+    cmd = [cc, *WARN_FLAGS, *flags, "-I", str(runtime_dir() / "include"), "-c", str(runtime_dir() / src),
+           "-o", str(tmp_path / "k.o")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0 and not res.stderr, res.stderr
+
+
+def test_kernels_under_address_and_ub_sanitizers(tmp_path):
+    """A C driver (tests/c/sanitize_kernels.c) runs every portable kernel on edge shapes (empty and all-zero
+    matrices, gaps beyond 2^b for each b, padding, ceil-mode windows, in-place elementwise) built with
+    -fsanitize=address,undefined; it checks that every output was written and that sparse and dense twins
+    agree. Any sanitizer report fails the test."""
+    cc = shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path / "sanitize_kernels"
+    srcs = [runtime_dir() / s for s in runtime.sources_for(PORTABLE)]
+    build = subprocess.run(
+        [cc, "-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+         "-fno-omit-frame-pointer", "-I", str(runtime_dir() / "include"), str(HERE / "c" / "sanitize_kernels.c"),
+         *map(str, srcs), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    if build.returncode != 0 and "asan" in build.stderr.lower():
+        pytest.skip("sanitizer runtime not installed: " + build.stderr[-300:])
+    assert build.returncode == 0, build.stderr
+    res = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
+                         env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+                              "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
+    assert res.returncode == 0 and not res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
