@@ -26,7 +26,14 @@ META_FILE = "prunec.json"
 
 def _plain(model: nn.Module) -> nn.Module:
     """A copy without pruning hooks or parametrizations, weights baked (zeros exact), eval mode."""
-    m = copy.deepcopy(model)
+    # torch.nn.utils.prune keeps `weight` as a computed (non-leaf) attribute that deepcopy refuses; copy
+    # without it (prune.remove recomputes it from weight_orig × weight_mask).
+    held = {mod: mod.__dict__.pop("weight") for mod in model.modules() if hasattr(mod, "weight_orig") and "weight" in mod.__dict__}
+    try:
+        m = copy.deepcopy(model)
+    finally:
+        for mod, w in held.items():
+            mod.__dict__["weight"] = w
     if any(hasattr(mod, "weight_orig") for mod in m.modules()):
         M.from_torch_prune(m)
     from torch.nn.utils import parametrize

@@ -284,8 +284,12 @@ def run_schedule(
     recipe.validate()
     masks = M.dense_masks(model) if masks is None else masks
     state = new_state(model, recipe, masks) if state is None else state
-    M.apply_masks(model, masks)
     rank0 = _dist() is None or _dist().get_rank() == 0
+    if _dist() is not None:  # every rank starts from rank 0's weights and masks
+        for t in model.state_dict().values():
+            _dist().broadcast(t, src=0)
+        masks = _broadcast_masks(masks)
+    M.apply_masks(model, masks)
     for k in range(state["step"] + 1, recipe.steps + 1):
         if state.get("stopped"):
             break
