@@ -7,6 +7,7 @@ What it gives a test:
   check(ffi, lib, kernel, case)                   runs one kernel on one case against a float64 numpy/torch
       reference; raises AssertionError naming the kernel, the case and the first failing index.
   run(ffi, lib, kernel, case)                     just the kernel's output (to compare twins directly).
+  case_params(kernels), twin_of(kernel)           parametrisation rows; the portable twin of a kernel.
 
 A new ISA kernel is tested by building its source with its flags and reusing the portable cases, e.g.
 
@@ -175,6 +176,10 @@ def _sparse(rng, shape, density: float, pattern: str) -> np.ndarray:
     return w
 
 
+def _pattern_id(pattern: str, density: float) -> str:
+    return f"{pattern}{density:g}" if pattern in ("random", "empty_rows") else pattern
+
+
 @dataclass(frozen=True)
 class FcCase:
     rows: int
@@ -190,7 +195,7 @@ class FcCase:
     def id(self) -> str:
         b = f"-b{self.bits}" if self.bits else ""
         nb = "" if self.bias else "-nobias"
-        return f"fc{self.rows}x{self.cols}-{self.pattern}{self.density:g}{b}-{self.act}{nb}-s{self.seed}"
+        return f"fc{self.rows}x{self.cols}-{_pattern_id(self.pattern, self.density)}{b}-{self.act}{nb}-s{self.seed}"
 
     def data(self):
         rng = _rng(self.seed)
@@ -224,7 +229,7 @@ class ConvCase:
         nb = "" if self.bias else "-nobias"
         return (f"conv{self.in_c}to{self.out_c}-{self.h}x{self.w}-k{self.k[0]}x{self.k[1]}-s{self.stride[0]}"
                 f"{self.stride[1]}-p{self.pad[0]}{self.pad[1]}-d{self.dil[0]}{self.dil[1]}-g{self.groups}-"
-                f"{self.pattern}{self.density:g}{b}-{self.act}{nb}-s{self.seed}")
+                f"{_pattern_id(self.pattern, self.density)}{b}-{self.act}{nb}-s{self.seed}")
 
     def out_hw(self) -> tuple[int, int]:
         return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
@@ -429,6 +434,17 @@ def cases_for(op: str) -> list:
     if op in ("clamp", "sigmoid", "tanh", "softmax", "add"):
         return elementwise_cases(op)
     raise KeyError(f"no cases for op {op!r}")
+
+
+def case_params(kernels) -> list[tuple]:
+    """(kernel, case, test id) for every kernel and every case of its op: one line to parametrise a test,
+    e.g. [pytest.param(k, c, id=i) for k, c, i in case_params(avx2_kernels)]."""
+    return [(k, c, f"{k.name}-{c.id}") for k in kernels for c in cases_for(k.op)]
+
+
+def twin_of(kernel) -> runtime.Kernel:
+    """The portable kernel an ISA kernel must agree with (same op)."""
+    return runtime.select(kernel.op if not isinstance(kernel, str) else _op_of(kernel), ())
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from prunec import encode, runtime
 from prunec.resources import runtime_dir
 
 PORTABLE = [k for k in runtime.kernels() if k.isa == runtime.PORTABLE]
-CASES = [pytest.param(k, c, id=f"{k.op}-{c.id}") for k in PORTABLE for c in kh.cases_for(k.op)]
+CASES = [pytest.param(k, c, id=i) for k, c, i in kh.case_params(PORTABLE)]
 WARN_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O2"]
 HERE = Path(__file__).resolve().parent
 
@@ -72,6 +72,7 @@ def test_registry_is_consistent():
         assert declared, f"{k.name} is not declared in prunec_kernels.h"
     # every op has a portable twin, the fallback of select()
     assert {k.op for k in ks} == {k.op for k in PORTABLE}
+    assert all(kh.twin_of(k).isa == runtime.PORTABLE and kh.twin_of(k).op == k.op for k in ks)
 
 
 def test_select_prefers_isa_order_and_falls_back_to_portable():
