@@ -5,9 +5,12 @@ how a build is run for verification, and the board's flash and RAM (0: not check
 """
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import PrunecError
@@ -75,10 +78,44 @@ def _load(path: Path) -> Target:
         raise PrunecError(f"target file {path} lacks the key {e.args[0]!r}") from e
 
 
+@lru_cache(maxsize=None)
+def _native_macros(cc: str) -> frozenset[str]:
+    """Macros the build machine's compiler predefines with -march=native (empty if it cannot say)."""
+    if shutil.which(cc) is None:
+        return frozenset()
+    try:
+        out = subprocess.run([cc, "-march=native", "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(line.split()[1] for line in out.splitlines() if line.startswith("#define "))
+
+
+def _apply_probes(t: Target) -> Target:
+    """Optional ISAs, chosen at build time: a `[probe.<isa>]` table (macros, cflags, env) keeps <isa> in the
+    preference list and adds its cflags when the build machine's compiler with -march=native defines every
+    macro, or when the environment variable `env` is 1; `env` = 0 drops it."""
+    probes = t.extra.get("probe") or {}
+    isa, cflags = list(t.isa), list(t.cflags)
+    for name, spec in probes.items():
+        forced = os.environ.get(spec.get("env", ""), "") if spec.get("env") else ""
+        if forced in ("0", "1"):
+            on = forced == "1"
+        else:
+            on = set(spec.get("macros", ())) <= _native_macros(t.cc)
+        if on:
+            cflags += [f for f in spec.get("cflags", ()) if f not in cflags]
+        elif name in isa:
+            isa.remove(name)
+    if not probes:
+        return t
+    return replace(t, isa=tuple(isa), cflags=tuple(cflags))
+
+
 def all_targets() -> dict[str, Target]:
     out = {}
     for p in sorted(targets_dir().glob("*.toml")):
-        t = _load(p)
+        t = _apply_probes(_load(p))
         out[t.name] = t
     return out
 

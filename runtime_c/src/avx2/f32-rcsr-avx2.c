@@ -1,0 +1,285 @@
+/*
+ * Sparse fc and conv2d over relative-indexed CSR, x86-64 AVX2 + FMA. Twins of the portable kernels
+ * (same signatures, same results up to fp32 summation order).
+ *
+ * fc (NOTES.md, "What a sparse fc kernel can do on this CPU"): no gathers. A row's codes are first decoded
+ * into absolute columns, 256 at a time (8-bit and 16-bit codes with a SIMD prefix sum, 4-bit ones in
+ * scalar). Then for each group of 8 entries with values v[0..7], accumulator j += v * broadcast(x[col_j]):
+ * one x load (the broadcast) and one FMA per entry, one value load per 8. Lane j of accumulator j is the
+ * partial sum of entry j of every group; the row is the sum of those diagonal lanes. A last partial group
+ * loads its values masked (zeros beyond the row) and runs only the FMAs of its entries.
+ *
+ * conv2d (NCHW, batch 1): vectorised across output pixels. The nonzeros of an output channel are decoded
+ * (256 at a time) into (weight, input offset, ky*dil_h, kx*dil_w); then for each output row and each block
+ * of 8 output columns, acc += broadcast(weight) * input row segment. Blocks whose every tap lies inside
+ * the input with stride 1 use plain unaligned loads (two blocks at a time); border blocks, stride > 1 and
+ * the last partial block use a masked gather (masked-off lanes are not read) and a masked store. With
+ * more than 256 nonzeros in a channel, later chunks accumulate onto the stored partial sums.
+ */
+#include "prunec_isa.h"
+
+#if PRUNEC_HAVE_AVX2
+#include <immintrin.h>
+
+#include "prunec_kernels.h"
+
+#define PRUNEC_AVX2_CHUNK 256u
+
+static inline __m256i prunec_avx2_prefix_sum_epi32(__m256i v) {
+  v = _mm256_add_epi32(v, _mm256_slli_si256(v, 4));
+  v = _mm256_add_epi32(v, _mm256_slli_si256(v, 8));
+  const __m256i carry = _mm256_permutevar8x32_epi32(v, _mm256_set1_epi32(3));
+  return _mm256_add_epi32(v, _mm256_blend_epi32(_mm256_setzero_si256(), carry, 0xF0));
+}
+
+/* Columns of entries e .. e+n-1 of one row into cols[]; `last` is the column before entry e (-1 at a row
+ * start). Returns the column of the last entry decoded. */
+static int32_t prunec_avx2_decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last,
+                                       int32_t *cols) {
+  const uint8_t *index = w->index;
+  uint32_t i = 0;
+  if (w->index_bits == 8) {
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i base = _mm256_set1_epi32(last);
+    for (; i + 8 <= n; i += 8) {
+      const __m256i g = _mm256_add_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(index + e + i))), one);
+      const __m256i c = _mm256_add_epi32(prunec_avx2_prefix_sum_epi32(g), base);
+      _mm256_storeu_si256((__m256i *)(cols + i), c);
+      base = _mm256_permutevar8x32_epi32(c, _mm256_set1_epi32(7));
+    }
+    last = i > 0 ? cols[i - 1] : last;
+    for (; i < n; i++) {
+      last += (int32_t)index[e + i] + 1;
+      cols[i] = last;
+    }
+  } else if (w->index_bits == 16) {
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i base = _mm256_set1_epi32(last);
+    for (; i + 8 <= n; i += 8) {
+      const __m256i g = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(index + 2u * (e + i)))), one);
+      const __m256i c = _mm256_add_epi32(prunec_avx2_prefix_sum_epi32(g), base);
+      _mm256_storeu_si256((__m256i *)(cols + i), c);
+      base = _mm256_permutevar8x32_epi32(c, _mm256_set1_epi32(7));
+    }
+    last = i > 0 ? cols[i - 1] : last;
+    for (; i < n; i++) {
+      const uint32_t k = 2u * (e + i);
+      last += (int32_t)((uint32_t)index[k] | ((uint32_t)index[k + 1] << 8)) + 1;
+      cols[i] = last;
+    }
+  } else {
+    for (; i < n; i++) {
+      const uint32_t k = e + i;
+      last += (int32_t)((index[k >> 1] >> ((k & 1u) << 2)) & 0x0Fu) + 1;
+      cols[i] = last;
+    }
+  }
+  return last;
+}
+
+static inline float prunec_avx2_hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+static inline __m256i prunec_avx2_lane_mask(uint32_t m) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+void prunec_f32_fc_rcsr__avx2(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                              float out_min, float out_max) {
+  int32_t cols[PRUNEC_AVX2_CHUNK];
+  const float *values = w->values;
+  const uint32_t *row_ptr = w->row_ptr;
+  uint32_t r;
+  for (r = 0; r < w->rows; r++) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    const uint32_t end = row_ptr[r + 1];
+    int32_t last = -1;
+    uint32_t e;
+    for (e = row_ptr[r]; e < end; e += PRUNEC_AVX2_CHUNK) {
+      const uint32_t n = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
+      const float *v = values + e;
+      uint32_t i = 0;
+      last = prunec_avx2_decode_cols(w, e, n, last, cols);
+      for (; i + 8 <= n; i += 8) {
+        const __m256 vv = _mm256_loadu_ps(v + i);
+        a0 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 0]), a0);
+        a1 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 1]), a1);
+        a2 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 2]), a2);
+        a3 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 3]), a3);
+        a4 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 4]), a4);
+        a5 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 5]), a5);
+        a6 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 6]), a6);
+        a7 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 7]), a7);
+      }
+      if (i < n) {
+        const uint32_t m = n - i;
+        const __m256 vv = _mm256_maskload_ps(v + i, prunec_avx2_lane_mask(m));
+        switch (m) {
+          case 7: a6 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 6]), a6); /* fall through */
+          case 6: a5 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 5]), a5); /* fall through */
+          case 5: a4 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 4]), a4); /* fall through */
+          case 4: a3 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 3]), a3); /* fall through */
+          case 3: a2 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 2]), a2); /* fall through */
+          case 2: a1 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 1]), a1); /* fall through */
+          default: a0 = _mm256_fmadd_ps(vv, _mm256_broadcast_ss(x + cols[i + 0]), a0);
+        }
+      }
+    }
+    {
+      __m256 d = _mm256_blend_ps(a0, a1, 0x02);
+      d = _mm256_blend_ps(d, a2, 0x04);
+      d = _mm256_blend_ps(d, a3, 0x08);
+      d = _mm256_blend_ps(d, a4, 0x10);
+      d = _mm256_blend_ps(d, a5, 0x20);
+      d = _mm256_blend_ps(d, a6, 0x40);
+      d = _mm256_blend_ps(d, a7, 0x80);
+      float acc = prunec_avx2_hsum(d) + (bias != NULL ? bias[r] : 0.0f);
+      acc = acc < out_min ? out_min : acc;
+      y[r] = acc > out_max ? out_max : acc;
+    }
+  }
+}
+
+/* One output channel's nonzeros, decoded for the pixel loops. */
+typedef struct prunec_avx2_taps {
+  float w[PRUNEC_AVX2_CHUNK];
+  int32_t off[PRUNEC_AVX2_CHUNK]; /* ci*in_h*in_w + ky*dil_h*in_w + kx*dil_w */
+  int32_t dy[PRUNEC_AVX2_CHUNK];  /* ky*dil_h */
+  int32_t dx[PRUNEC_AVX2_CHUNK];  /* kx*dil_w */
+} prunec_avx2_taps;
+
+/* Decodes entries e .. e+n-1 (fillers dropped) into t; returns the number of taps. */
+static uint32_t prunec_avx2_decode_taps(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, uint32_t e,
+                                        uint32_t n, int32_t *last, prunec_avx2_taps *t) {
+  int32_t cols[PRUNEC_AVX2_CHUNK];
+  const uint32_t taps = p->kh * p->kw;
+  const int32_t in_plane = (int32_t)(p->in_h * p->in_w);
+  uint32_t i, k = 0;
+  *last = prunec_avx2_decode_cols(w, e, n, *last, cols);
+  for (i = 0; i < n; i++) {
+    const float v = w->values[e + i];
+    if (v != 0.0f) {
+      const uint32_t col = (uint32_t)cols[i];
+      const uint32_t ci = col / taps, tap = col - ci * taps;
+      const uint32_t ky = tap / p->kw, kx = tap - ky * p->kw;
+      t->w[k] = v;
+      t->dy[k] = (int32_t)(ky * p->dil_h);
+      t->dx[k] = (int32_t)(kx * p->dil_w);
+      t->off[k] = (int32_t)ci * in_plane + t->dy[k] * (int32_t)p->in_w + t->dx[k];
+      k++;
+    }
+  }
+  return k;
+}
+
+void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
+                                  const float *x, float *y, float out_min, float out_max) {
+  prunec_avx2_taps t;
+  const int32_t in_h = (int32_t)p->in_h, in_w = (int32_t)p->in_w;
+  const int32_t out_w = (int32_t)p->out_w;
+  const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w;
+  const int32_t ph = (int32_t)p->pad_h, pw = (int32_t)p->pad_w;
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+  /* Output columns whose every tap column lies inside the input (the unmasked fast path, stride 1). */
+  const int32_t span = (int32_t)((p->kw - 1) * p->dil_w);
+  const int32_t ow_lo = pw;
+  int32_t ow_hi = in_w - span + pw;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 vmin = _mm256_set1_ps(out_min), vmax = _mm256_set1_ps(out_max);
+  uint32_t oc;
+  if (ow_hi > out_w) {
+    ow_hi = out_w;
+  }
+  for (oc = 0; oc < p->out_c; oc++) {
+    const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
+    float *yp = y + (size_t)oc * out_plane;
+    const __m256 vb = _mm256_set1_ps(bias != NULL ? bias[oc] : 0.0f);
+    const uint32_t end = w->row_ptr[oc + 1];
+    uint32_t e = w->row_ptr[oc];
+    int32_t last = -1;
+    int first = 1;
+    do {
+      const uint32_t n = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
+      const uint32_t nt = prunec_avx2_decode_taps(p, w, e, n, &last, &t);
+      const int final = e + n >= end;
+      int32_t oh;
+      for (oh = 0; oh < (int32_t)p->out_h; oh++) {
+        const int32_t iy0 = oh * sh - ph;
+        const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
+        float *yr = yp + (size_t)oh * (size_t)out_w;
+        int32_t ow = 0;
+        while (ow < out_w) {
+          uint32_t k;
+          if (sw == 1 && ow >= ow_lo && ow + 16 <= ow_hi) {
+            __m256 acc0 = first ? vb : _mm256_loadu_ps(yr + ow);
+            __m256 acc1 = first ? vb : _mm256_loadu_ps(yr + ow + 8);
+            for (k = 0; k < nt; k++) {
+              const int32_t iy = iy0 + t.dy[k];
+              if ((uint32_t)iy < (uint32_t)in_h) {
+                const float *xs = xg + (rbase + t.off[k] + ow);
+                const __m256 wv = _mm256_broadcast_ss(t.w + k);
+                acc0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), acc0);
+                acc1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), acc1);
+              }
+            }
+            if (final) {
+              acc0 = _mm256_min_ps(_mm256_max_ps(acc0, vmin), vmax);
+              acc1 = _mm256_min_ps(_mm256_max_ps(acc1, vmin), vmax);
+            }
+            _mm256_storeu_ps(yr + ow, acc0);
+            _mm256_storeu_ps(yr + ow + 8, acc1);
+            ow += 16;
+          } else if (sw == 1 && ow >= ow_lo && ow + 8 <= ow_hi) {
+            __m256 acc = first ? vb : _mm256_loadu_ps(yr + ow);
+            for (k = 0; k < nt; k++) {
+              const int32_t iy = iy0 + t.dy[k];
+              if ((uint32_t)iy < (uint32_t)in_h) {
+                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(t.w + k), _mm256_loadu_ps(xg + (rbase + t.off[k] + ow)), acc);
+              }
+            }
+            if (final) {
+              acc = _mm256_min_ps(_mm256_max_ps(acc, vmin), vmax);
+            }
+            _mm256_storeu_ps(yr + ow, acc);
+            ow += 8;
+          } else {
+            /* Lanes: output column ow+l, valid when < out_w; its input column for tap k is ix + dx[k]. */
+            const __m256i ox = _mm256_add_epi32(_mm256_set1_epi32(ow), lane);
+            const __m256i out_ok = _mm256_cmpgt_epi32(_mm256_set1_epi32(out_w), ox);
+            const __m256i ix = _mm256_sub_epi32(_mm256_mullo_epi32(ox, _mm256_set1_epi32(sw)), _mm256_set1_epi32(pw));
+            __m256 acc = first ? vb : _mm256_maskload_ps(yr + ow, out_ok);
+            for (k = 0; k < nt; k++) {
+              const int32_t iy = iy0 + t.dy[k];
+              if ((uint32_t)iy < (uint32_t)in_h) {
+                const __m256i c = _mm256_add_epi32(ix, _mm256_set1_epi32(t.dx[k]));
+                const __m256i ok = _mm256_and_si256(
+                    out_ok, _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c),
+                                                _mm256_cmpgt_epi32(_mm256_set1_epi32(in_w), c)));
+                const float *xr = xg + (t.off[k] - t.dx[k] + (ptrdiff_t)(iy - t.dy[k]) * in_w); /* input row iy */
+                const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, c, _mm256_castsi256_ps(ok), 4);
+                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(t.w + k), xv, acc);
+              }
+            }
+            if (final) {
+              acc = _mm256_min_ps(_mm256_max_ps(acc, vmin), vmax);
+            }
+            _mm256_maskstore_ps(yr + ow, out_ok, acc);
+            ow += 8;
+          }
+        }
+      }
+      first = 0;
+      e += n;
+    } while (e < end);
+  }
+}
+
+#else
+/* ISO C forbids an empty translation unit. */
+typedef int prunec_f32_rcsr_avx2_unavailable;
+#endif /* PRUNEC_HAVE_AVX2 */

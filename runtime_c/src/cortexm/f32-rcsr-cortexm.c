@@ -1,0 +1,244 @@
+/*
+ * Sparse fc and conv2d over relative-indexed CSR for Cortex-M with a single-precision FPU (M4F, M7, M33,
+ * M55 scalar path). Twins of the portable kernels. Written for an in-order core that issues one load per
+ * cycle (NOTES.md, "Cortex-M4 instruction counts"):
+ *
+ * fc: codes are decoded on the fly, 4 entries per step. One integer load fetches the 4 codes (8-bit: one
+ * word; 4-bit: one halfword; 16-bit: two words; unaligned loads are legal on Armv7-M and later), the 4
+ * values come from consecutive addresses (one VLDM), and x is walked with a pointer `xp` kept at
+ * x + col(prev) + 1 - k for the k-th entry of the step, so entry k is read as xp[k]: each x load is an FPU
+ * load with an immediate offset after one add of the code (the FPU load has no register-offset form).
+ * Two accumulators alternate to cover the VFMA latency.
+ *
+ * conv2d (NCHW, batch 1): direct, per output channel; its nonzeros are decoded (64 at a time, fillers
+ * dropped) into (weight, input offset, ky*dil_h, kx*dil_w); interior runs of 4 output pixels with stride
+ * 1 are register-blocked (4 accumulators, 4 consecutive x loads per weight); border pixels and stride > 1
+ * take a bounds-checked scalar path.
+ */
+#include "prunec_isa.h"
+
+#if PRUNEC_HAVE_CORTEXM_FPU
+#include <math.h>
+
+#include "prunec_kernels.h"
+
+#define PRUNEC_CORTEXM_CHUNK 64u
+
+typedef uint32_t __attribute__((aligned(1), may_alias)) prunec_cortexm_u32u;
+typedef uint16_t __attribute__((aligned(1), may_alias)) prunec_cortexm_u16u;
+
+static inline __attribute__((always_inline)) uint32_t prunec_cortexm_code(const uint8_t *index, uint32_t e,
+                                                                         const uint32_t bits) {
+  if (bits == 8) {
+    return index[e];
+  }
+  if (bits == 16) {
+    return (uint32_t)index[2u * e] | ((uint32_t)index[2u * e + 1u] << 8);
+  }
+  return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
+}
+
+static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows(const prunec_rcsr_f32 *w,
+                                                                        const float *bias, const float *x,
+                                                                        float *y, float lo, float hi,
+                                                                        const uint32_t bits) {
+  const float *values = w->values;
+  const uint8_t *index = w->index;
+  const uint32_t *row_ptr = w->row_ptr;
+  uint32_t r;
+  for (r = 0; r < w->rows; r++) {
+    const uint32_t end = row_ptr[r + 1];
+    uint32_t e = row_ptr[r];
+    const float *xp = x; /* x + col(previous entry) + 1 */
+    float a0 = bias != NULL ? bias[r] : 0.0f, a1 = 0.0f;
+    if (bits == 4 && (e & 1u) && e < end) {
+      xp += prunec_cortexm_code(index, e, 4);
+      a0 = fmaf(values[e], xp[0], a0);
+      xp += 1;
+      e++;
+    }
+    for (; e + 4 <= end; e += 4) {
+      const float *v = values + e;
+      uint32_t c0, c1, c2, c3;
+      float x0, x1, x2, x3;
+      if (bits == 8) {
+        const uint32_t q = *(const prunec_cortexm_u32u *)(index + e);
+        c0 = q & 0xFFu;
+        c1 = (q >> 8) & 0xFFu;
+        c2 = (q >> 16) & 0xFFu;
+        c3 = q >> 24;
+      } else if (bits == 16) {
+        const uint32_t q0 = *(const prunec_cortexm_u32u *)(index + 2u * e);
+        const uint32_t q1 = *(const prunec_cortexm_u32u *)(index + 2u * e + 4u);
+        c0 = q0 & 0xFFFFu;
+        c1 = q0 >> 16;
+        c2 = q1 & 0xFFFFu;
+        c3 = q1 >> 16;
+      } else {
+        const uint32_t q = *(const prunec_cortexm_u16u *)(index + (e >> 1));
+        c0 = q & 0x0Fu;
+        c1 = (q >> 4) & 0x0Fu;
+        c2 = (q >> 8) & 0x0Fu;
+        c3 = q >> 12;
+      }
+      xp += c0;
+      x0 = xp[0];
+      xp += c1;
+      x1 = xp[1];
+      xp += c2;
+      x2 = xp[2];
+      xp += c3;
+      x3 = xp[3];
+      xp += 4;
+      a0 = fmaf(v[0], x0, a0);
+      a1 = fmaf(v[1], x1, a1);
+      a0 = fmaf(v[2], x2, a0);
+      a1 = fmaf(v[3], x3, a1);
+    }
+    for (; e < end; e++) {
+      xp += prunec_cortexm_code(index, e, bits);
+      a0 = fmaf(values[e], xp[0], a0);
+      xp += 1;
+    }
+    a0 += a1;
+    a0 = a0 < lo ? lo : a0;
+    y[r] = a0 > hi ? hi : a0;
+  }
+}
+
+void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                                 float out_min, float out_max) {
+  switch (w->index_bits) {
+    case 4:
+      prunec_cortexm_fc_rows(w, bias, x, y, out_min, out_max, 4);
+      break;
+    case 8:
+      prunec_cortexm_fc_rows(w, bias, x, y, out_min, out_max, 8);
+      break;
+    default:
+      prunec_cortexm_fc_rows(w, bias, x, y, out_min, out_max, 16);
+      break;
+  }
+}
+
+typedef struct prunec_cortexm_taps {
+  float w[PRUNEC_CORTEXM_CHUNK];
+  int32_t off[PRUNEC_CORTEXM_CHUNK]; /* ci*in_h*in_w + ky*dil_h*in_w + kx*dil_w */
+  int32_t dy[PRUNEC_CORTEXM_CHUNK];  /* ky*dil_h */
+  int32_t dx[PRUNEC_CORTEXM_CHUNK];  /* kx*dil_w */
+} prunec_cortexm_taps;
+
+static uint32_t prunec_cortexm_decode_taps(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, uint32_t e,
+                                           uint32_t n, uint32_t *last, prunec_cortexm_taps *t) {
+  const uint32_t taps = p->kh * p->kw;
+  const int32_t in_plane = (int32_t)(p->in_h * p->in_w);
+  uint32_t c = *last, i, k = 0;
+  for (i = 0; i < n; i++) {
+    const float v = w->values[e + i];
+    c += prunec_cortexm_code(w->index, e + i, w->index_bits) + 1u;
+    if (v != 0.0f) {
+      const uint32_t ci = c / taps, tap = c - ci * taps;
+      const uint32_t ky = tap / p->kw, kx = tap - ky * p->kw;
+      t->w[k] = v;
+      t->dy[k] = (int32_t)(ky * p->dil_h);
+      t->dx[k] = (int32_t)(kx * p->dil_w);
+      t->off[k] = (int32_t)ci * in_plane + t->dy[k] * (int32_t)p->in_w + t->dx[k];
+      k++;
+    }
+  }
+  *last = c;
+  return k;
+}
+
+void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
+                                     const float *x, float *y, float out_min, float out_max) {
+  prunec_cortexm_taps t;
+  const int32_t in_h = (int32_t)p->in_h, in_w = (int32_t)p->in_w;
+  const int32_t out_w = (int32_t)p->out_w;
+  const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w;
+  const int32_t ph = (int32_t)p->pad_h, pw = (int32_t)p->pad_w;
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+  const int32_t span = (int32_t)((p->kw - 1) * p->dil_w);
+  const int32_t ow_lo = pw;
+  int32_t ow_hi = in_w - span + pw;
+  uint32_t oc;
+  if (ow_hi > out_w) {
+    ow_hi = out_w;
+  }
+  for (oc = 0; oc < p->out_c; oc++) {
+    const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
+    float *yp = y + (size_t)oc * out_plane;
+    const float b = bias != NULL ? bias[oc] : 0.0f;
+    const uint32_t end = w->row_ptr[oc + 1];
+    uint32_t e = w->row_ptr[oc];
+    uint32_t last = (uint32_t)-1;
+    int first = 1;
+    do {
+      const uint32_t n = end - e < PRUNEC_CORTEXM_CHUNK ? end - e : PRUNEC_CORTEXM_CHUNK;
+      const uint32_t nt = prunec_cortexm_decode_taps(p, w, e, n, &last, &t);
+      const int final = e + n >= end;
+      int32_t oh;
+      for (oh = 0; oh < (int32_t)p->out_h; oh++) {
+        const int32_t iy0 = oh * sh - ph;
+        const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
+        float *yr = yp + (size_t)oh * (size_t)out_w;
+        int32_t ow = 0;
+        while (ow < out_w) {
+          uint32_t k;
+          if (sw == 1 && ow >= ow_lo && ow + 4 <= ow_hi) {
+            float a0 = first ? b : yr[ow], a1 = first ? b : yr[ow + 1];
+            float a2 = first ? b : yr[ow + 2], a3 = first ? b : yr[ow + 3];
+            for (k = 0; k < nt; k++) {
+              if ((uint32_t)(iy0 + t.dy[k]) < (uint32_t)in_h) {
+                const float *xs = xg + (rbase + t.off[k] + ow);
+                const float wk = t.w[k];
+                a0 = fmaf(wk, xs[0], a0);
+                a1 = fmaf(wk, xs[1], a1);
+                a2 = fmaf(wk, xs[2], a2);
+                a3 = fmaf(wk, xs[3], a3);
+              }
+            }
+            if (final) {
+              a0 = a0 < out_min ? out_min : a0;
+              a1 = a1 < out_min ? out_min : a1;
+              a2 = a2 < out_min ? out_min : a2;
+              a3 = a3 < out_min ? out_min : a3;
+              a0 = a0 > out_max ? out_max : a0;
+              a1 = a1 > out_max ? out_max : a1;
+              a2 = a2 > out_max ? out_max : a2;
+              a3 = a3 > out_max ? out_max : a3;
+            }
+            yr[ow] = a0;
+            yr[ow + 1] = a1;
+            yr[ow + 2] = a2;
+            yr[ow + 3] = a3;
+            ow += 4;
+          } else {
+            float a = first ? b : yr[ow];
+            const int32_t ix0 = ow * sw - pw;
+            for (k = 0; k < nt; k++) {
+              const int32_t iy = iy0 + t.dy[k], ix = ix0 + t.dx[k];
+              if ((uint32_t)iy < (uint32_t)in_h && (uint32_t)ix < (uint32_t)in_w) {
+                a = fmaf(t.w[k], xg[t.off[k] - t.dx[k] - t.dy[k] * in_w + (ptrdiff_t)iy * in_w + ix], a);
+              }
+            }
+            if (final) {
+              a = a < out_min ? out_min : a;
+              a = a > out_max ? out_max : a;
+            }
+            yr[ow] = a;
+            ow += 1;
+          }
+        }
+      }
+      first = 0;
+      e += n;
+    } while (e < end);
+  }
+}
+
+#else
+/* ISO C forbids an empty translation unit. */
+typedef int prunec_f32_rcsr_cortexm_unavailable;
+#endif /* PRUNEC_HAVE_CORTEXM_FPU */
