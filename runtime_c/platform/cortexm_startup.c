@@ -3,6 +3,7 @@
  *
  * QEMU's M-profile boards read the initial stack pointer and the reset vector from address 0, so the
  * vector table goes in its own section `.vectors`, placed there with -Wl,--section-start=.vectors=0x0.
+ * The targets link with -Wl,--section-start=.vectors=0x0 -Wl,--undefined=prunec_vectors.
  * Reset enables the coprocessors (CPACR bits 20-23: CP10/CP11, i.e. the FPU and, on Armv8.1-M, MVE) before
  * any floating-point instruction runs, then jumps to newlib's _start (crt0 of --specs=rdimon.specs), which
  * sets up the stack and heap through semihosting, runs constructors and calls main; main's return value
@@ -36,7 +37,10 @@ void prunec_fault_handler(void) {
   }
 }
 
-__attribute__((section(".vectors"), used)) static void (*const prunec_vectors[16])(void) = {
+/* Global, so that the link can keep it through --gc-sections with -Wl,--undefined=prunec_vectors (nothing
+ * references the table; the core reads it at reset). */
+extern void (*const prunec_vectors[16])(void);
+__attribute__((section(".vectors"), used)) void (*const prunec_vectors[16])(void) = {
     (void (*)(void))(prunec_boot_stack + PRUNEC_BOOT_STACK_WORDS),
     prunec_reset_handler,  /* reset */
     prunec_fault_handler,  /* NMI */

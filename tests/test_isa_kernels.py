@@ -1,0 +1,125 @@
+"""Every ISA kernel against its portable twin, through one C tester (runtime_c/test/kernel_tester.c).
+
+The tester includes the kernel registry and runs each kernel linked into it on deterministic edge cases
+(shapes around the vector widths, empty rows, all-zero layers, gaps beyond 2^b, stride/pad/dilation/groups).
+It is built with each target's compiler and flags and run natively (x86: AVX2, and AVX-512 when this CPU
+has it), under qemu-aarch64-static / qemu-arm-static (NEON) and on QEMU's Cortex-M boards via semihosting.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from prunec import runners, runtime, targets
+from prunec.resources import runtime_dir
+
+RT = runtime_dir()
+TESTER = RT / "test" / "kernel_tester.c"
+
+# target name -> ISAs whose kernels must have run on it
+CROSS = {
+    "aarch64-neon": ("neon",),
+    "armv7a-neon": ("neon",),
+    "cortex-m4": ("cortexm",),
+    "cortex-m7": ("cortexm",),
+    "cortex-m55": ("mve", "cortexm"),
+}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
+def _sources() -> list[Path]:
+    return [RT / s for s in runtime.sources_for(runtime.kernels())]
+
+
+def _skip_if_missing(t: targets.Target):
+    missing = t.missing_tools()
+    if missing:
+        pytest.skip(f"target {t.name}: " + ", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
+
+
+def _build_and_run(t: targets.Target, tmp_path: Path, extra_sources=(), args=()) -> tuple[int, str]:
+    prog = tmp_path / ("kernel_tester.elf" if t.runner == "qemu-system" else "kernel_tester")
+    srcs = [TESTER, *_sources()]
+    for extra in extra_sources:  # replace the registry's source of the same ISA file
+        srcs = [s for s in srcs if s.name != Path(extra).name.replace("broken-", "")] + [Path(extra)]
+    runners.compile_program(t, srcs, prog, include_dirs=[RT / "include"], extra_cflags=["-w"])
+    r = runners.run_program(t, prog, list(args), cwd=tmp_path, timeout=240)
+    return r.returncode, r.stdout + r.stderr
+
+
+def _runs(out: str) -> dict[str, int]:
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(prunec_\w+)\s+\w+\s+runs\s+(\d+)", out, re.M)}
+
+
+def _x86(avx512: bool) -> targets.Target:
+    t = targets.get("x86_64-avx2")
+    base = [f for f in t.cflags if not f.startswith("-mavx512")]
+    if avx512:
+        base += list(t.extra["probe"]["avx512"]["cflags"])
+    return replace(t, cflags=tuple(base))
+
+
+def _assert_passed(rc: int, out: str, isas: tuple[str, ...]):
+    assert rc == 0 and re.search(r"kernel_tester: \d+ kernel runs, 0 failures", out), out[-4000:]
+    runs = _runs(out)
+    for k in runtime.kernels():
+        if k.isa in isas and k.op in ("fc_rcsr", "conv2d_rcsr", "fc_dense"):
+            assert runs.get(k.name, 0) > 0, f"{k.name} did not run:\n{out[-3000:]}"
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (Debian package gcc)")
+def test_avx2_kernels_match_portable(tmp_path):
+    if not {"avx2", "fma"} <= _cpu_flags():
+        pytest.skip("this CPU lacks AVX2/FMA")
+    rc, out = _build_and_run(_x86(False), tmp_path)
+    _assert_passed(rc, out, ("avx2",))
+    assert "__avx512" not in "".join(_runs(out)), "AVX-512 kernels ran without AVX-512 flags"
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (Debian package gcc)")
+def test_avx512_kernels_match_portable(tmp_path):
+    if not {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= _cpu_flags():
+        pytest.skip("this CPU lacks AVX-512 (F, VL, BW, DQ): /proc/cpuinfo")
+    rc, out = _build_and_run(_x86(True), tmp_path)
+    _assert_passed(rc, out, ("avx512", "avx2"))
+
+
+@pytest.mark.cross
+@pytest.mark.parametrize("name", list(CROSS))
+def test_arm_kernels_match_portable_under_qemu(name, tmp_path):
+    t = targets.get(name)
+    _skip_if_missing(t)
+    rc, out = _build_and_run(t, tmp_path)
+    _assert_passed(rc, out, CROSS[name])
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (Debian package gcc)")
+def test_tester_catches_a_wrong_kernel(tmp_path):
+    """A portable twin renamed as the AVX2 kernel but off by one column must be reported, with its case."""
+    if not {"avx2", "fma"} <= _cpu_flags():
+        pytest.skip("this CPU lacks AVX2/FMA")
+    src = (RT / "src/portable/f32-fc-rcsr-portable.c").read_text()
+    src = src.replace("prunec_f32_fc_rcsr__portable", "prunec_f32_fc_rcsr__avx2")
+    src = src.replace("const uint32_t col = next + index[e];", "const uint32_t col = next + index[e] + (e == 3);")
+    src = src.replace('#include "prunec_kernels.h"', '#include "prunec_kernels.h"\n'
+                      'void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,'
+                      ' const float *bias, const float *x, float *y, float lo, float hi) {'
+                      ' prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, lo, hi); }')
+    broken = tmp_path / "broken-f32-rcsr-avx2.c"
+    broken.write_text(src)
+    rc, out = _build_and_run(_x86(False), tmp_path, extra_sources=[broken])
+    assert rc != 0
+    assert re.search(r"FAIL prunec_f32_fc_rcsr__avx2 vs prunec_f32_fc_rcsr__portable: case .* b=8 .*index \d+", out), out[-3000:]
+    assert "FAIL prunec_f32_fc_rcsr__portable" not in out
