@@ -54,10 +54,16 @@ def registry() -> list[Kernel]:
 
 
 def bench_kernels() -> list[Kernel]:
-    """Registered fc/conv kernels that this x86 host can run (ISA names not of another architecture)."""
+    """Registered fc/conv kernels that this x86 host can run (ISA names not of another architecture), plus
+    any listed in $PRUNEC_BENCH_EXTRA as `name:op:isa:source;...` (to try a kernel before registering it)."""
     arm = ("neon", "cortexm", "mve", "helium")
-    return [k for k in registry() if k.op in OPS and not any(a in k.isa for a in arm)
-            and (RUNTIME / k.source).exists()]
+    ks = registry()
+    names = {k.name for k in ks}
+    for item in filter(None, os.environ.get("PRUNEC_BENCH_EXTRA", "").split(";")):
+        k = Kernel(*item.split(":"))
+        if k.name not in names:
+            ks.append(k)
+    return [k for k in ks if k.op in OPS and not any(a in k.isa for a in arm) and (RUNTIME / k.source).exists()]
 
 
 _CDEF_TYPES = """
@@ -97,7 +103,7 @@ def kernels_lib():
     ks = bench_kernels()
     sources = sorted({k.source for k in ks})
     h = hashlib.sha256()
-    for p in [*(RUNTIME / s for s in sources), BENCH / "c" / "bench_driver.c", *sorted((RUNTIME / "include").glob("*.h"))]:
+    for p in [*(RUNTIME / s for s in sources), BENCH / "c" / "bench_driver.c", Path(__file__), *sorted((RUNTIME / "include").glob("*.h"))]:
         h.update(p.read_bytes())
     h.update(" ".join(CFLAGS + [k.name for k in ks]).encode())
     tag = h.hexdigest()[:12]
@@ -107,7 +113,8 @@ def kernels_lib():
     ffi.cdef(_CDEF_TYPES + "\n".join(_SIG[k.op].format(n=k.name) for k in ks))
     built = list(CACHE.glob(f"{modname}*.so"))
     if not built:
-        ffi.set_source(modname, '#include "prunec_kernels.h"\n#include "bench_driver.h"\n',
+        decls = "\n".join(_SIG[k.op].format(n=k.name) for k in ks)  # kernels not (yet) in prunec_kernels.h
+        ffi.set_source(modname, '#include "prunec_kernels.h"\n#include "bench_driver.h"\n' + decls,
                        sources=[str(RUNTIME / s) for s in sources] + [str(BENCH / "c" / "bench_driver.c")],
                        include_dirs=[str(RUNTIME / "include"), str(BENCH / "c")],
                        extra_compile_args=CFLAGS, libraries=["m"])
