@@ -1,0 +1,173 @@
+"""`prunec build`: MODEL -> frontend -> encode -> plan -> codegen -> a build directory, written atomically.
+
+Everything is computed in memory first; only then is the directory written, through prunec.atomic.atomic_dir
+(an existing directory is replaced in one rename, a failure leaves the old one untouched and no temporary
+behind). Nothing in the output depends on the time, the machine or the output path, so two builds of one
+model are byte-identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from . import codegen, frontend, plan as planner, runtime
+from . import targets as targets_mod
+from .atomic import atomic_dir
+from .encode import Encoding, choose_encoding
+from .errors import PrunecError
+from .graph import Graph, numel
+from .resources import runtime_dir
+
+MANIFEST_FORMAT = "prunec-build"
+MANIFEST_VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def encode_graph(g: Graph) -> dict[str, Encoding]:
+    """Per weighted layer, the smallest storage of its [out x in*kh*kw] matrix (relative-indexed CSR or dense)."""
+    return {n.name: choose_encoding(n.weight.reshape(n.weight.shape[0], -1)) for n in g.nodes if n.weight is not None}
+
+
+def _macs(n, enc: Encoding | None) -> tuple[int, int]:
+    """(sparse MACs: one per nonzero weight use, dense MACs) of a layer; 0 for layers without weights."""
+    if enc is None:
+        return 0, 0
+    if n.op == "fc":
+        return enc.nonzero, enc.rows * enc.cols
+    pixels = numel(n.out_shape[2:])
+    return enc.nonzero * pixels, enc.rows * enc.cols * pixels
+
+
+def _r(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]) -> list[dict]:
+    rows = []
+    for n in g.nodes:
+        enc = encodings.get(n.name)
+        macs, dense_macs = _macs(n, enc)
+        row = {
+            "name": n.name, "op": n.op, "kernel": kernels[n.name],
+            "input_shape": [list(s) for s in n.in_shapes], "output_shape": list(n.out_shape),
+            "shape": list(n.weight.shape) if n.weight is not None else None,
+            "weights": int(n.weight.size) if n.weight is not None else 0,
+            "nonzero": enc.nonzero if enc else 0,
+            "density": _r(enc.nonzero / max(1, enc.rows * enc.cols)) if enc else None,
+            "format": enc.format if enc else None,
+            "index_bits": enc.index_bits if enc else 0,
+            "fillers": enc.fillers if enc else 0,
+            "bytes": {"values": enc.sizes["values"] if enc else 0, "index": enc.sizes["index"] if enc else 0,
+                      "pointers": enc.sizes["pointers"] if enc else 0,
+                      "bias": 4 * int(n.bias.size) if n.bias is not None else 0},
+            "dense_bytes": 4 * int(n.weight.size) if n.weight is not None else 0,
+            "macs": macs, "dense_macs": dense_macs,
+            "out_min": n.attrs.get("out_min"), "out_max": n.attrs.get("out_max"),
+            "source": os.path.basename(n.source.rsplit(":", 1)[0]) + ":" + n.source.rsplit(":", 1)[-1] if ":" in n.source else n.source,
+        }
+        for k in ("out_min", "out_max"):  # JSON has no infinity
+            v = row[k]
+            row[k] = None if v is None or v in (float("inf"), float("-inf")) else v
+        rows.append(row)
+    return rows
+
+
+def default_name(model_path: str | os.PathLike) -> str:
+    import re
+
+    stem = re.sub(r"\W", "_", Path(model_path).stem)
+    return stem if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", stem) and stem not in codegen.C_KEYWORDS else "model"
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    manifest: dict
+    graph: Graph
+
+
+def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto"):
+    """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph)."""
+    target = targets_mod.get(target_name)
+    name = codegen.validate_name(name or default_name(model_path))
+    model_path = Path(model_path)
+    g, loaded = frontend.load(model_path)
+    sha = sha256_file(model_path)
+    encodings = encode_graph(g)
+    plan = planner.make_plan(g)
+    files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage)
+
+    rows = layer_rows(g, encodings, facts["layer_kernels"])
+    weights_bytes = sum(e.total_bytes for e in encodings.values())
+    dense_bytes = sum(4 * e.rows * e.cols for e in encodings.values())
+    nonzero = sum(e.nonzero for e in encodings.values())
+    n_weights = sum(e.rows * e.cols for e in encodings.values())
+    bias_bytes = sum(4 * int(n.bias.size) for n in g.nodes if n.bias is not None)
+    flash = facts["stored_bytes"] + facts["code_bytes_estimate"]
+    if target.flash_bytes and flash > target.flash_bytes:
+        raise PrunecError(
+            f"the model does not fit target {target.name!r}: it needs about {flash:,} bytes of flash (weights and "
+            f"biases {facts['stored_bytes']:,} + code estimate {facts['code_bytes_estimate']:,}), the target has "
+            f"{target.flash_bytes:,}. Prune harder or pick a larger target; nothing was written.")
+    if target.ram_bytes and plan.arena_bytes > target.ram_bytes:
+        io = 4 * (numel(g.input_shape) + numel(g.output_shape))
+        raise PrunecError(
+            f"the model does not fit target {target.name!r}: its arena needs {plan.arena_bytes:,} bytes of RAM "
+            f"(plus {io:,} bytes of input and output buffers), the target has {target.ram_bytes:,}; nothing was written.")
+
+    manifest = {
+        "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION,
+        "generator": f"prunec {__version__}", "prunec_version": __version__,
+        "name": name,
+        "target": target.name, "runner": target.runner, "isa": list(target.isa),
+        "source": {"path": str(model_path.resolve()), "file": model_path.name, "sha256": sha, "kind": loaded.kind,
+                   "model_name": loaded.model_name},
+        "input_shape": list(g.input_shape), "output_shape": list(g.output_shape),
+        "input_size": numel(g.input_shape), "output_size": numel(g.output_shape),
+        "arena_bytes": plan.arena_bytes,
+        "plan": {"strategy": plan.strategy, "live_bytes_bound": plan.lower_bound, "in_place_layers": len(plan.in_place)},
+        "storage": facts["storage"],
+        "files": {"header": f"{name}.h", "sources": [f"{name}.c"] + [f"runtime/{s}" for s in facts["runtime_sources"]],
+                  "asm": [f"{name}_weights.S"] if facts["storage"] == "blob" else [],
+                  "include_dirs": [".", "runtime/include"]},
+        "kernels": facts["kernels"],
+        "layers": rows,
+        "totals": {
+            "weights": n_weights, "nonzero": nonzero, "density": _r(nonzero / max(1, n_weights)),
+            "weights_bytes": weights_bytes, "dense_weights_bytes": dense_bytes,
+            "compression": _r(dense_bytes / weights_bytes) if weights_bytes else None,
+            "bias_bytes": bias_bytes,
+            "macs": sum(r["macs"] for r in rows), "dense_macs": sum(r["dense_macs"] for r in rows),
+            "flash_bytes_estimate": flash, "ram_bytes": plan.arena_bytes,
+        },
+    }
+    files["manifest.json"] = codegen.manifest_json(manifest)
+    rt = runtime_dir()
+    for rel in list(runtime.headers()) + list(facts["runtime_sources"]):
+        files[f"runtime/{rel}"] = (rt / rel).read_bytes()
+    return files, manifest, g
+
+
+def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
+          storage: str = "auto") -> BuildResult:
+    out_dir = Path(out_dir)
+    files, manifest, g = prepare(model_path, target_name, name, storage)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            for rel, data in sorted(files.items()):
+                p = tmp / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+    except OSError as e:
+        raise PrunecError(f"cannot write build directory {out_dir}: {e.strerror or e}; choose another --out") from None
+    return BuildResult(out_dir, manifest, g)

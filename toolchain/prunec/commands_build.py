@@ -1,0 +1,51 @@
+"""CLI commands of the build step: `prunec build` and `prunec verify` (cli.py registers `COMMANDS`)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .codegen import STORAGES
+
+
+@click.command("build")
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--target", "-t", "target", default="host", show_default=True, help="target name (targets/*.toml)")
+@click.option("--out", "-o", "out", required=True, type=click.Path(), help="build directory (replaced atomically)")
+@click.option("--name", default=None, help="C name of the model (default: MODEL's file name)")
+@click.option("--weights", "storage", type=click.Choice(STORAGES), default="auto", show_default=True,
+              help="weights as C arrays, as a binary blob (.incbin), or by size (blob above 1 MiB)")
+def build_cmd(model, target, out, name, storage):
+    """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
+    from .build import build
+
+    r = build(model, target, out, name, storage)
+    t = r.manifest["totals"]
+    click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
+               f"weights {t['weights_bytes']:,} bytes (dense {t['dense_weights_bytes']:,}, x{t['compression'] or 0:.1f}), "
+               f"arena {r.manifest['arena_bytes']:,} bytes, {t['macs']:,} MACs")
+
+
+@click.command("verify")
+@click.argument("build_dir", type=click.Path())
+@click.option("--data", type=click.Choice(["fashion-mnist", "synthetic"]), default=None, help="a data set's test split")
+@click.option("--inputs", "inputs", type=click.Path(), default=None, help="a .npy of inputs [N, ...]")
+@click.option("--random", "random", type=int, default=None, help="N random normal inputs (the default: 100)")
+@click.option("--model", default=None, type=click.Path(), help="the reference model (default: the one the build came from)")
+@click.option("--data-dir", default=None, type=click.Path(), help="folder of the data set's files")
+@click.option("--limit", type=int, default=None, help="use only the first N inputs")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of --random")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def verify_cmd(build_dir, data, inputs, random, model, data_dir, limit, seed, as_json):
+    """Run BUILD_DIR's C and the PyTorch model on the same inputs; compare (exit 1 beyond tolerance)."""
+    from .verify import verify
+
+    r = verify(build_dir, data=data, inputs=inputs, random=random, model=model, data_dir=data_dir, limit=limit, seed=seed)
+    click.echo(json.dumps(r.as_dict(), indent=2) if as_json else r.text())
+    if not r.ok:
+        sys.exit(1)
+
+
+COMMANDS = [build_cmd, verify_cmd]
+# `prunec targets` lives in commands_targets.py (the targets step), registered by cli.py beside these.

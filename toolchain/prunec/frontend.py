@@ -1,0 +1,699 @@
+"""MODEL (.pt2 from torch.export.save, or a prunec checkpoint) -> Graph.
+
+The ExportedProgram's ATen graph is walked node by node (no decomposition: the export IR of torch 2.13 keeps
+aten.linear / conv2d / batch_norm / max_pool2d, and the decomposed spellings addmm, convolution,
+_native_batch_norm_legit_no_training, max_pool2d_with_indices are matched too). Values are either constants
+(parameters, buffers, lifted constants, and anything computed from constants alone, which is evaluated here:
+`t(W)` feeding an addmm, say) or activations (a buffer name and a torch shape with batch 1). Views and
+identities (flatten, view, reshape, clone, dropout, ...) only relabel a buffer. In-place ops (relu_, add_)
+produce a new SSA buffer and every alias of the mutated tensor is redirected to it.
+
+Passes after the walk: batch norm folded into the conv/linear it follows, clamps (relu, relu6, hardtanh)
+fused into the fc/conv/add they follow, dead nodes dropped, the result renamed `output`.
+
+Any other op is refused with its name and the user's source line, before anything is written.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import PrunecError
+from .graph import CLAMP_FUSABLE_OPS, INPUT, OUTPUT, Graph, Node, numel
+
+INF = float("inf")
+
+SUPPORTED = (
+    "linear, addmm, mm (x @ W.t()), conv2d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
+    "max_pool2d, avg_pool2d, adaptive_avg_pool2d, flatten / view / reshape / squeeze / unsqueeze, add (two "
+    "tensors of one shape, alpha 1), batch_norm (after conv2d/linear), dropout, clone / contiguous / detach"
+)
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    program: torch.export.ExportedProgram
+    kind: str  # "pt2" or "checkpoint"
+    model_name: str | None = None
+
+
+def _is_pt2_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith(("serialized_exported_program.json", "models/model.json")) or "/models/" in n
+                       for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_program(path: str | os.PathLike) -> Loaded:
+    """Read MODEL: a .pt2 (torch.export.save) or a prunec checkpoint (exported here at batch 1)."""
+    path = Path(path)
+    if not path.exists():
+        raise PrunecError(f"model {path} does not exist")
+    if path.is_dir():
+        raise PrunecError(f"model {path} is a directory; pass a .pt2 file (prunec export) or a prunec checkpoint")
+    if path.suffix == ".pt2" or _is_pt2_archive(path):
+        try:
+            return Loaded(torch.export.load(str(path)), "pt2")
+        except Exception as e:  # torch raises many types for a damaged archive
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise PrunecError(f"{path} is not a readable torch.export program (.pt2): {first}. "
+                              f"Write one with `prunec export` or torch.export.save.") from None
+    from . import checkpoint, export
+
+    ck = checkpoint.load(path)
+    return Loaded(export.export_program(ck.model, ck.input_shape), "checkpoint", ck.model_name)
+
+
+def reference_module(path: str | os.PathLike) -> torch.nn.Module:
+    """The PyTorch model a build came from, to run as the reference (eval mode)."""
+    path = Path(path)
+    if not path.exists():
+        raise PrunecError(f"reference model {path} does not exist; pass --model with the model the build came from")
+    if path.suffix == ".pt2" or _is_pt2_archive(path):
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as e:
+            raise PrunecError(f"{path} is not a readable torch.export program: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+    from . import checkpoint
+
+    return checkpoint.load(path).model.eval()
+
+
+# --- values ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Const:
+    tensor: torch.Tensor
+    origin: str = ""  # fully qualified parameter name it derives from ("fc1.weight"), if any
+
+
+@dataclass
+class Act:
+    buffer: str
+    shape: tuple[int, ...]
+    group: int  # alias group: views share their base's; clone starts a new one
+
+
+def _source(node: torch.fx.Node) -> str:
+    """The user's file:line for a node: the deepest stack frame outside torch itself."""
+    st = node.meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', st)
+    if not frames:
+        return "unknown location"
+    torch_dir = os.path.dirname(torch.__file__)
+    user = [f for f in frames if not os.path.abspath(f[0]).startswith(torch_dir)]
+    f, line = (user or frames)[-1]
+    return f"{f}:{line}"
+
+
+def _opname(target) -> str:
+    if isinstance(target, torch._ops.OpOverload):
+        return f"aten.{target._schema.name.split('::')[-1]}.{target._schema.overload_name or 'default'}" \
+            if target._schema.name.startswith("aten::") else str(target)
+    return getattr(target, "__name__", str(target))
+
+
+def _packet(target) -> str:
+    if isinstance(target, torch._ops.OpOverload) and target._schema.name.startswith("aten::"):
+        return target._schema.name.split("::")[-1]
+    return ""
+
+
+def _bind(node: torch.fx.Node) -> dict:
+    """The node's arguments by schema name, defaults filled in."""
+    schema = node.target._schema
+    out = {}
+    for i, a in enumerate(schema.arguments):
+        if i < len(node.args) and not a.kwarg_only:
+            out[a.name] = node.args[i]
+        elif a.name in node.kwargs:
+            out[a.name] = node.kwargs[a.name]
+        elif a.has_default_value():
+            out[a.name] = a.default_value
+        else:
+            out[a.name] = None
+    return out
+
+
+def _pair(v, default=None) -> tuple[int, int]:
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        if default is None:
+            raise ValueError("missing value")
+        return default
+    if isinstance(v, (list, tuple)):
+        v = [int(x) for x in v]
+        return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+    return (int(v), int(v))
+
+
+class _Unsupported(Exception):
+    pass
+
+
+IDENTITY = {"clone", "contiguous", "detach", "detach_", "alias", "lift_fresh_copy", "dropout", "dropout_",
+            "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "_to_copy", "to"}
+VIEWS = {"flatten", "view", "reshape", "_unsafe_view", "squeeze", "squeeze_", "unsqueeze", "unsqueeze_",
+         "view_copy", "_reshape_copy"}
+IGNORED = {"_assert_tensor_metadata", "sym_constrain_range_for_size", "sym_constrain_range", "_assert_scalar",
+           "_assert_async"}
+
+
+class _Converter:
+    def __init__(self, ep: torch.export.ExportedProgram):
+        self.ep = ep
+        self.env: dict[torch.fx.Node, object] = {}
+        self.nodes: list[Node] = []
+        self.buffers: dict[str, int] = {}
+        self.names: set[str] = set()
+        self.groups = itertools.count()
+        self.fx_node: torch.fx.Node | None = None
+        self.input_shape: tuple[int, ...] | None = None
+
+    # helpers ---------------------------------------------------------------------------------------------
+    def fail(self, msg: str):
+        node = self.fx_node
+        where = _source(node) if node is not None else "unknown location"
+        op = _opname(node.target) if node is not None and node.op == "call_function" else "?"
+        raise PrunecError(f"cannot build {op} at {where}: {msg}; nothing was written")
+
+    def val_shape(self, node: torch.fx.Node) -> tuple[int, ...]:
+        v = node.meta.get("val")
+        if not isinstance(v, torch.Tensor):
+            self.fail("no tensor metadata on the node (was the program made by torch.export?)")
+        try:
+            shape = tuple(int(s) for s in v.shape)
+        except (TypeError, ValueError):
+            self.fail(f"dynamic shape {tuple(v.shape)}; export with a static batch-1 example input")
+        if v.dtype != torch.float32:
+            self.fail(f"dtype {v.dtype}; prunec builds float32 models")
+        return shape
+
+    def act(self, v, what: str = "input") -> Act:
+        if isinstance(v, torch.fx.Node):
+            v = self.env.get(v)
+        if not isinstance(v, Act):
+            self.fail(f"its {what} must be a tensor computed from the model input")
+        return v
+
+    def const(self, v, what: str) -> Const | None:
+        if v is None:
+            return None
+        if isinstance(v, torch.fx.Node):
+            v = self.env.get(v)
+        if not isinstance(v, Const):
+            self.fail(f"its {what} must be a parameter or constant (prunec bakes weights into flash)")
+        return v
+
+    def layer_name(self, origin: str = "") -> str:
+        node = self.fx_node
+        base = ""
+        if origin:
+            base = origin[: -len(".weight")] if origin.endswith(".weight") else origin
+        if not base:
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path, _ = list(stack.values())[-1]
+                base = path
+        if not base or base in self.names:
+            base = f"{base}.{node.name}" if base else node.name
+        while base in self.names:
+            base += "_"
+        self.names.add(base)
+        return base
+
+    def emit(self, op: str, inputs: list[Act], attrs: dict | None = None, weight=None, bias=None,
+             origin: str = "", out_shape: tuple[int, ...] | None = None) -> Act:
+        node = self.fx_node
+        shape = out_shape if out_shape is not None else self.val_shape(node)
+        buf = f"t_{node.name}"
+        self.buffers[buf] = numel(shape)
+        w = None if weight is None else weight.detach().to(torch.float32).contiguous().numpy().copy()
+        b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy().copy()
+        if w is not None and not np.all(np.isfinite(w)):
+            self.fail("its weights contain inf or NaN")
+        if b is not None and not np.all(np.isfinite(b)):
+            self.fail("its bias contains inf or NaN")
+        self.nodes.append(Node(
+            name=self.layer_name(origin), op=op, inputs=[a.buffer for a in inputs], output=buf,
+            in_shapes=[a.shape for a in inputs], out_shape=shape, attrs=dict(attrs or {}), weight=w, bias=b,
+            source=_source(node), torch_op=_opname(node.target),
+        ))
+        return Act(buf, shape, next(self.groups))
+
+    # the walk --------------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        ep = self.ep
+        sig = ep.graph_signature
+        specs = {s.arg.name: s for s in sig.input_specs}
+        consts = dict(ep.constants)
+        sd = ep.state_dict
+        user_inputs = []
+        for node in ep.graph.nodes:
+            self.fx_node = node
+            if node.op == "placeholder":
+                spec = specs.get(node.name)
+                kind = spec.kind.name if spec is not None else "USER_INPUT"
+                if kind == "USER_INPUT":
+                    user_inputs.append(node)
+                    if len(user_inputs) > 1:
+                        raise PrunecError("the model takes more than one input; prunec builds single-input models")
+                    v = node.meta.get("val")
+                    if not isinstance(v, torch.Tensor):
+                        raise PrunecError(f"model input {node.name} is not a tensor; prunec builds models of one float32 tensor")
+                    shape = self.val_shape(node)
+                    if len(shape) < 2 or shape[0] != 1:
+                        raise PrunecError(f"model input has shape {shape}; export the model with a batch-1 example input "
+                                          f"(prunec export does)")
+                    self.input_shape = shape
+                    self.buffers[INPUT] = numel(shape)
+                    self.env[node] = Act(INPUT, shape, next(self.groups))
+                elif kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+                    t = sd.get(spec.target) if spec.target in sd else consts.get(spec.target)
+                    if t is None:
+                        raise PrunecError(f"the program lacks the value of {spec.target}; it is damaged, re-export it")
+                    self.env[node] = Const(t.detach(), spec.target)
+                else:
+                    raise PrunecError(f"model input {node.name} of kind {kind} is not supported; export a plain nn.Module")
+            elif node.op == "call_function":
+                self.call(node)
+            elif node.op == "output":
+                return self.finish(node)
+            else:
+                self.fail(f"graph node kind {node.op!r} is not supported")
+        raise PrunecError("the program has no output node; it is damaged, re-export it")
+
+    def call(self, node: torch.fx.Node) -> None:
+        target = node.target
+        if target is operator.getitem:
+            seq, idx = node.args
+            v = self.env.get(seq)
+            if isinstance(v, (tuple, list)):
+                self.env[node] = v[idx]
+            elif isinstance(v, Const):
+                self.env[node] = Const(v.tensor[idx], v.origin)
+            else:
+                self.fail("indexing an activation is not supported")
+            return
+        name = _packet(target)
+        if name in IGNORED:
+            return
+        arg_nodes = node.all_input_nodes
+        if all(isinstance(self.env.get(a), Const) for a in arg_nodes):
+            self.env[node] = self.fold(node)
+            return
+        if not node.users and not name.endswith("_"):
+            return  # unused and not mutating: dead code
+        handler = getattr(self, f"op_{name.lstrip('_')}", None) if name else None
+        if handler is None:
+            self.unsupported(node)
+        args = _bind(node)
+        result = handler(node, args)
+        self.env[node] = result
+        if isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable and name.endswith("_"):
+            # In-place op: every alias of the mutated tensor now reads the result.
+            base = self.act(args[target._schema.arguments[0].name])
+            for k, v in list(self.env.items()):
+                if isinstance(v, Act) and v.group == base.group:
+                    self.env[k] = Act(result.buffer, v.shape, result.group)
+
+    def unsupported(self, node: torch.fx.Node):
+        raise PrunecError(
+            f"unsupported op {_opname(node.target)} at {_source(node)}; prunec build supports {SUPPORTED}. "
+            f"Nothing was written."
+        )
+
+    def fold(self, node: torch.fx.Node) -> Const:
+        args = torch.fx.node.map_arg(node.args, lambda n: self.env[n].tensor)
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: self.env[n].tensor)
+        origin = next((self.env[a].origin for a in node.all_input_nodes if self.env[a].origin), "")
+        try:
+            with torch.no_grad():
+                out = node.target(*args, **kwargs)
+        except Exception as e:
+            self.fail(f"evaluating it on constants failed: {e}")
+        if isinstance(out, (tuple, list)):
+            return [Const(t, origin) if isinstance(t, torch.Tensor) else t for t in out]
+        return Const(out, origin)
+
+    def finish(self, node: torch.fx.Node) -> Graph:
+        sig = self.ep.graph_signature
+        outs = node.args[0]
+        if not isinstance(outs, (tuple, list)):
+            outs = (outs,)
+        user = [o for o, s in zip(outs, sig.output_specs) if s.kind.name == "USER_OUTPUT"]
+        if len(user) != 1:
+            raise PrunecError(f"the model returns {len(user)} outputs; prunec builds models with exactly one output tensor")
+        v = self.env.get(user[0]) if isinstance(user[0], torch.fx.Node) else None
+        if not isinstance(v, Act):
+            raise PrunecError("the model output does not depend on its input; nothing to build")
+        if self.input_shape is None:
+            raise PrunecError("the model has no tensor input")
+        out_shape = v.shape
+        if v.buffer == INPUT:  # the output is (a view of) the input: copy it
+            self.fx_node = user[0]
+            v = self.emit("clamp", [v], {"out_min": -INF, "out_max": INF}, out_shape=v.shape)
+        g = Graph(self.input_shape, out_shape, self.nodes, self.buffers)
+        _rename(g, v.buffer, OUTPUT)
+        return g
+
+    # op handlers: each returns the Act of its result -----------------------------------------------------
+    def op_linear(self, node, a):
+        w = self.const(a["weight"], "weight")
+        b = self.const(a["bias"], "bias")
+        return self._fc(node, self.act(a["input"]), w.tensor, b.tensor if b else None, w.origin)
+
+    def op_addmm(self, node, a):
+        if a["beta"] != 1 or a["alpha"] != 1:
+            self.fail("addmm with alpha or beta other than 1")
+        w = self.const(a["mat2"], "second matrix")
+        b = self.const(a["self"], "bias")
+        if w.tensor.dim() != 2:
+            self.fail("its weight is not a matrix")
+        return self._fc(node, self.act(a["mat1"]), w.tensor.t(), b.tensor, w.origin)
+
+    def op_mm(self, node, a):
+        w = self.const(a["mat2"], "second matrix")
+        if w.tensor.dim() != 2:
+            self.fail("its weight is not a matrix")
+        return self._fc(node, self.act(a["self"]), w.tensor.t(), None, w.origin)
+
+    def op_matmul(self, node, a):
+        return self.op_mm(node, {"self": a["self"], "mat2": a["other"]})
+
+    def _fc(self, node, x: Act, w: torch.Tensor, b, origin):
+        if w.dim() != 2:
+            self.fail(f"weight of shape {tuple(w.shape)} is not a matrix")
+        out_f, in_f = w.shape
+        if numel(x.shape) != in_f or x.shape[-1] != in_f:
+            self.fail(f"input of shape {x.shape} is not one vector of {in_f} features; flatten it first")
+        if b is not None:
+            b = b.reshape(-1)
+            if b.numel() != out_f:
+                self.fail(f"bias of {b.numel()} elements for {out_f} outputs (broadcast bias is not supported)")
+        return self.emit("fc", [x], {"out_min": -INF, "out_max": INF}, weight=w, bias=b, origin=origin)
+
+    def op_conv2d(self, node, a):
+        return self._conv(node, a, transposed=False)
+
+    def op_convolution(self, node, a):
+        if a.get("transposed"):
+            self.fail("transposed convolution is not supported")
+        return self._conv(node, a, transposed=False)
+
+    def _conv(self, node, a, transposed):
+        x = self.act(a["input"])
+        w = self.const(a["weight"], "weight")
+        b = self.const(a["bias"], "bias")
+        if w.tensor.dim() != 4 or len(x.shape) != 4:
+            self.fail(f"only 2-d convolution on NCHW input is supported (weight {tuple(w.tensor.shape)}, input {x.shape})")
+        kh, kw = int(w.tensor.shape[2]), int(w.tensor.shape[3])
+        stride = _pair(a["stride"], (1, 1))
+        dil = _pair(a["dilation"], (1, 1))
+        pad = a["padding"]
+        if isinstance(pad, str):
+            if pad == "valid":
+                pad = (0, 0)
+            elif pad == "same":
+                tot = (dil[0] * (kh - 1), dil[1] * (kw - 1))
+                if tot[0] % 2 or tot[1] % 2:
+                    self.fail("padding='same' with an even kernel pads asymmetrically, which is not supported")
+                pad = (tot[0] // 2, tot[1] // 2)
+            else:
+                self.fail(f"padding {pad!r}")
+        else:
+            pad = _pair(pad, (0, 0))
+        if any(p < 0 for p in pad) or min(stride) < 1 or min(dil) < 1:
+            self.fail("negative padding or non-positive stride/dilation")
+        groups = int(a["groups"] or 1)
+        if int(x.shape[1]) != int(w.tensor.shape[1]) * groups:
+            self.fail("input channels do not match weight and groups")
+        out_shape = self.val_shape(node)
+        attrs = {"stride": stride, "padding": pad, "dilation": dil, "groups": groups, "kernel": (kh, kw),
+                 "out_min": -INF, "out_max": INF}
+        return self.emit("conv2d", [x], attrs, weight=w.tensor, bias=b.tensor if b else None, origin=w.origin,
+                         out_shape=out_shape)
+
+    def _clamp(self, node, x, lo, hi):
+        return self.emit("clamp", [self.act(x)], {"out_min": float(lo), "out_max": float(hi)})
+
+    def op_relu(self, node, a):
+        return self._clamp(node, a["self"], 0.0, INF)
+
+    op_relu_ = op_relu
+
+    def op_relu6(self, node, a):
+        return self._clamp(node, a["self"], 0.0, 6.0)
+
+    def op_hardtanh(self, node, a):
+        return self._clamp(node, a["self"], a["min_val"], a["max_val"])
+
+    op_hardtanh_ = op_hardtanh
+
+    def op_clamp(self, node, a):
+        if node.target._schema.overload_name not in ("", "default"):
+            self.fail("clamp with tensor bounds")
+        lo, hi = a.get("min"), a.get("max")
+        return self._clamp(node, a["self"], -INF if lo is None else lo, INF if hi is None else hi)
+
+    op_clamp_ = op_clamp
+
+    def op_clamp_min(self, node, a):
+        if node.target._schema.overload_name not in ("", "default"):
+            self.fail("clamp_min with a tensor bound")
+        return self._clamp(node, a["self"], a["min"], INF)
+
+    op_clamp_min_ = op_clamp_min
+
+    def op_sigmoid(self, node, a):
+        return self.emit("sigmoid", [self.act(a["self"])])
+
+    op_sigmoid_ = op_sigmoid
+
+    def op_tanh(self, node, a):
+        return self.emit("tanh", [self.act(a["self"])])
+
+    op_tanh_ = op_tanh
+
+    def op_softmax(self, node, a):
+        if node.target._schema.overload_name not in ("int", "", "default"):
+            self.fail("softmax by dimension name")
+        if "dtype" in a and a["dtype"] not in (None, torch.float32):
+            self.fail(f"softmax to dtype {a['dtype']}")
+        if a.get("half_to_float"):
+            self.fail("half-precision softmax")
+        x = self.act(a["self"])
+        d = int(a["dim"])
+        if d < 0:
+            d += len(x.shape)
+        if not 0 <= d < len(x.shape):
+            self.fail(f"softmax dim {a['dim']} out of range for shape {x.shape}")
+        attrs = {"outer": numel(x.shape[:d]), "n": int(x.shape[d]), "inner": numel(x.shape[d + 1:]), "dim": d}
+        return self.emit("softmax", [x], attrs)
+
+    def _pool_in(self, a):
+        x = self.act(a["self"])
+        if len(x.shape) != 4:
+            self.fail(f"pooling needs NCHW input, got shape {x.shape}")
+        return x
+
+    def op_max_pool2d(self, node, a):
+        x = self._pool_in(a)
+        k = _pair(a["kernel_size"])
+        attrs = {"kernel": k, "stride": _pair(a["stride"], k), "padding": _pair(a["padding"], (0, 0)),
+                 "ceil_mode": bool(a["ceil_mode"])}
+        if _pair(a["dilation"], (1, 1)) != (1, 1):
+            self.fail("dilated max pooling is not supported")
+        out = self.val_shape(node) if node.target._schema.name.endswith("max_pool2d") else \
+            tuple(int(s) for s in node.meta["val"][0].shape)
+        return self.emit("maxpool2d", [x], attrs, out_shape=out)
+
+    def op_max_pool2d_with_indices(self, node, a):
+        return [self.op_max_pool2d(node, a), None]
+
+    def op_avg_pool2d(self, node, a):
+        x = self._pool_in(a)
+        if a["divisor_override"] is not None:
+            self.fail("avg_pool2d with divisor_override is not supported")
+        k = _pair(a["kernel_size"])
+        attrs = {"kernel": k, "stride": _pair(a["stride"], k), "padding": _pair(a["padding"], (0, 0)),
+                 "ceil_mode": bool(a["ceil_mode"]), "count_include_pad": bool(a["count_include_pad"])}
+        return self.emit("avgpool2d", [x], attrs)
+
+    def op_adaptive_avg_pool2d(self, node, a):
+        x = self._pool_in(a)
+        out = self.val_shape(node)
+        return self.emit("adaptive_avgpool2d", [x], {"output_size": (out[2], out[3])})
+
+    def op_add(self, node, a):
+        if node.target._schema.overload_name != "Tensor":
+            self.fail("adding a scalar is not supported")
+        if a["alpha"] != 1:
+            self.fail(f"add with alpha={a['alpha']} is not supported (alpha must be 1)")
+        if not isinstance(self.env.get(a["other"]), Act) or not isinstance(self.env.get(a["self"]), Act):
+            self.fail("adding a constant tensor is not supported (only two activations: a residual)")
+        x, y = self.act(a["self"]), self.act(a["other"])
+        if x.shape != y.shape:
+            self.fail(f"broadcasting add of shapes {x.shape} and {y.shape} is not supported")
+        return self.emit("add", [x, y], {"out_min": -INF, "out_max": INF})
+
+    op_add_ = op_add
+
+    def _bn(self, node, x, w, b, mean, var, eps):
+        x = self.act(x)
+        mean, var = self.const(mean, "running mean"), self.const(var, "running variance")
+        if mean is None or var is None:
+            self.fail("batch norm without running statistics")
+        c = int(x.shape[1])
+        scale = 1.0 / torch.sqrt(var.tensor.double() + float(eps))
+        if w is not None:
+            scale = scale * self.const(w, "weight").tensor.double()
+        shift = -mean.tensor.double() * scale
+        if b is not None:
+            shift = shift + self.const(b, "bias").tensor.double()
+        if scale.numel() != c:
+            self.fail("batch norm channels do not match its input")
+        return self.emit("batchnorm", [x], {"scale": scale.numpy(), "shift": shift.numpy()})
+
+    def op_batch_norm(self, node, a):
+        if a["training"]:
+            self.fail("batch norm in training mode: call model.eval() before torch.export")
+        return self._bn(node, a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["eps"])
+
+    def op_native_batch_norm_legit_no_training(self, node, a):
+        r = self._bn(node, a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["eps"])
+        return [r, None, None]
+
+    def op_native_batch_norm(self, node, a):
+        if a["training"]:
+            self.fail("batch norm in training mode: call model.eval() before torch.export")
+        return [self._bn(node, a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["eps"]),
+                None, None]
+
+    def _identity(self, node, a):
+        first = node.target._schema.arguments[0].name
+        x = self.act(a[first])
+        name = _packet(node.target)
+        if name.startswith(("dropout", "feature_dropout", "alpha_dropout", "feature_alpha")) and a.get("train"):
+            self.fail("dropout in training mode: call model.eval() before torch.export")
+        if name in ("_to_copy", "to"):
+            self.val_shape(node)  # refuses a dtype change
+        if name in ("clone", "_to_copy", "to", "lift_fresh_copy"):
+            return Act(x.buffer, x.shape, next(self.groups))  # a copy: mutations of it do not reach x
+        return x
+
+    def _view(self, node, a):
+        first = node.target._schema.arguments[0].name
+        x = self.act(a[first])
+        shape = self.val_shape(node)
+        if numel(shape) != numel(x.shape):
+            self.fail(f"view from {x.shape} to {shape} changes the element count")
+        return Act(x.buffer, shape, x.group)
+
+
+for _n in IDENTITY:
+    setattr(_Converter, f"op_{_n.lstrip('_')}", _Converter._identity)
+for _n in VIEWS:
+    setattr(_Converter, f"op_{_n.lstrip('_')}", _Converter._view)
+
+
+# --- passes ----------------------------------------------------------------------------------------------
+
+def _rename(g: Graph, old: str, new: str) -> None:
+    if old == new:
+        return
+    g.buffers = {(new if k == old else k): v for k, v in g.buffers.items()}
+    for n in g.nodes:
+        n.inputs = [new if b == old else b for b in n.inputs]
+        if n.output == old:
+            n.output = new
+
+
+def _sole_consumer(g: Graph, buf: str) -> bool:
+    return buf != g.output and sum(n.inputs.count(buf) for n in g.nodes) == 1
+
+
+def fold_batchnorm(g: Graph) -> None:
+    """conv/fc -> batch_norm becomes one conv/fc with scaled weights and shifted bias."""
+    for bn in [n for n in g.nodes if n.op == "batchnorm"]:
+        p = g.producer(bn.inputs[0])
+        if p is None or p.op not in ("fc", "conv2d") or not _sole_consumer(g, bn.inputs[0]) \
+                or p.attrs["out_min"] != -INF or p.attrs["out_max"] != INF:
+            raise PrunecError(
+                f"cannot build {bn.torch_op} at {bn.source}: batch norm must directly follow a conv2d or linear "
+                f"(and be its only user) so that it can be folded into it; nothing was written")
+        scale, shift = bn.attrs["scale"], bn.attrs["shift"]
+        rows = p.weight.shape[0]
+        if scale.shape[0] != rows:
+            raise PrunecError(f"cannot build {bn.torch_op} at {bn.source}: {scale.shape[0]} channels after a layer "
+                              f"of {rows} outputs; nothing was written")
+        w = p.weight.astype(np.float64) * scale.reshape((rows,) + (1,) * (p.weight.ndim - 1))
+        b = (p.bias.astype(np.float64) if p.bias is not None else np.zeros(rows)) * scale + shift
+        p.weight = w.astype(np.float32)
+        p.bias = b.astype(np.float32)
+        p.weight[p.weight == 0] = 0.0  # no -0.0 from a negative scale: keep the encoding's zeros exact
+        del g.buffers[p.output]
+        p.output = bn.output
+        g.nodes.remove(bn)
+
+
+def fuse_clamps(g: Graph) -> None:
+    """A clamp (relu, relu6, hardtanh) right after fc/conv/add/clamp, as its input's only user, is fused
+    into that node's output clamp."""
+    changed = True
+    while changed:
+        changed = False
+        for c in g.nodes:
+            if c.op != "clamp":
+                continue
+            p = g.producer(c.inputs[0])
+            if p is None or p.op not in CLAMP_FUSABLE_OPS + ("clamp",) or not _sole_consumer(g, c.inputs[0]):
+                continue
+            lo = max(p.attrs["out_min"], c.attrs["out_min"])
+            hi = min(p.attrs["out_max"], c.attrs["out_max"])
+            if lo > hi:  # empty range: keep PyTorch's order of min/max, do not fuse
+                continue
+            p.attrs["out_min"], p.attrs["out_max"] = lo, hi
+            del g.buffers[p.output]
+            p.output = c.output
+            g.nodes.remove(c)
+            changed = True
+            break
+
+
+def drop_dead(g: Graph) -> None:
+    live = {g.output}
+    keep = []
+    for n in reversed(g.nodes):
+        if n.output in live:
+            keep.append(n)
+            live.update(n.inputs)
+    g.nodes = keep[::-1]
+    g.buffers = {k: v for k, v in g.buffers.items() if k in live or k == g.input}
+
+
+def from_program(ep: torch.export.ExportedProgram) -> Graph:
+    g = _Converter(ep).run()
+    drop_dead(g)
+    fold_batchnorm(g)
+    fuse_clamps(g)
+    drop_dead(g)
+    g.validate()
+    return g
+
+
+def load(path: str | os.PathLike) -> tuple[Graph, Loaded]:
+    loaded = load_program(path)
+    return from_program(loaded.program), loaded

@@ -1,0 +1,108 @@
+"""The typed graph a build works on: what the frontend produces and encode, plan and codegen read.
+
+A Graph is a list of Nodes in execution (topological) order over named buffers. Every buffer is a flat,
+contiguous float32 tensor of one sample (batch 1, NCHW, batch dimension dropped); each is written by
+exactly one node (SSA), except the graph input, which the caller provides (read-only). Reshapes never
+appear: a view of a contiguous NCHW tensor is the same bytes, so the frontend maps it onto its source buffer
+and each node records the shapes it sees.
+
+Ops (`Node.op`) and their attributes:
+  fc                  weight [out, in], bias [out] or None; out_min, out_max (fused clamp)
+  conv2d              weight [out_c, in_c/groups, kh, kw], bias; stride, padding, dilation (pairs), groups,
+                      out_min, out_max
+  maxpool2d           kernel, stride, padding (pairs), ceil_mode
+  avgpool2d           kernel, stride, padding (pairs), ceil_mode, count_include_pad
+  adaptive_avgpool2d  output_size (pair)
+  clamp               out_min, out_max (relu: 0, inf; relu6: 0, 6; a copy: -inf, inf)
+  sigmoid, tanh       -
+  softmax             outer, n, inner (the dim split of the sample tensor)
+  add                 out_min, out_max; inputs a, b of the same shape
+  batchnorm           scale, shift per channel (only between frontend passes: folded or refused)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INPUT = "input"
+OUTPUT = "output"
+
+WEIGHTED_OPS = ("fc", "conv2d")
+# Ops whose kernel accepts y == x (y == a for add): each element is read before it is written.
+IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add")
+CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add")
+
+
+def numel(shape) -> int:
+    return int(math.prod(shape)) if shape else 1
+
+
+@dataclass
+class Node:
+    name: str  # layer name: the module path of its weight ("features.0") or the torch node's name
+    op: str
+    inputs: list[str]  # buffer names
+    output: str  # buffer name
+    in_shapes: list[tuple[int, ...]]
+    out_shape: tuple[int, ...]
+    attrs: dict = field(default_factory=dict)
+    weight: np.ndarray | None = None  # float32
+    bias: np.ndarray | None = None  # float32 [out]
+    source: str = ""  # "file:line" of the user's code that created it
+    torch_op: str = ""  # the aten op it came from, for messages
+
+    @property
+    def out_size(self) -> int:
+        return numel(self.out_shape)
+
+
+@dataclass
+class Graph:
+    input_shape: tuple[int, ...]  # one sample, no batch dimension
+    output_shape: tuple[int, ...]
+    nodes: list[Node] = field(default_factory=list)
+    buffers: dict[str, int] = field(default_factory=dict)  # name -> float elements
+    input: str = INPUT
+    output: str = OUTPUT
+
+    def producer(self, buf: str) -> Node | None:
+        for n in self.nodes:
+            if n.output == buf:
+                return n
+        return None
+
+    def consumers(self, buf: str) -> list[Node]:
+        return [n for n in self.nodes if buf in n.inputs]
+
+    def arena_buffers(self) -> list[str]:
+        """Buffers that live in the arena: every buffer but the caller's input and output."""
+        return [b for b in self.buffers if b not in (self.input, self.output)]
+
+    def validate(self) -> None:
+        """Structural invariants: SSA, inputs defined before use, sizes consistent, output produced."""
+        defined = {self.input}
+        if self.buffers.get(self.input) != numel(self.input_shape):
+            raise ValueError("input buffer size does not match input_shape")
+        for n in self.nodes:
+            for b, shp in zip(n.inputs, n.in_shapes):
+                if b not in defined:
+                    raise ValueError(f"node {n.name} reads {b} before it is written")
+                if self.buffers[b] != numel(shp):
+                    raise ValueError(f"node {n.name}: input {b} has {self.buffers[b]} elements, shape {shp}")
+            if n.output in defined:
+                raise ValueError(f"buffer {n.output} written twice (node {n.name})")
+            if self.buffers[n.output] != numel(n.out_shape):
+                raise ValueError(f"node {n.name}: output {n.output} size mismatch")
+            defined.add(n.output)
+        if self.output not in defined or self.output == self.input:
+            raise ValueError("graph output is not produced by a node")
+        if self.buffers[self.output] != numel(self.output_shape):
+            raise ValueError("output buffer size does not match output_shape")
+
+    def summary(self) -> str:
+        lines = [f"input {self.input_shape} -> output {self.output_shape}"]
+        for n in self.nodes:
+            lines.append(f"  {n.name:24s} {n.op:18s} {n.inputs} -> {n.output} {n.out_shape} {n.attrs}")
+        return "\n".join(lines)

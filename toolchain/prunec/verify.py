@@ -1,0 +1,331 @@
+"""`prunec verify`: run a build and the PyTorch model it came from on the same inputs and compare.
+
+How the build runs depends on its target's runner (manifest.json "runner"):
+  cffi        `run_host`: the build's C sources and the runtime kernels it copied are compiled on this
+              machine into a Python extension (cffi API mode, in a temporary directory; the build
+              directory is never written) and NAME_run is called for each input.
+  other       `prunec.runners.run(build_dir, inputs) -> outputs` (qemu-user, qemu-system: cross builds),
+              imported lazily; inputs float32 [N, NAME_INPUT_SIZE], outputs float32 [N, NAME_OUTPUT_SIZE].
+
+The reference is the model at manifest "source.path" (or --model): a .pt2 runs as
+torch.export.load(...).module(), a prunec checkpoint as its nn.Module, in eval mode, fp32, on CPU.
+
+Tolerance (docs/BUILD.md): sample i passes when max_j |c_ij - t_ij| <= ATOL * max(1, max_j |t_ij|), with
+ATOL = 1e-4. The C kernels sum in another order than PyTorch (and batch norm is folded into the weights),
+so outputs differ by float32 rounding: measured ~1e-6 relative on the LeNets and up to ~5e-6 on deep
+random AlexNet/VGG-like stacks, so 1e-4 leaves a 20x margin while still catching any wrong index, offset or
+stride (those give errors of order 1). A top-1 disagreement fails verification unless the reference's
+top-two margin for that sample is itself within the tolerance (a tie that rounding may break either way).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PrunecError
+
+ATOL = 1e-4
+_MODULES: dict[str, object] = {}  # compiled host extensions, by content hash (one compile per process)
+
+
+def load_manifest(build_dir: str | os.PathLike) -> dict:
+    p = Path(build_dir) / "manifest.json"
+    if not Path(build_dir).is_dir():
+        raise PrunecError(f"build directory {build_dir} does not exist; create it with `prunec build`")
+    try:
+        m = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise PrunecError(f"{build_dir} has no manifest.json; it is not a prunec build directory") from None
+    except (OSError, ValueError) as e:
+        raise PrunecError(f"{p} is unreadable ({e}); rebuild with `prunec build`") from None
+    for k in ("name", "target", "input_shape", "output_shape", "arena_bytes", "files"):
+        if k not in m:
+            raise PrunecError(f"{p} lacks {k!r}; rebuild with `prunec build`")
+    return m
+
+
+# --- running the build on this machine (cffi) ------------------------------------------------------------
+
+def _cflags(manifest: dict) -> list[str]:
+    try:
+        from . import targets
+
+        t = targets.get(manifest["target"])
+        flags = [f for f in t.cflags if f != "-fPIC"]
+    except PrunecError:
+        flags = ["-std=c99", "-O2"]
+    return flags
+
+
+def _compile_host(build_dir: Path, manifest: dict):
+    from cffi import FFI
+
+    name = manifest["name"]
+    files = manifest["files"]
+    sources = [build_dir / s for s in files["sources"]]
+    asm = [build_dir / s for s in files.get("asm", [])]
+    for f in sources + asm + [build_dir / files["header"]]:
+        if not f.is_file():
+            raise PrunecError(f"build file {f} is missing; rebuild with `prunec build`")
+    h = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
+    for f in sorted(sources + asm + [build_dir / files["header"]]) + sorted(build_dir.glob("*.bin")):
+        h.update(f.read_bytes())
+    key = h.hexdigest()[:16]
+    if key in _MODULES:
+        return _MODULES[key]
+    modname = f"_prunec_host_{name}_{key}"
+    ffi = FFI()
+    ffi.cdef(f"int {name}_run(const float *input, float *output, void *arena);\n"
+             f"int prunec_verify_batch(size_t n, const float *x, float *y, void *arena);")
+    src = (f'#include "{files["header"]}"\n'
+           f"static int prunec_verify_batch(size_t n, const float *x, float *y, void *arena) {{\n"
+           f"  size_t i;\n  for (i = 0; i < n; i++) {{\n"
+           f"    int rc = {name}_run(x + i * (size_t){name}_INPUT_SIZE, y + i * (size_t){name}_OUTPUT_SIZE, arena);\n"
+           f"    if (rc != 0) return rc;\n  }}\n  return 0;\n}}\n")
+    cflags = _cflags(manifest)
+    cc = os.environ.get("CC", "cc")
+    tmp = Path(tempfile.mkdtemp(prefix="prunec-verify-"))
+    try:
+        objs = []
+        for a in asm:  # distutils does not assemble .S: do it here, the way the Makefile does
+            o = tmp / (a.stem + ".o")
+            r = subprocess.run([cc, *cflags, "-fPIC", f"-Wa,-I{build_dir}", "-c", str(a), "-o", str(o)],
+                               capture_output=True, text=True)
+            if r.returncode:
+                raise PrunecError(f"assembling {a} failed:\n{r.stderr.strip()}")
+            objs.append(str(o))
+        ffi.set_source(modname, src, sources=[str(s) for s in sources],
+                       include_dirs=[str(build_dir / d) for d in files.get("include_dirs", [".", "runtime/include"])],
+                       extra_compile_args=cflags, extra_objects=objs, libraries=["m"])
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            saved = os.dup(1)
+            os.dup2(devnull, 1)  # distutils prints every command on stdout
+            try:
+                so = ffi.compile(tmpdir=str(tmp), verbose=False)
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+                os.close(devnull)
+        except Exception as e:  # CompileError, LinkError, VerificationError
+            raise PrunecError(f"compiling build {build_dir} on this machine failed: {e}") from None
+        spec = importlib.util.spec_from_file_location(modname, so)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _MODULES[key] = mod
+    return mod
+
+
+def run_host(build_dir: str | os.PathLike, inputs: np.ndarray) -> np.ndarray:
+    """Compile the build on this machine (cffi) and run NAME_run on each row of `inputs` [N, INPUT_SIZE]."""
+    build_dir = Path(build_dir).resolve()
+    m = load_manifest(build_dir)
+    mod = _compile_host(build_dir, m)
+    ffi, lib = mod.ffi, mod.lib
+    n_in, n_out = int(m["input_size"]), int(m["output_size"])
+    x = np.ascontiguousarray(inputs, dtype=np.float32).reshape(-1, n_in)
+    y = np.full((x.shape[0], n_out), np.nan, dtype=np.float32)  # unwritten outputs show up as NaN
+    raw = np.zeros(int(m["arena_bytes"]) + 32, dtype=np.uint8)
+    off = (-raw.ctypes.data) % 16
+    arena = raw[off:]
+    rc = lib.prunec_verify_batch(x.shape[0], ffi.from_buffer("float[]", x),
+                                 ffi.from_buffer("float[]", y, require_writable=True),
+                                 ffi.from_buffer("char[]", arena, require_writable=True))
+    if rc != 0:
+        raise PrunecError(f"{m['name']}_run returned {rc}")
+    return y
+
+
+def run_build(build_dir: str | os.PathLike, inputs: np.ndarray, manifest: dict | None = None) -> np.ndarray:
+    """Run the build by its target's runner: cffi here, the others through prunec.runners."""
+    m = manifest or load_manifest(build_dir)
+    runner = m.get("runner", "cffi")
+    if runner == "cffi":
+        return run_host(build_dir, inputs)
+    try:
+        from .runners import run as run_target
+    except ModuleNotFoundError as e:
+        if e.name != "prunec.runners":
+            raise
+        raise PrunecError(f"target {m['target']!r} runs builds with {runner!r}, which this prunec cannot run yet") from None
+    return np.asarray(run_target(Path(build_dir), np.ascontiguousarray(inputs, dtype=np.float32)), dtype=np.float32)
+
+
+# --- the reference ---------------------------------------------------------------------------------------
+
+def reference_outputs(model_path: str | os.PathLike, inputs: np.ndarray, input_shape, chunk: int = 256) -> np.ndarray:
+    """The PyTorch model's outputs for inputs [N, *input_shape[1:]], flattened per sample."""
+    import torch
+
+    from .frontend import reference_module
+
+    mod = reference_module(model_path)
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).reshape(-1, *input_shape[1:])
+    n_out = None
+    # A .pt2 module is traced at batch 1 (its views may spell the 1 out): run it per sample, vectorised with
+    # vmap; a checkpoint's nn.Module takes batches as they are. Per-sample calls are the fallback.
+    ways = ["vmap", "batch"] if isinstance(mod, torch.fx.GraphModule) else ["batch", "vmap"]
+    outs = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], chunk):
+            xb = x[i:i + chunk]
+            y = None
+            while ways and y is None:
+                try:
+                    y = torch.func.vmap(mod)(xb[:, None]) if ways[0] == "vmap" else mod(xb)
+                    if not isinstance(y, torch.Tensor) or y.shape[0] != xb.shape[0] or \
+                            (n_out is not None and y[0].numel() != n_out):
+                        y = None
+                except Exception:  # no batching rule, or a shape guard: try the next way
+                    y = None
+                if y is None:
+                    ways.pop(0)
+            if y is None:
+                y = torch.cat([mod(xb[j:j + 1]).reshape(1, -1) for j in range(xb.shape[0])])
+            y = y.reshape(xb.shape[0], -1)
+            n_out = y.shape[1]
+            outs.append(y.float().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+# --- comparison ------------------------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    n: int
+    max_abs_err: float
+    max_rel_err: float  # per sample: max |c - t| / max |t|, the worst sample
+    top1_agreement: float
+    top1_disagree: int
+    ties: int  # disagreements where the reference's top-2 margin is within tolerance
+    failing_samples: list[int] = field(default_factory=list)
+    accuracy_c: float | None = None
+    accuracy_torch: float | None = None
+    atol: float = ATOL
+    worst_sample: int = -1
+    ok: bool = True
+
+    def text(self) -> str:
+        lines = [
+            f"samples            {self.n}",
+            f"max abs error      {self.max_abs_err:.3e}   (sample {self.worst_sample})",
+            f"max rel error      {self.max_rel_err:.3e}   (tolerance {self.atol:.0e} x max(1, max|ref|) per sample)",
+            f"top-1 agreement    {self.top1_agreement:.4%}   ({self.n - self.top1_disagree}/{self.n}"
+            + (f", {self.ties} ties within tolerance" if self.ties else "") + ")",
+        ]
+        if self.accuracy_c is not None:
+            lines.append(f"accuracy C         {self.accuracy_c:.4%}")
+            lines.append(f"accuracy PyTorch   {self.accuracy_torch:.4%}")
+        if self.ok:
+            lines.append("verify: PASS")
+        else:
+            shown = ", ".join(map(str, self.failing_samples[:10]))
+            lines.append(f"verify: FAIL: {len(self.failing_samples)} samples beyond tolerance or disagreeing on top-1 "
+                         f"(first: {shown})")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["failing_samples"] = self.failing_samples[:100]
+        return d
+
+
+def compare(c: np.ndarray, t: np.ndarray, labels: np.ndarray | None = None, atol: float = ATOL) -> Report:
+    c = np.asarray(c, dtype=np.float64).reshape(len(c), -1)
+    t = np.asarray(t, dtype=np.float64).reshape(len(t), -1)
+    if c.shape != t.shape:
+        raise PrunecError(f"the build produced outputs of shape {c.shape[1:]}, the model {t.shape[1:]}")
+    n = c.shape[0]
+    if n == 0:
+        raise PrunecError("no inputs to verify")
+    d = np.abs(c - t)
+    d[np.isnan(c) != np.isnan(t)] = np.inf
+    d[np.isnan(c) & np.isnan(t)] = 0.0
+    scale = np.max(np.abs(np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)), axis=1)
+    per_abs = d.max(axis=1)
+    per_rel = per_abs / np.maximum(scale, np.finfo(np.float32).tiny)
+    bound = atol * np.maximum(1.0, scale)
+    bad = per_abs > bound
+    top_c, top_t = np.nanargmax(np.nan_to_num(c, nan=-np.inf), axis=1), np.argmax(np.nan_to_num(t, nan=-np.inf), axis=1)
+    dis = top_c != top_t
+    srt = np.sort(t, axis=1)
+    margin = srt[:, -1] - srt[:, -2] if t.shape[1] > 1 else np.full(n, np.inf)
+    ties = dis & (margin <= 2 * bound)
+    fail = bad | (dis & ~ties)
+    worst = int(np.argmax(per_abs))
+    r = Report(n=n, max_abs_err=float(per_abs.max()), max_rel_err=float(per_rel.max()),
+               top1_agreement=float(1.0 - dis.mean()), top1_disagree=int(dis.sum()), ties=int(ties.sum()),
+               failing_samples=[int(i) for i in np.nonzero(fail)[0]], atol=atol, worst_sample=worst,
+               ok=not bool(fail.any()))
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        r.accuracy_c = float((top_c == labels).mean())
+        r.accuracy_torch = float((top_t == labels).mean())
+    return r
+
+
+def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: int | None, data_dir, limit, seed):
+    shape = tuple(manifest["input_shape"])
+    labels = None
+    chosen = sum(x is not None for x in (data, inputs_path, random))
+    if chosen > 1:
+        raise PrunecError("choose one of --data, --inputs, --random")
+    if data is not None:
+        from . import data as data_mod
+
+        if data == "synthetic":
+            ds = data_mod.synthetic(n_train=1, n_test=limit or 500, shape=shape[1:])
+        else:
+            ds = data_mod.load(data, data_dir)
+        x, labels = ds.test.x.numpy(), ds.test.y.numpy()
+        if tuple(x.shape[1:]) != shape[1:]:
+            raise PrunecError(f"data set {data} has inputs of shape {tuple(x.shape[1:])}, the build takes {shape[1:]}")
+    elif inputs_path is not None:
+        try:
+            x = np.load(inputs_path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise PrunecError(f"cannot read --inputs {inputs_path}: {e}") from None
+        size = int(manifest["input_size"])
+        if x.size % size or x.size == 0:
+            raise PrunecError(f"--inputs {inputs_path} holds {x.size} values, not a whole number of inputs of {size}")
+        x = x.astype(np.float32).reshape(-1, *shape[1:])
+    else:
+        n = 100 if random is None else int(random)
+        x = np.random.default_rng(seed).standard_normal((n, *shape[1:])).astype(np.float32)
+    if limit is not None:
+        x = x[:limit]
+        labels = labels[:limit] if labels is not None else None
+    return np.ascontiguousarray(x, dtype=np.float32), labels
+
+
+def verify(build_dir: str | os.PathLike, data: str | None = None, inputs: str | None = None, random: int | None = None,
+           model: str | None = None, data_dir: str | None = None, limit: int | None = None, seed: int = 0,
+           atol: float = ATOL) -> Report:
+    m = load_manifest(build_dir)
+    model_path = model or (m.get("source") or {}).get("path")
+    if not model_path:
+        raise PrunecError("the manifest names no source model; pass --model")
+    if model is None and not Path(model_path).exists():
+        raise PrunecError(f"the model this build came from, {model_path}, is gone; pass --model with it")
+    if model is None and m.get("source", {}).get("sha256"):
+        from .build import sha256_file
+
+        if sha256_file(model_path) != m["source"]["sha256"]:
+            raise PrunecError(f"{model_path} changed since the build (sha256 differs); rebuild, or pass --model")
+    x, labels = _inputs(m, data, inputs, random, data_dir, limit, seed)
+    c = run_build(build_dir, x.reshape(len(x), -1), m)
+    t = reference_outputs(model_path, x, m["input_shape"])
+    return compare(c, t, labels, atol)
