@@ -2,30 +2,43 @@
  * Minimal Cortex-M start-up for bare-metal test and verification images (not part of a model's library).
  *
  * QEMU's M-profile boards read the initial stack pointer and the reset vector from address 0, so the
- * vector table goes in its own section `.vectors`, placed there with -Wl,--section-start=.vectors=0x0.
- * The targets link with -Wl,--section-start=.vectors=0x0 -Wl,--undefined=prunec_vectors.
+ * vector table goes in its own section `.vectors`, placed there with -Wl,--section-start=.vectors=0x0 and
+ * kept through --gc-sections with -Wl,--undefined=prunec_vectors. The board's memory layout comes from the
+ * target file's link flags as two symbols:
+ *   __prunec_stack_top   initial stack pointer (top of a RAM region above the heap)
+ *   __prunec_heap_limit  end of the RAM region that holds the image; the heap runs from the end of .bss
  * Reset enables the coprocessors (CPACR bits 20-23: CP10/CP11, i.e. the FPU and, on Armv8.1-M, MVE) before
- * any floating-point instruction runs, then jumps to newlib's _start (crt0 of --specs=rdimon.specs), which
- * sets up the stack and heap through semihosting, runs constructors and calls main; main's return value
- * becomes QEMU's exit status.
+ * any floating-point instruction runs, clears .bss, starts newlib's semihosting I/O (rdimon) and
+ * constructors, and calls main(0, NULL); main's return value goes to exit(), which QEMU returns as its exit
+ * status. (newlib's own crt0 is not used: it takes the stack and heap from the semihosting HEAPINFO call,
+ * which on QEMU describes the region at address 0 only, 512 KB on the MPS3 AN547.)
  */
 #include <stdint.h>
+#include <stdlib.h>
 
-extern void _start(void);
-
-#define PRUNEC_BOOT_STACK_WORDS 1024u
-static uint32_t prunec_boot_stack[PRUNEC_BOOT_STACK_WORDS] __attribute__((aligned(8)));
+extern char __prunec_stack_top[];
+extern char __prunec_heap_limit[];
+extern char __bss_start__[], __bss_end__[];
+extern unsigned int __heap_limit; /* newlib/libgloss _sbrk's limit (rdimon) */
+extern void initialise_monitor_handles(void);
+extern void __libc_init_array(void);
+extern int main(int argc, char **argv);
 
 void prunec_reset_handler(void);
 void prunec_fault_handler(void);
 
 void prunec_reset_handler(void) {
   volatile uint32_t *const cpacr = (volatile uint32_t *)0xE000ED88u;
+  char *p;
   *cpacr |= 0xFu << 20;
   __asm__ volatile("dsb\n\tisb" ::: "memory");
-  _start();
-  for (;;) {
+  for (p = __bss_start__; p < __bss_end__; p++) {
+    *(volatile char *)p = 0;
   }
+  __heap_limit = (unsigned int)(uintptr_t)__prunec_heap_limit;
+  initialise_monitor_handles();
+  __libc_init_array();
+  exit(main(0, NULL));
 }
 
 /* A fault ends the run through semihosting SYS_EXIT (ADP_Stopped_RunTimeError) so QEMU does not hang. */
@@ -37,11 +50,9 @@ void prunec_fault_handler(void) {
   }
 }
 
-/* Global, so that the link can keep it through --gc-sections with -Wl,--undefined=prunec_vectors (nothing
- * references the table; the core reads it at reset). */
 extern void (*const prunec_vectors[16])(void);
 __attribute__((section(".vectors"), used)) void (*const prunec_vectors[16])(void) = {
-    (void (*)(void))(prunec_boot_stack + PRUNEC_BOOT_STACK_WORDS),
+    (void (*)(void))__prunec_stack_top,
     prunec_reset_handler,  /* reset */
     prunec_fault_handler,  /* NMI */
     prunec_fault_handler,  /* HardFault */

@@ -1,0 +1,92 @@
+"""End to end on every cross target: a small pruned model is built (`prunec build`) and verified against
+PyTorch (`prunec verify`) under QEMU on a subset of inputs; bare-metal builds record their section sizes.
+
+Models: LeNet-300-100 (sparse fc) on every target and LeNet-5 (sparse conv + fc) on one target per kernel
+family, random weights magnitude-pruned to the paper's densities (verification compares the C with
+PyTorch, so no training is needed). Fashion-MNIST test images when the Debian package dataset-fashion-mnist
+is installed, else random inputs. The full runs (10,000 images) are benchmarks/cross_verify_full.py.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+from prunec import targets
+
+pytestmark = pytest.mark.cross
+
+torch = pytest.importorskip("torch")
+
+# (target, model, images)
+CASES = [
+    ("x86_64-avx2", "lenet300", 200),
+    ("aarch64-neon", "lenet300", 200),
+    ("armv7a-neon", "lenet300", 200),
+    ("cortex-m4", "lenet300", 100),
+    ("cortex-m7", "lenet300", 100),
+    ("cortex-m55", "lenet300", 100),
+    ("aarch64-neon", "lenet5", 100),
+    ("armv7a-neon", "lenet5", 50),
+    ("cortex-m4", "lenet5", 50),
+    ("cortex-m55", "lenet5", 50),
+]
+DENSITY = {"lenet300": 0.08, "lenet5": 0.2}
+
+
+@functools.lru_cache(maxsize=None)
+def _has_fashion_mnist() -> bool:
+    try:
+        from prunec import data
+
+        data.load_fashion_mnist()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from prunec import export, models as zoo
+
+    out = {}
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    for name, dens in DENSITY.items():
+        m = zoo.create(name).eval()
+        with torch.no_grad():
+            for _, layer in zoo.prunable_layers(m):
+                w = layer.weight
+                thr = w.abs().flatten().kthvalue(int((1 - dens) * w.numel())).values
+                w.mul_((w.abs() > thr).float())
+        p = d / f"{name}.pt2"
+        torch.export.save(export.export_program(m, zoo.input_shape(name)), str(p))
+        out[name] = p
+    return out
+
+
+@pytest.mark.parametrize("target,model,n", CASES, ids=[f"{t}-{m}" for t, m, _ in CASES])
+def test_build_and_verify_under_qemu(target, model, n, models, tmp_path):
+    from prunec.build import build
+    from prunec.verify import verify
+
+    t = targets.get(target)
+    missing = t.missing_tools()
+    if missing:
+        pytest.skip(", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
+    out = tmp_path / "b"
+    r = build(models[model], target, out, name=model)
+    isa = t.isa[0]
+    assert any(k.endswith("__" + isa) for k in r.manifest["kernels"]), r.manifest["kernels"]
+    kw = {"data": "fashion-mnist"} if _has_fashion_mnist() else {"random": n}
+    rep = verify(out, limit=n, **kw)
+    assert rep.ok and rep.n == n and rep.top1_disagree == rep.ties, rep.text()
+    if t.runner == "qemu-system":
+        size = json.loads((out / "manifest.json").read_text())["size"]
+        lib = size["library"]
+        weights = r.manifest["totals"]["weights_bytes"]
+        assert lib["rodata"] >= weights, size  # weights are const: .rodata (flash), not .data
+        assert lib["data"] == 0 and lib["text"] > 0, size
+        assert size["verification_image"]["text"] > lib["text"]

@@ -1,0 +1,94 @@
+"""Target files (targets/*.toml), `prunec targets`, the AVX-512 build-time probe, and missing-tool errors."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+
+from prunec import runners, targets
+from prunec.cli import main
+from prunec.errors import PrunecError
+
+EXPECTED = {
+    "host": ("cffi", None),
+    "x86_64-avx2": ("cffi", None),
+    "aarch64-neon": ("qemu-user", None),
+    "armv7a-neon": ("qemu-user", None),
+    "cortex-m4": ("qemu-system", "mps2-an386"),
+    "cortex-m7": ("qemu-system", "mps2-an500"),
+    "cortex-m55": ("qemu-system", "mps3-an547"),
+}
+
+
+def test_every_target_file_loads_with_its_contract():
+    ts = targets.all_targets()
+    assert set(EXPECTED) <= set(ts)
+    for name, (runner, machine) in EXPECTED.items():
+        t = ts[name]
+        assert t.runner == runner and t.extra.get("machine") == machine, name
+        assert t.isa[-1] == "portable" and t.cc and t.ar
+        assert all(role in t.packages for role in t.tools()), f"{name}: every tool names its Debian package"
+    # the hard-float ABIs and FPUs are part of the contract
+    assert {"-mfpu=neon-vfpv4", "-mfloat-abi=hard"} <= set(ts["armv7a-neon"].cflags)
+    assert {"-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"} <= set(ts["cortex-m4"].cflags)
+    assert {"-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"} <= set(ts["cortex-m7"].cflags)
+    assert {"-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"} <= set(ts["cortex-m55"].cflags)
+    assert ts["cortex-m55"].isa == ("mve", "cortexm", "portable")
+    assert "-static" in ts["aarch64-neon"].ldflags and "-static" in ts["armv7a-neon"].ldflags
+    for name in ("cortex-m4", "cortex-m7", "cortex-m55"):
+        t = ts[name]
+        assert t.flash_bytes > 0 and t.ram_bytes > 0
+        assert "--specs=rdimon.specs" in t.ldflags and "-Wl,--section-start=.vectors=0x0" in t.ldflags
+        assert t.extra["startup"] and t.extra["size"] == "arm-none-eabi-size"
+    assert {"-mavx2", "-mfma"} <= set(ts["x86_64-avx2"].cflags)
+
+
+def test_avx512_probe_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("PRUNEC_AVX512", "0")
+    t = targets.get("x86_64-avx2")
+    assert "avx512" not in t.isa and not any(f.startswith("-mavx512") for f in t.cflags)
+    monkeypatch.setenv("PRUNEC_AVX512", "1")
+    t = targets.get("x86_64-avx2")
+    assert t.isa[0] == "avx512" and "-mavx512f" in t.cflags
+
+
+def test_prunec_targets_lists_every_target_and_its_toolchain():
+    r = CliRunner().invoke(main, ["targets"])
+    assert r.exit_code == 0, r.output
+    for name in EXPECTED:
+        assert name in r.output
+    rows = json.loads(CliRunner().invoke(main, ["targets", "--json"]).output)
+    by = {row["name"]: row for row in rows}
+    assert by["cortex-m55"]["isa"] == ["mve", "cortexm", "portable"]
+    for row in rows:
+        assert row["installed"] == (not row["missing"])
+
+
+def test_missing_tool_names_its_debian_package(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    r = CliRunner().invoke(main, ["targets"])
+    assert r.exit_code == 0
+    assert "MISSING" in r.output and "apt-get install gcc-arm-none-eabi" in r.output
+    t = targets.get("aarch64-neon")
+    with pytest.raises(PrunecError, match=r"aarch64-linux-gnu-gcc \(Debian package gcc-aarch64-linux-gnu\)"):
+        t.require_tools()
+
+
+def test_bogus_compiler_is_a_clear_error(tmp_path):
+    t = replace(targets.get("cortex-m4"), cc="arm-bogus-eabi-gcc", packages={"cc": "gcc-arm-bogus-eabi"})
+    with pytest.raises(PrunecError, match="gcc-arm-bogus-eabi"):
+        runners.compile_program(t, [tmp_path / "x.c"], tmp_path / "x.elf")
+    t = replace(targets.get("cortex-m4"), extra={**targets.get("cortex-m4").extra, "emulator": "qemu-bogus"},
+                packages={**targets.get("cortex-m4").packages, "emulator": "qemu-bogus-pkg"})
+    with pytest.raises(PrunecError, match="qemu-bogus-pkg"):
+        runners.run_program(t, tmp_path / "x.elf")
+
+
+def test_emulator_commands():
+    a64 = targets.get("aarch64-neon")
+    assert runners.emulator_command(a64, "/p", ["a", "b"]) == ["qemu-aarch64-static", "-cpu", "cortex-a53", "/p", "a", "b"]
+    m4 = targets.get("cortex-m4")
+    cmd = runners.emulator_command(m4, "prog.elf")
+    assert cmd[:3] == ["qemu-system-arm", "-M", "mps2-an386"] and "-semihosting" in cmd and cmd[-2:] == ["-kernel", "prog.elf"]

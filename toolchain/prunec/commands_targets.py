@@ -1,0 +1,37 @@
+"""`prunec targets`: the targets (targets/*.toml) and whether this machine has their toolchain."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="print the table as JSON")
+def targets_cmd(as_json):
+    """List the targets, their kernel ISAs, runner and board memory, and whether their tools are installed."""
+    from . import targets
+
+    rows = []
+    for t in targets.all_targets().values():
+        missing = t.missing_tools()
+        rows.append({
+            "name": t.name, "description": t.description, "isa": list(t.isa), "cc": t.cc, "runner": t.runner,
+            "machine": t.extra.get("machine"), "emulator": t.extra.get("emulator"),
+            "flash_bytes": t.flash_bytes, "ram_bytes": t.ram_bytes, "installed": not missing,
+            "missing": [{"tool": exe, "package": pkg} for exe, pkg in missing],
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    w = max(len(r["name"]) for r in rows)
+    click.echo(f"{'target':<{w}}  {'toolchain':<9}  {'runner':<11}  {'kernel ISAs':<22}  {'flash/RAM':<15}  description")
+    for r in rows:
+        mem = "-" if not r["flash_bytes"] else f"{r['flash_bytes'] // 1024}K/{r['ram_bytes'] // 1024}K"
+        state = "ok" if r["installed"] else "MISSING"
+        click.echo(f"{r['name']:<{w}}  {state:<9}  {r['runner']:<11}  {','.join(r['isa']):<22}  {mem:<15}  {r['description']}")
+        for m in r["missing"]:
+            click.echo(f"{'':<{w}}    needs {m['tool']}: apt-get install {m['package']}")
+
+
+COMMANDS = [targets_cmd]
