@@ -63,6 +63,10 @@ PRUNEC_DECLARE_FC_DENSE(neon)
 PRUNEC_DECLARE_FC_DENSE(cortexm)
 PRUNEC_DECLARE_FC_DENSE(mve)
 
+/* AVX-512 register-tiled variants (fc: 4 rows interleaved; conv: 8 output rows x 16 columns per tile). */
+PRUNEC_DECLARE_FC_RCSR(avx512x4)
+PRUNEC_DECLARE_CONV2D_RCSR(avx512x4)
+
 #ifdef __cplusplus
 }
 #endif

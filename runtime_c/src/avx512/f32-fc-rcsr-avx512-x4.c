@@ -1,0 +1,198 @@
+/*
+ * Sparse fully connected layer over relative-indexed CSR, x86-64 AVX-512 (F, VL), no gathers.
+ * Twin of prunec_f32_fc_rcsr__portable (same signature, same result up to fp32 summation order).
+ *
+ * Algorithm (benchmarks: one x load and one FMA per nonzero, ~0.5 cycle per nonzero here):
+ *  1. Pre-pass per row (per chunk of up to CHUNK entries): the b-bit codes are decoded into absolute
+ *     columns, cols[i] = cols[i-1] + code_i + 1, with a 16-lane SIMD prefix sum for 8- and 16-bit codes
+ *     (scalar for 4-bit codes). Lanes are padded to a multiple of 4 with column 0 and value 0.
+ *  2. Main loop, four rows at once (rows r..r+3 advance through their entries in step, so with uniformly
+ *     spread nonzeros they touch the same region of x: shared cache lines when x outgrows L1).
+ *     For a group of 4 entries of one row with values v (one 128-bit load), accumulator j of that row
+ *     does acc_j += v * broadcast(x[col_j]), the broadcast folded into the FMA's memory operand. Lane j
+ *     of acc_j holds the row's j-th product; the other lanes are never used. The row's sum is the sum
+ *     of lane j of acc_j (blends, then a horizontal add). 4 rows x 4 accumulators = 16 independent FMA
+ *     chains, enough to hide the FMA latency.
+ *  3. Rows of unequal length: the common prefix runs interleaved; each row's remainder runs alone.
+ * Fillers are ordinary entries of value 0 (their product with a finite x is 0, as in the portable twin).
+ */
+#include "prunec_isa.h"
+
+#if PRUNEC_HAVE_AVX512 && defined(__AVX512VL__)
+#include <immintrin.h>
+
+#include "prunec_kernels.h"
+
+#define CHUNK 1024u /* entries decoded per row and pass: 4 rows x 4 KB of columns stay in L1 */
+
+/* Columns of entries e .. e+n-1 of one row, continuing from column `last`; returns the last column. */
+static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last, int32_t *cols) {
+  const uint8_t *index = w->index;
+  uint32_t i = 0;
+  if (w->index_bits == 8 || w->index_bits == 16) {
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i l15 = _mm512_set1_epi32(15);
+    __m512i base = _mm512_set1_epi32(last);
+    for (; i + 16 <= n; i += 16) {
+      __m512i g = w->index_bits == 8
+                      ? _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(index + e + i)))
+                      : _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(index + 2u * (e + i))));
+      g = _mm512_add_epi32(g, one);
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 15));
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 14));
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 12));
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 8));
+      g = _mm512_add_epi32(g, base);
+      _mm512_storeu_si512((void *)(cols + i), g);
+      base = _mm512_permutexvar_epi32(l15, g);
+    }
+    if (i > 0) {
+      last = cols[i - 1];
+    }
+    if (w->index_bits == 8) {
+      for (; i < n; i++) {
+        last += (int32_t)index[e + i] + 1;
+        cols[i] = last;
+      }
+    } else {
+      for (; i < n; i++) {
+        const uint32_t k = 2u * (e + i);
+        last += (int32_t)((uint32_t)index[k] | ((uint32_t)index[k + 1] << 8)) + 1;
+        cols[i] = last;
+      }
+    }
+  } else {
+    for (; i < n; i++) {
+      const uint32_t k = e + i;
+      last += (int32_t)((index[k >> 1] >> ((k & 1u) << 2)) & 0x0Fu) + 1;
+      cols[i] = last;
+    }
+  }
+  return last;
+}
+
+/* Lane j of a_j, summed. */
+static inline float diag_sum(__m128 a0, __m128 a1, __m128 a2, __m128 a3) {
+  __m128 t = _mm_blend_ps(_mm_blend_ps(a0, a1, 0x2), _mm_blend_ps(a2, a3, 0x8), 0xC);
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
+#define FMA4(a0, a1, a2, a3, v, c)                                  \
+  do {                                                              \
+    a0 = _mm_fmadd_ps(v, _mm_broadcast_ss(x + (c)[0]), a0);         \
+    a1 = _mm_fmadd_ps(v, _mm_broadcast_ss(x + (c)[1]), a1);         \
+    a2 = _mm_fmadd_ps(v, _mm_broadcast_ss(x + (c)[2]), a2);         \
+    a3 = _mm_fmadd_ps(v, _mm_broadcast_ss(x + (c)[3]), a3);         \
+  } while (0)
+
+/* One row's entries [i, n) of the current chunk into its four accumulators. */
+static inline void row_rest(const float *vals, const int32_t *cols, uint32_t i, uint32_t n, const float *x,
+                            __m128 *acc) {
+  __m128 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  for (; i + 4 <= n; i += 4) {
+    const __m128 v = _mm_loadu_ps(vals + i);
+    FMA4(a0, a1, a2, a3, v, cols + i);
+  }
+  if (i < n) {
+    const __mmask8 m = (__mmask8)((1u << (n - i)) - 1u);
+    const __m128 v = _mm_maskz_loadu_ps(m, vals + i);
+    a0 = _mm_fmadd_ps(v, _mm_broadcast_ss(x + cols[i]), a0);
+    if (i + 1 < n) a1 = _mm_fmadd_ps(v, _mm_broadcast_ss(x + cols[i + 1]), a1);
+    if (i + 2 < n) a2 = _mm_fmadd_ps(v, _mm_broadcast_ss(x + cols[i + 2]), a2);
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+
+static inline float clampf(float v, float lo, float hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+void prunec_f32_fc_rcsr__avx512x4(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                                  float out_min, float out_max) {
+  int32_t cols[4][CHUNK] __attribute__((aligned(64)));
+  const uint32_t *row_ptr = w->row_ptr;
+  const float *values = w->values;
+  uint32_t r = 0;
+  if (w->index_bits != 4 && w->index_bits != 8 && w->index_bits != 16) {
+    for (r = 0; r < w->rows; r++) {
+      y[r] = __builtin_nanf("");
+    }
+    return;
+  }
+  for (; r < w->rows; r += 4) {
+    const uint32_t nr = w->rows - r < 4 ? w->rows - r : 4;
+    __m128 acc[4][4];
+    uint32_t e[4], end[4];
+    int32_t last[4];
+    uint32_t k, j;
+    int more = 1;
+    for (k = 0; k < 4; k++) {
+      for (j = 0; j < 4; j++) {
+        acc[k][j] = _mm_setzero_ps();
+      }
+      e[k] = k < nr ? row_ptr[r + k] : 0;
+      end[k] = k < nr ? row_ptr[r + k + 1] : 0;
+      last[k] = -1;
+    }
+    while (more) {
+      uint32_t n[4], common;
+      more = 0;
+      for (k = 0; k < 4; k++) {
+        n[k] = end[k] - e[k] < CHUNK ? end[k] - e[k] : CHUNK;
+        last[k] = decode_cols(w, e[k], n[k], last[k], cols[k]);
+      }
+      common = n[0] < n[1] ? n[0] : n[1];
+      common = common < n[2] ? common : n[2];
+      common = common < n[3] ? common : n[3];
+      common &= ~3u;
+      {
+        const float *v0 = values + e[0], *v1 = values + e[1], *v2 = values + e[2], *v3 = values + e[3];
+        const int32_t *c0 = cols[0], *c1 = cols[1], *c2 = cols[2], *c3 = cols[3];
+        __m128 a00 = acc[0][0], a01 = acc[0][1], a02 = acc[0][2], a03 = acc[0][3];
+        __m128 a10 = acc[1][0], a11 = acc[1][1], a12 = acc[1][2], a13 = acc[1][3];
+        __m128 a20 = acc[2][0], a21 = acc[2][1], a22 = acc[2][2], a23 = acc[2][3];
+        __m128 a30 = acc[3][0], a31 = acc[3][1], a32 = acc[3][2], a33 = acc[3][3];
+        uint32_t i;
+        for (i = 0; i < common; i += 4) {
+          const __m128 w0 = _mm_loadu_ps(v0 + i);
+          const __m128 w1 = _mm_loadu_ps(v1 + i);
+          const __m128 w2 = _mm_loadu_ps(v2 + i);
+          const __m128 w3 = _mm_loadu_ps(v3 + i);
+          _mm_prefetch((const char *)(v0 + i + 128), _MM_HINT_T0);
+          _mm_prefetch((const char *)(v2 + i + 128), _MM_HINT_T0);
+          FMA4(a00, a01, a02, a03, w0, c0 + i);
+          FMA4(a10, a11, a12, a13, w1, c1 + i);
+          FMA4(a20, a21, a22, a23, w2, c2 + i);
+          FMA4(a30, a31, a32, a33, w3, c3 + i);
+        }
+        acc[0][0] = a00, acc[0][1] = a01, acc[0][2] = a02, acc[0][3] = a03;
+        acc[1][0] = a10, acc[1][1] = a11, acc[1][2] = a12, acc[1][3] = a13;
+        acc[2][0] = a20, acc[2][1] = a21, acc[2][2] = a22, acc[2][3] = a23;
+        acc[3][0] = a30, acc[3][1] = a31, acc[3][2] = a32, acc[3][3] = a33;
+      }
+      for (k = 0; k < nr; k++) {
+        if (common < n[k]) {
+          row_rest(values + e[k], cols[k], common, n[k], x, acc[k]);
+        }
+        e[k] += n[k];
+        more |= e[k] < end[k];
+      }
+    }
+    for (k = 0; k < nr; k++) {
+      const float s = diag_sum(acc[k][0], acc[k][1], acc[k][2], acc[k][3]) + (bias != NULL ? bias[r + k] : 0.0f);
+      y[r + k] = clampf(s, out_min, out_max);
+    }
+  }
+}
+
+#else
+/* ISO C forbids an empty translation unit. */
+typedef int prunec_f32_fc_rcsr_avx512x4_unavailable;
+#endif /* PRUNEC_HAVE_AVX512 && __AVX512VL__ */
