@@ -99,7 +99,7 @@ class BuildResult:
 def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto"):
     """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph)."""
     target = targets_mod.get(target_name)
-    name = codegen.validate_name(name or default_name(model_path))
+    name = codegen.validate_name(default_name(model_path) if name is None else name)
     model_path = Path(model_path)
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)

@@ -163,7 +163,8 @@ def make_plan(g: Graph, in_place: bool = True) -> Plan:
     arena, strategy, offsets = min(candidates, key=lambda c: c[0])
     for s, off in zip(slots, offsets):
         s.offset = off
-    plan = Plan(arena_bytes=_align(arena), offsets={b: s.offset for s in slots for b in s.buffers}, slots=slots,
+    # At least 16 bytes, so that callers can always declare the arena as an array (even with no buffers in it).
+    plan = Plan(arena_bytes=max(ALIGN, _align(arena)), offsets={b: s.offset for s in slots for b in s.buffers}, slots=slots,
                 in_place=merged, strategy=strategy, lower_bound=lower_bound(slots))
     check(plan, g)
     return plan

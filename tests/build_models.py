@@ -1,0 +1,154 @@
+"""Small random models of every op `prunec build` supports, pruned at random densities, for the build tests.
+
+`MODELS` maps a case name to (constructor, input shape without batch). `export(model, shape, path)` saves a
+.pt2 the way `prunec export` does (eval, batch 1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def prune_random(model: nn.Module, seed: int = 0, lo: float = 0.05, hi: float = 0.9) -> nn.Module:
+    """Zero a random fraction of every conv/linear weight (density drawn in [lo, hi]); randomise BN stats."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                density = lo + (hi - lo) * float(torch.rand((), generator=g))
+                m.weight.mul_((torch.rand(m.weight.shape, generator=g) < density).float())
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+    return model.eval()
+
+
+def export(model: nn.Module, shape, path) -> Path:
+    ep = torch.export.export(model.eval(), (torch.zeros((1, *shape)),))
+    torch.export.save(ep, str(path))
+    return Path(path)
+
+
+class MLP(nn.Module):  # linear, relu, relu6, softmax, flatten, dropout
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(48, 40), nn.Linear(40, 24), nn.Linear(24, 10)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(self.drop(x)))
+        x = F.relu6(self.fc2(x))
+        return torch.softmax(self.fc3(x), dim=-1)
+
+
+class Conv(nn.Module):
+    def __init__(self, cin=4, cout=6, k=3, stride=1, padding=1, dilation=1, groups=1, bias=True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=bias)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Pools(nn.Module):  # maxpool (ceil, padding), avgpool (count_include_pad False), adaptive avg, tanh
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.conv(x), 3, stride=2, padding=1, ceil_mode=True)
+        a = F.avg_pool2d(x, 2, stride=1, padding=1, count_include_pad=False)
+        b = F.avg_pool2d(x, 3, stride=2, padding=1, ceil_mode=True)
+        return torch.tanh(F.adaptive_avg_pool2d(a, (3, 2))) + F.adaptive_avg_pool2d(b, (3, 2))
+
+
+class Residual(nn.Module):  # residual add with fused relu, in-place relu_ and add_
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6, 7)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x), inplace=True)
+        y = self.c2(y)
+        y += x
+        y = y.relu_()
+        return self.fc(y.view(y.size(0), -1))
+
+
+class BatchNorm(nn.Module):  # batch norm folded into conv and linear, depthwise conv
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8)
+        self.dw, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.fc, self.bn3 = nn.Linear(8 * 4 * 4, 12), nn.BatchNorm1d(12)
+        self.out = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.c1(x)))
+        x = F.relu6(self.bn2(self.dw(x)))
+        x = F.max_pool2d(x, 2)
+        x = F.relu(self.bn3(self.fc(x.reshape(1, -1))))
+        return self.out(x)
+
+
+class Activations(nn.Module):  # standalone sigmoid, tanh, relu, hardtanh (after ops they cannot fuse into)
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        x = F.avg_pool2d(self.conv(x), 2)
+        a = torch.sigmoid(x)
+        b = F.relu(F.max_pool2d(x, 1))
+        c = F.hardtanh(torch.tanh(x), -0.5, 0.5)
+        return torch.flatten(a + b + c, 1)
+
+
+class Addmm(nn.Module):  # addmm / mm spellings of a linear layer, softmax over channels of NCHW
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(16, 18) * 0.3)
+        self.b1 = nn.Parameter(torch.randn(16) * 0.1)
+        self.w2 = nn.Parameter(torch.randn(18, 16) * 0.3)
+
+    def forward(self, x):
+        s = torch.softmax(x, dim=1).reshape(1, 18)
+        h = torch.addmm(self.b1, s, self.w1.t())
+        return torch.mm(h, self.w2.t()).view(1, 2, 3, 3).softmax(1)
+
+
+MODELS = {
+    "mlp": (MLP, (3, 4, 4)),
+    "conv3_pad1": (lambda: Conv(), (4, 9, 9)),
+    "conv5_stride2": (lambda: Conv(k=5, stride=2, padding=2), (4, 11, 10)),
+    "conv_dilated": (lambda: Conv(k=3, dilation=2, padding=2), (4, 9, 9)),
+    "conv_groups": (lambda: Conv(cin=4, cout=6, groups=2, stride=2, padding=0, bias=False), (4, 9, 8)),
+    "conv_depthwise": (lambda: Conv(cin=6, cout=6, groups=6), (6, 7, 7)),
+    "conv_1x1": (lambda: Conv(k=1, padding=0), (4, 5, 5)),
+    "conv_rect": (lambda: Conv(k=(3, 1), stride=(2, 1), padding=(1, 0)), (4, 8, 6)),
+    "conv_same": (lambda: Conv(k=5, padding="same"), (4, 6, 7)),
+    "pools": (Pools, (3, 13, 12)),
+    "residual": (Residual, (4, 6, 6)),
+    "batchnorm": (BatchNorm, (3, 10, 10)),
+    "activations": (Activations, (2, 6, 6)),
+    "addmm": (Addmm, (2, 3, 3)),
+}
+
+
+def make(case: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    ctor, shape = MODELS[case]
+    torch.manual_seed(seed)
+    return prune_random(ctor(), seed), shape
+
+
+def random_inputs(shape, n: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)

@@ -1,0 +1,340 @@
+"""prunec build: every op built and run through cffi against PyTorch; generated C warning-free under gcc and
+clang, clean under ASan+UBSan; reproducible; manifest; Makefile/CMake; bad input and atomic output."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import build_models as bm
+from prunec import build as B
+from prunec import targets, verify
+from prunec.errors import PrunecError
+
+WFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O2"]
+HAVE = {cc: shutil.which(cc) is not None for cc in ("gcc", "clang", "cmake", "make")}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _pt2(models_dir: Path, case: str) -> Path:
+    p = models_dir / f"{case}.pt2"
+    if not p.exists():
+        m, shape = bm.make(case, seed=len(case))
+        bm.export(m, shape, p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def built(models_dir, tmp_path_factory):
+    """case -> build directory (C-array storage), built once per module."""
+    out = tmp_path_factory.mktemp("builds")
+    cache = {}
+
+    def get(case: str, storage: str = "c") -> Path:
+        key = (case, storage)
+        if key not in cache:
+            d = out / f"{case}_{storage}"
+            B.build(_pt2(models_dir, case), "host", d, name=case, storage=storage)
+            cache[key] = d
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(bm.MODELS))
+def test_every_op_matches_pytorch(case, built, models_dir):
+    d = built(case)
+    m = json.loads((d / "manifest.json").read_text())
+    _, shape = bm.MODELS[case]
+    x = bm.random_inputs(shape, n=12, seed=1)
+    c = verify.run_host(d, x.reshape(len(x), -1))
+    t = verify.reference_outputs(_pt2(models_dir, case), x, m["input_shape"])
+    r = verify.compare(c, t)
+    assert r.ok and r.top1_agreement == 1.0, r.text()
+    assert r.max_abs_err <= 2e-6 * max(1.0, float(np.abs(t).max()))
+
+
+def test_blob_storage_gives_bit_identical_outputs(built):
+    x = bm.random_inputs(bm.MODELS["batchnorm"][1], n=6, seed=2).reshape(6, -1)
+    a = verify.run_host(built("batchnorm", "c"), x)
+    b = verify.run_host(built("batchnorm", "blob"), x)
+    assert np.array_equal(a, b)
+    d = built("batchnorm", "blob")
+    assert (d / "batchnorm_weights.bin").is_file() and (d / "batchnorm_weights.S").is_file()
+    assert "static const float" not in (d / "batchnorm.c").read_text()
+
+
+WARN_CASES = ["pools", "activations", "addmm", "batchnorm", "residual", "conv_rect"]
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_generated_c_is_warning_free(cc, built, tmp_path):
+    if not HAVE[cc]:
+        pytest.skip(f"{cc} not installed")
+    for case, storage in [(c, "c") for c in WARN_CASES] + [("batchnorm", "blob")]:
+        d = built(case, storage)
+        srcs = [d / f"{case}.c"] + sorted((d / "runtime" / "src").rglob("*.c"))
+        for s in srcs + ([d / f"{case}_weights.S"] if storage == "blob" else []):
+            r = subprocess.run([cc, *WFLAGS, "-I", str(d), "-I", str(d / "runtime" / "include"), f"-Wa,-I{d}",
+                                "-c", str(s), "-o", str(tmp_path / (s.stem + ".o"))], capture_output=True, text=True)
+            assert r.returncode == 0 and not r.stderr, f"{cc} {s}:\n{r.stderr}"
+
+
+DRIVER = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "%(name)s.h"
+
+int main(void) {
+  float *in = malloc(sizeof(float) * %(name)s_INPUT_SIZE);
+  float *out = malloc(sizeof(float) * %(name)s_OUTPUT_SIZE);
+  unsigned char *arena = malloc(%(name)s_ARENA_BYTES);  /* exact size: ASan sees any overrun */
+  unsigned char *skew = malloc(%(name)s_ARENA_BYTES + 16);
+  uint32_t s = 12345u;
+  size_t i;
+  if (!in || !out || !arena || !skew || ((uintptr_t)arena & 15u)) return 3;
+  for (i = 0; i < %(name)s_INPUT_SIZE; i++) {
+    s = s * 1664525u + 1013904223u;
+    in[i] = (float)((double)(s >> 8) / 8388608.0 - 1.0) * 2.0f;
+  }
+  if (%(name)s_run(NULL, out, arena) != -1) return 4;
+  if (%(name)s_run(in, NULL, arena) != -1) return 4;
+  if (%(name)s_run(in, out, arena) != 0) return 1;
+  for (i = 0; i < %(name)s_OUTPUT_SIZE; i++) {
+    if (!isfinite(out[i])) return 2;
+    printf("%%.9g\n", out[i]);
+  }
+  %(misaligned)s
+  free(in); free(out); free(arena); free(skew);
+  return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("case", ["activations", "pools", "residual", "batchnorm", "mlp"])
+def test_sanitizers_clean(case, built, tmp_path):
+    cc = "gcc" if HAVE["gcc"] else "clang"
+    d = built(case, "blob" if case == "batchnorm" else "c")
+    m = json.loads((d / "manifest.json").read_text())
+    uses_arena = "a + " in (d / f"{case}.c").read_text()
+    mis = f"if ({case}_run(in, out, skew + 4) != -2) return 5;" if uses_arena else ""
+    (tmp_path / "main.c").write_text(DRIVER % {"name": case, "misaligned": mis})
+    srcs = [str(d / s) for s in m["files"]["sources"]] + [str(d / s) for s in m["files"]["asm"]]
+    exe = tmp_path / "prog"
+    r = subprocess.run([cc, "-std=c99", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                        "-fno-omit-frame-pointer", "-I", str(d), "-I", str(d / "runtime" / "include"), f"-Wa,-I{d}",
+                        str(tmp_path / "main.c"), *srcs, "-o", str(exe), "-lm"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPTIONS="print_stacktrace=1")
+    r = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stderr == "", f"exit {r.returncode}\n{r.stderr}"
+    out = np.array([float(v) for v in r.stdout.split()], dtype=np.float32)
+    assert out.size == m["output_size"]
+
+
+def test_rebuild_is_byte_identical(models_dir, tmp_path):
+    p = _pt2(models_dir, "batchnorm")
+    for storage in ("c", "blob"):
+        a, b = tmp_path / f"a_{storage}", tmp_path / "elsewhere" / f"b_{storage}"
+        b.parent.mkdir(exist_ok=True)
+        B.build(p, "host", a, name="net", storage=storage)
+        B.build(p, "host", b, name="net", storage=storage)
+        fa = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file())
+        fb = sorted(f.relative_to(b) for f in b.rglob("*") if f.is_file())
+        assert fa == fb
+        for f in fa:
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
+            text = (a / f).read_bytes()
+            assert str(tmp_path).encode() not in text, f"{f} mentions the output path"
+
+
+def test_generated_files_carry_banner_and_sha(built, models_dir):
+    d = built("mlp")
+    sha = B.sha256_file(_pt2(models_dir, "mlp"))
+    for f in ("mlp.h", "mlp.c", "Makefile", "CMakeLists.txt"):
+        first = (d / f).read_text().splitlines()[0]
+        assert "Generated by prunec" in first and sha in first, f
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["generator"].startswith("prunec ") and m["source"]["sha256"] == sha
+
+
+def test_manifest_contract(built, models_dir):
+    d = built("batchnorm")
+    m = json.loads((d / "manifest.json").read_text())
+    for k in ("name", "target", "input_shape", "output_shape", "arena_bytes", "layers", "totals", "source", "prunec_version"):
+        assert k in m, k
+    assert m["name"] == "batchnorm" and m["target"] == "host"
+    assert m["input_shape"] == [1, 3, 10, 10] and m["output_shape"] == [1, 5]
+    assert m["source"]["path"] == str(_pt2(models_dir, "batchnorm").resolve())
+    weighted = [l for l in m["layers"] if l["shape"] is not None]
+    assert [l["op"] for l in weighted] == ["conv2d", "conv2d", "fc", "fc"]
+    for l in m["layers"]:
+        for k in ("name", "op", "shape", "nonzero", "density", "format", "index_bits", "fillers", "bytes", "macs"):
+            assert k in l, k
+        assert set(l["bytes"]) >= {"values", "index", "pointers"}
+    t = m["totals"]
+    assert t["weights_bytes"] == sum(l["bytes"]["values"] + l["bytes"]["index"] + l["bytes"]["pointers"] for l in weighted)
+    assert t["dense_weights_bytes"] == sum(4 * int(np.prod(l["shape"])) for l in weighted)
+    conv = weighted[0]
+    assert conv["macs"] == conv["nonzero"] * 8 * 8  # one MAC per nonzero per output pixel (8x8)
+    h = (d / "batchnorm.h").read_text()
+    assert f"#define batchnorm_INPUT_SIZE {3 * 10 * 10}" in h and "#define batchnorm_OUTPUT_SIZE 5" in h
+    assert f"#define batchnorm_ARENA_BYTES {m['arena_bytes']}" in h
+    assert "int batchnorm_run(const float *input, float *output, void *arena);" in h
+
+
+def test_only_needed_runtime_sources_are_copied(built):
+    d = built("mlp")
+    srcs = sorted(p.name for p in (d / "runtime" / "src").rglob("*.c"))
+    assert all("fc" in s or "elementwise" in s for s in srcs) and not any("conv" in s or "pool" in s for s in srcs)
+    assert (d / "runtime" / "include" / "prunec_kernels.h").is_file()
+
+
+@pytest.mark.skipif(not HAVE["make"], reason="make not installed")
+def test_makefile_static_and_shared(built, tmp_path):
+    src = built("residual", "blob")
+    d = tmp_path / "copy"
+    shutil.copytree(src, d)
+    r = subprocess.run(["make", "-s", "-C", str(d)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (d / "libresidual.a").is_file()
+    r = subprocess.run(["make", "-s", "-C", str(d), "shared", "CC=clang" if HAVE["clang"] else "CC=cc"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (d / "libresidual.so").is_file()
+    nm = subprocess.run(["nm", "-D", "--defined-only", str(d / "libresidual.so")], capture_output=True, text=True).stdout
+    assert "residual_run" in nm and "residual_c1_values" not in nm  # weights stay hidden
+
+
+@pytest.mark.skipif(not HAVE["cmake"], reason="cmake not installed")
+def test_cmake_builds_the_library(built, tmp_path):
+    src = built("residual", "blob")
+    r = subprocess.run(["cmake", "-S", str(src), "-B", str(tmp_path / "b")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["cmake", "--build", str(tmp_path / "b")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "b" / "libresidual.a").is_file()
+    assert not list(src.rglob("*.o"))  # the build directory itself was not written
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+def test_unsupported_op_writes_nothing(tmp_path):
+    class Gelu(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.gelu(x)
+
+    p = bm.export(Gelu(), (4,), tmp_path / "g.pt2")
+    out = tmp_path / "out"
+    with pytest.raises(PrunecError, match=r"aten\.gelu\.default at .*test_build\.py:\d+"):
+        B.build(p, "host", out)
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["g.pt2"]
+
+
+def test_existing_output_replaced_atomically_and_kept_on_failure(models_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    B.build(_pt2(models_dir, "mlp"), "host", out, name="mlp")
+    assert not (out / "stale.txt").exists() and (out / "mlp.c").is_file()
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(PrunecError):
+        B.build(bad, "host", out, name="mlp")
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+    assert sorted(os.listdir(tmp_path)) == ["bad.pt2", "out"]  # no temporaries left behind
+
+
+def test_unknown_target_and_bad_names(models_dir, tmp_path):
+    p = _pt2(models_dir, "mlp")
+    with pytest.raises(PrunecError, match="unknown target"):
+        B.build(p, "no-such-board", tmp_path / "o")
+    for name in ("1abc", "a-b", "int", "", "prunec_x", "x" * 60):
+        with pytest.raises(PrunecError, match="C identifier|reserved"):
+            B.build(p, "host", tmp_path / "o", name=name)
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output(models_dir, tmp_path):
+    p = _pt2(models_dir, "mlp")
+    with pytest.raises(PrunecError, match="cannot write"):
+        B.build(p, "host", Path("/proc/prunec-out"))
+    with pytest.raises(PrunecError, match="does not exist"):
+        B.build(p, "host", tmp_path / "no" / "such" / "dir")
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(PrunecError, match="a file of that name"):
+        B.build(p, "host", f)
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        try:
+            with pytest.raises(PrunecError, match="not writable"):
+                B.build(p, "host", ro / "out")
+        finally:
+            ro.chmod(0o755)
+
+
+def test_refuses_model_too_big_for_the_target(models_dir, tmp_path, monkeypatch):
+    host = targets.get("host")
+    p = _pt2(models_dir, "batchnorm")
+    monkeypatch.setattr(targets, "get", lambda name: dataclasses.replace(host, flash_bytes=2000))
+    with pytest.raises(PrunecError, match=r"flash.*2,000"):
+        B.build(p, "host", tmp_path / "o")
+    monkeypatch.setattr(targets, "get", lambda name: dataclasses.replace(host, ram_bytes=64))
+    with pytest.raises(PrunecError, match=r"arena needs [\d,]+ bytes of RAM.*64"):
+        B.build(p, "host", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    monkeypatch.setattr(targets, "get", lambda name: dataclasses.replace(host, ram_bytes=1 << 20, flash_bytes=1 << 22))
+    B.build(p, "host", tmp_path / "o")
+
+
+def test_cli_build(models_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    r = CliRunner().invoke(main, ["build", str(_pt2(models_dir, "mlp")), "--target", "host", "--out", str(tmp_path / "o"),
+                                  "--name", "mlp"])
+    assert r.exit_code == 0, r.output
+    assert "built mlp for host" in r.output
+    r = CliRunner().invoke(main, ["build", str(_pt2(models_dir, "mlp")), "--target", "nope", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "unknown target" in r.output
+
+
+@pytest.mark.slow
+def test_alexnet_at_paper_density_builds_and_compiles(tmp_path):
+    """AlexNet with the paper's per-layer densities (6.7 M nonzeros): build, then compile the output."""
+    from prunec import models
+    from prunec.recipes import PAPER_REMAINING
+
+    torch.manual_seed(0)
+    m = models.create("alexnet").eval()
+    with torch.no_grad():
+        for name, mod in models.prunable_layers(m):
+            mod.weight.mul_((torch.rand(mod.weight.shape) < PAPER_REMAINING["alexnet"][name]).float())
+    p = bm.export(m, models.input_shape("alexnet"), tmp_path / "alexnet.pt2")
+    r = B.build(p, "host", tmp_path / "out", name="alexnet")
+    assert r.manifest["storage"] == "blob" and 6.0e6 < r.manifest["totals"]["nonzero"] < 7.5e6
+    res = subprocess.run(["make", "-s", "-C", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    x = np.random.default_rng(0).standard_normal((1, 3, 227, 227)).astype(np.float32)
+    c = verify.run_host(tmp_path / "out", x.reshape(1, -1))
+    t = verify.reference_outputs(p, x, r.manifest["input_shape"])
+    assert verify.compare(c, t).ok

@@ -1,0 +1,205 @@
+"""Frontend: torch.export programs -> Graph (ops matched, BN folded, clamps fused, dropout gone, errors)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import build_models as bm
+from prunec import frontend
+from prunec.errors import PrunecError
+from prunec.graph import INPUT, OUTPUT
+
+
+def graph_of(model: nn.Module, shape):
+    ep = torch.export.export(model.eval(), (torch.zeros((1, *shape)),))
+    return frontend.from_program(ep)
+
+
+def ops(g):
+    return [n.op for n in g.nodes]
+
+
+def test_mlp_fuses_relu_relu6_and_drops_dropout():
+    g = graph_of(*bm.make("mlp"))
+    assert ops(g) == ["fc", "fc", "fc", "softmax"]
+    fc1, fc2, fc3, sm = g.nodes
+    assert (fc1.attrs["out_min"], fc1.attrs["out_max"]) == (0.0, math.inf)
+    assert (fc2.attrs["out_min"], fc2.attrs["out_max"]) == (0.0, 6.0)
+    assert (fc3.attrs["out_min"], fc3.attrs["out_max"]) == (-math.inf, math.inf)
+    assert [n.name for n in g.nodes[:3]] == ["fc1", "fc2", "fc3"]
+    assert fc1.inputs == [INPUT] and sm.output == OUTPUT
+    assert g.input_shape == (1, 3, 4, 4) and g.output_shape == (1, 10)
+    assert sm.attrs == {"outer": 1, "n": 10, "inner": 1, "dim": 1}
+
+
+def test_conv_attributes():
+    m, shape = bm.make("conv_groups")
+    (n,) = graph_of(m, shape).nodes
+    assert n.op == "conv2d"
+    assert n.attrs["stride"] == (2, 2) and n.attrs["padding"] == (0, 0) and n.attrs["groups"] == 2
+    assert n.bias is None and n.weight.shape == (6, 2, 3, 3)
+    (n,) = graph_of(*bm.make("conv_same")).nodes
+    assert n.attrs["padding"] == (2, 2)
+    (n,) = graph_of(*bm.make("conv_rect")).nodes
+    assert n.attrs["kernel"] == (3, 1) and n.attrs["stride"] == (2, 1) and n.attrs["padding"] == (1, 0)
+
+
+def test_batchnorm_folded_exactly_as_pytorch_computes():
+    m, shape = bm.make("batchnorm")
+    g = graph_of(m, shape)
+    assert ops(g) == ["conv2d", "conv2d", "maxpool2d", "fc", "fc"]
+    c1 = g.nodes[0]
+    bn = m.bn1
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()
+    w = m.c1.weight.detach().double().numpy() * scale[:, None, None, None]
+    np.testing.assert_allclose(c1.weight, w, rtol=1e-6, atol=1e-7)
+    # pruned weights stay exactly zero (and never -0.0)
+    assert np.array_equal(c1.weight == 0, m.c1.weight.detach().numpy() == 0)
+    assert not np.any(np.signbit(c1.weight[c1.weight == 0]))
+    assert c1.attrs["out_min"] == 0.0 and g.nodes[1].attrs["out_max"] == 6.0 and g.nodes[3].attrs["out_min"] == 0.0
+
+
+def test_residual_inplace_ops_and_alias_semantics():
+    g = graph_of(*bm.make("residual"))
+    assert ops(g) == ["conv2d", "conv2d", "add", "fc"]
+    add = g.nodes[2]
+    assert INPUT in add.inputs and add.attrs["out_min"] == 0.0  # y += x; y.relu_() fused into the add
+
+
+def test_inplace_relu_on_a_tensor_used_later_sees_the_mutation():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+
+        def forward(self, x):
+            y = self.fc(x.flatten(1))
+            z = y.clone()
+            y.relu_()  # mutates y; z keeps the old values
+            return y + z
+
+    g = graph_of(M(), (6,))
+    add = g.nodes[-1]
+    # y's relu is a separate clamp (y is used twice), z is the fc output itself
+    assert ops(g) == ["fc", "clamp", "add"]
+    assert add.inputs == [g.nodes[1].output, g.nodes[0].output]
+
+
+def test_standalone_activations_and_addmm_forms():
+    g = graph_of(*bm.make("activations"))
+    assert ops(g).count("clamp") == 2 and "sigmoid" in ops(g) and "tanh" in ops(g)
+    g = graph_of(*bm.make("addmm"))
+    assert ops(g) == ["softmax", "fc", "fc", "softmax"]
+    m = bm.make("addmm")[0]
+    np.testing.assert_array_equal(g.nodes[1].weight, m.w1.detach().numpy())
+    assert g.nodes[2].bias is None
+    assert g.nodes[0].attrs == {"outer": 1, "n": 2, "inner": 9, "dim": 1}
+
+
+def test_identity_model_gets_a_copy():
+    class Id(nn.Module):
+        def forward(self, x):
+            return x.reshape(1, -1)
+
+    g = graph_of(Id(), (2, 3))
+    assert ops(g) == ["clamp"] and g.nodes[0].inputs == [INPUT] and g.nodes[0].output == OUTPUT
+
+
+class Gelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return F.gelu(self.fc(x))  # GELU_LINE
+
+
+def test_unsupported_op_names_op_and_user_source_line(tmp_path):
+    with pytest.raises(PrunecError) as e:
+        graph_of(Gelu(), (4,))
+    msg = str(e.value)
+    line = next(i for i, l in enumerate(open(__file__).read().splitlines(), 1) if l.endswith("# GELU_LINE"))
+    assert "aten.gelu.default" in msg and f"test_frontend.py:{line}" in msg
+
+
+def test_unsupported_op_survives_save_and_load(tmp_path):
+    p = bm.export(Gelu(), (4,), tmp_path / "g.pt2")
+    with pytest.raises(PrunecError, match=r"aten\.gelu.*test_frontend\.py:\d+"):
+        frontend.load(p)
+
+
+@pytest.mark.parametrize("model, shape, pattern", [
+    (nn.Sequential(nn.ReLU(), nn.BatchNorm1d(4)), (4,), "batch norm must directly follow"),
+    (nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), nn.BatchNorm2d(2)), (2, 5, 5), "batch norm must directly follow"),
+    (nn.Sequential(nn.ConvTranspose2d(2, 2, 3)), (2, 4, 4), "convolution"),
+    (nn.Sequential(nn.Conv1d(2, 2, 3)), (2, 8), "conv1d|2-d convolution"),
+    (nn.Sequential(nn.Conv2d(2, 2, 4, padding="same")), (2, 6, 6), "asymmetrically"),
+    (nn.Sequential(nn.MaxPool2d(2, dilation=2)), (2, 6, 6), "dilated"),
+    (nn.Sequential(nn.Flatten(), nn.LogSoftmax(dim=1)), (3,), "log_softmax"),
+])
+def test_refusals(model, shape, pattern):
+    with pytest.raises(PrunecError, match=pattern):
+        graph_of(model, shape)
+
+
+def test_refuses_broadcast_add_scalar_add_and_two_outputs():
+    class Bcast(nn.Module):
+        def forward(self, x):
+            return x + x[:, :1]
+
+    class Scalar(nn.Module):
+        def forward(self, x):
+            return x + 1.0
+
+    class Two(nn.Module):
+        def forward(self, x):
+            return x.relu(), x.sigmoid()
+
+    for m, pat in ((Bcast(), "slice|broadcast"), (Scalar(), "scalar|add"), (Two(), "exactly one output")):
+        with pytest.raises(PrunecError, match=pat):
+            graph_of(m, (3, 4))
+
+
+def test_batchnorm_training_mode_refused():
+    m = nn.Sequential(nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2)).train()
+    ep = torch.export.export(m, (torch.zeros(1, 2, 5, 5),))
+    with pytest.raises(PrunecError):
+        frontend.from_program(ep)
+
+
+def test_corrupt_and_foreign_files(tmp_path):
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(PrunecError, match="not a readable torch.export"):
+        frontend.load(bad)
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    with pytest.raises(PrunecError):
+        frontend.load(txt)
+    sd = tmp_path / "sd.pt"
+    torch.save(nn.Linear(2, 2).state_dict(), sd)
+    with pytest.raises(PrunecError, match="state_dict"):
+        frontend.load(sd)
+    with pytest.raises(PrunecError, match="does not exist"):
+        frontend.load(tmp_path / "missing.pt2")
+    # a truncated .pt2
+    good = bm.export(nn.Sequential(nn.Linear(3, 2)), (3,), tmp_path / "good.pt2")
+    trunc = tmp_path / "trunc.pt2"
+    trunc.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(PrunecError):
+        frontend.load(trunc)
+
+
+def test_prunec_checkpoint_is_exported_at_batch_1(tmp_path):
+    from prunec import checkpoint, models
+
+    m = bm.prune_random(models.create("lenet300"))
+    p = checkpoint.save(tmp_path / "l.pt", m, "lenet300")
+    g, loaded = frontend.load(p)
+    assert loaded.kind == "checkpoint" and loaded.model_name == "lenet300"
+    assert ops(g) == ["fc", "fc", "fc"] and g.input_shape == (1, 1, 28, 28)
