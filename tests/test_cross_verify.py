@@ -90,3 +90,5 @@ def test_build_and_verify_under_qemu(target, model, n, models, tmp_path):
         assert lib["rodata"] >= weights, size  # weights are const: .rodata (flash), not .data
         assert lib["data"] == 0 and lib["text"] > 0, size
         assert size["verification_image"]["text"] > lib["text"]
+        newlib = {"printf", "malloc", "fopen", "fwrite", "free", "_sbrk", "puts"}
+        assert not newlib & set(size.get("external_symbols", [])), size  # firmware-ready: no newlib beyond libm

@@ -34,4 +34,21 @@ def targets_cmd(as_json):
             click.echo(f"{'':<{w}}    needs {m['tool']}: apt-get install {m['package']}")
 
 
-COMMANDS = [targets_cmd]
+@click.command("size")
+@click.argument("build_dir", type=click.Path(exists=True, file_okay=False))
+def size_cmd(build_dir):
+    """Build BUILD_DIR's libNAME.a with its target's flags (`make -C BUILD_DIR`) and record its section sizes
+    (text, rodata, data, bss; `<target size tool> -A`) and external symbols in manifest.json under "size"."""
+    from . import runners
+    from .verify import load_manifest
+
+    m = load_manifest(build_dir)
+    s = runners.record_size(build_dir, m, m["target"])
+    lib = s["library"]
+    click.echo(f"lib{m['name']}.a for {m['target']}: text {lib['text']:,}  rodata {lib['rodata']:,}  data {lib['data']:,}  "
+               f"bss {lib['bss']:,} bytes; flash {lib['flash']:,}, RAM {lib['ram']:,} (with the {m['arena_bytes']:,}-byte arena)")
+    if s.get("external_symbols") is not None:
+        click.echo("external symbols: " + (", ".join(s["external_symbols"]) or "none"))
+
+
+COMMANDS = [targets_cmd, size_cmd]

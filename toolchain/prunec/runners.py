@@ -210,6 +210,12 @@ def record_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     lib_s = size["library"]
     size["library"]["flash"] = lib_s["text"] + lib_s["rodata"] + lib_s["data"]
     size["library"]["ram"] = lib_s["data"] + lib_s["bss"] + int(manifest.get("arena_bytes", 0))
+    nm = (t.extra.get("size") or "size")[: -len("size")] + "nm"
+    if shutil.which(nm):
+        r = _check([nm, "-g", str(lib)], f"listing the symbols of {lib.name}")
+        defined = {ln.split()[-1] for ln in r.stdout.splitlines() if len(ln.split()) == 3}
+        undefined = {ln.split()[-1] for ln in r.stdout.splitlines() if ln.split()[:1] == ["U"]}
+        size["external_symbols"] = sorted(undefined - defined)  # what the firmware must provide (libm, libgcc)
     elf = build_dir / WORK / t.name / "runner.elf"
     if elf.is_file():
         size["verification_image"] = section_sizes(t, elf)
