@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Whole networks, batch 1, one thread, side by side in one process: prunec's generated C (host portable and
+x86_64-avx2 builds of the pruned model, and of the dense model) against ONNX Runtime (1 intra-op thread, all
+graph optimisations) on the dense and on the pruned model, and PyTorch eager.
+
+prunec builds are timed by `prunec bench`'s driver (C loop around NAME_run, loaded with ctypes); ONNX Runtime
+and PyTorch through their Python APIs (their per-call Python overhead is included, as in any Python use; the
+ONNX Runtime floor is reported: an Identity model's call time). Medians of >= 5 interleaved repetitions.
+
+    .venv/bin/python benchmarks/bench_models.py --pruned lenet5=P.pt[,lenet300=Q.pt] [--dense lenet5=B.pt,...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "toolchain"))
+
+import harness  # noqa: E402
+from harness import Contender, py_timer  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def ort_session(model, shape, path: Path):
+    import onnxruntime as ort
+    import torch
+
+    torch.onnx.export(model.eval(), (torch.randn(1, *shape),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_floor(tmp: Path):
+    """An Identity model of the same input size: what one ONNX Runtime call from Python costs by itself."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 784])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 784])])
+    p = tmp / "identity.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+    return s
+
+
+def build(model_path: Path, target: str, out: Path, name: str):
+    """`prunec build`; target "x86_64-avx2+x4" is x86_64-avx2 with the avx512x4 kernels preferred (the target
+    file's ISA order is the codegen's kernel choice; this tries another order without a new target file)."""
+    from dataclasses import replace
+
+    from prunec import targets
+    from prunec.build import build as do_build
+
+    if target != "x86_64-avx2+x4":
+        return do_build(model_path, target, out, name)
+    orig = targets.get
+
+    def patched(n):
+        t = orig(n)
+        return replace(t, isa=("avx512x4",) + tuple(t.isa)) if n == "x86_64-avx2" else t
+    targets.get = patched
+    try:
+        return do_build(model_path, "x86_64-avx2", out, name)
+    finally:
+        targets.get = orig
+
+
+def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path, reps: int, target_s: float):
+    import torch
+
+    from prunec import checkpoint
+    from prunec.bench import CompiledBuild
+
+    torch.set_num_threads(1)
+    ck = checkpoint.load(pruned_ckpt)
+    pm = ck.model.eval()
+    shape = tuple(ck.input_shape) if getattr(ck, "input_shape", None) else None
+    if shape is None:
+        from prunec import models
+        shape = models.input_shape(key)
+    if dense_ckpt is not None:
+        dm = checkpoint.load(dense_ckpt).model.eval()
+    else:  # same architecture, dense random weights: timing does not depend on the values
+        from prunec import models
+        dm = models.create(key).eval()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, *shape)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    with torch.inference_mode():
+        ref = pm(xt).numpy().ravel()
+
+    cs = []
+    results = {"model": key, "pruned": str(pruned_ckpt), "dense": str(dense_ckpt) if dense_ckpt else "random"}
+    builds = {}
+    for label, ckpt, target in (("prunec pruned [host: portable]", pruned_ckpt, "host"),
+                                ("prunec pruned [x86_64-avx2]", pruned_ckpt, "x86_64-avx2"),
+                                ("prunec pruned [x86_64-avx2, avx512x4 first]", pruned_ckpt, "x86_64-avx2+x4"),
+                                ("prunec dense [x86_64-avx2]", dense_ckpt, "x86_64-avx2")):
+        if ckpt is None:
+            continue
+        out = tmp / f"{key}-{target.replace('+', '-')}-{'p' if ckpt == pruned_ckpt else 'd'}"
+        r = build(ckpt, target, out, key)
+        cb = CompiledBuild(out)
+        cb.set_input(x)
+        cb.run_total(1)
+        if ckpt == pruned_ckpt:
+            err = float(np.max(np.abs(cb.output() - ref)) / (np.max(np.abs(ref)) + 1e-30))
+            assert err < 1e-3, f"{label}: output differs from PyTorch (rel err {err:.1e})"
+        builds[label] = (cb, r.manifest)
+        cs.append(Contender(label, (lambda cb: lambda n: cb.run_total(n))(cb), "prunec"))
+        results.setdefault("manifests", {})[label] = {k: r.manifest["totals"][k] for k in
+                                                      ("weights_bytes", "dense_weights_bytes", "macs", "dense_macs")}
+        results["manifests"][label]["arena_bytes"] = r.manifest["arena_bytes"]
+        results["manifests"][label]["kernels"] = r.manifest["kernels"]
+
+    feeds = {"x": x}
+    for label, m in (("onnxruntime dense", dm), ("onnxruntime pruned", pm)):
+        s = ort_session(m, shape, tmp / f"{key}-{label.split()[-1]}.onnx")
+        if label.endswith("pruned"):
+            got = s.run(None, feeds)[0].ravel()
+            assert np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-30) < 1e-3
+        cs.append(Contender(label, (lambda s: py_timer(lambda: s.run(None, feeds)))(s), "onnxruntime"))
+    idn = ort_floor(tmp)
+    xin = np.zeros((1, 784), np.float32)
+    cs.append(Contender("onnxruntime call floor (Identity)", py_timer(lambda: idn.run(None, {"x": xin})), "floor"))
+
+    def torch_fwd(m):
+        def f():
+            with torch.inference_mode():
+                return m(xt)
+        return f
+    cs.append(Contender("pytorch eager dense", py_timer(torch_fwd(dm)), "pytorch"))
+    cs.append(Contender("pytorch eager pruned", py_timer(torch_fwd(pm)), "pytorch"))
+    harness.measure(cs, reps=reps, target_s=target_s)
+    results["median_s"] = {c.name: c.median for c in cs}
+    results["times_s"] = {c.name: c.times for c in cs}
+    # per-layer split of the best prunec pruned build
+    best = min((c for c in cs if c.name.startswith("prunec pruned")), key=lambda c: c.median)
+    from prunec.bench import bench as pbench
+    cb, man = builds[best.name]
+    lr = pbench(None, reps=reps, target_s=target_s, cb=cb)
+    results["best"] = best.name
+    results["layers"] = [{"name": l["name"], "op": l["op"], "kernel": l["kernel"], "time_s": t,
+                          "macs": l["macs"], "density": l["density"]} for l, t in zip(man["layers"], lr.layer_medians())]
+    return results
+
+
+def print_results(r, out=sys.stdout):
+    m = r["median_s"]
+    best = m[r["best"]]
+    print(f"\n## {r['model']} (batch 1, one thread; medians of interleaved repetitions)", file=out)
+    print("| contender | time per inference | × vs best prunec |", file=out)
+    print("|---|---|---|", file=out)
+    for name, t in sorted(m.items(), key=lambda kv: kv[1]):
+        print(f"| {name} | {t * 1e6:.1f} µs | {t / best:.2f} |", file=out)
+    print(f"\nbest prunec ({r['best']}): × ONNX Runtime dense {m['onnxruntime dense'] / best:.2f}, "
+          f"× ONNX Runtime pruned {m['onnxruntime pruned'] / best:.2f}, × PyTorch eager dense "
+          f"{m['pytorch eager dense'] / best:.2f}", file=out)
+    print("per layer: " + ", ".join(f"{l['name']} {l['time_s'] * 1e6:.2f} µs" for l in r["layers"]), file=out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pruned", required=True, help="model=checkpoint,... (prunec checkpoints)")
+    ap.add_argument("--dense", default="", help="model=checkpoint,... (dense baselines; default random weights)")
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--target-ms", type=float, default=40.0)
+    ap.add_argument("--json", default="")
+    a = ap.parse_args(argv)
+    harness.pin_one_core()
+    pruned = dict(kv.split("=", 1) for kv in a.pruned.split(",") if kv)
+    dense = dict(kv.split("=", 1) for kv in a.dense.split(",") if kv)
+    allr = []
+    with tempfile.TemporaryDirectory(prefix="prunec-models-") as tmp:
+        for key, p in pruned.items():
+            r = bench_model(key, Path(p), Path(dense[key]) if key in dense else None, Path(tmp), a.reps,
+                            a.target_ms / 1e3)
+            print_results(r)
+            allr.append(r)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"machine": harness.machine_description(), "models": allr}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Size and memory: weight storage against dense fp32 (from `prunec build` manifests), the arena against the
+sum of all activations and against the planner's lower bound (the largest live set), and for Cortex-M4 the
+section sizes of the model library and of a whole linked image (arm-none-eabi-size -A).
+
+LeNet-300-100 and LeNet-5 come from pruned checkpoints (`prunec prune`); AlexNet and VGG-16 get the paper's
+per-layer densities as uniformly random masks on random weights (storage depends only on the masks), encoded
+by the same per-layer choice as `prunec build` (prunec.encode.choose_encoding).
+
+    .venv/bin/python benchmarks/bench_size.py --pruned lenet300=P.pt,lenet5=Q.pt [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "toolchain"))
+
+# Han et al. 2015, Tables 3 and 4: fraction of weights kept per layer.
+PAPER = {
+    "alexnet": {"conv1": 0.84, "conv2": 0.38, "conv3": 0.35, "conv4": 0.37, "conv5": 0.37,
+                "fc6": 0.09, "fc7": 0.09, "fc8": 0.25},
+    "vgg16": {"conv1_1": 0.58, "conv1_2": 0.22, "conv2_1": 0.34, "conv2_2": 0.36, "conv3_1": 0.53, "conv3_2": 0.24,
+              "conv3_3": 0.42, "conv4_1": 0.32, "conv4_2": 0.27, "conv4_3": 0.34, "conv5_1": 0.35, "conv5_2": 0.29,
+              "conv5_3": 0.36, "fc6": 0.04, "fc7": 0.04, "fc8": 0.23},
+}
+
+
+def paper_storage(net: str, seed: int = 0) -> dict:
+    """Per-layer storage of `net` at the paper's densities (random masks), without building C."""
+    import torch
+
+    from prunec import models
+    from prunec.encode import choose_encoding
+
+    rng = np.random.default_rng(seed)
+    m = models.create(net)
+    names = list(PAPER[net])
+    layers = models.prunable_layers(m)
+    assert len(layers) == len(names), (net, [n for n, _ in layers])
+    rows, tot, dense = [], 0, 0
+    for (mod_name, mod), lname in zip(layers, names):
+        w = mod.weight.detach().numpy().reshape(mod.weight.shape[0], -1).astype(np.float32)
+        d = PAPER[net][lname]
+        keep = rng.random(w.shape, dtype=np.float32) < d
+        enc = choose_encoding(np.where(keep, w, 0).astype(np.float32))
+        rows.append({"layer": lname, "density": d, "format": enc.format, "index_bits": enc.index_bits,
+                     "bytes": enc.total_bytes, "dense_bytes": w.size * 4, "fillers": enc.fillers})
+        tot += enc.total_bytes
+        dense += w.size * 4
+        del w, keep, enc
+    del m, torch
+    return {"net": net, "weights_bytes": tot, "dense_weights_bytes": dense, "ratio": dense / tot, "layers": rows}
+
+
+def activations(manifest: dict) -> dict:
+    """Sum of every layer's output (fp32) and the input, against the arena and the live-set lower bound."""
+    outs = [4 * math.prod(l["output_shape"]) for l in manifest["layers"]]
+    return {"arena_bytes": manifest["arena_bytes"], "live_bytes_bound": manifest["plan"]["live_bytes_bound"],
+            "sum_activations_bytes": sum(outs[:-1]),  # the last output goes to the caller's buffer
+            "sum_activations_with_io_bytes": sum(outs) + 4 * manifest["input_size"]}
+
+
+def lenet_sizes(key: str, ckpt: Path, tmp: Path) -> dict:
+    from prunec import runners
+    from prunec.build import build
+
+    r = build(ckpt, "host", tmp / f"{key}-host", key)
+    t = r.manifest["totals"]
+    out = {"net": key, "weights_bytes": t["weights_bytes"], "dense_weights_bytes": t["dense_weights_bytes"],
+           "ratio": t["dense_weights_bytes"] / t["weights_bytes"], "bias_bytes": t["bias_bytes"],
+           "layers": [{"layer": l["name"], "density": l["density"], "format": l["format"],
+                       "index_bits": l["index_bits"], "bytes": sum(l["bytes"].values()) - l["bytes"]["bias"],
+                       "dense_bytes": l["dense_bytes"]} for l in r.manifest["layers"] if l["format"]],
+           "memory": activations(r.manifest)}
+    try:
+        m4 = build(ckpt, "cortex-m4", tmp / f"{key}-m4", key)
+        runners.build_runner(tmp / f"{key}-m4", m4.manifest, "cortex-m4")
+        size = runners.record_size(tmp / f"{key}-m4", m4.manifest, "cortex-m4")
+        out["cortex_m4"] = size
+        # the same network stored dense, for comparison
+        import torch
+
+        from prunec import checkpoint
+        ck = checkpoint.load(ckpt)
+        dm = ck.model
+        with torch.no_grad():
+            for p in dm.parameters():
+                p.add_(1e-3)  # no exact zeros left: every layer is stored dense
+        ep = torch.export.export(dm.eval(), (torch.randn(1, *ck.input_shape),))
+        torch.export.save(ep, str(tmp / f"{key}-dense.pt2"))
+        dd = build(tmp / f"{key}-dense.pt2", "cortex-m4", tmp / f"{key}-m4d", key)
+        runners.build_runner(tmp / f"{key}-m4d", dd.manifest, "cortex-m4")
+        out["cortex_m4_dense"] = runners.record_size(tmp / f"{key}-m4d", dd.manifest, "cortex-m4")
+    except Exception as e:  # noqa: BLE001 - a missing cross toolchain must not hide the host figures
+        out["cortex_m4_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def print_report(res: list[dict]) -> None:
+    print("| network | weights stored | dense fp32 | × smaller |")
+    print("|---|---|---|---|")
+    for r in res:
+        print(f"| {r['net']} | {r['weights_bytes']:,} | {r['dense_weights_bytes']:,} | {r['ratio']:.1f} |")
+    for r in res:
+        if "memory" in r:
+            m = r["memory"]
+            print(f"{r['net']}: arena {m['arena_bytes']:,} B, live-set lower bound {m['live_bytes_bound']:,} B, sum of "
+                  f"intermediate activations {m['sum_activations_bytes']:,} B (with input and output "
+                  f"{m['sum_activations_with_io_bytes']:,} B)")
+        for k in ("cortex_m4", "cortex_m4_dense"):
+            if k in r:
+                lib, img = r[k]["library"], r[k].get("verification_image", {})
+                print(f"{r['net']} {k}: library text {lib['text']:,} rodata {lib['rodata']:,} data {lib['data']:,} "
+                      f"bss {lib['bss']:,}; whole image text+rodata {img.get('text', 0) + img.get('rodata', 0):,}")
+        if "cortex_m4_error" in r:
+            print(f"{r['net']}: cortex-m4 sizes unavailable: {r['cortex_m4_error']}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pruned", default="", help="lenet300=CKPT,lenet5=CKPT")
+    ap.add_argument("--paper", default="alexnet,vgg16")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args(argv)
+    res = []
+    with tempfile.TemporaryDirectory(prefix="prunec-size-") as tmp:
+        for kv in filter(None, a.pruned.split(",")):
+            key, p = kv.split("=", 1)
+            res.append(lenet_sizes(key, Path(p), Path(tmp)))
+    for net in filter(None, a.paper.split(",")):
+        res.append(paper_storage(net))
+    print_report(res)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
