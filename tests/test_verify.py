@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -154,8 +153,6 @@ def test_compare_tolerance_ties_nan_and_accuracy():
 @pytest.mark.skipif(not FASHION, reason="dataset-fashion-mnist not installed")
 def test_lenet300_fashion_mnist_all_10000_agree(tmp_path):
     """A quickly trained LeNet-300-100 with 90% of its weights zeroed: C and PyTorch agree on every test image."""
-    from prunec import data, models
-
     _train_and_check("lenet300", tmp_path, steps=300)
 
 

@@ -16,7 +16,6 @@ Any other op is refused with its name and the user's source line, before anythin
 from __future__ import annotations
 
 import itertools
-import math
 import operator
 import os
 import re
@@ -240,7 +239,7 @@ class _Converter:
         shape = out_shape if out_shape is not None else self.val_shape(node)
         buf = f"t_{node.name}"
         self.buffers[buf] = numel(shape)
-        w = None if weight is None else weight.detach().to(torch.float32).contiguous().numpy().copy()
+        w = None if weight is None else weight.detach().to(torch.float32).contiguous().numpy()
         b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy().copy()
         if w is not None and not np.all(np.isfinite(w)):
             self.fail("its weights contain inf or NaN")
