@@ -63,6 +63,34 @@ static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int
       }
     }
   } else {
+    /* 4-bit codes: an odd first entry alone, then 16 codes (8 bytes) at a time: low and high nibbles
+     * interleaved back into entry order, widened, prefix-summed. */
+    const __m512i one = _mm512_set1_epi32(1);
+    const __m512i z = _mm512_setzero_si512();
+    const __m512i l15 = _mm512_set1_epi32(15);
+    const __m128i lo4 = _mm_set1_epi8(0x0F);
+    __m512i base;
+    if (n > 0 && ((e + i) & 1u)) {
+      const uint32_t k = e + i;
+      last += (int32_t)(index[k >> 1] >> 4) + 1;
+      cols[i++] = last;
+    }
+    base = _mm512_set1_epi32(last);
+    for (; i + 16 <= n; i += 16) {
+      const __m128i b = _mm_loadl_epi64((const __m128i *)(index + ((e + i) >> 1)));
+      const __m128i codes = _mm_unpacklo_epi8(_mm_and_si128(b, lo4), _mm_and_si128(_mm_srli_epi16(b, 4), lo4));
+      __m512i g = _mm512_add_epi32(_mm512_cvtepu8_epi32(codes), one);
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 15));
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 14));
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 12));
+      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 8));
+      g = _mm512_add_epi32(g, base);
+      _mm512_storeu_si512((void *)(cols + i), g);
+      base = _mm512_permutexvar_epi32(l15, g);
+    }
+    if (i > 0) {
+      last = cols[i - 1];
+    }
     for (; i < n; i++) {
       const uint32_t k = e + i;
       last += (int32_t)((index[k >> 1] >> ((k & 1u) << 2)) & 0x0Fu) + 1;
