@@ -152,18 +152,19 @@ def test_compare_tolerance_ties_nan_and_accuracy():
 
 @pytest.mark.skipif(not FASHION, reason="dataset-fashion-mnist not installed")
 def test_lenet300_fashion_mnist_all_10000_agree(tmp_path):
-    """A quickly trained LeNet-300-100 with 90% of its weights zeroed: C and PyTorch agree on every test image."""
+    """A quickly trained LeNet-300-100 pruned to the paper's densities: C and PyTorch agree on every test image."""
     _train_and_check("lenet300", tmp_path, steps=300)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION, reason="dataset-fashion-mnist not installed")
 def test_lenet5_fashion_mnist_all_10000_agree(tmp_path):
-    _train_and_check("lenet5", tmp_path, steps=600)
+    _train_and_check("lenet5", tmp_path, steps=300)
 
 
 def _train_and_check(name, tmp_path, steps):
     from prunec import data, models
+    from prunec.recipes import PAPER_REMAINING
 
     torch.manual_seed(0)
     ds = data.load_fashion_mnist()
@@ -176,12 +177,13 @@ def _train_and_check(name, tmp_path, steps):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():  # zero the 90% smallest weights of every layer
-        for _, mod in models.prunable_layers(m):
-            thr = mod.weight.abs().flatten().kthvalue(int(0.9 * mod.weight.numel())).values
+    with torch.no_grad():  # keep the largest weights of every layer at the paper's density (no retraining)
+        for layer, mod in models.prunable_layers(m):
+            keep = PAPER_REMAINING[name][layer]
+            thr = mod.weight.abs().flatten().kthvalue(int((1 - keep) * mod.weight.numel())).values
             mod.weight.mul_((mod.weight.abs() > thr).float())
     p = bm.export(m.eval(), models.input_shape(name), tmp_path / f"{name}.pt2")
     B.build(p, "host", tmp_path / "out", name=name)
     r = V.verify(tmp_path / "out", data="fashion-mnist")
     assert r.n == 10000 and r.ok and r.top1_disagree == 0, r.text()
-    assert r.accuracy_c == r.accuracy_torch and r.accuracy_c > 0.6
+    assert r.accuracy_c == r.accuracy_torch and r.accuracy_c > 0.5
