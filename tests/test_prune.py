@@ -274,3 +274,24 @@ def test_alternate_freezes_the_other_kind():
     fit(model, data.train, TrainConfig(epochs=1, batch_size=64), trainable=lambda n: kind(n) != "conv", progress=False)
     assert torch.equal(model.conv1.weight, conv0) and not torch.equal(model.fc1.weight, fc0)
     assert model.conv1.weight.requires_grad  # unfrozen afterwards
+
+
+def test_distillation_pulls_student_towards_teacher(tiny):
+    import torch.nn.functional as F
+
+    from prunec.train import TrainConfig, fit, logits
+
+
+    # a teacher that disagrees with the labels: only the distillation term can pull the student to it
+    t = 3 * torch.randn(len(tiny.train), 10, generator=torch.Generator().manual_seed(3))
+    kls = {}
+    for alpha in (0.0, 1.0):
+        torch.manual_seed(9)
+        student = LeNet300()
+        masks = {"fc1": torch.rand(300, 784) < 0.1}
+        fit(student, tiny.train, TrainConfig(epochs=2, lr=0.05, batch_size=64, distill=alpha, distill_temperature=2.0),
+            masks=masks, teacher_logits=t, progress=False)
+        assert torch.count_nonzero(student.fc1.weight[~masks["fc1"]]) == 0
+        s = logits(student, tiny.train.x)
+        kls[alpha] = float(F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean"))
+    assert kls[1.0] < kls[0.0]

@@ -158,6 +158,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--lr", type=float, default=None, help="retraining lr (default: 1/10 of the dense lr for LeNets)")
 @click.option("--target-compression", type=float, default=None, help="scale the per-layer profile to reach this total/nonzero")
 @click.option("--max-accuracy-drop", type=float, default=None, help="stop when accuracy falls more than this (fraction) below the dense one")
+@click.option("--distill", type=float, default=None, help="weight (0..1) of a distillation loss on the dense model's soft targets during retraining")
 @click.option("--alternate/--no-alternate", default=None, help="retrain fc with conv frozen, then conv with fc frozen")
 @click.option("--remove-dead/--keep-dead", default=None, help="remove neurons with no input or no output connections")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from OUT.resume")
@@ -166,7 +167,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="(tests) stop after this step as if interrupted")
 def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedule, retrain_epochs, final_epochs, reg,
-              reg_strength, lr, target_compression, max_accuracy_drop, alternate, remove_dead, resume, seed, data_name,
+              reg_strength, lr, target_compression, max_accuracy_drop, distill, alternate, remove_dead, resume, seed, data_name,
               data_dir, quiet, stop_after):
     """Prune BASE (train → prune → retrain, repeated) with the model's tuned recipe unless options say otherwise."""
     from .prune import run_schedule
@@ -207,7 +208,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
             recipe.global_sparsity, recipe.quality = global_sparsity, None
         over = dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs, reg=reg,
                     reg_strength=reg_strength, lr=lr, target_compression=target_compression,
-                    max_accuracy_drop=max_accuracy_drop, alternate=alternate, remove_dead=remove_dead)
+                    max_accuracy_drop=max_accuracy_drop, distill=distill, alternate=alternate, remove_dead=remove_dead)
         recipe = replace(recipe, **{k: v for k, v in over.items() if v is not None})
         recipe.validate()
         model, masks = base_ckpt.model, (base_ckpt.masks or None)
@@ -236,7 +237,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
         model.train()
         try:
             pruned, pmasks, st = run_schedule(model, ds, recipe, baseline_accuracy=baseline, seed=seed, masks=masks,
-                                              state=state, on_step=on_step, progress=not quiet,
+                                              state=state, on_step=on_step, progress=not quiet, teacher=base_ckpt.model,
                                               log=(lambda s: click.echo(s, err=True)) if rank0 else (lambda s: None))
         except _Interrupted:
             if rank0:

@@ -172,6 +172,7 @@ def retrain_config(recipe: Recipe, epochs: int) -> TrainConfig:
         epochs=epochs, lr=recipe.lr, momentum=recipe.momentum, batch_size=recipe.batch_size,
         weight_decay=recipe.reg_strength if recipe.reg == "l2" else 0.0,
         l1=recipe.reg_strength if recipe.reg == "l1" else 0.0, lr_schedule=recipe.lr_schedule,
+        distill=recipe.distill, distill_temperature=recipe.distill_temperature,
     )
 
 
@@ -187,7 +188,7 @@ def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
 
 
 def retrain(model: nn.Module, data: Dataset, recipe: Recipe, masks: M.Masks, epochs: int, *, seed: int,
-            progress: bool, desc: str) -> list[dict]:
+            progress: bool, desc: str, teacher_logits: torch.Tensor | None = None) -> list[dict]:
     if epochs <= 0:
         return []
     cfg = retrain_config(recipe, epochs)
@@ -195,11 +196,11 @@ def retrain(model: nn.Module, data: Dataset, recipe: Recipe, masks: M.Masks, epo
     has_conv = any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
     if recipe.alternate and has_conv:
         h = fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc + " fc",
-                trainable=lambda n: kind(n) != "conv")
+                trainable=lambda n: kind(n) != "conv", teacher_logits=teacher_logits)
         h += fit(model, data.train, cfg, masks=masks, seed=seed + 7919, progress=progress, desc=desc + " conv",
-                 trainable=lambda n: kind(n) != "fc")
+                 trainable=lambda n: kind(n) != "fc", teacher_logits=teacher_logits)
         return h
-    return fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc)
+    return fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc, teacher_logits=teacher_logits)
 
 
 # --- the iterative schedule ---------------------------------------------------------------------------
@@ -274,12 +275,15 @@ def run_schedule(
     on_step: Callable[[nn.Module, M.Masks, dict], None] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, M.Masks, dict]:
     """Prune → retrain `recipe.steps` times (continuing from `state` when resuming).
 
     After each step `on_step(model, masks, state)` is called (the CLI writes a resume checkpoint there).
     With `max_accuracy_drop`, a step whose accuracy falls more than that below `baseline_accuracy` is undone
-    and the schedule stops. With `remove_dead`, dead neurons are removed at the end.
+    and the schedule stops. With `remove_dead`, dead neurons are removed at the end. With `recipe.distill`,
+    retraining also fits the soft targets of `teacher` (default: the model as it is when the run starts,
+    i.e. the dense one; pass the dense model when resuming).
     """
     recipe.validate()
     masks = M.dense_masks(model) if masks is None else masks
@@ -290,6 +294,11 @@ def run_schedule(
             _dist().broadcast(t, src=0)
         masks = _broadcast_masks(masks)
     M.apply_masks(model, masks)
+    teacher_logits = None
+    if recipe.distill:
+        from .train import logits
+
+        teacher_logits = logits(teacher if teacher is not None else model, data.train.x)
     for k in range(state["step"] + 1, recipe.steps + 1):
         if state.get("stopped"):
             break
@@ -301,7 +310,8 @@ def run_schedule(
             rescale_dropout(model, masks, state["dropout_p0"], state["weights0"])
         acc_pruned = evaluate(model, data.test)
         epochs = recipe.retrain_epochs + (recipe.final_epochs if k == recipe.steps else 0)
-        hist = retrain(model, data, recipe, masks, epochs, seed=seed * 1000 + k, progress=progress, desc=f"step {k}/{recipe.steps}")
+        hist = retrain(model, data, recipe, masks, epochs, seed=seed * 1000 + k, progress=progress,
+                       desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits)
         acc = evaluate(model, data.test)
         rec = {
             "step": k,

@@ -52,6 +52,8 @@ class Recipe:
     alternate: bool = False  # retrain fc with conv frozen, then conv with fc frozen
     dropout_rescale: bool = True
     remove_dead: bool = True
+    distill: float = 0.0  # >0: retrain against the dense model's soft targets too (weight of that term)
+    distill_temperature: float = 4.0
     target_compression: float | None = None  # scale the profile so total/nonzero weights reaches this
     max_accuracy_drop: float | None = None  # stop (and keep the previous step) beyond this drop (fraction)
 
@@ -78,6 +80,8 @@ class Recipe:
             raise PrunecError(f"unknown regulariser {self.reg!r}; choose l1 or l2")
         if self.target_compression is not None and self.target_compression < 1:
             raise PrunecError(f"--target-compression {self.target_compression} < 1: it is total/nonzero weights, e.g. 12")
+        if not (0.0 <= self.distill <= 1.0):
+            raise PrunecError(f"--distill {self.distill} is outside [0, 1]: it is the weight of the distillation loss")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise PrunecError("--max-accuracy-drop must be ≥ 0 (a fraction, e.g. 0.001 for 0.1 pp)")
         return self

@@ -33,6 +33,8 @@ class TrainConfig:
     batch_size: int = 128
     lr_schedule: str = "cosine"  # "cosine" (per iteration, to 0) or "constant"
     nesterov: bool = False
+    distill: float = 0.0  # weight of the distillation term (soft targets of a teacher), 0 = plain cross-entropy
+    distill_temperature: float = 4.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +77,17 @@ def _dist():
 
 
 @torch.no_grad()
+def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """The model's outputs on all of x (eval mode), e.g. a dense teacher's soft targets for distillation."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 2000) -> float:
     """Top-1 accuracy (a fraction) on the whole split, eval mode; restores the previous mode."""
     was_training = model.training
@@ -100,6 +113,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     on_epoch: Callable[[int, dict], None] | None = None,
+    teacher_logits: torch.Tensor | None = None,
 ) -> list[dict]:
     """Train in place with SGD; returns one dict per epoch (mean train loss, lr at the end)."""
     from tqdm import tqdm
@@ -147,7 +161,13 @@ def fit(
                 idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                 x, y = data.x[idx].to(device), data.y[idx].to(device)
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(net(x), y)
+                out = net(x)
+                loss = F.cross_entropy(out, y)
+                if cfg.distill and teacher_logits is not None:
+                    T = cfg.distill_temperature
+                    soft = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(teacher_logits[idx].to(device) / T, 1),
+                                    log_target=True, reduction="batchmean") * (T * T)
+                    loss = (1 - cfg.distill) * loss + cfg.distill * soft
                 loss.backward()
                 if cfg.l1:
                     with torch.no_grad():
