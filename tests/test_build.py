@@ -338,3 +338,17 @@ def test_alexnet_at_paper_density_builds_and_compiles(tmp_path):
     c = verify.run_host(tmp_path / "out", x.reshape(1, -1))
     t = verify.reference_outputs(p, x, r.manifest["input_shape"])
     assert verify.compare(c, t).ok
+
+
+def test_float_literals_round_trip_exactly(tmp_path):
+    """Weights printed as C literals come back bit-exact: y = W x with x = [1] returns W's column."""
+    special = np.array([0.1, -1 / 3, 1e-45, 1.17549435e-38, 3.4028235e38, -2.5e-40, 123456789.0, 1.0, -7.0,
+                        np.nextafter(np.float32(1), np.float32(2)), 6.0e-8, np.pi], dtype=np.float32)
+    m = nn.Linear(1, special.size, bias=False)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(special).reshape(-1, 1))
+    p = bm.export(m, (1,), tmp_path / "f.pt2")
+    for storage in ("c", "blob"):
+        B.build(p, "host", tmp_path / storage, name="f", storage=storage)
+        y = verify.run_host(tmp_path / storage, np.ones((1, 1), np.float32))
+        assert np.array_equal(y[0].view(np.uint32), special.view(np.uint32)), storage

@@ -71,7 +71,7 @@ def c_float(x: float) -> str:
     if math.isnan(x):
         raise PrunecError("NaN in the model's parameters")
     s = "%.9g" % x
-    if not any(c in s for c in ".en"):
+    if not any(c in s for c in ".e"):
         s += ".0"
     return s + "f"
 
@@ -121,7 +121,7 @@ class Layer:
     comment: str = ""
 
 
-def _buf(plan: Plan, g: Graph, name: str, const: bool) -> str:
+def _buf(plan: Plan, g: Graph, name: str) -> str:
     if name == g.input:
         return "input"
     if name == g.output:
@@ -151,8 +151,8 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             raise PrunecError(f"layer {n.name}: {e.args[0]}") from None
         sym = (lambda s: f"{name}_{ident}_{s}") if blob else (lambda s: f"{ident}_{s}")
         L = Layer(n, ident, k, enc)
-        x = [_buf(plan, g, b, True) for b in n.inputs]
-        y = _buf(plan, g, n.output, False)
+        x = [_buf(plan, g, b) for b in n.inputs]
+        y = _buf(plan, g, n.output)
         lo, hi = c_float(n.attrs.get("out_min", -math.inf)), c_float(n.attrs.get("out_max", math.inf))
         bias = "NULL"
         if n.bias is not None:
