@@ -81,14 +81,18 @@ def test_build_and_verify_under_qemu(target, model, n, models, tmp_path):
     isa = t.isa[0]
     assert any(k.endswith("__" + isa) for k in r.manifest["kernels"]), r.manifest["kernels"]
     kw = {"data": "fashion-mnist"} if _has_fashion_mnist() else {"random": n}
+    manifest_bytes = (out / "manifest.json").read_bytes()
     rep = verify(out, limit=n, **kw)
     assert rep.ok and rep.n == n and rep.top1_disagree == rep.ties, rep.text()
+    assert (out / "manifest.json").read_bytes() == manifest_bytes  # verifying never rewrites the build
     if t.runner == "qemu-system":
-        size = json.loads((out / "manifest.json").read_text())["size"]
+        size = json.loads(manifest_bytes)["size"]  # measured by `prunec build` itself
+        assert size["measured"], size
         lib = size["library"]
         weights = r.manifest["totals"]["weights_bytes"]
         assert lib["rodata"] >= weights, size  # weights are const: .rodata (flash), not .data
         assert lib["data"] == 0 and lib["text"] > 0, size
-        assert size["verification_image"]["text"] > lib["text"]
+        from prunec import runners
+        assert runners.measure_size(out, r.manifest, t)["verification_image"]["text"] > lib["text"]
         newlib = {"printf", "malloc", "fopen", "fwrite", "free", "_sbrk", "puts"}
         assert not newlib & set(size.get("external_symbols", [])), size  # firmware-ready: no newlib beyond libm

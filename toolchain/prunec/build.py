@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,10 +159,41 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     return files, manifest, g
 
 
+def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
+    """Compile libNAME.a in a scratch copy of the build and measure it (firmware targets): the manifest gets the
+    exact flash and RAM figures, and a library that does not fit the board is refused with them."""
+    from . import runners
+
+    missing = target.missing_tools()
+    if missing:
+        return {"measured": False, "reason": "not installed: " + ", ".join(f"{exe} (Debian package {pkg})" for exe, pkg in missing)}
+    with tempfile.TemporaryDirectory(prefix="prunec-size-") as scratch:
+        for rel, data in files.items():
+            p = Path(scratch) / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        size = runners.measure_size(scratch, manifest, target)
+    lib = size["library"]
+    if target.flash_bytes and lib["flash"] > target.flash_bytes:
+        raise PrunecError(
+            f"the model does not fit target {target.name!r}: lib{manifest['name']}.a needs {lib['flash']:,} bytes of flash "
+            f"(text {lib['text']:,} + rodata {lib['rodata']:,} + data {lib['data']:,}), the board has {target.flash_bytes:,}. "
+            f"Prune harder or pick a larger target; nothing was written.")
+    if target.ram_bytes and lib["ram"] > target.ram_bytes:
+        raise PrunecError(
+            f"the model does not fit target {target.name!r}: it needs {lib['ram']:,} bytes of RAM (arena "
+            f"{manifest['arena_bytes']:,} + data/bss {lib['data'] + lib['bss']:,}), the board has {target.ram_bytes:,}; nothing was written.")
+    return {"measured": True, **size}
+
+
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
           storage: str = "auto") -> BuildResult:
     out_dir = Path(out_dir)
     files, manifest, g = prepare(model_path, target_name, name, storage)
+    target = targets_mod.get(target_name)
+    if target.extra.get("size"):
+        manifest["size"] = _measure_size(files, manifest, target)
+        files["manifest.json"] = codegen.manifest_json(manifest)
     try:
         with atomic_dir(out_dir) as tmp:
             for rel, data in sorted(files.items()):

@@ -17,7 +17,7 @@ outputs.f32 = N x NAME_OUTPUT_SIZE float32. The runner's files go to DIR/.prunec
 each run); the model library is built by the build's own Makefile (objects next to the sources).
 
 For bare-metal targets the library's section sizes (`<size> -A libNAME.a`: text, rodata, data, bss) are
-recorded in the manifest under "size" by `record_size` (called after the library is built).
+recorded in the manifest under "size" by `prunec build` (measure_size on a scratch copy of the build).
 """
 from __future__ import annotations
 
@@ -198,9 +198,9 @@ def section_sizes(target, path: str | os.PathLike) -> dict[str, int]:
     return out
 
 
-def record_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
-    """Section sizes of libNAME.a (the firmware's share: model code, kernels, weights) and, when present, of
-    the verification image; written into manifest.json under "size". Returns the "size" entry."""
+def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
+    """Section sizes of libNAME.a (the firmware's share: model code, kernels, weights), its external symbols,
+    and, when present, those of the verification image. Builds the library if needed; writes nothing else."""
     t = _target(target)
     build_dir = Path(build_dir)
     lib = build_dir / f"lib{manifest['name']}.a"
@@ -225,7 +225,14 @@ def record_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     part = t.extra.get("part")
     if part:
         size["part"] = dict(part)
-    mp = build_dir / "manifest.json"
+    return size
+
+
+def record_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
+    """measure_size, then written into BUILD_DIR/manifest.json under "size" (for `prunec size` and the
+    benchmarks; `prunec build` already records the library's sizes for targets that name a size tool)."""
+    size = measure_size(build_dir, manifest, target)
+    mp = Path(build_dir) / "manifest.json"
     try:
         m = json.loads(mp.read_text())
         m["size"] = size
@@ -287,8 +294,6 @@ def run(build_dir: str | os.PathLike, *args, timeout: float | None = None) -> np
     t.require_tools()
     prog = build_runner(build_dir, manifest, t)
     work = prog.parent
-    if t.runner == "qemu-system" and t.extra.get("size"):
-        record_size(build_dir, manifest, t)
     inp, outp = work / "inputs.f32", work / "outputs.f32"
     with open(inp, "wb") as f:
         f.write(np.uint32(x.shape[0]).tobytes())
