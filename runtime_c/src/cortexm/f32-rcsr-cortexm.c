@@ -235,6 +235,52 @@ static inline __attribute__((always_inline)) void prunec_cortexm_x4(const uint8_
   *a0p = a0;
   *a1p = a1;
 }
+
+/* 2 entries (b = 8: one halfword of codes; b = 16: one word). */
+static inline __attribute__((always_inline)) void prunec_cortexm_x2(const uint8_t **ipp, const float **vpp,
+                                                                   uint32_t *cp, const float *x, float *a0p,
+                                                                   float *a1p, const uint32_t bits) {
+  const uint8_t *ip = *ipp;
+  const float *vp = *vpp;
+  uint32_t c = *cp, q0, t0, t1;
+  float a0 = *a0p, a1 = *a1p;
+  if (bits == 8) {
+    __asm__("ldrh %[q0], [%[ip]], #2\n\t"
+            "vldmia %[vp]!, {s16-s17}\n\t"
+            "uxtab %[c], %[c], %[q0]\n\t"
+            "ldr %[t0], [%[x0], %[c], lsl #2]\n\t"
+            "uxtab %[c], %[c], %[q0], ror #8\n\t"
+            "ldr %[t1], [%[x1], %[c], lsl #2]\n\t"
+            "vmov s24, s25, %[t0], %[t1]\n\t"
+            "add %[c], %[c], #2\n\t"
+            "vfma.f32 %[a0], s16, s24\n\t"
+            "vfma.f32 %[a1], s17, s25"
+            : PRUNEC_CORTEXM_X4_OPERANDS
+            : [x0] "r"(x), [x1] "r"(x + 1), "m"(*(const uint8_t(*)[2])ip), "m"(*(const float(*)[2])vp),
+              "m"(*(const float(*)[1])x)
+            : "s16", "s17", "s24", "s25", "memory");
+  } else {
+    __asm__("ldr %[q0], [%[ip]], #4\n\t"
+            "vldmia %[vp]!, {s16-s17}\n\t"
+            "uxtah %[c], %[c], %[q0]\n\t"
+            "ldr %[t0], [%[x0], %[c], lsl #2]\n\t"
+            "uxtah %[c], %[c], %[q0], ror #16\n\t"
+            "ldr %[t1], [%[x1], %[c], lsl #2]\n\t"
+            "vmov s24, s25, %[t0], %[t1]\n\t"
+            "add %[c], %[c], #2\n\t"
+            "vfma.f32 %[a0], s16, s24\n\t"
+            "vfma.f32 %[a1], s17, s25"
+            : PRUNEC_CORTEXM_X4_OPERANDS
+            : [x0] "r"(x), [x1] "r"(x + 1), "m"(*(const uint8_t(*)[4])ip), "m"(*(const float(*)[2])vp),
+              "m"(*(const float(*)[1])x)
+            : "s16", "s17", "s24", "s25", "memory");
+  }
+  *ipp = ip;
+  *vpp = vp;
+  *cp = c;
+  *a0p = a0;
+  *a1p = a1;
+}
 #undef PRUNEC_CORTEXM_X4_OPERANDS
 #else
 /* 4 entries with codes in the 4 bytes (b = 8) or 2 halfwords of 2 words (b = 16). */
@@ -278,22 +324,51 @@ static inline __attribute__((always_inline)) void prunec_cortexm_b8_x8(const uin
   prunec_cortexm_x4(ipp, vpp, cp, x, a0p, a1p, 8);
   prunec_cortexm_x4(ipp, vpp, cp, x, a0p, a1p, 8);
 }
+
+/* 2 entries (b = 8: one halfword of codes; b = 16: one word). */
+static inline __attribute__((always_inline)) void prunec_cortexm_x2(const uint8_t **ipp, const float **vpp,
+                                                                   uint32_t *cp, const float *x, float *a0p,
+                                                                   float *a1p, const uint32_t bits) {
+  const float *v = *vpp;
+  const uint8_t *ip = *ipp;
+  uint32_t c = *cp;
+  if (bits == 8) {
+    c += ip[0];
+    *a0p = fmaf(v[0], x[c], *a0p);
+    c += ip[1];
+    *a1p = fmaf(v[1], x[c + 1], *a1p);
+  } else {
+    c += (uint32_t)ip[0] | ((uint32_t)ip[1] << 8);
+    *a0p = fmaf(v[0], x[c], *a0p);
+    c += (uint32_t)ip[2] | ((uint32_t)ip[3] << 8);
+    *a1p = fmaf(v[1], x[c + 1], *a1p);
+  }
+  *ipp = ip + bits / 4u;
+  *cp = c + 2;
+  *vpp = v + 2;
+}
 #endif
 
-/* Rows with b = 8 or 16 (see above): groups of 8 (b = 8) or 4, then single entries. */
+/* Rows with b = 8 or 16 (see above): groups of 8 (b = 8) or 4, then 4 (b = 8), 2 and 1 entries. The rows' entries are
+ * contiguous, so the code and value pointers simply carry on from one row to the next. */
 static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows_c(const prunec_rcsr_f32 *w,
                                                                           const float *bias, const float *x,
                                                                           float *y, float lo, float hi,
                                                                           const uint32_t bits) {
+  static const float zero = 0.0f;
   const uint32_t code_bytes = bits / 8u;
-  uint32_t r;
-  for (r = 0; r < w->rows; r++) {
-    const uint32_t e = w->row_ptr[r], n = w->row_ptr[r + 1] - e;
-    const uint8_t *ip = w->index + (size_t)e * code_bytes;
-    const float *vp = w->values + e;
-    const float *const vend = vp + n;
+  const uint32_t *rp = w->row_ptr;
+  const uint32_t *const rp_end = rp + w->rows;
+  const uint8_t *ip = w->index + (size_t)rp[0] * code_bytes;
+  const float *vp = w->values + rp[0];
+  const float *bp = bias != NULL ? bias : &zero;
+  const size_t bstep = bias != NULL ? 1u : 0u;
+  while (rp != rp_end) {
+    const uint32_t n = rp[1] - rp[0];
     uint32_t c = 0; /* column after the previous entry */
-    float a0 = bias != NULL ? bias[r] : 0.0f, a1 = 0.0f;
+    float a0 = *bp, a1 = 0.0f;
+    rp++;
+    bp += bstep;
     if (bits == 8) {
       const float *const v8 = vp + (n & ~7u);
       while (vp != v8) {
@@ -308,15 +383,18 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows_c(const
         prunec_cortexm_x4(&ip, &vp, &c, x, &a0, &a1, 16);
       }
     }
-    for (; vp != vend; vp++) {
+    if (n & 2u) {
+      prunec_cortexm_x2(&ip, &vp, &c, x, &a0, &a1, bits);
+    }
+    if (n & 1u) {
       c += bits == 8 ? ip[0] : (uint32_t)ip[0] | ((uint32_t)ip[1] << 8);
       ip += code_bytes;
       a0 = fmaf(vp[0], x[c], a0);
-      c += 1;
+      vp++;
     }
     a0 += a1;
     a0 = a0 < lo ? lo : a0;
-    y[r] = a0 > hi ? hi : a0;
+    *y++ = a0 > hi ? hi : a0;
   }
 }
 
