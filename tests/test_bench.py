@@ -95,3 +95,12 @@ def test_qemu_plugin_builds_and_counts(tmp_path):
 
     n0, n1 = count(), count("x")
     assert 1000 <= n1 - n0 <= 20000  # a 1000-iteration loop, a few instructions each
+
+
+def test_bench_accepts_a_relative_path(tiny_build, monkeypatch):
+    from click.testing import CliRunner
+
+    monkeypatch.chdir(tiny_build.parent)
+    r = CliRunner().invoke(main, ["bench", tiny_build.name, "--reps", "1", "--min-time", "1", "--no-layers"])
+    assert r.exit_code == 0, r.output
+    assert "tiny_run:" in r.output

@@ -155,7 +155,7 @@ class CompiledBuild:
     """A build directory compiled with the timing driver into a shared library (kept in a temporary dir)."""
 
     def __init__(self, build_dir: str | Path, extra_cflags: tuple[str, ...] = ("-O3",), cc: str | None = None):
-        d = Path(build_dir)
+        d = Path(build_dir).resolve()
         mpath = d / "manifest.json"
         if not mpath.is_file():
             raise PrunecError(f"{d} is not a prunec build directory (no manifest.json); make one with `prunec build`")
