@@ -137,7 +137,7 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
     uint32_t e = w->row_ptr[oc];
     const uint32_t end = w->row_ptr[oc + 1];
-    uint32_t next = 0;
+    uint32_t next = 0, ci = 0, ky = 0, kx = 0; /* column `next` = (ci*kh + ky)*kw + kx */
     int first = 1;
     do {
       /* Decode up to CHUNK nonzeros of this output channel. */
@@ -145,16 +145,39 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
       int32_t oy0, t, r;
       int last;
       for (; e < end && n < CHUNK; e++) {
-        const uint32_t col = next + code_at(w, e);
+        /* (ci, ky, kx) of column `next` is carried from entry to entry: advancing by the gap is a few
+         * compares, where dividing the column by taps and kw costs two integer divisions per entry. */
+        const uint32_t code = code_at(w, e);
         const float v = w->values[e];
-        next = col + 1;
+        if (code >= 2u * taps) {
+          const uint32_t col = next + code, tap = col % taps;
+          ci = col / taps;
+          ky = tap / p->kw;
+          kx = tap % p->kw;
+        } else {
+          kx += code;
+          while (kx >= p->kw) {
+            kx -= p->kw;
+            if (++ky == p->kh) {
+              ky = 0;
+              ci++;
+            }
+          }
+        }
+        next += code + 1;
         if (v != 0.0f) {
-          const uint32_t ci = col / taps, tap = col - ci * taps, ky = tap / p->kw, kx = tap - ky * p->kw;
           off[n] = (int32_t)(ci * in_plane + ky * p->in_w + kx);
           eky[n] = (int16_t)ky;
           ekx[n] = (int16_t)kx;
           val[n] = v;
           n++;
+        }
+        if (++kx == p->kw) { /* on to column next */
+          kx = 0;
+          if (++ky == p->kh) {
+            ky = 0;
+            ci++;
+          }
         }
       }
       last = e >= end;
