@@ -4,7 +4,8 @@
  * summation order).
  *
  * Per output channel oc, the row's nonzeros are decoded once into (input offset, value) pairs, the offset of
- * weight (ci, ky, kx) being ci*in_h*in_w + ky*in_w + kx (fillers dropped). The output plane is cut into tiles
+ * weight (ci, ky, kx) being ci*in_h*in_w + ky*in_w + kx (fillers dropped), through a per-call table indexed
+ * by column. The output plane is cut into tiles
  * of 8 output rows x 16 output columns; a tile's accumulators stay in 8 zmm registers while every
  * nonzero adds value * (16 contiguous input cells of each of the tile's rows), the value broadcast and the
  * input read by one masked load per row. The mask keeps lanes that are inside both the input row (padding
@@ -26,6 +27,7 @@
 #define CHUNK 512u  /* nonzeros decoded per pass */
 #define MAX_KW 16   /* larger kernels or wider planes take the generic loop */
 #define MAX_TILES 32
+#define MAX_COLS 4608 /* in_c/groups*kh*kw of VGG-16's 3x3x512; larger rows take the generic loop */
 
 static uint32_t code_at(const prunec_rcsr_f32 *w, uint32_t e) {
   switch (w->index_bits) {
@@ -107,8 +109,10 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
   const int32_t ntiles = (out_w + 15) / 16;
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
   __mmask16 mtab[MAX_KW][MAX_TILES];
+  int32_t col_off[MAX_COLS];
+  uint8_t col_ky[MAX_COLS], col_kx[MAX_COLS];
   int32_t off[CHUNK];
-  int16_t eky[CHUNK], ekx[CHUNK];
+  uint8_t eky[CHUNK], ekx[CHUNK];
   float val[CHUNK];
   uint32_t oc;
   if (w->index_bits != 4 && w->index_bits != 8 && w->index_bits != 16) {
@@ -119,15 +123,27 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     return;
   }
   if (p->stride_w != 1 || p->stride_h != 1 || p->dil_w != 1 || p->dil_h != 1 || p->kw > MAX_KW ||
-      ntiles > MAX_TILES) {
+      ntiles > MAX_TILES || cin_g * taps > MAX_COLS) {
     conv_generic(p, w, bias, x, y, out_min, out_max);
     return;
   }
   {
     int32_t kx, t;
+    uint32_t ci, ky, c = 0;
     for (kx = 0; kx < (int32_t)p->kw; kx++) {
       for (t = 0; t < ntiles; t++) {
         mtab[kx][t] = col_mask(kx, 16 * t, in_w, out_w, pad_w);
+      }
+    }
+    /* Column -> (input offset, ky, kx), once per call: decoding a nonzero is then table look-ups, without
+     * the divisions or the data-dependent carry loops that mispredict on random gaps. */
+    for (ci = 0; ci < cin_g; ci++) {
+      for (ky = 0; ky < p->kh; ky++) {
+        for (kx = 0; kx < (int32_t)p->kw; kx++, c++) {
+          col_off[c] = (int32_t)(ci * in_plane + ky * p->in_w + (uint32_t)kx);
+          col_ky[c] = (uint8_t)ky;
+          col_kx[c] = (uint8_t)kx;
+        }
       }
     }
   }
@@ -137,49 +153,32 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
     uint32_t e = w->row_ptr[oc];
     const uint32_t end = w->row_ptr[oc + 1];
-    uint32_t next = 0, ci = 0, ky = 0, kx = 0; /* column `next` = (ci*kh + ky)*kw + kx */
+    uint32_t next = 0;
     int first = 1;
     do {
       /* Decode up to CHUNK nonzeros of this output channel. */
       uint32_t n = 0, j;
       int32_t oy0, t, r;
       int last;
-      for (; e < end && n < CHUNK; e++) {
-        /* (ci, ky, kx) of column `next` is carried from entry to entry: advancing by the gap is a few
-         * compares, where dividing the column by taps and kw costs two integer divisions per entry. */
-        const uint32_t code = code_at(w, e);
-        const float v = w->values[e];
-        if (code >= 2u * taps) {
-          const uint32_t col = next + code, tap = col % taps;
-          ci = col / taps;
-          ky = tap / p->kw;
-          kx = tap % p->kw;
-        } else {
-          kx += code;
-          while (kx >= p->kw) {
-            kx -= p->kw;
-            if (++ky == p->kh) {
-              ky = 0;
-              ci++;
-            }
-          }
-        }
-        next += code + 1;
-        if (v != 0.0f) {
-          off[n] = (int32_t)(ci * in_plane + ky * p->in_w + kx);
-          eky[n] = (int16_t)ky;
-          ekx[n] = (int16_t)kx;
-          val[n] = v;
-          n++;
-        }
-        if (++kx == p->kw) { /* on to column next */
-          kx = 0;
-          if (++ky == p->kh) {
-            ky = 0;
-            ci++;
-          }
-        }
+#define PRUNEC_X4_DECODE(CODE)                                                            \
+  for (; e < end && n < CHUNK; e++) {                                                     \
+    const uint32_t col = next + (CODE);                                                   \
+    const float v = w->values[e];                                                         \
+    next = col + 1;                                                                       \
+    off[n] = col_off[col];                                                                \
+    eky[n] = col_ky[col];                                                                 \
+    ekx[n] = col_kx[col];                                                                 \
+    val[n] = v;                                                                           \
+    n += v != 0.0f; /* fillers are overwritten by the next entry */                       \
+  }
+      if (w->index_bits == 8) {
+        PRUNEC_X4_DECODE(w->index[e])
+      } else if (w->index_bits == 4) {
+        PRUNEC_X4_DECODE((uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu)
+      } else {
+        PRUNEC_X4_DECODE((uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8))
       }
+#undef PRUNEC_X4_DECODE
       last = e >= end;
       for (oy0 = 0; oy0 < out_h; oy0 += ROWS) {
         const int32_t nrows = out_h - oy0 < ROWS ? out_h - oy0 : ROWS;
