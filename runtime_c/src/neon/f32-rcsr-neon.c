@@ -2,10 +2,10 @@
  * Sparse fc and conv2d over relative-indexed CSR, Arm NEON with fused multiply-add: AArch64 (Armv8-A) and
  * Armv7-A with -mfpu=neon-vfpv4 (vfmaq_f32 exists on both). Twins of the portable kernels.
  *
- * fc: codes are decoded on the fly (one loop per code width, the width a compile-time constant). For
- * each group of 8 entries the 8 x values are loaded into the lanes of two vectors (one load-to-lane per
- * entry: NEON has no gather) and multiplied with the 8 contiguous values by two FMAs into two
- * accumulators; the row is their horizontal sum plus a scalar tail of up to 7 entries.
+ * fc: the codes are decoded in a SIMD pre-pass, a window of entries at a time, into byte steps of x; the
+ * main loop's x loads are lane loads whose register post-increment steps the x pointer to the next entry's
+ * column (no column arithmetic, no gather); 8 values per load, 2 FMAs per 8 entries; 4 rows per reduction.
+ * Details above prunec_f32_fc_rcsr__neon.
  *
  * conv2d (NCHW, batch 1): vectorised across output pixels, 4 lanes. The nonzeros of an output channel are
  * decoded (256 at a time) into (weight, input offset, ky*dil_h, kx*dil_w); for each output row and each
@@ -42,65 +42,284 @@ static inline __attribute__((always_inline)) uint32_t prunec_neon_code(const uin
   return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
 }
 
-static inline __attribute__((always_inline)) void prunec_neon_fc_rows(const prunec_rcsr_f32 *w, const float *bias,
-                                                                     const float *x, float *y, float lo, float hi,
-                                                                     const uint32_t bits) {
-  const float *values = w->values;
-  const uint8_t *index = w->index;
+/* ---- fc ---- */
+
+#ifndef PRUNEC_NEON_FC_WINDOW
+#define PRUNEC_NEON_FC_WINDOW 1024u /* entries per decoded window (overridable to test its boundaries) */
+#endif
+
+/* The decoded window: d[i] = 4 * (code(cs + i) + 1), the byte step of x from entry cs + i - 1 to entry
+ * cs + i, for i < m; d[m] = 0 (read, never used, after the last entry of the layer). A group of entries
+ * [e, e + k) may be run from this window when e + k <= lim. */
+typedef struct prunec_neon_window {
+  const uint8_t *index;
+  uint32_t bits, total, cs, lim;
+  uint32_t d[PRUNEC_NEON_FC_WINDOW + 8];
+} prunec_neon_window;
+
+/* Decodes the codes of entries from .. from + m - 1 (m = min(WINDOW + 1, total - from)) into byte steps:
+ * 16 (b = 8, 16: 8, b = 4: 32) codes per vector step, widened and scaled with VADDL / VSHLL. Vector loads
+ * stay inside the index array. */
+static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s, uint32_t from) {
+  const uint32_t left = s->total - from;
+  const uint32_t m = left < PRUNEC_NEON_FC_WINDOW + 1u ? left : PRUNEC_NEON_FC_WINDOW + 1u;
+  const uint8x8_t one = vdup_n_u8(1);
+  uint32_t *d = s->d;
+  uint32_t i = 0;
+  if (s->bits == 8) {
+    const uint8_t *c = s->index + from;
+    for (; i + 16u <= m; i += 16u) {
+      const uint8x16_t v = vld1q_u8(c + i);
+      const uint16x8_t lo = vaddl_u8(vget_low_u8(v), one), hi = vaddl_u8(vget_high_u8(v), one);
+      vst1q_u32(d + i, vshll_n_u16(vget_low_u16(lo), 2));
+      vst1q_u32(d + i + 4, vshll_n_u16(vget_high_u16(lo), 2));
+      vst1q_u32(d + i + 8, vshll_n_u16(vget_low_u16(hi), 2));
+      vst1q_u32(d + i + 12, vshll_n_u16(vget_high_u16(hi), 2));
+    }
+    for (; i < m; i++) {
+      d[i] = ((uint32_t)c[i] + 1u) << 2;
+    }
+  } else if (s->bits == 16) {
+    const uint8_t *c = s->index + 2u * from;
+    const uint32x4_t four = vdupq_n_u32(4);
+    for (; i + 8u <= m; i += 8u) {
+      const uint16x8_t v = vreinterpretq_u16_u8(vld1q_u8(c + 2u * i)); /* little-endian codes */
+      vst1q_u32(d + i, vaddq_u32(vshll_n_u16(vget_low_u16(v), 2), four));
+      vst1q_u32(d + i + 4, vaddq_u32(vshll_n_u16(vget_high_u16(v), 2), four));
+    }
+    for (; i < m; i++) {
+      d[i] = (((uint32_t)c[2u * i] | ((uint32_t)c[2u * i + 1u] << 8)) + 1u) << 2;
+    }
+  } else {
+    const uint8x16_t nib = vdupq_n_u8(0x0F);
+    if ((from & 1u) != 0 && m != 0) {
+      d[0] = (uint32_t)((s->index[from >> 1] >> 4) + 1u) << 2;
+      i = 1;
+    }
+    for (; i + 32u <= m; i += 32u) {
+      const uint8x16_t v = vld1q_u8(s->index + ((from + i) >> 1));
+      const uint8x16x2_t z = vzipq_u8(vandq_u8(v, nib), vshrq_n_u8(v, 4)); /* entries in order */
+      uint32_t k;
+      for (k = 0; k < 2u; k++) {
+        const uint8x16_t c = z.val[k];
+        const uint16x8_t lo = vaddl_u8(vget_low_u8(c), one), hi = vaddl_u8(vget_high_u8(c), one);
+        vst1q_u32(d + i + 16u * k, vshll_n_u16(vget_low_u16(lo), 2));
+        vst1q_u32(d + i + 16u * k + 4, vshll_n_u16(vget_high_u16(lo), 2));
+        vst1q_u32(d + i + 16u * k + 8, vshll_n_u16(vget_low_u16(hi), 2));
+        vst1q_u32(d + i + 16u * k + 12, vshll_n_u16(vget_high_u16(hi), 2));
+      }
+    }
+    for (; i < m; i++) {
+      const uint32_t e = from + i;
+      d[i] = ((uint32_t)((s->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu) + 1u) << 2;
+    }
+  }
+  d[m] = 0;
+  s->cs = from;
+  s->lim = m == left ? s->total : from + m - 1u;
+}
+
+#if PRUNEC_HAVE_AARCH64
+/* n8 >= 1 groups of 8 entries: per group 4 LDP of byte steps, 8 lane loads of x that step the x pointer by
+ * register post-increment, one LDP of 8 values, 2 FMLA: 17 instructions per 8 entries. */
+static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(float32x4_t acc, const char **xpp,
+                                                                               const uint32_t **dpp,
+                                                                               const float **vpp, uint32_t n8) {
+  const char *xp = *xpp;
+  const uint32_t *dp = *dpp;
+  const float *vp = *vpp;
+  float32x4_t x0, x1, v0, v1;
+  uint64_t s0, s1, s2, s3, s4, s5, s6, s7;
+  __asm__("1:\n\t"
+          "ldp %w[s0], %w[s1], [%[dp]], #32\n\t"
+          "ldp %w[s2], %w[s3], [%[dp], #-24]\n\t"
+          "ldp %w[s4], %w[s5], [%[dp], #-16]\n\t"
+          "ldp %w[s6], %w[s7], [%[dp], #-8]\n\t"
+          "ld1 {%[x0].s}[0], [%[xp]], %[s0]\n\t"
+          "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"
+          "ld1 {%[x0].s}[2], [%[xp]], %[s2]\n\t"
+          "ld1 {%[x0].s}[3], [%[xp]], %[s3]\n\t"
+          "ld1 {%[x1].s}[0], [%[xp]], %[s4]\n\t"
+          "ld1 {%[x1].s}[1], [%[xp]], %[s5]\n\t"
+          "ld1 {%[x1].s}[2], [%[xp]], %[s6]\n\t"
+          "ld1 {%[x1].s}[3], [%[xp]], %[s7]\n\t"
+          "ldp %q[v0], %q[v1], [%[vp]], #32\n\t"
+          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n\t"
+          "fmla %[acc].4s, %[v1].4s, %[x1].4s\n\t"
+          "subs %w[n], %w[n], #1\n\t"
+          "b.ne 1b\n\t"
+          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [n] "+r"(n8), [x0] "=&w"(x0),
+            [x1] "=&w"(x1), [v0] "=&w"(v0), [v1] "=&w"(v1), [s0] "=&r"(s0), [s1] "=&r"(s1), [s2] "=&r"(s2),
+            [s3] "=&r"(s3), [s4] "=&r"(s4), [s5] "=&r"(s5), [s6] "=&r"(s6), [s7] "=&r"(s7)
+          :
+          : "cc", "memory");
+  *xpp = xp;
+  *dpp = dp;
+  *vpp = vp;
+  return acc;
+}
+#else
+/* Armv7-A: per group 2 LDM of 4 byte steps, 8 VLD1 lane loads with register post-increment, one VLD1 of 8
+ * values, 2 VFMA: 15 instructions per 8 entries. x and values live in q8-q11. */
+static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(float32x4_t acc, const char **xpp,
+                                                                               const uint32_t **dpp,
+                                                                               const float **vpp, uint32_t n8) {
+  const char *xp = *xpp;
+  const uint32_t *dp = *dpp;
+  const float *vp = *vpp;
+  __asm__("1:\n\t"
+          "ldm %[dp]!, {r4, r5, r6, r8}\n\t"
+          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
+          "vld1.32 {d16[1]}, [%[xp]], r5\n\t"
+          "vld1.32 {d17[0]}, [%[xp]], r6\n\t"
+          "vld1.32 {d17[1]}, [%[xp]], r8\n\t"
+          "ldm %[dp]!, {r4, r5, r6, r8}\n\t"
+          "vld1.32 {d18[0]}, [%[xp]], r4\n\t"
+          "vld1.32 {d18[1]}, [%[xp]], r5\n\t"
+          "vld1.32 {d19[0]}, [%[xp]], r6\n\t"
+          "vld1.32 {d19[1]}, [%[xp]], r8\n\t"
+          "vld1.32 {d20-d23}, [%[vp]]!\n\t"
+          "vfma.f32 %q[acc], q10, q8\n\t"
+          "vfma.f32 %q[acc], q11, q9\n\t"
+          "subs %[n], %[n], #1\n\t"
+          "bne 1b\n\t"
+          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [n] "+r"(n8)
+          :
+          : "r4", "r5", "r6", "r8", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "cc", "memory");
+  *xpp = xp;
+  *dpp = dp;
+  *vpp = vp;
+  return acc;
+}
+#endif
+
+/* Row [e, end): returns 4 partial sums. xp walks x: before entry k's load it is x + col(k) (in bytes);
+ * dp points at the byte step of the entry after the one xp is at. */
+static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_row(prunec_neon_window *s,
+                                                                           const float *values, const float *x,
+                                                                           uint32_t e, const uint32_t end) {
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  const char *xp;
+  const uint32_t *dp;
+  const float *vp;
+  uint32_t t;
+  if (e == end) {
+    return acc;
+  }
+  if (end > s->lim) {
+    prunec_neon_fc_fill(s, e);
+  }
+  dp = s->d + (e - s->cs);
+  xp = (const char *)x - 4 + *dp++;
+  vp = values + e;
+  while (end - e >= 8u) {
+    uint32_t stop;
+    if (e + 8u > s->lim) {
+      prunec_neon_fc_fill(s, e);
+      dp = s->d + 1;
+    }
+    stop = end < s->lim ? end : s->lim;
+    t = (stop - e) >> 3;
+    acc = prunec_neon_fc_groups8(acc, &xp, &dp, &vp, t);
+    e += t << 3;
+  }
+  t = end - e;
+  if (t != 0) {
+    float32x4_t xv, vv;
+    if (end > s->lim) {
+      prunec_neon_fc_fill(s, e);
+      dp = s->d + 1;
+    }
+    if (t >= 4u) {
+      xv = vld1q_dup_f32((const float *)xp);
+      xp += dp[0];
+      xv = vld1q_lane_f32((const float *)xp, xv, 1);
+      xp += dp[1];
+      xv = vld1q_lane_f32((const float *)xp, xv, 2);
+      xp += dp[2];
+      xv = vld1q_lane_f32((const float *)xp, xv, 3);
+      acc = vfmaq_f32(acc, vld1q_f32(vp), xv);
+      if (t == 4u) {
+        return acc;
+      }
+      xp += dp[3];
+      dp += 4;
+      vp += 4;
+      t -= 4u;
+    }
+    xv = vdupq_n_f32(0.0f);
+    vv = xv;
+    xv = vld1q_lane_f32((const float *)xp, xv, 0);
+    vv = vld1q_lane_f32(vp, vv, 0);
+    if (t >= 2u) {
+      xp += dp[0];
+      xv = vld1q_lane_f32((const float *)xp, xv, 1);
+      vv = vld1q_lane_f32(vp + 1, vv, 1);
+      if (t == 3u) {
+        xp += dp[1];
+        xv = vld1q_lane_f32((const float *)xp, xv, 2);
+        vv = vld1q_lane_f32(vp + 2, vv, 2);
+      }
+    }
+    acc = vfmaq_f32(acc, vv, xv);
+  }
+  return acc;
+}
+
+#if PRUNEC_HAVE_AARCH64
+static inline float32x4_t prunec_neon_sum4(float32x4_t a0, float32x4_t a1, float32x4_t a2, float32x4_t a3) {
+  return vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3));
+}
+#else
+static inline float32x4_t prunec_neon_sum4(float32x4_t a0, float32x4_t a1, float32x4_t a2, float32x4_t a3) {
+  const float32x2_t s0 = vpadd_f32(vget_low_f32(a0), vget_high_f32(a0));
+  const float32x2_t s1 = vpadd_f32(vget_low_f32(a1), vget_high_f32(a1));
+  const float32x2_t s2 = vpadd_f32(vget_low_f32(a2), vget_high_f32(a2));
+  const float32x2_t s3 = vpadd_f32(vget_low_f32(a3), vget_high_f32(a3));
+  return vcombine_f32(vpadd_f32(s0, s1), vpadd_f32(s2, s3));
+}
+#endif
+
+/*
+ * Sparse fc: the codes are decoded in a SIMD pre-pass (prunec_neon_fc_fill, ~0.7 instructions per entry)
+ * into byte steps of x, a window of up to 1025 entries on the stack, reused across rows. The main loop
+ * needs no column arithmetic: each x load is a lane load whose register post-increment steps the x
+ * pointer to the next entry's column. Rows go 4 at a time (one horizontal reduction, bias add, clamp and
+ * store per 4 rows); a row's last 1-7 entries take a lane-by-lane tail.
+ */
+void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                              float out_min, float out_max) {
+  prunec_neon_window s;
   const uint32_t *row_ptr = w->row_ptr;
+  const float *values = w->values;
+  const float32x4_t vlo = vdupq_n_f32(out_min), vhi = vdupq_n_f32(out_max);
+  const uint32_t rows = w->rows;
   uint32_t r;
-  for (r = 0; r < w->rows; r++) {
-    const uint32_t end = row_ptr[r + 1];
-    uint32_t e = row_ptr[r];
-    uint32_t c = (uint32_t)-1; /* column of the previous entry */
-    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
-    float s;
-    for (; e + 8 <= end; e += 8) {
-      float32x4_t x0, x1;
-      c += prunec_neon_code(index, e + 0, bits) + 1u;
-      x0 = vld1q_dup_f32(x + c);
-      c += prunec_neon_code(index, e + 1, bits) + 1u;
-      x0 = vld1q_lane_f32(x + c, x0, 1);
-      c += prunec_neon_code(index, e + 2, bits) + 1u;
-      x0 = vld1q_lane_f32(x + c, x0, 2);
-      c += prunec_neon_code(index, e + 3, bits) + 1u;
-      x0 = vld1q_lane_f32(x + c, x0, 3);
-      c += prunec_neon_code(index, e + 4, bits) + 1u;
-      x1 = vld1q_dup_f32(x + c);
-      c += prunec_neon_code(index, e + 5, bits) + 1u;
-      x1 = vld1q_lane_f32(x + c, x1, 1);
-      c += prunec_neon_code(index, e + 6, bits) + 1u;
-      x1 = vld1q_lane_f32(x + c, x1, 2);
-      c += prunec_neon_code(index, e + 7, bits) + 1u;
-      x1 = vld1q_lane_f32(x + c, x1, 3);
-      a0 = vfmaq_f32(a0, vld1q_f32(values + e), x0);
-      a1 = vfmaq_f32(a1, vld1q_f32(values + e + 4), x1);
+  s.index = w->index;
+  s.bits = w->index_bits;
+  s.total = row_ptr[rows];
+  s.cs = 0;
+  s.lim = 0;
+  for (r = 0; r + 4u <= rows; r += 4u) {
+    const float32x4_t a0 = prunec_neon_fc_row(&s, values, x, row_ptr[r], row_ptr[r + 1]);
+    const float32x4_t a1 = prunec_neon_fc_row(&s, values, x, row_ptr[r + 1], row_ptr[r + 2]);
+    const float32x4_t a2 = prunec_neon_fc_row(&s, values, x, row_ptr[r + 2], row_ptr[r + 3]);
+    const float32x4_t a3 = prunec_neon_fc_row(&s, values, x, row_ptr[r + 3], row_ptr[r + 4]);
+    float32x4_t v = prunec_neon_sum4(a0, a1, a2, a3);
+    if (bias != NULL) {
+      v = vaddq_f32(v, vld1q_f32(bias + r));
     }
-    s = prunec_neon_hsum(vaddq_f32(a0, a1));
-    for (; e < end; e++) {
-      c += prunec_neon_code(index, e, bits) + 1u;
-      s += values[e] * x[c];
-    }
-    s += bias != NULL ? bias[r] : 0.0f;
-    s = s < lo ? lo : s;
-    y[r] = s > hi ? hi : s;
+    vst1q_f32(y + r, vminq_f32(vmaxq_f32(v, vlo), vhi));
+  }
+  for (; r < rows; r++) {
+    float v = prunec_neon_hsum(prunec_neon_fc_row(&s, values, x, row_ptr[r], row_ptr[r + 1]));
+    v += bias != NULL ? bias[r] : 0.0f;
+    v = v < out_min ? out_min : v;
+    y[r] = v > out_max ? out_max : v;
   }
 }
 
-void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
-                              float out_min, float out_max) {
-  switch (w->index_bits) {
-    case 4:
-      prunec_neon_fc_rows(w, bias, x, y, out_min, out_max, 4);
-      break;
-    case 8:
-      prunec_neon_fc_rows(w, bias, x, y, out_min, out_max, 8);
-      break;
-    default:
-      prunec_neon_fc_rows(w, bias, x, y, out_min, out_max, 16);
-      break;
-  }
-}
+/* ---- conv2d ---- */
 
 typedef struct prunec_neon_taps {
   float w[PRUNEC_NEON_CHUNK];
