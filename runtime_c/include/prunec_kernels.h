@@ -66,6 +66,7 @@ PRUNEC_DECLARE_FC_DENSE(mve)
 /* AVX-512 register-tiled variants (fc: 4 rows interleaved; conv: 8 output rows x 16 columns per tile). */
 PRUNEC_DECLARE_FC_RCSR(avx512x4)
 PRUNEC_DECLARE_CONV2D_RCSR(avx512x4)
+void prunec_f32_maxpool2d__avx512x4(const prunec_pool2d_params *p, const float *x, float *y);
 
 #ifdef __cplusplus
 }
