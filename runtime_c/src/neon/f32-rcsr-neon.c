@@ -45,36 +45,49 @@ static inline __attribute__((always_inline)) uint32_t prunec_neon_code(const uin
 /* ---- fc ---- */
 
 #ifndef PRUNEC_NEON_FC_WINDOW
-#define PRUNEC_NEON_FC_WINDOW 1024u /* entries per decoded window (overridable to test its boundaries) */
+#define PRUNEC_NEON_FC_WINDOW 1024u /* entries per decoded window (overridable to test its boundaries; >= 9) */
 #endif
 
 /* The decoded window: d[i] = 4 * (code(cs + i) + 1), the byte step of x from entry cs + i - 1 to entry
- * cs + i, for i < m; d[m] = 0 (read, never used, after the last entry of the layer). A group of entries
- * [e, e + k) may be run from this window when e + k <= lim. */
+ * cs + i, for i < m; d[m] = 0 (read, never used: the step after the last entry). Rows [e, end) with
+ * end <= lim = cs + m run from it. */
 typedef struct prunec_neon_window {
   const uint8_t *index;
   uint32_t bits, total, cs, lim;
   uint32_t d[PRUNEC_NEON_FC_WINDOW + 8];
 } prunec_neon_window;
 
-/* Decodes the codes of entries from .. from + m - 1 (m = min(WINDOW + 1, total - from)) into byte steps:
- * 16 (b = 8, 16: 8, b = 4: 32) codes per vector step, widened and scaled with VADDL / VSHLL. Vector loads
- * stay inside the index array. */
+/* 16 codes of 8 bits -> 16 byte steps: 2 VADDL (+1, widen to 16 bits), 4 VSHLL (x4, widen to 32 bits). */
+#if PRUNEC_HAVE_AARCH64
+static inline __attribute__((always_inline)) void prunec_neon_steps16(uint8x16_t v, uint32_t *d) {
+  const uint16x8_t lo = vaddl_u8(vget_low_u8(v), vdup_n_u8(1)), hi = vaddl_high_u8(v, vdupq_n_u8(1));
+  vst1q_u32(d, vshll_n_u16(vget_low_u16(lo), 2));
+  vst1q_u32(d + 4, vshll_high_n_u16(lo, 2));
+  vst1q_u32(d + 8, vshll_n_u16(vget_low_u16(hi), 2));
+  vst1q_u32(d + 12, vshll_high_n_u16(hi, 2));
+}
+#else
+static inline __attribute__((always_inline)) void prunec_neon_steps16(uint8x16_t v, uint32_t *d) {
+  const uint16x8_t lo = vaddl_u8(vget_low_u8(v), vdup_n_u8(1)), hi = vaddl_u8(vget_high_u8(v), vdup_n_u8(1));
+  vst1q_u32(d, vshll_n_u16(vget_low_u16(lo), 2));
+  vst1q_u32(d + 4, vshll_n_u16(vget_high_u16(lo), 2));
+  vst1q_u32(d + 8, vshll_n_u16(vget_low_u16(hi), 2));
+  vst1q_u32(d + 12, vshll_n_u16(vget_high_u16(hi), 2));
+}
+#endif
+
+/* Decodes the codes of entries from .. from + m - 1 (m = min(WINDOW + 1, total - from)) into byte steps,
+ * 32 codes per vector step (b = 16: 8). Vector loads stay inside the index array. */
 static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s, uint32_t from) {
   const uint32_t left = s->total - from;
   const uint32_t m = left < PRUNEC_NEON_FC_WINDOW + 1u ? left : PRUNEC_NEON_FC_WINDOW + 1u;
-  const uint8x8_t one = vdup_n_u8(1);
   uint32_t *d = s->d;
   uint32_t i = 0;
   if (s->bits == 8) {
     const uint8_t *c = s->index + from;
-    for (; i + 16u <= m; i += 16u) {
-      const uint8x16_t v = vld1q_u8(c + i);
-      const uint16x8_t lo = vaddl_u8(vget_low_u8(v), one), hi = vaddl_u8(vget_high_u8(v), one);
-      vst1q_u32(d + i, vshll_n_u16(vget_low_u16(lo), 2));
-      vst1q_u32(d + i + 4, vshll_n_u16(vget_high_u16(lo), 2));
-      vst1q_u32(d + i + 8, vshll_n_u16(vget_low_u16(hi), 2));
-      vst1q_u32(d + i + 12, vshll_n_u16(vget_high_u16(hi), 2));
+    for (; i + 32u <= m; i += 32u) {
+      prunec_neon_steps16(vld1q_u8(c + i), d + i);
+      prunec_neon_steps16(vld1q_u8(c + i + 16), d + i + 16);
     }
     for (; i < m; i++) {
       d[i] = ((uint32_t)c[i] + 1u) << 2;
@@ -99,15 +112,8 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
     for (; i + 32u <= m; i += 32u) {
       const uint8x16_t v = vld1q_u8(s->index + ((from + i) >> 1));
       const uint8x16x2_t z = vzipq_u8(vandq_u8(v, nib), vshrq_n_u8(v, 4)); /* entries in order */
-      uint32_t k;
-      for (k = 0; k < 2u; k++) {
-        const uint8x16_t c = z.val[k];
-        const uint16x8_t lo = vaddl_u8(vget_low_u8(c), one), hi = vaddl_u8(vget_high_u8(c), one);
-        vst1q_u32(d + i + 16u * k, vshll_n_u16(vget_low_u16(lo), 2));
-        vst1q_u32(d + i + 16u * k + 4, vshll_n_u16(vget_high_u16(lo), 2));
-        vst1q_u32(d + i + 16u * k + 8, vshll_n_u16(vget_low_u16(hi), 2));
-        vst1q_u32(d + i + 16u * k + 12, vshll_n_u16(vget_high_u16(hi), 2));
-      }
+      prunec_neon_steps16(z.val[0], d + i);
+      prunec_neon_steps16(z.val[1], d + i + 16);
     }
     for (; i < m; i++) {
       const uint32_t e = from + i;
@@ -116,21 +122,30 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
   }
   d[m] = 0;
   s->cs = from;
-  s->lim = m == left ? s->total : from + m - 1u;
+  s->lim = from + m;
 }
 
+/*
+ * n entries of one row into acc. On entry xp = x + col(first entry) in bytes, dp points at the step of the
+ * entry after it, vp at its value; on exit all three have moved past the n entries (dp past the step that
+ * follows the last). Each x load is a lane load whose register post-increment is the next entry's step.
+ */
 #if PRUNEC_HAVE_AARCH64
-/* n8 >= 1 groups of 8 entries: per group 4 LDP of byte steps, 8 lane loads of x that step the x pointer by
- * register post-increment, one LDP of 8 values, 2 FMLA: 17 instructions per 8 entries. */
-static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(float32x4_t acc, const char **xpp,
-                                                                               const uint32_t **dpp,
-                                                                               const float **vpp, uint32_t n8) {
+/* Per 8 entries: 4 LDP of steps, 8 LD1 lane loads, one LDP of 8 values, 2 FMLA, SUBS + B.NE = 17. Then
+ * 4, 2, 1 entries (TBZ on the bits of n); the 2-entry and 1-entry steps load into the low lanes of zeroed
+ * registers (LD1R .2S, LDR D/S clear the upper lanes). */
+static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_run(float32x4_t acc, const char **xpp,
+                                                                           const uint32_t **dpp,
+                                                                           const float **vpp, uint32_t n) {
   const char *xp = *xpp;
   const uint32_t *dp = *dpp;
   const float *vp = *vpp;
   float32x4_t x0, x1, v0, v1;
   uint64_t s0, s1, s2, s3, s4, s5, s6, s7;
-  __asm__("1:\n\t"
+  uint32_t g;
+  __asm__("lsr %w[g], %w[n], #3\n\t"
+          "cbz %w[g], 2f\n"
+          "1:\n\t"
           "ldp %w[s0], %w[s1], [%[dp]], #32\n\t"
           "ldp %w[s2], %w[s3], [%[dp], #-24]\n\t"
           "ldp %w[s4], %w[s5], [%[dp], #-16]\n\t"
@@ -146,12 +161,36 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(
           "ldp %q[v0], %q[v1], [%[vp]], #32\n\t"
           "fmla %[acc].4s, %[v0].4s, %[x0].4s\n\t"
           "fmla %[acc].4s, %[v1].4s, %[x1].4s\n\t"
-          "subs %w[n], %w[n], #1\n\t"
-          "b.ne 1b\n\t"
-          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [n] "+r"(n8), [x0] "=&w"(x0),
+          "subs %w[g], %w[g], #1\n\t"
+          "b.ne 1b\n"
+          "2:\n\t"
+          "tbz %w[n], #2, 3f\n\t"
+          "ldp %w[s0], %w[s1], [%[dp]], #16\n\t"
+          "ldp %w[s2], %w[s3], [%[dp], #-8]\n\t"
+          "ld1 {%[x0].s}[0], [%[xp]], %[s0]\n\t"
+          "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"
+          "ld1 {%[x0].s}[2], [%[xp]], %[s2]\n\t"
+          "ld1 {%[x0].s}[3], [%[xp]], %[s3]\n\t"
+          "ldr %q[v0], [%[vp]], #16\n\t"
+          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n"
+          "3:\n\t"
+          "tbz %w[n], #1, 4f\n\t"
+          "ldp %w[s0], %w[s1], [%[dp]], #8\n\t"
+          "ld1r {%[x0].2s}, [%[xp]], %[s0]\n\t"
+          "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"
+          "ldr %d[v0], [%[vp]], #8\n\t"
+          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n"
+          "4:\n\t"
+          "tbz %w[n], #0, 5f\n\t"
+          "ldr %w[s0], [%[dp]], #4\n\t"
+          "ld1r {%[x0].2s}, [%[xp]], %[s0]\n\t"
+          "ldr %s[v0], [%[vp]], #4\n\t"
+          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n"
+          "5:\n\t"
+          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [g] "=&r"(g), [x0] "=&w"(x0),
             [x1] "=&w"(x1), [v0] "=&w"(v0), [v1] "=&w"(v1), [s0] "=&r"(s0), [s1] "=&r"(s1), [s2] "=&r"(s2),
             [s3] "=&r"(s3), [s4] "=&r"(s4), [s5] "=&r"(s5), [s6] "=&r"(s6), [s7] "=&r"(s7)
-          :
+          : [n] "r"(n)
           : "cc", "memory");
   *xpp = xp;
   *dpp = dp;
@@ -159,15 +198,19 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(
   return acc;
 }
 #else
-/* Armv7-A: per group 2 LDM of 4 byte steps, 8 VLD1 lane loads with register post-increment, one VLD1 of 8
- * values, 2 VFMA: 15 instructions per 8 entries. x and values live in q8-q11. */
-static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(float32x4_t acc, const char **xpp,
-                                                                               const uint32_t **dpp,
-                                                                               const float **vpp, uint32_t n8) {
+/* Armv7-A: per 8 entries 2 LDM of 4 steps, 8 VLD1 lane loads, one VLD1 of 8 values, 2 VFMA, SUBS + BNE =
+ * 15. Then 4, 2, 1 entries; the 2- and 1-entry steps use a 64-bit VFMA on the low half of acc. x and values
+ * live in q8-q11, the steps in r4-r6, r8. */
+static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_run(float32x4_t acc, const char **xpp,
+                                                                           const uint32_t **dpp,
+                                                                           const float **vpp, uint32_t n) {
   const char *xp = *xpp;
   const uint32_t *dp = *dpp;
   const float *vp = *vpp;
-  __asm__("1:\n\t"
+  uint32_t g;
+  __asm__("lsrs %[g], %[n], #3\n\t"
+          "beq 2f\n"
+          "1:\n\t"
           "ldm %[dp]!, {r4, r5, r6, r8}\n\t"
           "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
           "vld1.32 {d16[1]}, [%[xp]], r5\n\t"
@@ -181,10 +224,37 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(
           "vld1.32 {d20-d23}, [%[vp]]!\n\t"
           "vfma.f32 %q[acc], q10, q8\n\t"
           "vfma.f32 %q[acc], q11, q9\n\t"
-          "subs %[n], %[n], #1\n\t"
-          "bne 1b\n\t"
-          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [n] "+r"(n8)
-          :
+          "subs %[g], %[g], #1\n\t"
+          "bne 1b\n"
+          "2:\n\t"
+          "tst %[n], #4\n\t"
+          "beq 3f\n\t"
+          "ldm %[dp]!, {r4, r5, r6, r8}\n\t"
+          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
+          "vld1.32 {d16[1]}, [%[xp]], r5\n\t"
+          "vld1.32 {d17[0]}, [%[xp]], r6\n\t"
+          "vld1.32 {d17[1]}, [%[xp]], r8\n\t"
+          "vld1.32 {d20-d21}, [%[vp]]!\n\t"
+          "vfma.f32 %q[acc], q10, q8\n"
+          "3:\n\t"
+          "tst %[n], #2\n\t"
+          "beq 4f\n\t"
+          "ldm %[dp]!, {r4, r5}\n\t"
+          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
+          "vld1.32 {d16[1]}, [%[xp]], r5\n\t"
+          "vld1.32 {d20}, [%[vp]]!\n\t"
+          "vfma.f32 %e[acc], d20, d16\n"
+          "4:\n\t"
+          "tst %[n], #1\n\t"
+          "beq 5f\n\t"
+          "ldr r4, [%[dp]], #4\n\t"
+          "vmov.i32 d16, #0\n\t"
+          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
+          "vld1.32 {d20[]}, [%[vp]]!\n\t"
+          "vfma.f32 %e[acc], d20, d16\n"
+          "5:\n\t"
+          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [g] "=&r"(g)
+          : [n] "r"(n)
           : "r4", "r5", "r6", "r8", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "cc", "memory");
   *xpp = xp;
   *dpp = dp;
@@ -193,77 +263,38 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_groups8(
 }
 #endif
 
-/* Row [e, end): returns 4 partial sums. xp walks x: before entry k's load it is x + col(k) (in bytes);
- * dp points at the byte step of the entry after the one xp is at. */
-static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_row(prunec_neon_window *s,
-                                                                           const float *values, const float *x,
-                                                                           uint32_t e, const uint32_t end) {
-  float32x4_t acc = vdupq_n_f32(0.0f);
-  const char *xp;
+/* Where the fc loop stands: dp points at the step after the first entry of the next row (past the step of
+ * the previous row's last entry), vp at the next row's first value. */
+typedef struct prunec_neon_fc_pos {
   const uint32_t *dp;
   const float *vp;
-  uint32_t t;
-  if (e == end) {
-    return acc;
-  }
-  if (end > s->lim) {
+  uint32_t lim;
+} prunec_neon_fc_pos;
+
+/* Row [e, end): 4 partial sums. xm4 = x - 1 entry, in bytes. */
+static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_row(prunec_neon_window *s,
+                                                                           prunec_neon_fc_pos *p,
+                                                                           const char *xm4, uint32_t e,
+                                                                           const uint32_t end) {
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  const char *xp;
+  if (end > p->lim) { /* refill from this row; a row longer than the window goes in pieces */
     prunec_neon_fc_fill(s, e);
-  }
-  dp = s->d + (e - s->cs);
-  xp = (const char *)x - 4 + *dp++;
-  vp = values + e;
-  while (end - e >= 8u) {
-    uint32_t stop;
-    if (e + 8u > s->lim) {
+    p->lim = s->lim;
+    p->dp = s->d + 1;
+    xp = xm4 + s->d[0];
+    while (end > p->lim) {
+      const uint32_t n = (p->lim - 1u - e) & ~7u; /* the step after the piece must be decoded */
+      acc = prunec_neon_fc_run(acc, &xp, &p->dp, &p->vp, n);
+      e += n;
       prunec_neon_fc_fill(s, e);
-      dp = s->d + 1;
+      p->lim = s->lim;
+      p->dp = s->d + 1;
     }
-    stop = end < s->lim ? end : s->lim;
-    t = (stop - e) >> 3;
-    acc = prunec_neon_fc_groups8(acc, &xp, &dp, &vp, t);
-    e += t << 3;
+  } else {
+    xp = xm4 + p->dp[-1];
   }
-  t = end - e;
-  if (t != 0) {
-    float32x4_t xv, vv;
-    if (end > s->lim) {
-      prunec_neon_fc_fill(s, e);
-      dp = s->d + 1;
-    }
-    if (t >= 4u) {
-      xv = vld1q_dup_f32((const float *)xp);
-      xp += dp[0];
-      xv = vld1q_lane_f32((const float *)xp, xv, 1);
-      xp += dp[1];
-      xv = vld1q_lane_f32((const float *)xp, xv, 2);
-      xp += dp[2];
-      xv = vld1q_lane_f32((const float *)xp, xv, 3);
-      acc = vfmaq_f32(acc, vld1q_f32(vp), xv);
-      if (t == 4u) {
-        return acc;
-      }
-      xp += dp[3];
-      dp += 4;
-      vp += 4;
-      t -= 4u;
-    }
-    xv = vdupq_n_f32(0.0f);
-    vv = xv;
-    xv = vld1q_lane_f32((const float *)xp, xv, 0);
-    vv = vld1q_lane_f32(vp, vv, 0);
-    if (t >= 2u) {
-      xp += dp[0];
-      xv = vld1q_lane_f32((const float *)xp, xv, 1);
-      vv = vld1q_lane_f32(vp + 1, vv, 1);
-      if (t == 3u) {
-        xp += dp[1];
-        xv = vld1q_lane_f32((const float *)xp, xv, 2);
-        vv = vld1q_lane_f32(vp + 2, vv, 2);
-      }
-    }
-    acc = vfmaq_f32(acc, vv, xv);
-  }
-  return acc;
+  return prunec_neon_fc_run(acc, &xp, &p->dp, &p->vp, end - e);
 }
 
 #if PRUNEC_HAVE_AARCH64
@@ -281,41 +312,49 @@ static inline float32x4_t prunec_neon_sum4(float32x4_t a0, float32x4_t a1, float
 #endif
 
 /*
- * Sparse fc: the codes are decoded in a SIMD pre-pass (prunec_neon_fc_fill, ~0.7 instructions per entry)
- * into byte steps of x, a window of up to 1025 entries on the stack, reused across rows. The main loop
- * needs no column arithmetic: each x load is a lane load whose register post-increment steps the x
- * pointer to the next entry's column. Rows go 4 at a time (one horizontal reduction, bias add, clamp and
- * store per 4 rows); a row's last 1-7 entries take a lane-by-lane tail.
+ * Sparse fc. The codes are decoded in a SIMD pre-pass (prunec_neon_fc_fill, ~0.6 instructions per entry)
+ * into byte steps of x, a window of up to 1025 entries on the stack, reused across rows. The main loop does
+ * no column arithmetic: each x load is a lane load whose register post-increment steps the x pointer to the
+ * next entry's column; 8 values per load, 2 FMAs per 8 entries. Rows go 4 at a time (one horizontal
+ * reduction, bias add, clamp and store per 4 rows); a row's last 1-7 entries take 4-, 2- and 1-entry steps.
  */
 void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                               float out_min, float out_max) {
   prunec_neon_window s;
+  prunec_neon_fc_pos p;
   const uint32_t *row_ptr = w->row_ptr;
-  const float *values = w->values;
+  const char *xm4 = (const char *)x - 4;
   const float32x4_t vlo = vdupq_n_f32(out_min), vhi = vdupq_n_f32(out_max);
   const uint32_t rows = w->rows;
-  uint32_t r;
+  uint32_t r, e = row_ptr[0];
   s.index = w->index;
   s.bits = w->index_bits;
   s.total = row_ptr[rows];
   s.cs = 0;
   s.lim = 0;
+  p.dp = s.d + 1;
+  p.vp = w->values + e;
+  p.lim = 0;
   for (r = 0; r + 4u <= rows; r += 4u) {
-    const float32x4_t a0 = prunec_neon_fc_row(&s, values, x, row_ptr[r], row_ptr[r + 1]);
-    const float32x4_t a1 = prunec_neon_fc_row(&s, values, x, row_ptr[r + 1], row_ptr[r + 2]);
-    const float32x4_t a2 = prunec_neon_fc_row(&s, values, x, row_ptr[r + 2], row_ptr[r + 3]);
-    const float32x4_t a3 = prunec_neon_fc_row(&s, values, x, row_ptr[r + 3], row_ptr[r + 4]);
+    const uint32_t e1 = row_ptr[r + 1], e2 = row_ptr[r + 2], e3 = row_ptr[r + 3], e4 = row_ptr[r + 4];
+    const float32x4_t a0 = prunec_neon_fc_row(&s, &p, xm4, e, e1);
+    const float32x4_t a1 = prunec_neon_fc_row(&s, &p, xm4, e1, e2);
+    const float32x4_t a2 = prunec_neon_fc_row(&s, &p, xm4, e2, e3);
+    const float32x4_t a3 = prunec_neon_fc_row(&s, &p, xm4, e3, e4);
     float32x4_t v = prunec_neon_sum4(a0, a1, a2, a3);
     if (bias != NULL) {
       v = vaddq_f32(v, vld1q_f32(bias + r));
     }
     vst1q_f32(y + r, vminq_f32(vmaxq_f32(v, vlo), vhi));
+    e = e4;
   }
   for (; r < rows; r++) {
-    float v = prunec_neon_hsum(prunec_neon_fc_row(&s, values, x, row_ptr[r], row_ptr[r + 1]));
+    const uint32_t e1 = row_ptr[r + 1];
+    float v = prunec_neon_hsum(prunec_neon_fc_row(&s, &p, xm4, e, e1));
     v += bias != NULL ? bias[r] : 0.0f;
     v = v < out_min ? out_min : v;
     y[r] = v > out_max ? out_max : v;
+    e = e1;
   }
 }
 
