@@ -100,6 +100,59 @@ static __mmask16 col_mask(int32_t kx, int32_t ox0, int32_t in_w, int32_t out_w, 
   return lane_range(0, out_w - ox0) & lane_range(pad_w - kx - ox0, in_w + pad_w - kx - ox0);
 }
 
+/* Output planes at most 8 wide (LeNet-5's conv2): tiles of 8 rows x 8 columns in ymm registers, so that no
+ * lane is wasted and each load is half as wide. Same algorithm as the 16-wide tiles below. */
+static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, uint32_t n, const int32_t *off,
+                   const uint8_t *eky, const __mmask8 *mtab8, const uint8_t *ekx, const float *val, int first,
+                   int last, float b, float out_min, float out_max) {
+  const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
+  const int32_t out_h = (int32_t)p->out_h, pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h;
+  const __mmask8 out_mask = (__mmask8)((1u << out_w) - 1u);
+  const __m256 vb = _mm256_set1_ps(b), vlo = _mm256_set1_ps(out_min), vhi = _mm256_set1_ps(out_max);
+  int32_t oy0, r;
+  uint32_t j;
+  for (oy0 = 0; oy0 < out_h; oy0 += ROWS) {
+    const int32_t nrows = out_h - oy0 < ROWS ? out_h - oy0 : ROWS;
+    const int interior = nrows == ROWS && oy0 - pad_h >= 0 && oy0 + ROWS - 1 + (int32_t)p->kh - 1 - pad_h < in_h;
+    float *yt = yp + (size_t)oy0 * p->out_w;
+    const float *base = xg + (long)(oy0 - pad_h) * in_w - pad_w;
+    __m256 acc[ROWS];
+    for (r = 0; r < ROWS; r++) {
+      acc[r] = first || r >= nrows ? vb : _mm256_maskz_loadu_ps(out_mask, yt + (long)r * out_w);
+    }
+    if (interior) {
+      for (j = 0; j < n; j++) {
+        const __mmask8 m = mtab8[ekx[j]];
+        const float *src = base + off[j];
+        const __m256 v = _mm256_set1_ps(val[j]);
+#pragma GCC unroll 8
+        for (r = 0; r < ROWS; r++) {
+          acc[r] = _mm256_fmadd_ps(v, _mm256_maskz_loadu_ps(m, src + (long)r * in_w), acc[r]);
+        }
+      }
+    } else {
+      for (j = 0; j < n; j++) {
+        const __mmask8 m = mtab8[ekx[j]];
+        const float *src = base + off[j];
+        const int32_t iy0 = oy0 - pad_h + eky[j];
+        const __m256 v = _mm256_set1_ps(val[j]);
+#pragma GCC unroll 8
+        for (r = 0; r < ROWS; r++) {
+          const __mmask8 mr = (uint32_t)(iy0 + r) < (uint32_t)in_h ? m : 0;
+          acc[r] = _mm256_fmadd_ps(v, _mm256_maskz_loadu_ps(mr, src + (long)r * in_w), acc[r]);
+        }
+      }
+    }
+    for (r = 0; r < nrows; r++) {
+      __m256 a = acc[r];
+      if (last) {
+        a = _mm256_min_ps(_mm256_max_ps(a, vlo), vhi);
+      }
+      _mm256_mask_storeu_ps(yt + (long)r * out_w, out_mask, a);
+    }
+  }
+}
+
 void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                       const float *x, float *y, float out_min, float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
@@ -109,6 +162,7 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
   const int32_t ntiles = (out_w + 15) / 16;
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
   __mmask16 mtab[MAX_KW][MAX_TILES];
+  __mmask8 mtab8[MAX_KW];
   int32_t col_off[MAX_COLS];
   uint8_t col_ky[MAX_COLS], col_kx[MAX_COLS];
   int32_t off[CHUNK];
@@ -134,6 +188,7 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
       for (t = 0; t < ntiles; t++) {
         mtab[kx][t] = col_mask(kx, 16 * t, in_w, out_w, pad_w);
       }
+      mtab8[kx] = (__mmask8)mtab[kx][0];
     }
     /* Column -> (input offset, ky, kx), once per call: decoding a nonzero is then table look-ups, without
      * the divisions or the data-dependent carry loops that mispredict on random gaps. */
@@ -180,6 +235,11 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
       }
 #undef PRUNEC_X4_DECODE
       last = e >= end;
+      if (out_w <= 8) {
+        tiles8(p, xg, yp, n, off, eky, mtab8, ekx, val, first, last, bias != NULL ? bias[oc] : 0.0f, out_min, out_max);
+        first = 0;
+        continue;
+      }
       for (oy0 = 0; oy0 < out_h; oy0 += ROWS) {
         const int32_t nrows = out_h - oy0 < ROWS ? out_h - oy0 : ROWS;
         const int interior = nrows == ROWS && oy0 - pad_h >= 0 && oy0 + ROWS - 1 + (int32_t)p->kh - 1 - pad_h < in_h;
