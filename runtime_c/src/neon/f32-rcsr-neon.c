@@ -45,7 +45,7 @@ static inline __attribute__((always_inline)) uint32_t prunec_neon_code(const uin
 /* ---- fc ---- */
 
 #ifndef PRUNEC_NEON_FC_WINDOW
-#define PRUNEC_NEON_FC_WINDOW 1024u /* entries per decoded window (overridable to test its boundaries; >= 9) */
+#define PRUNEC_NEON_FC_WINDOW 2048u /* entries per decoded window (overridable to test its boundaries; >= 9) */
 #endif
 
 /* The decoded window: d[i] = 4 * (code(cs + i) + 1), the byte step of x from entry cs + i - 1 to entry
@@ -76,6 +76,66 @@ static inline __attribute__((always_inline)) void prunec_neon_steps16(uint8x16_t
 }
 #endif
 
+/* k >= 1 blocks of 32 codes of 8 bits -> byte steps, 19 instructions per block: one load of 32 codes,
+ * 4 VADDL/UADDL (+1, widen to 16 bits), 8 VSHLL/USHLL (x4, widen to 32 bits), 4 stores of 8 steps, loop. */
+#if PRUNEC_HAVE_AARCH64
+static inline __attribute__((always_inline)) void prunec_neon_steps32(const uint8_t *c, uint32_t *d, uint32_t k) {
+  uint8x16_t one = vdupq_n_u8(1), t0, t1, t2, t3, t4, t5, t6, t7;
+  __asm__ __volatile__("1:\n\t"
+                       "ldp %q[t0], %q[t1], [%[c]], #32\n\t"
+          "uaddl %[t2].8h, %[t0].8b, %[one].8b\n\t"
+          "uaddl2 %[t3].8h, %[t0].16b, %[one].16b\n\t"
+          "uaddl %[t4].8h, %[t1].8b, %[one].8b\n\t"
+          "uaddl2 %[t5].8h, %[t1].16b, %[one].16b\n\t"
+          "ushll %[t0].4s, %[t2].4h, #2\n\t"
+          "ushll2 %[t1].4s, %[t2].8h, #2\n\t"
+          "ushll %[t6].4s, %[t3].4h, #2\n\t"
+          "ushll2 %[t7].4s, %[t3].8h, #2\n\t"
+          "stp %q[t0], %q[t1], [%[d]], #128\n\t"
+          "stp %q[t6], %q[t7], [%[d], #-96]\n\t"
+          "ushll %[t0].4s, %[t4].4h, #2\n\t"
+          "ushll2 %[t1].4s, %[t4].8h, #2\n\t"
+          "ushll %[t6].4s, %[t5].4h, #2\n\t"
+          "ushll2 %[t7].4s, %[t5].8h, #2\n\t"
+          "stp %q[t0], %q[t1], [%[d], #-64]\n\t"
+          "stp %q[t6], %q[t7], [%[d], #-32]\n\t"
+          "subs %w[k], %w[k], #1\n\t"
+          "b.ne 1b\n\t"
+          : [c] "+r"(c), [d] "+r"(d), [k] "+r"(k), [t0] "=&w"(t0), [t1] "=&w"(t1), [t2] "=&w"(t2),
+            [t3] "=&w"(t3), [t4] "=&w"(t4), [t5] "=&w"(t5), [t6] "=&w"(t6), [t7] "=&w"(t7)
+          : [one] "w"(one)
+          : "cc", "memory");
+}
+#else
+static inline __attribute__((always_inline)) void prunec_neon_steps32(const uint8_t *c, uint32_t *d, uint32_t k) {
+  __asm__ __volatile__("vmov.i8 d31, #1\n"
+          "1:\n\t"
+          "vld1.8 {d0-d3}, [%[c]]!\n\t"
+          "vaddl.u8 q2, d0, d31\n\t"
+          "vaddl.u8 q3, d1, d31\n\t"
+          "vshll.u16 q8, d4, #2\n\t"
+          "vshll.u16 q9, d5, #2\n\t"
+          "vshll.u16 q10, d6, #2\n\t"
+          "vshll.u16 q11, d7, #2\n\t"
+          "vst1.32 {d16-d19}, [%[d]]!\n\t"
+          "vst1.32 {d20-d23}, [%[d]]!\n\t"
+          "vaddl.u8 q2, d2, d31\n\t"
+          "vaddl.u8 q3, d3, d31\n\t"
+          "vshll.u16 q8, d4, #2\n\t"
+          "vshll.u16 q9, d5, #2\n\t"
+          "vshll.u16 q10, d6, #2\n\t"
+          "vshll.u16 q11, d7, #2\n\t"
+          "vst1.32 {d16-d19}, [%[d]]!\n\t"
+          "vst1.32 {d20-d23}, [%[d]]!\n\t"
+          "subs %[k], %[k], #1\n\t"
+          "bne 1b\n\t"
+          : [c] "+r"(c), [d] "+r"(d), [k] "+r"(k)
+          :
+          : "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d16", "d17", "d18", "d19", "d20", "d21", "d22",
+            "d23", "d31", "cc", "memory");
+}
+#endif
+
 /* Decodes the codes of entries from .. from + m - 1 (m = min(WINDOW + 1, total - from)) into byte steps,
  * 32 codes per vector step (b = 16: 8). Vector loads stay inside the index array. */
 static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s, uint32_t from) {
@@ -85,9 +145,9 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
   uint32_t i = 0;
   if (s->bits == 8) {
     const uint8_t *c = s->index + from;
-    for (; i + 32u <= m; i += 32u) {
-      prunec_neon_steps16(vld1q_u8(c + i), d + i);
-      prunec_neon_steps16(vld1q_u8(c + i + 16), d + i + 16);
+    if (m >= 32u) {
+      i = m & ~31u;
+      prunec_neon_steps32(c, d, m >> 5);
     }
     for (; i < m; i++) {
       d[i] = ((uint32_t)c[i] + 1u) << 2;
@@ -126,14 +186,138 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
 }
 
 /*
- * n entries of one row into acc. On entry xp = x + col(first entry) in bytes, dp points at the step of the
- * entry after it, vp at its value; on exit all three have moved past the n entries (dp past the step that
- * follows the last). Each x load is a lane load whose register post-increment is the next entry's step.
+ * The steps of one row: n entries into ACC. On entry xp = x + col(first entry) in bytes, dp points at the
+ * step of the entry after it, vp at its value; on exit all three have moved past the n entries (dp past the
+ * step that follows the last). Each x load is a lane load whose register post-increment is the next entry's
+ * step. Groups of 8 entries in a loop, then 4, 2, 1 entries on the bits of n.
+ *
+ * AArch64, per 8 entries: 4 LDP of steps, 8 LD1 lane loads, one LDP of 8 values, 2 FMLA, SUBS + B.NE = 17.
+ * The 2- and 1-entry steps load into the low lanes of registers whose upper lanes the load clears (LD1R .2S,
+ * LDR D / LDR S), so the unused lanes add 0 x 0.
  */
+#define PRUNEC_NEON_A64_STEPS(ACC, N)                  \
+  "lsr %w[g], %w[" N "], #3\n\t"                       \
+  "cbz %w[g], 2f\n"                                    \
+  "1:\n\t"                                             \
+  "ldp %w[s0], %w[s1], [%[dp]], #32\n\t"               \
+  "ldp %w[s2], %w[s3], [%[dp], #-24]\n\t"              \
+  "ldp %w[s4], %w[s5], [%[dp], #-16]\n\t"              \
+  "ldp %w[s6], %w[s7], [%[dp], #-8]\n\t"               \
+  "ld1 {%[x0].s}[0], [%[xp]], %[s0]\n\t"               \
+  "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"               \
+  "ld1 {%[x0].s}[2], [%[xp]], %[s2]\n\t"               \
+  "ld1 {%[x0].s}[3], [%[xp]], %[s3]\n\t"               \
+  "ld1 {%[x1].s}[0], [%[xp]], %[s4]\n\t"               \
+  "ld1 {%[x1].s}[1], [%[xp]], %[s5]\n\t"               \
+  "ld1 {%[x1].s}[2], [%[xp]], %[s6]\n\t"               \
+  "ld1 {%[x1].s}[3], [%[xp]], %[s7]\n\t"               \
+  "ldp %q[v0], %q[v1], [%[vp]], #32\n\t"               \
+  "fmla %[" ACC "].4s, %[v0].4s, %[x0].4s\n\t"         \
+  "fmla %[" ACC "].4s, %[v1].4s, %[x1].4s\n\t"         \
+  "subs %w[g], %w[g], #1\n\t"                          \
+  "b.ne 1b\n"                                          \
+  "2:\n\t"                                             \
+  "tbz %w[" N "], #2, 3f\n\t"                          \
+  "ldp %w[s0], %w[s1], [%[dp]], #16\n\t"               \
+  "ldp %w[s2], %w[s3], [%[dp], #-8]\n\t"               \
+  "ld1 {%[x0].s}[0], [%[xp]], %[s0]\n\t"               \
+  "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"               \
+  "ld1 {%[x0].s}[2], [%[xp]], %[s2]\n\t"               \
+  "ld1 {%[x0].s}[3], [%[xp]], %[s3]\n\t"               \
+  "ldr %q[v0], [%[vp]], #16\n\t"                       \
+  "fmla %[" ACC "].4s, %[v0].4s, %[x0].4s\n"           \
+  "3:\n\t"                                             \
+  "tbz %w[" N "], #1, 4f\n\t"                          \
+  "ldp %w[s0], %w[s1], [%[dp]], #8\n\t"                \
+  "ld1r {%[x0].2s}, [%[xp]], %[s0]\n\t"                \
+  "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"               \
+  "ldr %d[v0], [%[vp]], #8\n\t"                        \
+  "fmla %[" ACC "].4s, %[v0].4s, %[x0].4s\n"           \
+  "4:\n\t"                                             \
+  "tbz %w[" N "], #0, 5f\n\t"                          \
+  "ldr %w[s0], [%[dp]], #4\n\t"                        \
+  "ld1r {%[x0].2s}, [%[xp]], %[s0]\n\t"                \
+  "ldr %s[v0], [%[vp]], #4\n\t"                        \
+  "fmla %[" ACC "].4s, %[v0].4s, %[x0].4s\n"           \
+  "5:\n\t"
+
+/* Starts a row: xp = x + col(first entry) from the step before dp; ACC = 0. */
+#define PRUNEC_NEON_A64_ROW(ACC, N)                    \
+  "ldur %w[s0], [%[dp], #-4]\n\t"                      \
+  "add %[xp], %[xm4], %[s0]\n\t"                       \
+  "movi %[" ACC "].4s, #0\n\t" PRUNEC_NEON_A64_STEPS(ACC, N)
+
+#define PRUNEC_NEON_A64_TEMPS                                                                              \
+  [g] "=&r"(g), [x0] "=&w"(x0), [x1] "=&w"(x1), [v0] "=&w"(v0), [v1] "=&w"(v1), [s0] "=&r"(s0),           \
+      [s1] "=&r"(s1), [s2] "=&r"(s2), [s3] "=&r"(s3), [s4] "=&r"(s4), [s5] "=&r"(s5), [s6] "=&r"(s6),     \
+      [s7] "=&r"(s7)
+
+/*
+ * Armv7-A: per 8 entries 2 LDM of 4 steps, 8 VLD1 lane loads, one VLD1 of 8 values, 2 VFMA, SUBS + BNE =
+ * 15. The 2- and 1-entry steps use a 64-bit VFMA on the low half of ACC. x and values live in q8-q11, the
+ * steps in r4-r6, r8.
+ */
+#define PRUNEC_NEON_V7_STEPS(ACC, N)                   \
+  "lsrs %[g], %[" N "], #3\n\t"                        \
+  "beq 2f\n"                                           \
+  "1:\n\t"                                             \
+  "ldm %[dp]!, {r4, r5, r6, r8}\n\t"                   \
+  "vld1.32 {d16[0]}, [%[xp]], r4\n\t"                  \
+  "vld1.32 {d16[1]}, [%[xp]], r5\n\t"                  \
+  "vld1.32 {d17[0]}, [%[xp]], r6\n\t"                  \
+  "vld1.32 {d17[1]}, [%[xp]], r8\n\t"                  \
+  "ldm %[dp]!, {r4, r5, r6, r8}\n\t"                   \
+  "vld1.32 {d18[0]}, [%[xp]], r4\n\t"                  \
+  "vld1.32 {d18[1]}, [%[xp]], r5\n\t"                  \
+  "vld1.32 {d19[0]}, [%[xp]], r6\n\t"                  \
+  "vld1.32 {d19[1]}, [%[xp]], r8\n\t"                  \
+  "vld1.32 {d20-d23}, [%[vp]]!\n\t"                    \
+  "vfma.f32 %q[" ACC "], q10, q8\n\t"                  \
+  "vfma.f32 %q[" ACC "], q11, q9\n\t"                  \
+  "subs %[g], %[g], #1\n\t"                            \
+  "bne 1b\n"                                           \
+  "2:\n\t"                                             \
+  "tst %[" N "], #4\n\t"                               \
+  "beq 3f\n\t"                                         \
+  "ldm %[dp]!, {r4, r5, r6, r8}\n\t"                   \
+  "vld1.32 {d16[0]}, [%[xp]], r4\n\t"                  \
+  "vld1.32 {d16[1]}, [%[xp]], r5\n\t"                  \
+  "vld1.32 {d17[0]}, [%[xp]], r6\n\t"                  \
+  "vld1.32 {d17[1]}, [%[xp]], r8\n\t"                  \
+  "vld1.32 {d20-d21}, [%[vp]]!\n\t"                    \
+  "vfma.f32 %q[" ACC "], q10, q8\n"                    \
+  "3:\n\t"                                             \
+  "tst %[" N "], #2\n\t"                               \
+  "beq 4f\n\t"                                         \
+  "ldm %[dp]!, {r4, r5}\n\t"                           \
+  "vld1.32 {d16[0]}, [%[xp]], r4\n\t"                  \
+  "vld1.32 {d16[1]}, [%[xp]], r5\n\t"                  \
+  "vld1.32 {d20}, [%[vp]]!\n\t"                        \
+  "vfma.f32 %e[" ACC "], d20, d16\n"                   \
+  "4:\n\t"                                             \
+  "tst %[" N "], #1\n\t"                               \
+  "beq 5f\n\t"                                         \
+  "ldr r4, [%[dp]], #4\n\t"                            \
+  "vmov.i32 d16, #0\n\t"                               \
+  "vld1.32 {d16[0]}, [%[xp]], r4\n\t"                  \
+  "vld1.32 {d20[]}, [%[vp]]!\n\t"                      \
+  "vfma.f32 %e[" ACC "], d20, d16\n"                   \
+  "5:\n\t"
+
+/* Starts a row: n = rp[1] - rp[0], rp += 1; xp = x + col(first entry) from the step before dp; ACC = 0. */
+#define PRUNEC_NEON_V7_ROW(ACC)                        \
+  "ldr %[g], [%[rp]], #4\n\t"                          \
+  "ldr %[n], [%[rp]]\n\t"                              \
+  "sub %[n], %[n], %[g]\n\t"                           \
+  "ldr %[g], [%[dp], #-4]\n\t"                         \
+  "add %[xp], %[xm4], %[g]\n\t"                        \
+  "vmov.i32 %q[" ACC "], #0\n\t" PRUNEC_NEON_V7_STEPS(ACC, "n")
+
+#define PRUNEC_NEON_V7_CLOBBERS \
+  "r4", "r5", "r6", "r8", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "cc", "memory"
+
 #if PRUNEC_HAVE_AARCH64
-/* Per 8 entries: 4 LDP of steps, 8 LD1 lane loads, one LDP of 8 values, 2 FMLA, SUBS + B.NE = 17. Then
- * 4, 2, 1 entries (TBZ on the bits of n); the 2-entry and 1-entry steps load into the low lanes of zeroed
- * registers (LD1R .2S, LDR D/S clear the upper lanes). */
+/* n entries (any n) of a row, continuing from xp. */
 static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_run(float32x4_t acc, const char **xpp,
                                                                            const uint32_t **dpp,
                                                                            const float **vpp, uint32_t n) {
@@ -143,53 +327,8 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_run(floa
   float32x4_t x0, x1, v0, v1;
   uint64_t s0, s1, s2, s3, s4, s5, s6, s7;
   uint32_t g;
-  __asm__("lsr %w[g], %w[n], #3\n\t"
-          "cbz %w[g], 2f\n"
-          "1:\n\t"
-          "ldp %w[s0], %w[s1], [%[dp]], #32\n\t"
-          "ldp %w[s2], %w[s3], [%[dp], #-24]\n\t"
-          "ldp %w[s4], %w[s5], [%[dp], #-16]\n\t"
-          "ldp %w[s6], %w[s7], [%[dp], #-8]\n\t"
-          "ld1 {%[x0].s}[0], [%[xp]], %[s0]\n\t"
-          "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"
-          "ld1 {%[x0].s}[2], [%[xp]], %[s2]\n\t"
-          "ld1 {%[x0].s}[3], [%[xp]], %[s3]\n\t"
-          "ld1 {%[x1].s}[0], [%[xp]], %[s4]\n\t"
-          "ld1 {%[x1].s}[1], [%[xp]], %[s5]\n\t"
-          "ld1 {%[x1].s}[2], [%[xp]], %[s6]\n\t"
-          "ld1 {%[x1].s}[3], [%[xp]], %[s7]\n\t"
-          "ldp %q[v0], %q[v1], [%[vp]], #32\n\t"
-          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n\t"
-          "fmla %[acc].4s, %[v1].4s, %[x1].4s\n\t"
-          "subs %w[g], %w[g], #1\n\t"
-          "b.ne 1b\n"
-          "2:\n\t"
-          "tbz %w[n], #2, 3f\n\t"
-          "ldp %w[s0], %w[s1], [%[dp]], #16\n\t"
-          "ldp %w[s2], %w[s3], [%[dp], #-8]\n\t"
-          "ld1 {%[x0].s}[0], [%[xp]], %[s0]\n\t"
-          "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"
-          "ld1 {%[x0].s}[2], [%[xp]], %[s2]\n\t"
-          "ld1 {%[x0].s}[3], [%[xp]], %[s3]\n\t"
-          "ldr %q[v0], [%[vp]], #16\n\t"
-          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n"
-          "3:\n\t"
-          "tbz %w[n], #1, 4f\n\t"
-          "ldp %w[s0], %w[s1], [%[dp]], #8\n\t"
-          "ld1r {%[x0].2s}, [%[xp]], %[s0]\n\t"
-          "ld1 {%[x0].s}[1], [%[xp]], %[s1]\n\t"
-          "ldr %d[v0], [%[vp]], #8\n\t"
-          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n"
-          "4:\n\t"
-          "tbz %w[n], #0, 5f\n\t"
-          "ldr %w[s0], [%[dp]], #4\n\t"
-          "ld1r {%[x0].2s}, [%[xp]], %[s0]\n\t"
-          "ldr %s[v0], [%[vp]], #4\n\t"
-          "fmla %[acc].4s, %[v0].4s, %[x0].4s\n"
-          "5:\n\t"
-          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [g] "=&r"(g), [x0] "=&w"(x0),
-            [x1] "=&w"(x1), [v0] "=&w"(v0), [v1] "=&w"(v1), [s0] "=&r"(s0), [s1] "=&r"(s1), [s2] "=&r"(s2),
-            [s3] "=&r"(s3), [s4] "=&r"(s4), [s5] "=&r"(s5), [s6] "=&r"(s6), [s7] "=&r"(s7)
+  __asm__ __volatile__(PRUNEC_NEON_A64_STEPS("acc", "n")
+          : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), PRUNEC_NEON_A64_TEMPS
           : [n] "r"(n)
           : "cc", "memory");
   *xpp = xp;
@@ -197,10 +336,40 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_run(floa
   *vpp = vp;
   return acc;
 }
+
+/* 4 whole rows rp[0] .. rp[4] whose steps are all in the window: their 4 partial-sum vectors. */
+static inline __attribute__((always_inline)) void prunec_neon_fc_rows4(float32x4_t a[4], const uint32_t *rp,
+                                                                      const char *xm4, const uint32_t **dpp,
+                                                                      const float **vpp) {
+  const uint32_t *dp = *dpp;
+  const float *vp = *vpp;
+  const char *xp;
+  float32x4_t a0, a1, a2, a3, x0, x1, v0, v1;
+  uint64_t s0, s1, s2, s3, s4, s5, s6, s7;
+  uint32_t g, n0, n1, n2, n3;
+  __asm__ __volatile__("ldp %w[n0], %w[n1], [%[rp]]\n\t"
+          "ldp %w[n2], %w[n3], [%[rp], #8]\n\t"
+          "ldr %w[g], [%[rp], #16]\n\t"
+          "sub %w[n0], %w[n1], %w[n0]\n\t"
+          "sub %w[n1], %w[n2], %w[n1]\n\t"
+          "sub %w[n2], %w[n3], %w[n2]\n\t"
+          "sub %w[n3], %w[g], %w[n3]\n\t"
+          PRUNEC_NEON_A64_ROW("a0", "n0")
+          PRUNEC_NEON_A64_ROW("a1", "n1")
+          PRUNEC_NEON_A64_ROW("a2", "n2")
+          PRUNEC_NEON_A64_ROW("a3", "n3")
+          : [a0] "=&w"(a0), [a1] "=&w"(a1), [a2] "=&w"(a2), [a3] "=&w"(a3), [xp] "=&r"(xp), [dp] "+r"(dp),
+            [vp] "+r"(vp), [n0] "=&r"(n0), [n1] "=&r"(n1), [n2] "=&r"(n2), [n3] "=&r"(n3), PRUNEC_NEON_A64_TEMPS
+          : [rp] "r"(rp), [xm4] "r"(xm4)
+          : "cc", "memory");
+  a[0] = a0;
+  a[1] = a1;
+  a[2] = a2;
+  a[3] = a3;
+  *dpp = dp;
+  *vpp = vp;
+}
 #else
-/* Armv7-A: per 8 entries 2 LDM of 4 steps, 8 VLD1 lane loads, one VLD1 of 8 values, 2 VFMA, SUBS + BNE =
- * 15. Then 4, 2, 1 entries; the 2- and 1-entry steps use a 64-bit VFMA on the low half of acc. x and values
- * live in q8-q11, the steps in r4-r6, r8. */
 static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_run(float32x4_t acc, const char **xpp,
                                                                            const uint32_t **dpp,
                                                                            const float **vpp, uint32_t n) {
@@ -208,70 +377,49 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_run(floa
   const uint32_t *dp = *dpp;
   const float *vp = *vpp;
   uint32_t g;
-  __asm__("lsrs %[g], %[n], #3\n\t"
-          "beq 2f\n"
-          "1:\n\t"
-          "ldm %[dp]!, {r4, r5, r6, r8}\n\t"
-          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
-          "vld1.32 {d16[1]}, [%[xp]], r5\n\t"
-          "vld1.32 {d17[0]}, [%[xp]], r6\n\t"
-          "vld1.32 {d17[1]}, [%[xp]], r8\n\t"
-          "ldm %[dp]!, {r4, r5, r6, r8}\n\t"
-          "vld1.32 {d18[0]}, [%[xp]], r4\n\t"
-          "vld1.32 {d18[1]}, [%[xp]], r5\n\t"
-          "vld1.32 {d19[0]}, [%[xp]], r6\n\t"
-          "vld1.32 {d19[1]}, [%[xp]], r8\n\t"
-          "vld1.32 {d20-d23}, [%[vp]]!\n\t"
-          "vfma.f32 %q[acc], q10, q8\n\t"
-          "vfma.f32 %q[acc], q11, q9\n\t"
-          "subs %[g], %[g], #1\n\t"
-          "bne 1b\n"
-          "2:\n\t"
-          "tst %[n], #4\n\t"
-          "beq 3f\n\t"
-          "ldm %[dp]!, {r4, r5, r6, r8}\n\t"
-          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
-          "vld1.32 {d16[1]}, [%[xp]], r5\n\t"
-          "vld1.32 {d17[0]}, [%[xp]], r6\n\t"
-          "vld1.32 {d17[1]}, [%[xp]], r8\n\t"
-          "vld1.32 {d20-d21}, [%[vp]]!\n\t"
-          "vfma.f32 %q[acc], q10, q8\n"
-          "3:\n\t"
-          "tst %[n], #2\n\t"
-          "beq 4f\n\t"
-          "ldm %[dp]!, {r4, r5}\n\t"
-          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
-          "vld1.32 {d16[1]}, [%[xp]], r5\n\t"
-          "vld1.32 {d20}, [%[vp]]!\n\t"
-          "vfma.f32 %e[acc], d20, d16\n"
-          "4:\n\t"
-          "tst %[n], #1\n\t"
-          "beq 5f\n\t"
-          "ldr r4, [%[dp]], #4\n\t"
-          "vmov.i32 d16, #0\n\t"
-          "vld1.32 {d16[0]}, [%[xp]], r4\n\t"
-          "vld1.32 {d20[]}, [%[vp]]!\n\t"
-          "vfma.f32 %e[acc], d20, d16\n"
-          "5:\n\t"
+  __asm__ __volatile__(PRUNEC_NEON_V7_STEPS("acc", "n")
           : [acc] "+w"(acc), [xp] "+r"(xp), [dp] "+r"(dp), [vp] "+r"(vp), [g] "=&r"(g)
           : [n] "r"(n)
-          : "r4", "r5", "r6", "r8", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "cc", "memory");
+          : PRUNEC_NEON_V7_CLOBBERS);
   *xpp = xp;
   *dpp = dp;
   *vpp = vp;
   return acc;
 }
+
+static inline __attribute__((always_inline)) void prunec_neon_fc_rows4(float32x4_t a[4], const uint32_t *rp,
+                                                                      const char *xm4, const uint32_t **dpp,
+                                                                      const float **vpp) {
+  const uint32_t *dp = *dpp;
+  const float *vp = *vpp;
+  const char *xp;
+  float32x4_t a0, a1, a2, a3;
+  uint32_t g, n;
+  __asm__ __volatile__(PRUNEC_NEON_V7_ROW("a0") PRUNEC_NEON_V7_ROW("a1") PRUNEC_NEON_V7_ROW("a2") PRUNEC_NEON_V7_ROW("a3")
+          : [a0] "=&w"(a0), [a1] "=&w"(a1), [a2] "=&w"(a2), [a3] "=&w"(a3), [xp] "=&r"(xp), [dp] "+r"(dp),
+            [vp] "+r"(vp), [rp] "+r"(rp), [g] "=&r"(g), [n] "=&r"(n)
+          : [xm4] "r"(xm4)
+          : PRUNEC_NEON_V7_CLOBBERS);
+  a[0] = a0;
+  a[1] = a1;
+  a[2] = a2;
+  a[3] = a3;
+  *dpp = dp;
+  *vpp = vp;
+}
 #endif
 
 /* Where the fc loop stands: dp points at the step after the first entry of the next row (past the step of
- * the previous row's last entry), vp at the next row's first value. */
+ * the previous row's last entry), vp at the next row's first value; rows ending at or before lim have all
+ * their steps in the window. */
 typedef struct prunec_neon_fc_pos {
   const uint32_t *dp;
   const float *vp;
   uint32_t lim;
 } prunec_neon_fc_pos;
 
-/* Row [e, end): 4 partial sums. xm4 = x - 1 entry, in bytes. */
+/* One row [e, end), refilling the window first when the row's steps are not all in it: 4 partial sums.
+ * xm4 = x - 1 entry, in bytes. */
 static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_row(prunec_neon_window *s,
                                                                            prunec_neon_fc_pos *p,
                                                                            const char *xm4, uint32_t e,
@@ -312,11 +460,12 @@ static inline float32x4_t prunec_neon_sum4(float32x4_t a0, float32x4_t a1, float
 #endif
 
 /*
- * Sparse fc. The codes are decoded in a SIMD pre-pass (prunec_neon_fc_fill, ~0.6 instructions per entry)
+ * Sparse fc. The codes are decoded in a SIMD pre-pass (prunec_neon_fc_fill, ~0.7 instructions per entry)
  * into byte steps of x, a window of up to 1025 entries on the stack, reused across rows. The main loop does
  * no column arithmetic: each x load is a lane load whose register post-increment steps the x pointer to the
- * next entry's column; 8 values per load, 2 FMAs per 8 entries. Rows go 4 at a time (one horizontal
- * reduction, bias add, clamp and store per 4 rows); a row's last 1-7 entries take 4-, 2- and 1-entry steps.
+ * next entry's column; 8 values per load, 2 FMAs per 8 entries. Rows go 4 at a time, in one asm block when
+ * all 4 are in the window (one horizontal reduction, bias add, clamp and store per 4 rows); a row's last 1-7
+ * entries take 4-, 2- and 1-entry steps.
  */
 void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                               float out_min, float out_max) {
@@ -326,35 +475,37 @@ void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const
   const char *xm4 = (const char *)x - 4;
   const float32x4_t vlo = vdupq_n_f32(out_min), vhi = vdupq_n_f32(out_max);
   const uint32_t rows = w->rows;
-  uint32_t r, e = row_ptr[0];
+  uint32_t r;
   s.index = w->index;
   s.bits = w->index_bits;
   s.total = row_ptr[rows];
   s.cs = 0;
   s.lim = 0;
+  s.d[0] = 0;
   p.dp = s.d + 1;
-  p.vp = w->values + e;
+  p.vp = w->values + row_ptr[0];
   p.lim = 0;
   for (r = 0; r + 4u <= rows; r += 4u) {
-    const uint32_t e1 = row_ptr[r + 1], e2 = row_ptr[r + 2], e3 = row_ptr[r + 3], e4 = row_ptr[r + 4];
-    const float32x4_t a0 = prunec_neon_fc_row(&s, &p, xm4, e, e1);
-    const float32x4_t a1 = prunec_neon_fc_row(&s, &p, xm4, e1, e2);
-    const float32x4_t a2 = prunec_neon_fc_row(&s, &p, xm4, e2, e3);
-    const float32x4_t a3 = prunec_neon_fc_row(&s, &p, xm4, e3, e4);
-    float32x4_t v = prunec_neon_sum4(a0, a1, a2, a3);
+    float32x4_t a[4], v;
+    if (row_ptr[r + 4] <= p.lim) {
+      prunec_neon_fc_rows4(a, row_ptr + r, xm4, &p.dp, &p.vp);
+    } else {
+      uint32_t k;
+      for (k = 0; k < 4u; k++) {
+        a[k] = prunec_neon_fc_row(&s, &p, xm4, row_ptr[r + k], row_ptr[r + k + 1]);
+      }
+    }
+    v = prunec_neon_sum4(a[0], a[1], a[2], a[3]);
     if (bias != NULL) {
       v = vaddq_f32(v, vld1q_f32(bias + r));
     }
     vst1q_f32(y + r, vminq_f32(vmaxq_f32(v, vlo), vhi));
-    e = e4;
   }
   for (; r < rows; r++) {
-    const uint32_t e1 = row_ptr[r + 1];
-    float v = prunec_neon_hsum(prunec_neon_fc_row(&s, &p, xm4, e, e1));
+    float v = prunec_neon_hsum(prunec_neon_fc_row(&s, &p, xm4, row_ptr[r], row_ptr[r + 1]));
     v += bias != NULL ? bias[r] : 0.0f;
     v = v < out_min ? out_min : v;
     y[r] = v > out_max ? out_max : v;
-    e = e1;
   }
 }
 
