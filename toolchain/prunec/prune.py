@@ -167,12 +167,12 @@ def rescale_dropout(model: nn.Module, masks: M.Masks, original_p: dict[str, floa
 # --- retraining ---------------------------------------------------------------------------------------
 
 
-def retrain_config(recipe: Recipe, epochs: int) -> TrainConfig:
+def retrain_config(recipe: Recipe, epochs: int, average: bool = False) -> TrainConfig:
     return TrainConfig(
         epochs=epochs, lr=recipe.lr, momentum=recipe.momentum, batch_size=recipe.batch_size,
         weight_decay=recipe.reg_strength if recipe.reg == "l2" else 0.0,
         l1=recipe.reg_strength if recipe.reg == "l1" else 0.0, lr_schedule=recipe.lr_schedule,
-        distill=recipe.distill, distill_temperature=recipe.distill_temperature,
+        distill=recipe.distill, distill_temperature=recipe.distill_temperature, average=average,
     )
 
 
@@ -188,10 +188,10 @@ def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
 
 
 def retrain(model: nn.Module, data: Dataset, recipe: Recipe, masks: M.Masks, epochs: int, *, seed: int,
-            progress: bool, desc: str, teacher_logits: torch.Tensor | None = None) -> list[dict]:
+            progress: bool, desc: str, teacher_logits: torch.Tensor | None = None, average: bool = False) -> list[dict]:
     if epochs <= 0:
         return []
-    cfg = retrain_config(recipe, epochs)
+    cfg = retrain_config(recipe, epochs, average)
     kind = _param_kind(model)
     has_conv = any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
     if recipe.alternate and has_conv:
@@ -309,9 +309,17 @@ def run_schedule(
         if recipe.dropout_rescale:
             rescale_dropout(model, masks, state["dropout_p0"], state["weights0"])
         acc_pruned = evaluate(model, data.test)
-        epochs = recipe.retrain_epochs + (recipe.final_epochs if k == recipe.steps else 0)
-        hist = retrain(model, data, recipe, masks, epochs, seed=seed * 1000 + k, progress=progress,
-                       desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits)
+        if k == recipe.steps and recipe.final_average and recipe.final_epochs:
+            epochs = recipe.retrain_epochs + recipe.final_epochs
+            hist = retrain(model, data, recipe, masks, recipe.retrain_epochs, seed=seed * 1000 + k, progress=progress,
+                           desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits)
+            hist += retrain(model, data, replace(recipe, lr_schedule="constant"), masks, recipe.final_epochs,
+                            seed=seed * 1000 + k + 500, progress=progress, desc="final (averaged)", teacher_logits=teacher_logits,
+                            average=True)
+        else:
+            epochs = recipe.retrain_epochs + (recipe.final_epochs if k == recipe.steps else 0)
+            hist = retrain(model, data, recipe, masks, epochs, seed=seed * 1000 + k, progress=progress,
+                           desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits)
         acc = evaluate(model, data.test)
         rec = {
             "step": k,

@@ -54,6 +54,7 @@ class Recipe:
     remove_dead: bool = True
     distill: float = 0.0  # >0: retrain against the dense model's soft targets too (weight of that term)
     distill_temperature: float = 4.0
+    final_average: bool = False  # final phase: constant lr, end with the mean of its epoch-end weights (SWA)
     target_compression: float | None = None  # scale the profile so total/nonzero weights reaches this
     max_accuracy_drop: float | None = None  # stop (and keep the previous step) beyond this drop (fraction)
 
@@ -95,7 +96,7 @@ def paper_sparsity(model_name: str) -> dict[str, float]:
 DEFAULT_RECIPES: dict[str, Recipe] = {
     "lenet300": Recipe(
         sparsity={"fc1": 0.93, "fc2": 0.85, "fc3": 0.40},
-        steps=8, schedule="cubic", retrain_epochs=8, final_epochs=30, lr=0.005, reg="l2", reg_strength=1e-4,
+        steps=8, schedule="cubic", retrain_epochs=2, final_epochs=4, lr=0.005, reg="l2", reg_strength=1e-4,
     ),
     "lenet5": Recipe(
         sparsity={"conv1": 0.34, "conv2": 0.88, "fc1": 0.93, "fc2": 0.70},

@@ -35,6 +35,7 @@ class TrainConfig:
     nesterov: bool = False
     distill: float = 0.0  # weight of the distillation term (soft targets of a teacher), 0 = plain cross-entropy
     distill_temperature: float = 4.0
+    average: bool = False  # keep the mean of the weights at each epoch's end and end with it (SWA)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +147,7 @@ def fit(
     g = torch.Generator().manual_seed(seed)
     history = []
     t = 0
+    avg = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()} if cfg.average else None
     model.train()
     try:
         for epoch in range(cfg.epochs):
@@ -180,6 +182,11 @@ def fit(
                 if s % 50 == 0:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2g}")
             bar.close()
+            if avg is not None:  # running mean; pruned weights are 0 at every epoch end, so they stay 0
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if k in avg:
+                            avg[k].mul_(epoch / (epoch + 1)).add_(v, alpha=1 / (epoch + 1))
             rec = {"epoch": epoch + 1, "loss": loss_sum / steps, "lr": lr}
             history.append(rec)
             if on_epoch:
@@ -187,5 +194,12 @@ def fit(
     finally:
         for p in frozen:
             p.requires_grad_(True)
+    if avg is not None and cfg.epochs:
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if k in avg:
+                    v.copy_(avg[k])
+        if masks:
+            M.apply_masks(model, masks)
     model.eval()
     return history
