@@ -46,14 +46,20 @@ def _load_data(name: str, data_dir: str | None, model_name: str, seed: int = 0) 
     return ds
 
 
-def _session():
+# Intra-op threads per model when PRUNEC_THREADS is unset: LeNet-300-100's small matmuls run fastest on one
+# thread (a second one mostly spins, and on a shared 2-core machine it slows everyone down); the conv nets
+# use two.
+THREADS = {"lenet300": 1}
+
+
+def _session(model_name: str | None = None):
     """(distributed?, rank0?) — joins the torchrun group when launched by torchrun."""
     from .train import set_threads
 
     if DIST.launched_by_torchrun():
         DIST.init()
         return True, DIST.is_rank0()
-    set_threads()
+    set_threads(THREADS.get(model_name or ""))
     return False, True
 
 
@@ -121,7 +127,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
             raise PrunecError(f"{name} must be ≥ 1")
     if lr is not None and lr <= 0:
         raise PrunecError("--lr must be > 0")
-    distributed, rank0 = _session()
+    distributed, rank0 = _session(model_name)
 
     def body():
         ds = _load_data(data_name, data_dir, model_name, seed)
@@ -216,7 +222,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
         data_name = data_name or base_ckpt.meta.get("dataset") or "fashion-mnist"
         baseline = None
         hist_before = weight_histograms(model)
-    distributed, rank0 = _session()
+    distributed, rank0 = _session(name)
 
     def body():
         nonlocal baseline
@@ -281,7 +287,7 @@ def sensitivity_cmd(base, out, tolerance, data_name, data_dir):
 
     ckpt = C.load(base)
     _check_out_parent(Path(out))
-    _session()
+    _session(ckpt.model_name)
     ds = _load_data(data_name or ckpt.meta.get("dataset") or "fashion-mnist", data_dir, ckpt.model_name, ckpt.meta.get("seed") or 0)
     result = S.analyse(ckpt.model, ds.test)
     proposal = S.propose(result, tolerance)
