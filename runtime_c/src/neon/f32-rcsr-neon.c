@@ -460,12 +460,12 @@ static inline float32x4_t prunec_neon_sum4(float32x4_t a0, float32x4_t a1, float
 #endif
 
 /*
- * Sparse fc. The codes are decoded in a SIMD pre-pass (prunec_neon_fc_fill, ~0.7 instructions per entry)
- * into byte steps of x, a window of up to 1025 entries on the stack, reused across rows. The main loop does
- * no column arithmetic: each x load is a lane load whose register post-increment steps the x pointer to the
- * next entry's column; 8 values per load, 2 FMAs per 8 entries. Rows go 4 at a time, in one asm block when
- * all 4 are in the window (one horizontal reduction, bias add, clamp and store per 4 rows); a row's last 1-7
- * entries take 4-, 2- and 1-entry steps.
+ * Sparse fc. The codes are decoded in a SIMD pre-pass (prunec_neon_fc_fill, ~0.6 instructions per entry at
+ * b = 8) into byte steps of x, a window of up to WINDOW + 1 = 2049 entries (8 KB) on the stack, reused across
+ * rows. The main loop does no column arithmetic: each x load is a lane load whose register post-increment
+ * steps the x pointer to the next entry's column; 8 values per load, 2 FMAs per 8 entries. Rows go 4 at a
+ * time, in one asm block when all 4 are in the window (one horizontal reduction, bias add, clamp and store
+ * per 4 rows); a row's last 1-7 entries take 4-, 2- and 1-entry steps.
  */
 void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                               float out_min, float out_max) {
