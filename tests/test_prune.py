@@ -295,3 +295,20 @@ def test_distillation_pulls_student_towards_teacher(tiny):
         s = logits(student, tiny.train.x)
         kls[alpha] = float(F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean"))
     assert kls[1.0] < kls[0.0]
+
+
+def test_weight_averaging_ends_on_the_mean_of_epoch_ends(tiny):
+    from prunec.train import TrainConfig, fit
+
+    torch.manual_seed(0)
+    model = LeNet300()
+    masks = {"fc1": torch.rand(300, 784) < 0.2}
+    ends = []
+    fit(model, tiny.train, TrainConfig(epochs=3, lr=0.01, batch_size=64, lr_schedule="constant"), masks=masks, progress=False,
+        on_epoch=lambda e, rec: ends.append(model.fc1.weight.detach().clone()))
+    torch.manual_seed(0)
+    avg_model = LeNet300()
+    fit(avg_model, tiny.train, TrainConfig(epochs=3, lr=0.01, batch_size=64, lr_schedule="constant", average=True), masks=masks,
+        progress=False)
+    assert torch.allclose(avg_model.fc1.weight, torch.stack(ends).mean(0), atol=1e-6)
+    assert torch.count_nonzero(avg_model.fc1.weight[~masks["fc1"]]) == 0
