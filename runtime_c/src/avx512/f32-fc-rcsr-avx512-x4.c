@@ -193,8 +193,6 @@ void prunec_f32_fc_rcsr__avx512x4(const prunec_rcsr_f32 *w, const float *bias, c
           const __m128 w1 = _mm_loadu_ps(v1 + i);
           const __m128 w2 = _mm_loadu_ps(v2 + i);
           const __m128 w3 = _mm_loadu_ps(v3 + i);
-          _mm_prefetch((const char *)(v0 + i + 128), _MM_HINT_T0);
-          _mm_prefetch((const char *)(v2 + i + 128), _MM_HINT_T0);
           FMA4(a00, a01, a02, a03, w0, c0 + i);
           FMA4(a10, a11, a12, a13, w1, c1 + i);
           FMA4(a20, a21, a22, a23, w2, c2 + i);
