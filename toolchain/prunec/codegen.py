@@ -146,7 +146,8 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
         used.add(ident)
         enc = encodings.get(n.name)
         try:
-            k = runtime.select(_kernel_op(n, enc), tuple(target.isa))
+            op = _kernel_op(n, enc)
+            k = runtime.select(op, target.isa_for(op))
         except KeyError as e:
             raise PrunecError(f"layer {n.name}: {e.args[0]}") from None
         sym = (lambda s: f"{name}_{ident}_{s}") if blob else (lambda s: f"{ident}_{s}")

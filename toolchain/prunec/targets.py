@@ -34,6 +34,14 @@ class Target:
     packages: dict = field(default_factory=dict)  # tool -> Debian package
     extra: dict = field(default_factory=dict)  # every other key of the file, for runners and codegen
 
+    def isa_for(self, op: str) -> tuple[str, ...]:
+        """Kernel ISA preference for one op: the file's `[isa_by_op]` entry where it has one (the best kernel
+        differs by op), restricted to the ISAs this build machine kept (probes), else `isa`."""
+        order = (self.extra.get("isa_by_op") or {}).get(op)
+        if not order:
+            return self.isa
+        return tuple(i for i in order if i in self.isa or i == "portable")
+
     def tools(self) -> dict[str, str]:
         """Executables this target needs, by role (cc, ar, and the runner's emulator if any)."""
         t = {"cc": self.cc, "ar": self.ar}
@@ -92,8 +100,8 @@ def _native_macros(cc: str) -> frozenset[str]:
 
 
 def _apply_probes(t: Target) -> Target:
-    """Optional ISAs, chosen at build time: a `[probe.<isa>]` table (macros, cflags, env) keeps <isa> in the
-    preference list and adds its cflags when the build machine's compiler with -march=native defines every
+    """Optional ISAs, chosen at build time: a `[probe.<isa>]` table (macros, cflags, env, and `isas`, the kernel
+    families it gates, default [<isa>]) keeps them in the preference list and adds its cflags when the build machine's compiler with -march=native defines every
     macro, or when the environment variable `env` is 1; `env` = 0 drops it."""
     probes = t.extra.get("probe") or {}
     isa, cflags = list(t.isa), list(t.cflags)
@@ -105,8 +113,8 @@ def _apply_probes(t: Target) -> Target:
             on = set(spec.get("macros", ())) <= _native_macros(t.cc)
         if on:
             cflags += [f for f in spec.get("cflags", ()) if f not in cflags]
-        elif name in isa:
-            isa.remove(name)
+        else:
+            isa = [i for i in isa if i not in spec.get("isas", [name])]
     if not probes:
         return t
     return replace(t, isa=tuple(isa), cflags=tuple(cflags))
