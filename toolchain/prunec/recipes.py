@@ -99,8 +99,8 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         steps=8, schedule="cubic", retrain_epochs=2, final_epochs=4, lr=0.005, reg="l2", reg_strength=1e-4,
     ),
     "lenet5": Recipe(
-        sparsity={"conv1": 0.34, "conv2": 0.88, "fc1": 0.93, "fc2": 0.70},
-        steps=4, schedule="cubic", retrain_epochs=3, final_epochs=8, lr=0.002, reg="l2", reg_strength=5e-4,
+        sparsity={"conv1": 0.34, "conv2": 0.88, "fc1": 0.925, "fc2": 0.70},
+        steps=6, schedule="cubic", retrain_epochs=4, final_epochs=16, lr=0.002, reg="l2", reg_strength=5e-4,
     ),
     "alexnet": Recipe(sparsity=paper_sparsity("alexnet"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
     "vgg16": Recipe(sparsity=paper_sparsity("vgg16"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
