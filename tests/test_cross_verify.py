@@ -78,8 +78,8 @@ def test_build_and_verify_under_qemu(target, model, n, models, tmp_path):
         pytest.skip(", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
     out = tmp_path / "b"
     r = build(models[model], target, out, name=model)
-    isa = t.isa[0]
-    assert any(k.endswith("__" + isa) for k in r.manifest["kernels"]), r.manifest["kernels"]
+    isa = t.isa_for("fc_rcsr")[0]  # the target's own sparse fc kernel is used, not the portable fallback
+    assert any(k == f"prunec_f32_fc_rcsr__{isa}" for k in r.manifest["kernels"]), r.manifest["kernels"]
     kw = {"data": "fashion-mnist"} if _has_fashion_mnist() else {"random": n}
     manifest_bytes = (out / "manifest.json").read_bytes()
     rep = verify(out, limit=n, **kw)
