@@ -154,16 +154,15 @@ def write_report(ckpt, out_dir: Path) -> list[Path]:
 
     def emit(name, fn, *args):
         with atomic_file(out_dir / name) as tmp:
-            ok = fn(*args, tmp)
-        if ok is not False:
-            written.append(out_dir / name)
-        elif (out_dir / name).exists():
-            (out_dir / name).unlink()
+            fn(*args, tmp)
+        written.append(out_dir / name)
 
     rows = layer_table(ckpt.model, ckpt.input_shape)
     emit("weights.png", plot_weights, ckpt.meta.get("weight_hist_before"), weight_histograms(ckpt.model))
-    emit("masks.png", plot_masks, ckpt.model)
+    if any(isinstance(m, nn.Linear) for _, m in prunable_layers(ckpt.model)):
+        emit("masks.png", plot_masks, ckpt.model)
     emit("remaining.png", plot_remaining, rows, ckpt.model_name)
-    sched = ckpt.schedule or {}
-    emit("schedule.png", plot_schedule, sched.get("history", []), ckpt.metrics.get("baseline_test_accuracy"))
+    history = (ckpt.schedule or {}).get("history", [])
+    if history:  # a dense checkpoint has no schedule
+        emit("schedule.png", plot_schedule, history, ckpt.metrics.get("baseline_test_accuracy"))
     return written

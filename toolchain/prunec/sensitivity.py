@@ -4,7 +4,6 @@ pruned hard; the proposal per layer is the largest fraction whose accuracy drop 
 """
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def plot(result: dict, path: str | Path, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return Path(path)
 
@@ -77,11 +76,7 @@ def write(result: dict, proposal: dict, out_dir: Path, model_name: str) -> list[
         tmp.write_text(json.dumps({"model": model_name, **result, "proposed_sparsity": proposal}, indent=2))
     files.append(out_dir / "sensitivity.json")
     with atomic_file(out_dir / "sensitivity.png") as tmp:
-        plot(result, tmp.with_suffix(".png"), f"{model_name}: accuracy vs fraction pruned (no retraining)")
-        tmp.with_suffix(".png").replace(tmp)
+        plot(result, tmp, f"{model_name}: accuracy vs fraction pruned (no retraining)")
     files.append(out_dir / "sensitivity.png")
     return files
 
-
-def clone(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
