@@ -135,3 +135,12 @@ def test_bad_input_exit_2_and_no_file(base, tmp_path, case):
     assert "prunec: error:" in r.output
     assert not out.exists()
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_info_and_report_of_a_dense_checkpoint(base, tmp_path):
+    info = json.loads(run("info", base, "--json").output)
+    assert info["compression"] == 1.0 and info["params_nonzero"] == info["params_total"]
+    assert info["test_accuracy"] == info["baseline_test_accuracy"]
+    r = run("report", base, "--out", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["masks.png", "remaining.png", "weights.png"]
