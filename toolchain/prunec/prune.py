@@ -336,9 +336,10 @@ def run_schedule(
         if stop:
             rec["undone"] = True
             state["history"].append(rec)
-            if k > 1 or prev is not None:
-                model.load_state_dict(prev[0])
-                masks = prev[1]
+            model.load_state_dict(prev[0])
+            masks = prev[1]
+            if recipe.dropout_rescale:
+                rescale_dropout(model, masks, state["dropout_p0"], state["weights0"])
             state["stopped"] = f"step {k} dropped accuracy by {baseline_accuracy - acc:.4f} > {recipe.max_accuracy_drop}; kept step {k - 1}"
             log(state["stopped"])
             state["step"] = k
