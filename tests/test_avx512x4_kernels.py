@@ -52,3 +52,27 @@ def test_maxpool_fast_path_propagates_nan_like_the_portable_twin(built, tmp_path
     lib.prunec_f32_maxpool2d__avx512x4(p, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True))
     want = x.reshape(2, 3, 2, 19, 2).max(axis=(2, 4)).ravel()
     assert math.isnan(y[2]) and np.array_equal(np.nan_to_num(y, nan=0.5), np.nan_to_num(want, nan=0.5))
+
+
+# The 8-bit fc path of avx512x4 takes rows in fours when x is wider than 12288 columns (48 KB), in pairs
+# otherwise; these shapes reach the four-row path with every remainder (rows mod 4), rows of unequal and
+# empty lengths, and long rows (groups of 8 entries plus tails), against the float64 reference.
+WIDE_FC = [
+    kh.FcCase(rows, cols, density=d, pattern=p, bits=8, act=act, bias=bias, seed=s)
+    for rows, cols, d, p, act, bias, s in [
+        (1, 12289, 0.05, "random", "none", True, 1),
+        (4, 13000, 0.04, "random", "relu", True, 2),
+        (7, 20000, 0.02, "random", "none", False, 3),
+        (9, 25088, 0.04, "empty_rows", "relu6", True, 4),
+        (10, 16000, 0.3, "random", "none", True, 5),
+        (6, 12300, 0.001, "random", "relu", True, 6),
+        (5, 14000, 0.0, "zero", "none", True, 7),
+        (8, 12500, 0.04, "far", "none", True, 8),
+    ]
+]
+
+
+@pytest.mark.parametrize("case", WIDE_FC, ids=[c.id for c in WIDE_FC])
+def test_avx512x4_fc_wide_x_four_row_path(built, case):
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_fc_rcsr__avx512x4", case)

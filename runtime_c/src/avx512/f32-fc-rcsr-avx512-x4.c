@@ -36,6 +36,14 @@
 #include "prunec_kernels.h"
 
 #define CHUNK 1024u /* entries decoded per row and pass: 4 rows x 4 KB of columns stay in L1 */
+#define YPF_V 8192 /* software prefetch distance (bytes) of the value stream of the 8-bit path */
+#define YPF_C 2048 /* and of its code stream */
+#ifndef YPF_MIN_ENTRIES
+#define YPF_MIN_ENTRIES 2400000u /* prefetch only layers of more entries (12 MB: beyond what stays in L3) */
+#endif
+#ifndef YQUAD_COLS
+#define YQUAD_COLS 12288u /* x wider than this (48 KB, an L1 here): rows in fours, sharing the lines of x */
+#endif
 
 
 /* Columns of entries e .. e+n-1 of one row, continuing from column `last`; returns the last column. */
@@ -163,7 +171,7 @@ static inline void row_rest(const float *vals, const int32_t *cols, uint32_t i, 
 #define YA(R, j, OFF, HL)                                                              \
   "movzbl %" HL "[q" #R "], %k[t]\n\t"                                                 \
   "add %q[t], %q[s" #R "]\n\t"                                                         \
-  "vfmadd231ps " OFF "(%q[xp" #R "],%q[s" #R "],4)%{1to8%}, %[v" #R "], %[a" #R #j "]\n\t"
+  "vfmadd231ps " OFF "(%q[xp],%q[s" #R "],4)%{1to8%}, %[v" #R "], %[a" #R #j "]\n\t"
 #define YSHR(R) "shr $16, %q[q" #R "]\n\t"
 
 #define YZERO(R)                                                          \
@@ -213,34 +221,112 @@ static float y_row1(const float *vals, const uint8_t *codes, uint32_t n, const f
 
 /* Two rows at once (rows of 8-bit codes): entries [0, n0) of row 0 and [0, n1) of row 1; xp0/xp1 point at
  * x[column before the first entry + 1]. Adds the two dot products to out[0], out[1]. */
-static void y_pair(const float *vl0, const uint8_t *cd0, uint32_t n0, const float *xp0, const float *vl1,
-                   const uint8_t *cd1, uint32_t n1, const float *xp1, float *out) {
+static inline __attribute__((always_inline)) void y_pair(const float *vl0, const uint8_t *cd0, uint32_t n0,
+                                                        const float *vl1, const uint8_t *cd1, uint32_t n1,
+                                                        const float *x, int prefetch, float *out) {
   const uint32_t common = (n0 < n1 ? n0 : n1) & ~7u;
+  const float *const end0 = vl0 + common;
+  const float *xp = x;
   uint64_t s0 = 0, s1 = 0;
-  uint32_t i;
   YZERO(0);
   YZERO(1);
-  for (i = 0; i < common; i += 8u, xp0 += 8, xp1 += 8) {
-    const __m256 v0 = _mm256_loadu_ps(vl0 + i);
-    const __m256 v1 = _mm256_loadu_ps(vl1 + i);
-    uint64_t q0 = y_load8(cd0 + i);
-    uint64_t q1 = y_load8(cd1 + i);
+  for (; vl0 != end0; vl0 += 8, vl1 += 8, cd0 += 8, cd1 += 8, xp += 8) {
+    const __m256 v0 = _mm256_loadu_ps(vl0);
+    const __m256 v1 = _mm256_loadu_ps(vl1);
+    uint64_t q0 = y_load8(cd0);
+    uint64_t q1 = y_load8(cd1);
     uint64_t t;
+    if (prefetch) {
+      _mm_prefetch((const char *)vl1 + YPF_V, _MM_HINT_T0);
+      _mm_prefetch((const char *)cd1 + YPF_C, _MM_HINT_T0);
+    }
     __asm__(YA(0, 0, "0", "b") YA(1, 0, "0", "b") YA(0, 1, "4", "h") YA(1, 1, "4", "h") YSHR(0) YSHR(1)
             YA(0, 2, "8", "b") YA(1, 2, "8", "b") YA(0, 3, "12", "h") YA(1, 3, "12", "h") YSHR(0) YSHR(1)
             : [a00] "+v"(a00), [a01] "+v"(a01), [a02] "+v"(a02), [a03] "+v"(a03), [a10] "+v"(a10),
               [a11] "+v"(a11), [a12] "+v"(a12), [a13] "+v"(a13), [s0] "+r"(s0), [s1] "+r"(s1), [q0] "+Q"(q0),
               [q1] "+Q"(q1), [t] "=&Q"(t)
-            : [v0] "v"(v0), [v1] "v"(v1), [xp0] "r"(xp0), [xp1] "r"(xp1));
+            : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
     __asm__(YA(0, 4, "16", "b") YA(1, 4, "16", "b") YA(0, 5, "20", "h") YA(1, 5, "20", "h") YSHR(0) YSHR(1)
             YA(0, 6, "24", "b") YA(1, 6, "24", "b") YA(0, 7, "28", "h") YA(1, 7, "28", "h")
             : [a04] "+v"(a04), [a05] "+v"(a05), [a06] "+v"(a06), [a07] "+v"(a07), [a14] "+v"(a14),
               [a15] "+v"(a15), [a16] "+v"(a16), [a17] "+v"(a17), [s0] "+r"(s0), [s1] "+r"(s1), [q0] "+Q"(q0),
               [q1] "+Q"(q1), [t] "=&Q"(t)
-            : [v0] "v"(v0), [v1] "v"(v1), [xp0] "r"(xp0), [xp1] "r"(xp1));
+            : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
   }
-  out[0] += y_row1(vl0 + i, cd0 + i, n0 - i, xp0 + s0, y_diag(a00, a01, a02, a03, a04, a05, a06, a07));
-  out[1] += y_row1(vl1 + i, cd1 + i, n1 - i, xp1 + s1, y_diag(a10, a11, a12, a13, a14, a15, a16, a17));
+  out[0] += y_row1(vl0, cd0, n0 - common, xp + s0, y_diag(a00, a01, a02, a03, a04, a05, a06, a07));
+  out[1] += y_row1(vl1, cd1, n1 - common, xp + s1, y_diag(a10, a11, a12, a13, a14, a15, a16, a17));
+}
+
+
+/* Entry j of row R of a quad (4 accumulators of 128 bits per row, groups of 4 entries). */
+#define QA(R, j, OFF, HL)                                                                     \
+  "movzbl %" HL "[q" #R "], %k[t]\n\t"                                                        \
+  "add %q[t], %q[s" #R "]\n\t"                                                                \
+  "vfmadd231ps " OFF "(%q[xp],%q[s" #R "],4)%{1to4%}, %[v" #R "], %[a" #R #j "]\n\t"
+#define QSHR(R) "shr $16, %q[q" #R "]\n\t"
+/* Four entries (bytes 0-3 of q0 / q1) of rows 0 and 1 of a quad, at x displacement D (bytes). */
+#define QBLOCK(D0, D1, D2, D3)                                                                 \
+  QA(0, 0, D0, "b") QA(1, 0, D0, "b") QA(0, 1, D1, "h") QA(1, 1, D1, "h") QSHR(0) QSHR(1)    \
+  QA(0, 2, D2, "b") QA(1, 2, D2, "b") QA(0, 3, D3, "h") QA(1, 3, D3, "h") QSHR(0) QSHR(1)
+
+/* Four rows at once (x wider than L1: the four rows walk through x together, so a line of x brought to L1
+ * serves all four). Same scheme as y_pair with 4 accumulators of 4 lanes per row. */
+static inline __attribute__((always_inline)) void y_quad(const float *vl[4], const uint8_t *cd[4], const uint32_t n[4], const float *x, int prefetch,
+                   float *out) {
+  uint32_t common = n[0] < n[1] ? n[0] : n[1], i, k;
+  const float *v0p = vl[0], *v1p = vl[1], *v2p = vl[2], *v3p = vl[3];
+  const uint8_t *c0p = cd[0], *c1p = cd[1], *c2p = cd[2], *c3p = cd[3];
+  const float *xp = x;
+  uint64_t s[4] = {0, 0, 0, 0};
+  __m128 a00 = _mm_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+  __m128 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+  common = common < n[2] ? common : n[2];
+  common = (common < n[3] ? common : n[3]) & ~7u;
+  {
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (i = 0; i < common; i += 8u, xp += 8) {
+      uint64_t q0 = y_load8(c0p + i), q1 = y_load8(c1p + i), q2 = y_load8(c2p + i), q3 = y_load8(c3p + i), t;
+      __m128 v0 = _mm_loadu_ps(v0p + i), v1 = _mm_loadu_ps(v1p + i);
+      if (prefetch) {
+        _mm_prefetch((const char *)(v0p + 4u * i) + YPF_V, _MM_HINT_T0);
+        _mm_prefetch((const char *)(c0p + 4u * i) + YPF_C, _MM_HINT_T0);
+      }
+      __asm__(QBLOCK("0", "4", "8", "12")
+              : [a00] "+v"(a00), [a01] "+v"(a01), [a02] "+v"(a02), [a03] "+v"(a03), [a10] "+v"(a10),
+                [a11] "+v"(a11), [a12] "+v"(a12), [a13] "+v"(a13), [s0] "+r"(s0), [s1] "+r"(s1), [q0] "+Q"(q0),
+                [q1] "+Q"(q1), [t] "=&Q"(t)
+              : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
+      v0 = _mm_loadu_ps(v2p + i);
+      v1 = _mm_loadu_ps(v3p + i);
+      __asm__(QBLOCK("0", "4", "8", "12")
+              : [a00] "+v"(a20), [a01] "+v"(a21), [a02] "+v"(a22), [a03] "+v"(a23), [a10] "+v"(a30),
+                [a11] "+v"(a31), [a12] "+v"(a32), [a13] "+v"(a33), [s0] "+r"(s2), [s1] "+r"(s3), [q0] "+Q"(q2),
+                [q1] "+Q"(q3), [t] "=&Q"(t)
+              : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
+      v0 = _mm_loadu_ps(v0p + i + 4);
+      v1 = _mm_loadu_ps(v1p + i + 4);
+      __asm__(QBLOCK("16", "20", "24", "28")
+              : [a00] "+v"(a00), [a01] "+v"(a01), [a02] "+v"(a02), [a03] "+v"(a03), [a10] "+v"(a10),
+                [a11] "+v"(a11), [a12] "+v"(a12), [a13] "+v"(a13), [s0] "+r"(s0), [s1] "+r"(s1), [q0] "+Q"(q0),
+                [q1] "+Q"(q1), [t] "=&Q"(t)
+              : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
+      v0 = _mm_loadu_ps(v2p + i + 4);
+      v1 = _mm_loadu_ps(v3p + i + 4);
+      __asm__(QBLOCK("16", "20", "24", "28")
+              : [a00] "+v"(a20), [a01] "+v"(a21), [a02] "+v"(a22), [a03] "+v"(a23), [a10] "+v"(a30),
+                [a11] "+v"(a31), [a12] "+v"(a32), [a13] "+v"(a33), [s0] "+r"(s2), [s1] "+r"(s3), [q0] "+Q"(q2),
+                [q1] "+Q"(q3), [t] "=&Q"(t)
+              : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
+    }
+    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+  }
+  out[0] += diag_sum(a00, a01, a02, a03);
+  out[1] += diag_sum(a10, a11, a12, a13);
+  out[2] += diag_sum(a20, a21, a22, a23);
+  out[3] += diag_sum(a30, a31, a32, a33);
+  for (k = 0; k < 4u; k++) {
+    out[k] = y_row1(vl[k] + i, cd[k] + i, n[k] - i, xp + s[k], out[k]);
+  }
 }
 
 static inline float clampf(float v, float lo, float hi) {
@@ -249,17 +335,43 @@ static inline float clampf(float v, float lo, float hi) {
 }
 
 /* 8-bit codes (the common case: b = 8 at 4-25% density): row pairs in order. */
-static void fc_rcsr_b8(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float out_min,
+static __attribute__((noinline)) void fc_rcsr_b8(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float out_min,
                        float out_max) {
   const uint32_t *row_ptr = w->row_ptr;
   const float *values = w->values;
   const uint8_t *index = w->index;
-  uint32_t r;
-  for (r = 0; r < w->rows; r += 2u) {
+  uint32_t r = 0;
+  const int prefetch = w->row_ptr[w->rows] > YPF_MIN_ENTRIES;
+  if (w->cols > YQUAD_COLS) {
+    for (; r + 4u <= w->rows; r += 4u) {
+      const float *vl[4];
+      const uint8_t *cd[4];
+      uint32_t n[4], k;
+      float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (k = 0; k < 4u; k++) {
+        vl[k] = values + row_ptr[r + k];
+        cd[k] = index + row_ptr[r + k];
+        n[k] = row_ptr[r + k + 1] - row_ptr[r + k];
+      }
+      if (prefetch) {
+        y_quad(vl, cd, n, x, 1, part);
+      } else {
+        y_quad(vl, cd, n, x, 0, part);
+      }
+      for (k = 0; k < 4u; k++) {
+        y[r + k] = clampf(part[k] + (bias != NULL ? bias[r + k] : 0.0f), out_min, out_max);
+      }
+    }
+  }
+  for (; r < w->rows; r += 2u) {
     const uint32_t b0 = row_ptr[r], b1 = row_ptr[r + 1];
     const uint32_t b2 = r + 1u < w->rows ? row_ptr[r + 2] : b1; /* an odd last row is paired with an empty one */
     float part[2] = {0.0f, 0.0f};
-    y_pair(values + b0, index + b0, b1 - b0, x, values + b1, index + b1, b2 - b1, x, part);
+    if (prefetch) { /* two copies of the loop, with and without the prefetches */
+      y_pair(values + b0, index + b0, b1 - b0, values + b1, index + b1, b2 - b1, x, 1, part);
+    } else {
+      y_pair(values + b0, index + b0, b1 - b0, values + b1, index + b1, b2 - b1, x, 0, part);
+    }
     y[r] = clampf(part[0] + (bias != NULL ? bias[r] : 0.0f), out_min, out_max);
     if (r + 1u < w->rows) {
       y[r + 1] = clampf(part[1] + (bias != NULL ? bias[r + 1] : 0.0f), out_min, out_max);
