@@ -36,8 +36,15 @@
 #include "prunec_kernels.h"
 
 #define CHUNK 1024u /* entries decoded per row and pass: 4 rows x 4 KB of columns stay in L1 */
+#ifndef YPF_HINT
+#define YPF_HINT _MM_HINT_T0
+#endif
+#ifndef YPF_V
 #define YPF_V 8192 /* software prefetch distance (bytes) of the value stream of the 8-bit path */
+#endif
+#ifndef YPF_C
 #define YPF_C 2048 /* and of its code stream */
+#endif
 #ifndef YPF_MIN_ENTRIES
 #define YPF_MIN_ENTRIES 2400000u /* prefetch only layers of more entries (12 MB: beyond what stays in L3) */
 #endif
@@ -193,6 +200,22 @@ static inline float y_diag(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4
   return _mm_cvtss_f32(u);
 }
 
+/* Single row, four entries (codes in the low 4 bytes of q): running partial sums of the codes in ta/tb, so
+ * that the loop-carried chain is one lea per four entries: entry k reads x at p + 4*(c0 + .. + ck) + D_k,
+ * then p += 4*(c0 + .. + c3). */
+#define Y1FMA(D, T, J) "vfmadd231ps " D "(%q[p],%q[" T "],4)%{1to8%}, %[v], %[a" J "]\n\t"
+#define Y1G(D0, D1, D2, D3)                                                  \
+  "movzbl %b[q], %k[ta]\n\t"                                                 \
+  "movzbl %h[q], %k[tb]\n\t"                                                 \
+  "shr $16, %q[q]\n\t" Y1FMA(D0, "ta", "0")                                  \
+  "add %q[ta], %q[tb]\n\t" Y1FMA(D1, "tb", "1")                              \
+  "movzbl %b[q], %k[ta]\n\t"                                                 \
+  "add %q[tb], %q[ta]\n\t" Y1FMA(D2, "ta", "2")                              \
+  "movzbl %h[q], %k[tb]\n\t"                                                 \
+  "shr $16, %q[q]\n\t"                                                       \
+  "add %q[ta], %q[tb]\n\t" Y1FMA(D3, "tb", "3")                              \
+  "lea (%q[p],%q[tb],4), %q[p]\n\t"
+
 /* One row, entries [0, n) from vals/codes, first column after `last` (8-bit codes). */
 static float y_row1(const float *vals, const uint8_t *codes, uint32_t n, const float *xp0, float init) {
   YZERO(0);
@@ -200,8 +223,15 @@ static float y_row1(const float *vals, const uint8_t *codes, uint32_t n, const f
   uint32_t i = 0;
   for (; i + 8u <= n; i += 8u, xp0 += 8) {
     const __m256 v0 = _mm256_loadu_ps(vals + i);
-    uint64_t q0 = y_load8(codes + i);
-    YF(0, 0); YF(0, 1); YF(0, 2); YF(0, 3); YF(0, 4); YF(0, 5); YF(0, 6); YF(0, 7);
+    uint64_t q0 = y_load8(codes + i), ta, tb;
+    __asm__(Y1G("0", "4", "8", "12")
+            : [a0] "+v"(a00), [a1] "+v"(a01), [a2] "+v"(a02), [a3] "+v"(a03), [p] "+r"(xp0), [q] "+Q"(q0),
+              [ta] "=&r"(ta), [tb] "=&R"(tb)
+            : [v] "v"(v0));
+    __asm__(Y1G("16", "20", "24", "28")
+            : [a0] "+v"(a04), [a1] "+v"(a05), [a2] "+v"(a06), [a3] "+v"(a07), [p] "+r"(xp0), [q] "+Q"(q0),
+              [ta] "=&r"(ta), [tb] "=&R"(tb)
+            : [v] "v"(v0));
   }
   if (i < n) {
     const uint32_t m = n - i;
@@ -237,8 +267,8 @@ static inline __attribute__((always_inline)) void y_pair(const float *vl0, const
     uint64_t q1 = y_load8(cd1);
     uint64_t t;
     if (prefetch) {
-      _mm_prefetch((const char *)vl1 + YPF_V, _MM_HINT_T0);
-      _mm_prefetch((const char *)cd1 + YPF_C, _MM_HINT_T0);
+      _mm_prefetch((const char *)vl1 + YPF_V, YPF_HINT);
+      _mm_prefetch((const char *)cd1 + YPF_C, YPF_HINT);
     }
     __asm__(YA(0, 0, "0", "b") YA(1, 0, "0", "b") YA(0, 1, "4", "h") YA(1, 1, "4", "h") YSHR(0) YSHR(1)
             YA(0, 2, "8", "b") YA(1, 2, "8", "b") YA(0, 3, "12", "h") YA(1, 3, "12", "h") YSHR(0) YSHR(1)
@@ -288,8 +318,9 @@ static inline __attribute__((always_inline)) void y_quad(const float *vl[4], con
       uint64_t q0 = y_load8(c0p + i), q1 = y_load8(c1p + i), q2 = y_load8(c2p + i), q3 = y_load8(c3p + i), t;
       __m128 v0 = _mm_loadu_ps(v0p + i), v1 = _mm_loadu_ps(v1p + i);
       if (prefetch) {
-        _mm_prefetch((const char *)(v0p + 4u * i) + YPF_V, _MM_HINT_T0);
-        _mm_prefetch((const char *)(c0p + 4u * i) + YPF_C, _MM_HINT_T0);
+        _mm_prefetch((const char *)(v0p + 4u * i) + YPF_V, YPF_HINT); /* 128 bytes of values per step */
+        _mm_prefetch((const char *)(v0p + 4u * i) + YPF_V + 64, YPF_HINT);
+        _mm_prefetch((const char *)(c0p + 4u * i) + YPF_C, YPF_HINT);
       }
       __asm__(QBLOCK("0", "4", "8", "12")
               : [a00] "+v"(a00), [a01] "+v"(a01), [a02] "+v"(a02), [a03] "+v"(a03), [a10] "+v"(a10),
