@@ -8,10 +8,17 @@
  * the code's byte is taken from the code register (movzbl of the low or high byte, a 16-bit shift every
  * two entries), added to the row's running code sum s, and acc_j += v * broadcast(x[base + j + s]) with
  * base + j folded into the FMA's displacement (column of entry k = k + sum of codes 0..k, after the
- * row's first column - 1). 2 rows x 8 accumulators; lane j of acc_j, summed, is the row's result.
- * 4096x4096 at 10%: ~0.21 ns per entry against ~0.33 for the decode-pass design below
- * (docs/BENCHMARKS.md). Column blocking for x beyond L1 (a per-slice SIMD count of each row's entries)
- * was slower here on AlexNet/VGG-16 fc6 than this unblocked pass, so there is none.
+ * row's first column - 1). 2 rows x 8 accumulators; lane j of acc_j, summed, is the row's result. The part
+ * of the longer row beyond the common length runs alone (also in assembly; there the code sums are
+ * partial sums per 4 entries so that the loop-carried chain is one lea per 4 entries); the last < 8
+ * entries of a row are a masked load and one FMA each.
+ * Shape tests at the top: x wider than 48 KB (an L1 here; VGG-16 fc6): four rows at once with 4
+ * accumulators of 128 bits each, so that each line of x brought to L1 serves four rows. Layers of more
+ * than 256 K entries (beyond L2): software prefetch of the value and code streams 8 KB / 2 KB ahead.
+ * On this Zen 5 (docs/BENCHMARKS.md): 4096x4096 at 10% ~0.20 ns per entry against ~0.33 for the
+ * decode-pass design below; a broadcast-from-memory FMA is limited to 2 per cycle here (0.12 ns), and
+ * the kernel is bound by its ~4 instructions per entry. Column blocking of x (a per-slice SIMD count of
+ * each row's entries) was tried and was slower than the four-row pass on VGG-16 fc6, so there is none.
  *
  * 4- and 16-bit codes:
  * Algorithm (benchmarks: one x load and one FMA per nonzero, ~0.5 cycle per nonzero here):
@@ -36,21 +43,11 @@
 #include "prunec_kernels.h"
 
 #define CHUNK 1024u /* entries decoded per row and pass: 4 rows x 4 KB of columns stay in L1 */
-#ifndef YPF_HINT
 #define YPF_HINT _MM_HINT_T0
-#endif
-#ifndef YPF_V
 #define YPF_V 8192 /* software prefetch distance (bytes) of the value stream of the 8-bit path */
-#endif
-#ifndef YPF_C
 #define YPF_C 2048 /* and of its code stream */
-#endif
-#ifndef YPF_MIN_ENTRIES
-#define YPF_MIN_ENTRIES 2400000u /* prefetch only layers of more entries (12 MB: beyond what stays in L3) */
-#endif
-#ifndef YQUAD_COLS
+#define YPF_MIN_ENTRIES 262144u /* prefetch layers of more entries (1.3 MB: beyond L2; L3 is shared and contested) */
 #define YQUAD_COLS 12288u /* x wider than this (48 KB, an L1 here): rows in fours, sharing the lines of x */
-#endif
 
 
 /* Columns of entries e .. e+n-1 of one row, continuing from column `last`; returns the last column. */
