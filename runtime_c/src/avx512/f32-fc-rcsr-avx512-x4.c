@@ -14,7 +14,7 @@
  * entries of a row are a masked load and one FMA each.
  * Shape tests at the top: x wider than 48 KB (an L1 here; VGG-16 fc6): four rows at once with 4
  * accumulators of 128 bits each, so that each line of x brought to L1 serves four rows. Layers of more
- * than 256 K entries (beyond L2): software prefetch of the value and code streams 8 KB / 2 KB ahead.
+ * than 256 K entries (beyond L2): software prefetch of the value and code streams 32 KB / 8 KB ahead.
  * On this Zen 5 (docs/BENCHMARKS.md): 4096x4096 at 10% ~0.20 ns per entry against ~0.33 for the
  * decode-pass design below; a broadcast-from-memory FMA is limited to 2 per cycle here (0.12 ns), and
  * the kernel is bound by its ~4 instructions per entry. Column blocking of x (a per-slice SIMD count of
@@ -44,8 +44,8 @@
 
 #define CHUNK 1024u /* entries decoded per row and pass: 4 rows x 4 KB of columns stay in L1 */
 #define YPF_HINT _MM_HINT_T0
-#define YPF_V 8192 /* software prefetch distance (bytes) of the value stream of the 8-bit path */
-#define YPF_C 2048 /* and of its code stream */
+#define YPF_V 32768 /* software prefetch distance (bytes) of the value stream of the 8-bit path */
+#define YPF_C 8192 /* and of its code stream */
 #define YPF_MIN_ENTRIES 262144u /* prefetch layers of more entries (1.3 MB: beyond L2; L3 is shared and contested) */
 #define YQUAD_COLS 12288u /* x wider than this (48 KB, an L1 here): rows in fours, sharing the lines of x */
 
