@@ -1,5 +1,7 @@
 """Foundation: data loading, the model zoo, packaged resources, atomic output."""
 import gzip
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -128,3 +130,16 @@ def test_atomic_unwritable_parent(tmp_path):
     with pytest.raises(PrunecError, match="does not exist"):
         with atomic.atomic_dir(tmp_path / "a" / "b"):
             pass
+
+
+def test_atomic_outputs_get_the_usual_modes(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic.atomic_file(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic.atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("a")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
