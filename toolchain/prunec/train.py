@@ -10,6 +10,7 @@ than one rank, DistributedDataParallel with each rank taking its share of the sa
 from __future__ import annotations
 
 import math
+import sys
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -153,8 +154,8 @@ def fit(
         for epoch in range(cfg.epochs):
             perm = torch.randperm(n, generator=g)  # same on every rank; each takes its slice
             perm = perm[rank * per_rank : (rank + 1) * per_rank] if dist else perm
-            bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress or rank != 0,
-                       unit="batch", dynamic_ncols=True)
+            bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=True if (not progress or rank != 0) else None,
+                       unit="batch", dynamic_ncols=True)  # None: a bar on a terminal, a line per epoch in a log
             loss_sum = 0.0
             for s in bar:
                 lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * t / total)) if cfg.lr_schedule == "cosine" else cfg.lr
@@ -182,6 +183,9 @@ def fit(
                 if s % 50 == 0:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2g}")
             bar.close()
+            if bar.disable and progress and rank == 0:
+                print(f"{desc} {epoch + 1}/{cfg.epochs}: mean loss {loss_sum / max(1, steps):.4f}, lr {lr:.2g}",
+                      file=sys.stderr, flush=True)
             if avg is not None:  # running mean; pruned weights are 0 at every epoch end, so they stay 0
                 with torch.no_grad():
                     for k, v in model.state_dict().items():
