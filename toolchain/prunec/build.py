@@ -7,7 +7,6 @@ model are byte-identical.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from . import __version__
 from . import codegen, frontend, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
+from .checkpoint import sha256 as sha256_file
 from .encode import Encoding, choose_encoding
 from .errors import PrunecError
 from .graph import Graph, numel
@@ -24,14 +24,6 @@ from .resources import runtime_dir
 
 MANIFEST_FORMAT = "prunec-build"
 MANIFEST_VERSION = 1
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def encode_graph(g: Graph) -> dict[str, Encoding]:

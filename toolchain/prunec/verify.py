@@ -319,7 +319,7 @@ def verify(build_dir: str | os.PathLike, data: str | None = None, inputs: str | 
     if model is None and not Path(model_path).exists():
         raise PrunecError(f"the model this build came from, {model_path}, is gone; pass --model with it")
     if model is None and m.get("source", {}).get("sha256"):
-        from .build import sha256_file
+        from .checkpoint import sha256 as sha256_file
 
         if sha256_file(model_path) != m["source"]["sha256"]:
             raise PrunecError(f"{model_path} changed since the build (sha256 differs); rebuild, or pass --model")
