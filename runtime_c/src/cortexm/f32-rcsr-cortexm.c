@@ -21,22 +21,12 @@
 #include <math.h>
 
 #include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
 
 #define PRUNEC_CORTEXM_CHUNK 64u
 
 typedef uint32_t __attribute__((aligned(1), may_alias)) prunec_cortexm_u32u;
 typedef uint16_t __attribute__((aligned(1), may_alias)) prunec_cortexm_u16u;
-
-static inline __attribute__((always_inline)) uint32_t prunec_cortexm_code(const uint8_t *index, uint32_t e,
-                                                                         const uint32_t bits) {
-  if (bits == 8) {
-    return index[e];
-  }
-  if (bits == 16) {
-    return (uint32_t)index[2u * e] | ((uint32_t)index[2u * e + 1u] << 8);
-  }
-  return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
-}
 
 static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows(const prunec_rcsr_f32 *w,
                                                                         const float *bias, const float *x,
@@ -52,7 +42,7 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows(const p
     const float *xp = x; /* x + col(previous entry) + 1 */
     float a0 = bias != NULL ? bias[r] : 0.0f, a1 = 0.0f;
     if (bits == 4 && (e & 1u) && e < end) {
-      xp += prunec_cortexm_code(index, e, 4);
+      xp += prunec_rcsr_code(index, e, 4);
       a0 = fmaf(values[e], xp[0], a0);
       xp += 1;
       e++;
@@ -96,7 +86,7 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows(const p
       a1 = fmaf(v[3], x3, a1);
     }
     for (; e < end; e++) {
-      xp += prunec_cortexm_code(index, e, bits);
+      xp += prunec_rcsr_code(index, e, bits);
       a0 = fmaf(values[e], xp[0], a0);
       xp += 1;
     }
@@ -420,28 +410,6 @@ typedef struct prunec_cortexm_taps {
   int32_t dx[PRUNEC_CORTEXM_CHUNK];  /* kx*dil_w */
 } prunec_cortexm_taps;
 
-static uint32_t prunec_cortexm_decode_taps(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, uint32_t e,
-                                           uint32_t n, uint32_t *last, prunec_cortexm_taps *t) {
-  const uint32_t taps = p->kh * p->kw;
-  const int32_t in_plane = (int32_t)(p->in_h * p->in_w);
-  uint32_t c = *last, i, k = 0;
-  for (i = 0; i < n; i++) {
-    const float v = w->values[e + i];
-    c += prunec_cortexm_code(w->index, e + i, w->index_bits) + 1u;
-    if (v != 0.0f) {
-      const uint32_t ci = c / taps, tap = c - ci * taps;
-      const uint32_t ky = tap / p->kw, kx = tap - ky * p->kw;
-      t->w[k] = v;
-      t->dy[k] = (int32_t)(ky * p->dil_h);
-      t->dx[k] = (int32_t)(kx * p->dil_w);
-      t->off[k] = (int32_t)ci * in_plane + t->dy[k] * (int32_t)p->in_w + t->dx[k];
-      k++;
-    }
-  }
-  *last = c;
-  return k;
-}
-
 void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                      const float *x, float *y, float out_min, float out_max) {
   prunec_cortexm_taps t;
@@ -468,7 +436,7 @@ void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec
     int first = 1;
     do {
       const uint32_t n = end - e < PRUNEC_CORTEXM_CHUNK ? end - e : PRUNEC_CORTEXM_CHUNK;
-      const uint32_t nt = prunec_cortexm_decode_taps(p, w, e, n, &last, &t);
+      const uint32_t nt = prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
       const int final = e + n >= end;
       int32_t oh;
       for (oh = 0; oh < (int32_t)p->out_h; oh++) {

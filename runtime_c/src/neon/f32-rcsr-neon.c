@@ -19,6 +19,7 @@
 #include <arm_neon.h>
 
 #include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
 
 #define PRUNEC_NEON_CHUNK 256u
 
@@ -30,17 +31,6 @@ static inline float prunec_neon_hsum(float32x4_t v) {
   return vget_lane_f32(vpadd_f32(s, s), 0);
 }
 #endif
-
-static inline __attribute__((always_inline)) uint32_t prunec_neon_code(const uint8_t *index, uint32_t e,
-                                                                      const uint32_t bits) {
-  if (bits == 8) {
-    return index[e];
-  }
-  if (bits == 16) {
-    return (uint32_t)index[2u * e] | ((uint32_t)index[2u * e + 1u] << 8);
-  }
-  return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
-}
 
 /* ---- fc ---- */
 
@@ -518,28 +508,6 @@ typedef struct prunec_neon_taps {
   int32_t dx[PRUNEC_NEON_CHUNK];  /* kx*dil_w */
 } prunec_neon_taps;
 
-static uint32_t prunec_neon_decode_taps(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, uint32_t e,
-                                        uint32_t n, uint32_t *last, prunec_neon_taps *t) {
-  const uint32_t taps = p->kh * p->kw;
-  const int32_t in_plane = (int32_t)(p->in_h * p->in_w);
-  uint32_t c = *last, i, k = 0;
-  for (i = 0; i < n; i++) {
-    const float v = w->values[e + i];
-    c += prunec_neon_code(w->index, e + i, w->index_bits) + 1u;
-    if (v != 0.0f) {
-      const uint32_t ci = c / taps, tap = c - ci * taps;
-      const uint32_t ky = tap / p->kw, kx = tap - ky * p->kw;
-      t->w[k] = v;
-      t->dy[k] = (int32_t)(ky * p->dil_h);
-      t->dx[k] = (int32_t)(kx * p->dil_w);
-      t->off[k] = (int32_t)ci * in_plane + t->dy[k] * (int32_t)p->in_w + t->dx[k];
-      k++;
-    }
-  }
-  *last = c;
-  return k;
-}
-
 void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                   const float *x, float *y, float out_min, float out_max) {
   prunec_neon_taps t;
@@ -568,7 +536,7 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
     int first = 1;
     do {
       const uint32_t n = end - e < PRUNEC_NEON_CHUNK ? end - e : PRUNEC_NEON_CHUNK;
-      const uint32_t nt = prunec_neon_decode_taps(p, w, e, n, &last, &t);
+      const uint32_t nt = prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
       const int final = e + n >= end;
       int32_t oh;
       for (oh = 0; oh < (int32_t)p->out_h; oh++) {
