@@ -312,3 +312,30 @@ def test_weight_averaging_ends_on_the_mean_of_epoch_ends(tiny):
         progress=False)
     assert torch.allclose(avg_model.fc1.weight, torch.stack(ends).mean(0), atol=1e-6)
     assert torch.count_nonzero(avg_model.fc1.weight[~masks["fc1"]]) == 0
+
+
+@pytest.mark.parametrize("span", ["step", "run"])
+def test_lr_span_one_cosine_over_the_run(tiny, monkeypatch, span):
+    """lr_span="run": one cosine decay across all retraining phases; "step": it restarts in every phase."""
+    lrs = []
+    real_fit = P.fit
+
+    def spy(*a, **kw):
+        h = real_fit(*a, **kw)
+        lrs.extend(r["lr"] for r in h)
+        return h
+
+    monkeypatch.setattr(P, "fit", spy)
+    model = _trained(tiny)
+    recipe = Recipe(sparsity={"fc1": 0.5}, steps=3, retrain_epochs=1, final_epochs=1, batch_size=64, lr=0.1,
+                    lr_span=span, remove_dead=False)
+    P.run_schedule(model, tiny, recipe, baseline_accuracy=0.5, progress=False, log=lambda s: None)
+    assert len(lrs) == 4  # epoch-end lrs: 4 iterations per epoch (256 / 64), 16 in the whole run
+    if span == "run":
+        want = [0.1 * 0.5 * (1 + math.cos(math.pi * t / 16)) for t in (3, 7, 11, 15)]
+        assert lrs == pytest.approx(want)
+    else:  # each phase decays to (near) 0 on its own; the last one is 2 epochs (1 + the final one)
+        end = 0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 4))
+        assert lrs == pytest.approx([end, end, 0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 8)), 0.1 * 0.5 * (1 + math.cos(math.pi * 7 / 8))])
+    with pytest.raises(PrunecError):
+        Recipe(lr_span="epoch").validate()

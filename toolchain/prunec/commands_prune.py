@@ -162,6 +162,8 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--reg", type=click.Choice(["l1", "l2"]), default=None, help="regulariser during retraining (default l2)")
 @click.option("--reg-strength", type=float, default=None)
 @click.option("--lr", type=float, default=None, help="retraining lr (default: 1/10 of the dense lr for LeNets)")
+@click.option("--lr-span", type=click.Choice(["step", "run"]), default=None,
+              help="cosine lr restarted in every retraining phase (step) or one decay over the whole run (run)")
 @click.option("--target-compression", type=float, default=None, help="scale the per-layer profile to reach this total/nonzero")
 @click.option("--max-accuracy-drop", type=float, default=None, help="stop when accuracy falls more than this (fraction) below the dense one")
 @click.option("--distill", type=float, default=None, help="weight (0..1) of a distillation loss on the dense model's soft targets during retraining")
@@ -173,7 +175,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="(tests) stop after this step as if interrupted")
 def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedule, retrain_epochs, final_epochs, reg,
-              reg_strength, lr, target_compression, max_accuracy_drop, distill, alternate, remove_dead, resume, seed, data_name,
+              reg_strength, lr, lr_span, target_compression, max_accuracy_drop, distill, alternate, remove_dead, resume, seed, data_name,
               data_dir, quiet, stop_after):
     """Prune BASE (train → prune → retrain, repeated) with the model's tuned recipe unless options say otherwise."""
     from .prune import run_schedule
@@ -213,7 +215,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
         if global_sparsity is not None:
             recipe.global_sparsity, recipe.quality = global_sparsity, None
         over = dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs, reg=reg,
-                    reg_strength=reg_strength, lr=lr, target_compression=target_compression,
+                    reg_strength=reg_strength, lr=lr, lr_span=lr_span, target_compression=target_compression,
                     max_accuracy_drop=max_accuracy_drop, distill=distill, alternate=alternate, remove_dead=remove_dead)
         recipe = replace(recipe, **{k: v for k, v in over.items() if v is not None})
         recipe.validate()

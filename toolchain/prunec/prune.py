@@ -167,8 +167,13 @@ def rescale_dropout(model: nn.Module, masks: M.Masks, original_p: dict[str, floa
 # --- retraining ---------------------------------------------------------------------------------------
 
 
-def retrain_config(recipe: Recipe, epochs: int, average: bool = False) -> TrainConfig:
+def retrain_config(recipe: Recipe, epochs: int, average: bool = False, lr_offset: int = 0) -> TrainConfig:
+    """With `recipe.lr_span == "run"` the cosine spans all retraining epochs of the run and this phase starts
+    `lr_offset` epochs into it; otherwise it restarts at `recipe.lr` and decays to 0 within the phase."""
+    run = recipe.lr_span == "run"
     return TrainConfig(
+        lr_offset=lr_offset if run else 0,
+        lr_total=recipe.steps * recipe.retrain_epochs + recipe.final_epochs if run else None,
         epochs=epochs, lr=recipe.lr, momentum=recipe.momentum, batch_size=recipe.batch_size,
         weight_decay=recipe.reg_strength if recipe.reg == "l2" else 0.0,
         l1=recipe.reg_strength if recipe.reg == "l1" else 0.0, lr_schedule=recipe.lr_schedule,
@@ -188,10 +193,11 @@ def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
 
 
 def retrain(model: nn.Module, data: Dataset, recipe: Recipe, masks: M.Masks, epochs: int, *, seed: int,
-            progress: bool, desc: str, teacher_logits: torch.Tensor | None = None, average: bool = False) -> list[dict]:
+            progress: bool, desc: str, teacher_logits: torch.Tensor | None = None, average: bool = False,
+            lr_offset: int = 0) -> list[dict]:
     if epochs <= 0:
         return []
-    cfg = retrain_config(recipe, epochs, average)
+    cfg = retrain_config(recipe, epochs, average, lr_offset)
     kind = _param_kind(model)
     has_conv = any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
     if recipe.alternate and has_conv:
@@ -312,14 +318,14 @@ def run_schedule(
         if k == recipe.steps and recipe.final_average and recipe.final_epochs:
             epochs = recipe.retrain_epochs + recipe.final_epochs
             hist = retrain(model, data, recipe, masks, recipe.retrain_epochs, seed=seed * 1000 + k, progress=progress,
-                           desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits)
+                           desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits, lr_offset=(k - 1) * recipe.retrain_epochs)
             hist += retrain(model, data, replace(recipe, lr_schedule="constant"), masks, recipe.final_epochs,
                             seed=seed * 1000 + k + 500, progress=progress, desc="final (averaged)", teacher_logits=teacher_logits,
                             average=True)
         else:
             epochs = recipe.retrain_epochs + (recipe.final_epochs if k == recipe.steps else 0)
             hist = retrain(model, data, recipe, masks, epochs, seed=seed * 1000 + k, progress=progress,
-                           desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits)
+                           desc=f"step {k}/{recipe.steps}", teacher_logits=teacher_logits, lr_offset=(k - 1) * recipe.retrain_epochs)
         acc = evaluate(model, data.test)
         rec = {
             "step": k,

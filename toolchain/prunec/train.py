@@ -33,6 +33,8 @@ class TrainConfig:
     l1: float = 0.0  # L1 strength on prunable weights (sign(w) added to the gradient)
     batch_size: int = 128
     lr_schedule: str = "cosine"  # "cosine" (per iteration, to 0) or "constant"
+    lr_offset: int = 0  # cosine: epochs of the decay already done before this call (one decay across several calls)
+    lr_total: int | None = None  # cosine: epochs the decay spans (default: `epochs`)
     nesterov: bool = False
     distill: float = 0.0  # weight of the distillation term (soft targets of a teacher), 0 = plain cross-entropy
     distill_temperature: float = 4.0
@@ -144,10 +146,11 @@ def fit(
     n = len(data)
     per_rank = n // world
     steps = max(1, math.ceil(per_rank / cfg.batch_size))
-    total = steps * cfg.epochs
+    total = steps * (cfg.lr_total if cfg.lr_total is not None else cfg.epochs)
     g = torch.Generator().manual_seed(seed)
     history = []
     t = 0
+    t0 = steps * cfg.lr_offset  # iterations of the cosine already done
     avg = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()} if cfg.average else None
     model.train()
     try:
@@ -158,7 +161,7 @@ def fit(
                        unit="batch", dynamic_ncols=True)  # None: a bar on a terminal, a line per epoch in a log
             loss_sum = 0.0
             for s in bar:
-                lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * t / total)) if cfg.lr_schedule == "cosine" else cfg.lr
+                lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (t0 + t) / total))) if cfg.lr_schedule == "cosine" else cfg.lr
                 for group in opt.param_groups:
                     group["lr"] = lr
                 idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
