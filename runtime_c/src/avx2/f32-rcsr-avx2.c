@@ -22,6 +22,7 @@
 #include <immintrin.h>
 
 #include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
 
 #define PRUNEC_AVX2_CHUNK 256u
 
@@ -156,21 +157,12 @@ typedef struct prunec_avx2_taps {
 static uint32_t prunec_avx2_decode_taps(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, uint32_t e,
                                         uint32_t n, int32_t *last, prunec_avx2_taps *t) {
   int32_t cols[PRUNEC_AVX2_CHUNK];
-  const uint32_t taps = p->kh * p->kw;
-  const int32_t in_plane = (int32_t)(p->in_h * p->in_w);
   uint32_t i, k = 0;
   *last = prunec_avx2_decode_cols(w, e, n, *last, cols);
   for (i = 0; i < n; i++) {
     const float v = w->values[e + i];
     if (v != 0.0f) {
-      const uint32_t col = (uint32_t)cols[i];
-      const uint32_t ci = col / taps, tap = col - ci * taps;
-      const uint32_t ky = tap / p->kw, kx = tap - ky * p->kw;
-      t->w[k] = v;
-      t->dy[k] = (int32_t)(ky * p->dil_h);
-      t->dx[k] = (int32_t)(kx * p->dil_w);
-      t->off[k] = (int32_t)ci * in_plane + t->dy[k] * (int32_t)p->in_w + t->dx[k];
-      k++;
+      prunec_conv_set_tap(p, (uint32_t)cols[i], v, k++, t->w, t->off, t->dy, t->dx);
     }
   }
   return k;
