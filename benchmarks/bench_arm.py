@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Arm: instructions per inference of prunec's fc kernels, sparse against dense, counted under QEMU TCG with
-the project's counter plugin (benchmarks/qemu_plugin/insn_count.c). Instructions are not cycles; they are the
-only speed proxy without Arm hardware.
+"""Arm: instructions per inference of prunec's fc and conv2d kernels, sparse against dense, counted under QEMU TCG
+with the project's counter plugin (benchmarks/qemu_plugin/insn_count.c). Instructions are not cycles; they are
+the only speed proxy without Arm hardware.
 
 For each target (aarch64-neon: qemu-aarch64, armv7a-neon: qemu-arm, cortex-m4: qemu-system-arm mps2-an386),
 each layer and each registered fc kernel usable by the target (its ISAs, portable included), a program calls
@@ -9,7 +9,14 @@ the kernel ITERS times on the layer's data (static const arrays); it is built wi
 count = (insns(N) - insns(0)) / N. User-mode programs run under `env -i`. Goal: at density d the sparse count is
 at most 3·d times the count of the target's best dense kernel.
 
-    .venv/bin/python benchmarks/bench_arm.py [--targets aarch64-neon,armv7a-neon,cortex-m4] [--json OUT]
+conv2d layers (the workloads' conv layers, e.g. lenet5.conv1, lenet5.conv2; a layer's kind picks fc or conv)
+run every registered conv2d_rcsr kernel the target can use against its conv2d_dense kernels
+(benchmarks/c/insn_conv_main.c, CONV_ITERS calls). Per MAC divides the dense count by the layer's dense MACs
+(out_c x in_c/groups x kh x kw x out_h x out_w); per nonzero-MAC divides the sparse count by
+nonzeros x out_h x out_w.
+
+    .venv/bin/python benchmarks/bench_arm.py [--targets aarch64-neon,armv7a-neon,cortex-m4] [--layers ...] [--json OUT]
+    .venv/bin/python benchmarks/bench_arm.py --layers lenet5.conv1,lenet5.conv2     # the conv layers only
 """
 from __future__ import annotations
 
@@ -34,8 +41,11 @@ from prunec.encode import choose_encoding  # noqa: E402
 
 DYNAMIC_QEMU = {"aarch64-neon": "qemu-aarch64", "armv7a-neon": "qemu-arm"}
 CPU = {"aarch64-neon": "cortex-a53", "armv7a-neon": "cortex-a7"}
-LAYERS = ("lenet300.fc1", "lenet300.fc2", "lenet5.fc1", "lenet5.fc2")
+FC_LAYERS = ("lenet300.fc1", "lenet300.fc2", "lenet5.fc1", "lenet5.fc2")
+CONV_LAYERS = ("lenet5.conv1", "lenet5.conv2")
+LAYERS = FC_LAYERS + CONV_LAYERS
 ITERS = 20
+CONV_ITERS = 5  # conv calls are 10-100x longer than fc calls; counts are exact either way
 
 
 def build_plugin(out: Path) -> Path:
@@ -69,10 +79,19 @@ def layer_header(w, bias, sparse: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def conv_header(layer, w, bias, sparse: bool) -> str:
+    c = layer.conv
+    head = [f"#define IN_C {c.in_c}", f"#define IN_H {c.in_hw}", f"#define IN_W {c.in_hw}", f"#define OUT_C {c.out_c}",
+            f"#define OUT_H {c.out_hw}", f"#define OUT_W {c.out_hw}", f"#define KH {c.k}", f"#define KW {c.k}",
+            f"#define SH {c.stride}", f"#define SW {c.stride}", f"#define PH {c.pad}", f"#define PW {c.pad}",
+            f"#define GROUPS {c.groups}"]
+    return "\n".join(head) + "\n" + layer_header(w, bias, sparse)
+
+
 def kernels_for(target) -> dict[str, list]:
     ks = harness.registry()
     return {op: [k for k in ks if k.op == op and k.isa in target.isa and (harness.RUNTIME / k.source).exists()]
-            for op in ("fc_rcsr", "fc_dense")}
+            for op in ("fc_rcsr", "fc_dense", "conv2d_rcsr", "conv2d_dense")}
 
 
 def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) -> Path:
@@ -80,12 +99,13 @@ def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) 
     d.mkdir(parents=True, exist_ok=True)
     (d / "layer_data.h").write_text(header)
     exe = d / f"prog{iters}"
-    srcs = [str(harness.RUNTIME / kernel.source), str(HERE / "c" / "insn_main.c")]
+    conv = kernel.op.startswith("conv2d")
+    srcs = [str(harness.RUNTIME / kernel.source), str(HERE / "c" / ("insn_conv_main.c" if conv else "insn_main.c"))]
     if target.runner == "qemu-system":
         srcs.append(str(harness.RUNTIME / target.extra["startup"]))
     cmd = [target.cc, *target.cflags, "-O3" if target.runner != "qemu-system" else "-O2",
            f"-I{harness.RUNTIME / 'include'}", f"-I{d}", f"-DKERNEL={kernel.name}", f"-DITERS={iters}",
-           *(["-DSPARSE"] if kernel.op == "fc_rcsr" else []), *srcs, "-o", str(exe), *target.ldflags, *target.libs]
+           *(["-DSPARSE"] if kernel.op.endswith("_rcsr") else []), *srcs, "-o", str(exe), *target.ldflags, *target.libs]
     # No -fPIC for static programs; no --gc-sections: it drops the start-up file's vector table (a static
     # array referenced by nothing but the linker's --section-start), and QEMU then locks up at reset.
     cmd = [c for c in cmd if c not in ("-fPIC", "-Wl,--gc-sections")]
@@ -108,9 +128,44 @@ def count(target, exe: Path, plugin: Path) -> int:
 
 
 def per_inference(target, kernel, header, work, plugin, tag) -> float:
+    iters = CONV_ITERS if kernel.op.startswith("conv2d") else ITERS
     n0 = count(target, compile_prog(target, kernel, header, 0, work, tag), plugin)
-    n1 = count(target, compile_prog(target, kernel, header, ITERS, work, tag), plugin)
-    return (n1 - n0) / ITERS
+    n1 = count(target, compile_prog(target, kernel, header, iters, work, tag), plugin)
+    return (n1 - n0) / iters
+
+
+def _short(n: str) -> str:
+    return f"{n.split('__')[0].replace('prunec_f32_', '')}[{n.split('__')[1]}]"
+
+
+def run_conv(t, tname, key, ks, work, plugin, densities=None):
+    out = []
+    base = workloads.by_key(key)
+    for d in (densities or (base.density,)):
+        layer = workloads.conv(base.net, base.name, d, **base.conv.__dict__)
+        w, bias, _ = workloads.random_layer(layer, 0)
+        nnz = int(np.count_nonzero(w))
+        pixels = layer.conv.out_hw ** 2
+        macs = w.size * pixels
+        res = {"target": tname, "layer": key, "kind": "conv", "density": d, "nonzero": nnz, "macs": macs,
+               "nonzero_macs": nnz * pixels, "counts": {}}
+        for op, sparse in (("conv2d_dense", False), ("conv2d_rcsr", True)):
+            hdr = conv_header(layer, w, bias, sparse)
+            for k in ks[op]:
+                res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
+        dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
+        sparse = min(v for n, v in res["counts"].items() if "_rcsr__" in n)
+        nzm = max(nnz * pixels, 1)
+        res.update(best_dense=dense, best_sparse=sparse, ratio=sparse / dense, goal=3 * d,
+                   dense_per_mac=dense / macs, sparse_per_nnz=sparse / max(nnz, 1), sparse_per_nz_mac=sparse / nzm,
+                   per_kernel={n: {"per_inference": v, ("per_mac" if "_dense__" in n else "per_nz_mac"):
+                                   v / (macs if "_dense__" in n else nzm)} for n, v in res["counts"].items()})
+        print(f"{tname:13s} {key:14s} d={d:5.0%}  dense {dense:10.0f} ({dense / macs:.2f}/MAC)  sparse "
+              f"{sparse:10.0f} ({sparse / nzm:.2f}/nz-MAC)  sparse/dense {sparse / dense:.3f}   "
+              + "  ".join(f"{_short(n)}={v:.0f} ({v / (macs if '_dense__' in n else nzm):.2f})"
+                          for n, v in res["counts"].items()), flush=True)
+        out.append(res)
+    return out
 
 
 def run(targets, layers, work: Path, plugin: Path, densities=None):
@@ -126,6 +181,9 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
         ks = kernels_for(t)
         for key in layers:
             base = workloads.by_key(key)
+            if base.kind == "conv":
+                rows += run_conv(t, tname, key, ks, work, plugin, densities)
+                continue
             for d in (densities or (base.density,)):
                 layer = workloads.fc(base.net, base.name, base.rows, base.cols, d)
                 w, bias, _ = workloads.random_layer(layer, 0)
