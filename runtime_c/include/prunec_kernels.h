@@ -62,6 +62,8 @@ PRUNEC_DECLARE_FC_DENSE(avx2)
 PRUNEC_DECLARE_FC_DENSE(neon)
 PRUNEC_DECLARE_FC_DENSE(cortexm)
 PRUNEC_DECLARE_FC_DENSE(mve)
+PRUNEC_DECLARE_CONV2D_DENSE(neon)
+PRUNEC_DECLARE_CONV2D_DENSE(cortexm)
 
 /* AVX-512 register-tiled variants (fc: 4 rows interleaved; conv: 8 output rows x 16 columns per tile). */
 PRUNEC_DECLARE_FC_RCSR(avx512x4)

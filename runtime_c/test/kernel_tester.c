@@ -469,6 +469,32 @@ static void run_conv_case(const conv_case *cc, uint32_t bits, int with_bias, int
       record(k, compare(registry[k].name, "prunec_f32_conv2d_rcsr__portable", desc, y, port, mag, out_n));
     }
   }
+  /* dense storage of the same weights (zeros included): conv2d_dense kernels, portable against the reference,
+   * the ISA kernels against the portable one */
+  {
+    prunec_dense_f32 dw;
+    char full[240];
+    dw.rows = p.out_c;
+    dw.cols = cols;
+    dw.values = dense;
+    snprintf(full, sizeof full, "%s dense", desc);
+    for (k = 0; k < NKERNELS; k++) {
+      if (selected(&registry[k], "conv2d_dense") && strcmp(registry[k].isa, "portable") == 0) {
+        refill(port, out_n);
+        ((void (*)(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *, const float *, float *,
+                   float, float))registry[k].fn)(&p, &dw, bias, x, port, lo, hi);
+        record(k, compare(registry[k].name, "reference", full, port, ref, mag, out_n));
+      }
+    }
+    for (k = 0; k < NKERNELS; k++) {
+      if (selected(&registry[k], "conv2d_dense") && strcmp(registry[k].isa, "portable") != 0) {
+        refill(y, out_n);
+        ((void (*)(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *, const float *, float *,
+                   float, float))registry[k].fn)(&p, &dw, bias, x, y, lo, hi);
+        record(k, compare(registry[k].name, "prunec_f32_conv2d_dense__portable", full, y, port, mag, out_n));
+      }
+    }
+  }
   encoded_free(&enc);
   triplets_free(&t);
   free(dense);
@@ -498,6 +524,16 @@ static void conv_cases(int quick) {
       {2, 1, 1, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1.0f},       /* 1x1 image */
       {1, 4, 4, 2, 5, 5, 1, 1, 2, 2, 1, 1, 1, 1.0f},       /* kernel wider than the image */
       {2, 6, 40, 3, 2, 7, 1, 1, 0, 3, 1, 2, 1, 0.4f},      /* rectangular kernel, dil_w 2 */
+      /* register tiles (8 or 4 output rows x 8/4 columns on NEON, 2 x 8 on Cortex-M) and their edges */
+      {3, 30, 21, 4, 3, 3, 2, 1, 1, 1, 1, 1, 1, 0.5f},     /* stride (2,1), padding: row tiles at stride_h 2 */
+      {2, 24, 26, 3, 3, 3, 1, 1, 2, 2, 2, 2, 1, 0.6f},     /* dilation 2 with tiles */
+      {4, 20, 20, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, 1.0f},     /* depthwise with tiles */
+      {2, 19, 23, 3, 3, 5, 1, 1, 0, 2, 1, 1, 1, 0.5f},     /* odd output width 23: 8+8+4 columns + tail */
+      {4, 16, 14, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0.5f},     /* groups 2 with tiles */
+      {40, 12, 12, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0.9f},    /* ~324 taps per channel: several decode chunks */
+      {20, 12, 12, 4, 5, 5, 1, 1, 0, 0, 1, 1, 1, 0.05f},   /* sparse: gaps > 16 (fillers at b = 4) */
+      {3, 33, 17, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0.6f},     /* stride 2 both ways */
+      {1, 9, 40, 2, 1, 3, 1, 1, 0, 1, 1, 1, 1, 1.0f},      /* 1 x 3 kernel, wide rows */
   };
   static const uint32_t bits_list[] = {4, 8, 16};
   uint32_t i, n = 0;

@@ -501,6 +501,14 @@ void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const
 
 /* ---- conv2d ---- */
 
+/* Output rows per register tile: AArch64 has 32 vector registers (8 rows x 8 columns = 16 accumulators),
+ * Armv7-A 16 (4 rows x 8 columns = 8 accumulators). */
+#if PRUNEC_HAVE_AARCH64
+#define PRUNEC_NEON_TR 8
+#else
+#define PRUNEC_NEON_TR 4
+#endif
+
 typedef struct prunec_neon_taps {
   float w[PRUNEC_NEON_CHUNK];
   int32_t off[PRUNEC_NEON_CHUNK]; /* ci*in_h*in_w + ky*dil_h*in_w + kx*dil_w */
@@ -508,111 +516,357 @@ typedef struct prunec_neon_taps {
   int32_t dx[PRUNEC_NEON_CHUNK];  /* kx*dil_w */
 } prunec_neon_taps;
 
+/* One output channel's geometry and epilogue, shared by the sparse and the dense kernel. */
+typedef struct prunec_neon_conv {
+  const float *xg; /* the channel's group of input planes */
+  float *yp;       /* the output plane */
+  int32_t in_h, in_w, out_h, out_w, sh, sw, ph, pw;
+  int32_t ow_lo, ow_hi; /* stride-1 output columns whose taps all lie inside their input row */
+  int32_t oh_lo, oh_hi; /* output rows whose taps all lie inside the input (any stride_h) */
+  float b;
+  float32x4_t vb, vmin, vmax;
+  uint32_t clamp_lo, clamp_hi; /* out_min > -inf, out_max < +inf */
+} prunec_neon_conv;
+
+static void prunec_neon_conv_geometry(const prunec_conv2d_params *p, prunec_neon_conv *c) {
+  const int32_t span_w = (int32_t)((p->kw - 1) * p->dil_w), span_h = (int32_t)((p->kh - 1) * p->dil_h);
+  int32_t hi;
+  c->in_h = (int32_t)p->in_h;
+  c->in_w = (int32_t)p->in_w;
+  c->out_h = (int32_t)p->out_h;
+  c->out_w = (int32_t)p->out_w;
+  c->sh = (int32_t)p->stride_h;
+  c->sw = (int32_t)p->stride_w;
+  c->ph = (int32_t)p->pad_h;
+  c->pw = (int32_t)p->pad_w;
+  c->ow_lo = c->pw < c->out_w ? c->pw : c->out_w;
+  c->ow_hi = c->in_w - span_w + c->pw;
+  c->ow_hi = c->ow_hi > c->out_w ? c->out_w : c->ow_hi;
+  c->oh_lo = (c->ph + c->sh - 1) / c->sh;
+  hi = c->in_h - 1 + c->ph - span_h; /* oh*sh <= hi */
+  c->oh_hi = hi < 0 ? 0 : hi / c->sh + 1;
+  c->oh_hi = c->oh_hi > c->out_h ? c->out_h : c->oh_hi;
+}
+
+/* Columns [ow, ow_end) of output row oh, every tap bounds-checked against the input rows; stride-1 blocks of
+ * 8 and 4 columns inside [ow_lo, ow_hi) use plain loads, the others fill their lanes in scalar code. */
+static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_taps *t, uint32_t nt, int32_t oh,
+                                 int32_t ow, int32_t ow_end, int first, int final) {
+  const int32_t iy0 = oh * c->sh - c->ph;
+  const ptrdiff_t rbase = (ptrdiff_t)iy0 * c->in_w - c->pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
+  const float *xg = c->xg;
+  float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
+  const float32x4_t vb = c->vb, vmin = c->vmin, vmax = c->vmax;
+  while (ow < ow_end) {
+    uint32_t k;
+    if (c->sw == 1 && ow >= c->ow_lo && ow + 8 <= c->ow_hi && ow + 8 <= ow_end) {
+      float32x4_t acc0 = first ? vb : vld1q_f32(yr + ow);
+      float32x4_t acc1 = first ? vb : vld1q_f32(yr + ow + 4);
+      for (k = 0; k < nt; k++) {
+        const int32_t iy = iy0 + t->dy[k];
+        if ((uint32_t)iy < (uint32_t)c->in_h) {
+          const float *xs = xg + (rbase + t->off[k] + ow);
+          const float32x4_t wv = vld1q_dup_f32(t->w + k);
+          acc0 = vfmaq_f32(acc0, vld1q_f32(xs), wv);
+          acc1 = vfmaq_f32(acc1, vld1q_f32(xs + 4), wv);
+        }
+      }
+      if (final) {
+        acc0 = vminq_f32(vmaxq_f32(acc0, vmin), vmax);
+        acc1 = vminq_f32(vmaxq_f32(acc1, vmin), vmax);
+      }
+      vst1q_f32(yr + ow, acc0);
+      vst1q_f32(yr + ow + 4, acc1);
+      ow += 8;
+    } else if (c->sw == 1 && ow >= c->ow_lo && ow + 4 <= c->ow_hi && ow + 4 <= ow_end) {
+      float32x4_t acc = first ? vb : vld1q_f32(yr + ow);
+      for (k = 0; k < nt; k++) {
+        const int32_t iy = iy0 + t->dy[k];
+        if ((uint32_t)iy < (uint32_t)c->in_h) {
+          acc = vfmaq_f32(acc, vld1q_f32(xg + (rbase + t->off[k] + ow)), vld1q_dup_f32(t->w + k));
+        }
+      }
+      if (final) {
+        acc = vminq_f32(vmaxq_f32(acc, vmin), vmax);
+      }
+      vst1q_f32(yr + ow, acc);
+      ow += 4;
+    } else {
+      const int32_t m = ow_end - ow < 4 ? ow_end - ow : 4;
+      float buf[4];
+      int32_t l;
+      float32x4_t acc;
+      for (l = 0; l < 4; l++) {
+        buf[l] = (first || l >= m) ? c->b : yr[ow + l];
+      }
+      acc = vld1q_f32(buf);
+      for (k = 0; k < nt; k++) {
+        const int32_t iy = iy0 + t->dy[k];
+        if ((uint32_t)iy < (uint32_t)c->in_h) {
+          const float *xr = xg + (t->off[k] - t->dx[k] + (ptrdiff_t)(iy - t->dy[k]) * c->in_w); /* input row iy */
+          float xv[4];
+          for (l = 0; l < 4; l++) {
+            const int32_t ix = (ow + l) * c->sw - c->pw + t->dx[k];
+            xv[l] = (l < m && (uint32_t)ix < (uint32_t)c->in_w) ? xr[ix] : 0.0f;
+          }
+          acc = vfmaq_f32(acc, vld1q_f32(xv), vld1q_dup_f32(t->w + k));
+        }
+      }
+      if (final) {
+        acc = vminq_f32(vmaxq_f32(acc, vmin), vmax);
+      }
+      vst1q_f32(buf, acc);
+      for (l = 0; l < m; l++) {
+        yr[ow + l] = buf[l];
+      }
+      ow += 4;
+    }
+  }
+}
+
+#if !defined(PRUNEC_NEON_NO_ASM)
+/* The tap loop of a full tile (PRUNEC_NEON_TR rows x 8 columns), nt >= 1 taps, accumulators in registers.
+ * Per tap: the input offset and the weight (post-incremented loads), one address add, then per row one
+ * 8-float load (AArch64 LDP of 2 q; Armv7-A VLD1 of 4 d with the row step as register post-increment) and two
+ * FMAs. AArch64: 8 rows, 5 + 8*4 - 1 = 36 instructions per 64 MACs; Armv7-A (FMA has no by-scalar form: the
+ * weight is loaded duplicated): 4 rows, 5 + 4*3 = 17 per 32 MACs. Same FMA order as the C loop. */
+#if PRUNEC_HAVE_AARCH64
+/* AArch64: the whole tile in one block (16 accumulators v16-v31 would need more than GCC's 30 asm operands):
+ * accumulators loaded from src (rows src_step bytes apart; the bias row with step 0), the tap loop, the
+ * clamp (lower and upper bound each only when finite) and the store. */
+#define PRUNEC_NEON_ROW(a, b) \
+  "ldp q0, q1, [%[p]]\n\t" \
+  "add %[p], %[p], %[rs]\n\t" \
+  "fmla v" #a ".4s, v0.4s, v2.s[0]\n\t" \
+  "fmla v" #b ".4s, v1.4s, v2.s[0]\n\t"
+#define PRUNEC_NEON_LD(a, b) "ldp q" #a ", q" #b ", [%[src]]\n\tadd %[src], %[src], %[ss]\n\t"
+#define PRUNEC_NEON_ST(a, b) "stp q" #a ", q" #b ", [%[dst]]\n\tadd %[dst], %[dst], %[ds]\n\t"
+#define PRUNEC_NEON_MAX4(a, b, c, d) \
+  "fmax v" #a ".4s, v" #a ".4s, %[vmin].4s\n\tfmax v" #b ".4s, v" #b ".4s, %[vmin].4s\n\t" \
+  "fmax v" #c ".4s, v" #c ".4s, %[vmin].4s\n\tfmax v" #d ".4s, v" #d ".4s, %[vmin].4s\n\t"
+#define PRUNEC_NEON_MIN4(a, b, c, d) \
+  "fmin v" #a ".4s, v" #a ".4s, %[vmax].4s\n\tfmin v" #b ".4s, v" #b ".4s, %[vmax].4s\n\t" \
+  "fmin v" #c ".4s, v" #c ".4s, %[vmax].4s\n\tfmin v" #d ".4s, v" #d ".4s, %[vmax].4s\n\t"
+static inline void prunec_neon_conv_tile_asm(const float *xb, ptrdiff_t rs, const float *w, const int32_t *off,
+                                             uint32_t nt, const float *src, ptrdiff_t src_step, float *dst,
+                                             ptrdiff_t dst_step, float32x4_t vmin, float32x4_t vmax, uint32_t lo,
+                                             uint32_t hi) {
+  const int64_t rsb = (int64_t)rs * 4, ssb = (int64_t)src_step * 4, dsb = (int64_t)dst_step * 4;
+  const float *p;
+  int64_t o;
+  __asm__ volatile(
+      PRUNEC_NEON_LD(16, 17) PRUNEC_NEON_LD(18, 19) PRUNEC_NEON_LD(20, 21) PRUNEC_NEON_LD(22, 23)
+      PRUNEC_NEON_LD(24, 25) PRUNEC_NEON_LD(26, 27) PRUNEC_NEON_LD(28, 29) PRUNEC_NEON_LD(30, 31)
+      "cbz %w[n], 2f\n\t"
+      "1:\n\t"
+      "ldrsw %[o], [%[off]], #4\n\t"
+      "ldr s2, [%[w]], #4\n\t"
+      "add %[p], %[xb], %[o], lsl #2\n\t"
+      PRUNEC_NEON_ROW(16, 17) PRUNEC_NEON_ROW(18, 19) PRUNEC_NEON_ROW(20, 21) PRUNEC_NEON_ROW(22, 23)
+      PRUNEC_NEON_ROW(24, 25) PRUNEC_NEON_ROW(26, 27) PRUNEC_NEON_ROW(28, 29)
+      "ldp q0, q1, [%[p]]\n\t"
+      "fmla v30.4s, v0.4s, v2.s[0]\n\t"
+      "fmla v31.4s, v1.4s, v2.s[0]\n\t"
+      "subs %w[n], %w[n], #1\n\t"
+      "b.ne 1b\n\t"
+      "2:\n\t"
+      "cbz %w[lo], 3f\n\t"
+      PRUNEC_NEON_MAX4(16, 17, 18, 19) PRUNEC_NEON_MAX4(20, 21, 22, 23)
+      PRUNEC_NEON_MAX4(24, 25, 26, 27) PRUNEC_NEON_MAX4(28, 29, 30, 31)
+      "3:\n\t"
+      "cbz %w[hi], 4f\n\t"
+      PRUNEC_NEON_MIN4(16, 17, 18, 19) PRUNEC_NEON_MIN4(20, 21, 22, 23)
+      PRUNEC_NEON_MIN4(24, 25, 26, 27) PRUNEC_NEON_MIN4(28, 29, 30, 31)
+      "4:\n\t"
+      PRUNEC_NEON_ST(16, 17) PRUNEC_NEON_ST(18, 19) PRUNEC_NEON_ST(20, 21) PRUNEC_NEON_ST(22, 23)
+      PRUNEC_NEON_ST(24, 25) PRUNEC_NEON_ST(26, 27) PRUNEC_NEON_ST(28, 29) PRUNEC_NEON_ST(30, 31)
+      : [off] "+r"(off), [w] "+r"(w), [n] "+r"(nt), [src] "+r"(src), [dst] "+r"(dst), [p] "=&r"(p), [o] "=&r"(o)
+      : [xb] "r"(xb), [rs] "r"(rsb), [ss] "r"(ssb), [ds] "r"(dsb), [vmin] "w"(vmin), [vmax] "w"(vmax),
+        [lo] "r"(lo), [hi] "r"(hi)
+      : "v0", "v1", "v2", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27",
+        "v28", "v29", "v30", "v31", "cc", "memory");
+}
+#undef PRUNEC_NEON_ROW
+#undef PRUNEC_NEON_LD
+#undef PRUNEC_NEON_ST
+#undef PRUNEC_NEON_MAX4
+#undef PRUNEC_NEON_MIN4
+#else
+#define PRUNEC_NEON_ROW(a, b) \
+  "vld1.32 {d0-d3}, [%[p]], %[rs]\n\t" \
+  "vfma.f32 %q[" #a "], q0, q2\n\t" \
+  "vfma.f32 %q[" #b "], q1, q2\n\t"
+static inline void prunec_neon_conv_taps_asm(const float *xb, ptrdiff_t rs, const float *w, const int32_t *off,
+                                             uint32_t nt, float32x4_t acc[PRUNEC_NEON_TR][2]) {
+  float32x4_t a00 = acc[0][0], a01 = acc[0][1], a10 = acc[1][0], a11 = acc[1][1];
+  float32x4_t a20 = acc[2][0], a21 = acc[2][1], a30 = acc[3][0], a31 = acc[3][1];
+  const int32_t rsb = (int32_t)rs * 4;
+  const float *p;
+  int32_t o;
+  __asm__("1:\n\t"
+          "ldr %[o], [%[off]], #4\n\t"
+          "vld1.32 {d4[], d5[]}, [%[w]]!\n\t"
+          "add %[p], %[xb], %[o], lsl #2\n\t"
+          PRUNEC_NEON_ROW(a00, a01) PRUNEC_NEON_ROW(a10, a11) PRUNEC_NEON_ROW(a20, a21) PRUNEC_NEON_ROW(a30, a31)
+          "subs %[n], %[n], #1\n\t"
+          "bne 1b\n\t"
+          : [a00] "+w"(a00), [a01] "+w"(a01), [a10] "+w"(a10), [a11] "+w"(a11), [a20] "+w"(a20), [a21] "+w"(a21),
+            [a30] "+w"(a30), [a31] "+w"(a31), [off] "+r"(off), [w] "+r"(w), [n] "+r"(nt), [p] "=&r"(p),
+            [o] "=&r"(o)
+          : [xb] "r"(xb), [rs] "r"(rsb)
+          : "d0", "d1", "d2", "d3", "d4", "d5", "cc", "memory");
+  acc[0][0] = a00; acc[0][1] = a01; acc[1][0] = a10; acc[1][1] = a11;
+  acc[2][0] = a20; acc[2][1] = a21; acc[3][0] = a30; acc[3][1] = a31;
+}
+#undef PRUNEC_NEON_ROW
+#endif
+#endif /* !PRUNEC_NEON_NO_ASM */
+
+/* A register tile of R output rows (oh .. oh+R-1, all inside [oh_lo, oh_hi)) x 4*V columns (ow .. ow+4V-1,
+ * inside [ow_lo, ow_hi), stride_w 1): no bounds checks; per tap one weight broadcast and R*V loads + FMAs. */
+PRUNEC_ALWAYS_INLINE void prunec_neon_conv_tile(const prunec_neon_conv *c, const prunec_neon_taps *t, uint32_t nt,
+                                                int32_t oh, int32_t ow, int first, int final, const int R,
+                                                const int V) {
+  const ptrdiff_t rs = (ptrdiff_t)c->sh * c->in_w;
+  const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * c->in_w + (ow - c->pw));
+  float *yb = c->yp + (size_t)oh * (size_t)c->out_w + (size_t)ow;
+  float32x4_t acc[PRUNEC_NEON_TR][2];
+  uint32_t k;
+  int r, v;
+#if !defined(PRUNEC_NEON_NO_ASM) && PRUNEC_HAVE_AARCH64
+  if (R == PRUNEC_NEON_TR && V == 2) {
+    float bb[8];
+    vst1q_f32(bb, c->vb);
+    vst1q_f32(bb + 4, c->vb);
+    prunec_neon_conv_tile_asm(xb, rs, t->w, t->off, nt, first ? bb : yb, first ? 0 : c->out_w, yb, c->out_w,
+                              c->vmin, c->vmax, final && c->clamp_lo, final && c->clamp_hi);
+    return;
+  }
+#endif
+  for (r = 0; r < R; r++) {
+    for (v = 0; v < V; v++) {
+      acc[r][v] = first ? c->vb : vld1q_f32(yb + (size_t)r * (size_t)c->out_w + 4 * v);
+    }
+  }
+#if !defined(PRUNEC_NEON_NO_ASM) && !PRUNEC_HAVE_AARCH64
+  if (R == PRUNEC_NEON_TR && V == 2) {
+    prunec_neon_conv_taps_asm(xb, rs, t->w, t->off, nt, acc);
+  } else
+#endif
+  {
+    for (k = 0; k < nt; k++) {
+      const float *xs = xb + t->off[k];
+      const float32x4_t wk = vld1q_dup_f32(t->w + k);
+      for (r = 0; r < R; r++) {
+        for (v = 0; v < V; v++) {
+          acc[r][v] = vfmaq_f32(acc[r][v], vld1q_f32(xs + 4 * v), wk);
+        }
+        xs += rs;
+      }
+    }
+  }
+  for (r = 0; r < R; r++) {
+    for (v = 0; v < V; v++) {
+      float32x4_t a = acc[r][v];
+      if (final) {
+        a = vminq_f32(vmaxq_f32(a, c->vmin), c->vmax);
+      }
+      vst1q_f32(yb + (size_t)r * (size_t)c->out_w + 4 * v, a);
+    }
+  }
+}
+
+/* The output plane for one chunk of taps: interior blocks of PRUNEC_NEON_TR rows go through register tiles
+ * (8 columns, then 4), everything else (border rows and columns, stride_w > 1, short tails) through
+ * prunec_neon_conv_row. */
+static void prunec_neon_conv_plane(const prunec_neon_conv *c, const prunec_neon_taps *t, uint32_t nt, int first,
+                                   int final) {
+  int32_t oh = 0;
+  while (oh < c->out_h) {
+    if (c->sw == 1 && nt > 0 && oh >= c->oh_lo && oh + PRUNEC_NEON_TR <= c->oh_hi && c->ow_lo + 4 <= c->ow_hi) {
+      int32_t ow = c->ow_lo, r;
+      for (; ow + 8 <= c->ow_hi; ow += 8) {
+        prunec_neon_conv_tile(c, t, nt, oh, ow, first, final, PRUNEC_NEON_TR, 2);
+      }
+      if (ow + 4 <= c->ow_hi) {
+        prunec_neon_conv_tile(c, t, nt, oh, ow, first, final, PRUNEC_NEON_TR, 1);
+        ow += 4;
+      }
+      for (r = 0; r < PRUNEC_NEON_TR; r++) {
+        prunec_neon_conv_row(c, t, nt, oh + r, 0, c->ow_lo, first, final);
+        prunec_neon_conv_row(c, t, nt, oh + r, ow, c->out_w, first, final);
+      }
+      oh += PRUNEC_NEON_TR;
+    } else {
+      prunec_neon_conv_row(c, t, nt, oh, 0, c->out_w, first, final);
+      oh++;
+    }
+  }
+}
+
+static void prunec_neon_conv_channel_setup(const prunec_conv2d_params *p, prunec_neon_conv *c, const float *x,
+                                           float *y, const float *bias, uint32_t oc) {
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+  c->xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
+  c->yp = y + (size_t)oc * out_plane;
+  c->b = bias != NULL ? bias[oc] : 0.0f;
+  c->vb = vdupq_n_f32(c->b);
+}
+
 void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                   const float *x, float *y, float out_min, float out_max) {
   prunec_neon_taps t;
-  const int32_t in_h = (int32_t)p->in_h, in_w = (int32_t)p->in_w;
-  const int32_t out_w = (int32_t)p->out_w;
-  const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w;
-  const int32_t ph = (int32_t)p->pad_h, pw = (int32_t)p->pad_w;
-  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
-  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
-  const int32_t span = (int32_t)((p->kw - 1) * p->dil_w);
-  const int32_t ow_lo = pw;
-  int32_t ow_hi = in_w - span + pw;
-  const float32x4_t vmin = vdupq_n_f32(out_min), vmax = vdupq_n_f32(out_max);
+  prunec_neon_conv c;
   uint32_t oc;
-  if (ow_hi > out_w) {
-    ow_hi = out_w;
-  }
+  prunec_neon_conv_geometry(p, &c);
+  c.vmin = vdupq_n_f32(out_min);
+  c.vmax = vdupq_n_f32(out_max);
+  c.clamp_lo = !(out_min < -3.4028235e38f);
+  c.clamp_hi = !(out_max > 3.4028235e38f);
   for (oc = 0; oc < p->out_c; oc++) {
-    const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
-    float *yp = y + (size_t)oc * out_plane;
-    const float b = bias != NULL ? bias[oc] : 0.0f;
-    const float32x4_t vb = vdupq_n_f32(b);
     const uint32_t end = w->row_ptr[oc + 1];
     uint32_t e = w->row_ptr[oc];
     uint32_t last = (uint32_t)-1;
     int first = 1;
+    prunec_neon_conv_channel_setup(p, &c, x, y, bias, oc);
     do {
       const uint32_t n = end - e < PRUNEC_NEON_CHUNK ? end - e : PRUNEC_NEON_CHUNK;
       const uint32_t nt = prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
-      const int final = e + n >= end;
-      int32_t oh;
-      for (oh = 0; oh < (int32_t)p->out_h; oh++) {
-        const int32_t iy0 = oh * sh - ph;
-        const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
-        float *yr = yp + (size_t)oh * (size_t)out_w;
-        int32_t ow = 0;
-        while (ow < out_w) {
-          uint32_t k;
-          if (sw == 1 && ow >= ow_lo && ow + 8 <= ow_hi) {
-            float32x4_t acc0 = first ? vb : vld1q_f32(yr + ow);
-            float32x4_t acc1 = first ? vb : vld1q_f32(yr + ow + 4);
-            for (k = 0; k < nt; k++) {
-              const int32_t iy = iy0 + t.dy[k];
-              if ((uint32_t)iy < (uint32_t)in_h) {
-                const float *xs = xg + (rbase + t.off[k] + ow);
-                const float32x4_t wv = vld1q_dup_f32(t.w + k);
-                acc0 = vfmaq_f32(acc0, vld1q_f32(xs), wv);
-                acc1 = vfmaq_f32(acc1, vld1q_f32(xs + 4), wv);
-              }
-            }
-            if (final) {
-              acc0 = vminq_f32(vmaxq_f32(acc0, vmin), vmax);
-              acc1 = vminq_f32(vmaxq_f32(acc1, vmin), vmax);
-            }
-            vst1q_f32(yr + ow, acc0);
-            vst1q_f32(yr + ow + 4, acc1);
-            ow += 8;
-          } else if (sw == 1 && ow >= ow_lo && ow + 4 <= ow_hi) {
-            float32x4_t acc = first ? vb : vld1q_f32(yr + ow);
-            for (k = 0; k < nt; k++) {
-              const int32_t iy = iy0 + t.dy[k];
-              if ((uint32_t)iy < (uint32_t)in_h) {
-                acc = vfmaq_f32(acc, vld1q_f32(xg + (rbase + t.off[k] + ow)), vld1q_dup_f32(t.w + k));
-              }
-            }
-            if (final) {
-              acc = vminq_f32(vmaxq_f32(acc, vmin), vmax);
-            }
-            vst1q_f32(yr + ow, acc);
-            ow += 4;
-          } else {
-            const int32_t m = out_w - ow < 4 ? out_w - ow : 4;
-            float buf[4];
-            int32_t l;
-            float32x4_t acc;
-            for (l = 0; l < 4; l++) {
-              buf[l] = (first || l >= m) ? b : yr[ow + l];
-            }
-            acc = vld1q_f32(buf);
-            for (k = 0; k < nt; k++) {
-              const int32_t iy = iy0 + t.dy[k];
-              if ((uint32_t)iy < (uint32_t)in_h) {
-                const float *xr = xg + (t.off[k] - t.dx[k] + (ptrdiff_t)(iy - t.dy[k]) * in_w); /* input row iy */
-                float xv[4];
-                for (l = 0; l < 4; l++) {
-                  const int32_t ix = (ow + l) * sw - pw + t.dx[k];
-                  xv[l] = (l < m && (uint32_t)ix < (uint32_t)in_w) ? xr[ix] : 0.0f;
-                }
-                acc = vfmaq_f32(acc, vld1q_f32(xv), vld1q_dup_f32(t.w + k));
-              }
-            }
-            if (final) {
-              acc = vminq_f32(vmaxq_f32(acc, vmin), vmax);
-            }
-            vst1q_f32(buf, acc);
-            for (l = 0; l < m; l++) {
-              yr[ow + l] = buf[l];
-            }
-            ow += 4;
-          }
-        }
-      }
+      prunec_neon_conv_plane(&c, &t, nt, first, e + n >= end);
       first = 0;
       e += n;
     } while (e < end);
+  }
+}
+
+/* Dense conv2d: the same tiles over every weight of the row (zeros included), PRUNEC_NEON_CHUNK at a time. */
+void prunec_f32_conv2d_dense__neon(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias,
+                                   const float *x, float *y, float out_min, float out_max) {
+  prunec_neon_taps t;
+  prunec_neon_conv c;
+  const uint32_t cols = w->cols;
+  uint32_t oc;
+  prunec_neon_conv_geometry(p, &c);
+  c.vmin = vdupq_n_f32(out_min);
+  c.vmax = vdupq_n_f32(out_max);
+  c.clamp_lo = !(out_min < -3.4028235e38f);
+  c.clamp_hi = !(out_max > 3.4028235e38f);
+  for (oc = 0; oc < p->out_c; oc++) {
+    const float *wr = w->values + (size_t)oc * cols;
+    uint32_t col = 0;
+    int first = 1;
+    prunec_neon_conv_channel_setup(p, &c, x, y, bias, oc);
+    do {
+      const uint32_t n = cols - col < PRUNEC_NEON_CHUNK ? cols - col : PRUNEC_NEON_CHUNK;
+      uint32_t i;
+      for (i = 0; i < n; i++) {
+        prunec_conv_set_tap(p, col + i, wr[col + i], i, t.w, t.off, t.dy, t.dx);
+      }
+      prunec_neon_conv_plane(&c, &t, n, first, col + n >= cols);
+      first = 0;
+      col += n;
+    } while (col < cols);
   }
 }
 
