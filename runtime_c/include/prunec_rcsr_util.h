@@ -40,6 +40,88 @@ PRUNEC_ALWAYS_INLINE void prunec_conv_set_tap(const prunec_conv2d_params *p, uin
   off[k] = (int32_t)(ci * p->in_h * p->in_w) + dy[k] * (int32_t)p->in_w + dx[k];
 }
 
+/* Division-free decoding for kernels that keep a small table of one input channel's kh*kw taps (offset
+ * ky*dil_h*in_w + kx*dil_w, dy, dx; filled once per call by prunec_conv_set_tap). The column is tracked as
+ * (channel base ci*in_h*in_w, tap t); a gap below kh*kw crosses at most one channel (one subtraction), longer
+ * gaps divide. Same taps, in the same order, as prunec_conv_decode_taps. */
+#define PRUNEC_CONV_TAB_MAX 64u
+typedef struct prunec_conv_tap_table {
+  float w[PRUNEC_CONV_TAB_MAX]; /* unused (prunec_conv_set_tap writes it) */
+  int32_t off[PRUNEC_CONV_TAB_MAX], dy[PRUNEC_CONV_TAB_MAX], dx[PRUNEC_CONV_TAB_MAX];
+  uint32_t taps;
+  int32_t plane;
+} prunec_conv_tap_table;
+
+/* Returns 0 (table unusable: call prunec_conv_decode_taps) when kh*kw > PRUNEC_CONV_TAB_MAX. */
+static inline int prunec_conv_tap_table_init(const prunec_conv2d_params *p, prunec_conv_tap_table *tab) {
+  uint32_t t;
+  tab->taps = p->kh * p->kw;
+  tab->plane = (int32_t)(p->in_h * p->in_w);
+  if (tab->taps > PRUNEC_CONV_TAB_MAX) {
+    return 0;
+  }
+  for (t = 0; t < tab->taps; t++) {
+    prunec_conv_set_tap(p, t, 0.0f, t, tab->w, tab->off, tab->dy, tab->dx);
+  }
+  return 1;
+}
+
+PRUNEC_ALWAYS_INLINE uint32_t prunec_conv_decode_taps_tab_b(const prunec_conv_tap_table *tab, const prunec_rcsr_f32 *wt,
+                                                            uint32_t e, uint32_t n, uint32_t *last, float *w,
+                                                            int32_t *off, int32_t *dy, int32_t *dx,
+                                                            const uint32_t bits) {
+  const uint32_t taps = tab->taps;
+  const int32_t plane = tab->plane;
+  uint32_t c = *last, t, i, k = 0;
+  int32_t cib;
+  if (c == (uint32_t)-1) {
+    t = (uint32_t)-1; /* the first gap (>= 1) wraps it to its tap */
+    cib = 0;
+  } else {
+    const uint32_t ci = c / taps;
+    t = c - ci * taps;
+    cib = (int32_t)ci * plane;
+  }
+  for (i = 0; i < n; i++) {
+    const float v = wt->values[e + i];
+    const uint32_t g = prunec_rcsr_code(wt->index, e + i, bits) + 1u;
+    c += g;
+    t += g;
+    if (t >= taps) {
+      if (t - taps < taps) {
+        t -= taps;
+        cib += plane;
+      } else {
+        const uint32_t q = t / taps;
+        t -= q * taps;
+        cib += (int32_t)q * plane;
+      }
+    }
+    if (v != 0.0f) {
+      w[k] = v;
+      off[k] = cib + tab->off[t];
+      dy[k] = tab->dy[t];
+      dx[k] = tab->dx[t];
+      k++;
+    }
+  }
+  *last = c;
+  return k;
+}
+
+static inline uint32_t prunec_conv_decode_taps_tab(const prunec_conv_tap_table *tab, const prunec_rcsr_f32 *wt,
+                                                   uint32_t e, uint32_t n, uint32_t *last, float *w, int32_t *off,
+                                                   int32_t *dy, int32_t *dx) {
+  switch (wt->index_bits) {
+    case 8:
+      return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 8);
+    case 16:
+      return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 16);
+    default:
+      return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 4);
+  }
+}
+
 /* `last` is the column before entry e (UINT32_MAX, i.e. -1, at a row start) and is advanced past entry
  * e+n-1. Returns the number of taps written to w/off/dy/dx (each of room n). */
 static inline uint32_t prunec_conv_decode_taps(const prunec_conv2d_params *p, const prunec_rcsr_f32 *wt, uint32_t e,

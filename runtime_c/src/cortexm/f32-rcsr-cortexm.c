@@ -23,7 +23,7 @@
 #include "prunec_kernels.h"
 #include "prunec_rcsr_util.h"
 
-#define PRUNEC_CORTEXM_CHUNK 64u
+#define PRUNEC_CORTEXM_CHUNK 96u /* taps decoded per pass: 1.5 KB of stack (+ 0.8 KB tap table) */
 
 typedef uint32_t __attribute__((aligned(1), may_alias)) prunec_cortexm_u32u;
 typedef uint16_t __attribute__((aligned(1), may_alias)) prunec_cortexm_u16u;
@@ -410,91 +410,284 @@ typedef struct prunec_cortexm_taps {
   int32_t dx[PRUNEC_CORTEXM_CHUNK];  /* kx*dil_w */
 } prunec_cortexm_taps;
 
+/* One output channel's geometry and epilogue, shared by the sparse and the dense kernel. */
+typedef struct prunec_cortexm_conv {
+  const float *xg; /* the channel's group of input planes */
+  float *yp;       /* the output plane */
+  int32_t in_h, in_w, out_h, out_w, sh, sw, ph, pw;
+  int32_t ow_lo, ow_hi; /* stride-1 output columns whose taps all lie inside their input row */
+  int32_t oh_lo, oh_hi; /* output rows whose taps all lie inside the input (any stride_h) */
+  float b, out_min, out_max;
+  float bb[8]; /* the bias, 8 times: a tile's starting row */
+  int relu;    /* out_min == 0, out_max == +inf */
+} prunec_cortexm_conv;
+
+static void prunec_cortexm_conv_geometry(const prunec_conv2d_params *p, prunec_cortexm_conv *c, float out_min,
+                                         float out_max) {
+  const int32_t span_w = (int32_t)((p->kw - 1) * p->dil_w), span_h = (int32_t)((p->kh - 1) * p->dil_h);
+  int32_t hi;
+  c->in_h = (int32_t)p->in_h;
+  c->in_w = (int32_t)p->in_w;
+  c->out_h = (int32_t)p->out_h;
+  c->out_w = (int32_t)p->out_w;
+  c->sh = (int32_t)p->stride_h;
+  c->sw = (int32_t)p->stride_w;
+  c->ph = (int32_t)p->pad_h;
+  c->pw = (int32_t)p->pad_w;
+  c->ow_lo = c->pw < c->out_w ? c->pw : c->out_w;
+  c->ow_hi = c->in_w - span_w + c->pw;
+  c->ow_hi = c->ow_hi > c->out_w ? c->out_w : c->ow_hi;
+  c->oh_lo = (c->ph + c->sh - 1) / c->sh;
+  hi = c->in_h - 1 + c->ph - span_h; /* oh*sh <= hi */
+  c->oh_hi = hi < 0 ? 0 : hi / c->sh + 1;
+  c->oh_hi = c->oh_hi > c->out_h ? c->out_h : c->oh_hi;
+  c->out_min = out_min;
+  c->out_max = out_max;
+  c->relu = out_min == 0.0f && out_max > 3.4028235e38f;
+}
+
+static inline float prunec_cortexm_clamp(const prunec_cortexm_conv *c, float a) {
+  a = a < c->out_min ? c->out_min : a;
+  return a > c->out_max ? c->out_max : a;
+}
+
+/* Columns [ow, ow_end) of output row oh, every tap bounds-checked against the input rows: stride-1 runs of 4
+ * pixels inside [ow_lo, ow_hi) in 4 accumulators, the other pixels one at a time with full bounds checks. */
+static void prunec_cortexm_conv_row(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t, uint32_t nt,
+                                    int32_t oh, int32_t ow, int32_t ow_end, int first, int final) {
+  const int32_t iy0 = oh * c->sh - c->ph, in_h = c->in_h, in_w = c->in_w;
+  const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - c->pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
+  const float *xg = c->xg;
+  const float b = c->b;
+  float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
+  while (ow < ow_end) {
+    uint32_t k;
+    if (c->sw == 1 && ow >= c->ow_lo && ow + 4 <= c->ow_hi && ow + 4 <= ow_end) {
+      float a0 = first ? b : yr[ow], a1 = first ? b : yr[ow + 1];
+      float a2 = first ? b : yr[ow + 2], a3 = first ? b : yr[ow + 3];
+      for (k = 0; k < nt; k++) {
+        if ((uint32_t)(iy0 + t->dy[k]) < (uint32_t)in_h) {
+          const float *xs = xg + (rbase + t->off[k] + ow);
+          const float wk = t->w[k];
+          a0 = fmaf(wk, xs[0], a0);
+          a1 = fmaf(wk, xs[1], a1);
+          a2 = fmaf(wk, xs[2], a2);
+          a3 = fmaf(wk, xs[3], a3);
+        }
+      }
+      if (final) {
+        a0 = prunec_cortexm_clamp(c, a0);
+        a1 = prunec_cortexm_clamp(c, a1);
+        a2 = prunec_cortexm_clamp(c, a2);
+        a3 = prunec_cortexm_clamp(c, a3);
+      }
+      yr[ow] = a0;
+      yr[ow + 1] = a1;
+      yr[ow + 2] = a2;
+      yr[ow + 3] = a3;
+      ow += 4;
+    } else {
+      float a = first ? b : yr[ow];
+      const int32_t ix0 = ow * c->sw - c->pw;
+      for (k = 0; k < nt; k++) {
+        const int32_t iy = iy0 + t->dy[k], ix = ix0 + t->dx[k];
+        if ((uint32_t)iy < (uint32_t)in_h && (uint32_t)ix < (uint32_t)in_w) {
+          a = fmaf(t->w[k], xg[t->off[k] - t->dx[k] - t->dy[k] * in_w + (ptrdiff_t)iy * in_w + ix], a);
+        }
+      }
+      yr[ow] = final ? prunec_cortexm_clamp(c, a) : a;
+      ow += 1;
+    }
+  }
+}
+
+/* A register tile of 2 output rows (oh, oh+1, inside [oh_lo, oh_hi)) x 8 columns (ow .. ow+7 inside
+ * [ow_lo, ow_hi), stride_w 1), nt >= 1 taps, no bounds checks: 16 accumulators. mode bit 0: start from the
+ * bias (first chunk), else from y; bit 1: store max(acc, 0) (relu, final chunk) with an integer BIC of the
+ * sign, else store as is (other clamps: applied by the caller). */
+#if defined(__GNUC__) && defined(__thumb2__) && !defined(PRUNEC_CORTEXM_NO_ASM)
+/* Per tap: LDR of the offset, VLDM of the weight (both post-incremented), the address add, then per row one
+ * VLDM of 8 inputs and 8 VFMA (the second row one ADD of the row step further), SUBS/BNE: 24 instructions per
+ * 16 MACs. The FMA order per accumulator is the C loop's. */
+#define PRUNEC_CORTEXM_FMA8(a0, a1, a2, a3, a4, a5, a6, a7) \
+  "vfma.f32 s" #a0 ", s0, s8\n\tvfma.f32 s" #a1 ", s1, s8\n\tvfma.f32 s" #a2 ", s2, s8\n\t" \
+  "vfma.f32 s" #a3 ", s3, s8\n\tvfma.f32 s" #a4 ", s4, s8\n\tvfma.f32 s" #a5 ", s5, s8\n\t" \
+  "vfma.f32 s" #a6 ", s6, s8\n\tvfma.f32 s" #a7 ", s7, s8\n\t"
+#define PRUNEC_CORTEXM_RELU2(sa, sb, d, o) \
+  "vmov %[p], %[o], " #sa ", " #sb "\n\t" \
+  "bic %[p], %[p], %[p], asr #31\n\t" \
+  "bic %[o], %[o], %[o], asr #31\n\t" \
+  "strd %[p], %[o], [%[" #d "], #" #o "]\n\t"
+static inline void prunec_cortexm_conv_tile(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t,
+                                            uint32_t nt, int32_t oh, int32_t ow, int first, int final) {
+  const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * c->in_w + (ow - c->pw));
+  const int32_t rs = c->sh * c->in_w * 4;
+  float *y0 = c->yp + (size_t)oh * (size_t)c->out_w + (size_t)ow, *y1 = y0 + c->out_w;
+  const float *w = t->w;
+  const int32_t *off = t->off;
+  const float *p = c->bb;
+  const uint32_t mode = (first ? 1u : 0u) | (final && c->relu ? 2u : 0u);
+  int32_t o;
+  /* The accumulators are s16-s23 (row oh) and s24-s31 (row oh+1), inputs s0-s7, the weight s8. */
+  __asm__ volatile(
+      "tst %[mode], #1\n\t"
+      "beq 5f\n\t"
+      "vldmia %[p], {s16-s23}\n\t"
+      "vldmia %[p], {s24-s31}\n\t"
+      "b 1f\n\t"
+      "5:\n\t"
+      "vldmia %[y0], {s16-s23}\n\t"
+      "vldmia %[y1], {s24-s31}\n\t"
+      "1:\n\t"
+      "ldr %[o], [%[off]], #4\n\t"
+      "vldmia %[w]!, {s8}\n\t"
+      "add %[p], %[xb], %[o], lsl #2\n\t"
+      "vldmia %[p], {s0-s7}\n\t"
+      PRUNEC_CORTEXM_FMA8(16, 17, 18, 19, 20, 21, 22, 23)
+      "add %[p], %[p], %[rs]\n\t"
+      "vldmia %[p], {s0-s7}\n\t"
+      PRUNEC_CORTEXM_FMA8(24, 25, 26, 27, 28, 29, 30, 31)
+      "subs %[n], %[n], #1\n\t"
+      "bne 1b\n\t"
+      "tst %[mode], #2\n\t"
+      "bne 7f\n\t"
+      "vstmia %[y0], {s16-s23}\n\t"
+      "vstmia %[y1], {s24-s31}\n\t"
+      "b 8f\n\t"
+      "7:\n\t"
+      PRUNEC_CORTEXM_RELU2(s16, s17, y0, 0) PRUNEC_CORTEXM_RELU2(s18, s19, y0, 8)
+      PRUNEC_CORTEXM_RELU2(s20, s21, y0, 16) PRUNEC_CORTEXM_RELU2(s22, s23, y0, 24)
+      PRUNEC_CORTEXM_RELU2(s24, s25, y1, 0) PRUNEC_CORTEXM_RELU2(s26, s27, y1, 8)
+      PRUNEC_CORTEXM_RELU2(s28, s29, y1, 16) PRUNEC_CORTEXM_RELU2(s30, s31, y1, 24)
+      "8:\n\t"
+      : [off] "+r"(off), [w] "+r"(w), [n] "+r"(nt), [p] "+&r"(p), [o] "=&r"(o)
+      : [xb] "r"(xb), [rs] "r"(rs), [y0] "r"(y0), [y1] "r"(y1), [mode] "r"(mode)
+      : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s16", "s17", "s18", "s19", "s20", "s21", "s22",
+        "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "cc", "memory");
+  if (final && !c->relu) {
+    int j;
+    for (j = 0; j < 8; j++) {
+      y0[j] = prunec_cortexm_clamp(c, y0[j]);
+      y1[j] = prunec_cortexm_clamp(c, y1[j]);
+    }
+  }
+}
+#undef PRUNEC_CORTEXM_FMA8
+#undef PRUNEC_CORTEXM_RELU2
+#else
+static inline void prunec_cortexm_conv_tile(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t,
+                                            uint32_t nt, int32_t oh, int32_t ow, int first, int final) {
+  const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * c->in_w + (ow - c->pw));
+  const ptrdiff_t rs = (ptrdiff_t)c->sh * c->in_w;
+  float *y0 = c->yp + (size_t)oh * (size_t)c->out_w + (size_t)ow, *y1 = y0 + c->out_w;
+  float a[16];
+  uint32_t k;
+  int j;
+  for (j = 0; j < 8; j++) {
+    a[j] = first ? c->b : y0[j];
+    a[8 + j] = first ? c->b : y1[j];
+  }
+  for (k = 0; k < nt; k++) {
+    const float *xs = xb + t->off[k];
+    const float wk = t->w[k];
+    for (j = 0; j < 8; j++) {
+      a[j] = fmaf(wk, xs[j], a[j]);
+    }
+    for (j = 0; j < 8; j++) {
+      a[8 + j] = fmaf(wk, xs[rs + j], a[8 + j]);
+    }
+  }
+  for (j = 0; j < 8; j++) {
+    y0[j] = final ? prunec_cortexm_clamp(c, a[j]) : a[j];
+    y1[j] = final ? prunec_cortexm_clamp(c, a[8 + j]) : a[8 + j];
+  }
+}
+#endif
+
+/* The output plane for one chunk of taps: interior pairs of rows go through 2 x 8 register tiles, everything
+ * else (border rows and columns, stride_w > 1, column tails) through prunec_cortexm_conv_row. */
+static void prunec_cortexm_conv_plane(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t, uint32_t nt,
+                                      int first, int final) {
+  int32_t oh = 0;
+  while (oh < c->out_h) {
+    if (c->sw == 1 && nt > 0 && oh >= c->oh_lo && oh + 2 <= c->oh_hi && c->ow_lo + 8 <= c->ow_hi) {
+      int32_t ow = c->ow_lo, r;
+      for (; ow + 8 <= c->ow_hi; ow += 8) {
+        prunec_cortexm_conv_tile(c, t, nt, oh, ow, first, final);
+      }
+      for (r = 0; r < 2; r++) {
+        prunec_cortexm_conv_row(c, t, nt, oh + r, 0, c->ow_lo, first, final);
+        prunec_cortexm_conv_row(c, t, nt, oh + r, ow, c->out_w, first, final);
+      }
+      oh += 2;
+    } else {
+      prunec_cortexm_conv_row(c, t, nt, oh, 0, c->out_w, first, final);
+      oh++;
+    }
+  }
+}
+
+static void prunec_cortexm_conv_channel_setup(const prunec_conv2d_params *p, prunec_cortexm_conv *c,
+                                              const float *x, float *y, const float *bias, uint32_t oc) {
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+  c->xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
+  c->yp = y + (size_t)oc * out_plane;
+  int j;
+  c->b = bias != NULL ? bias[oc] : 0.0f;
+  for (j = 0; j < 8; j++) {
+    c->bb[j] = c->b;
+  }
+}
+
 void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                      const float *x, float *y, float out_min, float out_max) {
   prunec_cortexm_taps t;
-  const int32_t in_h = (int32_t)p->in_h, in_w = (int32_t)p->in_w;
-  const int32_t out_w = (int32_t)p->out_w;
-  const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w;
-  const int32_t ph = (int32_t)p->pad_h, pw = (int32_t)p->pad_w;
-  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
-  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
-  const int32_t span = (int32_t)((p->kw - 1) * p->dil_w);
-  const int32_t ow_lo = pw;
-  int32_t ow_hi = in_w - span + pw;
+  prunec_cortexm_conv c;
+  prunec_conv_tap_table tab;
+  const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
-  if (ow_hi > out_w) {
-    ow_hi = out_w;
-  }
+  prunec_cortexm_conv_geometry(p, &c, out_min, out_max);
   for (oc = 0; oc < p->out_c; oc++) {
-    const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
-    float *yp = y + (size_t)oc * out_plane;
-    const float b = bias != NULL ? bias[oc] : 0.0f;
     const uint32_t end = w->row_ptr[oc + 1];
     uint32_t e = w->row_ptr[oc];
     uint32_t last = (uint32_t)-1;
     int first = 1;
+    prunec_cortexm_conv_channel_setup(p, &c, x, y, bias, oc);
     do {
       const uint32_t n = end - e < PRUNEC_CORTEXM_CHUNK ? end - e : PRUNEC_CORTEXM_CHUNK;
-      const uint32_t nt = prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
-      const int final = e + n >= end;
-      int32_t oh;
-      for (oh = 0; oh < (int32_t)p->out_h; oh++) {
-        const int32_t iy0 = oh * sh - ph;
-        const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
-        float *yr = yp + (size_t)oh * (size_t)out_w;
-        int32_t ow = 0;
-        while (ow < out_w) {
-          uint32_t k;
-          if (sw == 1 && ow >= ow_lo && ow + 4 <= ow_hi) {
-            float a0 = first ? b : yr[ow], a1 = first ? b : yr[ow + 1];
-            float a2 = first ? b : yr[ow + 2], a3 = first ? b : yr[ow + 3];
-            for (k = 0; k < nt; k++) {
-              if ((uint32_t)(iy0 + t.dy[k]) < (uint32_t)in_h) {
-                const float *xs = xg + (rbase + t.off[k] + ow);
-                const float wk = t.w[k];
-                a0 = fmaf(wk, xs[0], a0);
-                a1 = fmaf(wk, xs[1], a1);
-                a2 = fmaf(wk, xs[2], a2);
-                a3 = fmaf(wk, xs[3], a3);
-              }
-            }
-            if (final) {
-              a0 = a0 < out_min ? out_min : a0;
-              a1 = a1 < out_min ? out_min : a1;
-              a2 = a2 < out_min ? out_min : a2;
-              a3 = a3 < out_min ? out_min : a3;
-              a0 = a0 > out_max ? out_max : a0;
-              a1 = a1 > out_max ? out_max : a1;
-              a2 = a2 > out_max ? out_max : a2;
-              a3 = a3 > out_max ? out_max : a3;
-            }
-            yr[ow] = a0;
-            yr[ow + 1] = a1;
-            yr[ow + 2] = a2;
-            yr[ow + 3] = a3;
-            ow += 4;
-          } else {
-            float a = first ? b : yr[ow];
-            const int32_t ix0 = ow * sw - pw;
-            for (k = 0; k < nt; k++) {
-              const int32_t iy = iy0 + t.dy[k], ix = ix0 + t.dx[k];
-              if ((uint32_t)iy < (uint32_t)in_h && (uint32_t)ix < (uint32_t)in_w) {
-                a = fmaf(t.w[k], xg[t.off[k] - t.dx[k] - t.dy[k] * in_w + (ptrdiff_t)iy * in_w + ix], a);
-              }
-            }
-            if (final) {
-              a = a < out_min ? out_min : a;
-              a = a > out_max ? out_max : a;
-            }
-            yr[ow] = a;
-            ow += 1;
-          }
-        }
-      }
+      const uint32_t nt = use_tab ? prunec_conv_decode_taps_tab(&tab, w, e, n, &last, t.w, t.off, t.dy, t.dx)
+                                  : prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
+      prunec_cortexm_conv_plane(&c, &t, nt, first, e + n >= end);
       first = 0;
       e += n;
     } while (e < end);
+  }
+}
+
+/* Dense conv2d: the same tiles over every weight of the row (zeros included), PRUNEC_CORTEXM_CHUNK at a time. */
+void prunec_f32_conv2d_dense__cortexm(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias,
+                                      const float *x, float *y, float out_min, float out_max) {
+  prunec_cortexm_taps t;
+  prunec_cortexm_conv c;
+  const uint32_t cols = w->cols;
+  uint32_t oc;
+  prunec_cortexm_conv_geometry(p, &c, out_min, out_max);
+  for (oc = 0; oc < p->out_c; oc++) {
+    const float *wr = w->values + (size_t)oc * cols;
+    uint32_t col = 0;
+    int first = 1;
+    prunec_cortexm_conv_channel_setup(p, &c, x, y, bias, oc);
+    do {
+      const uint32_t n = cols - col < PRUNEC_CORTEXM_CHUNK ? cols - col : PRUNEC_CORTEXM_CHUNK;
+      uint32_t i;
+      for (i = 0; i < n; i++) {
+        prunec_conv_set_tap(p, col + i, wr[col + i], i, t.w, t.off, t.dy, t.dx);
+      }
+      prunec_cortexm_conv_plane(&c, &t, n, first, col + n >= cols);
+      first = 0;
+      col += n;
+    } while (col < cols);
   }
 }
 

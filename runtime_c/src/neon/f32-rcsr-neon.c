@@ -818,6 +818,8 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
                                   const float *x, float *y, float out_min, float out_max) {
   prunec_neon_taps t;
   prunec_neon_conv c;
+  prunec_conv_tap_table tab;
+  const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
   prunec_neon_conv_geometry(p, &c);
   c.vmin = vdupq_n_f32(out_min);
@@ -832,7 +834,8 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
     prunec_neon_conv_channel_setup(p, &c, x, y, bias, oc);
     do {
       const uint32_t n = end - e < PRUNEC_NEON_CHUNK ? end - e : PRUNEC_NEON_CHUNK;
-      const uint32_t nt = prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
+      const uint32_t nt = use_tab ? prunec_conv_decode_taps_tab(&tab, w, e, n, &last, t.w, t.off, t.dy, t.dx)
+                                  : prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
       prunec_neon_conv_plane(&c, &t, nt, first, e + n >= end);
       first = 0;
       e += n;
