@@ -849,6 +849,8 @@ void prunec_f32_conv2d_dense__neon(const prunec_conv2d_params *p, const prunec_d
   prunec_neon_taps t;
   prunec_neon_conv c;
   const uint32_t cols = w->cols;
+  prunec_conv_tap_table tab;
+  const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
   prunec_neon_conv_geometry(p, &c);
   c.vmin = vdupq_n_f32(out_min);
@@ -857,14 +859,28 @@ void prunec_f32_conv2d_dense__neon(const prunec_conv2d_params *p, const prunec_d
   c.clamp_hi = !(out_max > 3.4028235e38f);
   for (oc = 0; oc < p->out_c; oc++) {
     const float *wr = w->values + (size_t)oc * cols;
-    uint32_t col = 0;
+    uint32_t col = 0, tp = 0;
+    int32_t cib = 0;
     int first = 1;
     prunec_neon_conv_channel_setup(p, &c, x, y, bias, oc);
     do {
       const uint32_t n = cols - col < PRUNEC_NEON_CHUNK ? cols - col : PRUNEC_NEON_CHUNK;
       uint32_t i;
-      for (i = 0; i < n; i++) {
-        prunec_conv_set_tap(p, col + i, wr[col + i], i, t.w, t.off, t.dy, t.dx);
+      if (use_tab) { /* consecutive columns: the tap index wraps to the next input channel */
+        for (i = 0; i < n; i++) {
+          t.w[i] = wr[col + i];
+          t.off[i] = cib + tab.off[tp];
+          t.dy[i] = tab.dy[tp];
+          t.dx[i] = tab.dx[tp];
+          if (++tp == tab.taps) {
+            tp = 0;
+            cib += tab.plane;
+          }
+        }
+      } else {
+        for (i = 0; i < n; i++) {
+          prunec_conv_set_tap(p, col + i, wr[col + i], i, t.w, t.off, t.dy, t.dx);
+        }
       }
       prunec_neon_conv_plane(&c, &t, n, first, col + n >= cols);
       first = 0;
