@@ -153,6 +153,313 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
   }
 }
 
+/* ---- Small planes: the input packed once per call into kw shifted copies, the output plane as one vector ----
+ *
+ * For a group's cin_g channels, pk holds, per (ci, kx), the padded input rows shifted left by kx and cut to
+ * out_w columns: pk[((ci*kw + kx)*PH + r)*out_w + ox] = x[ci][r - pad_h][ox + kx - pad_w] (0 in the padding),
+ * PH = out_h + kh - 1. The input of tap (ci, ky, kx) for the whole output plane is then the contiguous block
+ * of out_h*out_w floats at ((ci*kw + kx)*PH + ky)*out_w, laid out like the output plane: every nonzero is a
+ * dense axpy of the plane, y += v * pk[off .. off + P), in unmasked 16-lane loads (the plane's last vector
+ * over-reads into zeroed slack and is stored masked). No lane is wasted on tile borders, no mask per load.
+ * The plane (up to PK_SEGMAX vectors at a time) stays in registers while all of a channel's nonzeros pass. */
+#define PK_MAX 12288  /* floats of packed input per group (48 KB) */
+#define PK_COLS 2048  /* cin_g*kh*kw of the column -> offset table */
+#define PK_SEGMAX 24  /* accumulators of one plane segment */
+
+static int packed_fits(const prunec_conv2d_params *p) {
+  const uint64_t ph = (uint64_t)p->out_h + p->kh - 1;
+  const uint64_t cin_g = p->in_c / p->groups;
+  return (uint64_t)cin_g * p->kw * ph * p->out_w <= PK_MAX && cin_g * p->kh * p->kw <= PK_COLS;
+}
+
+static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t cin_g, float *pk) {
+  const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
+  const int32_t pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h, kw = (int32_t)p->kw;
+  const int32_t ph = (int32_t)(p->out_h + p->kh - 1);
+  const int32_t r_lo = pad_h, r_hi = in_h + pad_h < ph ? in_h + pad_h : ph; /* rows with input */
+  const size_t in_plane = (size_t)p->in_h * p->in_w;
+  const __m512 zero = _mm512_setzero_ps();
+  uint32_t ci;
+  int32_t kx, r, ox0;
+  for (ci = 0; ci < cin_g; ci++) {
+    const float *xc = xg + ci * in_plane;
+    for (kx = 0; kx < kw; kx++) {
+      float *blk = pk + ((size_t)ci * kw + (size_t)kx) * (size_t)ph * (size_t)out_w;
+      /* valid output columns: 0 <= ox + kx - pad_w < in_w */
+      const int32_t lo = pad_w - kx, hi = in_w + pad_w - kx;
+      const __mmask16 m0 = lane_range(lo, hi) & lane_range(0, out_w);
+      if (out_w <= 8) {
+        const __mmask8 keep8 = (__mmask8)((1u << out_w) - 1u), m8 = (__mmask8)m0;
+        const float *src = xc + (long)(r_lo - pad_h) * in_w + (kx - pad_w);
+        float *dst = blk;
+        for (r = 0; r < r_lo; r++, dst += out_w) {
+          _mm256_mask_storeu_ps(dst, keep8, _mm256_setzero_ps());
+        }
+        for (; r < r_hi; r++, dst += out_w, src += in_w) {
+          _mm256_mask_storeu_ps(dst, keep8, _mm256_maskz_loadu_ps(m8, src));
+        }
+        for (; r < ph; r++, dst += out_w) {
+          _mm256_mask_storeu_ps(dst, keep8, _mm256_setzero_ps());
+        }
+        continue;
+      }
+      for (ox0 = 0; ox0 < out_w; ox0 += 16) {
+        const __mmask16 keep = lane_range(0, out_w - ox0), m = keep & lane_range(lo - ox0, hi - ox0);
+        const float *src = xc + (long)(r_lo - pad_h) * in_w + (kx - pad_w) + ox0;
+        float *dst = blk + ox0;
+        for (r = 0; r < r_lo; r++, dst += out_w) {
+          _mm512_mask_storeu_ps(dst, keep, zero);
+        }
+        for (; r < r_hi; r++, dst += out_w, src += in_w) {
+          _mm512_mask_storeu_ps(dst, keep, _mm512_maskz_loadu_ps(m, src));
+        }
+        for (; r < ph; r++, dst += out_w) {
+          _mm512_mask_storeu_ps(dst, keep, zero);
+        }
+      }
+    }
+  }
+  _mm512_storeu_ps(pk + (size_t)cin_g * kw * ph * out_w, zero); /* slack of the last vector */
+}
+
+/* One segment of S vectors of the output plane (compile-time S after inlining). Small segments run two
+ * nonzeros at a time into two accumulator sets, so that enough FMA chains are in flight. */
+static inline __attribute__((always_inline)) void pk_segment(const int S, const float *pk, const int32_t *off,
+                                                             const float *val, uint32_t n, float *yt,
+                                                             __mmask16 last_mask, int first, int last, __m512 vb,
+                                                             __m512 vlo, __m512 vhi) {
+  __m512 a[PK_SEGMAX], c[PK_SEGMAX];
+  uint32_t j = 0;
+  int i;
+#pragma GCC unroll 24
+  for (i = 0; i < S; i++) {
+    a[i] = first ? vb : (i == S - 1 ? _mm512_maskz_loadu_ps(last_mask, yt + 16 * i) : _mm512_loadu_ps(yt + 16 * i));
+  }
+  if (S <= 4) {
+    /* four nonzeros per step, four accumulator sets: 4*S chains */
+    __m512 d[PK_SEGMAX], f[PK_SEGMAX];
+#pragma GCC unroll 24
+    for (i = 0; i < S; i++) {
+      c[i] = d[i] = f[i] = _mm512_setzero_ps();
+    }
+    for (; j + 3 < n; j += 4) {
+      const float *s0 = pk + off[j], *s1 = pk + off[j + 1], *s2 = pk + off[j + 2], *s3 = pk + off[j + 3];
+      const __m512 v0 = _mm512_set1_ps(val[j]), v1 = _mm512_set1_ps(val[j + 1]);
+      const __m512 v2 = _mm512_set1_ps(val[j + 2]), v3 = _mm512_set1_ps(val[j + 3]);
+#pragma GCC unroll 24
+      for (i = 0; i < S; i++) {
+        a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
+        c[i] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(s1 + 16 * i), c[i]);
+        d[i] = _mm512_fmadd_ps(v2, _mm512_loadu_ps(s2 + 16 * i), d[i]);
+        f[i] = _mm512_fmadd_ps(v3, _mm512_loadu_ps(s3 + 16 * i), f[i]);
+      }
+    }
+#pragma GCC unroll 24
+    for (i = 0; i < S; i++) {
+      a[i] = _mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i]));
+    }
+  } else if (S <= 8) {
+#pragma GCC unroll 24
+    for (i = 0; i < S; i++) {
+      c[i] = _mm512_setzero_ps();
+    }
+    for (; j + 1 < n; j += 2) {
+      const float *s0 = pk + off[j], *s1 = pk + off[j + 1];
+      const __m512 v0 = _mm512_set1_ps(val[j]), v1 = _mm512_set1_ps(val[j + 1]);
+#pragma GCC unroll 24
+      for (i = 0; i < S; i++) {
+        a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
+        c[i] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(s1 + 16 * i), c[i]);
+      }
+    }
+#pragma GCC unroll 24
+    for (i = 0; i < S; i++) {
+      a[i] = _mm512_add_ps(a[i], c[i]);
+    }
+  }
+  for (; j < n; j++) {
+    const float *s0 = pk + off[j];
+    const __m512 v0 = _mm512_set1_ps(val[j]);
+#pragma GCC unroll 24
+    for (i = 0; i < S; i++) {
+      a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
+    }
+  }
+#pragma GCC unroll 24
+  for (i = 0; i < S; i++) {
+    __m512 v = a[i];
+    if (last) {
+      v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+    }
+    if (i == S - 1) {
+      _mm512_mask_storeu_ps(yt + 16 * i, last_mask, v);
+    } else {
+      _mm512_storeu_ps(yt + 16 * i, v);
+    }
+  }
+}
+
+/* A whole row of 8-bit codes into a plane of S <= 4 vectors, decoded on the fly (no offset list): the column
+ * of entry i is s + i with s the running sum of codes (FORMAT.md), its input block col_off[s + i]; four
+ * entries per step into four accumulator sets. Fillers add 0 * x. */
+static inline __attribute__((always_inline)) void pk_row8(const int S, const float *pk, const int32_t *col_off,
+                                                          const uint8_t *codes, const float *val, uint32_t n,
+                                                          float *yt, __mmask16 last_mask, __m512 vb, __m512 vlo,
+                                                          __m512 vhi) {
+  __m512 a[4], c[4], d[4], f[4];
+  uint32_t j = 0, s = 0;
+  int i;
+#pragma GCC unroll 4
+  for (i = 0; i < S; i++) {
+    a[i] = vb;
+    c[i] = d[i] = f[i] = _mm512_setzero_ps();
+  }
+  for (; j + 3 < n; j += 4) {
+    const float *s0, *s1, *s2, *s3;
+    __m512 v0, v1, v2, v3;
+    s += codes[j];
+    s0 = pk + col_off[s + j];
+    s += codes[j + 1];
+    s1 = pk + col_off[s + j + 1];
+    s += codes[j + 2];
+    s2 = pk + col_off[s + j + 2];
+    s += codes[j + 3];
+    s3 = pk + col_off[s + j + 3];
+    v0 = _mm512_set1_ps(val[j]);
+    v1 = _mm512_set1_ps(val[j + 1]);
+    v2 = _mm512_set1_ps(val[j + 2]);
+    v3 = _mm512_set1_ps(val[j + 3]);
+#pragma GCC unroll 4
+    for (i = 0; i < S; i++) {
+      a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
+      c[i] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(s1 + 16 * i), c[i]);
+      d[i] = _mm512_fmadd_ps(v2, _mm512_loadu_ps(s2 + 16 * i), d[i]);
+      f[i] = _mm512_fmadd_ps(v3, _mm512_loadu_ps(s3 + 16 * i), f[i]);
+    }
+  }
+  for (; j < n; j++) {
+    const float *s0;
+    __m512 v0;
+    s += codes[j];
+    s0 = pk + col_off[s + j];
+    v0 = _mm512_set1_ps(val[j]);
+#pragma GCC unroll 4
+    for (i = 0; i < S; i++) {
+      a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
+    }
+  }
+#pragma GCC unroll 4
+  for (i = 0; i < S; i++) {
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i])), vlo), vhi);
+    if (i == S - 1) {
+      _mm512_mask_storeu_ps(yt + 16 * i, last_mask, v);
+    } else {
+      _mm512_storeu_ps(yt + 16 * i, v);
+    }
+  }
+}
+
+static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                  const float *bias, const float *x, float *y, float out_min,
+                                                  float out_max) {
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+  const uint32_t kw = p->kw, kh = p->kh, ph = p->out_h + p->kh - 1, out_w = p->out_w;
+  const uint32_t nv = (uint32_t)((out_plane + 15) / 16);
+  const uint32_t nseg = (nv + PK_SEGMAX - 1) / PK_SEGMAX, seg = nseg ? (nv + nseg - 1) / nseg : 0;
+  const __mmask16 tail = lane_range(0, (int32_t)(out_plane - 16 * (size_t)(nv ? nv - 1 : 0)));
+  const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
+  float pk[PK_MAX + 16] __attribute__((aligned(64)));
+  int32_t col_off[PK_COLS];
+  int32_t off[CHUNK];
+  uint32_t g, oc;
+  {
+    uint32_t ci, ky, kx, c = 0;
+    for (ci = 0; ci < cin_g; ci++) {
+      for (ky = 0; ky < kh; ky++) {
+        for (kx = 0; kx < kw; kx++, c++) {
+          col_off[c] = (int32_t)(((ci * kw + kx) * ph + ky) * out_w);
+        }
+      }
+    }
+  }
+  if (nv == 0) {
+    return;
+  }
+  for (g = 0; g < p->groups; g++) {
+    pack_group(p, x + (size_t)g * cin_g * in_plane, cin_g, pk);
+    for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
+      float *yp = y + (size_t)oc * out_plane;
+      const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
+      const uint32_t r0 = w->row_ptr[oc], end = w->row_ptr[oc + 1];
+      uint32_t e = r0, s = 0;
+      int first = 1;
+      if (w->index_bits == 8 && nv <= 4) {
+        const uint8_t *codes = w->index + r0;
+        const float *val = w->values + r0;
+        switch (nv) {
+          case 1:
+            pk_row8(1, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            break;
+          case 2:
+            pk_row8(2, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            break;
+          case 3:
+            pk_row8(3, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            break;
+          default:
+            pk_row8(4, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            break;
+        }
+        continue;
+      }
+      do {
+        uint32_t n, s0;
+        int last;
+        /* Offsets of this chunk's entries, fillers included (value 0: they add 0 * x, FORMAT.md). With
+         * s the running sum of codes, entry e of the row (i-th from its start) is column s + i: one add
+         * per entry on the carried chain. */
+        const uint32_t c0 = e, stop = end - e > CHUNK ? e + CHUNK : end;
+        const float *val = w->values + c0;
+#define PRUNEC_PK_DECODE(CODE)         \
+  for (; e < stop; e++) {              \
+    s += (CODE);                       \
+    off[e - c0] = col_off[s + (e - r0)]; \
+  }
+        if (w->index_bits == 8) {
+          PRUNEC_PK_DECODE(w->index[e])
+        } else if (w->index_bits == 4) {
+          PRUNEC_PK_DECODE((uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu)
+        } else {
+          PRUNEC_PK_DECODE((uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8))
+        }
+#undef PRUNEC_PK_DECODE
+        n = stop - c0;
+        last = e >= end;
+        for (s0 = 0; s0 < nv; s0 += seg) {
+          const uint32_t s = nv - s0 < seg ? nv - s0 : seg;
+          const __mmask16 lm = s0 + s == nv ? tail : (__mmask16)0xFFFFu;
+          const float *src = pk + 16 * (size_t)s0;
+          float *yt = yp + 16 * (size_t)s0;
+          switch (s) {
+#define PRUNEC_PK_CASE(S)                                                        \
+  case S:                                                                        \
+    pk_segment(S, src, off, val, n, yt, lm, first, last, vb, vlo, vhi); \
+    break;
+            PRUNEC_PK_CASE(1) PRUNEC_PK_CASE(2) PRUNEC_PK_CASE(3) PRUNEC_PK_CASE(4) PRUNEC_PK_CASE(5)
+            PRUNEC_PK_CASE(6) PRUNEC_PK_CASE(7) PRUNEC_PK_CASE(8) PRUNEC_PK_CASE(9) PRUNEC_PK_CASE(10)
+            PRUNEC_PK_CASE(11) PRUNEC_PK_CASE(12) PRUNEC_PK_CASE(13) PRUNEC_PK_CASE(14) PRUNEC_PK_CASE(15)
+            PRUNEC_PK_CASE(16) PRUNEC_PK_CASE(17) PRUNEC_PK_CASE(18) PRUNEC_PK_CASE(19) PRUNEC_PK_CASE(20)
+            PRUNEC_PK_CASE(21) PRUNEC_PK_CASE(22) PRUNEC_PK_CASE(23) default: PRUNEC_PK_CASE(24)
+#undef PRUNEC_PK_CASE
+          }
+        }
+        first = 0;
+      } while (e < end);
+    }
+  }
+}
+
 void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                       const float *x, float *y, float out_min, float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
@@ -174,6 +481,10 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     for (i = 0; i < n; i++) {
       y[i] = __builtin_nanf("");
     }
+    return;
+  }
+  if (p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1 && packed_fits(p)) {
+    conv_packed(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (p->stride_w != 1 || p->stride_h != 1 || p->dil_w != 1 || p->dil_h != 1 || p->kw > MAX_KW ||
