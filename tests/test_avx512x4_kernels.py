@@ -76,3 +76,37 @@ WIDE_FC = [
 def test_avx512x4_fc_wide_x_four_row_path(built, case):
     ffi, lib = built
     kh.check(ffi, lib, "prunec_f32_fc_rcsr__avx512x4", case)
+
+
+# The avx512x4 conv has three stride-1 paths: small problems (the group's input packed into kw shifted copies,
+# at most 12288 floats, and in_c/groups*kh*kw <= 2048) take the packed path, with 8-bit rows of planes of
+# <= 4 vectors decoded inside the FMA loop, other rows decoded in chunks of 512 entries into an offset list
+# and the plane cut into segments of <= 24 vectors; larger ones take the register tiles (16 columns, or 8
+# when out_w <= 8). These shapes reach each path with odd widths, padding, groups, fillers and every b.
+_X4_CONV = [
+    # packed, as LeNet-5: conv1 (36 vectors: two segments), conv2 (4 vectors: fused 8-bit decode)
+    dict(in_c=1, out_c=20, h=28, w=28, k=(5, 5), density=0.66, seed=1),
+    dict(in_c=20, out_c=50, h=12, w=12, k=(5, 5), density=0.12, seed=2),
+    # packed, padding, groups, odd widths, several segments with a partial last vector
+    dict(in_c=4, out_c=6, h=20, w=21, k=(5, 5), pad=(2, 2), groups=2, density=0.5, seed=3),
+    dict(in_c=3, out_c=5, h=7, w=11, k=(3, 5), pad=(1, 2), density=0.6, seed=4),
+    dict(in_c=6, out_c=6, h=9, w=9, k=(3, 3), pad=(1, 1), groups=6, density=0.8, seed=5),
+    dict(in_c=2, out_c=3, h=33, w=17, k=(2, 2), pad=(0, 1), density=0.7, seed=6),
+    dict(in_c=3, out_c=4, h=40, w=40, k=(1, 1), density=0.9, seed=7),  # 100 vectors: 5 segments of 20
+    # packed, rows longer than one chunk of 512 entries (1x1 kernel over 600 channels)
+    dict(in_c=600, out_c=3, h=4, w=5, k=(1, 1), density=0.95, seed=8),
+    dict(in_c=600, out_c=3, h=4, w=5, k=(1, 1), pattern="far", seed=9),
+    # register tiles: 16-wide (odd width, padding, groups) and 8-wide, both with border rows
+    dict(in_c=48, out_c=5, h=19, w=21, k=(3, 5), pad=(1, 2), density=0.3, seed=10),
+    dict(in_c=64, out_c=4, h=18, w=18, k=(3, 3), pad=(1, 1), groups=2, density=0.35, seed=11),
+    dict(in_c=200, out_c=3, h=11, w=8, k=(3, 3), pad=(1, 1), density=0.2, seed=12),
+    dict(in_c=200, out_c=3, h=9, w=7, k=(3, 3), density=0.2, pattern="far", seed=13),
+]
+X4_CONV = [kh.ConvCase(**{**c, "bits": b, "act": kh.ACT_NAMES[(i + b) % 3]})
+           for i, c in enumerate(_X4_CONV) for b in (4, 8, 16)]
+
+
+@pytest.mark.parametrize("case", X4_CONV, ids=[c.id for c in X4_CONV])
+def test_avx512x4_conv_paths(built, case):
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx512x4", case)
