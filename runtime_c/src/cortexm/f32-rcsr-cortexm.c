@@ -10,10 +10,12 @@
  * load with an immediate offset after one add of the code (the FPU load has no register-offset form).
  * Two accumulators alternate to cover the VFMA latency.
  *
- * conv2d (NCHW, batch 1): direct, per output channel; its nonzeros are decoded (64 at a time, fillers
- * dropped) into (weight, input offset, ky*dil_h, kx*dil_w); interior runs of 4 output pixels with stride
- * 1 are register-blocked (4 accumulators, 4 consecutive x loads per weight); border pixels and stride > 1
- * take a bounds-checked scalar path.
+ * conv2d (NCHW, batch 1): direct, per output channel; its nonzeros are decoded (96 at a time, fillers
+ * dropped, division-free through a per-call tap table) into (weight, input offset, ky*dil_h, kx*dil_w).
+ * Interior pairs of output rows with stride_w 1 run 2 x 8 register tiles (asm: 16 accumulators in s16-s31, one
+ * VLDM of 8 inputs and 8 VFMA per row and tap); border pixels, stride_w > 1 and column tails take a
+ * bounds-checked path (4-pixel blocks, then single pixels). prunec_f32_conv2d_dense__cortexm runs the same
+ * tiles over every weight.
  */
 #include "prunec_isa.h"
 

@@ -7,11 +7,13 @@
  * column (no column arithmetic, no gather); 8 values per load, 2 FMAs per 8 entries; 4 rows per reduction.
  * Details above prunec_f32_fc_rcsr__neon.
  *
- * conv2d (NCHW, batch 1): vectorised across output pixels, 4 lanes. The nonzeros of an output channel are
- * decoded (256 at a time) into (weight, input offset, ky*dil_h, kx*dil_w); for each output row and each
- * block of output columns, acc += weight * input row segment. Blocks whose taps all lie inside the input
- * with stride 1 use plain loads (8 pixels at a time, then 4); border blocks, stride > 1 and the last
- * partial block fill their lanes in scalar code with bounds checks.
+ * conv2d (NCHW, batch 1): vectorised across output pixels. The nonzeros of an output channel are decoded
+ * (256 at a time, division-free through a per-call tap table) into (weight, input offset, ky*dil_h, kx*dil_w)
+ * and reused over the whole plane. Interior blocks of output rows (stride_w 1) run register tiles without
+ * bounds checks: AArch64 8 rows x 8 columns, Armv7-A 4 x 8 (asm tap loops), then 4-column tiles; border rows
+ * and columns, stride_w > 1 and column tails take a checked per-row path (8/4-pixel blocks with plain loads
+ * where all taps are inside, scalar lane fills otherwise). prunec_f32_conv2d_dense__neon runs the same tiles
+ * over every weight.
  */
 #include "prunec_isa.h"
 
