@@ -213,9 +213,14 @@ static inline float y_diag(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4
   "add %q[ta], %q[tb]\n\t" Y1FMA(D3, "tb", "3")                              \
   "lea (%q[p],%q[tb],4), %q[p]\n\t"
 
-/* One row, entries [0, n) from vals/codes, first column after `last` (8-bit codes). */
-static float y_row1(const float *vals, const uint8_t *codes, uint32_t n, const float *xp0, float init) {
-  YZERO(0);
+/* One row, entries [0, n) from vals/codes (8-bit codes), xp0 at x[column before the first entry + 1], into
+ * the row's 8 accumulators acc (lane j of acc[j] is the row's partial sum), so that a pair's rows are reduced
+ * once, after their remainders (short rows: LeNet-5 fc1 has ~64 entries per row). The last 1-7 entries
+ * branch on their count: a branch-free form (all 7 steps, masked x loads) was slower on LeNet-5 fc1. */
+static inline __attribute__((always_inline)) void y_row1_acc(const float *vals, const uint8_t *codes, uint32_t n,
+                                                            const float *xp0, __m256 *acc) {
+  __m256 a00 = acc[0], a01 = acc[1], a02 = acc[2], a03 = acc[3], a04 = acc[4], a05 = acc[5], a06 = acc[6],
+         a07 = acc[7];
   uint64_t s0 = 0;
   uint32_t i = 0;
   for (; i + 8u <= n; i += 8u, xp0 += 8) {
@@ -231,19 +236,29 @@ static float y_row1(const float *vals, const uint8_t *codes, uint32_t n, const f
             : [v] "v"(v0));
   }
   if (i < n) {
-    const uint32_t m = n - i;
-    const __mmask8 k = (__mmask8)((1u << m) - 1u);
-    const __m256 v0 = _mm256_maskz_loadu_ps(k, vals + i);
-    uint64_t q0 = (uint64_t)_mm_cvtsi128_si64(_mm_maskz_loadu_epi8(k, codes + i));
-    YF(0, 0);
-    if (m > 1) YF(0, 1);
-    if (m > 2) YF(0, 2);
-    if (m > 3) YF(0, 3);
-    if (m > 4) YF(0, 4);
-    if (m > 5) YF(0, 5);
-    if (m > 6) YF(0, 6);
+    const uint32_t k = (1u << (n - i)) - 1u;
+    const __m256 v0 = _mm256_maskz_loadu_ps((__mmask8)k, vals + i);
+    uint64_t q0 = (uint64_t)_mm_cvtsi128_si64(_mm_maskz_loadu_epi8((__mmask16)k, codes + i));
+YF(0, 0);
+    if (n - i > 1) YF(0, 1);
+    if (n - i > 2) YF(0, 2);
+    if (n - i > 3) YF(0, 3);
+    if (n - i > 4) YF(0, 4);
+    if (n - i > 5) YF(0, 5);
+    if (n - i > 6) YF(0, 6);
   }
-  return y_diag(a00, a01, a02, a03, a04, a05, a06, a07) + init;
+  acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a04, acc[5] = a05, acc[6] = a06, acc[7] = a07;
+}
+
+/* One row from zero, plus init. */
+static inline float y_row1(const float *vals, const uint8_t *codes, uint32_t n, const float *xp0, float init) {
+  __m256 acc[8];
+  int j;
+  for (j = 0; j < 8; j++) {
+    acc[j] = _mm256_setzero_ps();
+  }
+  y_row1_acc(vals, codes, n, xp0, acc);
+  return y_diag(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]) + init;
 }
 
 /* Two rows at once (rows of 8-bit codes): entries [0, n0) of row 0 and [0, n1) of row 1; xp0/xp1 point at
@@ -280,8 +295,13 @@ static inline __attribute__((always_inline)) void y_pair(const float *vl0, const
               [q1] "+Q"(q1), [t] "=&Q"(t)
             : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
   }
-  out[0] += y_row1(vl0, cd0, n0 - common, xp + s0, y_diag(a00, a01, a02, a03, a04, a05, a06, a07));
-  out[1] += y_row1(vl1, cd1, n1 - common, xp + s1, y_diag(a10, a11, a12, a13, a14, a15, a16, a17));
+  {
+    __m256 r0[8] = {a00, a01, a02, a03, a04, a05, a06, a07}, r1[8] = {a10, a11, a12, a13, a14, a15, a16, a17};
+    y_row1_acc(vl0, cd0, n0 - common, xp + s0, r0);
+    y_row1_acc(vl1, cd1, n1 - common, xp + s1, r1);
+    out[0] += y_diag(r0[0], r0[1], r0[2], r0[3], r0[4], r0[5], r0[6], r0[7]);
+    out[1] += y_diag(r1[0], r1[1], r1[2], r1[3], r1[4], r1[5], r1[6], r1[7]);
+  }
 }
 
 
