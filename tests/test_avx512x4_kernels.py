@@ -93,6 +93,9 @@ _X4_CONV = [
     dict(in_c=6, out_c=6, h=9, w=9, k=(3, 3), pad=(1, 1), groups=6, density=0.8, seed=5),
     dict(in_c=2, out_c=3, h=33, w=17, k=(2, 2), pad=(0, 1), density=0.7, seed=6),
     dict(in_c=3, out_c=4, h=40, w=40, k=(1, 1), density=0.9, seed=7),  # 100 vectors: 5 segments of 20
+    # packed, rows of 8 mod 16 floats: a second copy shifted by 8 floats (fused and list decode)
+    dict(in_c=3, out_c=2, h=6, w=8, k=(3, 3), pad=(1, 1), density=0.7, seed=14),
+    dict(in_c=2, out_c=4, h=10, w=8, k=(3, 3), pad=(1, 1), groups=2, density=0.8, seed=15),
     # packed, rows longer than one chunk of 512 entries (1x1 kernel over 600 channels)
     dict(in_c=600, out_c=3, h=4, w=5, k=(1, 1), density=0.95, seed=8),
     dict(in_c=600, out_c=3, h=4, w=5, k=(1, 1), pattern="far", seed=9),

@@ -195,6 +195,11 @@ static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t 
         for (r = 0; r < r_lo; r++, dst += out_w) {
           _mm256_mask_storeu_ps(dst, keep8, _mm256_setzero_ps());
         }
+        if (out_w == 8 && m8 == 0xFF) { /* whole rows inside the input: plain loads, aligned stores */
+          for (; r < r_hi; r++, dst += 8, src += in_w) {
+            _mm256_store_ps(dst, _mm256_loadu_ps(src));
+          }
+        }
         for (; r < r_hi; r++, dst += out_w, src += in_w) {
           _mm256_mask_storeu_ps(dst, keep8, _mm256_maskz_loadu_ps(m8, src));
         }
@@ -369,6 +374,11 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   const uint32_t nseg = (nv + PK_SEGMAX - 1) / PK_SEGMAX, seg = nseg ? (nv + nseg - 1) / nseg : 0;
   const __mmask16 tail = lane_range(0, (int32_t)(out_plane - 16 * (size_t)(nv ? nv - 1 : 0)));
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
+  /* Planes of rows of 8 mod 16 floats (LeNet-5 conv1: 24): half of the taps' blocks start in the middle of a
+   * cache line, and every load of theirs would cross one. When two copies fit, the second is shifted by 8
+   * floats and those taps read it: all loads aligned. */
+  const size_t total = (size_t)cin_g * kw * ph * out_w, shift_base = (total + 16 + 15) & ~(size_t)15;
+  const int twin = out_w % 16 == 8 && shift_base + 8 + total + 32 <= PK_MAX + 16;
   float pk[PK_MAX + 16] __attribute__((aligned(64)));
   int32_t col_off[PK_COLS];
   int32_t off[CHUNK];
@@ -378,7 +388,8 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
     for (ci = 0; ci < cin_g; ci++) {
       for (ky = 0; ky < kh; ky++) {
         for (kx = 0; kx < kw; kx++, c++) {
-          col_off[c] = (int32_t)(((ci * kw + kx) * ph + ky) * out_w);
+          const uint32_t o = ((ci * kw + kx) * ph + ky) * out_w;
+          col_off[c] = (int32_t)(twin && o % 16 == 8 ? shift_base + 8 + o : o);
         }
       }
     }
@@ -388,6 +399,13 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   }
   for (g = 0; g < p->groups; g++) {
     pack_group(p, x + (size_t)g * cin_g * in_plane, cin_g, pk);
+    if (twin) {
+      size_t i;
+      _mm512_storeu_ps(pk + total + 16, _mm512_setzero_ps());
+      for (i = 0; i < total + 16; i += 16) {
+        _mm512_storeu_ps(pk + shift_base + 8 + i, _mm512_load_ps(pk + i));
+      }
+    }
     for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
       float *yp = y + (size_t)oc * out_plane;
       const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
