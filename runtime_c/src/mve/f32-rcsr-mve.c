@@ -26,6 +26,16 @@ static inline float prunec_mve_hsum(float32x4_t v) {
   return (vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)) + (vgetq_lane_f32(v, 2) + vgetq_lane_f32(v, 3));
 }
 
+/* The fused clamp exactly as the portable kernels compute it: `a < lo ? lo : a`, then `a > hi ? hi : a`, as
+ * VCMP gt + VPSEL with the bound as the first operand. VCMP.F32 gt is false for unordered lanes (lt and le are
+ * true: "less than or unordered"), so NaN of either sign passes, and -0.0 passes relu (lo = +0.0), as in
+ * PyTorch. VMAXNM/VMINNM would return the bound for a NaN (relu: 0; none: -inf) and +0.0 for -0.0. */
+static inline float32x4_t prunec_mve_clamp(float32x4_t a, float lo, float hi) {
+  const float32x4_t vlo = vdupq_n_f32(lo), vhi = vdupq_n_f32(hi);
+  a = vpselq_f32(vlo, a, vcmpgtq_f32(vlo, a));
+  return vpselq_f32(vhi, a, vcmpgtq_f32(a, vhi));
+}
+
 /* Columns of entries e .. e+n-1 into cols[]; `c` is the column before entry e. Returns the last column. */
 static inline __attribute__((always_inline)) uint32_t prunec_mve_decode(const uint8_t *index, uint32_t e,
                                                                        uint32_t n, uint32_t c, uint32_t *cols,
@@ -146,8 +156,8 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
               }
             }
             if (final) {
-              acc0 = vminnmq_f32(vmaxnmq_f32(acc0, vdupq_n_f32(out_min)), vdupq_n_f32(out_max));
-              acc1 = vminnmq_f32(vmaxnmq_f32(acc1, vdupq_n_f32(out_min)), vdupq_n_f32(out_max));
+              acc0 = prunec_mve_clamp(acc0, out_min, out_max);
+              acc1 = prunec_mve_clamp(acc1, out_min, out_max);
             }
             vst1q_f32(yr + ow, acc0);
             vst1q_f32(yr + ow + 4, acc1);
@@ -160,7 +170,7 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
               }
             }
             if (final) {
-              acc = vminnmq_f32(vmaxnmq_f32(acc, vdupq_n_f32(out_min)), vdupq_n_f32(out_max));
+              acc = prunec_mve_clamp(acc, out_min, out_max);
             }
             vst1q_f32(yr + ow, acc);
             ow += 4;
@@ -180,7 +190,7 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
               }
             }
             if (final) {
-              acc = vminnmq_f32(vmaxnmq_f32(acc, vdupq_n_f32(out_min)), vdupq_n_f32(out_max));
+              acc = prunec_mve_clamp(acc, out_min, out_max);
             }
             vstrwq_p_f32(yr + ow, acc, out_ok);
             ow += 4;

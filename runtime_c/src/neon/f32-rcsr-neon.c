@@ -437,6 +437,14 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_row(prun
   return prunec_neon_fc_run(acc, &xp, &p->dp, &p->vp, end - e);
 }
 
+/* The fused clamp exactly as the portable kernels compute it: `a < lo ? lo : a`, then `a > hi ? hi : a`. An
+ * ordered compare is false for NaN, so NaN of either sign passes, and -0.0 passes relu (lo = +0.0) unchanged,
+ * as in PyTorch; vmaxq/vminq would store max(-0.0, +0.0) as +0.0 (and the default NaN on Armv7-A). */
+static inline float32x4_t prunec_neon_clamp(float32x4_t a, float32x4_t lo, float32x4_t hi) {
+  a = vbslq_f32(vcltq_f32(a, lo), lo, a);
+  return vbslq_f32(vcgtq_f32(a, hi), hi, a);
+}
+
 #if PRUNEC_HAVE_AARCH64
 static inline float32x4_t prunec_neon_sum4(float32x4_t a0, float32x4_t a1, float32x4_t a2, float32x4_t a3) {
   return vpaddq_f32(vpaddq_f32(a0, a1), vpaddq_f32(a2, a3));
@@ -491,7 +499,7 @@ void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const
     if (bias != NULL) {
       v = vaddq_f32(v, vld1q_f32(bias + r));
     }
-    vst1q_f32(y + r, vminq_f32(vmaxq_f32(v, vlo), vhi));
+    vst1q_f32(y + r, prunec_neon_clamp(v, vlo, vhi));
   }
   for (; r < rows; r++) {
     float v = prunec_neon_hsum(prunec_neon_fc_row(&s, &p, xm4, row_ptr[r], row_ptr[r + 1]));
@@ -574,8 +582,8 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
         }
       }
       if (final) {
-        acc0 = vminq_f32(vmaxq_f32(acc0, vmin), vmax);
-        acc1 = vminq_f32(vmaxq_f32(acc1, vmin), vmax);
+        acc0 = prunec_neon_clamp(acc0, vmin, vmax);
+        acc1 = prunec_neon_clamp(acc1, vmin, vmax);
       }
       vst1q_f32(yr + ow, acc0);
       vst1q_f32(yr + ow + 4, acc1);
@@ -589,7 +597,7 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
         }
       }
       if (final) {
-        acc = vminq_f32(vmaxq_f32(acc, vmin), vmax);
+        acc = prunec_neon_clamp(acc, vmin, vmax);
       }
       vst1q_f32(yr + ow, acc);
       ow += 4;
@@ -615,7 +623,7 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
         }
       }
       if (final) {
-        acc = vminq_f32(vmaxq_f32(acc, vmin), vmax);
+        acc = prunec_neon_clamp(acc, vmin, vmax);
       }
       vst1q_f32(buf, acc);
       for (l = 0; l < m; l++) {
@@ -643,12 +651,16 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
   "fmla v" #b ".4s, v1.4s, v2.s[0]\n\t"
 #define PRUNEC_NEON_LD(a, b) "ldp q" #a ", q" #b ", [%[src]]\n\tadd %[src], %[src], %[ss]\n\t"
 #define PRUNEC_NEON_ST(a, b) "stp q" #a ", q" #b ", [%[dst]]\n\tadd %[dst], %[dst], %[ds]\n\t"
-#define PRUNEC_NEON_MAX4(a, b, c, d) \
-  "fmax v" #a ".4s, v" #a ".4s, %[vmin].4s\n\tfmax v" #b ".4s, v" #b ".4s, %[vmin].4s\n\t" \
-  "fmax v" #c ".4s, v" #c ".4s, %[vmin].4s\n\tfmax v" #d ".4s, v" #d ".4s, %[vmin].4s\n\t"
-#define PRUNEC_NEON_MIN4(a, b, c, d) \
-  "fmin v" #a ".4s, v" #a ".4s, %[vmax].4s\n\tfmin v" #b ".4s, v" #b ".4s, %[vmax].4s\n\t" \
-  "fmin v" #c ".4s, v" #c ".4s, %[vmax].4s\n\tfmin v" #d ".4s, v" #d ".4s, %[vmax].4s\n\t"
+/* The clamp is the portable `a < lo ? lo : a`, `a > hi ? hi : a`: an ordered compare (false for NaN) and a bit
+ * insert, so NaN and -0.0 pass relu unchanged as in PyTorch (FMAX/FMIN give +0.0 for max(-0.0, +0.0)). */
+#define PRUNEC_NEON_MAX2(a, b) \
+  "fcmgt v0.4s, %[vmin].4s, v" #a ".4s\n\tfcmgt v1.4s, %[vmin].4s, v" #b ".4s\n\t" \
+  "bit v" #a ".16b, %[vmin].16b, v0.16b\n\tbit v" #b ".16b, %[vmin].16b, v1.16b\n\t"
+#define PRUNEC_NEON_MIN2(a, b) \
+  "fcmgt v0.4s, v" #a ".4s, %[vmax].4s\n\tfcmgt v1.4s, v" #b ".4s, %[vmax].4s\n\t" \
+  "bit v" #a ".16b, %[vmax].16b, v0.16b\n\tbit v" #b ".16b, %[vmax].16b, v1.16b\n\t"
+#define PRUNEC_NEON_MAX4(a, b, c, d) PRUNEC_NEON_MAX2(a, b) PRUNEC_NEON_MAX2(c, d)
+#define PRUNEC_NEON_MIN4(a, b, c, d) PRUNEC_NEON_MIN2(a, b) PRUNEC_NEON_MIN2(c, d)
 static inline void prunec_neon_conv_tile_asm(const float *xb, ptrdiff_t rs, const float *w, const int32_t *off,
                                              uint32_t nt, const float *src, ptrdiff_t src_step, float *dst,
                                              ptrdiff_t dst_step, float32x4_t vmin, float32x4_t vmax, uint32_t lo,
@@ -691,6 +703,8 @@ static inline void prunec_neon_conv_tile_asm(const float *xb, ptrdiff_t rs, cons
 #undef PRUNEC_NEON_ROW
 #undef PRUNEC_NEON_LD
 #undef PRUNEC_NEON_ST
+#undef PRUNEC_NEON_MAX2
+#undef PRUNEC_NEON_MIN2
 #undef PRUNEC_NEON_MAX4
 #undef PRUNEC_NEON_MIN4
 #else
@@ -771,7 +785,7 @@ PRUNEC_ALWAYS_INLINE void prunec_neon_conv_tile(const prunec_neon_conv *c, const
     for (v = 0; v < V; v++) {
       float32x4_t a = acc[r][v];
       if (final) {
-        a = vminq_f32(vmaxq_f32(a, c->vmin), c->vmax);
+        a = prunec_neon_clamp(a, c->vmin, c->vmax);
       }
       vst1q_f32(yb + (size_t)r * (size_t)c->out_w + 4 * v, a);
     }
