@@ -165,6 +165,7 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
 #define PK_MAX 12288  /* floats of packed input per group (48 KB) */
 #define PK_COLS 2048  /* cin_g*kh*kw of the column -> offset table */
 #define PK_SEGMAX 24  /* accumulators of one plane segment */
+#define PK2_MAX 16384 /* floats of the row-pair packed input (64 KB; LeNet-5 conv2 uses 12800) */
 
 static int packed_fits(const prunec_conv2d_params *p) {
   const uint64_t ph = (uint64_t)p->out_h + p->kh - 1;
@@ -307,7 +308,8 @@ static inline __attribute__((always_inline)) void pk_segment(const int S, const 
 /* A whole row of 8-bit codes into a plane of S <= 4 vectors, decoded on the fly (no offset list): the column
  * of entry i is s + i with s the running sum of codes (FORMAT.md), its input block col_off[s + i]; four
  * entries per step into four accumulator sets. Fillers add 0 * x. */
-static inline __attribute__((always_inline)) void pk_row8(const int S, const float *pk, const int32_t *col_off,
+static inline __attribute__((always_inline)) void pk_row8(const int S, const int paired, const float *pk,
+                                                          const int32_t *col_off,
                                                           const uint8_t *codes, const float *val, uint32_t n,
                                                           float *yt, __mmask16 last_mask, __m512 vb, __m512 vlo,
                                                           __m512 vhi) {
@@ -356,7 +358,10 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const flo
 #pragma GCC unroll 4
   for (i = 0; i < S; i++) {
     const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i])), vlo), vhi);
-    if (i == S - 1) {
+    if (paired) { /* vector i holds output rows i and S + i (8 wide) */
+      _mm256_storeu_ps(yt + 8 * i, _mm512_castps512_ps256(v));
+      _mm256_storeu_ps(yt + 8 * (S + i), _mm512_extractf32x8_ps(v, 1));
+    } else if (i == S - 1) {
       _mm512_mask_storeu_ps(yt + 16 * i, last_mask, v);
     } else {
       _mm512_storeu_ps(yt + 16 * i, v);
@@ -417,16 +422,16 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         const float *val = w->values + r0;
         switch (nv) {
           case 1:
-            pk_row8(1, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(1, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
             break;
           case 2:
-            pk_row8(2, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(2, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
             break;
           case 3:
-            pk_row8(3, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(3, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
             break;
           default:
-            pk_row8(4, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(4, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
             break;
         }
         continue;
@@ -478,6 +483,78 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   }
 }
 
+/* ---- 8 columns, an even number of rows <= 8 (LeNet-5's conv2: 8x8), 8-bit codes ----
+ * As the packed path, but vector i of the plane holds output rows i and S + i (S = out_h / 2), and the packed
+ * input of (ci, kx) is R = S + kh - 1 such row pairs of 16 floats: q[r] = (input row r | input row r + S),
+ * shifted by kx. Tap (ci, ky, kx) reads q[ky .. ky + S): every load is a whole aligned line, where the
+ * row-major plane of 8-wide rows puts half of the taps across line boundaries. */
+static int paired_fits(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w) {
+  const uint64_t cin_g = p->in_c / p->groups, s = p->out_h / 2;
+  return w->index_bits == 8 && p->out_w == 8 && p->out_h % 2 == 0 && p->out_h >= 2 && p->out_h <= 8 &&
+         cin_g * p->kw * (s + p->kh - 1) * 16 <= PK2_MAX && cin_g * p->kh * p->kw <= PK_COLS;
+}
+
+static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                   const float *bias, const float *x, float *y, float out_min,
+                                                   float out_max) {
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+  const uint32_t kw = p->kw, kh = p->kh, S = p->out_h / 2, R = S + p->kh - 1;
+  const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, pad_w = (int32_t)p->pad_w;
+  const int32_t pad_h = (int32_t)p->pad_h;
+  const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
+  float pk[PK2_MAX] __attribute__((aligned(64)));
+  int32_t col_off[PK_COLS];
+  uint32_t g, oc, ci, ky, r, c = 0;
+  int32_t kx;
+  for (ci = 0; ci < cin_g; ci++) {
+    for (ky = 0; ky < kh; ky++) {
+      for (kx = 0; kx < (int32_t)kw; kx++, c++) {
+        col_off[c] = (int32_t)(((ci * kw + (uint32_t)kx) * R + ky) * 16u);
+      }
+    }
+  }
+  for (g = 0; g < p->groups; g++) {
+    const float *xg = x + (size_t)g * cin_g * in_plane;
+    for (ci = 0; ci < cin_g; ci++) {
+      const float *xc = xg + ci * in_plane;
+      for (kx = 0; kx < (int32_t)kw; kx++) {
+        const __mmask8 m8 = (__mmask8)(lane_range(pad_w - kx, in_w + pad_w - kx) & 0xFFu);
+        float *q = pk + ((size_t)ci * kw + (size_t)kx) * R * 16;
+        for (r = 0; r < R; r++, q += 16) {
+          const int32_t iy0 = (int32_t)r - pad_h, iy1 = iy0 + (int32_t)S;
+          const float *src = xc + (kx - pad_w);
+          _mm256_store_ps(q, iy0 >= 0 && iy0 < in_h ? _mm256_maskz_loadu_ps(m8, src + (long)iy0 * in_w)
+                                                    : _mm256_setzero_ps());
+          _mm256_store_ps(q + 8, iy1 >= 0 && iy1 < in_h ? _mm256_maskz_loadu_ps(m8, src + (long)iy1 * in_w)
+                                                        : _mm256_setzero_ps());
+        }
+      }
+    }
+    for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
+      float *yp = y + (size_t)oc * out_plane;
+      const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
+      const uint32_t r0 = w->row_ptr[oc], n = w->row_ptr[oc + 1] - r0;
+      const uint8_t *codes = w->index + r0;
+      const float *val = w->values + r0;
+      switch (S) {
+        case 1:
+          pk_row8(1, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          break;
+        case 2:
+          pk_row8(2, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          break;
+        case 3:
+          pk_row8(3, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          break;
+        default:
+          pk_row8(4, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          break;
+      }
+    }
+  }
+}
+
 void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                       const float *x, float *y, float out_min, float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
@@ -499,6 +576,10 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     for (i = 0; i < n; i++) {
       y[i] = __builtin_nanf("");
     }
+    return;
+  }
+  if (p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1 && paired_fits(p, w)) {
+    conv_paired8(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1 && packed_fits(p)) {
