@@ -1,20 +1,30 @@
 /*
- * Sparse 2-D convolution over relative-indexed CSR, x86-64 AVX-512 (F, VL), NCHW, batch 1: register tiles of
- * the output plane. Twin of prunec_f32_conv2d_rcsr__portable (same signature, same result up to fp32
- * summation order).
+ * Sparse 2-D convolution over relative-indexed CSR, x86-64 AVX-512 (F, VL), NCHW, batch 1. Twin of
+ * prunec_f32_conv2d_rcsr__portable (same signature, same result up to fp32 summation order). Stride 1 and
+ * dilation 1 (the paper's LeNet-5, AlexNet conv2-5, VGG-16) take one of three paths; other geometries take a
+ * plain direct loop, the portable algorithm.
  *
- * Per output channel oc, the row's nonzeros are decoded once into (input offset, value) pairs, the offset of
- * weight (ci, ky, kx) being ci*in_h*in_w + ky*in_w + kx (fillers dropped), through a per-call table indexed
- * by column. The output plane is cut into tiles
+ * Small problems (the group's input, packed below, <= 12288 floats; LeNet-5): the input is packed once per
+ * call into kw copies shifted by kx, cut to the output width and padded, so that the input of any tap for the
+ * whole output plane is one contiguous block laid out like the plane. Each nonzero is then an axpy of the
+ * plane, its segment (<= 24 vectors) held in registers: unmasked full-width loads, no lane lost at tile
+ * borders, no mask per load (conv_packed). 8-bit rows of planes of <= 4 vectors are decoded inside the FMA
+ * loop (pk_row8); others through an offset list per chunk of entries. Planes 8 wide and <= 8 (even) rows
+ * high with 8-bit codes (LeNet-5 conv2) pair output rows i and S+i in a vector and pack the input in row
+ * pairs, so that every load is one aligned line (conv_paired8); rows of 8 mod 16 floats otherwise read a
+ * copy shifted by 8 floats for half of the taps, when it fits. The bound is then one (L1) load per FMA.
+ *
+ * Larger problems (conv_tiled): per output channel oc, the row's nonzeros are decoded once into (input
+ * offset, value) pairs, the offset of weight (ci, ky, kx) being ci*in_h*in_w + ky*in_w + kx (fillers
+ * dropped), through a per-call table indexed by column. The output plane is cut into tiles
  * of 8 output rows x 16 output columns; a tile's accumulators stay in 8 zmm registers while every
  * nonzero adds value * (16 contiguous input cells of each of the tile's rows), the value broadcast and the
  * input read by one masked load per row. The mask keeps lanes that are inside both the input row (padding
  * reads nothing) and the output row, from a table per (kx, column tile). Rows of a border tile whose input
- * row lies in the padding load nothing (all-false mask).
+ * row lies in the padding load nothing (all-false mask). Output planes at most 8 wide use 8-column tiles.
  * Nonzeros are processed in chunks of CHUNK (the tile is stored and reloaded between chunks).
  *
- * This is the fast path for stride 1 and dilation 1 (the paper's LeNet-5, AlexNet conv2-5, VGG-16); other
- * geometries take a plain direct loop, the portable algorithm.
+ * The packed paths multiply fillers (value 0) like other entries (FORMAT.md: both are correct).
  */
 #include "prunec_isa.h"
 
@@ -555,10 +565,12 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   }
 }
 
-void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
-                                      const float *x, float *y, float out_min, float out_max) {
+/* Register tiles of 8 rows x 16 (or 8) columns: stride 1, planes too large for the packed paths. */
+static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                 const float *bias, const float *x, float *y, float out_min,
+                                                 float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
-  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups, taps = p->kh * p->kw;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
   const int32_t out_h = (int32_t)p->out_h, pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h;
   const int32_t ntiles = (out_w + 15) / 16;
@@ -571,26 +583,6 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
   uint8_t eky[CHUNK], ekx[CHUNK];
   float val[CHUNK];
   uint32_t oc;
-  if (w->index_bits != 4 && w->index_bits != 8 && w->index_bits != 16) {
-    size_t i, n = (size_t)p->out_c * out_plane;
-    for (i = 0; i < n; i++) {
-      y[i] = __builtin_nanf("");
-    }
-    return;
-  }
-  if (p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1 && paired_fits(p, w)) {
-    conv_paired8(p, w, bias, x, y, out_min, out_max);
-    return;
-  }
-  if (p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1 && packed_fits(p)) {
-    conv_packed(p, w, bias, x, y, out_min, out_max);
-    return;
-  }
-  if (p->stride_w != 1 || p->stride_h != 1 || p->dil_w != 1 || p->dil_h != 1 || p->kw > MAX_KW ||
-      ntiles > MAX_TILES || cin_g * taps > MAX_COLS) {
-    conv_generic(p, w, bias, x, y, out_min, out_max);
-    return;
-  }
   {
     int32_t kx, t;
     uint32_t ci, ky, c = 0;
@@ -697,6 +689,28 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
       }
       first = 0;
     } while (e < end);
+  }
+}
+
+void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
+                                      const float *x, float *y, float out_min, float out_max) {
+  const int unit = p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1;
+  if (w->index_bits != 4 && w->index_bits != 8 && w->index_bits != 16) {
+    size_t i, n = (size_t)p->out_c * p->out_h * p->out_w;
+    for (i = 0; i < n; i++) {
+      y[i] = __builtin_nanf("");
+    }
+    return;
+  }
+  if (unit && paired_fits(p, w)) {
+    conv_paired8(p, w, bias, x, y, out_min, out_max);
+  } else if (unit && packed_fits(p)) {
+    conv_packed(p, w, bias, x, y, out_min, out_max);
+  } else if (!unit || p->kw > MAX_KW || (p->out_w + 15) / 16 > MAX_TILES ||
+             (p->in_c / p->groups) * p->kh * p->kw > MAX_COLS) {
+    conv_generic(p, w, bias, x, y, out_min, out_max);
+  } else {
+    conv_tiled(p, w, bias, x, y, out_min, out_max);
   }
 }
 
