@@ -354,15 +354,27 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const int
       f[i] = _mm512_fmadd_ps(v3, _mm512_loadu_ps(s3 + 16 * i), f[i]);
     }
   }
-  for (; j < n; j++) {
-    const float *s0;
-    __m512 v0;
+  if (j < n) {
+    /* the last 1-3 entries without a loop (its exit would mispredict once per row): entries past the row
+     * repeat the last real entry's block, their FMAs masked off */
+    const uint32_t e1 = j + 1 < n ? j + 1 : j, e2 = j + 2 < n ? j + 2 : e1;
+    const __mmask16 k1 = j + 1 < n ? 0xFFFF : 0, k2 = j + 2 < n ? 0xFFFF : 0;
+    const float *s0, *s1, *s2;
+    __m512 v0, v1, v2;
     s += codes[j];
     s0 = pk + col_off[s + j];
+    s += k1 ? codes[e1] : 0u;
+    s1 = pk + col_off[s + e1];
+    s += k2 ? codes[e2] : 0u;
+    s2 = pk + col_off[s + e2];
     v0 = _mm512_set1_ps(val[j]);
+    v1 = _mm512_set1_ps(val[e1]);
+    v2 = _mm512_set1_ps(val[e2]);
 #pragma GCC unroll 4
     for (i = 0; i < S; i++) {
       a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
+      c[i] = _mm512_mask3_fmadd_ps(v1, _mm512_loadu_ps(s1 + 16 * i), c[i], k1);
+      d[i] = _mm512_mask3_fmadd_ps(v2, _mm512_loadu_ps(s2 + 16 * i), d[i], k2);
     }
   }
 #pragma GCC unroll 4
@@ -501,6 +513,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
 static int paired_fits(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w) {
   const uint64_t cin_g = p->in_c / p->groups, s = p->out_h / 2;
   return w->index_bits == 8 && p->out_w == 8 && p->out_h % 2 == 0 && p->out_h >= 2 && p->out_h <= 8 &&
+         p->in_w + 2 * p->pad_w <= 16 && p->kh <= 16 && p->kw <= 9 &&
          cin_g * p->kw * (s + p->kh - 1) * 16 <= PK2_MAX && cin_g * p->kh * p->kw <= PK_COLS;
 }
 
@@ -515,8 +528,14 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
   float pk[PK2_MAX] __attribute__((aligned(64)));
   int32_t col_off[PK_COLS];
+  __m512i shift[16];
   uint32_t g, oc, ci, ky, r, c = 0;
   int32_t kx;
+  for (kx = 0; kx < (int32_t)kw; kx++) {
+    /* lanes 0-7: a[kx .. kx+7], lanes 8-15: b[kx .. kx+7] (index 16 + i selects b[i]) */
+    shift[kx] = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                                 _mm512_set1_epi32(kx));
+  }
   for (ci = 0; ci < cin_g; ci++) {
     for (ky = 0; ky < kh; ky++) {
       for (kx = 0; kx < (int32_t)kw; kx++, c++) {
@@ -526,18 +545,22 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   }
   for (g = 0; g < p->groups; g++) {
     const float *xg = x + (size_t)g * cin_g * in_plane;
+    /* Each padded input row is loaded once (as lanes 0 .. in_w + 2*pad_w - 1 <= 15 of a vector); pair j of
+     * copy kx is one two-source permute of rows j and j + S, one aligned store. */
     for (ci = 0; ci < cin_g; ci++) {
       const float *xc = xg + ci * in_plane;
+      const uint32_t ph = p->out_h + kh - 1;
+      const __mmask16 mrow = lane_range(pad_w, pad_w + in_w);
+      float *q = pk + (size_t)ci * kw * R * 16;
+      __m512 rows[24];
+      for (r = 0; r < 24; r++) { /* ph <= 23 */
+        const int32_t iy = (int32_t)r - pad_h;
+        rows[r] = r < ph && iy >= 0 && iy < in_h ? _mm512_maskz_loadu_ps(mrow, xc + (long)iy * in_w - pad_w)
+                                                 : _mm512_setzero_ps();
+      }
       for (kx = 0; kx < (int32_t)kw; kx++) {
-        const __mmask8 m8 = (__mmask8)(lane_range(pad_w - kx, in_w + pad_w - kx) & 0xFFu);
-        float *q = pk + ((size_t)ci * kw + (size_t)kx) * R * 16;
         for (r = 0; r < R; r++, q += 16) {
-          const int32_t iy0 = (int32_t)r - pad_h, iy1 = iy0 + (int32_t)S;
-          const float *src = xc + (kx - pad_w);
-          _mm256_store_ps(q, iy0 >= 0 && iy0 < in_h ? _mm256_maskz_loadu_ps(m8, src + (long)iy0 * in_w)
-                                                    : _mm256_setzero_ps());
-          _mm256_store_ps(q + 8, iy1 >= 0 && iy1 < in_h ? _mm256_maskz_loadu_ps(m8, src + (long)iy1 * in_w)
-                                                        : _mm256_setzero_ps());
+          _mm512_store_ps(q, _mm512_permutex2var_ps(rows[r], shift[kx], rows[r + S]));
         }
       }
     }
