@@ -382,7 +382,7 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const int
     const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i])), vlo), vhi);
     if (paired) { /* vector i holds output rows i and S + i (8 wide) */
       _mm256_storeu_ps(yt + 8 * i, _mm512_castps512_ps256(v));
-      _mm256_storeu_ps(yt + 8 * (S + i), _mm512_extractf32x8_ps(v, 1));
+      _mm256_storeu_ps(yt + 8 * (S + i), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     } else if (i == S - 1) {
       _mm512_mask_storeu_ps(yt + 16 * i, last_mask, v);
     } else {
