@@ -334,18 +334,24 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const int
   for (; j + 3 < n; j += 4) {
     const float *s0, *s1, *s2, *s3;
     __m512 v0, v1, v2, v3;
-    s += codes[j];
+    uint32_t q; /* four codes in one load, four values in one load and broadcast by permutes: the loop is
+                 * bound by its loads (4*S vectors + 4 column-table look-ups per step) */
+    __builtin_memcpy(&q, codes + j, 4);
+    s += q & 0xFFu;
     s0 = pk + col_off[s + j];
-    s += codes[j + 1];
+    s += (q >> 8) & 0xFFu;
     s1 = pk + col_off[s + j + 1];
-    s += codes[j + 2];
+    s += (q >> 16) & 0xFFu;
     s2 = pk + col_off[s + j + 2];
-    s += codes[j + 3];
+    s += q >> 24;
     s3 = pk + col_off[s + j + 3];
-    v0 = _mm512_set1_ps(val[j]);
-    v1 = _mm512_set1_ps(val[j + 1]);
-    v2 = _mm512_set1_ps(val[j + 2]);
-    v3 = _mm512_set1_ps(val[j + 3]);
+    {
+      const __m512 v4 = _mm512_castps128_ps512(_mm_loadu_ps(val + j));
+      v0 = _mm512_permutexvar_ps(_mm512_setzero_si512(), v4);
+      v1 = _mm512_permutexvar_ps(_mm512_set1_epi32(1), v4);
+      v2 = _mm512_permutexvar_ps(_mm512_set1_epi32(2), v4);
+      v3 = _mm512_permutexvar_ps(_mm512_set1_epi32(3), v4);
+    }
 #pragma GCC unroll 4
     for (i = 0; i < S; i++) {
       a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
