@@ -28,7 +28,9 @@ pytestmark = pytest.mark.skipif(not _cpu_has_avx512(), reason="this CPU lacks AV
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    return kh.build_kernels(sorted({k.source for k in X4}), AVX512_FLAGS, tmpdir=tmp_path_factory.mktemp("x4"))
+    # the portable conv too: the special-value test below compares against it bit for bit
+    return kh.build_kernels(sorted({k.source for k in X4} | {"src/portable/f32-conv2d-rcsr-portable.c"}),
+                            AVX512_FLAGS, tmpdir=tmp_path_factory.mktemp("x4"))
 
 
 @pytest.mark.parametrize("kernel,case", [pytest.param(k, c, id=i) for k, c, i in kh.case_params(X4)])
@@ -118,3 +120,60 @@ X4_CONV = [kh.ConvCase(**{**c, "bits": b, "act": kh.ACT_NAMES[(i + b) % 3]})
 def test_avx512x4_conv_paths(built, case):
     ffi, lib = built
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx512x4", case)
+
+
+# Special values through every packed path (the C tester's special case, 3x12x20, reaches only the
+# single-accumulator segments): NaN of both signs, +-inf and -0.0 in the input; one output channel reads only
+# input channel 0, all -0.0, with positive weights on a -0.0 bias (its all-zero sums must stay -0.0, as in the
+# portable kernel). No padding (padded taps add +0.0 products: docs/TARGETS.md). NaN exactly where the
+# portable twin has NaN (relu and relu6 must not turn NaN into 0), infinities and zeros bit-equal.
+_X4_SPECIAL = [
+    dict(in_c=3, h=9, w=11, k=(3, 3)),  # 7x9 = 63 floats: 4 vectors, 8-bit rows decoded in the FMA loop
+    dict(in_c=3, h=5, w=7, k=(3, 3)),  # 3x5: 1 vector
+    dict(in_c=4, h=12, w=12, k=(5, 5)),  # 8x8: row pairs (8-bit), 4 vectors otherwise
+    dict(in_c=3, h=14, w=14, k=(3, 3)),  # 12x12 = 9 vectors: two segments of 5 and 4
+    dict(in_c=2, h=12, w=20, k=(3, 3)),  # 10x18 = 12 vectors: one segment
+]
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+@pytest.mark.parametrize("act", kh.ACT_NAMES)
+@pytest.mark.parametrize("shape", _X4_SPECIAL, ids=lambda d: f"{d['in_c']}x{d['h']}x{d['w']}")
+def test_avx512x4_conv_special_values_match_portable(built, shape, act, bits):
+    import numpy as np
+
+    from prunec import encode
+
+    ffi, lib = built
+    in_c, h, w, (kh_, kw_) = shape["in_c"], shape["h"], shape["w"], shape["k"]
+    oh, ow, out_c = h - kh_ + 1, w - kw_ + 1, 4
+    rng = np.random.default_rng(in_c * h * w + bits)
+    x = rng.standard_normal((in_c, h, w)).astype(np.float32)
+    x[1].flat[rng.choice(h * w, 3, replace=False)] = [np.nan, -np.nan, np.inf]
+    x[in_c - 1].flat[rng.choice(h * w, 2, replace=False)] = [-np.inf, np.float32(np.nan)]
+    x[0] = -0.0
+    # density 0.6: no gap needs a filler (a filler's 0 * inf is NaN in the packed paths, FORMAT.md)
+    wt = (rng.standard_normal((out_c, in_c, kh_, kw_)) * (rng.random((out_c, in_c, kh_, kw_)) < 0.6)).astype(np.float32)
+    wt[3] = 0.0
+    wt[3, 0] = np.abs(rng.standard_normal((kh_, kw_))).astype(np.float32) + 0.25  # all positive, no gap
+    b = (rng.standard_normal(out_c) * 2).astype(np.float32)
+    b[3] = -0.0
+    lo, hi = kh.ACTS[act]
+    outs = []
+    for name in ("prunec_f32_conv2d_rcsr__avx512x4", "prunec_f32_conv2d_rcsr__portable"):
+        keep = kh._Keep()
+        y = np.full((out_c, oh, ow), 7.0, np.float32)
+        p = ffi.new("prunec_conv2d_params *", {
+            "in_c": in_c, "in_h": h, "in_w": w, "out_c": out_c, "out_h": oh, "out_w": ow, "kh": kh_, "kw": kw_,
+            "stride_h": 1, "stride_w": 1, "dil_h": 1, "dil_w": 1, "groups": 1})
+        ws = kh.rcsr_struct(ffi, keep, encode.encode_rcsr(wt, bits))
+        getattr(lib, name)(p, ws, keep.buf(ffi, "float[]", b), keep.buf(ffi, "float[]", x),
+                           keep.buf(ffi, "float[]", y, True), lo, hi)
+        outs.append(y)
+    got, want = outs
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(want).any()
+    fin = ~np.isnan(want)
+    special = fin & (np.isinf(want) | (want == 0.0))
+    assert np.array_equal(got[special].view(np.uint32), want[special].view(np.uint32))
+    assert np.signbit(want[3]).all() and np.array_equal(got[3].view(np.uint32), want[3].view(np.uint32))
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-4)

@@ -25,6 +25,9 @@
  * Nonzeros are processed in chunks of CHUNK (the tile is stored and reloaded between chunks).
  *
  * The packed paths multiply fillers (value 0) like other entries (FORMAT.md: both are correct).
+ * Clamp as the portable kernel (docs/TARGETS.md): min_ps(hi, max_ps(lo, a)), MAXPS/MINPS returning their
+ * second operand for a NaN, so NaN stays NaN and relu(-0.0) = -0.0. Extra accumulators start at -0.0 (the
+ * additive identity), so that a sum of -0.0 terms on a -0.0 bias stays -0.0 as in the portable kernel.
  */
 #include "prunec_isa.h"
 
@@ -156,7 +159,7 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
     for (r = 0; r < nrows; r++) {
       __m256 a = acc[r];
       if (last) {
-        a = _mm256_min_ps(_mm256_max_ps(a, vlo), vhi);
+        a = _mm256_min_ps(vhi, _mm256_max_ps(vlo, a));
       }
       _mm256_mask_storeu_ps(yt + (long)r * out_w, out_mask, a);
     }
@@ -256,7 +259,7 @@ static inline __attribute__((always_inline)) void pk_segment(const int S, const 
     __m512 d[PK_SEGMAX], f[PK_SEGMAX];
 #pragma GCC unroll 24
     for (i = 0; i < S; i++) {
-      c[i] = d[i] = f[i] = _mm512_setzero_ps();
+      c[i] = d[i] = f[i] = _mm512_set1_ps(-0.0f); /* -0.0: x + -0.0 = x, signed zeros kept */
     }
     for (; j + 3 < n; j += 4) {
       const float *s0 = pk + off[j], *s1 = pk + off[j + 1], *s2 = pk + off[j + 2], *s3 = pk + off[j + 3];
@@ -277,7 +280,7 @@ static inline __attribute__((always_inline)) void pk_segment(const int S, const 
   } else if (S <= 8) {
 #pragma GCC unroll 24
     for (i = 0; i < S; i++) {
-      c[i] = _mm512_setzero_ps();
+      c[i] = _mm512_set1_ps(-0.0f);
     }
     for (; j + 1 < n; j += 2) {
       const float *s0 = pk + off[j], *s1 = pk + off[j + 1];
@@ -305,7 +308,7 @@ static inline __attribute__((always_inline)) void pk_segment(const int S, const 
   for (i = 0; i < S; i++) {
     __m512 v = a[i];
     if (last) {
-      v = _mm512_min_ps(_mm512_max_ps(v, vlo), vhi);
+      v = _mm512_min_ps(vhi, _mm512_max_ps(vlo, v));
     }
     if (i == S - 1) {
       _mm512_mask_storeu_ps(yt + 16 * i, last_mask, v);
@@ -329,7 +332,7 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const int
 #pragma GCC unroll 4
   for (i = 0; i < S; i++) {
     a[i] = vb;
-    c[i] = d[i] = f[i] = _mm512_setzero_ps();
+    c[i] = d[i] = f[i] = _mm512_set1_ps(-0.0f); /* -0.0: x + -0.0 = x, signed zeros kept */
   }
   for (; j + 3 < n; j += 4) {
     const float *s0, *s1, *s2, *s3;
@@ -385,7 +388,7 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const int
   }
 #pragma GCC unroll 4
   for (i = 0; i < S; i++) {
-    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i])), vlo), vhi);
+    const __m512 v = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i]))));
     if (paired) { /* vector i holds output rows i and S + i (8 wide) */
       _mm256_storeu_ps(yt + 8 * i, _mm512_castps512_ps256(v));
       _mm256_storeu_ps(yt + 8 * (S + i), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
@@ -710,7 +713,7 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
           for (r = 0; r < nrows; r++) {
             __m512 a = acc[r];
             if (last) {
-              a = _mm512_min_ps(_mm512_max_ps(a, vlo), vhi);
+              a = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
             }
             _mm512_mask_storeu_ps(yt + (long)r * out_w, out_mask, a);
           }
