@@ -177,3 +177,29 @@ def test_avx512x4_conv_special_values_match_portable(built, shape, act, bits):
     assert np.array_equal(got[special].view(np.uint32), want[special].view(np.uint32))
     assert np.signbit(want[3]).all() and np.array_equal(got[3].view(np.uint32), want[3].view(np.uint32))
     np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-4)
+
+
+# The 2x2/2 fast path of the max pool: row pairs in one run (even heights) or per channel (odd heights), rows
+# 8 wide four pairs per vector (pair counts not a multiple of 4), widths with full and partial blocks; NaN of
+# both signs and infinities planted, against numpy's max (NaN wherever a window holds one).
+@pytest.mark.parametrize("c,h,w", [(50, 8, 8), (3, 8, 8), (5, 9, 8), (20, 24, 24), (3, 7, 24), (2, 6, 64),
+                                   (2, 5, 70), (1, 2, 2), (7, 4, 9)])
+def test_avx512x4_maxpool_2x2_paths_with_nan(built, c, h, w):
+    import numpy as np
+
+    ffi, lib = built
+    oh, ow = h // 2, w // 2
+    p = ffi.new("prunec_pool2d_params *", {"channels": c, "in_h": h, "in_w": w, "out_h": oh, "out_w": ow,
+                                           "kh": 2, "kw": 2, "stride_h": 2, "stride_w": 2})
+    rng = np.random.default_rng(c * h * w)
+    x = rng.standard_normal((c, h, w)).astype(np.float32)
+    idx = rng.choice(x.size, min(6, x.size), replace=False)
+    x.flat[idx] = np.array([np.nan, -np.nan, np.inf, -np.inf, np.nan, np.inf], np.float32)[: idx.size]
+    y = np.full(c * oh * ow + 16, 7.0, np.float32)
+    lib.prunec_f32_maxpool2d__avx512x4(p, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True))
+    want = x[:, : 2 * oh, : 2 * ow].reshape(c, oh, 2, ow, 2)
+    want = np.where(np.isnan(want).any(axis=(2, 4)), np.nan, np.nanmax(want, axis=(2, 4))).ravel()
+    got = y[: want.size]
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
+    assert (y[want.size:] == 7.0).all()
