@@ -143,3 +143,15 @@ def test_atomic_outputs_get_the_usual_modes(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("name", ["lenet300", "lenet5", "alexnet", "vgg16"])
+def test_paper_profile_gives_the_papers_compression(name):
+    """PAPER_REMAINING (Tables 2-5 of Han et al. 2015) must reproduce the paper's total: 12x, 12x, 9x, 13x."""
+    from prunec.recipes import PAPER_COMPRESSION, PAPER_REMAINING
+    with torch.device("meta"):
+        m = models.create(name)
+    layers = {n: mod.weight.numel() for n, mod in m.named_modules() if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d))}
+    assert set(layers) == set(PAPER_REMAINING[name])
+    kept = sum(n * PAPER_REMAINING[name][k] for k, n in layers.items())
+    assert sum(layers.values()) / kept == pytest.approx(PAPER_COMPRESSION[name], rel=0.06)
