@@ -122,6 +122,35 @@ static inline uint32_t prunec_conv_decode_taps_tab(const prunec_conv_tap_table *
   }
 }
 
+/* Dense conv kernels: the taps of columns col .. col+n-1 of a dense weight row wr (zeros included), in order.
+ * With a tap table (use_tab), *tp / *cib carry the tap index and the input channel's offset from one call to
+ * the next (both 0 at a row start); consecutive columns wrap the tap index to the next input channel. */
+static inline void prunec_conv_dense_taps(const prunec_conv2d_params *p, const prunec_conv_tap_table *tab, int use_tab,
+                                          const float *wr, uint32_t col, uint32_t n, uint32_t *tp, int32_t *cib,
+                                          float *w, int32_t *off, int32_t *dy, int32_t *dx) {
+  uint32_t i;
+  if (use_tab) {
+    uint32_t t = *tp;
+    int32_t b = *cib;
+    for (i = 0; i < n; i++) {
+      w[i] = wr[col + i];
+      off[i] = b + tab->off[t];
+      dy[i] = tab->dy[t];
+      dx[i] = tab->dx[t];
+      if (++t == tab->taps) {
+        t = 0;
+        b += tab->plane;
+      }
+    }
+    *tp = t;
+    *cib = b;
+  } else {
+    for (i = 0; i < n; i++) {
+      prunec_conv_set_tap(p, col + i, wr[col + i], i, w, off, dy, dx);
+    }
+  }
+}
+
 /* `last` is the column before entry e (UINT32_MAX, i.e. -1, at a row start) and is advanced past entry
  * e+n-1. Returns the number of taps written to w/off/dy/dx (each of room n). */
 static inline uint32_t prunec_conv_decode_taps(const prunec_conv2d_params *p, const prunec_rcsr_f32 *wt, uint32_t e,

@@ -711,23 +711,7 @@ void prunec_f32_conv2d_dense__cortexm(const prunec_conv2d_params *p, const prune
     prunec_cortexm_conv_channel_setup(p, &c, x, y, bias, oc);
     do {
       const uint32_t n = cols - col < PRUNEC_CORTEXM_CHUNK ? cols - col : PRUNEC_CORTEXM_CHUNK;
-      uint32_t i;
-      if (use_tab) { /* consecutive columns: the tap index wraps to the next input channel */
-        for (i = 0; i < n; i++) {
-          t.w[i] = wr[col + i];
-          t.off[i] = cib + tab.off[tp];
-          t.dy[i] = tab.dy[tp];
-          t.dx[i] = tab.dx[tp];
-          if (++tp == tab.taps) {
-            tp = 0;
-            cib += tab.plane;
-          }
-        }
-      } else {
-        for (i = 0; i < n; i++) {
-          prunec_conv_set_tap(p, col + i, wr[col + i], i, t.w, t.off, t.dy, t.dx);
-        }
-      }
+      prunec_conv_dense_taps(p, &tab, use_tab, wr, col, n, &tp, &cib, t.w, t.off, t.dy, t.dx);
       prunec_cortexm_conv_plane(&c, &t, n, first, col + n >= cols);
       first = 0;
       col += n;
