@@ -128,6 +128,10 @@ def build_kernels(sources, extra_cflags=(), cc: str | None = None, *, tmpdir: st
         kernels = [k for k in runtime.kernels() if str(_resolve(k.source)) in wanted]
     if not kernels:
         raise ValueError(f"no registered kernel is defined in {sources}")
+    # sources of the kernels these call (PRUNEC_KERNEL_USES), as a build would copy them
+    have = {str(s) for s in srcs}
+    srcs += [p for p in map(_resolve, runtime.sources_for([k for k in kernels if isinstance(k, runtime.Kernel)]))
+             if str(p) not in have]
     cdef = CDEF_TYPES + "\n".join(SIGNATURES[k.op].format(k.name) for k in kernels)
     flags = [*BASE_CFLAGS, *extra_cflags]
     key = "\n".join([cdef, *map(str, srcs), *flags, cc or ""]).encode()

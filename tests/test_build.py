@@ -204,6 +204,37 @@ def test_only_needed_runtime_sources_are_copied(built):
     assert (d / "runtime" / "include" / "prunec_kernels.h").is_file()
 
 
+class _OnlyGenericMaxPool(nn.Module):  # the one pool is 3x3/2 padded ceil-mode: no avx512x4 fast path
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.fc = nn.Linear(4 * 4 * 4, 6)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(self.conv(x), 3, stride=2, padding=1, ceil_mode=True)
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_a_kernel_ships_the_kernels_it_calls(tmp_path):
+    """x86_64-avx2 (with the AVX-512 probe on): the avx512x4 max pool hands this geometry to the portable kernel
+    (PRUNEC_KERNEL_USES), so the build must carry the portable pool source although no layer selects a
+    portable pool kernel, link, and match PyTorch."""
+    torch.manual_seed(0)
+    shape = (2, 9, 9)
+    pt2 = tmp_path / "gpool.pt2"
+    bm.export(bm.prune_random(_OnlyGenericMaxPool(), 0), shape, pt2)
+    d = tmp_path / "gpool_x86"
+    B.build(pt2, "x86_64-avx2", d, name="gpool")
+    m = json.loads((d / "manifest.json").read_text())
+    srcs = {str(p.relative_to(d / "runtime")) for p in (d / "runtime" / "src").rglob("*.c")}
+    pool_kernels = {L["kernel"] for L in m["layers"] if L["op"] == "maxpool2d"}
+    if pool_kernels == {"prunec_f32_maxpool2d__avx512x4"}:
+        assert {"src/avx512/f32-maxpool2d-avx512-x4.c", "src/portable/f32-pool2d-portable.c"} <= srcs
+    x = bm.random_inputs(shape, n=8, seed=3)
+    r = verify.compare(verify.run_host(d, x.reshape(len(x), -1)), verify.reference_outputs(pt2, x, m["input_shape"]))
+    assert r.ok and r.top1_agreement == 1.0, r.text()
+
+
 @pytest.mark.skipif(not HAVE["make"], reason="make not installed")
 def test_makefile_static_and_shared(built, tmp_path):
     src = built("residual", "blob")

@@ -89,9 +89,21 @@ def test_sources_and_headers():
     srcs = runtime.sources_for(runtime.kernels())
     assert srcs == sorted(set(srcs))
     assert runtime.sources_for([runtime.select("fc_rcsr", ())]) == ["src/portable/f32-fc-rcsr-portable.c"]
+    pool = runtime.select("maxpool2d", ("avx512x4",))
+    assert pool.uses == ("prunec_f32_maxpool2d__portable",)
+    assert runtime.sources_for([pool]) == ["src/avx512/f32-maxpool2d-avx512-x4.c",
+                                           "src/portable/f32-pool2d-portable.c"]
     hs = runtime.headers()
     assert "include/prunec_kernels.h" in hs and "include/prunec_types.h" in hs
     assert all((runtime_dir() / h).is_file() for h in hs)
+
+
+def test_registry_rejects_a_call_to_an_unregistered_kernel(tmp_path):
+    inc = tmp_path / "kernels.inc"
+    inc.write_text('PRUNEC_KERNEL(prunec_f32_a__portable, fc_rcsr, portable, "src/a.c")\n'
+                   "PRUNEC_KERNEL_USES(prunec_f32_a__portable, prunec_f32_b__portable)\n")
+    with pytest.raises(ValueError, match="prunec_f32_b__portable, which is not registered"):
+        runtime._parse(str(inc), 0)
 
 
 # ---- compilers and sanitizers ---------------------------------------------------------------------------

@@ -4,6 +4,13 @@ The single source of truth is runtime_c/kernels.inc, one line per kernel:
 
     PRUNEC_KERNEL(prunec_f32_fc_rcsr__portable, fc_rcsr, portable, "src/portable/f32-fc-rcsr-portable.c")
 
+and, for a kernel that calls another registered kernel (an ISA kernel handing the geometries it has no fast
+path for to the portable one), one line per callee:
+
+    PRUNEC_KERNEL_USES(prunec_f32_maxpool2d__avx512x4, prunec_f32_maxpool2d__portable)
+
+so that a build that selects the caller also copies the callee's source (`sources_for`).
+
 Codegen uses it to pick one kernel per op for a target's ISA list and to copy only the sources it needs; the
 tests use it to generate one test per kernel. Kernel names follow prunec_<type>_<op>[_<format>]__<isa>.
 """
@@ -21,6 +28,7 @@ PORTABLE = "portable"
 _LINE = re.compile(
     r'^\s*PRUNEC_KERNEL\(\s*(?P<name>\w+)\s*,\s*(?P<op>\w+)\s*,\s*(?P<isa>\w+)\s*,\s*"(?P<source>[^"]+)"\s*\)'
 )
+_USES = re.compile(r'^\s*PRUNEC_KERNEL_USES\(\s*(?P<name>\w+)\s*,\s*(?P<callee>\w+)\s*\)')
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class Kernel:
     op: str
     isa: str
     source: str  # relative to runtime_c/
+    uses: tuple[str, ...] = ()  # names of the registered kernels this one calls (PRUNEC_KERNEL_USES)
 
 
 def registry_path() -> Path:
@@ -39,7 +48,16 @@ def registry_path() -> Path:
 def _parse(path: str, mtime_ns: int) -> tuple[Kernel, ...]:
     out = []
     seen = set()
+    uses: dict[str, list[str]] = {}
     for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        u = _USES.match(line)
+        if u:
+            if u["name"] not in seen or u["callee"] not in seen:
+                missing = u["name"] if u["name"] not in seen else u["callee"]
+                raise ValueError(f"{path}:{lineno}: PRUNEC_KERNEL_USES names {missing}, which is not registered "
+                                 "above this line")
+            uses.setdefault(u["name"], []).append(u["callee"])
+            continue
         m = _LINE.match(line)
         if not m:
             continue
@@ -50,7 +68,7 @@ def _parse(path: str, mtime_ns: int) -> tuple[Kernel, ...]:
             raise ValueError(f"{path}:{lineno}: kernel {k.name} does not end with __{k.isa}")
         seen.add(k.name)
         out.append(k)
-    return tuple(out)
+    return tuple(Kernel(k.name, k.op, k.isa, k.source, tuple(uses.get(k.name, ()))) for k in out)
 
 
 def kernels() -> list[Kernel]:
@@ -78,8 +96,20 @@ def select(op: str, isas: tuple[str, ...] | list[str] = ()) -> Kernel:
 
 
 def sources_for(selected) -> list[str]:
-    """Sorted unique source paths (relative to runtime_c/) that define the given kernels."""
-    return sorted({k.source for k in selected})
+    """Sorted unique source paths (relative to runtime_c/) that define the given kernels and every kernel they
+    call (PRUNEC_KERNEL_USES, followed transitively)."""
+    by_name = {k.name: k for k in kernels()}
+    todo = list(selected)
+    done: set[str] = set()
+    out: set[str] = set()
+    while todo:
+        k = todo.pop()
+        if k.name in done:
+            continue
+        done.add(k.name)
+        out.add(k.source)
+        todo.extend(by_name[c] for c in k.uses)
+    return sorted(out)
 
 
 def headers() -> list[str]:

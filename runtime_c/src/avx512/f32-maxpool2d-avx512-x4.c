@@ -8,55 +8,15 @@
  * odd lanes are paired by two permutes and maxed again (masked loads and stores for the last block, masks
  * computed once per call). Rows 8 wide (LeNet-5 pool2) take four row pairs per vector of 16 outputs.
  * Each max keeps NaN in 2 instructions (a NaN-test mask, a masked MAXPS).
- * Every other geometry takes the portable algorithm (window clipped to the input, padding never wins).
+ * Every other geometry is handed to prunec_f32_maxpool2d__portable (registered in kernels.inc with
+ * PRUNEC_KERNEL_USES, so a build that selects this kernel ships the portable pool source too).
  */
 #include "prunec_isa.h"
 
 #if PRUNEC_HAVE_AVX512
 #include <immintrin.h>
-#include <math.h>
 
 #include "prunec_kernels.h"
-
-static void clip(long start, uint32_t k, uint32_t n, uint32_t *lo, uint32_t *hi) {
-  long l = start < 0 ? 0 : start;
-  long h = start + (long)k;
-  if (h > (long)n) {
-    h = (long)n;
-  }
-  if (h < l) {
-    h = l;
-  }
-  *lo = (uint32_t)l;
-  *hi = (uint32_t)h;
-}
-
-static void maxpool_generic(const prunec_pool2d_params *p, const float *x, float *y) {
-  const size_t in_plane = (size_t)p->in_h * p->in_w;
-  uint32_t c, oy, ox, iy, ix;
-  for (c = 0; c < p->channels; c++) {
-    const float *xc = x + (size_t)c * in_plane;
-    for (oy = 0; oy < p->out_h; oy++) {
-      uint32_t y0, y1;
-      clip((long)oy * (long)p->stride_h - (long)p->pad_h, p->kh, p->in_h, &y0, &y1);
-      for (ox = 0; ox < p->out_w; ox++) {
-        uint32_t x0, x1;
-        float m = -INFINITY;
-        clip((long)ox * (long)p->stride_w - (long)p->pad_w, p->kw, p->in_w, &x0, &x1);
-        for (iy = y0; iy < y1; iy++) {
-          const float *xr = xc + (size_t)iy * p->in_w;
-          for (ix = x0; ix < x1; ix++) {
-            const float v = xr[ix];
-            if (v > m || v != v) {
-              m = v;
-            }
-          }
-        }
-        *y++ = m;
-      }
-    }
-  }
-}
 
 /* max(a, b) with NaN propagation in 2 instructions: lanes where a is NaN keep a; elsewhere MAXPS, which
  * returns its second operand b when b is NaN. */
@@ -122,7 +82,7 @@ void prunec_f32_maxpool2d__avx512x4(const prunec_pool2d_params *p, const float *
   size_t xs, ys;
   if (p->kh != 2 || p->kw != 2 || p->stride_h != 2 || p->stride_w != 2 || p->pad_h != 0 || p->pad_w != 0 ||
       2u * p->out_h > p->in_h || 2u * p->out_w > p->in_w) {
-    maxpool_generic(p, x, y);
+    prunec_f32_maxpool2d__portable(p, x, y);
     return;
   }
   if (2u * p->out_h == p->in_h) { /* planes use all their rows: one run of channels * out_h row pairs */
