@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parent / "toolchain"))
 
 import harness  # noqa: E402
 import workloads  # noqa: E402
-from prunec.encode import choose_encoding  # noqa: E402
+from prunec.encode import INDEX_BITS, choose_encoding  # noqa: E402
 
 DYNAMIC_QEMU = {"aarch64-neon": "qemu-aarch64", "armv7a-neon": "qemu-arm"}
 CPU = {"aarch64-neon": "cortex-a53", "armv7a-neon": "cortex-a7"}
@@ -60,12 +60,14 @@ def _c_floats(a):
                     for v in np.asarray(a, np.float32).tolist())
 
 
-def layer_header(w, bias, sparse: bool) -> str:
+def layer_header(w, bias, sparse: bool, bits=INDEX_BITS) -> str:
+    """The layer as C arrays; sparse: relative-indexed CSR with the smallest storage among index widths `bits`
+    (pass target.index_bits_for(op), as `prunec build` does)."""
     rows, cols = w.shape
     lines = [f"#define ROWS {rows}", f"#define COLS {cols}",
              f"static const float bias_data[{rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data"]
     if sparse:
-        enc = choose_encoding(w, allow_dense=False)
+        enc = choose_encoding(w, allow_dense=False, bits_options=bits)
         r = enc.rcsr
         idx = r.packed_index() + b"\0" * 16
         lines += [f"#define INDEX_BITS {r.index_bits}",
@@ -79,13 +81,13 @@ def layer_header(w, bias, sparse: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def conv_header(layer, w, bias, sparse: bool) -> str:
+def conv_header(layer, w, bias, sparse: bool, bits=INDEX_BITS) -> str:
     c = layer.conv
     head = [f"#define IN_C {c.in_c}", f"#define IN_H {c.in_hw}", f"#define IN_W {c.in_hw}", f"#define OUT_C {c.out_c}",
             f"#define OUT_H {c.out_hw}", f"#define OUT_W {c.out_hw}", f"#define KH {c.k}", f"#define KW {c.k}",
             f"#define SH {c.stride}", f"#define SW {c.stride}", f"#define PH {c.pad}", f"#define PW {c.pad}",
             f"#define GROUPS {c.groups}"]
-    return "\n".join(head) + "\n" + layer_header(w, bias, sparse)
+    return "\n".join(head) + "\n" + layer_header(w, bias, sparse, bits)
 
 
 def kernels_for(target) -> dict[str, list]:
@@ -150,7 +152,7 @@ def run_conv(t, tname, key, ks, work, plugin, densities=None):
         res = {"target": tname, "layer": key, "kind": "conv", "density": d, "nonzero": nnz, "macs": macs,
                "nonzero_macs": nnz * pixels, "counts": {}}
         for op, sparse in (("conv2d_dense", False), ("conv2d_rcsr", True)):
-            hdr = conv_header(layer, w, bias, sparse)
+            hdr = conv_header(layer, w, bias, sparse, t.index_bits_for("conv2d"))
             for k in ks[op]:
                 res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
         dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
@@ -190,7 +192,7 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                 nnz = int(np.count_nonzero(w))
                 res = {"target": tname, "layer": key, "density": d, "nonzero": nnz, "macs": w.size, "counts": {}}
                 for op, sparse in (("fc_dense", False), ("fc_rcsr", True)):
-                    hdr = layer_header(w, bias, sparse)
+                    hdr = layer_header(w, bias, sparse, t.index_bits_for("fc"))
                     for k in ks[op]:
                         res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
                 dense = min(v for n, v in res["counts"].items() if "_dense__" in n)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "toolchain"))
 import harness  # noqa: E402
 import workloads  # noqa: E402
 from harness import Contender, py_timer  # noqa: E402
-from prunec.encode import choose_encoding  # noqa: E402
+from prunec.encode import choose_encoding, index_bits_for  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 INF = float("inf")
@@ -87,7 +87,7 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
     ref = X.astype(np.float64) @ w.T.astype(np.float64) + bias
     if relu:
         ref = np.maximum(ref, 0)
-    enc = choose_encoding(w, allow_dense=False)
+    enc = choose_encoding(w, allow_dense=False, bits_options=index_bits_for("fc"))
     out = []
     xb = keep(ffi.from_buffer("float[]", X))
     bb = keep(ffi.from_buffer("float[]", keep(bias.copy())))
@@ -171,7 +171,7 @@ def conv_contenders(layer, w, bias, x, lib_t):
     xt = torch.from_numpy(x)[None]
     with torch.inference_mode():
         ref = torch.relu(F.conv2d(xt.double(), w4.double(), bt.double(), cv.stride, cv.pad, 1, cv.groups))[0].numpy()
-    enc = choose_encoding(w, allow_dense=False)
+    enc = choose_encoding(w, allow_dense=False, bits_options=index_bits_for("conv2d"))
     xb = keep(ffi.from_buffer("float[]", keep(np.ascontiguousarray(x))))
     bb = keep(ffi.from_buffer("float[]", keep(bias.copy())))
     rs = _rcsr_struct(ffi, keep, enc)

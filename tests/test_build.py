@@ -349,6 +349,45 @@ def test_cli_build(models_dir, tmp_path):
     assert r.exit_code == 2 and "unknown target" in r.output
 
 
+class _Fc25(nn.Module):  # one fc at 25 % density: 4-bit codes are the smaller storage, 8-bit the faster
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(96, 12)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_index_widths_follow_the_op_the_target_and_the_flag(tmp_path):
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    torch.manual_seed(1)
+    m = _Fc25()
+    with torch.no_grad():
+        m.fc.weight.mul_((torch.rand_like(m.fc.weight) < 0.25).float())
+    pt2 = tmp_path / "fc25.pt2"
+    bm.export(m, (96,), pt2)
+    x = bm.random_inputs((96,), n=6, seed=2).reshape(6, -1)
+    ref = verify.reference_outputs(pt2, x, [1, 96])
+    out = {}
+    for tag, bits in (("default", None), ("size", [4, 8, 16]), ("b16", [16])):
+        d = tmp_path / tag
+        man = B.build(pt2, "host", d, name="fc25", index_bits=bits).manifest
+        out[tag] = man["layers"][0]
+        r = verify.compare(verify.run_host(d, x), ref)
+        assert r.ok and r.top1_agreement == 1.0, (tag, r.text())
+    assert out["default"]["index_bits"] == 8  # fc: 8 or 16 bits unless told otherwise
+    assert out["size"]["index_bits"] == 4 and sum(out["size"]["bytes"].values()) < sum(out["default"]["bytes"].values())
+    assert out["b16"]["index_bits"] == 16
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "cli"), "--index-bits", "4,8,16"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["layers"][0]["index_bits"] == 4
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "bad"), "--index-bits", "4,5"])
+    assert r.exit_code == 2 and "index widths must be" in r.output and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.slow
 def test_alexnet_at_paper_density_builds_and_compiles(tmp_path):
     """AlexNet with the paper's per-layer densities (6.7 M nonzeros): build, then compile the output."""

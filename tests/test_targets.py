@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from prunec import runners, targets
+from prunec.resources import targets_dir
 from prunec.cli import main
 from prunec.errors import PrunecError
 
@@ -92,3 +93,20 @@ def test_emulator_commands():
     m4 = targets.get("cortex-m4")
     cmd = runners.emulator_command(m4, "prog.elf")
     assert cmd[:3] == ["qemu-system-arm", "-M", "mps2-an386"] and "-semihosting" in cmd and cmd[-2:] == ["-kernel", "prog.elf"]
+
+
+def test_index_widths_per_op_and_bad_tables(tmp_path):
+    from prunec import encode
+
+    t = targets.get("host")
+    assert t.index_bits_for("fc") == (8, 16) and t.index_bits_for("conv2d") == encode.INDEX_BITS
+    t2 = replace(t, extra={**t.extra, "index_bits_by_op": {"fc": [4, 8, 16]}})
+    assert t2.index_bits_for("fc") == (4, 8, 16)
+    base = (targets_dir() / "host.toml").read_text()
+    for table, msg in (('[index_bits_by_op]\nfc = [4, 5]\n', "index widths must be"),
+                       ('[index_bits_by_op]\nfc = []\n', "index widths must be"),
+                       ('[index_bits_by_op]\npool = [8]\n', "takes the keys fc and conv2d")):
+        f = tmp_path / "t.toml"
+        f.write_text(base + "\n" + table)
+        with pytest.raises(PrunecError, match=msg):
+            targets._load(f)

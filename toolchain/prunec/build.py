@@ -17,7 +17,7 @@ from . import codegen, frontend, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
-from .encode import Encoding, choose_encoding
+from .encode import Encoding, check_index_bits, choose_encoding, index_bits_for
 from .errors import PrunecError
 from .graph import Graph, numel
 from .resources import runtime_dir
@@ -26,9 +26,17 @@ MANIFEST_FORMAT = "prunec-build"
 MANIFEST_VERSION = 1
 
 
-def encode_graph(g: Graph) -> dict[str, Encoding]:
-    """Per weighted layer, the smallest storage of its [out x in*kh*kw] matrix (relative-indexed CSR or dense)."""
-    return {n.name: choose_encoding(n.weight.reshape(n.weight.shape[0], -1)) for n in g.nodes if n.weight is not None}
+def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = None) -> dict[str, Encoding]:
+    """Per weighted layer, the smallest storage of its [out x in*kh*kw] matrix (relative-indexed CSR or dense),
+    the index width drawn from `index_bits` if given, else from the target's widths for the layer's op
+    (Target.index_bits_for: fc layers 8 or 16 bits by default, conv 4, 8 or 16), else from all widths."""
+    def bits(op: str) -> tuple[int, ...]:
+        if index_bits:
+            return tuple(index_bits)
+        return target.index_bits_for(op) if target is not None else index_bits_for(op)
+
+    return {n.name: choose_encoding(n.weight.reshape(n.weight.shape[0], -1), bits_options=bits(n.op))
+            for n in g.nodes if n.weight is not None}
 
 
 def _macs(n, enc: Encoding | None) -> tuple[int, int]:
@@ -89,14 +97,18 @@ class BuildResult:
     graph: Graph
 
 
-def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto"):
-    """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph)."""
+def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto",
+            index_bits=None):
+    """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph).
+    `index_bits`: the index widths every layer may use (default: the target's per-op choice)."""
     target = targets_mod.get(target_name)
+    if index_bits is not None:
+        index_bits = check_index_bits(index_bits, "--index-bits")
     name = codegen.validate_name(default_name(model_path) if name is None else name)
     model_path = Path(model_path)
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
-    encodings = encode_graph(g)
+    encodings = encode_graph(g, target, index_bits)
     plan = planner.make_plan(g)
     files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage)
 
@@ -179,9 +191,9 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
 
 
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
-          storage: str = "auto") -> BuildResult:
+          storage: str = "auto", index_bits=None) -> BuildResult:
     out_dir = Path(out_dir)
-    files, manifest, g = prepare(model_path, target_name, name, storage)
+    files, manifest, g = prepare(model_path, target_name, name, storage, index_bits)
     target = targets_mod.get(target_name)
     if target.extra.get("size"):
         manifest["size"] = _measure_size(files, manifest, target)

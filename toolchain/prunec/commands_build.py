@@ -16,11 +16,16 @@ from .codegen import STORAGES
 @click.option("--name", default=None, help="C name of the model (default: MODEL's file name)")
 @click.option("--weights", "storage", type=click.Choice(STORAGES), default="auto", show_default=True,
               help="weights as C arrays, as a binary blob (.incbin), or by size (blob above 1 MiB)")
-def build_cmd(model, target, out, name, storage):
+@click.option("--index-bits", "index_bits", default=None, metavar="B[,B...]",
+              help="index widths (4, 8, 16) every layer may be stored with, the smallest storage among them chosen "
+                   "per layer (default: the target's per-op widths: fc 8 or 16, conv 4, 8 or 16; "
+                   "--index-bits 4,8,16 gives the fewest bytes)")
+def build_cmd(model, target, out, name, storage, index_bits):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
     from .build import build
 
-    r = build(model, target, out, name, storage)
+    bits = None if index_bits is None else [b.strip() for b in index_bits.split(",")]
+    r = build(model, target, out, name, storage, bits)
     t = r.manifest["totals"]
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
                f"weights {t['weights_bytes']:,} bytes (dense {t['dense_weights_bytes']:,}, x{t['compression'] or 0:.1f}), "

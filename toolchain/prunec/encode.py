@@ -22,7 +22,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import PrunecError
+
 INDEX_BITS = (4, 8, 16)
+# Index widths the build may choose from, per op, unless the target ([index_bits_by_op]) or the build
+# (--index-bits) says otherwise. fc kernels decode a code for every nonzero on every inference, and 4-bit codes
+# cost more to decode than they save in bytes (nibble extraction, and fillers every 16 columns): under QEMU, b = 8
+# runs 1.2-1.8x fewer instructions than b = 4 on every Arm fc kernel, portable C included, for ~10 % more bytes of
+# the few layers where b = 4 is smaller at all (density above ~15 %; docs/BUILD.md). Conv kernels decode a
+# channel's taps once per call and reuse them for every output pixel, so there the smallest storage wins.
+DEFAULT_INDEX_BITS_BY_OP = {"fc": (8, 16)}
+
+
+def index_bits_for(op: str, by_op: dict | None = None) -> tuple[int, ...]:
+    """The index widths an `op` layer may be stored with: `by_op[op]` (a target's table) where given, else
+    DEFAULT_INDEX_BITS_BY_OP, else all of INDEX_BITS."""
+    if by_op and op in by_op:
+        return tuple(by_op[op])
+    return DEFAULT_INDEX_BITS_BY_OP.get(op, INDEX_BITS)
+
+
+def check_index_bits(bits, where: str) -> tuple[int, ...]:
+    """`bits` as a tuple of allowed widths, or a PrunecError naming `where` and the fix."""
+    try:
+        out = tuple(sorted({int(b) for b in bits}))
+    except (TypeError, ValueError):
+        out = ()
+    if not out or any(b not in INDEX_BITS for b in out):
+        raise PrunecError(f"{where}: index widths must be a non-empty list drawn from "
+                          f"{', '.join(map(str, INDEX_BITS))} (got {bits!r})")
+    return out
 PTR_BYTES = 4
 
 

@@ -42,6 +42,13 @@ class Target:
             return self.isa
         return tuple(i for i in order if i in self.isa or i == "portable")
 
+    def index_bits_for(self, op: str) -> tuple[int, ...]:
+        """Index widths (relative-indexed CSR) a layer of `op` may be stored with on this target: the file's
+        `[index_bits_by_op]` entry where it has one, else prunec.encode's default for the op."""
+        from .encode import index_bits_for
+
+        return index_bits_for(op, self.extra.get("index_bits_by_op"))
+
     def tools(self) -> dict[str, str]:
         """Executables this target needs, by role (cc, ar, and the runner's emulator if any)."""
         t = {"cc": self.cc, "ar": self.ar}
@@ -75,7 +82,7 @@ def _load(path: Path) -> Target:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise PrunecError(f"target file {path} is unreadable: {e}") from e
     try:
-        return Target(
+        t = Target(
             name=d["name"], description=d.get("description", ""), isa=tuple(d["isa"]), cc=d["cc"], ar=d.get("ar", "ar"),
             cflags=tuple(d.get("cflags", ())), ldflags=tuple(d.get("ldflags", ())), libs=tuple(d.get("libs", ())),
             runner=d.get("runner", "cffi"), shared_library=bool(d.get("shared_library", False)),
@@ -84,6 +91,15 @@ def _load(path: Path) -> Target:
         )
     except KeyError as e:
         raise PrunecError(f"target file {path} lacks the key {e.args[0]!r}") from e
+    by_op = t.extra.get("index_bits_by_op")
+    if by_op is not None:
+        from .encode import check_index_bits
+
+        if not isinstance(by_op, dict) or set(by_op) - {"fc", "conv2d"}:
+            raise PrunecError(f"target file {path}: [index_bits_by_op] takes the keys fc and conv2d (got {by_op!r})")
+        for op, bits in by_op.items():
+            check_index_bits(bits, f"target file {path}, index_bits_by_op.{op}")
+    return t
 
 
 @lru_cache(maxsize=None)
