@@ -8,7 +8,9 @@
  * the code's byte is taken from the code register (movzbl of the low or high byte, a 16-bit shift every
  * two entries), added to the row's running code sum s, and acc_j += v * broadcast(x[base + j + s]) with
  * base + j folded into the FMA's displacement (column of entry k = k + sum of codes 0..k, after the
- * row's first column - 1). 2 rows x 8 accumulators; lane j of acc_j, summed, is the row's result. The part
+ * row's first column - 1), one asm block per row and group (8 accumulators, its code word and code sum:
+ * few enough operands for the compiler to keep everything in registers). 2 rows x 8 accumulators; lane j of
+ * acc_j, summed, is the row's result. The part
  * of the longer row beyond the common length runs alone (also in assembly; there the code sums are
  * partial sums per 4 entries so that the loop-carried chain is one lea per 4 entries); the last < 8
  * entries of a row are a masked load and one FMA each.
@@ -182,6 +184,16 @@ static inline void row_rest(const float *vals, const int32_t *cols, uint32_t i, 
   "add %q[t], %q[s" #R "]\n\t"                                                         \
   "vfmadd231ps " OFF "(%q[xp],%q[s" #R "],4)%{1to8%}, %[v" #R "], %[a" #R #j "]\n\t"
 #define YSHR(R) "shr $16, %q[q" #R "]\n\t"
+/* All 8 entries of one row of a pair in one asm block (its own 8 accumulators, code sum and code word):
+ * 13 operands, so the compiler keeps the values and codes in registers between the halves (two rows in one
+ * block would need more than GCC's 30 operands; split by entries, the halves made it reload them). */
+#define Y8(R)                                                                                   \
+  YA(R, 0, "0", "b") YA(R, 1, "4", "h") YSHR(R) YA(R, 2, "8", "b") YA(R, 3, "12", "h") YSHR(R) \
+  YA(R, 4, "16", "b") YA(R, 5, "20", "h") YSHR(R) YA(R, 6, "24", "b") YA(R, 7, "28", "h")
+#define Y8_OPERANDS(R)                                                                            \
+  [a00] "+v"(a##R##0), [a01] "+v"(a##R##1), [a02] "+v"(a##R##2), [a03] "+v"(a##R##3),              \
+  [a04] "+v"(a##R##4), [a05] "+v"(a##R##5), [a06] "+v"(a##R##6), [a07] "+v"(a##R##7),              \
+  [s0] "+r"(s##R), [q0] "+Q"(q##R), [t] "=&Q"(t)
 
 #define YZERO(R)                                                          \
   __m256 a##R##0 = _mm256_setzero_ps(), a##R##1 = a##R##0, a##R##2 = a##R##0, a##R##3 = a##R##0, \
@@ -287,18 +299,8 @@ static inline __attribute__((always_inline)) void y_pair(const float *vl0, const
       _mm_prefetch((const char *)vl1 + YPF_V, YPF_HINT);
       _mm_prefetch((const char *)cd1 + YPF_C, YPF_HINT);
     }
-    __asm__(YA(0, 0, "0", "b") YA(1, 0, "0", "b") YA(0, 1, "4", "h") YA(1, 1, "4", "h") YSHR(0) YSHR(1)
-            YA(0, 2, "8", "b") YA(1, 2, "8", "b") YA(0, 3, "12", "h") YA(1, 3, "12", "h") YSHR(0) YSHR(1)
-            : [a00] "+v"(a00), [a01] "+v"(a01), [a02] "+v"(a02), [a03] "+v"(a03), [a10] "+v"(a10),
-              [a11] "+v"(a11), [a12] "+v"(a12), [a13] "+v"(a13), [s0] "+r"(s0), [s1] "+r"(s1), [q0] "+Q"(q0),
-              [q1] "+Q"(q1), [t] "=&Q"(t)
-            : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
-    __asm__(YA(0, 4, "16", "b") YA(1, 4, "16", "b") YA(0, 5, "20", "h") YA(1, 5, "20", "h") YSHR(0) YSHR(1)
-            YA(0, 6, "24", "b") YA(1, 6, "24", "b") YA(0, 7, "28", "h") YA(1, 7, "28", "h")
-            : [a04] "+v"(a04), [a05] "+v"(a05), [a06] "+v"(a06), [a07] "+v"(a07), [a14] "+v"(a14),
-              [a15] "+v"(a15), [a16] "+v"(a16), [a17] "+v"(a17), [s0] "+r"(s0), [s1] "+r"(s1), [q0] "+Q"(q0),
-              [q1] "+Q"(q1), [t] "=&Q"(t)
-            : [v0] "v"(v0), [v1] "v"(v1), [xp] "r"(xp));
+    __asm__(Y8(0) : Y8_OPERANDS(0) : [v0] "v"(v0), [xp] "r"(xp));
+    __asm__(Y8(0) : Y8_OPERANDS(1) : [v0] "v"(v1), [xp] "r"(xp));
   }
   {
     __m256 r0[8] = {a00, a01, a02, a03, a04, a05, a06, a07}, r1[8] = {a10, a11, a12, a13, a14, a15, a16, a17};
