@@ -554,22 +554,40 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   }
   for (g = 0; g < p->groups; g++) {
     const float *xg = x + (size_t)g * cin_g * in_plane;
-    /* Each padded input row is loaded once (as lanes 0 .. in_w + 2*pad_w - 1 <= 15 of a vector); pair j of
-     * copy kx is one two-source permute of rows j and j + S, one aligned store. */
-    for (ci = 0; ci < cin_g; ci++) {
-      const float *xc = xg + ci * in_plane;
-      const uint32_t ph = p->out_h + kh - 1;
-      const __mmask16 mrow = lane_range(pad_w, pad_w + in_w);
-      float *q = pk + (size_t)ci * kw * R * 16;
-      __m512 rows[24];
-      for (r = 0; r < 24; r++) { /* ph <= 23 */
-        const int32_t iy = (int32_t)r - pad_h;
-        rows[r] = r < ph && iy >= 0 && iy < in_h ? _mm512_maskz_loadu_ps(mrow, xc + (long)iy * in_w - pad_w)
-                                                 : _mm512_setzero_ps();
+    if (pad_w == 0 && pad_h == 0 && in_w >= (int32_t)kw + 7 && in_h >= (int32_t)(R + S)) {
+      /* No padding (LeNet-5): every pair lies inside the input. Pair r of copy kx is 8 floats of row r and 8
+       * of row r + S from column kx: two unaligned 256-bit loads joined into one aligned store, no row
+       * buffer and no permute (the permute path below spills its rows to the stack and reloads them:
+       * conv2's packing 0.63 -> 0.44 us). */
+      for (ci = 0; ci < cin_g; ci++) {
+        const float *src = xg + ci * in_plane;
+        float *q = pk + (size_t)ci * kw * R * 16;
+        for (kx = 0; kx < (int32_t)kw; kx++, src -= (size_t)R * in_w - 1) {
+          for (r = 0; r < R; r++, q += 16, src += in_w) {
+            const __m512d lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(src)));
+            const __m256d hi = _mm256_castps_pd(_mm256_loadu_ps(src + (size_t)S * in_w));
+            _mm512_store_ps(q, _mm512_castpd_ps(_mm512_insertf64x4(lo, hi, 1))); /* AVX-512F, not DQ */
+          }
+        }
       }
-      for (kx = 0; kx < (int32_t)kw; kx++) {
-        for (r = 0; r < R; r++, q += 16) {
-          _mm512_store_ps(q, _mm512_permutex2var_ps(rows[r], shift[kx], rows[r + S]));
+    } else {
+      /* Each padded input row is loaded once (as lanes 0 .. in_w + 2*pad_w - 1 <= 15 of a vector); pair j of
+       * copy kx is one two-source permute of rows j and j + S, one aligned store. */
+      for (ci = 0; ci < cin_g; ci++) {
+        const float *xc = xg + ci * in_plane;
+        const uint32_t ph = p->out_h + kh - 1;
+        const __mmask16 mrow = lane_range(pad_w, pad_w + in_w);
+        float *q = pk + (size_t)ci * kw * R * 16;
+        __m512 rows[24];
+        for (r = 0; r < 24; r++) { /* ph <= 23 */
+          const int32_t iy = (int32_t)r - pad_h;
+          rows[r] = r < ph && iy >= 0 && iy < in_h ? _mm512_maskz_loadu_ps(mrow, xc + (long)iy * in_w - pad_w)
+                                                   : _mm512_setzero_ps();
+        }
+        for (kx = 0; kx < (int32_t)kw; kx++) {
+          for (r = 0; r < R; r++, q += 16) {
+            _mm512_store_ps(q, _mm512_permutex2var_ps(rows[r], shift[kx], rows[r + S]));
+          }
         }
       }
     }
