@@ -29,7 +29,7 @@ INDEX_BITS = (4, 8, 16)
 # (--index-bits) says otherwise. fc kernels decode a code for every nonzero on every inference, and 4-bit codes
 # cost more to decode than they save in bytes (nibble extraction, and fillers every 16 columns): under QEMU, b = 8
 # runs 1.2-1.8x fewer instructions than b = 4 on every Arm fc kernel, portable C included, for ~10 % more bytes of
-# the few layers where b = 4 is smaller at all (density above ~15 %; docs/BUILD.md). Conv kernels decode a
+# the few layers where b = 4 is smaller at all (density above ~15 %; docs/FORMAT.md, "Choosing b"). Conv kernels decode a
 # channel's taps once per call and reuse them for every output pixel, so there the smallest storage wins.
 DEFAULT_INDEX_BITS_BY_OP = {"fc": (8, 16)}
 
@@ -52,6 +52,8 @@ def check_index_bits(bits, where: str) -> tuple[int, ...]:
         raise PrunecError(f"{where}: index widths must be a non-empty list drawn from "
                           f"{', '.join(map(str, INDEX_BITS))} (got {bits!r})")
     return out
+
+
 PTR_BYTES = 4
 
 
