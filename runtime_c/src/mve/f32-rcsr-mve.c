@@ -2,10 +2,21 @@
  * Sparse fc and conv2d over relative-indexed CSR for Armv8.1-M with Helium (MVE with floating point,
  * Cortex-M55/M85). Twins of the portable kernels.
  *
- * fc: a row's codes are decoded into absolute columns (64 at a time, scalar running sum), then 4 entries
- * per step: the columns are loaded as a vector, x is fetched with one gather (VLDRW with shifted offsets),
- * and one VFMA multiplies it with 4 contiguous values. The last step of a row is tail-predicated (VCTP):
- * inactive lanes load zeros and touch no memory. The row is the sum of the 4 lanes.
+ * fc: decoded in vectors, 4 entries per block, no column buffer. The x addresses of a block's 4 entries are a
+ * vector A (x + 4 col), and col(e) = col(e-4) + gap(e-3) + .. + gap(e), so per block: one widening load of
+ * the 4 codes (VLDRB.U32; b = 16: VLDRH.U32), A += 4 c, then three VSHLC #32 (the whole vector shifted by
+ * one lane, the previous block's last codes carried in from 3 core registers that are 0 at a row start, so
+ * no block needs a special case) each followed by A += 4 * shifted codes (VMLA), and the gather with
+ * writeback VLDRW.U32 q, [A, #16]! adds the 4 gaps' +1 and loads x; one VLDRW of 4 contiguous values and
+ * one VFMA. The row's entries run as a tail-predicated loop (WLSTP/LETP): the last block's lanes past the row
+ * load nothing. 12 instructions per 4 entries; fillers are ordinary entries. b = 4: a byte gather with the
+ * offsets {0,0,1,1} (row on an odd entry: {0,1,1,2}), a per-lane shift and >> 28 (+3 per block); b = 16 at
+ * an odd index address (VLDRH needs 2-byte alignment): two byte gathers + VSLI (+3). Each row leaves its 4
+ * lane sums in a 16-float buffer; per 4 rows VLD4 transposes them, so bias, clamp and store are one vector
+ * instruction each. b = 8 and b = 16 run the rows of a group in one asm loop (14 instructions per row
+ * besides its blocks). GCC 12 does not get there from intrinsics (it copies the vector around each
+ * VSHLC, evaluates VSHLC and the writeback gather twice, and spills VPR), hence inline asm; the C path
+ * (PRUNEC_MVE_NO_ASM or no GNU asm) computes the same columns with scalar code extraction.
  *
  * conv2d (NCHW, batch 1): vectorised across output pixels, 4 lanes; nonzeros of an output channel are
  * decoded (64 at a time, fillers dropped) into (weight, input offset, ky*dil_h, kx*dil_w). Interior blocks
@@ -36,52 +47,234 @@ static inline float32x4_t prunec_mve_clamp(float32x4_t a, float lo, float hi) {
   return vpselq_f32(vhi, a, vcmpgtq_f32(a, vhi));
 }
 
-/* Columns of entries e .. e+n-1 into cols[]; `c` is the column before entry e. Returns the last column. */
-static inline __attribute__((always_inline)) uint32_t prunec_mve_decode(const uint8_t *index, uint32_t e,
-                                                                       uint32_t n, uint32_t c, uint32_t *cols,
-                                                                       const uint32_t bits) {
-  uint32_t i;
-  for (i = 0; i < n; i++) {
-    c += prunec_rcsr_code(index, e + i, bits) + 1u;
-    cols[i] = c;
+/* x addresses of the 4 lanes before a row's first block: lane k of the first block is x[k + (codes 0..k)]. */
+static const int32_t prunec_mve_fc_a0[4] = {-16, -12, -8, -4};
+/* b = 4: byte offsets and left shifts (then >> 28) of 4 nibbles from a row's even or odd first entry. */
+static const uint32_t prunec_mve_fc_nib[4][4] = {{0, 0, 1, 1}, {28, 24, 28, 24}, {0, 1, 1, 2}, {24, 28, 24, 28}};
+/* b = 16 on an odd index address: byte offsets of 4 codes' low and high bytes. */
+static const uint32_t prunec_mve_fc_b16u[2][4] = {{0, 2, 4, 6}, {1, 3, 5, 7}};
+
+#define PRUNEC_MVE_FC_B8 8u
+#define PRUNEC_MVE_FC_B16 16u   /* index 2-aligned: VLDRH */
+#define PRUNEC_MVE_FC_B16U 17u  /* index at an odd address: bytewise */
+#define PRUNEC_MVE_FC_B4 4u
+
+#if defined(__GNUC__) && !defined(PRUNEC_MVE_NO_ASM)
+/* q0: x addresses of the block's 4 entries; q1: codes; q2: x; q3: values; q4: accumulator; q5, q6: b = 4 and
+ * unaligned b = 16 offsets/shifts. Per block: the codes, q0 += 4 * (c_k + c_k-1 + c_k-2 + c_k-3) through VSHLC
+ * (whole-vector shift by one lane; k1..k3 carry the previous block's last codes, 0 at a row start), then the
+ * gather with writeback adds 16 (the 4 gaps' +1) and loads x. */
+#define PRUNEC_MVE_FC_PREFIX                                                                                   \
+  "vmla.u32 q0, q1, %[four]\n\t"                                                                               \
+  "vshlc q1, %[k1], #32\n\t"                                                                                   \
+  "vmla.u32 q0, q1, %[four]\n\t"                                                                               \
+  "vshlc q1, %[k2], #32\n\t"                                                                                   \
+  "vmla.u32 q0, q1, %[four]\n\t"                                                                               \
+  "vshlc q1, %[k3], #32\n\t"                                                                                   \
+  "vmla.u32 q0, q1, %[four]\n\t"                                                                               \
+  "vldrw.u32 q2, [q0, #16]!\n\t"                                                                               \
+  "vldrw.32 q3, [%[vp]], #16\n\t"                                                                              \
+  "vfma.f32 q4, q3, q2\n\t"
+
+/* b = 8 and aligned b = 16: the m (1..4) rows starting at row_ptr[r] (e = row_ptr[r], rp = row_ptr + r + 1),
+ * lane sums of row k into slot[4k .. 4k+3]. Per row: 14 instructions besides the blocks. k3 holds the row's end
+ * until the carries are zeroed; e is reloaded from row_ptr after the row. */
+static inline __attribute__((always_inline)) void prunec_mve_fc_group(const uint32_t *rp, uint32_t e, uint32_t m,
+                                                                     const uint8_t *index, const float *values,
+                                                                     uint32x4_t a0, float *slot,
+                                                                     const uint32_t kind) {
+  const uint8_t *ip;
+  const float *vp;
+  uint32_t k1, k2, k3;
+#define PRUNEC_MVE_FC_GROUP(IPADD, CODES)                                                                      \
+  __asm__("5:\n\t"                                                                                             \
+          "ldr %[k3], [%[rp]], #4\n\t" IPADD                                                                   \
+          "add %[vp], %[values], %[e], lsl #2\n\t"                                                             \
+          "sub %[e], %[k3], %[e]\n\t"                                                                          \
+          "vmov q0, %q[a0]\n\t"                                                                                \
+          "vmov.i32 q4, #0\n\t"                                                                                \
+          "mov %[k1], #0\n\t"                                                                                  \
+          "mov %[k2], #0\n\t"                                                                                  \
+          "mov %[k3], #0\n\t"                                                                                  \
+          "wlstp.32 lr, %[e], 2f\n"                                                                            \
+          "1:\n\t" CODES PRUNEC_MVE_FC_PREFIX "letp lr, 1b\n"                                                  \
+          "2:\n\t"                                                                                             \
+          "vstrw.32 q4, [%[slot]], #16\n\t"                                                                    \
+          "ldr %[e], [%[rp], #-4]\n\t"                                                                         \
+          "subs %[m], %[m], #1\n\t"                                                                            \
+          "bne 5b"                                                                                             \
+          : [rp] "+r"(rp), [e] "+r"(e), [m] "+r"(m), [slot] "+r"(slot), [ip] "=&l"(ip), [vp] "=&r"(vp),      \
+            [k1] "=&r"(k1), [k2] "=&r"(k2), [k3] "=&r"(k3), "=m"(*(float(*)[16])slot)                         \
+          : [index] "r"(index), [values] "r"(values), [four] "r"(4u), [a0] "w"(a0)                           \
+          : "q0", "q1", "q2", "q3", "q4", "lr", "cc", "memory")
+  if (kind == PRUNEC_MVE_FC_B8) {
+    PRUNEC_MVE_FC_GROUP("add %[ip], %[index], %[e]\n\t", "vldrb.u32 q1, [%[ip]], #4\n\t");
+  } else {
+    PRUNEC_MVE_FC_GROUP("add %[ip], %[index], %[e], lsl #1\n\t", "vldrh.u32 q1, [%[ip]], #8\n\t");
   }
-  return c;
+#undef PRUNEC_MVE_FC_GROUP
 }
+
+/* b = 4 and b = 16 at an odd index address: one row, entries ip/vp[0 .. n) (ip at the row's first code byte),
+ * lane sums into slot[0..3]; tab: the byte offsets (and b = 4: shifts) of the row's first 4 codes. */
+static inline __attribute__((always_inline)) void prunec_mve_fc_row(const uint8_t *ip, const float *vp, uint32_t n,
+                                                                   uint32x4_t a0, float *slot, const uint32_t *tab,
+                                                                   const uint32_t kind) {
+  uint32_t k1, k2, k3;
+#define PRUNEC_MVE_FC_ROW(CODES)                                                                               \
+  __asm__("vmov q0, %q[a0]\n\t"                                                                                \
+          "vmov.i32 q4, #0\n\t"                                                                                \
+          "mov %[k1], #0\n\t"                                                                                  \
+          "mov %[k2], #0\n\t"                                                                                  \
+          "mov %[k3], #0\n\t"                                                                                  \
+          "vldrw.u32 q5, [%[tab]]\n\t"                                                                         \
+          "vldrw.u32 q6, [%[tab], #16]\n\t"                                                                    \
+          "wlstp.32 lr, %[n], 2f\n"                                                                            \
+          "1:\n\t" CODES PRUNEC_MVE_FC_PREFIX "letp lr, 1b\n"                                                  \
+          "2:\n\t"                                                                                             \
+          "vstrw.32 q4, [%[slot]]"                                                                             \
+          : [ip] "+l"(ip), [vp] "+r"(vp), [k1] "=&r"(k1), [k2] "=&r"(k2), [k3] "=&r"(k3),                    \
+            "=m"(*(float(*)[4])slot)                                                                           \
+          : [n] "r"(n), [four] "r"(4u), [a0] "w"(a0), [tab] "r"(tab), [slot] "r"(slot)                       \
+          : "q0", "q1", "q2", "q3", "q4", "q5", "q6", "lr", "memory")
+  if (kind == PRUNEC_MVE_FC_B16U) {
+    PRUNEC_MVE_FC_ROW("vldrb.u32 q1, [%[ip], q5]\n\t"
+                      "vldrb.u32 q2, [%[ip], q6]\n\t"
+                      "add %[ip], %[ip], #8\n\t"
+                      "vsli.32 q1, q2, #8\n\t");
+  } else {
+    PRUNEC_MVE_FC_ROW("vldrb.u32 q1, [%[ip], q5]\n\t"
+                      "add %[ip], %[ip], #2\n\t"
+                      "vshl.u32 q1, q1, q6\n\t"
+                      "vshr.u32 q1, q1, #28\n\t");
+  }
+#undef PRUNEC_MVE_FC_ROW
+}
+
+/* The m (1..4) rows' outputs: row k of the group left its lane sums in buf[4k .. 4k+3]; VLD4 deinterleaves them
+ * so that lane k of q0+q1+q2+q3 is row k's sum; + bias (4 zeros without one: a sum of lanes that start at +0.0
+ * is never -0.0, so adding +0.0 changes nothing), the clamp as prunec_mve_clamp, predicated store. */
+static inline __attribute__((always_inline)) void prunec_mve_fc_out(const float *buf, const float *b, float *y,
+                                                                   uint32_t m, float32x4_t lo, float32x4_t hi) {
+  __asm__("vld40.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
+          "vld41.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
+          "vld42.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
+          "vld43.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
+          "vctp.32 %[m]\n\t"
+          "vpst\n\t"
+          "vldrwt.32 q4, [%[b]]\n\t"
+          "vadd.f32 q0, q0, q1\n\t"
+          "vadd.f32 q2, q2, q3\n\t"
+          "vadd.f32 q0, q0, q2\n\t"
+          "vadd.f32 q0, q0, q4\n\t"
+          "vcmp.f32 gt, %q[lo], q0\n\t"
+          "vpsel q0, %q[lo], q0\n\t"
+          "vcmp.f32 gt, q0, %q[hi]\n\t"
+          "vpsel q0, %q[hi], q0\n\t"
+          "vctp.32 %[m]\n\t"
+          "vpst\n\t"
+          "vstrwt.32 q0, [%[y]]"
+          : "=m"(*(float(*)[4])y)
+          : [buf] "r"(buf), [b] "r"(b), [y] "r"(y), [m] "r"(m), [lo] "w"(lo), [hi] "w"(hi),
+            "m"(*(const float(*)[16])buf), "m"(*(const float(*)[4])b)
+          : "q0", "q1", "q2", "q3", "q4");
+}
+#else
+/* The same computation with intrinsics (codes extracted in scalar C): one row, lane sums into slot[0..3]. */
+static inline __attribute__((always_inline)) void prunec_mve_fc_row(const uint8_t *ip, const float *vp, uint32_t n,
+                                                                   uint32x4_t a, float *slot, const uint32_t *tab,
+                                                                   const uint32_t kind) {
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  uint32_t c[4], prev[3] = {0, 0, 0}, j = 0, k;
+  while (j < n) {
+    const mve_pred16_t p = vctp32q(n - j);
+    for (k = 0; k < 4; k++) {
+      const uint32_t e = j + k;
+      c[k] = 0;
+      if (e < n) {
+        if (kind == PRUNEC_MVE_FC_B8) {
+          c[k] = ip[e];
+        } else if (kind == PRUNEC_MVE_FC_B4) {
+          c[k] = prunec_rcsr_code(ip, (uint32_t)(tab == prunec_mve_fc_nib[2]) + e, 4);
+        } else {
+          c[k] = prunec_rcsr_code(ip, e, 16);
+        }
+      }
+    }
+    /* col_k = col_(k-4) + gaps k-3 .. k */
+    {
+      const uint32_t s1[4] = {prev[2], c[0], c[1], c[2]}, s2[4] = {prev[1], prev[2], c[0], c[1]},
+                     s3[4] = {prev[0], prev[1], prev[2], c[0]};
+      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(c), 4));
+      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s1), 4));
+      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s2), 4));
+      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s3), 4));
+    }
+    prev[0] = c[1];
+    prev[1] = c[2];
+    prev[2] = c[3];
+    a = vaddq_n_u32(a, 16u);
+    acc = vfmaq_f32(acc, vldrwq_z_f32(vp + j, p), vldrwq_gather_base_z_f32(a, 0, p));
+    j += 4;
+  }
+  vst1q_f32(slot, acc);
+}
+
+static inline __attribute__((always_inline)) void prunec_mve_fc_group(const uint32_t *rp, uint32_t e, uint32_t m,
+                                                                     const uint8_t *index, const float *values,
+                                                                     uint32x4_t a0, float *slot,
+                                                                     const uint32_t kind) {
+  for (; m > 0; m--, rp++, slot += 4) {
+    const uint32_t end = *rp;
+    prunec_mve_fc_row(index + (kind == PRUNEC_MVE_FC_B8 ? e : 2u * e), values + e, end - e, a0, slot, 0, kind);
+    e = end;
+  }
+}
+
+static inline void prunec_mve_fc_out(const float *buf, const float *b, float *y, uint32_t m, float32x4_t lo,
+                                     float32x4_t hi) {
+  const mve_pred16_t p = vctp32q(m);
+  float32x4_t s = vdupq_n_f32(0.0f);
+  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf)), s, 0);
+  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf + 4)), s, 1);
+  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf + 8)), s, 2);
+  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf + 12)), s, 3);
+  s = vaddq_f32(s, vldrwq_z_f32(b, p));
+  s = vpselq_f32(lo, s, vcmpgtq_f32(lo, s));
+  s = vpselq_f32(hi, s, vcmpgtq_f32(s, hi));
+  vstrwq_p_f32(y, s, p);
+}
+#endif
 
 static inline __attribute__((always_inline)) void prunec_mve_fc_rows(const prunec_rcsr_f32 *w, const float *bias,
                                                                     const float *x, float *y, float lo, float hi,
-                                                                    const uint32_t bits) {
-  uint32_t cols[PRUNEC_MVE_CHUNK];
+                                                                    const uint32_t kind) {
+  static const float zeros[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float buf[16] = {0.0f};
   const float *values = w->values;
+  const uint8_t *index = w->index;
   const uint32_t *row_ptr = w->row_ptr;
+  const uint32_t rows = w->rows;
+  const uint32x4_t a0 = vaddq_n_u32(vreinterpretq_u32_s32(vld1q_s32(prunec_mve_fc_a0)), (uint32_t)(uintptr_t)x);
+  const float32x4_t vlo = vdupq_n_f32(lo), vhi = vdupq_n_f32(hi);
   uint32_t r;
-  for (r = 0; r < w->rows; r++) {
-    const uint32_t end = row_ptr[r + 1];
-    uint32_t e = row_ptr[r];
-    uint32_t last = (uint32_t)-1;
-    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
-    float s;
-    while (e < end) {
-      const uint32_t n = end - e < PRUNEC_MVE_CHUNK ? end - e : PRUNEC_MVE_CHUNK;
-      const float *v = values + e;
-      uint32_t i = 0;
-      last = prunec_mve_decode(w->index, e, n, last, cols, bits);
-      for (; i + 8 <= n; i += 8) {
-        const float32x4_t x0 = vldrwq_gather_shifted_offset_f32(x, vld1q_u32(cols + i));
-        const float32x4_t x1 = vldrwq_gather_shifted_offset_f32(x, vld1q_u32(cols + i + 4));
-        a0 = vfmaq_f32(a0, vld1q_f32(v + i), x0);
-        a1 = vfmaq_f32(a1, vld1q_f32(v + i + 4), x1);
+  for (r = 0; r < rows; r += 4) {
+    const uint32_t m = rows - r < 4u ? rows - r : 4u;
+    if (kind == PRUNEC_MVE_FC_B8 || kind == PRUNEC_MVE_FC_B16) {
+      prunec_mve_fc_group(row_ptr + r + 1, row_ptr[r], m, index, values, a0, buf, kind);
+    } else {
+      uint32_t k;
+      for (k = 0; k < m; k++) {
+        const uint32_t e = row_ptr[r + k], n = row_ptr[r + k + 1] - e;
+        if (kind == PRUNEC_MVE_FC_B4) {
+          prunec_mve_fc_row(index + (e >> 1), values + e, n, a0, buf + 4 * k, prunec_mve_fc_nib[2u * (e & 1u)],
+                            kind);
+        } else {
+          prunec_mve_fc_row(index + 2u * e, values + e, n, a0, buf + 4 * k, prunec_mve_fc_b16u[0], kind);
+        }
       }
-      for (; i < n; i += 4) {
-        const mve_pred16_t p = vctp32q(n - i);
-        const float32x4_t x0 = vldrwq_gather_shifted_offset_z_f32(x, vldrwq_z_u32(cols + i, p), p);
-        a0 = vfmaq_f32(a0, vldrwq_z_f32(v + i, p), x0);
-      }
-      e += n;
     }
-    s = prunec_mve_hsum(vaddq_f32(a0, a1)) + (bias != NULL ? bias[r] : 0.0f);
-    s = s < lo ? lo : s;
-    y[r] = s > hi ? hi : s;
+    prunec_mve_fc_out(buf, bias != NULL ? bias + r : zeros, y + r, m, vlo, vhi);
   }
 }
 
@@ -89,13 +282,17 @@ void prunec_f32_fc_rcsr__mve(const prunec_rcsr_f32 *w, const float *bias, const 
                              float out_min, float out_max) {
   switch (w->index_bits) {
     case 4:
-      prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, 4);
+      prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B4);
       break;
     case 8:
-      prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, 8);
+      prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B8);
       break;
     default:
-      prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, 16);
+      if (((uintptr_t)w->index & 1u) == 0) {
+        prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B16);
+      } else {
+        prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B16U);
+      }
       break;
   }
 }
