@@ -19,9 +19,11 @@
  * (PRUNEC_MVE_NO_ASM or no GNU asm) computes the same columns with scalar code extraction.
  *
  * conv2d (NCHW, batch 1): vectorised across output pixels, 4 lanes; nonzeros of an output channel are
- * decoded (64 at a time, fillers dropped) into (weight, input offset, ky*dil_h, kx*dil_w). Interior blocks
- * with stride 1 use plain loads (8 pixels, then 4); border blocks, stride > 1 and the last partial block use
- * a predicated gather (lanes outside the input or past the row are off) and a predicated store.
+ * decoded (64 at a time, fillers dropped, division-free through the per-call tap table of prunec_rcsr_util.h)
+ * into (weight, input offset, ky*dil_h, kx*dil_w). Interior blocks with stride 1 use plain loads (8 pixels,
+ * then 4); in output rows whose taps all lie in the input the 8-pixel tap loop is inline asm (9 instructions
+ * per tap, prunec_mve_conv_taps8). Border blocks, stride > 1 and the last partial block use a predicated
+ * gather (lanes outside the input or past the row are off) and a predicated store.
  */
 #include "prunec_isa.h"
 
@@ -297,6 +299,45 @@ void prunec_f32_fc_rcsr__mve(const prunec_rcsr_f32 *w, const float *bias, const 
   }
 }
 
+/* 8 output pixels of one row, every tap inside the input: acc0/acc1 += w[k] * xs[off[k] .. off[k] + 7] for
+ * k < nt. GCC's loop is 15 instructions per tap (it keeps the taps' row test and recomputes the address);
+ * this one is 9 (2 loads of the tap, the address, 2 VLDRW, 2 VFMA by a core register, LE). */
+#if defined(__GNUC__) && !defined(PRUNEC_MVE_NO_ASM)
+static inline __attribute__((always_inline)) void prunec_mve_conv_taps8(const float *xs, const float *w,
+                                                                       const int32_t *off, uint32_t nt,
+                                                                       float32x4_t *acc0, float32x4_t *acc1) {
+  float32x4_t a0 = *acc0, a1 = *acc1, t0, t1;
+  const float *xp;
+  uint32_t o, wv;
+  __asm__("wls lr, %[nt], 2f\n"
+          "1:\n\t"
+          "ldr %[o], [%[off]], #4\n\t"
+          "ldr %[wv], [%[w]], #4\n\t"
+          "add %[xp], %[xs], %[o], lsl #2\n\t"
+          "vldrw.32 %q[t0], [%[xp]]\n\t"
+          "vldrw.32 %q[t1], [%[xp], #16]\n\t"
+          "vfma.f32 %q[a0], %q[t0], %[wv]\n\t"
+          "vfma.f32 %q[a1], %q[t1], %[wv]\n\t"
+          "le lr, 1b\n"
+          "2:"
+          : [a0] "+w"(a0), [a1] "+w"(a1), [t0] "=&w"(t0), [t1] "=&w"(t1), [off] "+r"(off), [w] "+r"(w),
+            [o] "=&r"(o), [wv] "=&r"(wv), [xp] "=&r"(xp)
+          : [xs] "r"(xs), [nt] "r"(nt)
+          : "lr", "memory");
+  *acc0 = a0;
+  *acc1 = a1;
+}
+#else
+static inline void prunec_mve_conv_taps8(const float *xs, const float *w, const int32_t *off, uint32_t nt,
+                                         float32x4_t *acc0, float32x4_t *acc1) {
+  uint32_t k;
+  for (k = 0; k < nt; k++) {
+    *acc0 = vfmaq_n_f32(*acc0, vld1q_f32(xs + off[k]), w[k]);
+    *acc1 = vfmaq_n_f32(*acc1, vld1q_f32(xs + off[k] + 4), w[k]);
+  }
+}
+#endif
+
 typedef struct prunec_mve_taps {
   float w[PRUNEC_MVE_CHUNK];
   int32_t off[PRUNEC_MVE_CHUNK]; /* ci*in_h*in_w + ky*dil_h*in_w + kx*dil_w */
@@ -308,6 +349,8 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
                                  const float *x, float *y, float out_min, float out_max) {
   static const int32_t lane_ids[4] = {0, 1, 2, 3};
   prunec_mve_taps t;
+  prunec_conv_tap_table tab;
+  const int use_tab = prunec_conv_tap_table_init(p, &tab);
   const int32_t in_h = (int32_t)p->in_h, in_w = (int32_t)p->in_w;
   const int32_t out_w = (int32_t)p->out_w;
   const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w;
@@ -315,6 +358,7 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
   const int32_t span = (int32_t)((p->kw - 1) * p->dil_w);
+  const int32_t dy_max = (int32_t)((p->kh - 1) * p->dil_h);
   const int32_t ow_lo = pw;
   int32_t ow_hi = in_w - span + pw;
   const int32x4_t lane = vld1q_s32(lane_ids);
@@ -332,24 +376,30 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
     int first = 1;
     do {
       const uint32_t n = end - e < PRUNEC_MVE_CHUNK ? end - e : PRUNEC_MVE_CHUNK;
-      const uint32_t nt = prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
+      const uint32_t nt = use_tab ? prunec_conv_decode_taps_tab(&tab, w, e, n, &last, t.w, t.off, t.dy, t.dx)
+                                  : prunec_conv_decode_taps(p, w, e, n, &last, t.w, t.off, t.dy, t.dx);
       const int final = e + n >= end;
       int32_t oh;
       for (oh = 0; oh < (int32_t)p->out_h; oh++) {
         const int32_t iy0 = oh * sh - ph;
         const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
         float *yr = yp + (size_t)oh * (size_t)out_w;
+        const int rows_in = iy0 >= 0 && iy0 + dy_max < in_h; /* every tap's input row exists */
         int32_t ow = 0;
         while (ow < out_w) {
           uint32_t k;
           if (sw == 1 && ow >= ow_lo && ow + 8 <= ow_hi) {
             float32x4_t acc0 = first ? vb : vld1q_f32(yr + ow);
             float32x4_t acc1 = first ? vb : vld1q_f32(yr + ow + 4);
-            for (k = 0; k < nt; k++) {
-              if ((uint32_t)(iy0 + t.dy[k]) < (uint32_t)in_h) {
-                const float *xs = xg + (rbase + t.off[k] + ow);
-                acc0 = vfmaq_n_f32(acc0, vld1q_f32(xs), t.w[k]);
-                acc1 = vfmaq_n_f32(acc1, vld1q_f32(xs + 4), t.w[k]);
+            if (rows_in) {
+              prunec_mve_conv_taps8(xg + (rbase + ow), t.w, t.off, nt, &acc0, &acc1);
+            } else {
+              for (k = 0; k < nt; k++) {
+                if ((uint32_t)(iy0 + t.dy[k]) < (uint32_t)in_h) {
+                  const float *xs = xg + (rbase + t.off[k] + ow);
+                  acc0 = vfmaq_n_f32(acc0, vld1q_f32(xs), t.w[k]);
+                  acc1 = vfmaq_n_f32(acc1, vld1q_f32(xs + 4), t.w[k]);
+                }
               }
             }
             if (final) {
