@@ -155,7 +155,8 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_row(const uint8_
 
 /* The m (1..4) rows' outputs: row k of the group left its lane sums in buf[4k .. 4k+3]; VLD4 deinterleaves them
  * so that lane k of q0+q1+q2+q3 is row k's sum; + bias (4 zeros without one: a sum of lanes that start at +0.0
- * is never -0.0, so adding +0.0 changes nothing), the clamp as prunec_mve_clamp, predicated store. */
+ * is never -0.0, so adding +0.0 changes nothing), the clamp as prunec_mve_clamp, predicated store. It writes VPR,
+ * which GCC 12 cannot be told (no "vpr" clobber): the asm path holds no intrinsic predicate across it. */
 static inline __attribute__((always_inline)) void prunec_mve_fc_out(const float *buf, const float *b, float *y,
                                                                    uint32_t m, float32x4_t lo, float32x4_t hi) {
   __asm__("vld40.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
