@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Whole networks, batch 1, one thread, side by side in one process: prunec's generated C (host portable and
 x86_64-avx2 builds of the pruned model, and of the dense model) against ONNX Runtime (1 intra-op thread, all
-graph optimisations) on the dense and on the pruned model, and PyTorch eager.
+graph optimisations) and LiteRT (the TFLite runtime, 1 thread, its default XNNPACK delegate; the model written
+as .tflite by benchmarks/tflite_export.py, checked against PyTorch on 100 Fashion-MNIST test images first) on
+the dense and on the pruned model, and PyTorch eager. LiteRT is skipped, with a note, when ai-edge-litert /
+tflite / flatbuffers are not installed (they are in the bench extra).
 
-prunec builds are timed by `prunec bench`'s driver (C loop around NAME_run, loaded with ctypes); ONNX Runtime
-and PyTorch through their Python APIs (their per-call Python overhead is included, as in any Python use; the
-ONNX Runtime floor is reported: an Identity model's call time). Medians of >= 5 interleaved repetitions.
+prunec builds are timed by `prunec bench`'s driver (C loop around NAME_run, loaded with ctypes); ONNX Runtime,
+LiteRT and PyTorch through their Python APIs (their per-call Python overhead is included, as in any Python use;
+each runtime's floor is reported: an Identity model's call time for ONNX Runtime, a one-RESHAPE model's for
+LiteRT, both with the same copy in / run / copy out per call). Medians of >= 5 interleaved repetitions.
 
     .venv/bin/python benchmarks/bench_models.py --pruned lenet5=P.pt[,lenet300=Q.pt] [--dense lenet5=B.pt,...]
 """
@@ -83,7 +87,43 @@ def build(model_path: Path, target: str, out: Path, name: str):
         targets.get = orig
 
 
-def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path, reps: int, target_s: float):
+def litert_contenders(dm, pm, shape, x, tmp: Path, key: str, builtin: bool) -> tuple[list[Contender], dict]:
+    """LiteRT on the dense and the pruned model (and the call floor), each .tflite checked against PyTorch on
+    100 Fashion-MNIST test images; [] and a note when LiteRT is not installed. Per call, as onnxruntime's
+    session.run: the input array copied in (set_tensor), invoke, the output copied out (get_tensor)."""
+    import tflite_export as te
+
+    why = te.available()
+    if why:
+        print(f"note: LiteRT skipped ({why})", file=sys.stderr)
+        return [], {"skipped": why}
+    imgs = te.test_images(100)
+    xn = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x  # NHWC (C = 1: same memory)
+    cs, info = [], {}
+    variants = [("litert dense", dm, True), ("litert pruned", pm, True)]
+    if builtin:
+        variants += [("litert dense [builtin kernels, no XNNPACK]", dm, False),
+                     ("litert pruned [builtin kernels, no XNNPACK]", pm, False)]
+    for label, m, xnn in variants:
+        path = tmp / f"{key}-{label.split()[1]}.tflite"
+        if not path.exists():
+            te.export(m, shape, path, description=f"prunec {key} {label.split()[1]}")
+        rt = te.LiteRT(path, num_threads=1, xnnpack=xnn)
+        err = te.verify(m, rt, imgs)
+        if xnn and not rt.xnnpack():
+            print(f"warning: {label}: XNNPACK did not take the whole graph (nodes {rt.ops()})", file=sys.stderr)
+        info[label] = {"max_abs_diff_vs_pytorch_100_images": err, "xnnpack_whole_graph": rt.xnnpack(),
+                       "nodes": rt.ops(), "tflite_bytes": path.stat().st_size}
+        cs.append(Contender(label, (lambda rt: py_timer(lambda: rt.run(xn)))(rt), "litert"))
+    floor = te.LiteRT(te.identity_model(784), num_threads=1)
+    xin = np.zeros((1, 784), np.float32)
+    cs.append(Contender("litert call floor (RESHAPE)", py_timer(lambda: floor.run(xin)), "floor"))
+    info["litert call floor (RESHAPE)"] = {"xnnpack_whole_graph": floor.xnnpack(), "nodes": floor.ops()}
+    return cs, info
+
+
+def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path, reps: int, target_s: float,
+                litert_builtin: bool = False):
     import torch
 
     from prunec import checkpoint
@@ -141,6 +181,8 @@ def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path,
     idn = ort_floor(tmp)
     xin = np.zeros((1, 784), np.float32)
     cs.append(Contender("onnxruntime call floor (Identity)", py_timer(lambda: idn.run(None, {"x": xin})), "floor"))
+    lcs, results["litert"] = litert_contenders(dm, pm, shape, x, tmp, key, litert_builtin)
+    cs += lcs
 
     def torch_fwd(m):
         def f():
@@ -171,9 +213,17 @@ def print_results(r, out=sys.stdout):
     print("|---|---|---|", file=out)
     for name, t in sorted(m.items(), key=lambda kv: kv[1]):
         print(f"| {name} | {t * 1e6:.1f} µs | {t / best:.2f} |", file=out)
+    lite = (f"× LiteRT dense {m['litert dense'] / best:.2f}, × LiteRT pruned {m['litert pruned'] / best:.2f}, "
+            if "litert dense" in m else "")
     print(f"\nbest prunec ({r['best']}): × ONNX Runtime dense {m['onnxruntime dense'] / best:.2f}, "
-          f"× ONNX Runtime pruned {m['onnxruntime pruned'] / best:.2f}, × PyTorch eager dense "
+          f"× ONNX Runtime pruned {m['onnxruntime pruned'] / best:.2f}, {lite}× PyTorch eager dense "
           f"{m['pytorch eager dense'] / best:.2f}", file=out)
+    li = r.get("litert", {})
+    if "litert dense" in li:
+        print("LiteRT: " + "; ".join(
+            f"{k}: {'whole graph on XNNPACK' if v['xnnpack_whole_graph'] else 'not on XNNPACK'}, max abs diff vs "
+            f"PyTorch {v['max_abs_diff_vs_pytorch_100_images']:.1e} (100 test images), .tflite {v['tflite_bytes']} B"
+            for k, v in li.items() if "max_abs_diff_vs_pytorch_100_images" in v), file=out)
     print("per layer: " + ", ".join(f"{l['name']} {l['time_s'] * 1e6:.2f} µs" for l in r["layers"]), file=out)
 
 
@@ -184,6 +234,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--target-ms", type=float, default=40.0)
     ap.add_argument("--json", default="")
+    ap.add_argument("--litert-builtin", action="store_true",
+                    help="also time LiteRT with its builtin kernels (no default XNNPACK delegate)")
     a = ap.parse_args(argv)
     harness.pin_one_core()
     pruned = dict(kv.split("=", 1) for kv in a.pruned.split(",") if kv)
@@ -192,7 +244,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="prunec-models-") as tmp:
         for key, p in pruned.items():
             r = bench_model(key, Path(p), Path(dense[key]) if key in dense else None, Path(tmp), a.reps,
-                            a.target_ms / 1e3)
+                            a.target_ms / 1e3, a.litert_builtin)
             print_results(r)
             allr.append(r)
     if a.json:
