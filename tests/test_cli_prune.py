@@ -107,7 +107,7 @@ def test_interrupted_prune_resumes_with_its_masks(base, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown_model", "corrupt", "foreign", "missing_data", "sparsity_one", "sparsity_negative",
-                                  "unknown_layer", "missing_ckpt", "bad_out_dir"])
+                                  "unknown_layer", "missing_ckpt", "bad_out_dir", "label_smoothing_one"])
 def test_bad_input_exit_2_and_no_file(base, tmp_path, case):
     out = tmp_path / "out.pt"
     if case == "unknown_model":
@@ -130,6 +130,8 @@ def test_bad_input_exit_2_and_no_file(base, tmp_path, case):
         args = ["export", tmp_path / "nope.pt", "--out", out]
     elif case == "bad_out_dir":
         args = ["prune", base, "--out", tmp_path / "no" / "such" / "dir.pt"]
+    elif case == "label_smoothing_one":
+        args = ["prune", base, "--out", out, "--label-smoothing", "1.0"]
     r = CliRunner().invoke(main, [str(a) for a in args])
     assert r.exit_code == 2, (r.exit_code, r.output)
     assert "prunec: error:" in r.output

@@ -297,6 +297,24 @@ def test_distillation_pulls_student_towards_teacher(tiny):
     assert kls[1.0] < kls[0.0]
 
 
+def test_label_smoothing_softens_the_retrained_outputs(tiny):
+    """With smoothed targets the retrained network is less confident on its training set (masks still held)."""
+    from prunec.recipes import Recipe
+    from prunec.train import fit, logits
+
+    conf = {}
+    for e in (0.0, 0.3):
+        torch.manual_seed(4)
+        model = LeNet300()
+        masks = {"fc1": torch.rand(300, 784) < 0.1}
+        cfg = P.retrain_config(Recipe(lr=0.05, label_smoothing=e, retrain_epochs=15, batch_size=32), 15)
+        assert cfg.label_smoothing == e
+        fit(model, tiny.train, cfg, masks=masks, progress=False)
+        assert torch.count_nonzero(model.fc1.weight[~masks["fc1"]]) == 0
+        conf[e] = float(torch.softmax(logits(model, tiny.train.x), 1).max(1).values.mean())
+    assert conf[0.3] < conf[0.0] - 0.05, conf
+
+
 def test_weight_averaging_ends_on_the_mean_of_epoch_ends(tiny):
     from prunec.train import TrainConfig, fit
 

@@ -167,6 +167,8 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--target-compression", type=float, default=None, help="scale the per-layer profile to reach this total/nonzero")
 @click.option("--max-accuracy-drop", type=float, default=None, help="stop when accuracy falls more than this (fraction) below the dense one")
 @click.option("--distill", type=float, default=None, help="weight (0..1) of a distillation loss on the dense model's soft targets during retraining")
+@click.option("--label-smoothing", type=float, default=None,
+              help="retraining loss: cross-entropy against targets smoothed by this weight (0..1)")
 @click.option("--alternate/--no-alternate", default=None, help="retrain fc with conv frozen, then conv with fc frozen")
 @click.option("--remove-dead/--keep-dead", default=None, help="remove neurons with no input or no output connections")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from OUT.resume")
@@ -175,7 +177,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="(tests) stop after this step as if interrupted")
 def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedule, retrain_epochs, final_epochs, reg,
-              reg_strength, lr, lr_span, target_compression, max_accuracy_drop, distill, alternate, remove_dead, resume, seed, data_name,
+              reg_strength, lr, lr_span, target_compression, max_accuracy_drop, distill, label_smoothing, alternate, remove_dead, resume, seed, data_name,
               data_dir, quiet, stop_after):
     """Prune BASE (train → prune → retrain, repeated) with the model's tuned recipe unless options say otherwise."""
     from .prune import run_schedule
@@ -216,7 +218,8 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
             recipe.global_sparsity, recipe.quality = global_sparsity, None
         over = dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs, reg=reg,
                     reg_strength=reg_strength, lr=lr, lr_span=lr_span, target_compression=target_compression,
-                    max_accuracy_drop=max_accuracy_drop, distill=distill, alternate=alternate, remove_dead=remove_dead)
+                    max_accuracy_drop=max_accuracy_drop, distill=distill, label_smoothing=label_smoothing, alternate=alternate,
+                    remove_dead=remove_dead)
         recipe = replace(recipe, **{k: v for k, v in over.items() if v is not None})
         recipe.validate()
         model, masks = base_ckpt.model, (base_ckpt.masks or None)

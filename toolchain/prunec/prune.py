@@ -178,6 +178,7 @@ def retrain_config(recipe: Recipe, epochs: int, average: bool = False, lr_offset
         weight_decay=recipe.reg_strength if recipe.reg == "l2" else 0.0,
         l1=recipe.reg_strength if recipe.reg == "l1" else 0.0, lr_schedule=recipe.lr_schedule,
         distill=recipe.distill, distill_temperature=recipe.distill_temperature, average=average,
+        label_smoothing=recipe.label_smoothing,
     )
 
 

@@ -55,6 +55,7 @@ class Recipe:
     remove_dead: bool = True
     distill: float = 0.0  # >0: retrain against the dense model's soft targets too (weight of that term)
     distill_temperature: float = 4.0
+    label_smoothing: float = 0.0  # retraining loss: cross-entropy with smoothed targets (0 = off)
     final_average: bool = False  # final phase: constant lr, end with the mean of its epoch-end weights (SWA)
     target_compression: float | None = None  # scale the profile so total/nonzero weights reaches this
     max_accuracy_drop: float | None = None  # stop (and keep the previous step) beyond this drop (fraction)
@@ -84,6 +85,8 @@ class Recipe:
             raise PrunecError(f"unknown regulariser {self.reg!r}; choose l1 or l2")
         if self.target_compression is not None and self.target_compression < 1:
             raise PrunecError(f"--target-compression {self.target_compression} < 1: it is total/nonzero weights, e.g. 12")
+        if not (0.0 <= self.label_smoothing < 1.0):
+            raise PrunecError(f"--label-smoothing {self.label_smoothing} is outside [0, 1): it is the weight of the uniform target")
         if not (0.0 <= self.distill <= 1.0):
             raise PrunecError(f"--distill {self.distill} is outside [0, 1]: it is the weight of the distillation loss")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:

@@ -38,6 +38,7 @@ class TrainConfig:
     nesterov: bool = False
     distill: float = 0.0  # weight of the distillation term (soft targets of a teacher), 0 = plain cross-entropy
     distill_temperature: float = 4.0
+    label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e uniform targets
     average: bool = False  # keep the mean of the weights at each epoch's end and end with it (SWA)
 
     def to_dict(self) -> dict:
@@ -168,7 +169,7 @@ def fit(
                 x, y = data.x[idx].to(device), data.y[idx].to(device)
                 opt.zero_grad(set_to_none=True)
                 out = net(x)
-                loss = F.cross_entropy(out, y)
+                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
                 if cfg.distill and teacher_logits is not None:
                     T = cfg.distill_temperature
                     soft = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(teacher_logits[idx].to(device) / T, 1),
