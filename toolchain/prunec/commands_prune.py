@@ -113,9 +113,11 @@ def _with(options):
 @click.option("--lr", type=float, default=None, help="peak SGD learning rate (cosine decay)")
 @click.option("--weight-decay", type=float, default=None, help="L2 strength")
 @click.option("--batch-size", type=int, default=None)
+@click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="cross-entropy against targets smoothed by this weight (default 0)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, seed, quiet):
+def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, label_smoothing, seed, quiet):
     """Train a dense baseline with the model's default recipe (SGD, momentum, cosine lr)."""
     from .train import default_config, evaluate, fit
 
@@ -134,7 +136,8 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
         torch.manual_seed(seed)
         model = models.create(model_name, num_classes=ds.num_classes)
         cfg = default_config(model_name)
-        cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size).items() if v is not None})
+        cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                                                    label_smoothing=label_smoothing).items() if v is not None})
         fit(model, ds.train, cfg, seed=seed, progress=not quiet, desc="epoch")
         acc = evaluate(model, ds.test)
         if rank0:
