@@ -103,10 +103,12 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     "lenet300": Recipe(  # Zhu & Gupta style: prune a little every epoch inside one cosine at the dense lr
         sparsity={"fc1": 0.93, "fc2": 0.85, "fc3": 0.40},
         steps=14, schedule="cubic", retrain_epochs=1, final_epochs=6, lr=0.05, lr_span="run", reg="l2", reg_strength=5e-4,
+        label_smoothing=0.1,  # as the dense recipe (train.DEFAULTS); docs/RESULTS.md, round 4
     ),
     "lenet5": Recipe(
         sparsity={"conv1": 0.34, "conv2": 0.88, "fc1": 0.925, "fc2": 0.70},  # same schedule shape as lenet300
         steps=14, schedule="cubic", retrain_epochs=1, final_epochs=6, lr=0.02, lr_span="run", reg="l2", reg_strength=5e-4,
+        label_smoothing=0.1,
     ),
     "alexnet": Recipe(sparsity=paper_sparsity("alexnet"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
     "vgg16": Recipe(sparsity=paper_sparsity("vgg16"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
