@@ -15,7 +15,9 @@
  * LE = 19 instructions for 32 MACs (0.59 per MAC), the last cols % 8 columns in a tail-predicated loop
  * (WLSTP/LETP, at most 2 passes), the transpose as VST40..VST43 + 4 loads + 3 adds. The C block below
  * (intrinsics, the same sums in another lane order; PRUNEC_MVE_NO_ASM or no GNU asm) is the reference path.
- * Rows left over after the 4-row blocks (rows % 4) run 2- and 1-row intrinsic loops.
+ * The rows left over after the 4-row blocks (rows % 4) take prunec_mve_dense_rows with n = 2 and 1, the same
+ * intrinsics as the C 4-row path; every block's bias load, clamp and store are vector instructions predicated
+ * to its rows.
  */
 #include "prunec_isa.h"
 
@@ -23,17 +25,44 @@
 #include <arm_mve.h>
 
 #include "prunec_kernels.h"
+#include "prunec_mve_util.h"
+#include "prunec_rcsr_util.h"
 
-/* The fused clamp of the portable kernel, `a < lo ? lo : a` then `a > hi ? hi : a`: VCMP gt with the bound
- * first + VPSEL keeps NaN of both signs and -0.0 (see prunec_mve_clamp in f32-rcsr-mve.c). */
-static inline float32x4_t prunec_mve_dense_clamp4(float32x4_t a, float lo, float hi) {
-  const float32x4_t vlo = vdupq_n_f32(lo), vhi = vdupq_n_f32(hi);
-  a = vpselq_f32(vlo, a, vcmpgtq_f32(vlo, a));
-  return vpselq_f32(vhi, a, vcmpgtq_f32(a, vhi));
-}
-
-static inline float prunec_mve_dense_hsum(float32x4_t v) {
-  return (vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)) + (vgetq_lane_f32(v, 2) + vgetq_lane_f32(v, 3));
+/* Row sums of n (1, 2 or 4) rows w0, w0 + cols, .. times x, in intrinsics: lane k is row k, lanes >= n are 0. n = 4
+ * is the C path of prunec_mve_dense_4rows; n = 2 and 1 take the rows left over after the 4-row blocks. */
+PRUNEC_ALWAYS_INLINE float32x4_t prunec_mve_dense_rows(const float *w0, const float *x, uint32_t cols,
+                                                       const uint32_t n) {
+  const uint32_t tail = cols & 3u;
+  const float *w[4];
+  float32x4_t a[4], s = vdupq_n_f32(0.0f);
+  uint32_t i, k;
+  for (k = 0; k < n; k++) {
+    w[k] = w0 + (size_t)k * cols;
+    a[k] = s;
+  }
+  for (i = cols >> 2; i > 0; i--, x += 4) {
+    const float32x4_t xv = vld1q_f32(x);
+    for (k = 0; k < n; k++) {
+      a[k] = vfmaq_f32(a[k], vld1q_f32(w[k]), xv);
+      w[k] += 4;
+    }
+  }
+  if (tail != 0) {
+    const mve_pred16_t p = vctp32q(tail);
+    const float32x4_t xv = vldrwq_z_f32(x, p);
+    for (k = 0; k < n; k++) {
+      a[k] = vfmaq_f32(a[k], vldrwq_z_f32(w[k], p), xv);
+    }
+  }
+  s = vsetq_lane_f32(prunec_mve_hsum(a[0]), s, 0); /* the lane of vsetq_lane must be a constant */
+  if (n > 1) {
+    s = vsetq_lane_f32(prunec_mve_hsum(a[1]), s, 1);
+  }
+  if (n > 2) {
+    s = vsetq_lane_f32(prunec_mve_hsum(a[2]), s, 2);
+    s = vsetq_lane_f32(prunec_mve_hsum(a[3]), s, 3);
+  }
+  return s;
 }
 
 #if defined(__GNUC__) && !defined(PRUNEC_MVE_NO_ASM)
@@ -106,34 +135,7 @@ static inline __attribute__((always_inline)) float32x4_t prunec_mve_dense_4rows(
 }
 #else
 static inline float32x4_t prunec_mve_dense_4rows(const float *w0, const float *x, uint32_t cols) {
-  const float *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
-  const uint32_t tail = cols & 3u;
-  float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0, s = a0;
-  uint32_t i;
-  for (i = cols >> 2; i > 0; i--) {
-    const float32x4_t xv = vld1q_f32(x);
-    a0 = vfmaq_f32(a0, vld1q_f32(w0), xv);
-    a1 = vfmaq_f32(a1, vld1q_f32(w1), xv);
-    a2 = vfmaq_f32(a2, vld1q_f32(w2), xv);
-    a3 = vfmaq_f32(a3, vld1q_f32(w3), xv);
-    x += 4;
-    w0 += 4;
-    w1 += 4;
-    w2 += 4;
-    w3 += 4;
-  }
-  if (tail != 0) {
-    const mve_pred16_t p = vctp32q(tail);
-    const float32x4_t xv = vldrwq_z_f32(x, p);
-    a0 = vfmaq_f32(a0, vldrwq_z_f32(w0, p), xv);
-    a1 = vfmaq_f32(a1, vldrwq_z_f32(w1, p), xv);
-    a2 = vfmaq_f32(a2, vldrwq_z_f32(w2, p), xv);
-    a3 = vfmaq_f32(a3, vldrwq_z_f32(w3, p), xv);
-  }
-  s = vsetq_lane_f32(prunec_mve_dense_hsum(a0), s, 0);
-  s = vsetq_lane_f32(prunec_mve_dense_hsum(a1), s, 1);
-  s = vsetq_lane_f32(prunec_mve_dense_hsum(a2), s, 2);
-  return vsetq_lane_f32(prunec_mve_dense_hsum(a3), s, 3);
+  return prunec_mve_dense_rows(w0, x, cols, 4);
 }
 #endif
 
@@ -141,58 +143,20 @@ void prunec_f32_fc_dense__mve(const prunec_dense_f32 *w, const float *bias, cons
                               float out_min, float out_max) {
   const uint32_t cols = w->cols;
   const uint32_t rows = w->rows;
-  const uint32_t tail = cols & 3u;
-  uint32_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    float32x4_t s = prunec_mve_dense_4rows(w->values + (size_t)r * cols, x, cols);
+  uint32_t r = 0, n;
+  for (; r < rows; r += n) {
+    /* 4 rows per block; the rows % 4 left over as 2 + 1 (stores and bias loads predicated to n lanes) */
+    float32x4_t s;
+    mve_pred16_t p;
+    n = rows - r >= 4u ? 4u : rows - r >= 2u ? 2u : 1u;
+    p = vctp32q(n);
+    s = n == 4u ? prunec_mve_dense_4rows(w->values + (size_t)r * cols, x, cols)
+        : n == 2u ? prunec_mve_dense_rows(w->values + (size_t)r * cols, x, cols, 2)
+                  : prunec_mve_dense_rows(w->values + (size_t)r * cols, x, cols, 1);
     if (bias != NULL) {
-      s = vaddq_f32(s, vld1q_f32(bias + r));
+      s = vaddq_f32(s, vldrwq_z_f32(bias + r, p));
     }
-    vst1q_f32(y + r, prunec_mve_dense_clamp4(s, out_min, out_max));
-  }
-  if (r + 2 <= rows) {
-    const float *w0 = w->values + (size_t)r * cols, *w1 = w0 + cols, *xp = x;
-    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, s = a0;
-    uint32_t i;
-    for (i = cols >> 2; i > 0; i--) {
-      const float32x4_t xv = vld1q_f32(xp);
-      a0 = vfmaq_f32(a0, vld1q_f32(w0), xv);
-      a1 = vfmaq_f32(a1, vld1q_f32(w1), xv);
-      xp += 4;
-      w0 += 4;
-      w1 += 4;
-    }
-    if (tail != 0) {
-      const mve_pred16_t p = vctp32q(tail);
-      const float32x4_t xv = vldrwq_z_f32(xp, p);
-      a0 = vfmaq_f32(a0, vldrwq_z_f32(w0, p), xv);
-      a1 = vfmaq_f32(a1, vldrwq_z_f32(w1, p), xv);
-    }
-    s = vsetq_lane_f32(prunec_mve_dense_hsum(a0), s, 0);
-    s = vsetq_lane_f32(prunec_mve_dense_hsum(a1), s, 1);
-    if (bias != NULL) {
-      s = vaddq_f32(s, vldrwq_z_f32(bias + r, vctp32q(2)));
-    }
-    vstrwq_p_f32(y + r, prunec_mve_dense_clamp4(s, out_min, out_max), vctp32q(2));
-    r += 2;
-  }
-  if (r < rows) {
-    const float *w0 = w->values + (size_t)r * cols, *xp = x;
-    float32x4_t a0 = vdupq_n_f32(0.0f);
-    float s;
-    uint32_t i;
-    for (i = cols >> 2; i > 0; i--) {
-      a0 = vfmaq_f32(a0, vld1q_f32(w0), vld1q_f32(xp));
-      xp += 4;
-      w0 += 4;
-    }
-    if (tail != 0) {
-      const mve_pred16_t p = vctp32q(tail);
-      a0 = vfmaq_f32(a0, vldrwq_z_f32(w0, p), vldrwq_z_f32(xp, p));
-    }
-    s = prunec_mve_dense_hsum(a0) + (bias != NULL ? bias[r] : 0.0f);
-    s = s < out_min ? out_min : s;
-    y[r] = s > out_max ? out_max : s;
+    vstrwq_p_f32(y + r, prunec_mve_clamp(s, out_min, out_max), p);
   }
 }
 

@@ -31,23 +31,10 @@
 #include <arm_mve.h>
 
 #include "prunec_kernels.h"
+#include "prunec_mve_util.h"
 #include "prunec_rcsr_util.h"
 
 #define PRUNEC_MVE_CHUNK 64u
-
-static inline float prunec_mve_hsum(float32x4_t v) {
-  return (vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)) + (vgetq_lane_f32(v, 2) + vgetq_lane_f32(v, 3));
-}
-
-/* The fused clamp exactly as the portable kernels compute it: `a < lo ? lo : a`, then `a > hi ? hi : a`, as
- * VCMP gt + VPSEL with the bound as the first operand. VCMP.F32 gt is false for unordered lanes (lt and le are
- * true: "less than or unordered"), so NaN of either sign passes, and -0.0 passes relu (lo = +0.0), as in
- * PyTorch. VMAXNM/VMINNM would return the bound for a NaN (relu: 0; none: -inf) and +0.0 for -0.0. */
-static inline float32x4_t prunec_mve_clamp(float32x4_t a, float lo, float hi) {
-  const float32x4_t vlo = vdupq_n_f32(lo), vhi = vdupq_n_f32(hi);
-  a = vpselq_f32(vlo, a, vcmpgtq_f32(vlo, a));
-  return vpselq_f32(vhi, a, vcmpgtq_f32(a, vhi));
-}
 
 /* x addresses of the 4 lanes before a row's first block: lane k of the first block is x[k + (codes 0..k)]. */
 static const int32_t prunec_mve_fc_a0[4] = {-16, -12, -8, -4};
