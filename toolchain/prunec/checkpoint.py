@@ -136,16 +136,41 @@ def _read(path: Path):
         ) from None
 
 
+def _load_error(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    detail = "; ".join(ln for ln in lines if not ln.startswith("Error(s) in loading state_dict")) or type(e).__name__
+    return detail[:300]
+
+
 def build_model(model_name: str, num_classes: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """The zoo model at the saved shapes (dead-neuron removal may have shrunk layers), weights loaded."""
+    """The zoo model at the saved (possibly shrunk) shapes, weights loaded; PrunecError if they do not fit."""
     from .prune import resize_to_state_dict
 
+    bad = sorted(k for k, v in state_dict.items() if not torch.is_tensor(v))
+    if bad:
+        raise PrunecError(f"checkpoint entries {bad[:5]} are not tensors; the file is foreign or damaged")
     model = models.create(model_name, num_classes=num_classes)
-    resize_to_state_dict(model, state_dict)
+    resized = False
+    for name, m in models.prunable_layers(model):  # dead-neuron removal shrinks sizes, never the kind of a layer
+        w = state_dict.get(name + ".weight")
+        resized = resized or (w is not None and tuple(w.shape) != tuple(m.weight.shape))
+        if w is not None and w.dim() != m.weight.dim():
+            raise PrunecError(f"checkpoint weight {name}.weight has shape {tuple(w.shape)}, model {model_name!r} needs a "
+                              f"{m.weight.dim()}-d one; the file is foreign or damaged")
     try:
+        resize_to_state_dict(model, state_dict)
         model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        raise PrunecError(f"checkpoint weights do not fit model {model_name!r}: {str(e).splitlines()[0]}; the file is foreign or damaged") from None
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise PrunecError(f"checkpoint weights do not fit model {model_name!r}: {_load_error(e)}; the file is foreign or damaged") from None
+    if not resized:
+        return model
+    # Shrunk layers must still chain: run the model once on shape-only ("meta") weights.
+    try:
+        shapes_only = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict().items()}
+        torch.func.functional_call(model, shapes_only, (torch.zeros((1, *models.input_shape(model_name)), device="meta"),))
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise PrunecError(f"checkpoint weights of model {model_name!r} have inconsistent layer shapes ({_load_error(e)}); "
+                          f"the file is foreign or damaged") from None
     return model
 
 
@@ -167,23 +192,48 @@ def load(path: str | os.PathLike) -> Checkpoint:
     name = obj.get("model_name")
     if name not in models.MODELS:
         raise PrunecError(f"{path}: unknown model {name!r}; this prunec knows {', '.join(models.MODELS)}")
+
+    def damaged(what: str) -> PrunecError:
+        return PrunecError(f"{path}: {what}; the file is damaged, re-create it with `prunec train` / `prunec prune`")
+
     sd = obj.get("state_dict")
     if not isinstance(sd, dict):
-        raise PrunecError(f"{path}: checkpoint has no state_dict; the file is damaged, re-create it")
-    model = build_model(name, int(obj.get("num_classes") or models.MODELS[name][2]), sd)
-    masks = {k: v.bool() for k, v in (obj.get("masks") or {}).items()}
+        raise damaged("checkpoint has no state_dict")
+    num_classes = obj.get("num_classes") or models.MODELS[name][2]
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise damaged(f"num_classes {num_classes!r} is not a positive integer")
+    raw_shape = obj.get("input_shape") or models.input_shape(name)
+    input_shape = tuple(raw_shape) if isinstance(raw_shape, (list, tuple)) else None
+    if input_shape != tuple(models.input_shape(name)):
+        raise damaged(f"input shape {raw_shape!r} is not {name}'s {list(models.input_shape(name))}")
+    for key in ("masks", "dropout_p", "metrics", "train_args"):
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise damaged(f"'{key}' is a {type(obj[key]).__name__}, not a dict")
+    for key in ("schedule", "recipe"):
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise damaged(f"'{key}' is a {type(obj[key]).__name__}, not a dict")
+    try:
+        model = build_model(name, num_classes, sd)
+    except PrunecError as e:
+        raise PrunecError(f"{path}: {e}") from None
+    raw_masks = obj.get("masks") or {}
+    if not all(torch.is_tensor(v) for v in raw_masks.values()):
+        raise damaged("a mask is not a tensor")
+    masks = {k: v.bool() for k, v in raw_masks.items()}
     try:
         M.apply_masks(model, masks)
     except (ValueError, AttributeError) as e:
         raise PrunecError(f"{path}: masks do not match the weights ({e}); the file is damaged, re-create it") from None
     for n, p in (obj.get("dropout_p") or {}).items():
+        if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise damaged(f"dropout rate {p!r} of {n} is not a number in [0, 1]")
         try:
             model.get_submodule(n).p = float(p)
         except AttributeError:
             pass
     model.eval()
     meta = {k: v for k, v in obj.items() if k not in ("state_dict", "masks")}
-    return Checkpoint(model, name, tuple(obj.get("input_shape") or models.input_shape(name)), meta, masks, path)
+    return Checkpoint(model, name, input_shape, meta, masks, path)
 
 
 def resume_path(out: str | os.PathLike) -> Path:

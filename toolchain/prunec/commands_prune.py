@@ -32,6 +32,15 @@ def _check_out_parent(out: Path) -> None:
         raise PrunecError(f"cannot write {out}: it is a directory; give a file name")
 
 
+def _check_out_dir(out: Path) -> None:
+    """--out of sensitivity/report: a folder (created if missing, existing one reused) whose parent exists."""
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise PrunecError(f"cannot write into {out}: directory {parent} does not exist; create it first")
+    if out.exists() and not out.is_dir():
+        raise PrunecError(f"cannot write into {out}: it is a file, not a folder; give a folder name")
+
+
 def _load_data(name: str, data_dir: str | None, model_name: str, seed: int = 0) -> D.Dataset:
     shape = models.input_shape(model_name)
     if name == "synthetic":
@@ -44,6 +53,12 @@ def _load_data(name: str, data_dir: str | None, model_name: str, seed: int = 0) 
         raise PrunecError(f"model {model_name} takes {'x'.join(map(str, shape))} inputs but {name} has "
                           f"{'x'.join(map(str, ds.input_shape))} images; use lenet300/lenet5 with {name}, or --data synthetic")
     return ds
+
+
+def _data_seed(ckpt: C.Checkpoint) -> int:
+    """The seed of the synthetic data set `ckpt`'s model was trained on: a dense checkpoint's seed, or the
+    `data_seed` a pruned one inherited from its base (`prune --seed` changes the retraining, not the data)."""
+    return int(ckpt.meta.get("data_seed", ckpt.meta.get("seed")) or 0)
 
 
 # Intra-op threads per model when PRUNEC_THREADS is unset: LeNet-300-100's small matmuls run fastest on one
@@ -129,6 +144,8 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
             raise PrunecError(f"{name} must be ≥ 1")
     if lr is not None and lr <= 0:
         raise PrunecError("--lr must be > 0")
+    if weight_decay is not None and weight_decay < 0:
+        raise PrunecError(f"--weight-decay {weight_decay} is negative: give the L2 strength (≥ 0, e.g. 5e-4)")
     distributed, rank0 = _session(model_name)
 
     def body():
@@ -193,13 +210,42 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
     base_ckpt = C.load(base)
     name = base_ckpt.model_name
     state = None
+    # recipe options the user gave (None = not given), as Recipe fields
+    given = {k: v for k, v in dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs,
+                                   reg=reg, reg_strength=reg_strength, lr=lr, lr_span=lr_span, target_compression=target_compression,
+                                   max_accuracy_drop=max_accuracy_drop, distill=distill, label_smoothing=label_smoothing,
+                                   alternate=alternate, remove_dead=remove_dead).items() if v is not None}
+    selectors = [o for o, v in (("--sparsity", sparsity_text), ("--quality", quality), ("--global-threshold", global_sparsity)) if v is not None]
+    if len(selectors) > 1:
+        raise PrunecError(f"{' and '.join(selectors)} both choose what to prune; give only one of --sparsity, --quality, --global-threshold")
+    if target_compression is not None and (quality is not None or global_sparsity is not None):
+        raise PrunecError(f"--target-compression scales a per-layer --sparsity profile; it does not apply to {selectors[0]}. "
+                          f"Drop one of them (--global-threshold S alone gives a compression of 1/(1-S))")
+    if sparsity_text is not None:
+        given.update(sparsity=parse_sparsity(sparsity_text), quality=None, global_sparsity=None)
+    if quality is not None:
+        given.update(quality=quality, global_sparsity=None)
+    if global_sparsity is not None:
+        given.update(global_sparsity=global_sparsity, quality=None)
     if resume and rpath.exists():
         res = C.load(rpath)
         if res.kind != "pruning" or res.model_name != name:
             raise PrunecError(f"{rpath} is not an interrupted prune run of {name}; delete it or run without --resume")
+        started_from = res.meta.get("base_checkpoint_sha256")
+        if started_from and started_from != C.sha256(base):
+            raise PrunecError(f"{rpath} was started from another base checkpoint than {base}; resume with the same BASE, "
+                              f"or delete {rpath} to start over")
         from .recipes import Recipe
 
         recipe = Recipe.from_dict(res.meta["recipe"])
+        stored = recipe.to_dict()
+        differ = sorted(k for k, v in given.items() if stored.get(k) != v)
+        if seed is not None and seed != (res.meta.get("seed") or 0):
+            differ.append("seed")
+        if differ:
+            raise PrunecError(f"--resume continues {rpath} with the recipe it was started with, but "
+                              f"{', '.join('--' + k.replace('_', '-') for k in differ)} differ from it; drop those options, "
+                              f"or delete {rpath} to start a new run")
         model, masks, state = res.model, res.masks, res.meta["schedule"]
         seed = res.meta.get("seed") or 0
         baseline = res.metrics["baseline_test_accuracy"]
@@ -212,33 +258,23 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
             click.echo(f"no interrupted run at {rpath}; starting from the beginning", err=True)
         if base_ckpt.kind == "pruning":
             raise PrunecError(f"{base} is an interrupted prune run, not a base model; continue it with --resume --out <its OUT>")
-        recipe = default_recipe(name)
-        if sparsity_text is not None:
-            recipe.sparsity, recipe.quality, recipe.global_sparsity = parse_sparsity(sparsity_text), None, None
-        if quality is not None:
-            recipe.quality, recipe.global_sparsity = quality, None
-        if global_sparsity is not None:
-            recipe.global_sparsity, recipe.quality = global_sparsity, None
-        over = dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs, reg=reg,
-                    reg_strength=reg_strength, lr=lr, lr_span=lr_span, target_compression=target_compression,
-                    max_accuracy_drop=max_accuracy_drop, distill=distill, label_smoothing=label_smoothing, alternate=alternate,
-                    remove_dead=remove_dead)
-        recipe = replace(recipe, **{k: v for k, v in over.items() if v is not None})
+        recipe = replace(default_recipe(name), **given)
         recipe.validate()
         model, masks = base_ckpt.model, (base_ckpt.masks or None)
         seed = base_ckpt.meta.get("seed") or 0 if seed is None else seed
         data_name = data_name or base_ckpt.meta.get("dataset") or "fashion-mnist"
         baseline = None
         hist_before = weight_histograms(model)
+    data_seed = _data_seed(base_ckpt)
     distributed, rank0 = _session(name)
 
     def body():
         nonlocal baseline
-        ds = _load_data(data_name, data_dir, name, seed if data_name == "synthetic" else 0)
+        ds = _load_data(data_name, data_dir, name, data_seed)
         if baseline is None:
             baseline = base_ckpt.metrics.get("baseline_test_accuracy") if base_ckpt.kind == "pruned" else evaluate(base_ckpt.model, ds.test)
         torch.manual_seed(seed)
-        extra = {"weight_hist_before": hist_before, "base_checkpoint_sha256": C.sha256(base)}
+        extra = {"weight_hist_before": hist_before, "base_checkpoint_sha256": C.sha256(base), "data_seed": data_seed}
 
         def on_step(model, masks, st):
             if rank0:
@@ -294,9 +330,9 @@ def sensitivity_cmd(base, out, tolerance, data_name, data_dir):
     from . import sensitivity as S
 
     ckpt = C.load(base)
-    _check_out_parent(Path(out))
+    _check_out_dir(Path(out))
     _session(ckpt.model_name)
-    ds = _load_data(data_name or ckpt.meta.get("dataset") or "fashion-mnist", data_dir, ckpt.model_name, ckpt.meta.get("seed") or 0)
+    ds = _load_data(data_name or ckpt.meta.get("dataset") or "fashion-mnist", data_dir, ckpt.model_name, _data_seed(ckpt))
     result = S.analyse(ckpt.model, ds.test)
     proposal = S.propose(result, tolerance)
     S.write(result, proposal, Path(out), ckpt.model_name)
@@ -325,7 +361,7 @@ def report_cmd(ckpt, out):
     from .report import write_report
 
     c = C.load(ckpt)
-    _check_out_parent(Path(out))
+    _check_out_dir(Path(out))
     for p in write_report(c, Path(out)):
         click.echo(f"wrote {p}")
 

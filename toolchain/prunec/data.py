@@ -73,8 +73,11 @@ def read_idx(path: Path) -> np.ndarray:
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08 or ndim not in (1, 3):
         raise PrunecError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()})")
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise PrunecError(f"{path}: IDX header is truncated ({len(raw)} bytes, need {offset}); the file is corrupt, "
+                          f"reinstall dataset-fashion-mnist")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:offset])
     count = int(np.prod(dims))
     if len(raw) - offset != count:
         raise PrunecError(f"{path}: header says {dims} but the file holds {len(raw) - offset} bytes; it is truncated or corrupt")

@@ -28,13 +28,14 @@ def _plain(model: nn.Module) -> nn.Module:
     """A copy without pruning hooks or parametrizations, weights baked (zeros exact), eval mode."""
     # torch.nn.utils.prune keeps `weight` as a computed (non-leaf) attribute that deepcopy refuses; copy
     # without it (prune.remove recomputes it from weight_orig × weight_mask).
-    held = {mod: mod.__dict__.pop("weight") for mod in model.modules() if hasattr(mod, "weight_orig") and "weight" in mod.__dict__}
+    held = {(mod, k): mod.__dict__.pop(k) for mod in model.modules() for k in list(mod.__dict__)
+            if hasattr(mod, k + "_orig") and hasattr(mod, k + "_mask")}  # weight, and a pruned bias too
     try:
         m = copy.deepcopy(model)
     finally:
-        for mod, w in held.items():
-            mod.__dict__["weight"] = w
-    if any(hasattr(mod, "weight_orig") for mod in m.modules()):
+        for (mod, k), w in held.items():
+            mod.__dict__[k] = w
+    if any(n.endswith("_orig") for n, _ in m.named_parameters()):
         M.from_torch_prune(m)
     from torch.nn.utils import parametrize
 

@@ -123,7 +123,8 @@ def from_torch_prune(model: nn.Module) -> Masks:
     """Undo torch.nn.utils.prune re-parametrisation in place; return the masks (pruned weights baked to 0).
 
     Layers pruned more than once (a PruningContainer) carry the combined mask in weight_mask, which is
-    what is read. Layers never pruned get all-True masks.
+    what is read. Layers never pruned get all-True masks. Other pruned tensors (a bias pruned with
+    torch.nn.utils.prune) are baked in as they are, zeros included; prunec masks only weights.
     """
     masks: Masks = {}
     for name, m in prunable_layers(model):
@@ -133,16 +134,29 @@ def from_torch_prune(model: nn.Module) -> Masks:
             masks[name] = mask
         else:
             masks[name] = torch.ones_like(m.weight, dtype=torch.bool)
+        for pname in [n[: -len("_orig")] for n, _ in m.named_parameters(recurse=False) if n.endswith("_orig")]:
+            if hasattr(m, pname + "_mask"):
+                torch_prune.remove(m, pname)
     apply_masks(model, masks)
     return masks
 
 
+def _torch_prune_pairs(sd: Mapping[str, object]) -> list[str]:
+    """Keys X.p of a state_dict that torch.nn.utils.prune re-parametrised (X.p_orig + X.p_mask present)."""
+    return [k[: -len("_orig")] for k in sd if k.endswith("_orig") and k[: -len("_orig")] + "_mask" in sd]
+
+
 def is_torch_prune_state_dict(sd: Mapping[str, object]) -> bool:
-    return any(k.endswith(".weight_orig") for k in sd)
+    return any(k.endswith(".weight_orig") for k in sd) or bool(_torch_prune_pairs(sd))
 
 
 def from_torch_prune_state_dict(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Masks]:
-    """Turn a state_dict with ``X.weight_orig`` / ``X.weight_mask`` into plain ``X.weight`` + masks."""
+    """Turn a state_dict with ``X.weight_orig`` / ``X.weight_mask`` into plain ``X.weight`` + masks.
+
+    Any other pruned entry (``X.bias_orig`` / ``X.bias_mask``) becomes a plain ``X.bias`` with the mask
+    baked in; only weights get a mask.
+    """
+    pairs = set(_torch_prune_pairs(sd))
     out: dict[str, torch.Tensor] = {}
     masks: Masks = {}
     for k, v in sd.items():
@@ -152,7 +166,10 @@ def from_torch_prune_state_dict(sd: Mapping[str, torch.Tensor]) -> tuple[dict[st
             mask = (sd[mask_key] != 0) if mask_key in sd else torch.ones_like(v, dtype=torch.bool)
             out[layer + ".weight"] = v.masked_fill(~mask, 0.0)
             masks[layer] = mask
-        elif k.endswith(".weight_mask"):
+        elif k.endswith("_orig") and k[: -len("_orig")] in pairs:
+            key = k[: -len("_orig")]
+            out[key] = v.masked_fill(sd[key + "_mask"] == 0, 0.0)
+        elif k.endswith("_mask") and (k.endswith(".weight_mask") or k[: -len("_mask")] in pairs):
             continue
         else:
             out[k] = v

@@ -77,6 +77,16 @@ class Recipe:
             raise PrunecError(f"--quality {self.quality} is negative: the threshold is quality × std, use a value ≥ 0")
         if self.steps < 1:
             raise PrunecError(f"--steps {self.steps}: need at least 1 prune step")
+        if self.retrain_epochs < 0:
+            raise PrunecError(f"--retrain-epochs {self.retrain_epochs} is negative: give the epochs of retraining after each step (≥ 0)")
+        if self.final_epochs < 0:
+            raise PrunecError(f"--final-epochs {self.final_epochs} is negative: give the extra epochs after the last step (≥ 0)")
+        if not self.lr > 0:
+            raise PrunecError(f"--lr {self.lr} must be > 0 (the retraining learning rate, e.g. 0.005)")
+        if not self.reg_strength >= 0:
+            raise PrunecError(f"--reg-strength {self.reg_strength} is negative: give the L1/L2 strength (≥ 0, e.g. 1e-4)")
+        if self.batch_size < 1 or self.momentum < 0:
+            raise PrunecError(f"batch size {self.batch_size} / momentum {self.momentum}: need batch size ≥ 1 and momentum ≥ 0")
         if self.schedule not in ("cubic", "linear", "oneshot"):
             raise PrunecError(f"unknown schedule {self.schedule!r}; choose cubic, linear or oneshot")
         if self.lr_span not in ("step", "run"):
