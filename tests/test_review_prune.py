@@ -204,3 +204,14 @@ def test_export_a_module_with_torch_pruned_biases():
     ep = export_program(m, (1, 28, 28))
     assert torch.allclose(ep.module()(x), m(x), atol=1e-5)
     assert hasattr(m.fc1, "bias_orig")  # the caller's module is left as it was
+
+
+def test_prune_refuses_to_overwrite_its_base(base, tmp_path):
+    import shutil
+
+    b = tmp_path / "b.pt"
+    shutil.copy(base, b)
+    before = b.read_bytes()
+    r = run("prune", b, "--out", b, *FAST)
+    assert r.exit_code == 2 and "is BASE itself" in r.output, r.output
+    assert b.read_bytes() == before

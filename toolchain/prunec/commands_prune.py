@@ -206,6 +206,9 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
 
     out = Path(out)
     _check_out_parent(out)
+    if out.exists() and out.resolve() == Path(base).resolve():
+        raise PrunecError(f"--out {out} is BASE itself: the pruned model would replace the dense one it is compared "
+                          f"with (and resumed from); give another file name")
     rpath = C.resume_path(out)
     base_ckpt = C.load(base)
     name = base_ckpt.model_name
