@@ -87,7 +87,10 @@ def default_name(model_path: str | os.PathLike) -> str:
     import re
 
     stem = re.sub(r"\W", "_", Path(model_path).stem)
-    return stem if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", stem) and stem not in codegen.C_KEYWORDS else "model"
+    try:  # the stem only where --name would accept it (C identifier, not a keyword, <= 48 chars, no prunec_)
+        return codegen.validate_name(stem)
+    except PrunecError:
+        return "model"
 
 
 @dataclass
@@ -193,6 +196,10 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
           storage: str = "auto", index_bits=None) -> BuildResult:
     out_dir = Path(out_dir)
+    model = Path(model_path)
+    if model.exists() and out_dir.exists() and out_dir.resolve() in model.resolve().parents:
+        raise PrunecError(f"--out {out_dir} holds the model {model_path}: the build replaces that directory as a "
+                          f"whole, which would delete the model; choose another --out")
     files, manifest, g = prepare(model_path, target_name, name, storage, index_bits)
     target = targets_mod.get(target_name)
     if target.extra.get("size"):

@@ -249,7 +249,9 @@ def compare(c: np.ndarray, t: np.ndarray, labels: np.ndarray | None = None, atol
     n = c.shape[0]
     if n == 0:
         raise PrunecError("no inputs to verify")
-    d = np.abs(c - t)
+    with np.errstate(invalid="ignore"):
+        d = np.abs(c - t)  # inf - inf is NaN: settled below, so that it cannot hide another element's error
+    d[c == t] = 0.0  # equal values, equal infinities included
     d[np.isnan(c) != np.isnan(t)] = np.inf
     d[np.isnan(c) & np.isnan(t)] = 0.0
     scale = np.max(np.abs(np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)), axis=1)
@@ -281,6 +283,10 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
     chosen = sum(x is not None for x in (data, inputs_path, random))
     if chosen > 1:
         raise PrunecError("choose one of --data, --inputs, --random")
+    if random is not None and int(random) < 1:
+        raise PrunecError(f"--random {random}: give the number of random inputs, at least 1 (e.g. --random 100)")
+    if limit is not None and int(limit) < 1:
+        raise PrunecError(f"--limit {limit}: give the number of inputs to use, at least 1")
     if data is not None:
         from . import data as data_mod
 
@@ -296,6 +302,9 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
             x = np.load(inputs_path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise PrunecError(f"cannot read --inputs {inputs_path}: {e}") from None
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+            what = "an .npz archive" if not isinstance(x, np.ndarray) else f"an array of dtype {x.dtype}"
+            raise PrunecError(f"--inputs {inputs_path} is {what}; give one numeric array [N, ...] saved with np.save")
         size = int(manifest["input_size"])
         if x.size % size or x.size == 0:
             raise PrunecError(f"--inputs {inputs_path} holds {x.size} values, not a whole number of inputs of {size}")
