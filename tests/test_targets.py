@@ -110,3 +110,20 @@ def test_index_widths_per_op_and_bad_tables(tmp_path):
         f.write_text(base + "\n" + table)
         with pytest.raises(PrunecError, match=msg):
             targets._load(f)
+
+
+@pytest.mark.parametrize("line, says", [
+    ('isa = "neon"', "isa must be a list of strings"),
+    ("isa = []", "isa is empty"),
+    ('cflags = "-O2"', "cflags must be a list of strings"),
+    ('flash_bytes = "1M"', "flash_bytes must be a whole number"),
+    ("ram_bytes = -1", "ram_bytes must be a whole number"),
+])
+def test_malformed_target_file_fields_are_named(tmp_path, line, says):
+    base = {"name": '"t"', "isa": '["portable"]', "cc": '"cc"', "cflags": '["-O2"]', "flash_bytes": "0", "ram_bytes": "0"}
+    key = line.split(" = ")[0]
+    base[key] = line.split(" = ", 1)[1]
+    p = tmp_path / "t.toml"
+    p.write_text("".join(f"{k} = {v}\n" for k, v in base.items()))
+    with pytest.raises(PrunecError, match=says):
+        targets._load(p)

@@ -81,10 +81,22 @@ def _load(path: Path) -> Target:
         d = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise PrunecError(f"target file {path} is unreadable: {e}") from e
+    def strings(key: str, default=()) -> tuple[str, ...]:
+        v = d.get(key, default)
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise PrunecError(f"target file {path}: {key} must be a list of strings, e.g. {key} = [\"...\"] (got {v!r})")
+        return tuple(v)
+
+    for key in ("flash_bytes", "ram_bytes"):
+        v = d.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise PrunecError(f"target file {path}: {key} must be a whole number of bytes >= 0 (0 = no limit), got {v!r}")
+    if "isa" in d and not strings("isa"):
+        raise PrunecError(f"target file {path}: isa is empty; list the kernel ISAs in order of preference, e.g. isa = [\"portable\"]")
     try:
         t = Target(
-            name=d["name"], description=d.get("description", ""), isa=tuple(d["isa"]), cc=d["cc"], ar=d.get("ar", "ar"),
-            cflags=tuple(d.get("cflags", ())), ldflags=tuple(d.get("ldflags", ())), libs=tuple(d.get("libs", ())),
+            name=d["name"], description=d.get("description", ""), isa=strings("isa"), cc=d["cc"], ar=d.get("ar", "ar"),
+            cflags=strings("cflags"), ldflags=strings("ldflags"), libs=strings("libs"),
             runner=d.get("runner", "cffi"), shared_library=bool(d.get("shared_library", False)),
             flash_bytes=int(d.get("flash_bytes", 0)), ram_bytes=int(d.get("ram_bytes", 0)),
             packages=dict(d.get("packages", {})), extra={k: v for k, v in d.items() if k not in _KNOWN},
