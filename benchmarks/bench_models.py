@@ -67,12 +67,15 @@ def ort_floor(tmp: Path):
 
 def build(model_path: Path, target: str, out: Path, name: str):
     """`prunec build`; target "x86_64-avx2+x4" is x86_64-avx2 with the avx512x4 kernels preferred (the target
-    file's ISA order is the codegen's kernel choice; this tries another order without a new target file)."""
+    file's ISA order is the codegen's kernel choice; this tries another order without a new target file), and
+    "T@ra1" is target T built with `--row-align 1` (rows not padded: the fewest bytes)."""
     from dataclasses import replace
 
     from prunec import targets
     from prunec.build import build as do_build
 
+    if target.endswith("@ra1"):
+        return do_build(model_path, target[:-4], out, name, row_align=1)
     if target != "x86_64-avx2+x4":
         return do_build(model_path, target, out, name)
     orig = targets.get
@@ -153,10 +156,11 @@ def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path,
     for label, ckpt, target in (("prunec pruned [host: portable]", pruned_ckpt, "host"),
                                 ("prunec pruned [x86_64-avx2]", pruned_ckpt, "x86_64-avx2"),
                                 ("prunec pruned [x86_64-avx2, avx512x4 first]", pruned_ckpt, "x86_64-avx2+x4"),
+                                ("prunec pruned [x86_64-avx2, --row-align 1]", pruned_ckpt, "x86_64-avx2@ra1"),
                                 ("prunec dense [x86_64-avx2]", dense_ckpt, "x86_64-avx2")):
         if ckpt is None:
             continue
-        out = tmp / f"{key}-{target.replace('+', '-')}-{'p' if ckpt == pruned_ckpt else 'd'}"
+        out = tmp / f"{key}-{target.replace('+', '-').replace('@', '-')}-{'p' if ckpt == pruned_ckpt else 'd'}"
         r = build(ckpt, target, out, key)
         cb = CompiledBuild(out)
         cb.set_input(x)

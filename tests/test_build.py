@@ -388,6 +388,46 @@ def test_index_widths_follow_the_op_the_target_and_the_flag(tmp_path):
     assert r.exit_code == 2 and "index widths must be" in r.output and not (tmp_path / "bad").exists()
 
 
+def test_row_alignment_follows_the_target_and_the_flag(tmp_path):
+    """x86_64-avx2 pads fc rows to a multiple of 8 entries (its [row_align_by_op]); --row-align overrides it on
+    any target; every build computes what PyTorch computes (trailing zero entries through the real kernels)."""
+    from click.testing import CliRunner
+
+    from prunec import targets as T
+    from prunec.cli import main
+
+    torch.manual_seed(3)
+    m = _Fc25()
+    with torch.no_grad():
+        m.fc.weight.mul_((torch.rand_like(m.fc.weight) < 0.25).float())
+    pt2 = tmp_path / "fc25.pt2"
+    bm.export(m, (96,), pt2)
+    x = bm.random_inputs((96,), n=6, seed=4).reshape(6, -1)
+    ref = verify.reference_outputs(pt2, x, [1, 96])
+    assert T.get("x86_64-avx2").row_align_for("fc") == 8 and T.get("host").row_align_for("fc") == 1
+    layer = {}
+    for tag, target, align in (("x86", "x86_64-avx2", None), ("x86-1", "x86_64-avx2", 1), ("host-8", "host", 8),
+                               ("host", "host", None)):
+        d = tmp_path / tag
+        layer[tag] = B.build(pt2, target, d, name="fc25", row_align=align).manifest["layers"][0]
+        r = verify.compare(verify.run_host(d, x), ref)
+        assert r.ok and r.top1_agreement == 1.0, (tag, r.text())
+    assert layer["x86"]["row_align"] == 8 and layer["host-8"]["row_align"] == 8
+    assert layer["x86-1"]["row_align"] == 1 and layer["host"]["row_align"] == 1
+    assert (layer["x86"]["nonzero"] + layer["x86"]["fillers"]) % 8 == 0
+    assert sum(layer["x86"]["bytes"].values()) > sum(layer["x86-1"]["bytes"].values())
+    assert layer["x86-1"]["bytes"] == layer["host"]["bytes"]
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "cli"), "-t", "x86_64-avx2", "--row-align", "1"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["layers"][0]["row_align"] == 1
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "bad"), "--row-align", "0"])
+    assert r.exit_code == 2 and "row alignment" in r.output and not (tmp_path / "bad").exists()
+    bad = tmp_path / "t.toml"
+    bad.write_text('name = "t"\nisa = ["portable"]\ncc = "cc"\n[row_align_by_op]\nfc = 3.5\n')
+    with pytest.raises(PrunecError, match="row_align_by_op.fc"):
+        T._load(bad)
+
+
 @pytest.mark.slow
 def test_alexnet_at_paper_density_builds_and_compiles(tmp_path):
     """AlexNet with the paper's per-layer densities (6.7 M nonzeros): build, then compile the output."""

@@ -247,3 +247,53 @@ def test_choose_encoding_counts_fillers():
     assert e.format == "rcsr" and e.index_bits == 8
     dense_ish = np.ones((8, 8), np.float32)
     assert encode.choose_encoding(dense_ish).format == "dense"
+
+
+# ---- row alignment (prunec build --row-align, a target's [row_align_by_op]) -----------------------------
+
+@SETTINGS
+@given(matrices(max_cols=300), BITS, st.sampled_from([2, 4, 8, 16]))
+def test_padded_rows_decode_to_the_same_matrix(w, bits, align):
+    r = encode.encode_rcsr(w, bits)
+    p = encode.pad_rows(r, align)
+    np.testing.assert_array_equal(encode.decode_rcsr(p), w)  # same matrix: padding entries are zeros
+    assert p.nonzero == r.nonzero and p.entries == p.nonzero + p.fillers
+    assert p.codes.size == 0 or int(p.codes.max()) < (1 << bits)  # padding only splits gaps
+    before, after = np.diff(r.row_ptr.astype(np.int64)), np.diff(p.row_ptr.astype(np.int64))
+    for row, (k0, k) in enumerate(zip(before, after)):
+        if k % align:  # only a row without enough unused columns stays unaligned, and then untouched
+            assert k == k0 and w.shape[1] - k0 < (-k0) % align, (row, k0, k)
+        else:
+            assert k0 <= k < k0 + align
+        lo, hi = int(p.row_ptr[row]), int(p.row_ptr[row + 1])
+        cols = np.cumsum(p.codes[lo:hi].astype(np.int64) + 1) - 1
+        assert cols.size == 0 or (np.all(np.diff(cols) > 0) and cols[-1] < w.shape[1])
+    assert encode.pad_rows(r, 1) is r
+
+
+def test_padding_goes_after_the_last_entry_when_there_is_room():
+    w = np.zeros((2, 20), np.float32)
+    w[0, [1, 4, 6]] = [1, 2, 3]  # room after column 6: codes of the row unchanged, 5 zeros at 7..11
+    w[1, [2, 15, 17, 19]] = [4, 5, 6, 7]  # ends at the last column: 4 zeros in the highest free columns
+    p = encode.pad_rows(encode.encode_rcsr(w, 8), 8)
+    assert list(p.codes[:8]) == [1, 2, 1, 0, 0, 0, 0, 0] and list(p.values[:8]) == [1, 2, 3, 0, 0, 0, 0, 0]
+    cols = np.cumsum(p.codes[8:].astype(np.int64) + 1) - 1
+    assert list(cols) == [2, 13, 14, 15, 16, 17, 18, 19] and p.fillers == 9
+
+
+def test_choose_encoding_with_row_align():
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((40, 300)) * (rng.random((40, 300)) < 0.08)).astype(np.float32)
+    plain = encode.choose_encoding(w, bits_options=(8, 16))
+    padded = encode.choose_encoding(w, bits_options=(8, 16), row_align=8)
+    assert padded.format == "rcsr" and padded.row_align == 8 and plain.row_align == 1
+    assert np.all(np.diff(padded.rcsr.row_ptr.astype(np.int64)) % 8 == 0)
+    assert padded.total_bytes > plain.total_bytes and padded.fillers > plain.fillers
+    np.testing.assert_array_equal(encode.decode_rcsr(padded.rcsr), w)
+    # a layer that padding would make larger than dense is stored dense
+    d = (rng.standard_normal((10, 9)) * (rng.random((10, 9)) < 0.7)).astype(np.float32)
+    assert encode.choose_encoding(d, bits_options=(4,)).format == "rcsr"
+    assert sum(encode.pad_rows(encode.encode_rcsr(d, 4), 4).bytes().values()) > d.size * 4
+    assert encode.choose_encoding(d, bits_options=(4,), row_align=4).format == "dense"
+    with pytest.raises(encode.PrunecError, match="row alignment"):
+        encode.check_row_align(0, "--row-align")

@@ -189,6 +189,41 @@ static void random_matrix(triplets *t, uint32_t rows, uint32_t cols, float densi
   }
 }
 
+/* `src` with every row padded to a multiple of `align` entries by zero-valued entries at columns the row does
+ * not use (after its last entry where there is room, else its highest free columns), as `prunec build
+ * --row-align` encodes them: trailing zero entries that the kernels must take like any other. */
+static void pad_rows(const triplets *src, uint32_t align, triplets *dst) {
+  float *val = (float *)malloc((src->cols ? src->cols : 1) * sizeof(float));
+  unsigned char *used = (unsigned char *)malloc(src->cols ? src->cols : 1);
+  uint32_t r, c, i = 0;
+  triplets_alloc(dst, src->rows, src->cols, src->n + src->rows * align);
+  for (r = 0; r < src->rows; r++) {
+    uint32_t k = 0, p;
+    long last = -1;
+    memset(used, 0, src->cols);
+    for (; i < src->n && src->r[i] == r; i++, k++) {
+      used[src->c[i]] = 1;
+      val[src->c[i]] = src->v[i];
+      last = (long)src->c[i];
+    }
+    p = (align - k % align) % align;
+    if (p <= src->cols - k) {
+      if ((long)src->cols - 1 - last >= (long)p) {
+        for (c = 0; c < p; c++) { used[last + 1 + c] = 1; val[last + 1 + c] = 0.0f; }
+      } else {
+        for (c = src->cols; p && c-- > 0;) {
+          if (!used[c]) { used[c] = 1; val[c] = 0.0f; p--; }
+        }
+      }
+    }
+    for (c = 0; c < src->cols; c++) {
+      if (used[c]) triplets_push(dst, r, c, val[c]);
+    }
+  }
+  free(val);
+  free(used);
+}
+
 static float *alloc_out(size_t n) {
   float *y = (float *)malloc((n + GUARD) * sizeof(float));
   size_t i;
@@ -405,6 +440,26 @@ static void fc_cases(int quick) {
         random_matrix(&t, shapes[s][0], shapes[s][1], dens[s], s == 3 ? 4 : 0);
         snprintf(desc, sizeof desc, "wide rows=%u cols=%u density=%.2f", shapes[s][0], shapes[s][1], (double)dens[s]);
         run_fc_case(&t, bits_list[bi], 1, (int)((s + bi) % 3), desc);
+        triplets_free(&t);
+      }
+    }
+  }
+  /* rows padded to a multiple of 8 (and 4, 16) entries with trailing zero entries (prunec build --row-align),
+   * some ending exactly at the last column, some padded inside the row because the end is taken */
+  {
+    static const uint32_t shapes[][2] = {{37, 300}, {12, 9}, {33, 17}, {47, 64}, {5, 784}};
+    static const float dens[] = {0.08f, 0.5f, 0.9f, 0.2f, 0.3f};
+    static const uint32_t aligns[] = {8, 4, 16};
+    uint32_t s, bi;
+    triplets padded;
+    for (s = 0; s < 5; s++) {
+      for (bi = 0; bi < 3; bi++) {
+        random_matrix(&t, shapes[s][0], shapes[s][1], dens[s], 3);
+        pad_rows(&t, aligns[(s + bi) % 3], &padded);
+        snprintf(desc, sizeof desc, "rows padded to %u rows=%u cols=%u density=%.2f", aligns[(s + bi) % 3],
+                 shapes[s][0], shapes[s][1], (double)dens[s]);
+        run_fc_case(&padded, bits_list[bi], 1, (int)((s + bi) % 3), desc);
+        triplets_free(&padded);
         triplets_free(&t);
       }
     }

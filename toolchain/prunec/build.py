@@ -17,7 +17,7 @@ from . import codegen, frontend, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
-from .encode import Encoding, check_index_bits, choose_encoding, index_bits_for
+from .encode import Encoding, check_index_bits, check_row_align, choose_encoding, index_bits_for
 from .errors import PrunecError
 from .graph import Graph, numel
 from .resources import runtime_dir
@@ -26,16 +26,24 @@ MANIFEST_FORMAT = "prunec-build"
 MANIFEST_VERSION = 1
 
 
-def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = None) -> dict[str, Encoding]:
+def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = None,
+                 row_align: int | None = None) -> dict[str, Encoding]:
     """Per weighted layer, the smallest storage of its [out x in*kh*kw] matrix (relative-indexed CSR or dense),
     the index width drawn from `index_bits` if given, else from the target's widths for the layer's op
-    (Target.index_bits_for: fc layers 8 or 16 bits by default, conv 4, 8 or 16), else from all widths."""
+    (Target.index_bits_for: fc layers 8 or 16 bits by default, conv 4, 8 or 16), else from all widths; rows
+    padded to a multiple of `row_align` entries if given, else of the target's alignment for the op
+    (Target.row_align_for: 8 for fc on x86_64-avx2, else 1)."""
     def bits(op: str) -> tuple[int, ...]:
         if index_bits:
             return tuple(index_bits)
         return target.index_bits_for(op) if target is not None else index_bits_for(op)
 
-    return {n.name: choose_encoding(n.weight.reshape(n.weight.shape[0], -1), bits_options=bits(n.op))
+    def align(op: str) -> int:
+        if row_align is not None:
+            return row_align
+        return target.row_align_for(op) if target is not None else 1
+
+    return {n.name: choose_encoding(n.weight.reshape(n.weight.shape[0], -1), bits_options=bits(n.op), row_align=align(n.op))
             for n in g.nodes if n.weight is not None}
 
 
@@ -68,6 +76,7 @@ def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]
             "format": enc.format if enc else None,
             "index_bits": enc.index_bits if enc else 0,
             "fillers": enc.fillers if enc else 0,
+            "row_align": enc.row_align if enc else 0,
             "bytes": {"values": enc.sizes["values"] if enc else 0, "index": enc.sizes["index"] if enc else 0,
                       "pointers": enc.sizes["pointers"] if enc else 0,
                       "bias": 4 * int(n.bias.size) if n.bias is not None else 0},
@@ -101,17 +110,20 @@ class BuildResult:
 
 
 def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto",
-            index_bits=None):
+            index_bits=None, row_align: int | None = None):
     """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph).
-    `index_bits`: the index widths every layer may use (default: the target's per-op choice)."""
+    `index_bits`: the index widths every layer may use, `row_align`: the entries per row every relative-indexed
+    layer is padded to a multiple of (default for both: the target's per-op choice)."""
     target = targets_mod.get(target_name)
     if index_bits is not None:
         index_bits = check_index_bits(index_bits, "--index-bits")
+    if row_align is not None:
+        row_align = check_row_align(row_align, "--row-align")
     name = codegen.validate_name(default_name(model_path) if name is None else name)
     model_path = Path(model_path)
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
-    encodings = encode_graph(g, target, index_bits)
+    encodings = encode_graph(g, target, index_bits, row_align)
     plan = planner.make_plan(g)
     files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage)
 
@@ -194,13 +206,13 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
 
 
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
-          storage: str = "auto", index_bits=None) -> BuildResult:
+          storage: str = "auto", index_bits=None, row_align: int | None = None) -> BuildResult:
     out_dir = Path(out_dir)
     model = Path(model_path)
     if model.exists() and out_dir.exists() and out_dir.resolve() in model.resolve().parents:
         raise PrunecError(f"--out {out_dir} holds the model {model_path}: the build replaces that directory as a "
                           f"whole, which would delete the model; choose another --out")
-    files, manifest, g = prepare(model_path, target_name, name, storage, index_bits)
+    files, manifest, g = prepare(model_path, target_name, name, storage, index_bits, row_align)
     target = targets_mod.get(target_name)
     if target.extra.get("size"):
         manifest["size"] = _measure_size(files, manifest, target)

@@ -20,12 +20,16 @@ from .codegen import STORAGES
               help="index widths (4, 8, 16) every layer may be stored with, the smallest storage among them chosen "
                    "per layer (default: the target's per-op widths: fc 8 or 16, conv 4, 8 or 16; "
                    "--index-bits 4,8,16 gives the fewest bytes)")
-def build_cmd(model, target, out, name, storage, index_bits):
+@click.option("--row-align", "row_align", type=int, default=None, metavar="A",
+              help="pad every relative-indexed row to a multiple of A entries with zero fillers, for kernels that take "
+                   "entries in groups (default: the target's per-op choice, 8 for fc on x86_64-avx2; 1 = none, the "
+                   "fewest bytes)")
+def build_cmd(model, target, out, name, storage, index_bits, row_align):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
     from .build import build
 
     bits = None if index_bits is None else [b.strip() for b in index_bits.split(",")]
-    r = build(model, target, out, name, storage, bits)
+    r = build(model, target, out, name, storage, bits, row_align)
     t = r.manifest["totals"]
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
                f"weights {t['weights_bytes']:,} bytes (dense {t['dense_weights_bytes']:,}, x{t['compression'] or 0:.1f}), "

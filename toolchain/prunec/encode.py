@@ -15,6 +15,12 @@ weights (Deep Compression) can reuse the index and pointer streams unchanged.
 
 b is chosen per layer by the exact byte count: values + packed indices (fillers included) + row pointers
 (uint32, rows + 1). The layer is stored dense when that is smaller.
+
+Row alignment (`row_align` A > 1, a target's choice per op): every row is padded to a multiple of A entries with
+more fillers of value 0, at columns the row does not use (after its last entry where there is room, else its
+highest unused columns), so that a kernel taking entries in groups of A never meets a partial group. The format
+and every decoder stay the same: padding fillers are ordinary entries, and they only split gaps, so every code
+stays encodable. A row with fewer unused columns than it needs is left as it is.
 """
 from __future__ import annotations
 
@@ -32,6 +38,21 @@ INDEX_BITS = (4, 8, 16)
 # the few layers where b = 4 is smaller at all (density above ~15 %; docs/FORMAT.md, "Choosing b"). Conv kernels decode a
 # channel's taps once per call and reuse them for every output pixel, so there the smallest storage wins.
 DEFAULT_INDEX_BITS_BY_OP = {"fc": (8, 16)}
+ROW_ALIGN_MAX = 64
+
+
+def row_align_for(op: str, by_op: dict | None = None) -> int:
+    """Entries per row a layer of `op` is padded to a multiple of: `by_op[op]` (a target's
+    `[row_align_by_op]`) where given, else 1 (no padding)."""
+    return int(by_op[op]) if by_op and op in by_op else 1
+
+
+def check_row_align(align, where: str) -> int:
+    """`align` as an int in 1..ROW_ALIGN_MAX, or a PrunecError naming `where` and the fix."""
+    if isinstance(align, bool) or not isinstance(align, int) or not 1 <= align <= ROW_ALIGN_MAX:
+        raise PrunecError(f"{where}: row alignment must be a whole number of entries from 1 (none) to {ROW_ALIGN_MAX}, "
+                          f"e.g. 8 (got {align!r})")
+    return align
 
 
 def index_bits_for(op: str, by_op: dict | None = None) -> tuple[int, ...]:
@@ -100,6 +121,8 @@ class Encoding:
     def fillers(self) -> int:
         return self.rcsr.fillers if self.rcsr is not None else 0
 
+    row_align: int = 1  # rows padded to a multiple of this many entries (1: not padded)
+
     @property
     def total_bytes(self) -> int:
         return sum(self.sizes.values())
@@ -162,6 +185,42 @@ def encode_rcsr(w: np.ndarray, bits: int) -> RCSR:
     return RCSR(rows, cols, bits, values, codes, row_ptr, int(gaps.size), int(nfill.sum()))
 
 
+def pad_rows(r: RCSR, align: int) -> RCSR:
+    """`r` with every row padded to a multiple of `align` entries by zero-valued fillers (module docstring)."""
+    if align <= 1 or r.rows == 0:
+        return r
+    counts = np.diff(r.row_ptr.astype(np.int64))
+    need = (-counts) % align
+    if not need.any():
+        return r
+    codes_out, vals_out = [], []
+    ptr = np.zeros(r.rows + 1, dtype=np.uint32)
+    added = 0
+    for row in range(r.rows):
+        lo, hi = int(r.row_ptr[row]), int(r.row_ptr[row + 1])
+        c, v, p = r.codes[lo:hi], r.values[lo:hi], int(need[row])
+        if p:
+            cols = np.cumsum(c.astype(np.int64) + 1) - 1
+            last = int(cols[-1]) if cols.size else -1
+            if r.cols - 1 - last >= p:  # room after the last entry: the row's other codes stay as they are
+                extra = np.arange(last + 1, last + 1 + p)
+            else:
+                free = np.setdiff1d(np.arange(r.cols), cols, assume_unique=True)
+                extra = free[-p:] if free.size >= p else None
+            if extra is not None:
+                allc = np.concatenate([cols, extra])
+                order = np.argsort(allc, kind="stable")
+                allc = allc[order]
+                v = np.concatenate([v, np.zeros(p, dtype=np.float32)])[order]
+                c = (np.diff(allc, prepend=-1) - 1).astype(np.uint16)
+                added += p
+        codes_out.append(c)
+        vals_out.append(v)
+        ptr[row + 1] = ptr[row] + c.size
+    return RCSR(r.rows, r.cols, r.index_bits, np.concatenate(vals_out).astype(np.float32),
+                np.concatenate(codes_out).astype(np.uint16), ptr, r.nonzero, r.fillers + added)
+
+
 def decode_rcsr(r: RCSR) -> np.ndarray:
     """The dense matrix an encoding stands for (the round trip used by tests)."""
     out = np.zeros((r.rows, r.cols), dtype=np.float32)
@@ -206,8 +265,9 @@ def unpack_codes(data: bytes, bits: int, n: int) -> np.ndarray:
 
 
 def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = True,
-                    bits_options: tuple[int, ...] = INDEX_BITS) -> Encoding:
-    """The smallest storage of `w` by exact byte count: rcsr with the best b, or dense."""
+                    bits_options: tuple[int, ...] = INDEX_BITS, row_align: int = 1) -> Encoding:
+    """The smallest storage of `w` by exact byte count: rcsr with the best b (rows then padded to a multiple of
+    `row_align` entries), or dense when that is no larger."""
     w = _as_matrix(w)
     rows, cols = w.shape
     nonzero = int(np.count_nonzero(w))
@@ -218,8 +278,14 @@ def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = Tru
         if best_total is None or total < best_total:
             best_bits, best_total = bits, total
     dense_total = rows * cols * value_bytes
+    r = None
+    if row_align > 1 and not (allow_dense and dense_total <= best_total):
+        r = pad_rows(encode_rcsr(w, best_bits), row_align)
+        best_total = sum(r.bytes(value_bytes).values())
     if allow_dense and dense_total <= best_total:
         return Encoding("dense", rows, cols, nonzero, dense=np.ascontiguousarray(w), value_bytes=value_bytes,
                         sizes={"values": dense_total, "index": 0, "pointers": 0})
-    r = encode_rcsr(w, best_bits)
-    return Encoding("rcsr", rows, cols, nonzero, rcsr=r, value_bytes=value_bytes, sizes=r.bytes(value_bytes))
+    if r is None:
+        r = encode_rcsr(w, best_bits)
+    return Encoding("rcsr", rows, cols, nonzero, rcsr=r, value_bytes=value_bytes, sizes=r.bytes(value_bytes),
+                    row_align=row_align)

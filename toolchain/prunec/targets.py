@@ -49,6 +49,13 @@ class Target:
 
         return index_bits_for(op, self.extra.get("index_bits_by_op"))
 
+    def row_align_for(self, op: str) -> int:
+        """Entries per row a relative-indexed layer of `op` is padded to a multiple of on this target: the file's
+        `[row_align_by_op]` entry where it has one (kernels that take entries in groups), else 1."""
+        from .encode import row_align_for
+
+        return row_align_for(op, self.extra.get("row_align_by_op"))
+
     def tools(self) -> dict[str, str]:
         """Executables this target needs, by role (cc, ar, and the runner's emulator if any)."""
         t = {"cc": self.cc, "ar": self.ar}
@@ -111,6 +118,14 @@ def _load(path: Path) -> Target:
             raise PrunecError(f"target file {path}: [index_bits_by_op] takes the keys fc and conv2d (got {by_op!r})")
         for op, bits in by_op.items():
             check_index_bits(bits, f"target file {path}, index_bits_by_op.{op}")
+    aligns = t.extra.get("row_align_by_op")
+    if aligns is not None:
+        from .encode import check_row_align
+
+        if not isinstance(aligns, dict) or set(aligns) - {"fc", "conv2d"}:
+            raise PrunecError(f"target file {path}: [row_align_by_op] takes the keys fc and conv2d (got {aligns!r})")
+        for op, a in aligns.items():
+            check_row_align(a, f"target file {path}, row_align_by_op.{op}")
     return t
 
 
