@@ -278,8 +278,9 @@ def test_unsupported_op_writes_nothing(tmp_path):
 
 def test_existing_output_replaced_atomically_and_kept_on_failure(models_dir, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    out.mkdir()  # an empty directory is taken
+    B.build(_pt2(models_dir, "mlp"), "host", out, name="mlp")
+    (out / "stale.txt").write_text("old")  # an earlier build is replaced as a whole
     B.build(_pt2(models_dir, "mlp"), "host", out, name="mlp")
     assert not (out / "stale.txt").exists() and (out / "mlp.c").is_file()
     before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
@@ -289,6 +290,19 @@ def test_existing_output_replaced_atomically_and_kept_on_failure(models_dir, tmp
         B.build(bad, "host", out, name="mlp")
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
     assert sorted(os.listdir(tmp_path)) == ["bad.pt2", "out"]  # no temporaries left behind
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_build(models_dir, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(PrunecError, match="not an earlier prunec build"):
+        B.build(_pt2(models_dir, "mlp"), "host", out, name="mlp")
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+    (out / "manifest.json").write_text('{"format": "something-else"}')
+    with pytest.raises(PrunecError, match="not an earlier prunec build"):
+        B.build(_pt2(models_dir, "mlp"), "host", out, name="mlp")
+    assert sorted(os.listdir(tmp_path)) == ["mine"]  # no temporaries left behind
 
 
 def test_unknown_target_and_bad_names(models_dir, tmp_path):

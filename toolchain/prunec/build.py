@@ -7,6 +7,7 @@ model are byte-identical.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -205,6 +206,14 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
     return {"measured": True, **size}
 
 
+def _is_build_dir(d: Path) -> bool:
+    """Whether `d` holds an earlier build (its manifest.json says format prunec-build)."""
+    try:
+        return json.loads((d / "manifest.json").read_text()).get("format") == MANIFEST_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
           storage: str = "auto", index_bits=None, row_align: int | None = None) -> BuildResult:
     out_dir = Path(out_dir)
@@ -212,6 +221,9 @@ def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.Pat
     if model.exists() and out_dir.exists() and out_dir.resolve() in model.resolve().parents:
         raise PrunecError(f"--out {out_dir} holds the model {model_path}: the build replaces that directory as a "
                           f"whole, which would delete the model; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_build_dir(out_dir):
+        raise PrunecError(f"--out {out_dir} is a directory with other files in it, not an earlier prunec build (no build "
+                          f"manifest.json): the build replaces its --out as a whole; choose a new or empty directory")
     files, manifest, g = prepare(model_path, target_name, name, storage, index_bits, row_align)
     target = targets_mod.get(target_name)
     if target.extra.get("size"):
