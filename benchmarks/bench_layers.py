@@ -28,6 +28,9 @@ import harness  # noqa: E402
 import workloads  # noqa: E402
 from harness import Contender, py_timer  # noqa: E402
 from prunec.encode import choose_encoding, index_bits_for  # noqa: E402
+from prunec import targets as _targets  # noqa: E402
+
+X86_TARGET = _targets.get("x86_64-avx2")
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 INF = float("inf")
@@ -88,20 +91,25 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
     if relu:
         ref = np.maximum(ref, 0)
     enc = choose_encoding(w, allow_dense=False, bits_options=index_bits_for("fc"))
+    # the x86 target's row alignment (x86_64-avx2: fc rows padded to 8 entries), what `prunec build` gives its kernels
+    align = X86_TARGET.row_align_for("fc")
+    enc_al = choose_encoding(w, allow_dense=False, bits_options=index_bits_for("fc"), row_align=align) if align > 1 else None
     out = []
     xb = keep(ffi.from_buffer("float[]", X))
     bb = keep(ffi.from_buffer("float[]", keep(bias.copy())))
     rs = _rcsr_struct(ffi, keep, enc)
+    rs_al = _rcsr_struct(ffi, keep, enc_al) if enc_al is not None else None
     ds = _dense_struct(ffi, keep, w)
-    for k in ks:
-        if k.op not in ("fc_rcsr", "fc_dense"):
+    for k, aligned in [(k, False) for k in ks] + [(k, True) for k in ks if rs_al is not None and k.isa in X86_TARGET.isa and k.isa != "portable"]:
+        if k.op not in ("fc_rcsr", "fc_dense") or (aligned and k.op != "fc_rcsr"):
             continue
         Y = keep(np.full((batch, rows), np.nan, dtype=np.float32))
         yb = keep(ffi.from_buffer("float[]", Y, require_writable=True))
         fn = ffi.addressof(lib, k.name)
         if k.op == "fc_rcsr":
-            run = (lambda fn, yb: lambda n: lib.bench_fc_rcsr(fn, rs, bb, xb, yb, batch, n, lo, hi))(fn, yb)
-            c = Contender(f"prunec sparse [{k.isa}]", run, "prunec-sparse")
+            st = rs_al if aligned else rs
+            run = (lambda fn, yb, st: lambda n: lib.bench_fc_rcsr(fn, st, bb, xb, yb, batch, n, lo, hi))(fn, yb, st)
+            c = Contender(f"prunec sparse [{k.isa}{f', rows aligned to {align}' if aligned else ''}]", run, "prunec-sparse")
         else:
             run = (lambda fn, yb: lambda n: lib.bench_fc_dense(fn, ds, bb, xb, yb, batch, n, lo, hi))(fn, yb)
             c = Contender(f"prunec dense [{k.isa}]", run, "prunec-dense")
