@@ -13,7 +13,11 @@
  * acc_j, summed, is the row's result. The part
  * of the longer row beyond the common length runs alone (also in assembly; there the code sums are
  * partial sums per 4 entries so that the loop-carried chain is one lea per 4 entries); the last < 8
- * entries of a row are a masked load and one FMA each.
+ * entries of a row are a masked load and one FMA each (never met when the build pads rows to a multiple of
+ * 8 entries, `[row_align_by_op] fc = 8` of x86_64-avx2: LeNet fc1 shapes -6 %, 4096x4096 -3 to -7 %). Layers
+ * whose rows hold YLONG_ROW entries or more on average take 16 entries of each row per pass (a second
+ * instance of the same code, fc_rcsr_b8_long): half the loop's own instructions per entry, 4096x4096 at 10 %
+ * -5 %; on short rows (LeNet fc1) that pass was 10 % slower, so they keep the 8-entry one.
  * Shape tests at the top: x wider than 48 KB (an L1 here; VGG-16 fc6): four rows at once with 4
  * accumulators of 128 bits each, so that each line of x brought to L1 serves four rows. Layers of more
  * than 256 K entries (beyond L2): software prefetch of the value and code streams 32 KB / 8 KB ahead.
@@ -54,7 +58,8 @@
 #define YPF_C 8192 /* and of its code stream */
 #define YPF_MIN_ENTRIES 262144u /* prefetch layers of more entries (1.3 MB: beyond L2; L3 is shared and contested) */
 #define YQUAD_COLS 12288u /* x wider than this (48 KB, an L1 here): rows in fours, sharing the lines of x */
-#define B4_WIDEN_MAX 16384u /* 4-bit layers of at most this many entries take the 8-bit path (codes widened) */
+#define B4_WIDEN_MAX 16384u
+#define YLONG_ROW 192u /* mean entries per row from which the pair loop takes 16 entries per pass */ /* 4-bit layers of at most this many entries take the 8-bit path (codes widened) */
 
 
 /* Columns of entries e .. e+n-1 of one row, continuing from column `last`; returns the last column. */
@@ -190,6 +195,10 @@ static inline void row_rest(const float *vals, const int32_t *cols, uint32_t i, 
 #define Y8(R)                                                                                   \
   YA(R, 0, "0", "b") YA(R, 1, "4", "h") YSHR(R) YA(R, 2, "8", "b") YA(R, 3, "12", "h") YSHR(R) \
   YA(R, 4, "16", "b") YA(R, 5, "20", "h") YSHR(R) YA(R, 6, "24", "b") YA(R, 7, "28", "h")
+/* The same for entries 8..15 of a 16-entry pass (x displacements 32..60: column = base + 8 + j + code sum). */
+#define Y8H(R)                                                                                   \
+  YA(R, 0, "32", "b") YA(R, 1, "36", "h") YSHR(R) YA(R, 2, "40", "b") YA(R, 3, "44", "h") YSHR(R) \
+  YA(R, 4, "48", "b") YA(R, 5, "52", "h") YSHR(R) YA(R, 6, "56", "b") YA(R, 7, "60", "h")
 #define Y8_OPERANDS(R)                                                                            \
   [a00] "+v"(a##R##0), [a01] "+v"(a##R##1), [a02] "+v"(a##R##2), [a03] "+v"(a##R##3),              \
   [a04] "+v"(a##R##4), [a05] "+v"(a##R##5), [a06] "+v"(a##R##6), [a07] "+v"(a##R##7),              \
@@ -282,13 +291,32 @@ static inline float y_row1(const float *vals, const uint8_t *codes, uint32_t n, 
  * x[column before the first entry + 1]. Adds the two dot products to out[0], out[1]. */
 static inline __attribute__((always_inline)) void y_pair(const float *vl0, const uint8_t *cd0, uint32_t n0,
                                                         const float *vl1, const uint8_t *cd1, uint32_t n1,
-                                                        const float *x, int prefetch, float *out) {
+                                                        const float *x, int prefetch, int unroll, float *out) {
   const uint32_t common = (n0 < n1 ? n0 : n1) & ~7u;
   const float *const end0 = vl0 + common;
   const float *xp = x;
   uint64_t s0 = 0, s1 = 0;
   YZERO(0);
   YZERO(1);
+  if (unroll) { /* long rows: 16 entries of each row per pass, half the loop's own instructions per entry */
+    const float *const end16 = vl0 + (common & ~15u);
+    for (; vl0 != end16; vl0 += 16, vl1 += 16, cd0 += 16, cd1 += 16, xp += 16) {
+      const __m256 v0 = _mm256_loadu_ps(vl0), w0 = _mm256_loadu_ps(vl0 + 8);
+      const __m256 v1 = _mm256_loadu_ps(vl1), w1 = _mm256_loadu_ps(vl1 + 8);
+      uint64_t q0 = y_load8(cd0), q1 = y_load8(cd1), t;
+      if (prefetch) {
+        _mm_prefetch((const char *)vl1 + YPF_V, YPF_HINT);
+        _mm_prefetch((const char *)vl1 + YPF_V + 32, YPF_HINT);
+        _mm_prefetch((const char *)cd1 + YPF_C, YPF_HINT);
+      }
+      __asm__(Y8(0) : Y8_OPERANDS(0) : [v0] "v"(v0), [xp] "r"(xp));
+      __asm__(Y8(0) : Y8_OPERANDS(1) : [v0] "v"(v1), [xp] "r"(xp));
+      q0 = y_load8(cd0 + 8);
+      q1 = y_load8(cd1 + 8);
+      __asm__(Y8H(0) : Y8_OPERANDS(0) : [v0] "v"(w0), [xp] "r"(xp));
+      __asm__(Y8H(0) : Y8_OPERANDS(1) : [v0] "v"(w1), [xp] "r"(xp));
+    }
+  }
   for (; vl0 != end0; vl0 += 8, vl1 += 8, cd0 += 8, cd1 += 8, xp += 8) {
     const __m256 v0 = _mm256_loadu_ps(vl0);
     const __m256 v1 = _mm256_loadu_ps(vl1);
@@ -389,9 +417,10 @@ static inline float clampf(float v, float lo, float hi) {
   return v > hi ? hi : v;
 }
 
-/* 8-bit codes (the common case: b = 8 at 4-25% density): row pairs in order. */
-static __attribute__((noinline)) void fc_rcsr_b8(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float out_min,
-                       float out_max) {
+/* 8-bit codes (the common case: b = 8 at 4-25% density): row pairs in order. `unroll` (a constant in each of
+ * the two instances below): the pair loop takes 16 entries of each row per pass. */
+static inline __attribute__((always_inline)) void fc_b8_body(const prunec_rcsr_f32 *w, const float *bias, const float *x,
+                                                            float *y, float out_min, float out_max, int unroll) {
   const uint32_t *row_ptr = w->row_ptr;
   const float *values = w->values;
   const uint8_t *index = w->index;
@@ -423,15 +452,28 @@ static __attribute__((noinline)) void fc_rcsr_b8(const prunec_rcsr_f32 *w, const
     const uint32_t b2 = r + 1u < w->rows ? row_ptr[r + 2] : b1; /* an odd last row is paired with an empty one */
     float part[2] = {0.0f, 0.0f};
     if (prefetch) { /* two copies of the loop, with and without the prefetches */
-      y_pair(values + b0, index + b0, b1 - b0, values + b1, index + b1, b2 - b1, x, 1, part);
+      y_pair(values + b0, index + b0, b1 - b0, values + b1, index + b1, b2 - b1, x, 1, unroll, part);
     } else {
-      y_pair(values + b0, index + b0, b1 - b0, values + b1, index + b1, b2 - b1, x, 0, part);
+      y_pair(values + b0, index + b0, b1 - b0, values + b1, index + b1, b2 - b1, x, 0, unroll, part);
     }
     y[r] = clampf(part[0] + (bias != NULL ? bias[r] : 0.0f), out_min, out_max);
     if (r + 1u < w->rows) {
       y[r + 1] = clampf(part[1] + (bias != NULL ? bias[r + 1] : 0.0f), out_min, out_max);
     }
   }
+}
+
+static __attribute__((noinline)) void fc_rcsr_b8(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                                                 float out_min, float out_max) {
+  fc_b8_body(w, bias, x, y, out_min, out_max, 0);
+}
+
+/* Rows of YLONG_ROW entries or more on average (4096x4096 at 10 %: 410): 16 entries per pass, 8 % faster there.
+ * A separate instance, so that the short-row one (LeNet fc1, ~60 per row, where the 16-entry pass was 10 %
+ * slower) stays as it was, code layout included. */
+static __attribute__((noinline)) void fc_rcsr_b8_long(const prunec_rcsr_f32 *w, const float *bias, const float *x,
+                                                      float *y, float out_min, float out_max) {
+  fc_b8_body(w, bias, x, y, out_min, out_max, 1);
 }
 
 /* 4-bit codes of a small layer: widened to bytes once per call (code and column arithmetic are the same:
@@ -470,7 +512,11 @@ void prunec_f32_fc_rcsr__avx512x4(const prunec_rcsr_f32 *w, const float *bias, c
     return;
   }
   if (w->index_bits == 8) {
-    fc_rcsr_b8(w, bias, x, y, out_min, out_max);
+    if (w->row_ptr[w->rows] >= (uint64_t)YLONG_ROW * w->rows) {
+      fc_rcsr_b8_long(w, bias, x, y, out_min, out_max);
+    } else {
+      fc_rcsr_b8(w, bias, x, y, out_min, out_max);
+    }
     return;
   }
   if (w->index_bits == 4 && w->row_ptr[w->rows] <= B4_WIDEN_MAX && w->cols <= YQUAD_COLS) {
