@@ -215,3 +215,10 @@ def test_prune_refuses_to_overwrite_its_base(base, tmp_path):
     r = run("prune", b, "--out", b, *FAST)
     assert r.exit_code == 2 and "is BASE itself" in r.output, r.output
     assert b.read_bytes() == before
+
+
+def test_info_on_an_exported_program_says_what_it_is(base, tmp_path):
+    pt2 = tmp_path / "m.pt2"
+    assert run("export", base, "--out", pt2).exit_code == 0
+    r = run("info", pt2)
+    assert r.exit_code == 2 and "is an exported program" in r.output and "Traceback" not in r.output, r.output

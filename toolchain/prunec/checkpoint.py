@@ -120,11 +120,26 @@ def save(
     return path
 
 
+def _is_exported_program(path: Path) -> bool:
+    """A torch.export archive (a zip whose entries include .../serialized_exported_program.json or similar)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names) and not any(
+        n.endswith("data.pkl") for n in names)
+
+
 def _read(path: Path):
     if not path.exists():
         raise PrunecError(f"checkpoint {path} does not exist; create one with `prunec train` or `prunec prune`")
     if path.is_dir():
         raise PrunecError(f"{path} is a directory, not a checkpoint file")
+    if _is_exported_program(path):
+        raise PrunecError(f"{path} is an exported program (.pt2, from `prunec export` or torch.export.save), not a prunec "
+                          f"checkpoint: it holds the graph and weights but no masks or metrics. Give the checkpoint it was "
+                          f"exported from (from `prunec train` / `prunec prune`); `prunec build` takes the .pt2 itself")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
