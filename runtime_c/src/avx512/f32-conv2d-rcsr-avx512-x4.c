@@ -186,7 +186,10 @@ static int packed_fits(const prunec_conv2d_params *p) {
   return (uint64_t)cin_g * p->kw * ph * p->out_w <= PK_MAX && cin_g * p->kh * p->kw <= PK_COLS;
 }
 
-static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t cin_g, float *pk) {
+/* `twin` > 0: every store is also made at pk + twin (the copy shifted by 8 floats of conv_packed), from the same
+ * register: copying the packed block afterwards reloaded what masked stores had just written, which the CPU
+ * cannot forward (LeNet-5 conv1: ~0.25 us of stalls per call). */
+static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t cin_g, float *pk, size_t twin) {
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
   const int32_t pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h, kw = (int32_t)p->kw;
   const int32_t ph = (int32_t)(p->out_h + p->kh - 1);
@@ -195,6 +198,18 @@ static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t 
   const __m512 zero = _mm512_setzero_ps();
   uint32_t ci;
   int32_t kx, r, ox0;
+#define ST8(D, M, V)                                   \
+  do {                                                 \
+    const __m256 v8_ = (V);                            \
+    _mm256_mask_storeu_ps((D), (M), v8_);              \
+    if (twin) _mm256_mask_storeu_ps((D) + twin, (M), v8_); \
+  } while (0)
+#define ST16(D, M, V)                                  \
+  do {                                                 \
+    const __m512 v16_ = (V);                           \
+    _mm512_mask_storeu_ps((D), (M), v16_);             \
+    if (twin) _mm512_mask_storeu_ps((D) + twin, (M), v16_); \
+  } while (0)
   for (ci = 0; ci < cin_g; ci++) {
     const float *xc = xg + ci * in_plane;
     for (kx = 0; kx < kw; kx++) {
@@ -207,18 +222,18 @@ static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t 
         const float *src = xc + (long)(r_lo - pad_h) * in_w + (kx - pad_w);
         float *dst = blk;
         for (r = 0; r < r_lo; r++, dst += out_w) {
-          _mm256_mask_storeu_ps(dst, keep8, _mm256_setzero_ps());
+          ST8(dst, keep8, _mm256_setzero_ps());
         }
         if (out_w == 8 && m8 == 0xFF) { /* whole rows inside the input: plain loads, aligned stores */
           for (; r < r_hi; r++, dst += 8, src += in_w) {
-            _mm256_store_ps(dst, _mm256_loadu_ps(src));
+            { const __m256 t8 = _mm256_loadu_ps(src); _mm256_store_ps(dst, t8); if (twin) _mm256_storeu_ps(dst + twin, t8); }
           }
         }
         for (; r < r_hi; r++, dst += out_w, src += in_w) {
-          _mm256_mask_storeu_ps(dst, keep8, _mm256_maskz_loadu_ps(m8, src));
+          ST8(dst, keep8, _mm256_maskz_loadu_ps(m8, src));
         }
         for (; r < ph; r++, dst += out_w) {
-          _mm256_mask_storeu_ps(dst, keep8, _mm256_setzero_ps());
+          ST8(dst, keep8, _mm256_setzero_ps());
         }
         continue;
       }
@@ -227,18 +242,24 @@ static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t 
         const float *src = xc + (long)(r_lo - pad_h) * in_w + (kx - pad_w) + ox0;
         float *dst = blk + ox0;
         for (r = 0; r < r_lo; r++, dst += out_w) {
-          _mm512_mask_storeu_ps(dst, keep, zero);
+          ST16(dst, keep, zero);
         }
         for (; r < r_hi; r++, dst += out_w, src += in_w) {
-          _mm512_mask_storeu_ps(dst, keep, _mm512_maskz_loadu_ps(m, src));
+          ST16(dst, keep, _mm512_maskz_loadu_ps(m, src));
         }
         for (; r < ph; r++, dst += out_w) {
-          _mm512_mask_storeu_ps(dst, keep, zero);
+          ST16(dst, keep, zero);
         }
       }
     }
   }
   _mm512_storeu_ps(pk + (size_t)cin_g * kw * ph * out_w, zero); /* slack of the last vector */
+  if (twin) {
+    _mm512_storeu_ps(pk + twin + (size_t)cin_g * kw * ph * out_w, zero);
+    _mm512_storeu_ps(pk + twin + (size_t)cin_g * kw * ph * out_w + 16, zero);
+  }
+#undef ST8
+#undef ST16
 }
 
 /* One segment of S vectors of the output plane (compile-time S after inlining). Small segments run two
@@ -434,14 +455,10 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
     return;
   }
   for (g = 0; g < p->groups; g++) {
-    pack_group(p, x + (size_t)g * cin_g * in_plane, cin_g, pk);
     if (twin) {
-      size_t i;
       _mm512_storeu_ps(pk + total + 16, _mm512_setzero_ps());
-      for (i = 0; i < total + 16; i += 16) {
-        _mm512_storeu_ps(pk + shift_base + 8 + i, _mm512_load_ps(pk + i));
-      }
     }
+    pack_group(p, x + (size_t)g * cin_g * in_plane, cin_g, pk, twin ? shift_base + 8 : 0);
     for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
       float *yp = y + (size_t)oc * out_plane;
       const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
