@@ -499,6 +499,10 @@ typedef struct conv_case {
   float density;
 } conv_case;
 
+/* > 1: run_conv_case pads every row to a multiple of this many entries (zero entries, as `prunec build
+ * --row-align`); the reference is unchanged (it skips zeros). */
+static uint32_t conv_row_align = 1;
+
 static void run_conv_case(const conv_case *cc, uint32_t bits, int with_bias, int clamp, const char *tag) {
   prunec_conv2d_params p;
   triplets t;
@@ -527,6 +531,12 @@ static void run_conv_case(const conv_case *cc, uint32_t bits, int with_bias, int
     plant_conv(&p, &t, x, bias);
     memset(dense, 0, (size_t)p.out_c * cols * sizeof(float));
     for (i = 0; i < t.n; i++) dense[(size_t)t.r[i] * cols + t.c[i]] = t.v[i];
+  }
+  if (conv_row_align > 1) {
+    triplets padded;
+    pad_rows(&t, conv_row_align, &padded);
+    triplets_free(&t);
+    t = padded;
   }
   out_n = (size_t)p.out_c * p.out_h * p.out_w;
   ref = alloc_out(out_n);
@@ -655,6 +665,17 @@ static void conv_cases(int quick) {
       snprintf(tag, sizeof tag, "conv#%u", i);
       run_conv_case(&fixed[i], bits_list[bi], (int)((i + bi) % 2), (int)((i + bi) % 3), tag);
     }
+  }
+  /* rows padded to a multiple of 8 (or 4) entries with trailing zero entries (prunec build --row-align) */
+  {
+    static const uint32_t picks[] = {0, 1, 3, 6, 7, 15, 17, 18, 20, 21};
+    uint32_t k;
+    for (k = 0; k < sizeof(picks) / sizeof(picks[0]); k++) {
+      conv_row_align = k % 3 == 2 ? 4u : 8u;
+      snprintf(tag, sizeof tag, "conv#%u rows padded to %u", picks[k], conv_row_align);
+      run_conv_case(&fixed[picks[k]], bits_list[k % 3], (int)(k % 2), (int)(k % 3), tag);
+    }
+    conv_row_align = 1;
   }
   /* output widths around the vector widths, with and without padding, stride 1 and 2 */
   for (i = 0; i < NEDGE; i++) {
