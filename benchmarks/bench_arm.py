@@ -60,14 +60,17 @@ def _c_floats(a):
                     for v in np.asarray(a, np.float32).tolist())
 
 
-def layer_header(w, bias, sparse: bool, bits=INDEX_BITS) -> str:
+ROW_ALIGN = None  # --row-align (None: each target's own, Target.row_align_for)
+
+
+def layer_header(w, bias, sparse: bool, bits=INDEX_BITS, row_align: int = 1) -> str:
     """The layer as C arrays; sparse: relative-indexed CSR with the smallest storage among index widths `bits`
-    (pass target.index_bits_for(op), as `prunec build` does)."""
+    (pass target.index_bits_for(op), as `prunec build` does), rows padded to a multiple of `row_align` entries."""
     rows, cols = w.shape
     lines = [f"#define ROWS {rows}", f"#define COLS {cols}",
              f"static const float bias_data[{rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data"]
     if sparse:
-        enc = choose_encoding(w, allow_dense=False, bits_options=bits)
+        enc = choose_encoding(w, allow_dense=False, bits_options=bits, row_align=row_align)
         r = enc.rcsr
         idx = r.packed_index() + b"\0" * 16
         lines += [f"#define INDEX_BITS {r.index_bits}",
@@ -192,7 +195,8 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                 nnz = int(np.count_nonzero(w))
                 res = {"target": tname, "layer": key, "density": d, "nonzero": nnz, "macs": w.size, "counts": {}}
                 for op, sparse in (("fc_dense", False), ("fc_rcsr", True)):
-                    hdr = layer_header(w, bias, sparse, t.index_bits_for("fc"))
+                    hdr = layer_header(w, bias, sparse, t.index_bits_for("fc"),
+                                       ROW_ALIGN if ROW_ALIGN is not None else t.row_align_for("fc"))
                     for k in ks[op]:
                         res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
                 dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
@@ -214,7 +218,11 @@ def main(argv=None):
     ap.add_argument("--layers", default=",".join(LAYERS))
     ap.add_argument("--densities", default="", help="override: comma-separated densities (e.g. 0.02,0.1,0.3)")
     ap.add_argument("--json", default="")
+    ap.add_argument("--row-align", type=int, default=None,
+                    help="pad sparse fc rows to a multiple of this many entries (default: the target's, as prunec build)")
     a = ap.parse_args(argv)
+    global ROW_ALIGN
+    ROW_ALIGN = a.row_align
     with tempfile.TemporaryDirectory(prefix="prunec-arm-") as tmp:
         work = Path(tmp)
         plugin = build_plugin(work)
