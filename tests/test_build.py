@@ -372,19 +372,24 @@ class _Fc25(nn.Module):  # one fc at 25 % density: 4-bit codes are the smaller s
         return self.fc(x)
 
 
-def test_index_widths_follow_the_op_the_target_and_the_flag(tmp_path):
-    from click.testing import CliRunner
-
-    from prunec.cli import main
-
-    torch.manual_seed(1)
+def _fc25_case(tmp_path, seed, input_seed):
+    """A 96->12 fc at 25 % density exported to .pt2, six random inputs and PyTorch's outputs for them."""
+    torch.manual_seed(seed)
     m = _Fc25()
     with torch.no_grad():
         m.fc.weight.mul_((torch.rand_like(m.fc.weight) < 0.25).float())
     pt2 = tmp_path / "fc25.pt2"
     bm.export(m, (96,), pt2)
-    x = bm.random_inputs((96,), n=6, seed=2).reshape(6, -1)
-    ref = verify.reference_outputs(pt2, x, [1, 96])
+    x = bm.random_inputs((96,), n=6, seed=input_seed).reshape(6, -1)
+    return pt2, x, verify.reference_outputs(pt2, x, [1, 96])
+
+
+def test_index_widths_follow_the_op_the_target_and_the_flag(tmp_path):
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    pt2, x, ref = _fc25_case(tmp_path, 1, 2)
     out = {}
     for tag, bits in (("default", None), ("size", [4, 8, 16]), ("b16", [16])):
         d = tmp_path / tag
@@ -410,14 +415,7 @@ def test_row_alignment_follows_the_target_and_the_flag(tmp_path):
     from prunec import targets as T
     from prunec.cli import main
 
-    torch.manual_seed(3)
-    m = _Fc25()
-    with torch.no_grad():
-        m.fc.weight.mul_((torch.rand_like(m.fc.weight) < 0.25).float())
-    pt2 = tmp_path / "fc25.pt2"
-    bm.export(m, (96,), pt2)
-    x = bm.random_inputs((96,), n=6, seed=4).reshape(6, -1)
-    ref = verify.reference_outputs(pt2, x, [1, 96])
+    pt2, x, ref = _fc25_case(tmp_path, 3, 4)
     assert T.get("x86_64-avx2").row_align_for("fc") == 8 and T.get("host").row_align_for("fc") == 1
     layer = {}
     for tag, target, align in (("x86", "x86_64-avx2", None), ("x86-1", "x86_64-avx2", 1), ("host-8", "host", 8),

@@ -110,22 +110,16 @@ def _load(path: Path) -> Target:
         )
     except KeyError as e:
         raise PrunecError(f"target file {path} lacks the key {e.args[0]!r}") from e
-    by_op = t.extra.get("index_bits_by_op")
-    if by_op is not None:
-        from .encode import check_index_bits
+    from .encode import check_index_bits, check_row_align
 
+    for table, check in (("index_bits_by_op", check_index_bits), ("row_align_by_op", check_row_align)):
+        by_op = t.extra.get(table)
+        if by_op is None:
+            continue
         if not isinstance(by_op, dict) or set(by_op) - {"fc", "conv2d"}:
-            raise PrunecError(f"target file {path}: [index_bits_by_op] takes the keys fc and conv2d (got {by_op!r})")
-        for op, bits in by_op.items():
-            check_index_bits(bits, f"target file {path}, index_bits_by_op.{op}")
-    aligns = t.extra.get("row_align_by_op")
-    if aligns is not None:
-        from .encode import check_row_align
-
-        if not isinstance(aligns, dict) or set(aligns) - {"fc", "conv2d"}:
-            raise PrunecError(f"target file {path}: [row_align_by_op] takes the keys fc and conv2d (got {aligns!r})")
-        for op, a in aligns.items():
-            check_row_align(a, f"target file {path}, row_align_by_op.{op}")
+            raise PrunecError(f"target file {path}: [{table}] takes the keys fc and conv2d (got {by_op!r})")
+        for op, v in by_op.items():
+            check(v, f"target file {path}, {table}.{op}")
     return t
 
 
