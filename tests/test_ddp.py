@@ -66,3 +66,32 @@ def test_prunec_prune_under_torchrun(tmp_path):
     ck = C.load(out)
     assert ck.meta["world_size"] == 2 and ck.kind == "pruned"
     assert int(ck.masks["fc1"].sum()) == round(0.1 * 235200)
+
+
+def _dropout_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+    from torch import nn
+
+    from prunec import distributed as DIST
+    from prunec.errors import PrunecError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    masks = {"0": torch.ones(8, 8, dtype=torch.bool), "2": torch.ones(2, 8, dtype=torch.bool)}
+    model[1].p = 0.5 if rank == 0 else 0.3  # same weights and masks, different (rescaled) dropout rates
+    try:
+        DIST.check_identical(model, masks)
+        verdict = "agree"
+    except PrunecError:
+        verdict = "disagree"
+    Path(out_dir, f"rank{rank}.txt").write_text(verdict)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_check_identical_sees_diverged_dropout_rates(tmp_path):
+    mp.spawn(_dropout_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["disagree", "disagree"]

@@ -46,7 +46,11 @@ class Dataset:
 
 
 def _open(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    """gzip or plain, decided by the file's first bytes (not its name): a gunzipped file still named .gz, or a
+    gzip file without the suffix, both read."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb")
 
 
 def _find(data_dir: Path, stem: str) -> Path:
@@ -61,8 +65,12 @@ def _find(data_dir: Path, stem: str) -> Path:
     )
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (gzip or plain): big-endian magic, dims, then uint8 data."""
+_IDX_KIND = {1: "a label file (IDX magic 2049, 1 dimension)", 3: "an image file (IDX magic 2051, 3 dimensions)"}
+
+
+def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzip or plain): big-endian magic, dims, then uint8 data. With `ndim`, the file must
+    have that many dimensions (3: images, 1: labels), so swapped or misnamed files are named as such."""
     try:
         with _open(path) as f:
             raw = f.read()
@@ -70,9 +78,14 @@ def read_idx(path: Path) -> np.ndarray:
         raise PrunecError(f"cannot read IDX file {path}: {e}; the file is corrupt, reinstall dataset-fashion-mnist") from e
     if len(raw) < 8:
         raise PrunecError(f"{path} is not an IDX file (too short)")
+    want = ndim
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08 or ndim not in (1, 3):
-        raise PrunecError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()})")
+        raise PrunecError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()}; Fashion-MNIST images have "
+                          f"00000803 = 2051, labels 00000801 = 2049)")
+    if want is not None and ndim != want:
+        raise PrunecError(f"{path} is {_IDX_KIND[ndim]} but {_IDX_KIND[want]} was expected here; "
+                          f"are the images and labels files swapped or misnamed?")
     offset = 4 + 4 * ndim
     if len(raw) < offset:
         raise PrunecError(f"{path}: IDX header is truncated ({len(raw)} bytes, need {offset}); the file is corrupt, "
@@ -92,6 +105,9 @@ def normalise(images_u8: np.ndarray) -> torch.Tensor:
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
     d = Path(data_dir) if data_dir else FASHION_MNIST_DIR
+    if d.exists() and not d.is_dir():
+        raise PrunecError(f"--data-dir {d} is a file, not a folder; give the folder that holds the Fashion-MNIST "
+                          f"IDX files (train-images-idx3-ubyte[.gz] and the three others)")
     if not d.is_dir():
         raise PrunecError(
             f"Fashion-MNIST directory {d} does not exist. Install the Debian package 'dataset-fashion-mnist' "
@@ -99,10 +115,15 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
         )
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(_find(d, f"{prefix}-images-idx3-ubyte"))
-        labels = read_idx(_find(d, f"{prefix}-labels-idx1-ubyte"))
+        images_path, labels_path = _find(d, f"{prefix}-images-idx3-ubyte"), _find(d, f"{prefix}-labels-idx1-ubyte")
+        images = read_idx(images_path, ndim=3)
+        labels = read_idx(labels_path, ndim=1)
         if images.shape[0] != labels.shape[0]:
-            raise PrunecError(f"{d}: {split} images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in count")
+            raise PrunecError(f"{d}: {split} images ({images.shape[0]} in {images_path.name}) and labels "
+                              f"({labels.shape[0]} in {labels_path.name}) differ in count")
+        if labels.size and int(labels.max()) >= len(CLASSES):
+            raise PrunecError(f"{labels_path}: label {int(labels.max())} is out of range; Fashion-MNIST labels are "
+                              f"0..{len(CLASSES) - 1}")
         splits[split] = Split(normalise(images), torch.from_numpy(labels.astype(np.int64)))
     return Dataset("fashion-mnist", splits["train"], splits["test"])
 

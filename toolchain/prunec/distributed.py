@@ -1,4 +1,4 @@
-"""Retraining under torchrun: DistributedDataParallel on gloo (CPU) or nccl (CUDA).
+"""Retraining under torchrun: DistributedDataParallel on gloo (CPU tensors; nccl is added for CUDA ones).
 
 Under `torchrun --nproc_per_node=N prunec prune ...` every rank loads the same checkpoint and data; DDP
 broadcasts rank 0's parameters when it wraps the model and all-reduces gradients, so the weights stay
@@ -48,31 +48,46 @@ def is_rank0() -> bool:
     return rank() == 0
 
 
+def backend() -> str:
+    """The process-group backend: gloo for CPU tensors always, plus nccl for CUDA tensors when there is a GPU.
+
+    prunec trains and prunes on CPU tensors (models, masks and the mask/weight broadcasts all live on the CPU),
+    and nccl has no CPU support: a plain "nccl" group fails at the first broadcast or DDP wrap on any machine
+    with a GPU. "cpu:gloo,cuda:nccl" routes each collective by the device of its tensors."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
 def init() -> tuple[int, int]:
-    """Join the torchrun process group (nccl with CUDA, else gloo); one CPU thread per rank by default."""
+    """Join the torchrun process group (see `backend`); one CPU thread per rank by default."""
     import torch.distributed as dist
 
     if is_initialized():
         return rank(), world_size()
     if not dist.is_available():
         raise PrunecError("torch.distributed is not available in this torch build; run without torchrun")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    b = backend()
+    if "nccl" in b:  # before the group is made, so its CUDA work lands on this rank's GPU (ranks may share one)
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
+    dist.init_process_group(backend=b)
     if "PRUNEC_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
     return dist.get_rank(), dist.get_world_size()
 
 
 def digest(model: nn.Module, masks: dict[str, torch.Tensor]) -> str:
+    """sha256 of the masks, the state_dict and the Dropout rates. The rates are not in the state_dict but are
+    part of what the ranks must agree on: the dropout rescale (Dr = Do·sqrt(Cr/Co)) changes them every step,
+    and ranks training with different rates compute different gradients."""
     h = hashlib.sha256()
     for name in sorted(masks):
         h.update(name.encode())
-        h.update(masks[name].to(torch.uint8).numpy().tobytes())
+        h.update(masks[name].detach().cpu().to(torch.uint8).contiguous().numpy().tobytes())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for n, m in model.named_modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            h.update(f"{n}.p={float(m.p)!r}".encode())
     return h.hexdigest()
 
 

@@ -134,6 +134,9 @@ def from_torch_prune(model: nn.Module) -> Masks:
             masks[name] = mask
         else:
             masks[name] = torch.ones_like(m.weight, dtype=torch.bool)
+    # Every other re-parametrised tensor (a pruned bias; any tensor of a module prunec does not prune, e.g. a
+    # Conv1d) is baked too, so no module is left with X_orig and a hook but no X.
+    for _, m in model.named_modules():
         for pname in [n[: -len("_orig")] for n, _ in m.named_parameters(recurse=False) if n.endswith("_orig")]:
             if hasattr(m, pname + "_mask"):
                 torch_prune.remove(m, pname)

@@ -46,14 +46,21 @@ def layer_table(model: nn.Module, input_shape: tuple) -> list[dict]:
 
 
 def weight_histograms(model: nn.Module) -> dict[str, dict]:
-    """Histogram of each layer's nonzero weights (stored in a pruned checkpoint as the 'before' picture)."""
+    """Histogram of each layer's nonzero weights (stored in a pruned checkpoint as the 'before' picture).
+
+    Non-finite weights (a diverged model) are left out of the counts rather than failing (`torch.histc`
+    refuses a non-finite range); `nonfinite` says how many there were."""
     out = {}
     for name, m in prunable_layers(model):
-        w = m.weight.detach().flatten()
-        w = w[w != 0]
+        w = m.weight.detach().flatten().float()
+        finite = torch.isfinite(w)
+        bad = int((~finite).sum())
+        w = w[finite & (w != 0)]
         lim = float(w.abs().max()) if w.numel() else 1.0
         counts = torch.histc(w, bins=HIST_BINS, min=-lim, max=lim) if w.numel() else torch.zeros(HIST_BINS)
         out[name] = {"min": -lim, "max": lim, "counts": [int(c) for c in counts]}
+        if bad:
+            out[name]["nonfinite"] = bad
     return out
 
 
@@ -89,6 +96,23 @@ def plot_weights(before: dict | None, after: dict, path: Path) -> None:
     plt.close(fig)
 
 
+MASK_IMAGE_MAX = 512  # pixels per side of a mask image; each panel is 400 px wide, more would not show
+
+
+def mask_image(weight: torch.Tensor, max_side: int = MASK_IMAGE_MAX):
+    """The kept/pruned picture of an fc weight as a float array of at most `max_side` per side: a larger
+    matrix is shown by block averages (gray = the fraction kept in that block), so AlexNet's and VGG-16's
+    fc layers (38M / 103M weights) do not cost matplotlib gigabytes and tens of seconds."""
+    import torch.nn.functional as F
+
+    kept = weight.detach() != 0
+    h, w = kept.shape
+    if h <= max_side and w <= max_side:
+        return kept.float().numpy()
+    out_shape = (min(h, max_side), min(w, max_side))
+    return F.adaptive_avg_pool2d(kept.float()[None, None], out_shape)[0, 0].numpy()
+
+
 def plot_masks(model: nn.Module, path: Path) -> bool:
     plt = _plt()
     fcs = [(n, m) for n, m in prunable_layers(model) if isinstance(m, nn.Linear)]
@@ -96,9 +120,13 @@ def plot_masks(model: nn.Module, path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, len(fcs), figsize=(4 * len(fcs), 4), dpi=100, squeeze=False)
     for ax, (name, m) in zip(axes[0], fcs):
-        mask = (m.weight.detach() != 0).float().numpy()
-        ax.imshow(mask, cmap="gray", interpolation="nearest", aspect="auto")
-        ax.set_title(f"{name} mask {tuple(mask.shape)}: {100 * mask.mean():.1f}% kept", fontsize=9)
+        shape = tuple(m.weight.shape)
+        kept = int((m.weight.detach() != 0).sum()) / max(1, m.weight.numel())
+        # vmin/vmax fixed: a layer with every weight kept is white, not an autoscaled black; extent keeps the
+        # axes in input/output indices when the image is block-averaged
+        ax.imshow(mask_image(m.weight), cmap="gray", interpolation="nearest", aspect="auto", vmin=0.0, vmax=1.0,
+                  extent=(-0.5, shape[1] - 0.5, shape[0] - 0.5, -0.5))
+        ax.set_title(f"{name} mask {shape}: {100 * kept:.1f}% kept", fontsize=9)
         ax.set_xlabel("input")
         ax.set_ylabel("output")
     fig.tight_layout()
@@ -124,19 +152,30 @@ def plot_remaining(rows: list[dict], model_name: str, path: Path) -> None:
 
 
 def plot_schedule(history: list[dict], baseline: float | None, path: Path) -> bool:
+    """Accuracy (after pruning, after retraining) and compression per step. A step undone by
+    --max-accuracy-drop is drawn apart (crosses, not joined): the saved model does not have it."""
     if not history:
         return False
     plt = _plt()
-    steps = [h["step"] for h in history]
+    kept = [h for h in history if not h.get("undone")]
+    undone = [h for h in history if h.get("undone")]
+    steps = [h["step"] for h in kept]
+
+    def pct(hs, key):
+        return [100 * h[key] if h.get(key) is not None else float("nan") for h in hs]
+
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    ax.plot(steps, [100 * h["accuracy_after_prune"] for h in history], "o--", label="after pruning")
-    ax.plot(steps, [100 * h["test_accuracy"] for h in history], "o-", label="after retraining")
+    ax.plot(steps, pct(kept, "accuracy_after_prune"), "o--", label="after pruning")
+    ax.plot(steps, pct(kept, "test_accuracy"), "o-", label="after retraining")
+    if undone:
+        ax.plot([h["step"] for h in undone], pct(undone, "test_accuracy"), "x", color="black", ms=8,
+                label="undone (accuracy drop)")
     if baseline is not None:
         ax.axhline(100 * baseline, color="gray", ls=":", label="dense baseline")
     ax.set_xlabel("prune step")
     ax.set_ylabel("test accuracy (%)")
     ax2 = ax.twinx()
-    ax2.plot(steps, [h["compression"] for h in history], "s-", color="tab:red", alpha=0.5, label="compression")
+    ax2.plot(steps, [h["compression"] for h in kept], "s-", color="tab:red", alpha=0.5, label="compression")
     ax2.set_ylabel("compression (x)")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
@@ -158,6 +197,12 @@ def write_report(ckpt, out_dir: Path) -> list[Path]:
         written.append(out_dir / name)
 
     rows = layer_table(ckpt.model, ckpt.input_shape)
+    # Remaining % against the dense layer sizes, as `prunec info` and the paper count it: after dead-neuron
+    # removal the layers are smaller than they were, and nonzero/current size would overstate what is left.
+    weights0 = (ckpt.schedule or {}).get("weights0") or {}
+    for r in rows:
+        w0 = int(weights0.get(r["name"], r["weights"]))
+        r["remaining"] = r["nonzero"] / w0 if w0 else 0.0
     emit("weights.png", plot_weights, ckpt.meta.get("weight_hist_before"), weight_histograms(ckpt.model))
     if any(isinstance(m, nn.Linear) for _, m in prunable_layers(ckpt.model)):
         emit("masks.png", plot_masks, ckpt.model)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .data import Split
+from .errors import PrunecError
 from .models import prunable_layers
 from .prune import sparsity_mask
 from .train import evaluate
@@ -28,21 +29,37 @@ def analyse(model: nn.Module, split: Split, fractions=FRACTIONS, layers: list[st
             continue
         original = m.weight.detach().clone()
         pts = []
-        for f in fractions:
-            mask = sparsity_mask(original, torch.ones_like(original, dtype=torch.bool), f)
-            m.weight.copy_(original.masked_fill(~mask, 0.0))
-            pts.append([float(f), evaluate(model, split)])
-        m.weight.copy_(original)
+        try:
+            for f in fractions:
+                mask = sparsity_mask(original, torch.ones_like(original, dtype=torch.bool), f)
+                m.weight.copy_(original.masked_fill(~mask, 0.0))
+                pts.append([float(f), evaluate(model, split)])
+        finally:  # the next layer's probes (and the caller) see the weights as they were
+            m.weight.copy_(original)
         curves[name] = pts
     return {"baseline": base, "curves": curves}
 
 
+# Accuracies are ratios of counts (e.g. 0.9 - 0.895 = 0.0050000000000000044 in floating point): a drop equal
+# to the tolerance must count as within it.
+_EPS = 1e-9
+
+
 def propose(result: dict, tolerance: float = 0.005) -> dict[str, float]:
-    """Per layer: the largest fraction pruned whose accuracy stays within `tolerance` of the baseline."""
+    """Per layer: the largest fraction pruned such that it and every smaller fraction probed keep the accuracy
+    within `tolerance` of the baseline. A curve that falls out of tolerance and comes back at a larger
+    fraction (noise on a small test set) does not make that larger fraction safe: the proposal stops at the
+    first fraction out of tolerance."""
+    if tolerance < 0:
+        raise PrunecError(f"--tolerance {tolerance} is negative; give the accuracy drop allowed (≥ 0, e.g. 0.005)")
     out = {}
     for name, pts in result["curves"].items():
-        ok = [f for f, acc in pts if result["baseline"] - acc <= tolerance]
-        out[name] = max(ok) if ok else 0.0
+        best = 0.0
+        for f, acc in sorted(pts, key=lambda p: p[0]):
+            if result["baseline"] - acc > tolerance + _EPS:
+                break
+            best = float(f)
+        out[name] = best
     return out
 
 
