@@ -133,6 +133,7 @@ class BenchResult:
     clock_cost_s: float = 0.0
     iters: int = 0
     manifest: dict = field(default_factory=dict)
+    layers_requested: bool = True
 
     @property
     def total(self) -> float:
@@ -159,7 +160,14 @@ class CompiledBuild:
         mpath = d / "manifest.json"
         if not mpath.is_file():
             raise PrunecError(f"{d} is not a prunec build directory (no manifest.json); make one with `prunec build`")
-        self.manifest = json.loads(mpath.read_text())
+        try:
+            self.manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise PrunecError(f"{mpath} is not readable JSON ({e}); rebuild {d} with `prunec build`") from None
+        missing = [k for k in ("name", "target", "input_size", "output_size")
+                   if not isinstance(self.manifest, dict) or k not in self.manifest]
+        if missing:
+            raise PrunecError(f"{mpath} lacks {', '.join(missing)}: not a manifest of `prunec build`; rebuild {d}")
         self.dir = d
         self.name = self.manifest["name"]
         from . import targets
@@ -169,6 +177,9 @@ class CompiledBuild:
             raise PrunecError(f"build {d} is for target {target.name!r}, which does not run on this host; `prunec bench` "
                               f"times host builds (host, x86_64-avx2). For Arm targets count instructions under QEMU "
                               f"with benchmarks/bench_arm.py")
+        for f in ("Makefile", f"{self.name}.c", f"{self.name}.h"):
+            if not (d / f).is_file():
+                raise PrunecError(f"{d} lacks {f}: an incomplete build directory; rebuild it with `prunec build`")
         mk = (d / "Makefile").read_text()
         self.cflags = shlex.split(_makefile_var(mk, "CFLAGS")) + list(extra_cflags)
         self.cflags = [f for f in self.cflags if f != "-fPIC"] + ["-fPIC"]
@@ -239,7 +250,11 @@ class CompiledBuild:
 def bench(build_dir: str | Path, reps: int = 7, target_s: float = 0.05, layers: bool = True,
           cb: CompiledBuild | None = None) -> BenchResult:
     cb = cb or CompiledBuild(build_dir)
-    res = BenchResult(cb.name, cb.manifest["target"], cb.cflags, manifest=cb.manifest)
+    if reps < 1:
+        raise PrunecError(f"reps must be at least 1 (got {reps})")
+    if not 0 <= target_s < 1e4:  # also NaN and inf
+        raise PrunecError(f"the time per repetition must be from 0 to 1e4 seconds (got {target_s})")
+    res = BenchResult(cb.name, cb.manifest["target"], cb.cflags, manifest=cb.manifest, layers_requested=layers)
     res.iters = cb.calibrate(target_s)
     res.clock_cost_s = min(cb.lib.prunec_bench_clock_cost(100000) for _ in range(3))
     for _ in range(reps):
@@ -274,6 +289,8 @@ def table(res: BenchResult) -> str:
                        f"{l.get('macs', 0):>11,} {b:>10,} {_fmt_t(t):>11s} {t / tot:6.1%} {gmacs:>7s}")
         out.append("-" * len(hdr))
         out.append(f"sum of layers {_fmt_t(sum(lt))} (instrumented run; clock read {_fmt_t(res.clock_cost_s)} subtracted per layer)")
+    elif not res.layers_requested:
+        out.append("(per-layer times not measured: --no-layers)")
     else:
         out.append("(per-layer times unavailable: the generated run function's layout was not recognised)")
     t = m.get("totals", {})

@@ -44,6 +44,24 @@ C_KEYWORDS = {
     "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while",
     "_Bool", "_Complex", "_Imaginary", "asm", "bool", "true", "false", "main",
 }
+# Names whose NAME.h would shadow a header that the generated code, the runtime or the user's code includes
+# with <...> (the build directory is on the include path: `-I DIR`); compared case-insensitively, as on
+# case-insensitive file systems `Math.h` shadows <math.h> too.
+SYSTEM_HEADER_STEMS = {
+    "assert", "complex", "ctype", "errno", "fenv", "float", "inttypes", "iso646", "limits", "locale", "math",
+    "setjmp", "signal", "stdalign", "stdarg", "stdatomic", "stdbool", "stddef", "stdint", "stdio", "stdlib",
+    "stdnoreturn", "string", "tgmath", "threads", "time", "uchar", "wchar", "wctype", "unistd", "pthread",
+    "strings", "alloca", "malloc", "features", "immintrin", "x86intrin", "xmmintrin", "emmintrin", "pmmintrin",
+    "smmintrin", "nmmintrin", "avxintrin", "arm_neon", "arm_mve", "arm_acle", "arm_fp16", "arm_bf16", "arm_sve",
+    "cmsis_gcc", "cmsis_compiler",
+}
+# Names CMake reserves for its own targets (add_library() refuses them), and libraries the build links (-lm:
+# a libm.a of the model's would shadow the math library, and CMake refuses a target `m` linking `m`).
+RESERVED_TARGET_NAMES = {
+    "all", "clean", "help", "install", "test", "package", "package_source", "edit_cache", "rebuild_cache",
+    "depend", "list_install_components", "all_build", "zero_check", "run_tests", "c", "m", "gcc", "rdimon",
+    "nosys",
+}
 # Flash estimate of code: per kernel source linked, and per layer call (a generous figure for -O2 C).
 CODE_BYTES_PER_KERNEL_SOURCE = 2048
 CODE_BYTES_PER_LAYER = 96
@@ -55,7 +73,22 @@ def validate_name(name: str) -> str:
                           f"with a letter, at most 48 characters, not a C keyword (e.g. --name lenet300)")
     if name.startswith("prunec_"):
         raise PrunecError(f"--name {name!r}: the prefix 'prunec_' is reserved for the runtime")
+    if name.lower() in SYSTEM_HEADER_STEMS:
+        raise PrunecError(f"--name {name!r}: {name}.h would shadow the system header <{name.lower()}.h> for every file "
+                          f"compiled with -I<build dir>; choose another name (e.g. --name {name}_net)")
+    if name.lower() in RESERVED_TARGET_NAMES:
+        raise PrunecError(f"--name {name!r}: reserved as a CMake target or a system library name (lib{name}.a); "
+                          f"choose another name (e.g. --name {name}_net)")
     return name
+
+
+def c_comment(s: str) -> str:
+    """`s` made safe inside a one-line C comment: no comment delimiters, no trigraphs, no control characters
+    (module names are arbitrary strings: nn.Module.add_module accepts 'a*/b')."""
+    s = "".join(c if c.isprintable() else "?" for c in str(s))
+    while "*/" in s or "/*" in s or "??" in s:
+        s = s.replace("*/", "* /").replace("/*", "/ *").replace("??", "? ?")
+    return s
 
 
 def c_ident(s: str) -> str:
@@ -211,7 +244,7 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                                           if enc.format == "rcsr" else "")
         if i in plan.in_place:
             what += ", in place"
-        L.comment = f"{n.name}: {what}; {ins} -> {tuple(n.out_shape[1:])}"
+        L.comment = c_comment(f"{n.name}: {what}; {ins} -> {tuple(n.out_shape[1:])}")
         layers.append(L)
     return layers
 
@@ -240,8 +273,10 @@ def banner(sha256: str, target: Target, comment: str) -> str:
 
 
 def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
-                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = Environment(loader=FileSystemLoader(str(templates_dir())), undefined=StrictUndefined,
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["c_comment"] = c_comment
+    return env
 
 
 def render(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Target, name: str, sha256: str,

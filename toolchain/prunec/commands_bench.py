@@ -23,6 +23,9 @@ def bench_cmd(build_dir, reps, target_ms, no_layers, cflags, as_json):
 
     if reps < 1:
         raise PrunecError("--reps must be at least 1")
+    if not 0 <= target_ms < 1e7:  # also NaN and inf
+        raise PrunecError(f"--min-time must be from 0 to 1e7 milliseconds (got {target_ms}); "
+                          f"0 times one inference per repetition")
     cb = CompiledBuild(build_dir, extra_cflags=tuple(shlex.split(cflags)))
     r = bench(build_dir, reps=reps, target_s=target_ms / 1e3, layers=not no_layers, cb=cb)
     click.echo(json.dumps(r.as_dict(), indent=1) if as_json else table(r))
