@@ -123,3 +123,17 @@ def test_tester_catches_a_wrong_kernel(tmp_path):
     assert rc != 0
     assert re.search(r"FAIL prunec_f32_fc_rcsr__avx2 vs prunec_f32_fc_rcsr__portable: case .* b=8 .*index \d+", out), out[-3000:]
     assert "FAIL prunec_f32_fc_rcsr__portable" not in out
+
+
+@pytest.mark.parametrize("name", sorted(CROSS) + ["x86_64-avx2"])
+def test_every_kernel_compiles_unoptimised(name, tmp_path):
+    """`make CFLAGS="-O0 -g"` (debugging) must build: the inline-assembly kernels fall back to their C steps when
+    the compiler does not optimise (GCC cannot allocate their registers at -O0)."""
+    import subprocess
+
+    t = targets.get(name)
+    _skip_if_missing(t)
+    flags = [f for f in t.cflags if not f.startswith("-O")] + ["-O0", "-g", "-I", str(RT / "include")]
+    for src in _sources():
+        r = subprocess.run([t.cc, *flags, "-c", str(src), "-o", str(tmp_path / "k.o")], capture_output=True, text=True)
+        assert r.returncode == 0, f"{name}: {src.name} at -O0:\n{r.stderr[-2000:]}"

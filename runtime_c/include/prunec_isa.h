@@ -41,4 +41,16 @@
 #define PRUNEC_HAVE_CORTEXM_FPU 0
 #endif
 
+/* Unoptimised builds (-O0, e.g. `make CFLAGS="-O0 -g"` to debug): GCC cannot give the Cortex-M and Helium
+ * kernels' inline assembly the registers it asks for ("impossible constraints"), so those kernels take their C
+ * steps, which compute the same in the same order (the NO_ASM switches). */
+#if !defined(__OPTIMIZE__)
+#ifndef PRUNEC_CORTEXM_NO_ASM
+#define PRUNEC_CORTEXM_NO_ASM 1
+#endif
+#ifndef PRUNEC_MVE_NO_ASM
+#define PRUNEC_MVE_NO_ASM 1
+#endif
+#endif
+
 #endif /* PRUNEC_ISA_H */
