@@ -95,3 +95,34 @@ def _dropout_worker(rank, world, port, out_dir):
 def test_check_identical_sees_diverged_dropout_rates(tmp_path):
     mp.spawn(_dropout_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["disagree", "disagree"]
+
+
+def _steps_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+
+    from prunec import data as D
+    from prunec.models import LeNet300
+    from prunec.train import TrainConfig, fit
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    ds = D.synthetic(n_train=512, n_test=64, seed=0)
+    hist = fit(LeNet300(), ds.train, TrainConfig(epochs=1, lr=0.01, batch_size=128), progress=False)
+    Path(out_dir, f"steps{rank}.txt").write_text(str(hist[0]["steps"]))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ranks_share_the_global_minibatch(tmp_path):
+    """N ranks take the steps of one process: each takes batch/N of the global minibatch (512 samples at batch
+    128: 4 steps per epoch alone and on each of 2 ranks)."""
+    from prunec import data as D
+    from prunec.models import LeNet300
+    from prunec.train import TrainConfig, fit
+
+    alone = fit(LeNet300(), D.synthetic(n_train=512, n_test=64, seed=0).train, TrainConfig(epochs=1, lr=0.01, batch_size=128),
+                progress=False)
+    mp.spawn(_steps_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert alone[0]["steps"] == 4
+    assert [int((tmp_path / f"steps{r}.txt").read_text()) for r in (0, 1)] == [4, 4]

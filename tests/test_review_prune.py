@@ -222,3 +222,14 @@ def test_info_on_an_exported_program_says_what_it_is(base, tmp_path):
     assert run("export", base, "--out", pt2).exit_code == 0
     r = run("info", pt2)
     assert r.exit_code == 2 and "is an exported program" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_sensitivity_refuses_torchrun_and_a_negative_tolerance(base, tmp_path, monkeypatch):
+    r = run("sensitivity", base, "--out", tmp_path / "s", "--tolerance", "-0.1")
+    assert r.exit_code == 2 and "--tolerance" in r.output and not (tmp_path / "s").exists(), r.output
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    r = run("sensitivity", base, "--out", tmp_path / "s")
+    assert r.exit_code == 2 and "without torchrun" in r.output, r.output

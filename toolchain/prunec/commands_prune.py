@@ -332,6 +332,10 @@ def sensitivity_cmd(base, out, tolerance, data_name, data_dir):
     """Accuracy vs fraction pruned, each layer alone, no retraining (the paper's Figure 6)."""
     from . import sensitivity as S
 
+    if tolerance < 0:
+        raise PrunecError(f"--tolerance {tolerance} is negative; give the accuracy drop allowed (≥ 0, e.g. 0.005)")
+    if DIST.launched_by_torchrun():
+        raise PrunecError("prunec sensitivity runs in one process (it only evaluates); run it without torchrun")
     ckpt = C.load(base)
     _check_out_dir(Path(out))
     _session(ckpt.model_name)

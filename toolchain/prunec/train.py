@@ -146,7 +146,10 @@ def fit(
         M.apply_masks(model, masks)
     n = len(data)
     per_rank = n // world
-    steps = max(1, math.ceil(per_rank / cfg.batch_size))
+    # The global minibatch is cfg.batch_size: each of `world` ranks takes its share, so that N ranks take the
+    # steps of one process (same steps per epoch, same lr schedule); DDP averages the ranks' gradients.
+    bs = max(1, cfg.batch_size // world)
+    steps = max(1, math.ceil(per_rank / bs))
     total = steps * (cfg.lr_total if cfg.lr_total is not None else cfg.epochs)
     g = torch.Generator().manual_seed(seed)
     history = []
@@ -165,7 +168,7 @@ def fit(
                 lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (t0 + t) / total))) if cfg.lr_schedule == "cosine" else cfg.lr
                 for group in opt.param_groups:
                     group["lr"] = lr
-                idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                idx = perm[s * bs : (s + 1) * bs]
                 x, y = data.x[idx].to(device), data.y[idx].to(device)
                 opt.zero_grad(set_to_none=True)
                 out = net(x)
@@ -195,7 +198,7 @@ def fit(
                     for k, v in model.state_dict().items():
                         if k in avg:
                             avg[k].mul_(epoch / (epoch + 1)).add_(v, alpha=1 / (epoch + 1))
-            rec = {"epoch": epoch + 1, "loss": loss_sum / steps, "lr": lr}
+            rec = {"epoch": epoch + 1, "loss": loss_sum / steps, "lr": lr, "steps": steps}
             history.append(rec)
             if on_epoch:
                 on_epoch(epoch, rec)
