@@ -125,15 +125,21 @@ def test_tester_catches_a_wrong_kernel(tmp_path):
     assert "FAIL prunec_f32_fc_rcsr__portable" not in out
 
 
+STRICT = ["-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wshadow", "-Werror"]
+
+
+@pytest.mark.parametrize("how", ["O0", "strict"])
 @pytest.mark.parametrize("name", sorted(CROSS) + ["x86_64-avx2"])
-def test_every_kernel_compiles_unoptimised(name, tmp_path):
+def test_every_kernel_compiles_unoptimised_and_warning_free(name, how, tmp_path):
     """`make CFLAGS="-O0 -g"` (debugging) must build: the inline-assembly kernels fall back to their C steps when
-    the compiler does not optimise (GCC cannot allocate their registers at -O0)."""
+    the compiler does not optimise (GCC cannot allocate their registers at -O0). And the runtime compiles without
+    a warning under the strict flags firmware projects use (-Wconversion -Wshadow ... -Werror)."""
     import subprocess
 
     t = targets.get(name)
     _skip_if_missing(t)
-    flags = [f for f in t.cflags if not f.startswith("-O")] + ["-O0", "-g", "-I", str(RT / "include")]
+    flags = [f for f in t.cflags if not f.startswith("-O")] + ["-I", str(RT / "include")]
+    flags += ["-O0", "-g"] if how == "O0" else ["-O2", *STRICT]
     for src in _sources():
         r = subprocess.run([t.cc, *flags, "-c", str(src), "-o", str(tmp_path / "k.o")], capture_output=True, text=True)
-        assert r.returncode == 0, f"{name}: {src.name} at -O0:\n{r.stderr[-2000:]}"
+        assert r.returncode == 0, f"{name}: {src.name} ({how}):\n{r.stderr[-2000:]}"

@@ -213,7 +213,7 @@ static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t 
   for (ci = 0; ci < cin_g; ci++) {
     const float *xc = xg + ci * in_plane;
     for (kx = 0; kx < kw; kx++) {
-      float *blk = pk + ((size_t)ci * kw + (size_t)kx) * (size_t)ph * (size_t)out_w;
+      float *blk = pk + ((size_t)ci * (size_t)kw + (size_t)kx) * (size_t)ph * (size_t)out_w;
       /* valid output columns: 0 <= ox + kx - pad_w < in_w */
       const int32_t lo = pad_w - kx, hi = in_w + pad_w - kx;
       const __mmask16 m0 = lane_range(lo, hi) & lane_range(0, out_w);
@@ -253,10 +253,13 @@ static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t 
       }
     }
   }
-  _mm512_storeu_ps(pk + (size_t)cin_g * kw * ph * out_w, zero); /* slack of the last vector */
-  if (twin) {
-    _mm512_storeu_ps(pk + twin + (size_t)cin_g * kw * ph * out_w, zero);
-    _mm512_storeu_ps(pk + twin + (size_t)cin_g * kw * ph * out_w + 16, zero);
+  {
+    const size_t total = (size_t)cin_g * (size_t)kw * (size_t)ph * (size_t)out_w;
+    _mm512_storeu_ps(pk + total, zero); /* slack of the last vector */
+    if (twin) {
+      _mm512_storeu_ps(pk + twin + total, zero);
+      _mm512_storeu_ps(pk + twin + total + 16, zero);
+    }
   }
 #undef ST8
 #undef ST16
@@ -508,11 +511,11 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         n = stop - c0;
         last = e >= end;
         for (s0 = 0; s0 < nv; s0 += seg) {
-          const uint32_t s = nv - s0 < seg ? nv - s0 : seg;
-          const __mmask16 lm = s0 + s == nv ? tail : (__mmask16)0xFFFFu;
+          const uint32_t sv = nv - s0 < seg ? nv - s0 : seg; /* vectors in this segment */
+          const __mmask16 lm = s0 + sv == nv ? tail : (__mmask16)0xFFFFu;
           const float *src = pk + 16 * (size_t)s0;
           float *yt = yp + 16 * (size_t)s0;
-          switch (s) {
+          switch (sv) {
 #define PRUNEC_PK_CASE(S)                                                        \
   case S:                                                                        \
     pk_segment(S, src, off, val, n, yt, lm, first, last, vb, vlo, vhi); \
@@ -585,7 +588,7 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
         const float *src = xg + ci * in_plane;
         float *q = pk + (size_t)ci * kw * R * 16;
         for (r = 0; r < R; r++, src += in_w) {
-          const __m512 a = _mm512_maskz_loadu_ps(mrow, src), b = _mm512_maskz_loadu_ps(mrow, src + (size_t)S * in_w);
+          const __m512 a = _mm512_maskz_loadu_ps(mrow, src), b = _mm512_maskz_loadu_ps(mrow, src + (size_t)S * (size_t)in_w);
           for (kx = 0; kx < (int32_t)kw; kx++) {
             _mm512_store_ps(q + ((size_t)kx * R + r) * 16, _mm512_permutex2var_ps(a, shift[kx], b));
           }
