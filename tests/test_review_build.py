@@ -68,3 +68,23 @@ def test_out_dir_holding_the_model_is_refused_and_left_alone(tmp_path):
         with pytest.raises(PrunecError, match="holds the model.*choose another --out"):
             B.build(p, "host", out)
     assert p.is_file() and (d / "notes.txt").read_text() == "keep"
+
+
+def test_a_build_whose_kernels_this_cpu_lacks_is_refused_not_run(tmp_path, monkeypatch):
+    """An x86_64-avx2 build made where AVX-512 exists picks AVX-512 kernels; verify/bench on a CPU without
+    them must say so instead of dying of an illegal instruction."""
+    import json
+
+    from prunec import verify as V
+
+    man = {"name": "m", "kernels": ["prunec_f32_fc_rcsr__avx512x4", "prunec_f32_maxpool2d__portable"]}
+    monkeypatch.setattr(V, "cpu_flags", lambda: {"sse2", "avx2", "fma"})
+    with pytest.raises(PrunecError, match="avx512x4 kernels need avx512bw, avx512dq, avx512f, avx512vl"):
+        V.check_host_isa(tmp_path, man)
+    monkeypatch.setattr(V, "cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq"})
+    V.check_host_isa(tmp_path, man)  # fine where they exist
+    monkeypatch.setattr(V, "cpu_flags", lambda: None)
+    V.check_host_isa(tmp_path, man)  # unknown CPU: not checked
+    man["kernels"] = ["prunec_f32_fc_rcsr__portable"]
+    monkeypatch.setattr(V, "cpu_flags", lambda: set())
+    V.check_host_isa(tmp_path, man)  # portable needs nothing

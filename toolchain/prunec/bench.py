@@ -180,6 +180,9 @@ class CompiledBuild:
         for f in ("Makefile", f"{self.name}.c", f"{self.name}.h"):
             if not (d / f).is_file():
                 raise PrunecError(f"{d} lacks {f}: an incomplete build directory; rebuild it with `prunec build`")
+        from .verify import check_host_isa
+
+        check_host_isa(d, self.manifest)
         mk = (d / "Makefile").read_text()
         self.cflags = shlex.split(_makefile_var(mk, "CFLAGS")) + list(extra_cflags)
         self.cflags = [f for f in self.cflags if f != "-fPIC"] + ["-fPIC"]

@@ -66,8 +66,42 @@ def _cflags(manifest: dict) -> list[str]:
     return flags
 
 
+# CPU features (Linux /proc/cpuinfo flags) the x86 kernel families need at run time.
+_ISA_CPU_FLAGS = {"avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq"},
+                  "avx512x4": {"avx512f", "avx512vl", "avx512bw", "avx512dq"}}
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags (Linux), or None when they cannot be read (then nothing is checked)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def check_host_isa(build_dir: Path, manifest: dict) -> None:
+    """PrunecError if the build's kernels need CPU features this machine lacks (an x86_64-avx2 build made on a
+    machine with AVX-512 picks AVX-512 kernels; run here, it would die of an illegal instruction)."""
+    flags = cpu_flags()
+    if flags is None:
+        return
+    isas = sorted({k.rsplit("__", 1)[-1] for k in manifest.get("kernels", []) if "__" in k})
+    missing = {isa: sorted(_ISA_CPU_FLAGS[isa] - flags) for isa in isas if _ISA_CPU_FLAGS.get(isa, set()) - flags}
+    if missing:
+        what = "; ".join(f"{isa} kernels need {', '.join(f)}" for isa, f in missing.items())
+        raise PrunecError(f"build {build_dir} cannot run on this CPU: {what} (it was built where they exist). "
+                          f"Rebuild it here with `prunec build` (the target keeps only the ISAs this machine has), "
+                          f"or build it with PRUNEC_AVX512=0 for machines without AVX-512")
+
+
 def _compile_host(build_dir: Path, manifest: dict):
     from cffi import FFI
+
+    check_host_isa(build_dir, manifest)
 
     name = manifest["name"]
     files = manifest["files"]
