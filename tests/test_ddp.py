@@ -36,7 +36,8 @@ def _worker(rank, world, port, out_dir):
     recipe = Recipe(sparsity={"fc1": 0.9, "fc2": 0.8}, steps=2, retrain_epochs=1, batch_size=64)
     model, masks, st = run_schedule(model, ds, recipe, baseline_accuracy=0.5, progress=False, log=lambda s: None)
     DIST.check_identical(model, masks)
-    Path(out_dir, f"rank{rank}.txt").write_text(DIST.digest(model, masks) + f" {int(masks['fc1'].sum())}")
+    std0 = ",".join(f"{k}={v:.9g}" for k, v in sorted(st["std0"].items()))  # schedule state: rank 0's too
+    Path(out_dir, f"rank{rank}.txt").write_text(DIST.digest(model, masks) + f" {int(masks['fc1'].sum())} {std0}")
     dist.barrier()
     dist.destroy_process_group()
 

@@ -296,10 +296,11 @@ def run_schedule(
     masks = M.dense_masks(model) if masks is None else masks
     state = new_state(model, recipe, masks) if state is None else state
     rank0 = _dist() is None or _dist().get_rank() == 0
-    if _dist() is not None:  # every rank starts from rank 0's weights and masks
-        for t in model.state_dict().values():
+    if _dist() is not None:  # every rank starts from rank 0's weights, masks and schedule state (std0,
+        for t in model.state_dict().values():  # dropout_p0 and the scaled profile were computed per rank)
             _dist().broadcast(t, src=0)
         masks = _broadcast_masks(masks)
+        state = _broadcast_object(state)
     M.apply_masks(model, masks)
     teacher_logits = None
     if recipe.distill:
