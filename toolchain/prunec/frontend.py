@@ -118,6 +118,21 @@ def _source(node: torch.fx.Node) -> str:
     return f"{f}:{line}"
 
 
+def _where(node: torch.fx.Node) -> str:
+    """`_source` for messages: where every frame is torch's own (an nn.Sequential of library modules), the
+    file:line is torch's, so the module path and type are added to say which layer of the user's model it is."""
+    where = _source(node)
+    torch_dir = os.path.dirname(torch.__file__)
+    if where != "unknown location" and not os.path.abspath(where.rsplit(":", 1)[0]).startswith(torch_dir):
+        return where
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, typ = list(stack.values())[-1]
+        typ = typ.rsplit(".", 1)[-1] if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+        where += f" (module {path or '<root>'}, {typ})"
+    return where
+
+
 def _opname(target) -> str:
     if isinstance(target, torch._ops.OpOverload):
         return f"aten.{target._schema.name.split('::')[-1]}.{target._schema.overload_name or 'default'}" \
@@ -158,6 +173,25 @@ def _pair(v, default=None) -> tuple[int, int]:
     return (int(v), int(v))
 
 
+def _spec_children(spec) -> list:
+    ch = getattr(spec, "children", None)
+    return list(ch()) if callable(ch) else list(spec.children_specs)
+
+
+def _spec_str(spec) -> str:
+    """A pytree structure in words: 'a tensor', 'a tuple of 1 tensor(s)', 'a dict of 1 tensor(s)' (an input
+    spec, the (args, kwargs) pair, is described by its one positional argument)."""
+    if spec.is_leaf():
+        return "a tensor"
+    ch = _spec_children(spec)
+    if spec.type is tuple and len(ch) == 2 and ch[1].type is dict and ch[0].type is tuple:
+        args = _spec_children(ch[0])
+        if len(args) == 1 and not _spec_children(ch[1]):
+            return _spec_str(args[0])
+        return f"{len(args)} positional and {len(_spec_children(ch[1]))} keyword arguments"
+    return f"a {getattr(spec.type, '__name__', spec.type)} of {spec.num_leaves} tensor(s)"
+
+
 class _Unsupported(Exception):
     pass
 
@@ -184,7 +218,7 @@ class _Converter:
     # helpers ---------------------------------------------------------------------------------------------
     def fail(self, msg: str):
         node = self.fx_node
-        where = _source(node) if node is not None else "unknown location"
+        where = _where(node) if node is not None else "unknown location"
         op = _opname(node.target) if node is not None and node.op == "call_function" else "?"
         raise PrunecError(f"cannot build {op} at {where}: {msg}; nothing was written")
 
@@ -199,6 +233,13 @@ class _Converter:
         if v.dtype != torch.float32:
             self.fail(f"dtype {v.dtype}; prunec builds float32 models")
         return shape
+
+    def batch1(self, x: Act) -> None:
+        """conv, pooling and batch norm kernels compute one sample: a view that moved elements into the batch
+        dimension (y.view(2, C // 2, H, W)) would be computed for its first 'sample' only."""
+        if int(x.shape[0]) != 1:
+            self.fail(f"its input has shape {x.shape}, batch dimension {x.shape[0]} (a view changed the batch); "
+                      f"prunec builds batch-1 models: keep the batch dimension 1")
 
     def act(self, v, what: str = "input") -> Act:
         if isinstance(v, torch.fx.Node):
@@ -260,6 +301,7 @@ class _Converter:
         consts = dict(ep.constants)
         sd = ep.state_dict
         user_inputs = []
+        self.check_call_spec()
         for node in ep.graph.nodes:
             self.fx_node = node
             if node.op == "placeholder":
@@ -293,6 +335,22 @@ class _Converter:
             else:
                 self.fail(f"graph node kind {node.op!r} is not supported")
         raise PrunecError("the program has no output node; it is damaged, re-export it")
+
+    def check_call_spec(self) -> None:
+        """One positional tensor in, one tensor out: the C API's shape, and what `verify` calls the reference with.
+        A model taking a list, or returning a tuple/list/dict, even of one tensor, is refused."""
+        spec = getattr(self.ep, "call_spec", None)
+        pytree = torch.utils._pytree
+        one = torch.zeros(1)
+        if spec is not None and spec.in_spec is not None and spec.in_spec != pytree.tree_structure(((one,), {})):
+            n_leaves = spec.in_spec.num_leaves
+            if n_leaves == 1:
+                raise PrunecError(f"the model's forward takes its input as {_spec_str(spec.in_spec)}; prunec builds "
+                                  f"models called as model(x) with one float32 tensor x")
+        if spec is not None and spec.out_spec is not None and not spec.out_spec.is_leaf():
+            if spec.out_spec.num_leaves == 1:
+                raise PrunecError(f"the model returns {_spec_str(spec.out_spec)}, not a tensor; prunec builds models "
+                                  f"whose forward returns exactly one output tensor (return the tensor itself)")
 
     def call(self, node: torch.fx.Node) -> None:
         target = node.target
@@ -330,7 +388,7 @@ class _Converter:
 
     def unsupported(self, node: torch.fx.Node):
         raise PrunecError(
-            f"unsupported op {_opname(node.target)} at {_source(node)}; prunec build supports {SUPPORTED}. "
+            f"unsupported op {_opname(node.target)} at {_where(node)}; prunec build supports {SUPPORTED}. "
             f"Nothing was written."
         )
 
@@ -436,6 +494,7 @@ class _Converter:
             pad = _pair(pad, (0, 0))
         if any(p < 0 for p in pad) or min(stride) < 1 or min(dil) < 1:
             self.fail("negative padding or non-positive stride/dilation")
+        self.batch1(x)
         groups = int(a["groups"] or 1)
         if int(x.shape[1]) != int(w.tensor.shape[1]) * groups:
             self.fail("input channels do not match weight and groups")
@@ -476,6 +535,13 @@ class _Converter:
 
     op_clamp_min_ = op_clamp_min
 
+    def op_clamp_max(self, node, a):
+        if node.target._schema.overload_name not in ("", "default"):
+            self.fail("clamp_max with a tensor bound")
+        return self._clamp(node, a["self"], -INF, a["max"])
+
+    op_clamp_max_ = op_clamp_max
+
     def op_sigmoid(self, node, a):
         return self.emit("sigmoid", [self.act(a["self"])])
 
@@ -506,6 +572,7 @@ class _Converter:
         x = self.act(a["self"])
         if len(x.shape) != 4:
             self.fail(f"pooling needs NCHW input, got shape {x.shape}")
+        self.batch1(x)
         return x
 
     def op_max_pool2d(self, node, a):
@@ -555,6 +622,9 @@ class _Converter:
         mean, var = self.const(mean, "running mean"), self.const(var, "running variance")
         if mean is None or var is None:
             self.fail("batch norm without running statistics")
+        if len(x.shape) < 2:
+            self.fail(f"batch norm needs an (N, C, ...) input, got shape {x.shape}")
+        self.batch1(x)
         c = int(x.shape[1])
         scale = 1.0 / torch.sqrt(var.tensor.double() + float(eps))
         if w is not None:
@@ -564,9 +634,13 @@ class _Converter:
             shift = shift + self.const(b, "bias").tensor.double()
         if scale.numel() != c:
             self.fail("batch norm channels do not match its input")
-        return self.emit("batchnorm", [x], {"scale": scale.numpy(), "shift": shift.numpy()})
+        # out_shape: the decomposed spellings (_native_batch_norm_legit_no_training) return a tuple
+        return self.emit("batchnorm", [x], {"scale": scale.numpy(), "shift": shift.numpy()}, out_shape=x.shape)
 
     def op_batch_norm(self, node, a):
+        if a["running_mean"] is None or a["running_var"] is None:
+            self.fail("batch norm without running statistics (track_running_stats=False normalises by the batch's "
+                      "own statistics even in eval mode); only batch norm with running statistics can be folded")
         if a["training"]:
             self.fail("batch norm in training mode: call model.eval() before torch.export")
         return self._bn(node, a["input"], a["weight"], a["bias"], a["running_mean"], a["running_var"], a["eps"])
