@@ -68,7 +68,13 @@ def _dense_struct(ffi, keep, w):
     return s
 
 
-def _check(name, got, ref, tol=2e-3):
+# Largest error allowed, relative to the reference's largest magnitude. fp32 kernels measure <= 1.6e-6 on every
+# workload layer (vgg16.fc6's 25088-long dot products included); 2e-3 let a kernel through that drops or misreads
+# a single nonzero whose product is under 0.2 % of the largest output.
+CHECK_TOL = 1e-4
+
+
+def _check(name, got, ref, tol=CHECK_TOL):
     err = float(np.max(np.abs(got.astype(np.float64) - ref)) / (np.max(np.abs(ref)) + 1e-30))
     if not np.isfinite(err) or err > tol:
         raise AssertionError(f"{name}: output differs from the reference (max rel err {err:.2e})")

@@ -2,7 +2,7 @@
  * Machine limits for the benchmark's roofline bounds, one core: streaming read bandwidth (DRAM-, L3-, L2- and
  * L1-sized buffers) and peak fp32 FMA throughput. Prints one `key value` line per figure.
  *
- * Bandwidth: sum a float buffer with 8 independent vector accumulators (16 independent lanes: the compiler
+ * Bandwidth: sum a float buffer with 128 independent lanes (8 zmm / 16 ymm accumulators: the compiler
  * vectorises the loop under -O3 -march=native without reassociating); best of several passes.
  * Peak: 12 independent chains of a*x+b on vectors (enough to hide the FMA latency), best of several runs.
  * Build: cc -O3 -march=native benchmarks/probe_machine.c -o probe_machine
@@ -19,16 +19,25 @@ static double now(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static float sum_buffer(const float *a, size_t n) {
-  float s[16] = {0};
-  size_t i, j;
-  for (i = 0; i + 16 <= n; i += 16) {
-    for (j = 0; j < 16; j++) {
-      s[j] += a[i + j];
+/* Sums `reps` passes over a: 128 lanes of partial sums, which the compiler keeps as 8 zmm (or 16 ymm) registers,
+   so the adds form 8 (16) independent chains. With 16 lanes (one zmm register) every add waited for the previous
+   one: the probe measured the add latency (~64 bytes per 2-3 cycles, 130-150 GB/s), not the L1 / L2 bandwidth.
+   The partial sums are reduced once per call, after all passes (a reduction per pass cost as much as a 16 KB pass). */
+static float sum_buffer(const float *a, size_t n, int reps) {
+  float s[128] = {0};
+  size_t i, j, k;
+  int r;
+  for (r = 0; r < reps; r++) {
+    for (i = 0; i + 128 <= n; i += 128) {
+      for (j = 0; j < 128; j++) {
+        s[j] += a[i + j];
+      }
     }
   }
-  for (j = 1; j < 16; j++) {
-    s[0] += s[j];
+  for (j = 64; j > 0; j /= 2) {
+    for (k = 0; k < j; k++) {
+      s[k] += s[k + j];
+    }
   }
   return s[0];
 }
@@ -38,7 +47,7 @@ static double read_bw(size_t bytes, int passes, volatile float *sink) {
   const size_t n = bytes / sizeof(float);
   float *a = aligned_alloc(64, n * sizeof(float));
   size_t i;
-  int p, k, inner;
+  int p, inner;
   double best = 0.0;
   for (i = 0; i < n; i++) {
     a[i] = (float)(i & 7);
@@ -46,9 +55,7 @@ static double read_bw(size_t bytes, int passes, volatile float *sink) {
   inner = bytes >= (64u << 20) ? 1 : (int)((64u << 20) / bytes);
   for (p = 0; p < passes; p++) {
     double t0 = now(), dt, gbs;
-    for (k = 0; k < inner; k++) {
-      *sink += sum_buffer(a, n);
-    }
+    *sink += sum_buffer(a, n, inner);
     dt = now() - t0;
     gbs = (double)bytes * inner / dt * 1e-9;
     if (gbs > best) {

@@ -32,6 +32,10 @@ int main(void) {
   for (i = 0; i < X_N; i++) {
     x[i] = (float)((i * 37) % 101) * 0.01f - 0.5f;
   }
+  /* x must be written in the ITERS = 0 build too: without this barrier the compiler drops the loop above there
+     (x is then write-only), and (insns(N) - insns(0)) / N would count its iterations / N per inference; y must
+     exist in both builds too (bare-metal start-up code zeroes .bss, and an unused y would shrink it). */
+  __asm__ __volatile__("" : : "r"(x), "r"(y) : "memory");
   for (i = 0; i < ITERS; i++) {
     KERNEL(&p, &w, BIAS, x, y, 0.0f, INFINITY);
     x[i % X_N] += y[i % Y_N] * 1e-6f; /* the next call depends on this one */
