@@ -25,7 +25,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "toolchain"))
 
-# Han et al. 2015, Tables 3 and 4: fraction of weights kept per layer.
+# Han et al. 2015, Tables 4 and 5 (AlexNet, VGG-16): fraction of weights kept per layer.
 PAPER = {
     "alexnet": {"conv1": 0.84, "conv2": 0.38, "conv3": 0.35, "conv4": 0.37, "conv5": 0.37,
                 "fc6": 0.09, "fc7": 0.09, "fc8": 0.25},

@@ -1,5 +1,5 @@
 """The benchmark's single-layer workloads: the paper's layers at the paper's per-layer densities (Han et al.
-2015, Tables 1-4), random normal weights with uniformly random masks, batch 1, fp32.
+2015, Tables 2-5), random normal weights with uniformly random masks, batch 1, fp32.
 
 Weight matrix view as in the runtime: [rows x cols] = [out x in] (conv: [out_c x in_c/groups*kh*kw]).
 """
