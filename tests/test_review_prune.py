@@ -233,3 +233,19 @@ def test_sensitivity_refuses_torchrun_and_a_negative_tolerance(base, tmp_path, m
     monkeypatch.setenv("RANK", "0")
     r = run("sensitivity", base, "--out", tmp_path / "s")
     assert r.exit_code == 2 and "without torchrun" in r.output, r.output
+
+
+def test_exported_compression_counts_the_dense_sizes_like_info(base, tmp_path):
+    """After dead-neuron removal the layers are shrunk; the .pt2 metadata's compression must count them at their
+    dense sizes, as `prunec info` does (docs/PRUNING.md), not at the shrunk ones."""
+    from prunec.export import read_metadata
+
+    p = tmp_path / "p.pt"
+    r = run("prune", base, "--out", p, "--quiet", "--steps", "1", "--retrain-epochs", "0", "--final-epochs", "0",
+            "--sparsity", "fc1=0.995,fc2=0.9,fc3=0.5")
+    assert r.exit_code == 0, r.output
+    info = json.loads(run("info", p, "--json").output)
+    pt2 = tmp_path / "p.pt2"
+    assert run("export", p, "--out", pt2).exit_code == 0
+    assert C.load(p).model.fc1.out_features < 300  # neurons were removed: the sizes differ
+    assert read_metadata(pt2)["compression"] == pytest.approx(info["compression"], rel=1e-9)

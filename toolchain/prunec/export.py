@@ -71,7 +71,7 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike)
         "input_shape": list(ckpt.input_shape),
         "source_checkpoint_sha256": C.sha256(ckpt_path),
         "source_checkpoint": Path(ckpt_path).name,
-        "compression": M.compression(ckpt.model),
+        "compression": M.compression(ckpt.model, dense_sizes=(ckpt.schedule or {}).get("weights0")),
         "test_accuracy": ckpt.metrics.get("test_accuracy"),
     }
     out = Path(out_path)

@@ -94,10 +94,12 @@ def layer_stats(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = Non
     return rows
 
 
-def compression(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None) -> float:
-    """Total weights / nonzero weights over all Conv2d and Linear layers (biases excluded)."""
+def compression(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None,
+                dense_sizes: Mapping[str, int] | None = None) -> float:
+    """Total weights / nonzero weights over all Conv2d and Linear layers (biases excluded). `dense_sizes` (a
+    pruning run's schedule["weights0"]): count each layer at its size before dead-neuron removal shrank it."""
     rows = layer_stats(model, masks)
-    total = sum(r["weights"] for r in rows)
+    total = sum(int((dense_sizes or {}).get(r["name"], r["weights"])) for r in rows)
     nz = sum(r["nonzero"] for r in rows)
     return total / nz if nz else float("inf")
 

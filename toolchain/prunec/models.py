@@ -1,7 +1,7 @@
 """The model zoo: the four networks of Han et al. (2015).
 
 LeNet-300-100 and the Caffe LeNet-5 take 1x28x28 images; AlexNet and VGG-16 take ImageNet crops (AlexNet: Caffe's 3x227x227, VGG-16: 3x224x224) and
-carry dropout before their first two fc layers, as in the paper. Layer names are stable: the pruning
+carry dropout on the outputs of fc6 and fc7 (so it feeds fc7 and fc8), as in the Caffe models the paper pruned. Layer names are stable: the pruning
 recipes, the reports and the generated C refer to them.
 """
 from __future__ import annotations
@@ -56,7 +56,12 @@ class LeNet5(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """AlexNet (Caffe/paper shapes): 5 conv (grouped conv2/4/5 as in the original), 3 fc, dropout 0.5."""
+    """AlexNet (Caffe/paper shapes): 5 conv (grouped conv2/4/5 as in the original), 3 fc, dropout 0.5.
+
+    As in Caffe's bvlc_alexnet (the model the paper pruned) the dropouts follow fc6 and fc7 (fc6 → relu6 →
+    drop6 → fc7 → relu7 → drop7 → fc8), not torchvision's placement before fc6 and fc7; the dropout rescale
+    (prune.rescale_dropout) therefore scales drop6 by fc7's and drop7 by fc8's remaining connections. LRN is
+    left out (no weights; the parameter count is Caffe's)."""
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5):
         super().__init__()
@@ -69,8 +74,8 @@ class AlexNet(nn.Module):
         )
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(4096, num_classes),
         )
 

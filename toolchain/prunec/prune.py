@@ -372,15 +372,17 @@ def run_schedule(
 _PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 
 
-def _pairs(model: nn.Module) -> list[tuple[str, str, bool]]:
-    """Consecutive prunable layers (A, B) joined only by ReLU/MaxPool/Flatten/Dropout; bool: ReLU between."""
+def _pairs(model: nn.Module) -> list[tuple[str, str, bool, bool]]:
+    """Consecutive prunable layers (A, B) joined only by ReLU/MaxPool/Flatten/Dropout; bools: ReLU between,
+    Flatten between."""
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     out = []
     prev, between = None, []
     for n, m in leaves:
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             if prev is not None and all(isinstance(b, _PASS_THROUGH) for b in between):
-                out.append((prev, n, any(isinstance(b, nn.ReLU) for b in between)))
+                out.append((prev, n, any(isinstance(b, nn.ReLU) for b in between),
+                            any(isinstance(b, nn.Flatten) for b in between)))
             prev, between = n, []
         elif prev is not None:
             between.append(m)
@@ -410,7 +412,8 @@ def _shrunk_like(m: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) 
 def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple[nn.Module, M.Masks, dict[str, int]]:
     """Remove neurons (fc outputs / conv channels) with no input or no output connections; outputs unchanged.
 
-    For consecutive layers A → B (joined by ReLU / max-pool / flatten / dropout only, groups = 1):
+    For consecutive layers A → B (joined by ReLU / max-pool / flatten / dropout only, groups = 1; conv → fc only
+    through a Flatten):
       * neuron j of A with no outgoing weight in B (B's column j, or its H·W columns after a flatten, all
         zero): its row in A and its columns in B are deleted — B never read it;
       * neuron j of A with no incoming weight (row / filter j of A all zero) outputs the constant
@@ -426,7 +429,7 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
     changed = True
     while changed:
         changed = False
-        for a_name, b_name, relu in _pairs(model):
+        for a_name, b_name, relu, flat in _pairs(model):
             a, b = model.get_submodule(a_name), model.get_submodule(b_name)
             if getattr(a, "groups", 1) != 1 or getattr(b, "groups", 1) != 1:
                 continue
@@ -435,6 +438,10 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
                 if b.in_features % n_out:
                     continue
                 per = b.in_features // n_out  # columns of B per neuron of A (H·W after a flatten)
+                # Channel-major blocks of H·W columns only come from a conv's [C, H, W] output through a
+                # Flatten; a Linear A feeds B one column per neuron (anything else is another layout).
+                if (isinstance(a, nn.Conv2d) and not flat) or (isinstance(a, nn.Linear) and per != 1):
+                    continue
                 wb = b.weight.view(b.out_features, n_out, per)
             elif isinstance(b, nn.Conv2d) and isinstance(a, nn.Conv2d):
                 per = None
@@ -447,27 +454,30 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
             no_out = (wb != 0).transpose(0, 1).reshape(n_out, -1).sum(1) == 0
             no_in = (wa != 0).sum(1) == 0
             dead = no_out.clone()
+            fold = torch.zeros(n_out, dtype=torch.bool)  # constant neurons whose contribution goes into B's bias
             const = a.bias.detach().clone() if a.bias is not None else torch.zeros(n_out)
             if relu:
                 const = const.clamp_min(0)
             for j in torch.nonzero(no_in & ~no_out).flatten().tolist():
-                c = float(const[j])
-                if c == 0.0:
+                if float(const[j]) == 0.0:
                     dead[j] = True
                     continue
                 if b.bias is None or (isinstance(b, nn.Conv2d) and any(p != 0 for p in b.padding)):
                     continue
+                dead[j] = fold[j] = True
+            if not dead.any():
+                continue
+            if bool(dead.all()):  # keep one neuron so the shapes stay valid: one B never reads if there is one,
+                k = int(torch.nonzero(no_out)[0]) if no_out.any() else 0  # else one left unfolded (it still feeds B)
+                dead[k] = fold[k] = False
+                if not dead.any():
+                    continue
+            for j in torch.nonzero(fold).flatten().tolist():  # only now: a kept neuron must not be folded too
+                c = float(const[j])
                 if isinstance(b, nn.Linear):
                     b.bias.add_(wb[:, j, :].sum(1) * c)
                 else:
                     b.bias.add_(wb[:, j].sum((1, 2)) * c)
-                dead[j] = True
-            if not dead.any():
-                continue
-            if int(dead.sum()) == n_out:
-                dead[0] = False  # keep one neuron so the shapes stay valid
-                if not dead.any():
-                    continue
             keep = ~dead
             new_a = _shrunk_like(a, a.weight[keep], a.bias[keep] if a.bias is not None else None)
             if per is not None:

@@ -20,7 +20,7 @@ PAPER_REMAINING: dict[str, dict[str, float]] = {
     "lenet5": {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19},
     "alexnet": {
         "features.0": 0.84, "features.3": 0.38, "features.6": 0.35, "features.8": 0.37, "features.10": 0.37,
-        "classifier.1": 0.09, "classifier.4": 0.09, "classifier.6": 0.25,
+        "classifier.0": 0.09, "classifier.3": 0.09, "classifier.6": 0.25,
     },
     "vgg16": {
         "features.0": 0.58, "features.2": 0.22, "features.5": 0.34, "features.7": 0.36,
