@@ -281,8 +281,12 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
 
         def on_step(model, masks, st):
             if rank0:
+                # the accuracy of the model saved: the last step kept (an undone step's model is not the one saved)
+                kept = [h for h in st["history"] if not h.get("undone")]
+                acc_now = kept[-1]["test_accuracy"] if kept else (
+                    baseline if base_ckpt.kind == "dense" else base_ckpt.metrics.get("test_accuracy"))
                 C.save(rpath, model, name, masks=masks, kind="pruning", schedule=st, recipe=recipe.to_dict(),
-                       metrics={"baseline_test_accuracy": baseline, "test_accuracy": st["history"][-1]["test_accuracy"] if st["history"] else None},
+                       metrics={"baseline_test_accuracy": baseline, "test_accuracy": acc_now},
                        train_args=base_ckpt.meta.get("train_args"), seed=seed, dataset=data_name, extra=extra)
             if stop_after is not None and st["step"] >= stop_after and not st.get("done"):
                 raise _Interrupted()
@@ -307,7 +311,8 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
                 rpath.unlink()
             total = sum(st["weights0"].values())
             nz = sum(int(m.sum()) for m in pmasks.values())
-            msg = (f"{name}: {total / nz:.2f}x fewer weights ({nz}/{total}), test accuracy {acc:.4f} "
+            ratio = f"{total / nz:.2f}x fewer weights" if nz else "every weight pruned"
+            msg = (f"{name}: {ratio} ({nz}/{total}), test accuracy {acc:.4f} "
                    f"(dense {baseline:.4f}, {100 * (acc - baseline):+.2f} pp) -> {out}")
             if d:
                 msg += f"\nmasks and weights identical on {DIST.world_size()} ranks (sha256 {d[:16]})"
@@ -356,6 +361,9 @@ def export_cmd(ckpt, out):
     from .export import export_checkpoint
 
     _check_out_parent(Path(out))
+    if Path(out).exists() and Path(out).resolve() == Path(ckpt).resolve():
+        raise PrunecError(f"--out {out} is CKPT itself: the exported program would replace the checkpoint it comes from; "
+                          f"give another file name (e.g. {Path(out).with_suffix('.pt2').name})")
     p = export_checkpoint(ckpt, out)
     click.echo(f"wrote {p}")
 
@@ -373,7 +381,32 @@ def report_cmd(ckpt, out):
         click.echo(f"wrote {p}")
 
 
+def _fraction(v):
+    """A metric as a JSON-safe fraction: a finite number in [0, 1] (0-d tensors and numpy scalars included), else None."""
+    import math
+
+    if torch.is_tensor(v) and v.numel() == 1:
+        v = v.item()
+    try:
+        import numbers
+
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            return None
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and 0.0 <= v <= 1.0 else None
+
+
+def _int_or_none(v):
+    if torch.is_tensor(v) and v.numel() == 1:
+        v = v.item()
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
 def info_dict(c: C.Checkpoint) -> dict:
+    """The `prunec info --json` object. Every value is JSON-valid (no NaN/inf): an accuracy that is missing or is
+    not a fraction in [0, 1] is null; a dense checkpoint is its own baseline."""
     from .report import layer_table
 
     rows = layer_table(c.model, c.input_shape)
@@ -389,6 +422,13 @@ def info_dict(c: C.Checkpoint) -> dict:
     nz = sum(x["nonzero"] for x in layers)
     macs, macs_nz = sum(x["macs"] for x in layers), sum(x["macs_nonzero"] for x in layers)
     m = c.metrics
+    acc, base = _fraction(m.get("test_accuracy")), _fraction(m.get("baseline_test_accuracy"))
+    if c.kind == "dense" and base is None:
+        base = acc  # the dense model is the baseline it would be pruned from
+    sched = c.schedule or {}
+    dead = sched.get("dead_removed")
+    dead = {str(k): int(v) for k, v in dead.items() if isinstance(v, int)} if isinstance(dead, dict) else None
+    dataset = c.meta.get("dataset")
     return {
         "model": c.model_name,
         "kind": c.kind,
@@ -398,12 +438,12 @@ def info_dict(c: C.Checkpoint) -> dict:
         "compression": total / nz if nz else None,
         "biases": sum(mod.bias.numel() for _, mod in models.prunable_layers(c.model) if mod.bias is not None),
         "flops_remaining": macs_nz / macs if macs else None,
-        "test_accuracy": m.get("test_accuracy"),
-        "baseline_test_accuracy": m.get("baseline_test_accuracy"),
-        "dataset": c.meta.get("dataset"),
-        "seed": c.meta.get("seed"),
-        "schedule_steps": (c.schedule or {}).get("step"),
-        "dead_neurons_removed": (c.schedule or {}).get("dead_removed"),
+        "test_accuracy": acc,
+        "baseline_test_accuracy": base,
+        "dataset": dataset if isinstance(dataset, str) else None,
+        "seed": _int_or_none(c.meta.get("seed")),
+        "schedule_steps": _int_or_none(sched.get("step")),
+        "dead_neurons_removed": dead,
         "layers": layers,
     }
 
@@ -415,7 +455,7 @@ def info_cmd(ckpt, as_json):
     """Per-layer weights, remaining % and FLOP % (like the paper's Tables 2–3), compression and accuracy."""
     d = info_dict(C.load(ckpt))
     if as_json:
-        click.echo(json.dumps(d))
+        click.echo(json.dumps(d, allow_nan=False))
         return
     paper = PAPER_REMAINING.get(d["model"], {})
     lines = [f"{d['model']} ({d['kind']})", f"{'layer':<14}{'weights':>10}{'nonzero':>10}{'remaining':>11}{'FLOP%':>8}{'paper':>8}"]
@@ -424,7 +464,8 @@ def info_cmd(ckpt, as_json):
         lines.append(f"{x['name']:<14}{x['weights']:>10}{x['nonzero']:>10}{100 * x['remaining']:>10.1f}%{100 * x['flops_remaining']:>7.1f}%{p:>8}")
     lines.append(f"{'total':<14}{d['params_total']:>10}{d['params_nonzero']:>10}{100 * d['params_nonzero'] / d['params_total']:>10.1f}%"
                  f"{100 * (d['flops_remaining'] or 0):>7.1f}%")
-    lines.append(f"compression {d['compression']:.2f}x (weights of Conv2d/Linear; biases, {d['biases']}, not counted)")
+    ratio = f"{d['compression']:.2f}x" if d["compression"] is not None else "- (every weight pruned)"
+    lines.append(f"compression {ratio} (weights of Conv2d/Linear; biases, {d['biases']}, not counted)")
     acc, base = d["test_accuracy"], d["baseline_test_accuracy"]
     if acc is not None:
         lines.append(f"test accuracy {100 * acc:.2f}%" + (f" (dense baseline {100 * base:.2f}%, {100 * (acc - base):+.2f} pp)" if base is not None else ""))

@@ -1,0 +1,113 @@
+"""Review of the CLI contracts: `info --json` is valid JSON with fractions, `info` never tracebacks, `export`
+never overwrites its own input, and an interrupted run's checkpoint reports the accuracy of the model it holds."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from prunec import checkpoint as C
+from prunec import models
+from prunec.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("PRUNEC_THREADS", "1")
+    monkeypatch.setenv("PRUNEC_SYNTHETIC_TRAIN", "300")
+    monkeypatch.setenv("PRUNEC_SYNTHETIC_TEST", "100")
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _ckpt(path, zero=False, **kw):
+    torch.manual_seed(0)
+    m = models.create("lenet300")
+    if zero:
+        for p in m.parameters():
+            p.data.zero_()
+    C.save(path, m, "lenet300", **kw)
+    return path
+
+
+@pytest.mark.parametrize("metrics", [
+    {"test_accuracy": float("nan"), "baseline_test_accuracy": 0.9},
+    {"test_accuracy": float("inf"), "baseline_test_accuracy": 0.9},
+    {"test_accuracy": 91.2, "baseline_test_accuracy": 0.9},  # a percent is not a fraction
+    {"test_accuracy": torch.tensor(0.5), "baseline_test_accuracy": 0.9},  # a 0-d tensor is
+])
+def test_info_json_is_valid_json_with_fractions(tmp_path, metrics):
+    ck = _ckpt(tmp_path / "c.pt", kind="pruned", metrics=metrics)
+    r = run("info", ck, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    for k in ("test_accuracy", "baseline_test_accuracy"):
+        assert d[k] is None or (isinstance(d[k], float) and 0.0 <= d[k] <= 1.0)
+    assert d["baseline_test_accuracy"] == 0.9
+    if torch.is_tensor(metrics["test_accuracy"]):
+        assert d["test_accuracy"] == 0.5
+    assert run("info", ck).exit_code == 0
+
+
+def test_info_dense_is_its_own_baseline(tmp_path):
+    ck = _ckpt(tmp_path / "c.pt", metrics={"test_accuracy": 0.8})
+    d = json.loads(run("info", ck, "--json").output)
+    assert d["kind"] == "dense" and d["test_accuracy"] == d["baseline_test_accuracy"] == 0.8
+    d = json.loads(run("info", _ckpt(tmp_path / "n.pt"), "--json").output)  # no metrics at all
+    assert d["test_accuracy"] is None and d["baseline_test_accuracy"] is None and d["compression"] == 1.0
+
+
+def test_info_text_of_a_fully_pruned_model(tmp_path):
+    ck = _ckpt(tmp_path / "z.pt", zero=True, kind="pruned", metrics={"test_accuracy": 0.1, "baseline_test_accuracy": 0.9})
+    r = run("info", ck)
+    assert r.exit_code == 0, r.output
+    assert "compression" in r.output and "every weight pruned" in r.output
+    d = json.loads(run("info", ck, "--json").output)
+    assert d["params_nonzero"] == 0 and d["compression"] is None
+
+
+def test_export_refuses_to_overwrite_its_checkpoint(tmp_path):
+    ck = _ckpt(tmp_path / "c.pt", metrics={"test_accuracy": 0.5})
+    before = ck.read_bytes()
+    r = run("export", ck, "--out", ck)
+    assert r.exit_code == 2 and "CKPT itself" in r.output
+    assert ck.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rc")
+    r = CliRunner().invoke(main, ["train", "--model", "lenet300", "--data", "synthetic", "--epochs", "1", "--quiet",
+                                  "--out", str(d / "b.pt")],
+                           env={"PRUNEC_THREADS": "1", "PRUNEC_SYNTHETIC_TRAIN": "300", "PRUNEC_SYNTHETIC_TEST": "100"})
+    assert r.exit_code == 0, r.output
+    return d / "b.pt"
+
+
+def test_prune_to_nothing_does_not_traceback(base, tmp_path):
+    out = tmp_path / "z.pt"
+    r = run("prune", base, "--out", out, "--data", "synthetic", "--quality", "1000", "--steps", "1",
+            "--retrain-epochs", "0", "--final-epochs", "0", "--keep-dead", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert json.loads(run("info", out, "--json").output)["params_nonzero"] == 0
+
+
+def test_interrupted_run_reports_the_kept_models_accuracy(base, tmp_path):
+    """A step undone by --max-accuracy-drop restores the previous model; the resume checkpoint holds that model,
+    so its test_accuracy must be that model's, not the undone step's."""
+    from prunec import data as D
+    from prunec.train import evaluate
+
+    out = tmp_path / "p.pt"
+    r = run("prune", base, "--out", out, "--data", "synthetic", "--sparsity", "fc1=0.999,fc2=0.999,fc3=0.999",
+            "--schedule", "oneshot", "--steps", "2", "--retrain-epochs", "0", "--final-epochs", "0",
+            "--max-accuracy-drop", "0", "--stop-after", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    res = C.load(C.resume_path(out))
+    assert res.schedule["history"][-1].get("undone")
+    ds = D.synthetic(n_train=300, n_test=100, seed=0, shape=models.input_shape("lenet300"))
+    assert res.metrics["test_accuracy"] == pytest.approx(evaluate(res.model, ds.test))
+    info = json.loads(run("info", C.resume_path(out), "--json").output)
+    assert info["test_accuracy"] == pytest.approx(evaluate(res.model, ds.test))
