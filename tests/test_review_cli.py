@@ -111,3 +111,23 @@ def test_interrupted_run_reports_the_kept_models_accuracy(base, tmp_path):
     assert res.metrics["test_accuracy"] == pytest.approx(evaluate(res.model, ds.test))
     info = json.loads(run("info", C.resume_path(out), "--json").output)
     assert info["test_accuracy"] == pytest.approx(evaluate(res.model, ds.test))
+
+
+def test_prune_a_pruned_base_without_a_recorded_baseline(tmp_path):
+    """A pruned checkpoint written without baseline_test_accuracy (e.g. through the checkpoint API) can be pruned
+    further: the base itself is the baseline, said on stderr, instead of a crash formatting None."""
+    from click.testing import CliRunner
+
+    from prunec import checkpoint as C
+    from prunec.cli import main
+
+    env = {"PRUNEC_THREADS": "1", "PRUNEC_SYNTHETIC_TRAIN": "200", "PRUNEC_SYNTHETIC_TEST": "100"}
+    r = CliRunner().invoke(main, ["train", "--model", "lenet300", "--data", "synthetic", "--epochs", "1",
+                                  "--out", str(tmp_path / "b.pt"), "--quiet"], env=env)
+    assert r.exit_code == 0, r.output
+    b = C.load(tmp_path / "b.pt")
+    C.save(tmp_path / "p.pt", b.model, "lenet300", kind="pruned", metrics={}, dataset="synthetic")
+    r = CliRunner().invoke(main, ["prune", str(tmp_path / "p.pt"), "--out", str(tmp_path / "q.pt"), "--quiet",
+                                  "--steps", "1", "--retrain-epochs", "0", "--final-epochs", "0"], env=env)
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert (tmp_path / "q.pt").exists()

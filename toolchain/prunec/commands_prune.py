@@ -275,7 +275,11 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
         nonlocal baseline
         ds = _load_data(data_name, data_dir, name, data_seed)
         if baseline is None:
-            baseline = base_ckpt.metrics.get("baseline_test_accuracy") if base_ckpt.kind == "pruned" else evaluate(base_ckpt.model, ds.test)
+            baseline = base_ckpt.metrics.get("baseline_test_accuracy") if base_ckpt.kind == "pruned" else None
+            if baseline is None:  # a dense base; or a pruned one that does not record its dense model's accuracy
+                if base_ckpt.kind == "pruned" and rank0:
+                    click.echo(f"note: {base} records no dense baseline accuracy; comparing against {base} itself", err=True)
+                baseline = evaluate(base_ckpt.model, ds.test)
         torch.manual_seed(seed)
         extra = {"weight_hist_before": hist_before, "base_checkpoint_sha256": C.sha256(base), "data_seed": data_seed}
 
