@@ -3,24 +3,17 @@ references of kernel_harness (the same cases as their portable twins). Also run 
 test_isa_kernels.py for fc/conv; this test adds max pooling, which that tester does not cover."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 import kernel_harness as kh
-from prunec import runtime
+from prunec import runtime, verify
 
 X4 = [k for k in runtime.kernels() if k.isa == "avx512x4"]
 AVX512_FLAGS = ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
 
 
 def _cpu_has_avx512() -> bool:
-    try:
-        m = re.search(r"^flags\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-    except OSError:
-        return False
-    return bool(m) and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= set(m.group(1).split())
+    return {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= (verify.cpu_flags() or set())
 
 
 pytestmark = pytest.mark.skipif(not _cpu_has_avx512(), reason="this CPU lacks AVX-512 (F, VL, BW, DQ)")

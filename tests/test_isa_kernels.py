@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from prunec import runners, runtime, targets
+from prunec import runners, runtime, targets, verify
 from prunec.resources import runtime_dir
 
 RT = runtime_dir()
@@ -31,12 +31,7 @@ CROSS = {
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    m = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
-    return set(m.group(1).split()) if m else set()
+    return verify.cpu_flags() or set()
 
 
 def _sources() -> list[Path]:

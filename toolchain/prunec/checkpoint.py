@@ -221,10 +221,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
     input_shape = tuple(raw_shape) if isinstance(raw_shape, (list, tuple)) else None
     if input_shape != tuple(models.input_shape(name)):
         raise damaged(f"input shape {raw_shape!r} is not {name}'s {list(models.input_shape(name))}")
-    for key in ("masks", "dropout_p", "metrics", "train_args"):
-        if obj.get(key) is not None and not isinstance(obj[key], dict):
-            raise damaged(f"'{key}' is a {type(obj[key]).__name__}, not a dict")
-    for key in ("schedule", "recipe"):
+    for key in ("masks", "dropout_p", "metrics", "train_args", "schedule", "recipe"):
         if obj.get(key) is not None and not isinstance(obj[key], dict):
             raise damaged(f"'{key}' is a {type(obj[key]).__name__}, not a dict")
     try:

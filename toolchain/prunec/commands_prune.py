@@ -32,6 +32,12 @@ def _check_out_parent(out: Path) -> None:
         raise PrunecError(f"cannot write {out}: it is a directory; give a file name")
 
 
+def _check_not_input(out: Path, src, what: str, why: str) -> None:
+    """Refuse an --out that is the command's own input file `src` (named `what`), which writing would destroy."""
+    if out.exists() and out.resolve() == Path(src).resolve():
+        raise PrunecError(f"--out {out} is {what} itself: {why}; give another file name")
+
+
 def _check_out_dir(out: Path) -> None:
     """--out of sensitivity/report: a folder (created if missing, existing one reused) whose parent exists."""
     parent = out.resolve().parent
@@ -206,9 +212,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
 
     out = Path(out)
     _check_out_parent(out)
-    if out.exists() and out.resolve() == Path(base).resolve():
-        raise PrunecError(f"--out {out} is BASE itself: the pruned model would replace the dense one it is compared "
-                          f"with (and resumed from); give another file name")
+    _check_not_input(out, base, "BASE", "the pruned model would replace the dense one it is compared with (and resumed from)")
     rpath = C.resume_path(out)
     base_ckpt = C.load(base)
     name = base_ckpt.model_name
@@ -341,8 +345,7 @@ def sensitivity_cmd(base, out, tolerance, data_name, data_dir):
     """Accuracy vs fraction pruned, each layer alone, no retraining (the paper's Figure 6)."""
     from . import sensitivity as S
 
-    if tolerance < 0:
-        raise PrunecError(f"--tolerance {tolerance} is negative; give the accuracy drop allowed (≥ 0, e.g. 0.005)")
+    S.check_tolerance(tolerance)  # before the analysis, which takes a while
     if DIST.launched_by_torchrun():
         raise PrunecError("prunec sensitivity runs in one process (it only evaluates); run it without torchrun")
     ckpt = C.load(base)
@@ -365,9 +368,8 @@ def export_cmd(ckpt, out):
     from .export import export_checkpoint
 
     _check_out_parent(Path(out))
-    if Path(out).exists() and Path(out).resolve() == Path(ckpt).resolve():
-        raise PrunecError(f"--out {out} is CKPT itself: the exported program would replace the checkpoint it comes from; "
-                          f"give another file name (e.g. {Path(out).with_suffix('.pt2').name})")
+    _check_not_input(Path(out), ckpt, "CKPT", "the exported program would replace the checkpoint it comes from "
+                     f"(e.g. --out {Path(out).with_suffix('.pt2').name})")
     p = export_checkpoint(ckpt, out)
     click.echo(f"wrote {p}")
 

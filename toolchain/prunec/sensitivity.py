@@ -45,13 +45,19 @@ def analyse(model: nn.Module, split: Split, fractions=FRACTIONS, layers: list[st
 _EPS = 1e-9
 
 
+def check_tolerance(tolerance: float) -> float:
+    """`tolerance` if it is an accuracy drop (>= 0), else a PrunecError naming --tolerance."""
+    if tolerance < 0:
+        raise PrunecError(f"--tolerance {tolerance} is negative; give the accuracy drop allowed (≥ 0, e.g. 0.005)")
+    return tolerance
+
+
 def propose(result: dict, tolerance: float = 0.005) -> dict[str, float]:
     """Per layer: the largest fraction pruned such that it and every smaller fraction probed keep the accuracy
     within `tolerance` of the baseline. A curve that falls out of tolerance and comes back at a larger
     fraction (noise on a small test set) does not make that larger fraction safe: the proposal stops at the
     first fraction out of tolerance."""
-    if tolerance < 0:
-        raise PrunecError(f"--tolerance {tolerance} is negative; give the accuracy drop allowed (≥ 0, e.g. 0.005)")
+    check_tolerance(tolerance)
     out = {}
     for name, pts in result["curves"].items():
         best = 0.0
