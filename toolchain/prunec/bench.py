@@ -250,13 +250,19 @@ class CompiledBuild:
             n *= 4
 
 
+def check_settings(reps: int, target_s: float) -> None:
+    """PrunecError unless reps >= 1 and 0 <= target_s < 1e4 (seconds of inferences per repetition; also NaN/inf)."""
+    if reps < 1:
+        raise PrunecError(f"--reps must be at least 1 (got {reps})")
+    if not 0 <= target_s < 1e4:
+        raise PrunecError(f"--min-time must be from 0 to 1e7 milliseconds (got {target_s * 1e3}); "
+                          f"0 times one inference per repetition")
+
+
 def bench(build_dir: str | Path, reps: int = 7, target_s: float = 0.05, layers: bool = True,
           cb: CompiledBuild | None = None) -> BenchResult:
+    check_settings(reps, target_s)
     cb = cb or CompiledBuild(build_dir)
-    if reps < 1:
-        raise PrunecError(f"reps must be at least 1 (got {reps})")
-    if not 0 <= target_s < 1e4:  # also NaN and inf
-        raise PrunecError(f"the time per repetition must be from 0 to 1e4 seconds (got {target_s})")
     res = BenchResult(cb.name, cb.manifest["target"], cb.cflags, manifest=cb.manifest, layers_requested=layers)
     res.iters = cb.calibrate(target_s)
     res.clock_cost_s = min(cb.lib.prunec_bench_clock_cost(100000) for _ in range(3))

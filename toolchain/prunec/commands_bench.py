@@ -18,14 +18,9 @@ def bench_cmd(build_dir, reps, target_ms, no_layers, cflags, as_json):
     """Time BUILD_DIR's NAME_run on this host (the build's CFLAGS + -O3), whole network and per layer."""
     import shlex
 
-    from .bench import CompiledBuild, bench, table
-    from .errors import PrunecError
+    from .bench import CompiledBuild, bench, check_settings, table
 
-    if reps < 1:
-        raise PrunecError("--reps must be at least 1")
-    if not 0 <= target_ms < 1e7:  # also NaN and inf
-        raise PrunecError(f"--min-time must be from 0 to 1e7 milliseconds (got {target_ms}); "
-                          f"0 times one inference per repetition")
+    check_settings(reps, target_ms / 1e3)  # before compiling the build
     cb = CompiledBuild(build_dir, extra_cflags=tuple(shlex.split(cflags)))
     r = bench(build_dir, reps=reps, target_s=target_ms / 1e3, layers=not no_layers, cb=cb)
     click.echo(json.dumps(r.as_dict(), indent=1) if as_json else table(r))
