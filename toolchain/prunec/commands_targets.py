@@ -19,7 +19,7 @@ def targets_cmd(as_json):
             "name": t.name, "description": t.description, "isa": list(t.isa), "cc": t.cc, "runner": t.runner,
             "machine": t.extra.get("machine"), "emulator": t.extra.get("emulator"),
             "flash_bytes": t.flash_bytes, "ram_bytes": t.ram_bytes, "installed": not missing,
-            "missing": [{"tool": exe, "package": pkg} for exe, pkg in missing],
+            "missing": [{"tool": exe, "package": None if pkg == "?" else pkg} for exe, pkg in missing],
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -31,7 +31,8 @@ def targets_cmd(as_json):
         state = "ok" if r["installed"] else "MISSING"
         click.echo(f"{r['name']:<{w}}  {state:<9}  {r['runner']:<11}  {','.join(r['isa']):<22}  {mem:<15}  {r['description']}")
         for m in r["missing"]:
-            click.echo(f"{'':<{w}}    needs {m['tool']}: apt-get install {m['package']}")
+            fix = f"apt-get install {m['package']}" if m["package"] else "its target file names no Debian package for it"
+            click.echo(f"{'':<{w}}    needs {m['tool']}: {fix}")
 
 
 @click.command("size")

@@ -10,11 +10,12 @@ Packed index stream (the bytes the C kernels read):
   b = 4:  entry i in byte i/2, low nibble for even i, high nibble for odd i
   b = 8:  one byte per entry
   b = 16: two bytes per entry, little-endian
-Values are float32 today; the value type is a parameter (`value_bytes`) so that quantised values and shared
-weights (Deep Compression) can reuse the index and pointer streams unchanged.
+Values are float32 today; the value type is open: the encoder keeps the dtype of the matrix it is given (float16,
+float64, int8 codebook indices, ...: values, fillers and decode all take it) and the byte counts take `value_bytes`,
+so that quantised values and shared weights (Deep Compression) can reuse the index and pointer streams unchanged.
 
-b is chosen per layer by the exact byte count: values + packed indices (fillers included) + row pointers
-(uint32, rows + 1). The layer is stored dense when that is smaller.
+b is chosen per layer by the exact byte count: values + packed indices (fillers included, and with row alignment
+the padding each b needs) + row pointers (uint32, rows + 1). The layer is stored dense when that is smaller.
 
 Row alignment (`row_align` A > 1, a target's choice per op): every row is padded to a multiple of A entries with
 more fillers of value 0, at columns the row does not use (after its last entry where there is room, else its
@@ -83,7 +84,7 @@ class RCSR:
     rows: int
     cols: int
     index_bits: int
-    values: np.ndarray  # float32 [n], fillers are 0.0
+    values: np.ndarray  # [n] of the matrix's dtype (float32 from the frontend), fillers are 0
     codes: np.ndarray  # uint16 [n], gap - 1
     row_ptr: np.ndarray  # uint32 [rows + 1]
     nonzero: int
@@ -109,7 +110,7 @@ class Encoding:
     cols: int
     nonzero: int
     rcsr: RCSR | None = None
-    dense: np.ndarray | None = None  # float32 [rows, cols]
+    dense: np.ndarray | None = None  # [rows, cols], the matrix's dtype
     value_bytes: int = 4
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -137,7 +138,11 @@ def layer_bytes(entries: int, rows: int, bits: int, value_bytes: int = 4) -> dic
 
 
 def _as_matrix(w: np.ndarray) -> np.ndarray:
-    w = np.asarray(w, dtype=np.float32)
+    """`w` as a 2-D matrix. A numeric (float or integer) array keeps its dtype, so the value type stays the
+    caller's; anything else (lists, booleans) becomes float32, the type of today's kernels."""
+    w = np.asarray(w)
+    if w.dtype.kind not in "fiu":
+        w = w.astype(np.float32)
     if w.ndim == 1:
         w = w.reshape(1, -1)
     elif w.ndim > 2:
@@ -157,11 +162,23 @@ def _gaps(w: np.ndarray):
     return rows_idx, cols_idx, gaps
 
 
-def count_entries(w: np.ndarray, bits: int) -> tuple[int, int]:
-    """(entries, fillers) of `w` encoded with `bits`-bit gaps, without building the encoding."""
-    _, _, gaps = _gaps(_as_matrix(w))
-    fillers = int(((gaps - 1) >> bits).sum())
-    return int(gaps.size) + fillers, fillers
+def count_entries(w: np.ndarray, bits: int, row_align: int = 1) -> tuple[int, int]:
+    """(entries, fillers) of `w` encoded with `bits`-bit gaps and then rows padded to a multiple of `row_align`
+    entries (pad_rows), without building the encoding; fillers count the gap fillers and the padding."""
+    w = _as_matrix(w)
+    rows_idx, _, gaps = _gaps(w)
+    per_nz = ((gaps - 1) >> bits) + 1
+    entries = int(per_nz.sum())
+    fillers = entries - int(gaps.size)
+    if row_align > 1 and w.shape[0]:
+        # A row of n entries (fillers included, each on its own column) gets (-n) % A padding entries when it
+        # has that many unused columns (cols - n), else none: the rule of pad_rows.
+        n = np.bincount(rows_idx, weights=per_nz, minlength=w.shape[0]).astype(np.int64)
+        need = (-n) % row_align
+        pad = int(np.where(w.shape[1] - n >= need, need, 0).sum())
+        entries += pad
+        fillers += pad
+    return entries, fillers
 
 
 def encode_rcsr(w: np.ndarray, bits: int) -> RCSR:
@@ -175,7 +192,7 @@ def encode_rcsr(w: np.ndarray, bits: int) -> RCSR:
     per_nz = nfill + 1
     n = int(per_nz.sum())
     codes = np.full(n, span - 1, dtype=np.uint16)
-    values = np.zeros(n, dtype=np.float32)
+    values = np.zeros(n, dtype=w.dtype)
     slot = np.cumsum(per_nz) - 1  # where each nonzero lands, after its fillers
     codes[slot] = (gaps - nfill * span - 1).astype(np.uint16)
     values[slot] = w[rows_idx, cols_idx]
@@ -211,19 +228,19 @@ def pad_rows(r: RCSR, align: int) -> RCSR:
                 allc = np.concatenate([cols, extra])
                 order = np.argsort(allc, kind="stable")
                 allc = allc[order]
-                v = np.concatenate([v, np.zeros(p, dtype=np.float32)])[order]
+                v = np.concatenate([v, np.zeros(p, dtype=r.values.dtype)])[order]
                 c = (np.diff(allc, prepend=-1) - 1).astype(np.uint16)
                 added += p
         codes_out.append(c)
         vals_out.append(v)
         ptr[row + 1] = ptr[row] + c.size
-    return RCSR(r.rows, r.cols, r.index_bits, np.concatenate(vals_out).astype(np.float32),
+    return RCSR(r.rows, r.cols, r.index_bits, np.concatenate(vals_out).astype(r.values.dtype, copy=False),
                 np.concatenate(codes_out).astype(np.uint16), ptr, r.nonzero, r.fillers + added)
 
 
 def decode_rcsr(r: RCSR) -> np.ndarray:
     """The dense matrix an encoding stands for (the round trip used by tests)."""
-    out = np.zeros((r.rows, r.cols), dtype=np.float32)
+    out = np.zeros((r.rows, r.cols), dtype=r.values.dtype)
     codes = r.codes.astype(np.int64) + 1
     for row in range(r.rows):
         lo, hi = int(r.row_ptr[row]), int(r.row_ptr[row + 1])
@@ -267,25 +284,23 @@ def unpack_codes(data: bytes, bits: int, n: int) -> np.ndarray:
 def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = True,
                     bits_options: tuple[int, ...] = INDEX_BITS, row_align: int = 1) -> Encoding:
     """The smallest storage of `w` by exact byte count: rcsr with the best b (rows then padded to a multiple of
-    `row_align` entries), or dense when that is no larger."""
+    `row_align` entries), or dense when that is no larger. With `row_align` > 1 each b is costed with the padding
+    it needs: b's own fillers change how many entries a row holds, so the padding differs from b to b."""
     w = _as_matrix(w)
     rows, cols = w.shape
     nonzero = int(np.count_nonzero(w))
     best_bits, best_total = None, None
     for bits in bits_options:
-        entries, _ = count_entries(w, bits)
+        entries, _ = count_entries(w, bits, row_align)
         total = sum(layer_bytes(entries, rows, bits, value_bytes).values())
         if best_total is None or total < best_total:
             best_bits, best_total = bits, total
+    if best_bits is None:
+        raise ValueError(f"bits_options must name at least one of {INDEX_BITS}")
     dense_total = rows * cols * value_bytes
-    r = None
-    if row_align > 1 and not (allow_dense and dense_total <= best_total):
-        r = pad_rows(encode_rcsr(w, best_bits), row_align)
-        best_total = sum(r.bytes(value_bytes).values())
     if allow_dense and dense_total <= best_total:
         return Encoding("dense", rows, cols, nonzero, dense=np.ascontiguousarray(w), value_bytes=value_bytes,
                         sizes={"values": dense_total, "index": 0, "pointers": 0})
-    if r is None:
-        r = encode_rcsr(w, best_bits)
+    r = pad_rows(encode_rcsr(w, best_bits), row_align)
     return Encoding("rcsr", rows, cols, nonzero, rcsr=r, value_bytes=value_bytes, sizes=r.bytes(value_bytes),
                     row_align=row_align)

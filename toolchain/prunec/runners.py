@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -110,6 +111,65 @@ def _check(cmd: list[str], what: str, cwd: Path | None = None, timeout: float | 
     return r
 
 
+# The C library each cross compiler links against, by its triple, for targets whose file names none ([packages] libc).
+_LIBC_PACKAGES = {"arm-none-eabi": "libnewlib-arm-none-eabi", "aarch64-linux-gnu": "libc6-dev-arm64-cross",
+                  "arm-linux-gnueabihf": "libc6-dev-armhf-cross"}
+_NO_LIBC = re.compile(r"fatal error: (stdio|stdlib|stdint|string|math)\.h: No such file|cannot (read|find) spec file|"
+                      r"cannot find -l(c|m|rdimon|gloss)\b|cannot find crt\w*\.o")
+
+
+def _libc_package(t: targets_mod.Target) -> str | None:
+    if t.packages.get("libc"):
+        return t.packages["libc"]
+    cc = Path(t.cc).name
+    return next((pkg for triple, pkg in _LIBC_PACKAGES.items() if cc.startswith(triple + "-")), None)
+
+
+def _missing_libc_files(t: targets_mod.Target) -> list[str]:
+    """The C library files a cross program needs that the target's compiler cannot find: each --specs=FILE of its
+    link flags (newlib's rdimon.specs) and, for a -static Linux program, libc.a."""
+    need = [f[len("--specs="):] for f in t.ldflags if f.startswith("--specs=")]
+    if t.runner == "qemu-user" and "-static" in t.ldflags:
+        need.append("libc.a")
+    out = []
+    for name in need:
+        try:
+            found = subprocess.run([t.cc, f"-print-file-name={name}"], capture_output=True, text=True,
+                                   timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if found == name:  # gcc echoes the name back when the file is not in its search path
+            out.append(name)
+    return out
+
+
+def _require_libc(t: targets_mod.Target, output: str = "") -> None:
+    """A PrunecError naming the Debian package of the target's C library when the compiler's `output` says that
+    library is missing, or when the target's --specs files are not installed."""
+    specs = _missing_libc_files(t) if t.runner != "cffi" else []
+    if specs or _NO_LIBC.search(output):
+        pkg = _libc_package(t)
+        what = f"{', '.join(specs)} not found" if specs else "its C library headers or start files are missing"
+        fix = f"run `apt-get install {pkg}` (or `make setup`)" if pkg else \
+            "install the C library for that compiler (name it under [packages] libc in the target file)"
+        raise PrunecError(f"target {t.name!r}: {t.cc} cannot build programs: {what}; {fix}")
+
+
+def describe_exit(status: int, bare_metal: bool = False, output: str = "") -> str:
+    """Words for a runner's exit status: a signal by name, a bare-metal CPU fault, else the number."""
+    if status < 0:
+        try:
+            sig = signal.Signals(-status).name
+        except ValueError:
+            sig = f"signal {-status}"
+        return f"killed by {sig} (signal {-status}): the program crashed (a bad memory access or an illegal instruction)"
+    if bare_metal and status == 1 and "prunec runner:" not in output:
+        return ("exit status 1 without the runner's own message: the program stopped on a CPU fault (HardFault, "
+                "BusFault, UsageFault: a bad memory access, an unaligned access or an undefined instruction; the "
+                "start-up's fault handler ends the run), or QEMU could not load the image (its message is below)")
+    return f"exit status {status}"
+
+
 def emulator_command(target, program: str | os.PathLike, args: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The command line that runs `program` for `target` on this machine (natively for cffi targets)."""
     t = _target(target)
@@ -143,7 +203,11 @@ def compile_program(target, sources: list, out: str | os.PathLike, include_dirs:
     cflags = [f for f in t.cflags if f != "-fPIC"] if t.runner != "cffi" else list(t.cflags)
     cmd = [t.cc, *cflags, *extra_cflags, *(f"-I{d}" for d in include_dirs), *map(str, sources), *link_flags(t),
            *map(str, objects), *t.ldflags, "-o", str(out), *t.libs]
-    _check(cmd, f"compiling for target {t.name!r}")
+    try:
+        _check(cmd, f"compiling for target {t.name!r}")
+    except PrunecError as e:
+        _require_libc(t, str(e))  # a missing C library: say which package, not the compiler's output
+        raise
     return Path(out)
 
 
@@ -156,9 +220,11 @@ def run_program(target, program: str | os.PathLike, args: list[str] | tuple[str,
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")} if t.runner == "qemu-user" else None
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise PrunecError(f"target {t.name!r}: {' '.join(cmd)} did not finish within {timeout:.0f} s "
-                          f"(a hung bare-metal program, or too many inputs for this timeout)") from None
+    except subprocess.TimeoutExpired as e:  # subprocess.run has killed the emulator
+        tail = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x for x in (e.stdout or "", e.stderr or ""))
+        raise PrunecError(f"target {t.name!r}: {' '.join(cmd)} did not finish within {timeout:.0f} s and was stopped "
+                          f"(a hung or crashed bare-metal program spins forever; or too many inputs for this timeout: "
+                          f"pass a larger timeout or fewer inputs)" + (f":\n{tail[-2000:]}" if tail.strip() else "")) from None
 
 
 # --- the build's library ----------------------------------------------------------------------------------
@@ -171,7 +237,11 @@ def build_library(build_dir: str | os.PathLike, manifest: dict, target) -> Path:
         raise PrunecError("building the model library needs make (Debian package make)")
     build_dir = Path(build_dir)
     lib = build_dir / f"lib{manifest['name']}.a"
-    _check(["make", "-s", "-C", str(build_dir), lib.name], f"building {lib.name} for target {t.name!r}")
+    try:
+        _check(["make", "-s", "-C", str(build_dir), lib.name], f"building {lib.name} for target {t.name!r}")
+    except PrunecError as e:
+        _require_libc(t, str(e))  # a missing C library: say which package
+        raise
     return lib
 
 
@@ -292,6 +362,7 @@ def run(build_dir: str | os.PathLike, *args, timeout: float | None = None) -> np
     if t.runner not in ("qemu-user", "qemu-system"):
         raise PrunecError(f"target {t.name!r}: unknown runner {t.runner!r} (cffi, qemu-user, qemu-system)")
     t.require_tools()
+    _require_libc(t)  # before anything is built or written
     prog = build_runner(build_dir, manifest, t)
     work = prog.parent
     inp, outp = work / "inputs.f32", work / "outputs.f32"
@@ -308,8 +379,9 @@ def run(build_dir: str | os.PathLike, *args, timeout: float | None = None) -> np
         r = run_program(t, prog, [str(inp), str(outp)], cwd=work, timeout=timeout)
     elapsed = time.monotonic() - t0
     if r.returncode != 0:
-        raise PrunecError(f"target {t.name!r}: the runner failed (exit status {r.returncode}) after {elapsed:.1f} s:\n"
-                          f"{(r.stdout + r.stderr)[-3000:]}")
+        out = r.stdout + r.stderr
+        raise PrunecError(f"target {t.name!r}: the runner failed ({describe_exit(r.returncode, t.runner == 'qemu-system', out)}) "
+                          f"after {elapsed:.1f} s; no outputs were compared:\n{out[-3000:]}")
     y = np.fromfile(outp, dtype=np.float32) if outp.is_file() else np.zeros(0, np.float32)
     if y.size != x.shape[0] * n_out:
         raise PrunecError(f"target {t.name!r}: the runner wrote {y.size} outputs, expected {x.shape[0] * n_out}:\n"

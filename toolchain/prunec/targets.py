@@ -5,6 +5,7 @@ how a build is run for verification, and the board's flash and RAM (0: not check
 """
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import PrunecError
-from .resources import targets_dir
+from .resources import runtime_dir, targets_dir
 
 
 @dataclass(frozen=True)
@@ -66,60 +67,142 @@ class Target:
         return t
 
     def missing_tools(self) -> list[tuple[str, str]]:
-        """(executable, Debian package) for each tool not found on PATH."""
+        """(executable, Debian package) for each tool not found on PATH ("?" where the file names no package)."""
         return [(exe, self.packages.get(role, "?")) for role, exe in self.tools().items() if shutil.which(exe) is None]
 
     def require_tools(self, roles: tuple[str, ...] | None = None) -> None:
-        missing = [(exe, pkg) for role, exe in self.tools().items()
-                   if (roles is None or role in roles) and shutil.which(exe) is None
-                   for pkg in [self.packages.get(role, "?")]]
+        missing = [(exe, self.packages.get(role)) for role, exe in self.tools().items()
+                   if (roles is None or role in roles) and shutil.which(exe) is None]
         if missing:
-            what = ", ".join(f"{exe} (Debian package {pkg})" for exe, pkg in missing)
-            pkgs = " ".join(sorted({pkg for _, pkg in missing}))
-            raise PrunecError(f"target {self.name!r} needs {what}, not installed: run `apt-get install {pkgs}` (or `make setup`)")
+            what = ", ".join(f"{exe} (Debian package {pkg})" if pkg else
+                             f"{exe} (its target file names no Debian package for it under [packages])"
+                             for exe, pkg in missing)
+            pkgs = " ".join(sorted({pkg for _, pkg in missing if pkg}))
+            fix = f"run `apt-get install {pkgs}` (or `make setup`)" if pkgs else "install it"
+            if pkgs and any(pkg is None for _, pkg in missing):
+                fix += " and install the others"
+            raise PrunecError(f"target {self.name!r} needs {what}, not installed: {fix}")
 
 
 _KNOWN = {"name", "description", "isa", "cc", "ar", "cflags", "ldflags", "libs", "runner", "shared_library",
           "flash_bytes", "ram_bytes", "packages"}
+# Optional keys that runners, codegen and the build read from Target.extra (docs/TARGETS.md).
+_OPTIONAL = {"emulator", "emulator_args", "machine", "size", "startup", "part", "isa_by_op", "probe",
+             "index_bits_by_op", "row_align_by_op"}
+RUNNERS = ("cffi", "qemu-user", "qemu-system")
+
+
+def _known_isas() -> set[str]:
+    from . import runtime
+
+    return {k.isa for k in runtime.kernels()} | {"portable"}
 
 
 def _load(path: Path) -> Target:
     try:
-        d = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise PrunecError(f"target file {path} is unreadable: {e}") from e
-    def strings(key: str, default=()) -> tuple[str, ...]:
-        v = d.get(key, default)
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise PrunecError(f"target file {path} is unreadable: {e}; fix or remove the file") from e
+
+    def bad(key: str, want: str, v) -> PrunecError:
+        return PrunecError(f"target file {path}: {key} must be {want} (got {v!r})")
+
+    def string(key: str, default=None, required: bool = False, where: dict | None = None, label: str | None = None) -> str:
+        src = d if where is None else where
+        if key not in src:
+            if required:
+                raise PrunecError(f"target file {path} lacks the key {label or key!r}; add it, e.g. {key} = \"...\"")
+            return default
+        v = src[key]
+        if not isinstance(v, str) or (required and not v.strip()):
+            raise bad(label or key, "a non-empty string" if required else "a string", v)
+        return v
+
+    def strings(key: str, default=(), where: dict | None = None, label: str | None = None) -> tuple[str, ...]:
+        v = (d if where is None else where).get(key, default)
         if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
-            raise PrunecError(f"target file {path}: {key} must be a list of strings, e.g. {key} = [\"...\"] (got {v!r})")
+            raise PrunecError(f"target file {path}: {label or key} must be a list of strings, e.g. {key} = [\"...\"] (got {v!r})")
         return tuple(v)
 
+    def table(key: str) -> dict | None:
+        v = d.get(key)
+        if v is not None and not isinstance(v, dict):
+            raise bad(key, f"a table ([{key}] followed by key = value lines)", v)
+        return v
+
+    for key in sorted(set(d) - _KNOWN - _OPTIONAL):  # a misspelt key would silently drop a setting (a memory limit)
+        close = difflib.get_close_matches(key, sorted(_KNOWN | _OPTIONAL), n=1, cutoff=0.8)
+        if close:
+            raise PrunecError(f"target file {path}: unknown key {key!r}; did you mean {close[0]!r}?")
     for key in ("flash_bytes", "ram_bytes"):
         v = d.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise PrunecError(f"target file {path}: {key} must be a whole number of bytes >= 0 (0 = no limit), got {v!r}")
     if "isa" in d and not strings("isa"):
         raise PrunecError(f"target file {path}: isa is empty; list the kernel ISAs in order of preference, e.g. isa = [\"portable\"]")
-    try:
-        t = Target(
-            name=d["name"], description=d.get("description", ""), isa=strings("isa"), cc=d["cc"], ar=d.get("ar", "ar"),
-            cflags=strings("cflags"), ldflags=strings("ldflags"), libs=strings("libs"),
-            runner=d.get("runner", "cffi"), shared_library=bool(d.get("shared_library", False)),
-            flash_bytes=int(d.get("flash_bytes", 0)), ram_bytes=int(d.get("ram_bytes", 0)),
-            packages=dict(d.get("packages", {})), extra={k: v for k, v in d.items() if k not in _KNOWN},
-        )
-    except KeyError as e:
-        raise PrunecError(f"target file {path} lacks the key {e.args[0]!r}") from e
+    known_isas = _known_isas()
+
+    def check_isas(isas, label: str) -> None:
+        unknown = [i for i in isas if i not in known_isas]
+        if unknown:
+            raise PrunecError(f"target file {path}: {label} names unknown kernel ISA(s) {', '.join(map(repr, unknown))}; "
+                              f"the kernels (runtime_c/kernels.inc) have {', '.join(sorted(known_isas))}")
+
+    check_isas(strings("isa"), "isa")
+    shared = d.get("shared_library", False)
+    if not isinstance(shared, bool):
+        raise bad("shared_library", "true or false (unquoted)", shared)
+    runner = string("runner", "cffi")
+    if runner not in RUNNERS:
+        raise PrunecError(f"target file {path}: runner {runner!r} is not one of {', '.join(RUNNERS)}")
+    packages = table("packages") or {}
+    for role, pkg in packages.items():
+        if not isinstance(pkg, str) or not pkg.strip():
+            raise bad(f"packages.{role}", "a Debian package name (a string)", pkg)
+    for key in ("description", "emulator", "machine", "size", "startup"):
+        string(key)
+    strings("emulator_args")
+    if runner in ("qemu-user", "qemu-system"):
+        string("emulator", required=True)
+    if runner == "qemu-system":
+        string("machine", required=True)
+    if d.get("startup") and not (runtime_dir() / d["startup"]).is_file():
+        raise PrunecError(f"target file {path}: startup {d['startup']!r} is not a file under {runtime_dir()}")
+    part = table("part")
+    if part is not None:
+        for key in ("flash_bytes", "ram_bytes"):
+            v = part.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(f"part.{key}", "a whole number of bytes >= 0", v)
+    by_op = table("isa_by_op") or {}
+    for op in by_op:
+        check_isas(strings(op, where=by_op, label=f"isa_by_op.{op}"), f"isa_by_op.{op}")
+    probes = table("probe") or {}
+    for name, spec in probes.items():
+        if not isinstance(spec, dict):
+            raise bad(f"probe.{name}", f"a table ([probe.{name}] with macros, cflags, env, isas)", spec)
+        for key in ("macros", "cflags", "isas"):
+            strings(key, where=spec, label=f"probe.{name}.{key}")
+        string("env", where=spec, label=f"probe.{name}.env")
+        check_isas(spec.get("isas", [name]), f"probe.{name}")
+    t = Target(
+        name=string("name", required=True), description=string("description", ""), isa=strings("isa"),
+        cc=string("cc", required=True), ar=string("ar", "ar", required="ar" in d),
+        cflags=strings("cflags"), ldflags=strings("ldflags"), libs=strings("libs"),
+        runner=runner, shared_library=shared,
+        flash_bytes=int(d.get("flash_bytes", 0)), ram_bytes=int(d.get("ram_bytes", 0)),
+        packages=dict(packages), extra={k: v for k, v in d.items() if k not in _KNOWN},
+    )
     from .encode import check_index_bits, check_row_align
 
-    for table, check in (("index_bits_by_op", check_index_bits), ("row_align_by_op", check_row_align)):
-        by_op = t.extra.get(table)
+    for tbl, check in (("index_bits_by_op", check_index_bits), ("row_align_by_op", check_row_align)):
+        by_op = t.extra.get(tbl)
         if by_op is None:
             continue
         if not isinstance(by_op, dict) or set(by_op) - {"fc", "conv2d"}:
-            raise PrunecError(f"target file {path}: [{table}] takes the keys fc and conv2d (got {by_op!r})")
+            raise PrunecError(f"target file {path}: [{tbl}] takes the keys fc and conv2d (got {by_op!r})")
         for op, v in by_op.items():
-            check(v, f"target file {path}, {table}.{op}")
+            check(v, f"target file {path}, {tbl}.{op}")
     return t
 
 
@@ -158,10 +241,12 @@ def _apply_probes(t: Target) -> Target:
 
 
 def all_targets() -> dict[str, Target]:
-    out = {}
+    out, where = {}, {}
     for p in sorted(targets_dir().glob("*.toml")):
         t = _apply_probes(_load(p))
-        out[t.name] = t
+        if t.name in out:  # one would silently replace the other
+            raise PrunecError(f"target files {where[t.name]} and {p} both define target {t.name!r}; rename one (name = ...)")
+        out[t.name], where[t.name] = t, p
     return out
 
 
