@@ -289,7 +289,12 @@ def table(res: BenchResult) -> str:
               f"{'bytes':>10s} {'time':>11s} {'share':>6s} {'GMAC/s':>7s}"
         out += [hdr, "-" * len(hdr)]
         tot = sum(lt) or 1.0
+        fused = {pool: conv for conv, pool in m.get("plan", {}).get("fused_conv_pool", [])}
         for i, (l, t) in enumerate(zip(m["layers"], lt)):
+            if l["name"] in fused:  # its time is inside the convolution's row (prunec.fuse)
+                out.append(f"{i:2d} {l['name'][:12]:12s} {l['op'][:10]:10s} {l['kernel'][:34]:34s} "
+                           f"{'-':10s} {'-':>7s} {0:>11,} {0:>10,} {'in ' + fused[l['name']][:8]:>11s} {'-':>6s} {'-':>7s}")
+                continue
             b = sum(l["bytes"].values()) if l.get("bytes") else 0
             storage = f"{l['format']} {l['index_bits']}b" if l.get("format") == "rcsr" else (l.get("format") or "-")
             dens = f"{l['density']:.1%}" if l.get("density") is not None else "-"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from . import codegen, frontend, plan as planner, runtime
+from . import codegen, frontend, fuse, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
@@ -111,10 +111,12 @@ class BuildResult:
 
 
 def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto",
-            index_bits=None, row_align: int | None = None):
+            index_bits=None, row_align: int | None = None, fuse_pool: bool | None = None):
     """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph).
     `index_bits`: the index widths every layer may use, `row_align`: the entries per row every relative-indexed
-    layer is padded to a multiple of (default for both: the target's per-op choice)."""
+    layer is padded to a multiple of (default for both: the target's per-op choice); `fuse_pool`: run each
+    convolution followed by a pool one channel at a time (prunec.fuse; default: the target's
+    `fuse_conv_pool`)."""
     target = targets_mod.get(target_name)
     if index_bits is not None:
         index_bits = check_index_bits(index_bits, "--index-bits")
@@ -125,8 +127,12 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
     encodings = encode_graph(g, target, index_bits, row_align)
-    plan = planner.make_plan(g)
-    files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage)
+    if fuse_pool is None:
+        fuse_pool = bool(target.extra.get("fuse_conv_pool", False))
+    pairs = fuse.find_conv_pool(g) if fuse_pool else {}
+    plan = planner.make_plan(fuse.planning_graph(g, pairs))
+    unfused_arena = planner.make_plan(g).arena_bytes if pairs else plan.arena_bytes
+    files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage, pairs)
 
     rows = layer_rows(g, encodings, facts["layer_kernels"])
     weights_bytes = sum(e.total_bytes for e in encodings.values())
@@ -156,7 +162,9 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
         "input_shape": list(g.input_shape), "output_shape": list(g.output_shape),
         "input_size": numel(g.input_shape), "output_size": numel(g.output_shape),
         "arena_bytes": plan.arena_bytes,
-        "plan": {"strategy": plan.strategy, "live_bytes_bound": plan.lower_bound, "in_place_layers": len(plan.in_place)},
+        "plan": {"strategy": plan.strategy, "live_bytes_bound": plan.lower_bound, "in_place_layers": len(plan.in_place),
+                 "fused_conv_pool": [[g.nodes[i].name, g.nodes[j].name] for i, j in sorted(pairs.items())],
+                 "arena_bytes_unfused": unfused_arena},
         "storage": facts["storage"],
         "files": {"header": f"{name}.h", "sources": [f"{name}.c"] + [f"runtime/{s}" for s in facts["runtime_sources"]],
                   "asm": [f"{name}_weights.S"] if facts["storage"] == "blob" else [],
@@ -215,7 +223,8 @@ def _is_build_dir(d: Path) -> bool:
 
 
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
-          storage: str = "auto", index_bits=None, row_align: int | None = None) -> BuildResult:
+          storage: str = "auto", index_bits=None, row_align: int | None = None,
+          fuse_pool: bool | None = None) -> BuildResult:
     out_dir = Path(out_dir)
     model = Path(model_path)
     if model.exists() and out_dir.exists() and out_dir.resolve() in model.resolve().parents:
@@ -224,7 +233,7 @@ def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.Pat
     if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_build_dir(out_dir):
         raise PrunecError(f"--out {out_dir} is a directory with other files in it, not an earlier prunec build (no build "
                           f"manifest.json): the build replaces its --out as a whole; choose a new or empty directory")
-    files, manifest, g = prepare(model_path, target_name, name, storage, index_bits, row_align)
+    files, manifest, g = prepare(model_path, target_name, name, storage, index_bits, row_align, fuse_pool)
     target = targets_mod.get(target_name)
     if target.extra.get("size"):
         manifest["size"] = _measure_size(files, manifest, target)

@@ -168,8 +168,55 @@ def _kernel_op(n: Node, enc: Encoding | None) -> str:
     return n.op
 
 
+def _pool_vals(n: Node, channels: int) -> list[int]:
+    _, _, ih, iw = n.in_shapes[0]
+    _, _, oh, ow = n.out_shape
+    a = n.attrs
+    return [channels, ih, iw, oh, ow, *a["kernel"], *a["stride"], *a["padding"], int(a.get("count_include_pad", False))]
+
+
+def _fused_conv_pool(L: Layer, g: Graph, plan: Plan, target: Target, ident: str, sym, bias: str, x: str, lo: str,
+                     hi: str, pool: Node) -> str:
+    """The C of a convolution with the pool after it fused (prunec.fuse): per output channel c, the conv kernel
+    over the one-row view of its weights into the plane (the conv output's slot in the plan), then the pool
+    kernel over the plane into channel c of the pool's output."""
+    n = L.node
+    _, ci, ih, iw = n.in_shapes[0]
+    _, co, oh, ow = n.out_shape
+    a = n.attrs
+    groups = a["groups"]
+    cin_g, cout_g = ci // groups, co // groups
+    vals = [cin_g, ih, iw, 1, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *a["dilation"], 1]
+    L.structs.insert(0, f"static const prunec_conv2d_params {ident}_pc = {{{', '.join(f'{v}u' for v in vals)}}};")
+    L.structs.append(f"static const prunec_pool2d_params {ident}_pool_pc = "
+                     f"{{{', '.join(f'{v}u' for v in _pool_vals(pool, 1))}}};")
+    enc = L.encoding
+    if enc.format == "rcsr":
+        r = enc.rcsr
+        view = (f"const prunec_rcsr_f32 w_c = {{1u, {r.cols}u, {r.index_bits}u, {sym('values')}, {sym('index')}, "
+                f"{sym('row_ptr')} + c}};")
+    else:
+        view = f"const prunec_dense_f32 w_c = {{1u, {enc.cols}u, {sym('values')} + c * {enc.cols}u}};"
+    pk = runtime.select(_kernel_op(pool, None), target.isa_for(pool.op))
+    plane = _buf(plan, g, n.output)
+    y = _buf(plan, g, pool.output)
+    pool_plane = numel(pool.out_shape[2:])
+    xin = x if groups == 1 else f"{x} + (c / {cout_g}u) * {cin_g * ih * iw}u"
+    b = "NULL" if bias == "NULL" else f"{bias} + c"
+    return "\n  ".join([
+        f"for (uint32_t c = 0u; c < {co}u; c++) {{",
+        f"  {view}",
+        f"  {L.kernel.name}(&{ident}_pc, &w_c, {b}, {xin}, {plane}, {lo}, {hi});",
+        f"  {pk.name}(&{ident}_pool_pc, {plane}, {y} + c * {pool_plane}u);",
+        "}"])
+
+
 def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Target, name: str,
-                blob: bool) -> list[Layer]:
+                blob: bool, fused: dict[int, int] | None = None) -> list[Layer]:
+    """`fused`: conv node index -> index of the pool node fused into it (prunec.fuse; `plan` must be the plan of
+    fuse.planning_graph)."""
+    fused = fused or {}
+    fused_into = {j: i for i, j in fused.items()}
     layers = []
     used: set[str] = set()
     for i, n in enumerate(g.nodes):
@@ -205,6 +252,8 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                 L.structs.append(f"static const prunec_dense_f32 {ident}_w = {{{enc.rows}u, {enc.cols}u, {sym('values')}}};")
         if n.op == "fc":
             L.call = f"{k.name}(&{ident}_w, {bias}, {x[0]}, {y}, {lo}, {hi});"
+        elif n.op == "conv2d" and i in fused:
+            L.call = _fused_conv_pool(L, g, plan, target, ident, sym, bias, x[0], lo, hi, g.nodes[fused[i]])
         elif n.op == "conv2d":
             _, ci, ih, iw = n.in_shapes[0]
             _, co, oh, ow = n.out_shape
@@ -212,11 +261,10 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             vals = [ci, ih, iw, co, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *a["dilation"], a["groups"]]
             L.structs.insert(0, f"static const prunec_conv2d_params {ident}_p = {{{', '.join(f'{v}u' for v in vals)}}};")
             L.call = f"{k.name}(&{ident}_p, &{ident}_w, {bias}, {x[0]}, {y}, {lo}, {hi});"
+        elif n.op in ("maxpool2d", "avgpool2d") and i in fused_into:
+            L.call = ""  # runs inside the convolution's channel loop
         elif n.op in ("maxpool2d", "avgpool2d"):
-            _, c, ih, iw = n.in_shapes[0]
-            _, _, oh, ow = n.out_shape
-            a = n.attrs
-            vals = [c, ih, iw, oh, ow, *a["kernel"], *a["stride"], *a["padding"], int(a.get("count_include_pad", False))]
+            vals = _pool_vals(n, n.in_shapes[0][1])
             L.structs.append(f"static const prunec_pool2d_params {ident}_p = {{{', '.join(f'{v}u' for v in vals)}}};")
             L.call = f"{k.name}(&{ident}_p, {x[0]}, {y});"
         elif n.op == "adaptive_avgpool2d":
@@ -244,6 +292,11 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                                           if enc.format == "rcsr" else "")
         if i in plan.in_place:
             what += ", in place"
+        if i in fused:
+            p = g.nodes[fused[i]]
+            what += f", {p.name} fused: one output channel at a time through a {numel(n.out_shape[2:])}-float plane"
+        if i in fused_into:
+            what += f", fused: runs inside the channel loop of {g.nodes[fused_into[i]].name}"
         L.comment = c_comment(f"{n.name}: {what}; {ins} -> {tuple(n.out_shape[1:])}")
         layers.append(L)
     return layers
@@ -280,14 +333,15 @@ def _env() -> Environment:
 
 
 def render(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Target, name: str, sha256: str,
-           storage: str = "auto") -> tuple[dict[str, bytes], list[runtime.Kernel], dict]:
-    """The generated files (relative path -> bytes), the kernels used, and facts for the manifest."""
+           storage: str = "auto", fused: dict[int, int] | None = None) -> tuple[dict[str, bytes], list[runtime.Kernel], dict]:
+    """The generated files (relative path -> bytes), the kernels used, and facts for the manifest. `fused`: conv
+    node index -> pool node index fused into it (prunec.fuse), `plan` then being the fused plan."""
     if storage not in STORAGES:
         raise PrunecError(f"unknown weight storage {storage!r}; choose one of {', '.join(STORAGES)}")
     weight_bytes = sum(e.total_bytes for e in encodings.values()) + sum(
         4 * n.bias.size for n in g.nodes if n.bias is not None)
     blob = storage == "blob" or (storage == "auto" and weight_bytes > BLOB_THRESHOLD)
-    layers = make_layers(g, encodings, plan, target, name, blob)
+    layers = make_layers(g, encodings, plan, target, name, blob, fused)
     kernels = list(dict.fromkeys(L.kernel for L in layers))
     sources = runtime.sources_for(kernels)
     arrays = [a for L in layers for a in L.arrays]

@@ -24,16 +24,24 @@ from .codegen import STORAGES
               help="pad every relative-indexed row to a multiple of A entries with zero fillers, for kernels that take "
                    "entries in groups (default: the target's per-op choice, 8 for fc on x86_64-avx2; 1 = none, the "
                    "fewest bytes)")
-def build_cmd(model, target, out, name, storage, index_bits, row_align):
+@click.option("--fuse-pool/--no-fuse-pool", "fuse_pool", default=None,
+              help="run each convolution that feeds a pool one output channel at a time, pooling each plane at once, "
+                   "so that the convolution's output never exists whole: less RAM, one kernel call per channel "
+                   "(default: the target's choice, on for the Cortex-M targets)")
+def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
     from .build import build
 
     bits = None if index_bits is None else [b.strip() for b in index_bits.split(",")]
-    r = build(model, target, out, name, storage, bits, row_align)
+    r = build(model, target, out, name, storage, bits, row_align, fuse_pool)
     t = r.manifest["totals"]
+    fused = r.manifest["plan"]["fused_conv_pool"]
+    arena = f"arena {r.manifest['arena_bytes']:,} bytes"
+    if fused:
+        arena += (f" ({len(fused)} conv+pool fused; {r.manifest['plan']['arena_bytes_unfused']:,} unfused)")
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
                f"weights {t['weights_bytes']:,} bytes (dense {t['dense_weights_bytes']:,}, x{t['compression'] or 0:.1f}), "
-               f"arena {r.manifest['arena_bytes']:,} bytes, {t['macs']:,} MACs")
+               f"{arena}, {t['macs']:,} MACs")
 
 
 @click.command("verify")

@@ -1,0 +1,63 @@
+"""Conv + pool fusion: a convolution whose only reader is the pooling layer right after it runs one output
+channel at a time, each channel's plane pooled before the next is computed, so that the convolution's output
+never exists whole in RAM (LeNet-5's conv1: a 46 KB tensor becomes a 2.3 KB plane).
+
+What runs is the same two kernels as without fusion, called per channel: the convolution over a one-row view
+of the layer's weights (rows of relative-indexed CSR are independent: a view is the row pointer moved by c),
+then the pool over that plane. Each output value is computed by the same code on the same inputs as in the
+unfused build, so a fused build gives bit for bit the unfused build's result where the kernels do not change
+their summation order with the number of output channels (the portable and Cortex-M ones do not).
+
+Memory plan. The fused pair is one step: the plan sees the convolution's output buffer as one channel plane,
+live while the pair runs, and the convolution's inputs live until the pool has run (the pool's output is
+written channel by channel while the convolution still reads its input). `planning_graph` expresses exactly
+that as a graph for `prunec.plan.make_plan`, whose `check` then proves the fused plan.
+
+Cost. Kernels have a fixed cost per call, paid once per output channel. On Cortex-M (no per-call set-up
+beyond a few loads) fusion is the targets' default (`fuse_conv_pool = true` in their TOML files): the RAM is
+the scarce resource there. x86's avx512x4 convolution packs its input once per call, so x86 and the other
+targets do not fuse unless asked (`prunec build --fuse-pool`).
+"""
+from __future__ import annotations
+
+import copy
+
+from .graph import Graph, numel
+
+POOL_OPS = ("maxpool2d", "avgpool2d")
+
+
+def find_conv_pool(g: Graph) -> dict[int, int]:
+    """conv node index -> index of the pool node that reads only its output, right after it."""
+    pairs: dict[int, int] = {}
+    for i, n in enumerate(g.nodes[:-1]):
+        p = g.nodes[i + 1]
+        if n.op != "conv2d" or p.op not in POOL_OPS or p.inputs != [n.output] or n.output == g.output:
+            continue
+        if any(n.output in m.inputs for j, m in enumerate(g.nodes) if j != i + 1):
+            continue
+        pairs[i] = i + 1
+    return pairs
+
+
+def plane_size(n) -> int:
+    """Floats of one output channel of conv node `n`."""
+    return numel(n.out_shape[2:])
+
+
+def planning_graph(g: Graph, pairs: dict[int, int]) -> Graph:
+    """The graph the memory plan sees when the pairs are fused: each fused convolution's output is one channel
+    plane, and the pool also 'reads' the convolution's inputs (they stay live while it writes its output)."""
+    if not pairs:
+        return g
+    pg = copy.copy(g)
+    pg.buffers = dict(g.buffers)
+    pg.nodes = list(g.nodes)
+    for i, j in pairs.items():
+        conv, pool = g.nodes[i], g.nodes[j]
+        pg.buffers[conv.output] = plane_size(conv)
+        extra = [b for b in conv.inputs if b not in pool.inputs]
+        pg.nodes[j] = copy.copy(pool)
+        pg.nodes[j].inputs = list(pool.inputs) + extra
+        pg.nodes[j].in_shapes = list(pool.in_shapes) + [conv.in_shapes[conv.inputs.index(b)] for b in extra]
+    return pg
