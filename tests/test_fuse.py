@@ -194,3 +194,16 @@ def test_bench_table_names_the_fused_pools(tmp_path):
     rows = {line.split()[1]: line for line in table(res).splitlines() if line[:2].strip().isdigit()}
     assert sum("in c1" in r or "in c2" in r or "in c3" in r for r in rows.values()) == 3, table(res)
     assert len(res.layer_medians()) == len(res.manifest["layers"])
+
+
+def test_target_setting_must_be_a_bool(tmp_path, monkeypatch):
+    _, _, p = _model(tmp_path, "zoo")
+    t = targets.get("host")
+    bad = dataclasses.replace(t, extra={**t.extra, "fuse_conv_pool": "false"})
+    import prunec.build as B
+
+    monkeypatch.setattr(B.targets_mod, "get", lambda name: bad)
+    with pytest.raises(PrunecError, match="fuse_conv_pool must be true or false"):
+        build(p, "host", tmp_path / "o", name="net")
+    assert not (tmp_path / "o").exists()
+    assert build(p, "host", tmp_path / "o2", name="net", fuse_pool=False).manifest["plan"]["fused_conv_pool"] == []

@@ -128,7 +128,10 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     sha = sha256_file(model_path)
     encodings = encode_graph(g, target, index_bits, row_align)
     if fuse_pool is None:
-        fuse_pool = bool(target.extra.get("fuse_conv_pool", False))
+        fuse_pool = target.extra.get("fuse_conv_pool", False)
+        if not isinstance(fuse_pool, bool):
+            raise PrunecError(f"target {target.name!r}: fuse_conv_pool must be true or false (got {fuse_pool!r}); "
+                              f"fix the target file")
     pairs = fuse.find_conv_pool(g) if fuse_pool else {}
     plan = planner.make_plan(fuse.planning_graph(g, pairs))
     unfused_arena = planner.make_plan(g).arena_bytes if pairs else plan.arena_bytes
