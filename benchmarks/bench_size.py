@@ -96,6 +96,8 @@ def lenet_sizes(key: str, ckpt: Path, tmp: Path) -> dict:
         runners.build_runner(tmp / f"{key}-m4", m4.manifest, "cortex-m4")
         size = runners.record_size(tmp / f"{key}-m4", m4.manifest, "cortex-m4")
         out["cortex_m4"] = size
+        # Cortex-M targets fuse each conv with the pool after it (prunec.fuse): their arena is smaller than host's
+        out["memory_cortex_m4"] = {**activations(m4.manifest), "fused_conv_pool": m4.manifest["plan"]["fused_conv_pool"]}
         # the same network stored dense, for comparison
         import torch
 
@@ -128,6 +130,11 @@ def print_report(res: list[dict]) -> None:
             print(f"{r['net']}: arena {m['arena_bytes']:,} B, live-set lower bound {m['live_bytes_bound']:,} B, sum of "
                   f"intermediate activations {m['sum_activations_bytes']:,} B (with input and output "
                   f"{m['sum_activations_with_io_bytes']:,} B)")
+        if "memory_cortex_m4" in r:
+            m = r["memory_cortex_m4"]
+            fused = ", ".join("+".join(p) for p in m["fused_conv_pool"]) or "none"
+            print(f"{r['net']} cortex-m4 (conv+pool fused: {fused}): arena {m['arena_bytes']:,} B, live-set lower bound "
+                  f"{m['live_bytes_bound']:,} B")
         for k in ("cortex_m4", "cortex_m4_dense"):
             if k in r:
                 lib, img = r[k]["library"], r[k].get("verification_image", {})
