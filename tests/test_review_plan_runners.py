@@ -331,3 +331,45 @@ def test_missing_qemu_names_its_package_and_writes_nothing(tmp_path):
     with pytest.raises(PrunecError, match=r"qemu-system-prunec-missing \(Debian package qemu-prunec-test\).*apt-get install"):
         runners.run(tmp_path / "b", m, t, X)
     assert _listing(tmp_path / "b") == before
+
+
+# ---- encoding: the checks the round-trip tests rely on --------------------------------------------------
+
+@pytest.mark.parametrize("bits", E.INDEX_BITS)
+def test_codes_too_wide_for_the_index_are_refused_not_truncated(bits):
+    """Defect: pack_codes kept the low bits of a code that does not fit (b = 4: 16 packed as 0 with a stray 1 in
+    the next nibble), and decode_rcsr decoded the unpacked codes, so a round trip through decode could not see
+    an encoder bug that the C kernels (reading the packed bytes) would. 16-bit codes are uint16 and cannot be
+    out of range, so the bad code is built at the width's limit only for 4 and 8 bits."""
+    span = 1 << bits
+    w = np.zeros((2, 3 * span), np.float32)
+    w[0, [1, span + 2]] = [1.0, 2.0]
+    w[1, -1] = 3.0
+    r = E.encode_rcsr(w, bits)
+    assert E.unpack_codes(E.pack_codes(r.codes, bits), bits, r.entries).tolist() == r.codes.tolist()
+    if bits < 16:
+        with pytest.raises(ValueError, match=f"for {bits}-bit indices"):
+            E.pack_codes(np.array([0, span], np.uint16), bits)
+        bad = replace(r, codes=r.codes.copy())
+        bad.codes[0] = span  # one past the largest b-bit code
+        with pytest.raises(ValueError, match=f"does not fit {bits} bits"):
+            E.decode_rcsr(bad)
+    with pytest.raises(ValueError, match="row_ptr must rise"):
+        E.decode_rcsr(replace(r, row_ptr=r.row_ptr[::-1].copy()))
+    with pytest.raises(ValueError, match="row_ptr must rise"):
+        E.decode_rcsr(replace(r, row_ptr=np.array([0, 1, 1], np.uint32)))  # drops entries
+
+
+# ---- runners: small helpers ------------------------------------------------------------------------------
+
+def test_semihosting_arguments_with_commas_and_the_nm_of_a_size_tool():
+    """Defects: a comma in a semihosting argument (a path) split QEMU's -semihosting-config option (QEMU refused
+    to start: "Invalid parameter"); the nm next to
+    a size tool was derived by cutting 4 characters off its name (llvm-size-14 gave llvm-siznm, so the external
+    symbols were silently not listed)."""
+    m4 = targets.get("cortex-m4")
+    cmd = runners.emulator_command(m4, "/tmp/a,b/prog.elf", ["in,1.f32"])
+    assert cmd[cmd.index("-semihosting-config") + 1] == "enable=on,target=native,arg=/tmp/a,,b/prog.elf,arg=in,,1.f32"
+    assert runners.nm_for("arm-none-eabi-size") == "arm-none-eabi-nm"
+    assert runners.nm_for("/usr/bin/llvm-size-14") == "/usr/bin/llvm-nm-14"
+    assert runners.nm_for("size") == "nm"

@@ -239,7 +239,16 @@ def pad_rows(r: RCSR, align: int) -> RCSR:
 
 
 def decode_rcsr(r: RCSR) -> np.ndarray:
-    """The dense matrix an encoding stands for (the round trip used by tests)."""
+    """The dense matrix an encoding stands for (the round trip used by tests). Strict, as a kernel's reading is:
+    a row_ptr that does not run from 0 up to the entry count, or a code that does not fit `index_bits` bits (the
+    packed stream would keep only its low bits), is a ValueError, not a matrix."""
+    ptr = r.row_ptr.astype(np.int64)
+    n = int(r.values.shape[0])
+    if ptr.shape != (r.rows + 1,) or ptr[0] != 0 or ptr[-1] != n or np.any(np.diff(ptr) < 0) \
+            or r.codes.shape[0] != n:
+        raise ValueError(f"row_ptr must rise from 0 to the {n} entries ({r.rows + 1} values), with one code per entry")
+    if n and int(r.codes.max()) >= 1 << r.index_bits:
+        raise ValueError(f"code {int(r.codes.max())} does not fit {r.index_bits} bits")
     out = np.zeros((r.rows, r.cols), dtype=r.values.dtype)
     codes = r.codes.astype(np.int64) + 1
     for row in range(r.rows):
@@ -254,7 +263,11 @@ def decode_rcsr(r: RCSR) -> np.ndarray:
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> bytes:
-    codes = np.asarray(codes, dtype=np.uint16)
+    codes = np.asarray(codes)
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= 1 << min(bits, 16)):
+        raise ValueError(f"codes must be in 0..{(1 << min(bits, 16)) - 1} for {bits}-bit indices "
+                         f"(got {int(codes.min())}..{int(codes.max())}): a wider code would be packed as its low bits")
+    codes = codes.astype(np.uint16)
     if bits == 8:
         return codes.astype(np.uint8).tobytes()
     if bits == 16:

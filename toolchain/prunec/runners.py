@@ -179,7 +179,9 @@ def emulator_command(target, program: str | os.PathLike, args: list[str] | tuple
     if t.runner == "qemu-system":
         cmd = [t.extra["emulator"], "-M", t.extra["machine"], "-nographic"]
         if args:
-            cmd += ["-semihosting-config", "enable=on,target=native," + ",".join(f"arg={a}" for a in (prog, *args))]
+            # QEMU option syntax: a comma inside a value is written twice
+            cmd += ["-semihosting-config", "enable=on,target=native," +
+                    ",".join(f"arg={str(a).replace(',', ',,')}" for a in (prog, *args))]
         else:
             cmd += ["-semihosting"]
         return [*cmd, "-kernel", prog]
@@ -268,6 +270,14 @@ def section_sizes(target, path: str | os.PathLike) -> dict[str, int]:
     return out
 
 
+def nm_for(size_tool: str) -> str:
+    """The nm of the binutils that `size_tool` belongs to: arm-none-eabi-size -> arm-none-eabi-nm,
+    llvm-size-14 -> llvm-nm-14 (the last "size" of the file name replaced)."""
+    head, sep, base = size_tool.rpartition("/")
+    i = base.rfind("size")
+    return head + sep + (base[:i] + "nm" + base[i + 4:] if i >= 0 else "nm")
+
+
 def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     """Section sizes of libNAME.a (the firmware's share: model code, kernels, weights), its external symbols,
     and, when present, those of the verification image. Builds the library if needed; writes nothing else."""
@@ -280,7 +290,7 @@ def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     lib_s = size["library"]
     size["library"]["flash"] = lib_s["text"] + lib_s["rodata"] + lib_s["data"]
     size["library"]["ram"] = lib_s["data"] + lib_s["bss"] + int(manifest.get("arena_bytes", 0))
-    nm = (t.extra.get("size") or "size")[: -len("size")] + "nm"
+    nm = nm_for(t.extra.get("size") or "size")
     if shutil.which(nm):
         r = _check([nm, "-g", str(lib)], f"listing the symbols of {lib.name}")
         defined = {ln.split()[-1] for ln in r.stdout.splitlines() if len(ln.split()) == 3}
