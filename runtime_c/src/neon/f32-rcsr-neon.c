@@ -19,9 +19,23 @@
 
 #if PRUNEC_HAVE_NEON_FMA
 #include <arm_neon.h>
+#include <math.h>
 
 #include "prunec_kernels.h"
 #include "prunec_rcsr_util.h"
+
+/* An index_bits other than 4/8/16 is not a valid encoding: like the portable kernels, fill the output with NaN
+ * (n floats) instead of decoding it with some other width. Returns 1 when it did. */
+static int prunec_neon_bad_bits(const prunec_rcsr_f32 *w, float *y, size_t n) {
+  size_t i;
+  if (w->index_bits == 4u || w->index_bits == 8u || w->index_bits == 16u) {
+    return 0;
+  }
+  for (i = 0; i < n; i++) {
+    y[i] = NAN;
+  }
+  return 1;
+}
 
 #define PRUNEC_NEON_CHUNK 256u
 
@@ -184,8 +198,10 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
  * step. Groups of 8 entries in a loop, then 4, 2, 1 entries on the bits of n.
  *
  * AArch64, per 8 entries: 4 LDP of steps, 8 LD1 lane loads, one LDP of 8 values, 2 FMLA, SUBS + B.NE = 17.
- * The 2- and 1-entry steps load into the low lanes of registers whose upper lanes the load clears (LD1R .2S,
- * LDR D / LDR S), so the unused lanes add 0 x 0.
+ * The 2- and 1-entry steps load into the low lanes of registers whose upper lanes are zero (LD1R .2S then a
+ * lane load; MOVI then a lane load; LDR D / LDR S), so the unused lanes add 0 x 0. (Not LD1R .2S alone for the
+ * 1-entry step: its lane 1 would add 0 x x[col], NaN where x[col] is an infinity, where the portable kernel
+ * gives the infinity.)
  */
 #define PRUNEC_NEON_A64_STEPS(ACC, N)                  \
   "lsr %w[g], %w[" N "], #3\n\t"                       \
@@ -228,7 +244,8 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
   "4:\n\t"                                             \
   "tbz %w[" N "], #0, 5f\n\t"                          \
   "ldr %w[s0], [%[dp]], #4\n\t"                        \
-  "ld1r {%[x0].2s}, [%[xp]], %[s0]\n\t"                \
+  "movi %[x0].2d, #0\n\t"                              \
+  "ld1 {%[x0].s}[0], [%[xp]], %[s0]\n\t"               \
   "ldr %s[v0], [%[vp]], #4\n\t"                        \
   "fmla %[" ACC "].4s, %[v0].4s, %[x0].4s\n"           \
   "5:\n\t"
@@ -487,6 +504,9 @@ void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const
   const float32x4_t vlo = vdupq_n_f32(out_min), vhi = vdupq_n_f32(out_max);
   const uint32_t rows = w->rows;
   uint32_t r;
+  if (prunec_neon_bad_bits(w, y, w->rows)) {
+    return;
+  }
   s.index = w->index;
   s.bits = w->index_bits;
   s.total = row_ptr[rows];
@@ -848,6 +868,9 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
   prunec_conv_tap_table tab;
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
+  if (prunec_neon_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
+    return;
+  }
   prunec_neon_conv_geometry(p, &c);
   c.vmin = vdupq_n_f32(out_min);
   c.vmax = vdupq_n_f32(out_max);
