@@ -9,17 +9,53 @@ and fails loudly if the ranks ever disagree. Only rank 0 writes files.
 Shutdown: `dist.barrier(); dist.destroy_process_group(); os._exit(code)`. Without the hard exit, gloo
 aborts about one run in five at interpreter exit ("terminate called without an active exception") after
 correct results (../shared/NOTES.md).
+
+When one rank fails (an exception on that rank only: a data error, a failed checkpoint write on rank 0, a NaN
+check, Ctrl-C), every rank has to stop within seconds, not block in its next collective until the group's
+timeout (gloo's default: 30 minutes):
+- the failing rank skips the barrier (`shutdown(code != 0)`: the others are in a different collective, or
+  in none, so it would wait for the whole timeout) and exits at once. Its sockets close, so a rank blocked in a
+  gloo collective gets "Connection reset/closed by peer" within milliseconds; `peer_errors` turns that into a
+  one-line `PeerFailed` ("rank 1 stopped: another rank failed ...") instead of a second gloo traceback, so
+  the failing rank's own error is the one message that explains the failure.
+- under torchrun, the agent stops the other ranks with SIGTERM as soon as one exits non-zero. `init` makes
+  SIGTERM raise `Terminated`, so `finally` blocks run: a checkpoint being written is not left behind as a
+  half-written temporary file (atomic.py removes it), and the rank exits with a one-line message.
+- a rank that learned of the failure from the transport waits `PEER_GRACE_S` before exiting, so that
+  torchrun sees the rank that failed first and names it as the "Root Cause" of its summary.
+- a rank that hangs instead of exiting (stuck I/O, a collective only some ranks call) is caught by the group
+  timeout, 600 s by default instead of 30 minutes (`PRUNEC_DIST_TIMEOUT`, seconds).
 """
 from __future__ import annotations
 
+import datetime
+import functools
 import hashlib
 import os
+import re
+import signal
 import sys
+import threading
+import time
 
 import torch
 from torch import nn
 
 from .errors import PrunecError
+
+DEFAULT_TIMEOUT_S = 600.0
+PEER_GRACE_S = 1.0
+
+
+class PeerFailed(PrunecError):
+    """A collective failed on this rank because another rank stopped (raised, was killed) or hung."""
+
+
+class Terminated(PrunecError):
+    """This rank received SIGTERM (torchrun sends it to the other ranks when one fails)."""
+
+
+_peer_failed = False  # set when this rank's failure is a consequence of another rank's (see shutdown)
 
 
 def launched_by_torchrun() -> bool:
@@ -68,10 +104,79 @@ def init() -> tuple[int, int]:
     b = backend()
     if "nccl" in b:  # before the group is made, so its CUDA work lands on this rank's GPU (ranks may share one)
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
-    dist.init_process_group(backend=b)
+    dist.init_process_group(backend=b, timeout=datetime.timedelta(seconds=timeout_s()))
+    _install_sigterm()
     if "PRUNEC_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
     return dist.get_rank(), dist.get_world_size()
+
+
+def timeout_s() -> float:
+    """The process group's timeout (seconds): PRUNEC_DIST_TIMEOUT, else DEFAULT_TIMEOUT_S. It bounds how long a
+    rank waits in a collective for a rank that is alive but stuck; a rank that exits is noticed at once."""
+    v = os.environ.get("PRUNEC_DIST_TIMEOUT")
+    if not v:
+        return DEFAULT_TIMEOUT_S
+    try:
+        t = float(v)
+    except ValueError:
+        t = float("nan")
+    if not t > 0 or t == float("inf"):
+        raise PrunecError(f"PRUNEC_DIST_TIMEOUT={v!r}: give the collective timeout in seconds (> 0, e.g. 600)")
+    return t
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated(f"rank {rank()} stopped by SIGTERM (torchrun sends it to the other ranks when one has stopped: "
+                     f"that rank's error says why)")
+
+
+def _install_sigterm() -> None:
+    """SIGTERM raises Terminated on this rank (only from the main thread, only if nobody else handles it)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+_COMM = re.compile(r"gloo|nccl|Connection (?:reset|closed) by peer|Broken pipe", re.IGNORECASE)
+
+
+def is_comm_error(e: BaseException) -> bool:
+    """An error of the process group's transport (gloo raises plain RuntimeErrors naming its sources)."""
+    import torch.distributed as dist
+
+    return isinstance(e, getattr(dist, "DistError", ())) or (isinstance(e, RuntimeError) and bool(_COMM.search(str(e))))
+
+
+def _comm_detail(e: BaseException) -> str:
+    """gloo's message without its source location and advice: "Read error [127.0.0.1]:4711: Connection reset by peer"."""
+    msg = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    return msg.split(". ")[0].rstrip(".")
+
+
+def _peer_failure(e: BaseException) -> PeerFailed:
+    global _peer_failed
+    _peer_failed = True
+    return PeerFailed(f"rank {rank()} stopped: a collective with the other ranks failed ({_comm_detail(e)}); "
+                      f"another rank failed or hung first, see its error")
+
+
+def peer_errors(fn):
+    """Decorate a function that runs collectives: a transport error there (another rank failed and closed its
+    connections, or the group timed out) becomes a one-line PeerFailed; other errors pass unchanged."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PrunecError:
+            raise
+        except RuntimeError as e:
+            if is_initialized() and is_comm_error(e):
+                raise _peer_failure(e) from e
+            raise
+
+    return wrapper
 
 
 def digest(model: nn.Module, masks: dict[str, torch.Tensor]) -> str:
@@ -91,6 +196,7 @@ def digest(model: nn.Module, masks: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+@peer_errors
 def check_identical(model: nn.Module, masks: dict[str, torch.Tensor]) -> str:
     """All ranks must hold the same masks and weights; returns the shared digest."""
     import torch.distributed as dist
@@ -106,14 +212,31 @@ def check_identical(model: nn.Module, masks: dict[str, torch.Tensor]) -> str:
 
 
 def shutdown(code: int = 0) -> None:
-    """End a torchrun rank cleanly: barrier, destroy the group, hard exit (see module docstring)."""
+    """End a torchrun rank: on success barrier, destroy the group, hard exit (see module docstring); after an
+    error (code != 0) hard exit at once, since the other ranks will not come to the barrier.
+
+    A rank that finished its part but finds another rank failed at the barrier exits non-zero."""
     import torch.distributed as dist
 
-    if is_initialized():
-        try:
-            dist.barrier()
-            dist.destroy_process_group()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+    if not is_initialized():
+        return
+    r = rank()
+    try:
+        if code == 0:
+            try:
+                dist.barrier()
+                dist.destroy_process_group()
+            except BaseException as e:  # another rank failed after this one finished (or SIGTERM came)
+                code = 2
+                if is_comm_error(e):
+                    msg = str(_peer_failure(e))
+                else:
+                    msg = str(e) if isinstance(e, PrunecError) else f"rank {r}: {type(e).__name__}: {e}"
+                print(f"prunec: error: {msg}", file=sys.stderr)
+        if code != 0 and _peer_failed:
+            # torchrun names the first rank it sees exit as the root cause: let the rank that failed first go first
+            time.sleep(PEER_GRACE_S)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import distributed as DIST
 from . import masks as M
 from .data import Dataset
 from .errors import PrunecError
@@ -270,6 +271,7 @@ def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks) -> dict:
     }
 
 
+@DIST.peer_errors
 def run_schedule(
     model: nn.Module,
     data: Dataset,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as DIST
 from . import masks as M
 from .data import Split
 from .errors import PrunecError
@@ -107,6 +108,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 2000) -> float:
     return correct / max(1, len(split))
 
 
+@DIST.peer_errors
 def fit(
     model: nn.Module,
     data: Split,
