@@ -4,10 +4,10 @@ One small C driver (DRIVER_C below) is built per target with that target's compi
 source, and runs a batch of cases in one emulator launch: for each case the Arm kernel and its portable twin on
 the same inputs, outputs NaN-filled first and framed by guard words. On qemu-user (AArch64, Armv7-A) every input
 array (values, index, row_ptr, bias, x) ends exactly at a PROT_NONE page, so a read past any of them faults; on
-the bare-metal boards each is followed by NaN / 0xFF bytes and placed 0..3 bytes (index) or floats (x) past a
-16-byte boundary. Cases are encoded here (fillers for gaps beyond 2^b, explicit zero-valued entries: padded rows,
-rows made only of fillers) and compared in Python: NaN exactly where the portable kernel has NaN, infinities
-equal, finite values within the fp32 reassociation tolerance of docs/FORMAT.md.
+the bare-metal boards each is followed by NaN / 0xFF bytes, the index 0..3 bytes and x, values and y 0..3 floats
+past a 16-byte boundary. Cases are encoded here (fillers for gaps beyond 2^b, explicit zero-valued entries:
+padded rows, rows made only of fillers) and compared in Python: NaN exactly where the portable kernel has NaN,
+infinities equal, finite values within the fp32 reassociation tolerance of docs/FORMAT.md.
 
 Defects these tests found (each test names its own):
   * AArch64 NEON fc: a row's last entry taken alone (odd entry count) added 0 * x[col] in a spare lane, so an
@@ -50,6 +50,7 @@ DRIVER_C = r"""/* Batch driver: runs one Arm ISA kernel and its portable twin on
 #if defined(__linux__)
 #define _DEFAULT_SOURCE 1
 #endif
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,7 +157,7 @@ int main(void) {
     size_t pos = 0, plen;
     unsigned char *in;
     uint32_t h[32];
-    uint32_t op, isa, bits, rows, cols, nval, nidx, has_bias, xlen, ylen, nbias, idx_mis, x_mis;
+    uint32_t op, isa, bits, rows, cols, nval, nidx, has_bias, xlen, ylen, nbias, idx_mis, x_mis, y_mis;
     float lo, hi;
     prunec_conv2d_params p;
     unsigned char *values, *index = NULL, *row_ptr = NULL, *bias = NULL, *x;
@@ -172,12 +173,13 @@ int main(void) {
     memcpy(&hi, &h[14], 4);
     memcpy(&p, &h[15], sizeof p); /* 15 uint32 */
     plen = h[30];
+    y_mis = h[31] & 3u; /* y (and, bare metal, values) this many floats past a 16-byte boundary */
     in = malloc(plen ? plen : 1);
     if (in == NULL || fread(in, 1, plen, fi) != plen) {
       printf("short payload / out of memory\n");
       return 3;
     }
-    values = place(in + pos, (size_t)nval * 4, 0xFF, 0);
+    values = place(in + pos, (size_t)nval * 4, 0xFF, 4u * y_mis);
     pos += (size_t)nval * 4;
     if (op == 0 || op == 2) {
       index = place(in + pos, nidx, 0xFF, idx_mis);
@@ -193,10 +195,10 @@ int main(void) {
     pos += (size_t)xlen * 4;
     for (k = 0; k < 2; k++) {
       void *fn = kernel(op, k == 0 ? isa : 0);
-      float *y = malloc(((size_t)ylen + 2 * NGUARD) * sizeof(float));
-      float *yo = y + NGUARD;
-      ybuf[k] = y;
-      for (i = 0; i < NGUARD; i++) y[i] = yo[ylen + i] = GUARD;
+      float *y = malloc(((size_t)ylen + 2 * NGUARD + 3) * sizeof(float));
+      float *yo = y + NGUARD + y_mis;
+      ybuf[k] = yo;
+      for (i = 0; i < NGUARD; i++) yo[(ptrdiff_t)i - NGUARD] = yo[ylen + i] = GUARD;
       for (i = 0; i < ylen; i++) {
         uint32_t nanbits = 0x7fc0dead;
         memcpy(&yo[i], &nanbits, 4);
@@ -224,14 +226,14 @@ int main(void) {
         else ((conv_dense_fn)fn)(&p, &w, (const float *)bias, (const float *)x, yo, lo, hi);
       }
       for (i = 0; i < NGUARD; i++) {
-        if (y[i] != GUARD || yo[ylen + i] != GUARD) status |= 2u << k;
+        if (yo[(ptrdiff_t)i - NGUARD] != GUARD || yo[ylen + i] != GUARD) status |= 2u << k;
       }
     }
     fwrite(&status, 4, 1, fo);
-    fwrite(ybuf[0] + NGUARD, 4, ylen, fo);
-    fwrite(ybuf[1] + NGUARD, 4, ylen, fo);
-    free(ybuf[0]);
-    free(ybuf[1]);
+    fwrite(ybuf[0], 4, ylen, fo);
+    fwrite(ybuf[1], 4, ylen, fo);
+    free(ybuf[0] - NGUARD - y_mis);
+    free(ybuf[1] - NGUARD - y_mis);
     unplace_all();
     free(in);
   }
@@ -291,6 +293,7 @@ class Case:
     conv: tuple = (0,) * 15
     idx_mis: int = 0  # bare metal: index this many bytes past a 16-byte boundary
     x_mis: int = 0  # bare metal: x this many floats past a 16-byte boundary
+    y_mis: int = 0  # y (bare metal: values too) this many floats past malloc's alignment
 
     def pack(self) -> bytes:
         body = np.asarray(self.values, "<f4").tobytes()
@@ -303,7 +306,7 @@ class Case:
                         len(self.index), int(self.bias is not None), len(self.x), self.ylen,
                         0 if self.bias is None else len(self.bias), self.idx_mis, self.x_mis)
         h += struct.pack("<2f", self.lo, self.hi) + struct.pack("<15I", *self.conv)
-        return h + struct.pack("<2I", len(body), 0) + body
+        return h + struct.pack("<2I", len(body), self.y_mis) + body
 
 
 def _entries(m: np.ndarray, extra_zero) -> list:
@@ -594,7 +597,7 @@ def random_fc(rng, isa: str, bits: int, dense: bool = False) -> Case:
     act = ACTS[int(rng.integers(3))]
     return fc_case(isa, w, x, bias, bits, act=act, desc=f"fc {rows}x{cols} density {dens} mode {mode} act {act}",
                    extra_zero=None if dense else extra, dense=dense, idx_mis=int(rng.integers(0, 4)),
-                   x_mis=int(rng.integers(0, 4)))
+                   x_mis=int(rng.integers(0, 4)), y_mis=int(rng.integers(0, 4)))
 
 
 def random_conv(rng, isa: str, bits: int, dense: bool = False) -> Case:
@@ -626,7 +629,8 @@ def random_conv(rng, isa: str, bits: int, dense: bool = False) -> Case:
             x.reshape(-1)[rng.integers(x.size)] = rng.choice(SPECIAL)
     return conv_case(isa, w, x, bias, bits, stride=(sh, sw), pad=(ph, pw), dil=(dh, dw), groups=groups,
                      act=ACTS[int(rng.integers(3))], desc=f"density {dens}", dense=dense,
-                     extra_zero=None if dense else extra, idx_mis=int(rng.integers(0, 4)), x_mis=int(rng.integers(0, 4)))
+                     extra_zero=None if dense else extra, idx_mis=int(rng.integers(0, 4)), x_mis=int(rng.integers(0, 4)),
+                     y_mis=int(rng.integers(0, 4)))
 
 
 def random_batch(name: str, seed: int, n_fc: int, n_conv: int) -> list[Case]:
