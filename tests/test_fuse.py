@@ -207,3 +207,23 @@ def test_target_setting_must_be_a_bool(tmp_path, monkeypatch):
         build(p, "host", tmp_path / "o", name="net")
     assert not (tmp_path / "o").exists()
     assert build(p, "host", tmp_path / "o2", name="net", fuse_pool=False).manifest["plan"]["fused_conv_pool"] == []
+
+
+def test_ram_refusal_suggests_fusion_with_its_arena(tmp_path, monkeypatch):
+    _, _, p = _model(tmp_path, "zoo")
+    fused = build(p, "host", tmp_path / "f", name="net", fuse_pool=True).manifest["arena_bytes"]
+    plain = build(p, "host", tmp_path / "u", name="net", fuse_pool=False).manifest["arena_bytes"]
+    small = dataclasses.replace(targets.get("host"), ram_bytes=(fused + plain) // 2)
+    import prunec.build as B
+
+    monkeypatch.setattr(B.targets_mod, "get", lambda name: small)
+    with pytest.raises(PrunecError) as e:
+        build(p, "host", tmp_path / "no", name="net", fuse_pool=False)
+    msg = str(e.value)
+    assert f"--fuse-pool (3 convolution(s) feed a pool: the arena would be {fused:,} bytes)" in msg, msg
+    assert "caller's input and output buffers" in msg
+    tiny = dataclasses.replace(small, ram_bytes=16)
+    monkeypatch.setattr(B.targets_mod, "get", lambda name: tiny)
+    with pytest.raises(PrunecError, match="Prune harder .* or pick a target with more RAM") as e:
+        build(p, "host", tmp_path / "no", name="net", fuse_pool=True)
+    assert "--fuse-pool" not in str(e.value)

@@ -373,3 +373,20 @@ def test_semihosting_arguments_with_commas_and_the_nm_of_a_size_tool():
     assert runners.nm_for("arm-none-eabi-size") == "arm-none-eabi-nm"
     assert runners.nm_for("/usr/bin/llvm-size-14") == "/usr/bin/llvm-nm-14"
     assert runners.nm_for("size") == "nm"
+
+
+@pytest.mark.parametrize("tname", ["cortex-m4", "cortex-m55"])
+def test_bare_metal_main_gets_the_semihosting_arguments(tname, tmp_path):
+    """Defect: the Cortex-M start-up called main(0, NULL), so arguments given to run_program never reached the
+    program (the verification runner only worked through its default file names)."""
+    t = targets.get(tname)
+    if t.missing_tools():
+        pytest.skip(", ".join(f"{exe} not installed" for exe, _ in t.missing_tools()))
+    src = tmp_path / "args.c"
+    src.write_text('#include <stdio.h>\nint main(int argc, char **argv) {\n  int i;\n  printf("argc=%d\\n", argc);\n'
+                   '  for (i = 1; i < argc; i++) printf("[%s]\\n", argv[i]);\n  return argc;\n}\n')
+    exe = runners.compile_program(t, [src], tmp_path / "args.elf")
+    r = runners.run_program(t, exe, ["in.f32", "out,1.f32"])
+    assert r.returncode == 3 and r.stdout.splitlines() == ["argc=3", "[in.f32]", "[out,1.f32]"], r.stdout + r.stderr
+    r = runners.run_program(t, exe)  # no arguments: the program's name only (QEMU -semihosting)
+    assert r.returncode == 1 and r.stdout.splitlines() == ["argc=1"], r.stdout + r.stderr

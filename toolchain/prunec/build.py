@@ -153,7 +153,8 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
         io = 4 * (numel(g.input_shape) + numel(g.output_shape))
         raise PrunecError(
             f"the model does not fit target {target.name!r}: its arena needs {plan.arena_bytes:,} bytes of RAM "
-            f"(plus {io:,} bytes of input and output buffers), the target has {target.ram_bytes:,}; nothing was written.")
+            f"(the caller's input and output buffers, {io:,} bytes, come on top), the target has "
+            f"{target.ram_bytes:,}; nothing was written. {_ram_fix(g, pairs)}")
 
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION,
@@ -190,6 +191,17 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     return files, manifest, g
 
 
+def _ram_fix(g: Graph, pairs: dict[int, int]) -> str:
+    """What to do about an arena too big for the target's RAM."""
+    if not pairs:
+        cand = fuse.find_conv_pool(g)
+        if cand:
+            fused = planner.make_plan(fuse.planning_graph(g, cand)).arena_bytes
+            return (f"Build with --fuse-pool ({len(cand)} convolution(s) feed a pool: the arena would be {fused:,} bytes), "
+                    f"prune harder (dead-neuron removal shrinks layers), or pick a target with more RAM.")
+    return "Prune harder (dead-neuron removal shrinks layers) or pick a target with more RAM."
+
+
 def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
     """Compile libNAME.a in a scratch copy of the build and measure it (firmware targets): the manifest gets the
     exact flash and RAM figures, and a library that does not fit the board is refused with them."""
@@ -211,9 +223,14 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
             f"(text {lib['text']:,} + rodata {lib['rodata']:,} + data {lib['data']:,}), the board has {target.flash_bytes:,}. "
             f"Prune harder or pick a larger target; nothing was written.")
     if target.ram_bytes and lib["ram"] > target.ram_bytes:
+        fused = manifest["plan"]["fused_conv_pool"]
+        hint = ("Use a smaller or more sparsely activated model, or pick a target with more RAM." if fused else
+                "Build with --fuse-pool if the model has convolutions that feed pools, prune harder (dead-neuron "
+                "removal shrinks layers), or pick a target with more RAM.")
         raise PrunecError(
             f"the model does not fit target {target.name!r}: it needs {lib['ram']:,} bytes of RAM (arena "
-            f"{manifest['arena_bytes']:,} + data/bss {lib['data'] + lib['bss']:,}), the board has {target.ram_bytes:,}; nothing was written.")
+            f"{manifest['arena_bytes']:,} + data/bss {lib['data'] + lib['bss']:,}), the board has {target.ram_bytes:,}; "
+            f"nothing was written. {hint}")
     return {"measured": True, **size}
 
 
