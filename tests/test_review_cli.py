@@ -131,3 +131,25 @@ def test_prune_a_pruned_base_without_a_recorded_baseline(tmp_path):
                                   "--steps", "1", "--retrain-epochs", "0", "--final-epochs", "0"], env=env)
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output
     assert (tmp_path / "q.pt").exists()
+
+
+@pytest.mark.parametrize("exc,code,text", [
+    (KeyboardInterrupt(), 130, "interrupted (Ctrl-C)"),
+    (OSError(28, "No space left on device"), 1, "No space left on device"),
+    (RuntimeError("a defect"), 1, "Traceback"),
+])
+def test_distributed_run_ends_every_rank_with_a_message_not_a_traceback(exc, code, text, monkeypatch, capsys):
+    """Under torchrun, Ctrl-C and OS errors (disk full) print one line; only defects print a traceback."""
+    from prunec import commands_prune as CP
+
+    seen = []
+    monkeypatch.setattr(CP.DIST, "shutdown", lambda c: seen.append(c))
+
+    def fn():
+        raise exc
+
+    CP._run(True, fn)
+    err = capsys.readouterr().err
+    assert seen == [code] and text in err, (seen, err)
+    if not isinstance(exc, RuntimeError):
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -99,7 +99,13 @@ def _run(distributed: bool, fn):
     except PrunecError as e:
         click.echo(f"prunec: error: {e}", err=True)
         code = 2
-    except BaseException:
+    except KeyboardInterrupt:
+        click.echo("prunec: interrupted (Ctrl-C): every rank stops, no half-written file is left", err=True)
+        code = 130
+    except OSError as e:  # disk full, permissions: the system's message is the diagnosis
+        click.echo(f"prunec: error: {e}", err=True)
+        code = 1
+    except BaseException:  # a defect: the traceback is what a bug report needs
         import traceback
 
         traceback.print_exc()
