@@ -196,3 +196,38 @@ def test_avx512x4_maxpool_2x2_paths_with_nan(built, c, h, w):
     assert np.array_equal(np.isnan(got), np.isnan(want))
     assert np.array_equal(got[~np.isnan(want)], want[~np.isnan(want)])
     assert (y[want.size:] == 7.0).all()
+
+
+def test_x86_rcsr_kernels_fill_nan_for_an_invalid_index_width(tmp_path):
+    """docs/FORMAT.md: an index_bits other than 4/8/16 fills the output with NaN, as the portable kernels do. The
+    avx2 and avx512 fc/conv kernels decoded such a layer as 4-bit codes and stored finite garbage."""
+    import numpy as np
+
+    from prunec import encode
+
+    ks = [k for k in runtime.kernels() if k.isa in ("avx2", "avx512", "avx512x4", "portable")
+          and k.op in ("fc_rcsr", "conv2d_rcsr")]
+    ffi, lib = kh.build_kernels(sorted({k.source for k in ks}), AVX512_FLAGS, tmpdir=tmp_path)
+    rng = np.random.default_rng(3)
+    for k in ks:
+        for bad in (0, 5, 32):
+            keep = kh._Keep()
+            if k.op == "fc_rcsr":
+                r = encode.encode_rcsr(np.eye(6, dtype=np.float32), 8)
+                ws = kh.rcsr_struct(ffi, keep, r)
+                ws.index_bits = bad
+                y = np.zeros(6, np.float32)
+                getattr(lib, k.name)(ws, ffi.NULL, keep.buf(ffi, "float[]", np.ones(6, np.float32)),
+                                     keep.buf(ffi, "float[]", y, True), float("-inf"), float("inf"))
+            else:
+                w = rng.standard_normal((2, 9)).astype(np.float32)
+                ws = kh.rcsr_struct(ffi, keep, encode.encode_rcsr(w, 8))
+                ws.index_bits = bad
+                p = ffi.new("prunec_conv2d_params *", {"in_c": 1, "in_h": 6, "in_w": 6, "out_c": 2, "out_h": 4,
+                                                       "out_w": 4, "kh": 3, "kw": 3, "stride_h": 1, "stride_w": 1,
+                                                       "pad_h": 0, "pad_w": 0, "dil_h": 1, "dil_w": 1, "groups": 1})
+                y = np.zeros(32, np.float32)
+                x = rng.standard_normal(36).astype(np.float32)
+                getattr(lib, k.name)(p, ws, ffi.NULL, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True),
+                                     float("-inf"), float("inf"))
+            assert np.isnan(y).all(), f"{k.name} with index_bits={bad}: {y[:6]}"
