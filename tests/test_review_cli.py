@@ -153,3 +153,45 @@ def test_distributed_run_ends_every_rank_with_a_message_not_a_traceback(exc, cod
     assert seen == [code] and text in err, (seen, err)
     if not isinstance(exc, RuntimeError):
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_verify_synthetic_uses_the_models_own_test_split(tmp_path):
+    """Defect: `prunec verify --data synthetic` drew seed 0's data with another split size, so a model trained on
+    seed 3 scored ~chance although C and PyTorch agreed. Now the seed comes with the model (checkpoint or .pt2
+    metadata) and the split sizes are those of train/prune: the accuracy is the checkpoint's own."""
+    from prunec.verify import verify
+
+    base = tmp_path / "s3.pt"
+    r = run("train", "--model", "lenet300", "--data", "synthetic", "--seed", "3", "--epochs", "2", "--quiet", "--out", base)
+    assert r.exit_code == 0, r.output
+    acc = C.load(base).metrics["test_accuracy"]
+    assert acc > 0.5
+    r = run("export", base, "--out", tmp_path / "s3.pt2")
+    assert r.exit_code == 0, r.output
+    for src in (base, tmp_path / "s3.pt2"):
+        out = tmp_path / f"b_{src.suffix[1:]}"
+        r = run("build", src, "--out", out)
+        assert r.exit_code == 0, r.output
+        rep = verify(out, data="synthetic")
+        assert rep.ok and rep.n == 100, rep.text()  # PRUNEC_SYNTHETIC_TEST of this file's fixture
+        assert abs(rep.accuracy_torch - acc) < 1e-9, (rep.accuracy_torch, acc)
+
+
+def test_help_states_the_recipes_defaults():
+    """Defect: `train --help` said label smoothing defaults to 0 and `prune --help` that the LeNets retrain at
+    1/10 of the dense lr; the recipes use 0.1 and the dense peak."""
+    import re
+
+    from prunec.recipes import DEFAULT_RECIPES
+    from prunec.train import DEFAULTS
+
+    th = " ".join(run("train", "--help").output.split())
+    ph = " ".join(run("prune", "--help").output.split())
+    for m in ("lenet300", "lenet5"):
+        assert f"{m}: {DEFAULTS[m].epochs}" in th and f"{m} {DEFAULTS[m].lr:g}" in th, th
+        assert DEFAULT_RECIPES[m].lr == DEFAULTS[m].lr and DEFAULT_RECIPES[m].lr_span == "run"
+        assert DEFAULTS[m].label_smoothing == DEFAULT_RECIPES[m].label_smoothing == 0.1
+    assert re.search(r"smoothed by this weight \(default: the model's recipe, 0\.1 for the LeNets", th), th
+    assert "the dense peak lr for the LeNets" in ph and "0.1 for the LeNets" in ph, ph
+    for m in ("alexnet", "vgg16"):
+        assert DEFAULT_RECIPES[m].lr == DEFAULTS[m].lr / 10 and DEFAULTS[m].label_smoothing == 0

@@ -50,10 +50,7 @@ def _check_out_dir(out: Path) -> None:
 def _load_data(name: str, data_dir: str | None, model_name: str, seed: int = 0) -> D.Dataset:
     shape = models.input_shape(model_name)
     if name == "synthetic":
-        small = int(torch.tensor(shape).prod()) <= 28 * 28 * 3
-        n_train = int(os.environ.get("PRUNEC_SYNTHETIC_TRAIN", 2000 if small else 64))
-        n_test = int(os.environ.get("PRUNEC_SYNTHETIC_TEST", 500 if small else 32))
-        return D.synthetic(n_train=n_train, n_test=n_test, seed=seed, shape=shape)
+        return D.synthetic_for(shape, seed)
     ds = D.load(name, data_dir)
     if ds.input_shape != tuple(shape):
         raise PrunecError(f"model {model_name} takes {'x'.join(map(str, shape))} inputs but {name} has "
@@ -136,12 +133,14 @@ def _with(options):
 @click.option("--data", "data_name", type=click.Choice(D.DATASETS), default="fashion-mnist", show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder of Fashion-MNIST IDX files")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="dense checkpoint to write (BASE.pt)")
-@click.option("--epochs", type=int, default=None, help="default: the model's recipe (lenet300: 40)")
-@click.option("--lr", type=float, default=None, help="peak SGD learning rate (cosine decay)")
+@click.option("--epochs", type=int, default=None, help="default: the model's recipe (lenet300: 40, lenet5: 20)")
+@click.option("--lr", type=float, default=None, help="peak SGD learning rate, cosine decay (default: the model's recipe, "
+              "lenet300 0.05, lenet5 0.02)")
 @click.option("--weight-decay", type=float, default=None, help="L2 strength")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
-              help="cross-entropy against targets smoothed by this weight (default 0)")
+              help="cross-entropy against targets smoothed by this weight (default: the model's recipe, 0.1 for the "
+                   "LeNets, 0 otherwise)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, label_smoothing, seed, quiet):
@@ -193,14 +192,16 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--final-epochs", type=int, default=None, help="extra retraining epochs after the last step")
 @click.option("--reg", type=click.Choice(["l1", "l2"]), default=None, help="regulariser during retraining (default l2)")
 @click.option("--reg-strength", type=float, default=None)
-@click.option("--lr", type=float, default=None, help="retraining lr (default: 1/10 of the dense lr for LeNets)")
+@click.option("--lr", type=float, default=None, help="retraining lr (default: the model's recipe: the dense peak lr for the LeNets, one cosine over "
+                   "the run; 1/10 of the dense lr, restarted per step, otherwise)")
 @click.option("--lr-span", type=click.Choice(["step", "run"]), default=None,
               help="cosine lr restarted in every retraining phase (step) or one decay over the whole run (run)")
 @click.option("--target-compression", type=float, default=None, help="scale the per-layer profile to reach this total/nonzero")
 @click.option("--max-accuracy-drop", type=float, default=None, help="stop when accuracy falls more than this (fraction) below the dense one")
 @click.option("--distill", type=float, default=None, help="weight (0..1) of a distillation loss on the dense model's soft targets during retraining")
 @click.option("--label-smoothing", type=float, default=None,
-              help="retraining loss: cross-entropy against targets smoothed by this weight (0..1)")
+              help="retraining loss: cross-entropy against targets smoothed by this weight (0..1; default: the "
+                   "model's recipe, 0.1 for the LeNets)")
 @click.option("--alternate/--no-alternate", default=None, help="retrain fc with conv frozen, then conv with fc frozen")
 @click.option("--remove-dead/--keep-dead", default=None, help="remove neurons with no input or no output connections")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from OUT.resume")

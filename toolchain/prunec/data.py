@@ -7,6 +7,7 @@ normalisation is the input contract of a built model (`prunec verify --data fash
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -139,6 +140,18 @@ def synthetic(n_train: int = 2000, n_test: int = 500, seed: int = 0, shape=(1, 2
         return Split(x.float().contiguous(), y)
 
     return Dataset("synthetic", make(n_train), make(n_test), num_classes)
+
+
+def synthetic_for(shape, seed: int = 0) -> Dataset:
+    """The synthetic data set `prunec train/prune/verify --data synthetic` use for a model taking `shape` inputs:
+    sizes from PRUNEC_SYNTHETIC_TRAIN / PRUNEC_SYNTHETIC_TEST (default 2000 / 500 for inputs up to 3x28x28, else
+    64 / 32), prototypes and splits drawn from `seed` (the dense model's training seed: its test split is the
+    one every later step evaluates on)."""
+    shape = tuple(int(v) for v in shape)
+    small = math.prod(shape) <= 28 * 28 * 3
+    n_train = int(os.environ.get("PRUNEC_SYNTHETIC_TRAIN", 2000 if small else 64))
+    n_test = int(os.environ.get("PRUNEC_SYNTHETIC_TEST", 500 if small else 32))
+    return synthetic(n_train=n_train, n_test=n_test, seed=seed, shape=shape)
 
 
 def load(name: str, data_dir: str | os.PathLike | None = None, **kw) -> Dataset:

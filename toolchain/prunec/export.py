@@ -73,6 +73,9 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike)
         "source_checkpoint": Path(ckpt_path).name,
         "compression": M.compression(ckpt.model, dense_sizes=(ckpt.schedule or {}).get("weights0")),
         "test_accuracy": ckpt.metrics.get("test_accuracy"),
+        "dataset": ckpt.meta.get("dataset"),
+        # the seed of the synthetic data its model was trained on (prunec verify --data synthetic rebuilds that test split)
+        "data_seed": int(ckpt.meta.get("data_seed", ckpt.meta.get("seed")) or 0),
     }
     out = Path(out_path)
     buf = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the temp file has neither

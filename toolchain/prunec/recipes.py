@@ -43,7 +43,7 @@ class Recipe:
     schedule: str = "cubic"  # how the pruned fraction grows per step: "cubic", "linear" or "oneshot"
     retrain_epochs: int = 10  # after each step
     final_epochs: int = 0  # extra epochs after the last step
-    lr: float = 0.005  # retraining learning rate (LeNets: 1/10 of the dense one, as in the paper)
+    lr: float = 0.005  # retraining learning rate (the paper: 1/10 of the dense one; the LeNet recipes below use the dense peak with lr_span "run")
     lr_schedule: str = "cosine"
     lr_span: str = "step"  # cosine restarts at `lr` in every retraining phase ("step") or decays once over the run ("run")
     momentum: float = 0.9

@@ -311,7 +311,28 @@ def compare(c: np.ndarray, t: np.ndarray, labels: np.ndarray | None = None, atol
     return r
 
 
-def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: int | None, data_dir, limit, seed):
+def _data_seed(model_path) -> int:
+    """The synthetic-data seed recorded with the model (a prunec checkpoint's, or a .pt2's metadata from
+    `prunec export`); 0 when none is recorded (a .pt2 from torch.export.save)."""
+    if model_path is None:
+        return 0
+    try:
+        from . import checkpoint as C
+
+        meta = C.load(model_path).meta
+        return int(meta.get("data_seed", meta.get("seed")) or 0)
+    except Exception:  # noqa: BLE001 - not a checkpoint: a .pt2
+        pass
+    try:
+        from .export import read_metadata
+
+        return int(read_metadata(model_path).get("data_seed") or 0)
+    except Exception:  # noqa: BLE001 - no metadata: the default seed
+        return 0
+
+
+def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: int | None, data_dir, limit, seed,
+            model_path=None):
     shape = tuple(manifest["input_shape"])
     labels = None
     chosen = sum(x is not None for x in (data, inputs_path, random))
@@ -324,8 +345,8 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
     if data is not None:
         from . import data as data_mod
 
-        if data == "synthetic":
-            ds = data_mod.synthetic(n_train=1, n_test=limit or 500, shape=shape[1:])
+        if data == "synthetic":  # the test split the model was evaluated on when it was trained and pruned
+            ds = data_mod.synthetic_for(shape[1:], _data_seed(model_path))
         else:
             ds = data_mod.load(data, data_dir)
         x, labels = ds.test.x.numpy(), ds.test.y.numpy()
@@ -366,7 +387,7 @@ def verify(build_dir: str | os.PathLike, data: str | None = None, inputs: str | 
 
         if sha256_file(model_path) != m["source"]["sha256"]:
             raise PrunecError(f"{model_path} changed since the build (sha256 differs); rebuild, or pass --model")
-    x, labels = _inputs(m, data, inputs, random, data_dir, limit, seed)
+    x, labels = _inputs(m, data, inputs, random, data_dir, limit, seed, model_path)
     c = run_build(build_dir, x.reshape(len(x), -1), m)
     t = reference_outputs(model_path, x, m["input_shape"])
     return compare(c, t, labels, atol)
