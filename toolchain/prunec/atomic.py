@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -26,18 +27,53 @@ def _umask() -> int:
     return mask
 
 
+def _fsync(path: Path, directory: bool = False) -> None:
+    """Flush `path` to disk (best effort for a directory: some file systems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds.
+
+    As open(path, "w") would: a symlink is followed (the file it points to is replaced, the link kept), an
+    existing file keeps its permissions, a read-only file or a directory is refused. The data is flushed to
+    disk before the rename, so a crash leaves the old file or the new one, never an empty or partial one.
+    """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.is_dir():
+        raise PrunecError(f"cannot write {path}: it is a directory; give a file name")
+    mode = None
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if not os.access(path, os.W_OK) or not mode & 0o222:  # root passes os.access; the mode still says read-only
+            raise PrunecError(f"cannot write {path}: the file is read-only; make it writable (chmod u+w {path}) or "
+                              f"choose another file name")
     parent = _check_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+        # mkstemp makes 0600; give the file the mode open() would: the old file's, else 0666 less the umask
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(parent, directory=True)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -45,8 +81,12 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary directory beside `path`; on success it replaces `path` (old one removed)."""
+    """Yield an empty temporary directory beside `path`; on success it replaces `path` (old one removed).
+
+    A symlink is followed: the directory it points to is replaced and the link kept."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     parent = _check_parent(path)
     if path.exists() and not path.is_dir():
         raise PrunecError(f"cannot write build directory {path}: a file of that name exists; remove it or choose another --out")

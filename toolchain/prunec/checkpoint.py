@@ -12,13 +12,16 @@ Layout (version 1):
     metrics       test_accuracy, baseline_test_accuracy (fractions, full test set), ...
     train_args    the dense training config      seed, dataset
 Files are written atomically (prunec.atomic). `load` rebuilds the module at the saved (possibly shrunk)
-shapes, so it loads whatever dead-neuron removal did.
+shapes, so it loads whatever dead-neuron removal did. `save` refuses what `load` could not read back: weights
+of another model than `model_name`, metadata that weights_only loading refuses (numpy scalars and paths are
+converted), a kind other than the three above. A mask set, when there is one, covers every prunable layer.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from .errors import PrunecError
 
 FORMAT = "prunec-checkpoint"
 VERSION = 1
+KINDS = ("dense", "pruned", "pruning")
 
 
 @dataclass
@@ -65,6 +69,63 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+
+
+def _plain(value, where: str):
+    """`value` as types torch.load(weights_only=True) reads back: None, numbers, strings, tensors, dicts, lists,
+    tuples, sets. numpy scalars/arrays become Python numbers/tensors and paths strings; anything else (a
+    dataclass, an enum, a class instance) is refused here rather than written into a file no one can load."""
+    if type(value) in _PLAIN:
+        return value
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__.split(".")[0] == "numpy" and hasattr(value, "dtype"):
+        if getattr(value, "ndim", 0) == 0 and hasattr(value, "item"):
+            return _plain(value.item(), where)
+        if value.dtype.kind in "biufc":
+            return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {_plain(k, f"a key of {where}"): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, (set, frozenset)):
+            return set(items)
+        return items if isinstance(value, list) else tuple(items)  # a namedtuple or torch.Size: a plain tuple
+    raise PrunecError(f"cannot save {where}: a {type(value).__module__}.{type(value).__qualname__} is not a plain value, and "
+                      f"torch.load(weights_only=True) would refuse the whole checkpoint; store it as a number, string, "
+                      f"list, dict or tensor")
+
+
+def _zoo_name_of(sd_keys: set[str]) -> str | None:
+    """The zoo model whose state_dict has exactly these keys (shapes aside), if one has."""
+    for name in models.MODELS:
+        with torch.device("meta"):
+            if set(models.create(name).state_dict()) == sd_keys:
+                return name
+    return None
+
+
+def _check_fits(sd: dict[str, torch.Tensor], model_name: str, num_classes: int) -> None:
+    """Refuse to write weights that `load` could not put back into `model_name` (another model's, a wrapper's)."""
+    with torch.device("meta"):
+        ref = models.create(model_name, num_classes=num_classes).state_dict()
+    missing, unexpected = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
+    wrong = sorted(k for k in set(ref) & set(sd) if sd[k].dim() != ref[k].dim())
+    if not (missing or unexpected or wrong):
+        return
+    what = "; ".join(x for x in (
+        f"missing {', '.join(missing[:4])}" if missing else "",
+        f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
+        f"{', '.join(wrong[:4])} with another number of dimensions" if wrong else "") if x)
+    other = _zoo_name_of(set(sd))
+    fix = (f"it is a {other}: pass model_name={other!r}" if other else
+           f"save the zoo model {model_name!r} itself (models.create({model_name!r}) with these weights loaded)")
+    raise PrunecError(f"cannot save as {model_name!r}: the model's weights do not fit it ({what}); {fix}")
+
+
 def save(
     path: str | os.PathLike,
     model: nn.Module,
@@ -85,35 +146,55 @@ def save(
     path = Path(path)
     if model_name not in models.MODELS:
         raise PrunecError(f"unknown model {model_name!r}; choose one of: {', '.join(models.MODELS)}")
+    if kind not in KINDS:
+        raise PrunecError(f"cannot save: kind {kind!r} is not one of {', '.join(KINDS)}")
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module  # its state_dict keys carry a "module." prefix the zoo model does not have
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if M.is_torch_prune_state_dict(sd):
         sd, tp_masks = M.from_torch_prune_state_dict(sd)
         masks = {**tp_masks, **(masks or {})}
-    masks = {k: v.detach().cpu().bool().clone() for k, v in (masks or {}).items()}
+    # a non-bool mask (torch.nn.utils.prune's float weight_mask) counts nonzero as kept, as masks.apply_masks does
+    masks = {k: (v.detach().cpu() != 0) for k, v in (masks or {}).items()}
     for name, mask in masks.items():  # bake: pruned weights are exactly 0 in the file
         key = name + ".weight"
-        if key not in sd or sd[key].shape != mask.shape:
-            raise PrunecError(f"internal: mask {name} does not match the model's weights")
+        if key not in sd:
+            raise PrunecError(f"cannot save: a mask names layer {name!r}, which the model does not have "
+                              f"(its layers: {', '.join(n for n, _ in models.prunable_layers(model))})")
+        if sd[key].shape != mask.shape:
+            raise PrunecError(f"cannot save: the mask of {name} has shape {tuple(mask.shape)}, its weight "
+                              f"{tuple(sd[key].shape)}; give the masks of this model (after any dead-neuron removal)")
         sd[key] = sd[key].masked_fill(~mask, 0.0)
+    if masks:  # a partial set (only the layers torch.nn.utils.prune re-parametrised): the others keep their nonzeros,
+        for name, _ in models.prunable_layers(model):  # as masks.from_torch_prune reads them; `prunec prune` needs all
+            if name not in masks and name + ".weight" in sd:
+                masks[name] = sd[name + ".weight"] != 0
     last = [m for _, m in models.prunable_layers(model)][-1]
+    num_classes = int(num_classes or last.weight.shape[0])
+    _check_fits(sd, model_name, num_classes)
+    clash = sorted(set(extra or {}) & {"format", "version", "kind", "model_name", "num_classes", "input_shape", "state_dict",
+                                       "masks", "dropout_p", "schedule", "recipe", "metrics", "train_args", "seed",
+                                       "dataset", "torch_version"})
+    if clash:
+        raise PrunecError(f"cannot save: extra keys {clash} would overwrite the checkpoint's own; rename them")
     obj = {
         "format": FORMAT,
         "version": VERSION,
         "kind": kind,
         "model_name": model_name,
-        "num_classes": int(num_classes or last.weight.shape[0]),
+        "num_classes": num_classes,
         "input_shape": list(models.input_shape(model_name)),
         "state_dict": sd,
         "masks": masks,
         "dropout_p": {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)},
-        "schedule": schedule,
-        "recipe": recipe,
-        "metrics": dict(metrics or {}),
-        "train_args": dict(train_args or {}),
-        "seed": seed,
-        "dataset": dataset,
+        "schedule": _plain(schedule, "schedule"),
+        "recipe": _plain(recipe, "recipe"),
+        "metrics": _plain(dict(metrics or {}), "metrics"),
+        "train_args": _plain(dict(train_args or {}), "train_args"),
+        "seed": _plain(seed, "seed"),
+        "dataset": _plain(dataset, "dataset"),
         "torch_version": str(torch.__version__),
-        **(extra or {}),
+        **{k: _plain(v, k) for k, v in (extra or {}).items()},
     }
     with atomic_file(path) as tmp:
         torch.save(obj, tmp)
@@ -145,6 +226,14 @@ def _read(path: Path):
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         first = next((ln for ln in lines if "Unpickler error" in ln), lines[0])
+        glob = re.search(r"Unsupported global: GLOBAL (\S+)", first)
+        if glob:
+            raise PrunecError(
+                f"{path} holds a pickled Python object ({glob.group(1)}), not only tensors and plain values; prunec does "
+                f"not load such files, since unpickling them can run arbitrary code (torch.load(weights_only=True) refuses "
+                f"them). A whole module saved with torch.save(model)? Save model.state_dict() instead, load it into the zoo "
+                f"model and write a checkpoint with prunec.checkpoint.save(path, model, model_name)."
+            ) from None
         raise PrunecError(
             f"{path} is not a readable prunec checkpoint (corrupt, truncated, or not written by torch.save): {first[:200]}. "
             f"Re-create it with `prunec train` / `prunec prune`."
@@ -202,8 +291,13 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 f"prunec.checkpoint.save(path, model, model_name), or train one with `prunec train`."
             )
         raise PrunecError(f"{path} is not a prunec checkpoint (no '{FORMAT}' header); create one with `prunec train`")
-    if obj.get("version") != VERSION:
-        raise PrunecError(f"{path}: checkpoint version {obj.get('version')} is not supported (this prunec reads {VERSION}); re-create it")
+    version = obj.get("version")
+    if version != VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
+        fix = ("it was written by a newer prunec: upgrade prunec to read it" if newer else
+               "re-create it with `prunec train` / `prunec prune`")
+        raise PrunecError(f"{path}: checkpoint format version {version!r} is not supported (this prunec reads version "
+                          f"{VERSION}); {fix}")
     name = obj.get("model_name")
     if name not in models.MODELS:
         raise PrunecError(f"{path}: unknown model {name!r}; this prunec knows {', '.join(models.MODELS)}")
@@ -214,6 +308,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
     sd = obj.get("state_dict")
     if not isinstance(sd, dict):
         raise damaged("checkpoint has no state_dict")
+    if obj.get("kind", "dense") not in KINDS:
+        raise damaged(f"kind {obj.get('kind')!r} is not one of {', '.join(KINDS)}")
     num_classes = obj.get("num_classes") or models.MODELS[name][2]
     if not isinstance(num_classes, int) or num_classes < 1:
         raise damaged(f"num_classes {num_classes!r} is not a positive integer")

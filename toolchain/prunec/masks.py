@@ -9,6 +9,8 @@ Holding a mask through training takes three things, all done by `masked_step`:
      so an old buffer cannot move a weight that was alive when the buffer was filled;
   3. re-apply the mask after the step (weight decay, AdamW's decoupled decay, eps terms: whatever else).
 Weights are zeroed with ``masked_fill`` rather than multiplied, so the zeros are exact even for inf/NaN.
+A mask of another dtype (torch.nn.utils.prune's float ``weight_mask``, 0/1 integers) is read as nonzero = kept,
+and a mask on another device is moved to the weight's.
 
 Interoperability with ``torch.nn.utils.prune``: `to_torch_prune` re-parametrises each layer as
 ``weight_orig`` + buffer ``weight_mask`` (a forward pre-hook multiplies them), `from_torch_prune` reads such
@@ -38,7 +40,25 @@ def masks_from_weights(model: nn.Module) -> Masks:
 
 
 def _weight(model: nn.Module, name: str) -> torch.Tensor:
-    return model.get_submodule(name).weight
+    try:
+        w = model.get_submodule(name).weight
+    except AttributeError:
+        w = None
+    if not torch.is_tensor(w):
+        layers = [n for n, _ in prunable_layers(model)]
+        raise ValueError(f"mask names layer {name!r}, which {type(model).__name__} does not have (its prunable layers: "
+                         f"{', '.join(layers)}); the masks belong to another model")
+    return w
+
+
+def _pruned(name: str, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bool tensor, True where `mask` prunes, on `like`'s device; a non-bool mask counts nonzero as kept."""
+    if not torch.is_tensor(mask):
+        raise ValueError(f"mask for {name} is a {type(mask).__name__}, not a tensor")
+    if tuple(mask.shape) != tuple(like.shape):
+        raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, weight {tuple(like.shape)}")
+    pruned = ~mask if mask.dtype == torch.bool else mask == 0
+    return pruned.to(like.device)
 
 
 @torch.no_grad()
@@ -46,9 +66,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     """Set pruned weights to exactly 0."""
     for name, mask in masks.items():
         w = _weight(model, name)
-        if w.shape != mask.shape:
-            raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, weight {tuple(w.shape)}")
-        w.masked_fill_(~mask.to(w.device), 0.0)
+        w.masked_fill_(_pruned(name, mask, w), 0.0)
 
 
 @torch.no_grad()
@@ -56,7 +74,7 @@ def mask_grads(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     for name, mask in masks.items():
         w = _weight(model, name)
         if w.grad is not None:
-            w.grad.masked_fill_(~mask.to(w.device), 0.0)
+            w.grad.masked_fill_(_pruned(name, mask, w.grad), 0.0)
 
 
 @torch.no_grad()
@@ -69,7 +87,7 @@ def mask_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, mas
             continue
         for v in state.values():
             if torch.is_tensor(v) and v.shape == w.shape:
-                v.masked_fill_(~mask.to(v.device), 0)
+                v.masked_fill_(_pruned(name, mask, v), 0)
 
 
 def masked_step(optimizer: torch.optim.Optimizer, model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> None:
@@ -115,9 +133,13 @@ def same_masks(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> 
 # --- torch.nn.utils.prune interoperability -------------------------------------------------------------
 
 def to_torch_prune(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Re-parametrise `model` in place the torch.nn.utils.prune way (weight_orig + weight_mask + hook)."""
+    """Re-parametrise `model` in place the torch.nn.utils.prune way (weight_orig + weight_mask + hook).
+
+    weight_mask gets the weight's dtype and device, as torch.nn.utils.prune's own methods give it."""
     for name, mask in masks.items():
-        torch_prune.custom_from_mask(model.get_submodule(name), "weight", mask.to(torch.float32))
+        w = _weight(model, name)
+        keep = ~_pruned(name, mask, w)
+        torch_prune.custom_from_mask(model.get_submodule(name), "weight", keep.to(w.dtype))
     return model
 
 
@@ -125,8 +147,10 @@ def from_torch_prune(model: nn.Module) -> Masks:
     """Undo torch.nn.utils.prune re-parametrisation in place; return the masks (pruned weights baked to 0).
 
     Layers pruned more than once (a PruningContainer) carry the combined mask in weight_mask, which is
-    what is read. Layers never pruned get all-True masks. Other pruned tensors (a bias pruned with
-    torch.nn.utils.prune) are baked in as they are, zeros included; prunec masks only weights.
+    what is read. A layer without weight_mask keeps its nonzero weights: never pruned, that is all of
+    them (trained weights are not exactly 0); pruned and then made permanent with ``prune.remove`` (which
+    drops weight_mask and leaves the zeros baked in), its zeros stay pruned. Other pruned tensors (a bias
+    pruned with torch.nn.utils.prune) are baked in as they are, zeros included; prunec masks only weights.
     """
     masks: Masks = {}
     for name, m in prunable_layers(model):
@@ -135,7 +159,7 @@ def from_torch_prune(model: nn.Module) -> Masks:
             torch_prune.remove(m, "weight")
             masks[name] = mask
         else:
-            masks[name] = torch.ones_like(m.weight, dtype=torch.bool)
+            masks[name] = m.weight.detach() != 0
     # Every other re-parametrised tensor (a pruned bias; any tensor of a module prunec does not prune, e.g. a
     # Conv1d) is baked too, so no module is left with X_orig and a hook but no X.
     for _, m in model.named_modules():

@@ -6,6 +6,7 @@ recipes, the reports and the generated C refer to them.
 """
 from __future__ import annotations
 
+import operator
 from typing import Callable
 
 import torch
@@ -118,10 +119,20 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], tuple[int, ...], int]] = {
 
 
 def create(name: str, num_classes: int | None = None) -> nn.Module:
+    """The zoo model `name`, freshly initialised, with `num_classes` outputs (None: the model's default)."""
     if name not in MODELS:
         raise PrunecError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     ctor, _, default_classes = MODELS[name]
-    return ctor(num_classes=num_classes or default_classes)
+    if num_classes is None:
+        num_classes = default_classes
+    try:
+        n = -1 if isinstance(num_classes, bool) else operator.index(num_classes)  # ints, numpy ints; not 2.0, True
+    except TypeError:
+        n = -1
+    if n < 1:
+        raise PrunecError(f"{name}: num_classes must be a positive integer (the number of output classes), not "
+                          f"{num_classes!r}; leave it out for the model's default of {default_classes}")
+    return ctor(num_classes=n)
 
 
 def input_shape(name: str) -> tuple[int, ...]:
