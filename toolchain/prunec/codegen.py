@@ -188,8 +188,11 @@ def _fused_conv_pool(L: Layer, g: Graph, plan: Plan, target: Target, ident: str,
     cin_g, cout_g = ci // groups, co // groups
     vals = [cin_g, ih, iw, 1, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *a["dilation"], 1]
     L.structs.insert(0, f"static const prunec_conv2d_params {ident}_pc = {{{', '.join(f'{v}u' for v in vals)}}};")
-    L.structs.append(f"static const prunec_pool2d_params {ident}_pool_pc = "
-                     f"{{{', '.join(f'{v}u' for v in _pool_vals(pool, 1))}}};")
+    # No suffix of a layer's symbols may be "<word>_<another suffix>": "pool_pc" was, so conv `x`'s pool
+    # parameters and the conv parameters of a fused conv named `x_pool` were both `x_pool_pc`.
+    if pool.op != "adaptive_avgpool2d":
+        L.structs.append(f"static const prunec_pool2d_params {ident}_poolpc = "
+                         f"{{{', '.join(f'{v}u' for v in _pool_vals(pool, 1))}}};")
     enc = L.encoding
     if enc.format == "rcsr":
         r = enc.rcsr
@@ -201,13 +204,17 @@ def _fused_conv_pool(L: Layer, g: Graph, plan: Plan, target: Target, ident: str,
     plane = _buf(plan, g, n.output)
     y = _buf(plan, g, pool.output)
     pool_plane = numel(pool.out_shape[2:])
+    if pool.op == "adaptive_avgpool2d":
+        pool_args = f"1u, {oh}u, {ow}u, {pool.out_shape[2]}u, {pool.out_shape[3]}u"
+    else:
+        pool_args = f"&{ident}_poolpc"
     xin = x if groups == 1 else f"{x} + (c / {cout_g}u) * {cin_g * ih * iw}u"
     b = "NULL" if bias == "NULL" else f"{bias} + c"
     return "\n  ".join([
         f"for (uint32_t c = 0u; c < {co}u; c++) {{",
         f"  {view}",
         f"  {L.kernel.name}(&{ident}_pc, &w_c, {b}, {xin}, {plane}, {lo}, {hi});",
-        f"  {pk.name}(&{ident}_pool_pc, {plane}, {y} + c * {pool_plane}u);",
+        f"  {pk.name}({pool_args}, {plane}, {y} + c * {pool_plane}u);",
         "}"])
 
 
@@ -245,11 +252,14 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                 L.arrays += [Array(sym("values"), "float", r.values.astype(np.float32)),
                              Array(sym("index"), "uint8_t", np.frombuffer(r.packed_index(), dtype=np.uint8)),
                              Array(sym("row_ptr"), "uint32_t", r.row_ptr.astype(np.uint32))]
-                L.structs.append(f"static const prunec_rcsr_f32 {ident}_w = {{{r.rows}u, {r.cols}u, {r.index_bits}u, "
-                                 f"{sym('values')}, {sym('index')}, {sym('row_ptr')}}};")
+                if i not in fused:  # a fused conv reads one-row views instead (an unused _w: a -Wall warning)
+                    L.structs.append(f"static const prunec_rcsr_f32 {ident}_w = {{{r.rows}u, {r.cols}u, "
+                                     f"{r.index_bits}u, {sym('values')}, {sym('index')}, {sym('row_ptr')}}};")
             else:
                 L.arrays.append(Array(sym("values"), "float", enc.dense.astype(np.float32)))
-                L.structs.append(f"static const prunec_dense_f32 {ident}_w = {{{enc.rows}u, {enc.cols}u, {sym('values')}}};")
+                if i not in fused:
+                    L.structs.append(f"static const prunec_dense_f32 {ident}_w = {{{enc.rows}u, {enc.cols}u, "
+                                     f"{sym('values')}}};")
         if n.op == "fc":
             L.call = f"{k.name}(&{ident}_w, {bias}, {x[0]}, {y}, {lo}, {hi});"
         elif n.op == "conv2d" and i in fused:
@@ -261,7 +271,7 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             vals = [ci, ih, iw, co, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *a["dilation"], a["groups"]]
             L.structs.insert(0, f"static const prunec_conv2d_params {ident}_p = {{{', '.join(f'{v}u' for v in vals)}}};")
             L.call = f"{k.name}(&{ident}_p, &{ident}_w, {bias}, {x[0]}, {y}, {lo}, {hi});"
-        elif n.op in ("maxpool2d", "avgpool2d") and i in fused_into:
+        elif i in fused_into:
             L.call = ""  # runs inside the convolution's channel loop
         elif n.op in ("maxpool2d", "avgpool2d"):
             vals = _pool_vals(n, n.in_shapes[0][1])

@@ -12,6 +12,9 @@ Memory plan. The fused pair is one step: the plan sees the convolution's output 
 live while the pair runs, and the convolution's inputs live until the pool has run (the pool's output is
 written channel by channel while the convolution still reads its input). `planning_graph` expresses exactly
 that as a graph for `prunec.plan.make_plan`, whose `check` then proves the fused plan.
+A fused pair needs its conv input, plane and whole pool output at once, where the unfused pair needs the input
+with the conv output, then the conv output with the pool output: with a pool that barely shrinks (stride 1) that
+can be more, so `find_conv_pool` fuses only pairs that do not make the arena larger.
 
 Cost. Kernels have a fixed cost per call, paid once per output channel. On Cortex-M (no per-call set-up
 beyond a few loads) fusion is the targets' default (`fuse_conv_pool = true` in their TOML files): the RAM is
@@ -24,11 +27,15 @@ import copy
 
 from .graph import Graph, numel
 
-POOL_OPS = ("maxpool2d", "avgpool2d")
+# Pools that compute each channel from that channel alone, so one plane at a time gives the same values.
+# adaptive_avgpool2d too: a conv before a global average pool is where fusion saves the most (the conv's whole
+# output becomes one plane, the pool's output is a few floats per channel).
+POOL_OPS = ("maxpool2d", "avgpool2d", "adaptive_avgpool2d")
 
 
-def find_conv_pool(g: Graph) -> dict[int, int]:
-    """conv node index -> index of the pool node that reads only its output, right after it."""
+def conv_pool_candidates(g: Graph) -> dict[int, int]:
+    """conv node index -> index of the pool node that reads only its output, right after it: the pairs that
+    can be fused (whether fusing them pays is `find_conv_pool`'s question)."""
     pairs: dict[int, int] = {}
     for i, n in enumerate(g.nodes[:-1]):
         p = g.nodes[i + 1]
@@ -38,6 +45,34 @@ def find_conv_pool(g: Graph) -> dict[int, int]:
             continue
         pairs[i] = i + 1
     return pairs
+
+
+def find_conv_pool(g: Graph) -> dict[int, int]:
+    """The pairs to fuse: conv node index -> index of the pool fused into it. Every candidate
+    (`conv_pool_candidates`) unless fusing it makes the arena larger: a fused pair keeps the convolution's input,
+    its plane and the pool's whole output live at once, which costs more than the unfused pair's conv output
+    when the pool barely shrinks it (a stride-1 pool, a 1- or 2-channel conv) and the conv's input is large.
+    Pairs are dropped one at a time, the drop that shrinks the fused arena most first, while a drop shrinks it;
+    the result's arena is never larger than the unfused one (if it were, nothing is fused)."""
+    from .plan import make_plan  # plan does not import fuse
+
+    chosen = conv_pool_candidates(g)
+    if not chosen:
+        return {}
+
+    def arena(pairs: dict[int, int]) -> int:
+        return make_plan(planning_graph(g, pairs)).arena_bytes
+
+    best = arena(chosen)
+    while chosen:
+        size, drop = min((arena({k: v for k, v in chosen.items() if k != i}), i) for i in chosen)
+        if size >= best:
+            break
+        best = size
+        del chosen[drop]
+    if chosen and best > arena({}):
+        return {}
+    return chosen
 
 
 def plane_size(n) -> int:
