@@ -357,3 +357,22 @@ def test_lr_span_one_cosine_over_the_run(tiny, monkeypatch, span):
         assert lrs == pytest.approx([end, end, 0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 8)), 0.1 * 0.5 * (1 + math.cos(math.pi * 7 / 8))])
     with pytest.raises(PrunecError):
         Recipe(lr_span="epoch").validate()
+
+
+def test_schedule_keeps_zeros_of_a_base_pruned_elsewhere_and_takes_partial_masks(tiny):
+    """A base whose weights are already zero without masks (torch.nn.utils.prune then prune.remove) keeps them
+    at zero: run_schedule started from all-True masks and retraining revived them. A mask set naming only some
+    layers crashed with a KeyError; the others are read from their weights."""
+    model = _trained(tiny)
+    with torch.no_grad():
+        model.fc1.weight[:, ::2] = 0.0
+    zero = model.fc1.weight.detach() == 0
+    recipe = Recipe(sparsity={"fc2": 0.5}, steps=1, retrain_epochs=1, lr=0.05, batch_size=64, remove_dead=False)
+    m1, masks, _ = P.run_schedule(copy.deepcopy(model), tiny, recipe, baseline_accuracy=0.5, progress=False,
+                                  log=lambda s: None)
+    assert bool((m1.fc1.weight.detach()[zero] == 0).all()) and not bool(masks["fc1"][zero].any())
+    assert bool((m1.fc1.weight.detach()[~zero] != 0).any())
+    part = {"fc2": torch.ones_like(model.fc2.weight, dtype=torch.bool)}
+    m2, masks2, _ = P.run_schedule(copy.deepcopy(model), tiny, recipe, baseline_accuracy=0.5, masks=part,
+                                   progress=False, log=lambda s: None)
+    assert set(masks2) == {"fc1", "fc2", "fc3"} and bool((m2.fc1.weight.detach()[zero] == 0).all())

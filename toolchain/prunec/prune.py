@@ -295,7 +295,10 @@ def run_schedule(
     i.e. the dense one; pass the dense model when resuming).
     """
     recipe.validate()
-    masks = M.dense_masks(model) if masks is None else masks
+    # Without masks, weights that are exactly zero (a base pruned elsewhere, e.g. torch.nn.utils.prune then
+    # prune.remove) stay pruned: a dense mask would let retraining revive them. Layers a partial mask set
+    # leaves out are read the same way.
+    masks = {**M.masks_from_weights(model), **(masks or {})}
     state = new_state(model, recipe, masks) if state is None else state
     rank0 = _dist() is None or _dist().get_rank() == 0
     if _dist() is not None:  # every rank starts from rank 0's weights, masks and schedule state (std0,
