@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.prunec-installed
-DEBS := dataset-fashion-mnist gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
+# python3-venv/python3-dev/gcc: the .venv and the cffi builds on a bare Debian 12; cmake: the generated CMakeLists tests
+DEBS := python3-venv python3-dev gcc cmake dataset-fashion-mnist gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross \
         gcc-arm-none-eabi libnewlib-arm-none-eabi binutils-arm-none-eabi qemu-user-static qemu-user qemu-system-arm clang
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
@@ -34,8 +35,13 @@ test: setup
 demo: setup
 	$(VENV)/bin/python benchmarks/demo.py --out $(DEMO_DIR)
 
-bench: setup
+BENCH_STAMP := $(VENV)/.prunec-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
 	$(PIP) install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py
 
 clean:

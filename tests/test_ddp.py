@@ -58,7 +58,7 @@ def test_prunec_prune_under_torchrun(tmp_path):
                         "--epochs", "1", "--quiet"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "pruned.pt"
-    torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "prunec.cli"]
+    torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "prunec"]  # the documented command (docs/PRUNING.md)
     r = subprocess.run(torchrun + ["prune", str(base), "--out", str(out), "--sparsity", "fc1=0.9,fc2=0.85", "--steps", "2",
                                    "--retrain-epochs", "1", "--final-epochs", "0", "--quiet"],
                        env=env, capture_output=True, text=True, timeout=180)

@@ -220,8 +220,12 @@ def test_ram_refusal_suggests_fusion_with_its_arena(tmp_path, monkeypatch):
     with pytest.raises(PrunecError) as e:
         build(p, "host", tmp_path / "no", name="net", fuse_pool=False)
     msg = str(e.value)
-    assert f"--fuse-pool (3 convolution(s) feed a pool: the arena would be {fused:,} bytes)" in msg, msg
+    assert f"--fuse-pool (3 convolution(s) feed a pool: the arena would be {fused:,} bytes, which fits)" in msg, msg
     assert "caller's input and output buffers" in msg
+    short = dataclasses.replace(small, ram_bytes=fused - 16)
+    monkeypatch.setattr(B.targets_mod, "get", lambda name: short)
+    with pytest.raises(PrunecError, match=f"--fuse-pool would not be enough .* would still be {fused:,} bytes"):
+        build(p, "host", tmp_path / "no", name="net", fuse_pool=False)
     tiny = dataclasses.replace(small, ram_bytes=16)
     monkeypatch.setattr(B.targets_mod, "get", lambda name: tiny)
     with pytest.raises(PrunecError, match="Prune harder .* or pick a target with more RAM") as e:

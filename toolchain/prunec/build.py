@@ -154,7 +154,7 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
         raise PrunecError(
             f"the model does not fit target {target.name!r}: its arena needs {plan.arena_bytes:,} bytes of RAM "
             f"(the caller's input and output buffers, {io:,} bytes, come on top), the target has "
-            f"{target.ram_bytes:,}; nothing was written. {_ram_fix(g, pairs)}")
+            f"{target.ram_bytes:,}; nothing was written. {_ram_fix(g, pairs, target.ram_bytes)}")
 
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION,
@@ -191,14 +191,18 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     return files, manifest, g
 
 
-def _ram_fix(g: Graph, pairs: dict[int, int]) -> str:
+def _ram_fix(g: Graph, pairs: dict[int, int], ram_bytes: int) -> str:
     """What to do about an arena too big for the target's RAM."""
     if not pairs:
         cand = fuse.find_conv_pool(g)
         if cand:
             fused = planner.make_plan(fuse.planning_graph(g, cand)).arena_bytes
-            return (f"Build with --fuse-pool ({len(cand)} convolution(s) feed a pool: the arena would be {fused:,} bytes), "
-                    f"prune harder (dead-neuron removal shrinks layers), or pick a target with more RAM.")
+            if fused <= ram_bytes:
+                return (f"Build with --fuse-pool ({len(cand)} convolution(s) feed a pool: the arena would be {fused:,} "
+                        f"bytes, which fits), prune harder (dead-neuron removal shrinks layers), or pick a target with "
+                        f"more RAM.")
+            return (f"--fuse-pool would not be enough ({len(cand)} convolution(s) feed a pool: the arena would still be "
+                    f"{fused:,} bytes): prune harder (dead-neuron removal shrinks layers) or pick a target with more RAM.")
     return "Prune harder (dead-neuron removal shrinks layers) or pick a target with more RAM."
 
 

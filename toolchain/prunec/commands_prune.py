@@ -2,7 +2,7 @@
 
 Each command validates its input first (so a bad option costs no training time) and writes its output
 atomically; errors are PrunecError (exit 2 through cli.py). `prunec prune` also runs under
-`torchrun --nproc_per_node=N` (DistributedDataParallel, see distributed.py).
+`torchrun --nproc_per_node=N -m prunec ...` (DistributedDataParallel, see distributed.py).
 """
 from __future__ import annotations
 

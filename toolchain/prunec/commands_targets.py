@@ -25,11 +25,12 @@ def targets_cmd(as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     w = max(len(r["name"]) for r in rows)
-    click.echo(f"{'target':<{w}}  {'toolchain':<9}  {'runner':<11}  {'kernel ISAs':<22}  {'flash/RAM':<15}  description")
+    iw = max([len("kernel ISAs")] + [len(",".join(r["isa"])) for r in rows])
+    click.echo(f"{'target':<{w}}  {'toolchain':<9}  {'runner':<11}  {'kernel ISAs':<{iw}}  {'flash/RAM':<15}  description")
     for r in rows:
         mem = "-" if not r["flash_bytes"] else f"{r['flash_bytes'] // 1024}K/{r['ram_bytes'] // 1024}K"
         state = "ok" if r["installed"] else "MISSING"
-        click.echo(f"{r['name']:<{w}}  {state:<9}  {r['runner']:<11}  {','.join(r['isa']):<22}  {mem:<15}  {r['description']}")
+        click.echo(f"{r['name']:<{w}}  {state:<9}  {r['runner']:<11}  {','.join(r['isa']):<{iw}}  {mem:<15}  {r['description']}")
         for m in r["missing"]:
             fix = f"apt-get install {m['package']}" if m["package"] else "its target file names no Debian package for it"
             click.echo(f"{'':<{w}}    needs {m['tool']}: {fix}")

@@ -1,6 +1,6 @@
 """Retraining under torchrun: DistributedDataParallel on gloo (CPU tensors; nccl is added for CUDA ones).
 
-Under `torchrun --nproc_per_node=N prunec prune ...` every rank loads the same checkpoint and data; DDP
+Under `torchrun --nproc_per_node=N -m prunec prune ...` every rank loads the same checkpoint and data; DDP
 broadcasts rank 0's parameters when it wraps the model and all-reduces gradients, so the weights stay
 identical. Pruning decisions (the masks) are computed on rank 0 and broadcast (prune._broadcast_masks);
 every rank applies the same masked step. `check_identical` all-gathers a digest of the masks and weights
