@@ -353,3 +353,20 @@ def test_a_partly_torch_pruned_model_saves_a_full_mask_set(tmp_path):
                                  log=lambda s: None)
     assert not masks["fc2"][~ck.masks["fc2"]].any()  # the zeros made permanent stay pruned through retraining
     assert _pruned_nonzero(m, masks) == 0
+
+
+@pytest.mark.parametrize("name", ["fc1", "nope"])
+def test_dropout_rate_for_a_non_dropout_module_is_named(tmp_path, name):
+    """A rate for a Linear (or a module the model lacks) was set as an attribute `.p` on it, or skipped."""
+    import torch as _t
+
+    from prunec import checkpoint as _C, models as _m
+    from prunec.errors import PrunecError as _E
+
+    p = tmp_path / "c.pt"
+    _C.save(p, _m.create("lenet300"), "lenet300")
+    obj = _t.load(p, weights_only=True)
+    obj["dropout_p"] = {name: 0.5}
+    _t.save(obj, p)
+    with pytest.raises(_E, match="dropout rate for"):
+        _C.load(p)

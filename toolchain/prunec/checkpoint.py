@@ -336,9 +336,12 @@ def load(path: str | os.PathLike) -> Checkpoint:
         if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise damaged(f"dropout rate {p!r} of {n} is not a number in [0, 1]")
         try:
-            model.get_submodule(n).p = float(p)
+            mod = model.get_submodule(n)
         except AttributeError:
-            pass
+            raise damaged(f"dropout rate for {n!r}, a module this model lacks") from None
+        if not isinstance(mod, nn.Dropout):
+            raise damaged(f"dropout rate for {n!r}, which is a {type(mod).__name__}, not a Dropout")
+        mod.p = float(p)
     model.eval()
     meta = {k: v for k, v in obj.items() if k not in ("state_dict", "masks")}
     return Checkpoint(model, name, input_shape, meta, masks, path)
