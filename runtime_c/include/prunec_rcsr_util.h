@@ -6,9 +6,12 @@
  * sparse convolution, fillers dropped: the weight, the input offset ci*in_h*in_w + ky*dil_h*in_w + kx*dil_w,
  * and the row and column shifts ky*dil_h and kx*dil_w that the kernels' border tests need. Each kernel keeps
  * a chunk of taps on its stack (the chunk size suits the ISA) and runs its vector pixel loops over them.
+ * prunec_rcsr_bad_bits refuses an index width other than 4/8/16 the way the portable kernels do (docs/FORMAT.md).
  */
 #ifndef PRUNEC_RCSR_UTIL_H
 #define PRUNEC_RCSR_UTIL_H
+
+#include <math.h>
 
 #include "prunec_types.h"
 
@@ -17,6 +20,19 @@
 #else
 #define PRUNEC_ALWAYS_INLINE static inline
 #endif
+
+/* An index_bits other than 4/8/16 is not a valid encoding: like the portable kernels, fill the output with NaN
+ * (n floats) instead of decoding it with some other width. Returns 1 when it did. */
+static inline int prunec_rcsr_bad_bits(const prunec_rcsr_f32 *w, float *y, size_t n) {
+  size_t i;
+  if (w->index_bits == 4u || w->index_bits == 8u || w->index_bits == 16u) {
+    return 0;
+  }
+  for (i = 0; i < n; i++) {
+    y[i] = NAN;
+  }
+  return 1;
+}
 
 PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code(const uint8_t *index, uint32_t e, const uint32_t bits) {
   if (bits == 8) {

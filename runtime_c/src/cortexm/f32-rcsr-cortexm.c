@@ -25,19 +25,6 @@
 #include "prunec_kernels.h"
 #include "prunec_rcsr_util.h"
 
-/* An index_bits other than 4/8/16 is not a valid encoding: like the portable kernels, fill the output with NaN
- * (n floats) instead of decoding it with some other width. Returns 1 when it did. */
-static int prunec_cortexm_bad_bits(const prunec_rcsr_f32 *w, float *y, size_t n) {
-  size_t i;
-  if (w->index_bits == 4u || w->index_bits == 8u || w->index_bits == 16u) {
-    return 0;
-  }
-  for (i = 0; i < n; i++) {
-    y[i] = NAN;
-  }
-  return 1;
-}
-
 #define PRUNEC_CORTEXM_CHUNK 96u /* taps decoded per pass: 1.5 KB of stack (+ 0.8 KB tap table) */
 
 typedef uint32_t __attribute__((aligned(1), may_alias)) prunec_cortexm_u32u;
@@ -405,7 +392,7 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows_c(const
 
 void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                  float out_min, float out_max) {
-  if (prunec_cortexm_bad_bits(w, y, w->rows)) {
+  if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
   switch (w->index_bits) {
@@ -691,7 +678,7 @@ void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec
   prunec_conv_tap_table tab;
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
-  if (prunec_cortexm_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
+  if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
     return;
   }
   prunec_cortexm_conv_geometry(p, &c, out_min, out_max);

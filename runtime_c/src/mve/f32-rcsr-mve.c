@@ -35,19 +35,6 @@
 #include "prunec_mve_util.h"
 #include "prunec_rcsr_util.h"
 
-/* An index_bits other than 4/8/16 is not a valid encoding: like the portable kernels, fill the output with NaN
- * (n floats) instead of decoding it with some other width. Returns 1 when it did. */
-static int prunec_mve_bad_bits(const prunec_rcsr_f32 *w, float *y, size_t n) {
-  size_t i;
-  if (w->index_bits == 4u || w->index_bits == 8u || w->index_bits == 16u) {
-    return 0;
-  }
-  for (i = 0; i < n; i++) {
-    y[i] = NAN;
-  }
-  return 1;
-}
-
 #define PRUNEC_MVE_CHUNK 64u
 
 /* x addresses of the 4 lanes before a row's first block: lane k of the first block is x[k + (codes 0..k)]. */
@@ -284,7 +271,7 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_rows(const prune
 
 void prunec_f32_fc_rcsr__mve(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                              float out_min, float out_max) {
-  if (prunec_mve_bad_bits(w, y, w->rows)) {
+  if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
   switch (w->index_bits) {
@@ -368,7 +355,7 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
   int32_t ow_hi = in_w - span + pw;
   const int32x4_t lane = vld1q_s32(lane_ids);
   uint32_t oc;
-  if (prunec_mve_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
+  if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
     return;
   }
   if (ow_hi > out_w) {

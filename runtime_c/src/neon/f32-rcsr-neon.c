@@ -24,19 +24,6 @@
 #include "prunec_kernels.h"
 #include "prunec_rcsr_util.h"
 
-/* An index_bits other than 4/8/16 is not a valid encoding: like the portable kernels, fill the output with NaN
- * (n floats) instead of decoding it with some other width. Returns 1 when it did. */
-static int prunec_neon_bad_bits(const prunec_rcsr_f32 *w, float *y, size_t n) {
-  size_t i;
-  if (w->index_bits == 4u || w->index_bits == 8u || w->index_bits == 16u) {
-    return 0;
-  }
-  for (i = 0; i < n; i++) {
-    y[i] = NAN;
-  }
-  return 1;
-}
-
 #define PRUNEC_NEON_CHUNK 256u
 
 #if PRUNEC_HAVE_AARCH64
@@ -504,7 +491,7 @@ void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const
   const float32x4_t vlo = vdupq_n_f32(out_min), vhi = vdupq_n_f32(out_max);
   const uint32_t rows = w->rows;
   uint32_t r;
-  if (prunec_neon_bad_bits(w, y, w->rows)) {
+  if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
   s.index = w->index;
@@ -868,7 +855,7 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
   prunec_conv_tap_table tab;
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
-  if (prunec_neon_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
+  if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
     return;
   }
   prunec_neon_conv_geometry(p, &c);
