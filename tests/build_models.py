@@ -152,3 +152,16 @@ def make(case: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
 
 def random_inputs(shape, n: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
+
+
+def outputs(build_dir, xs: np.ndarray) -> np.ndarray:
+    """The build's outputs on inputs `xs` [N, ...], one NAME_run per input (host builds, through cffi)."""
+    from prunec.bench import CompiledBuild
+
+    cb = CompiledBuild(build_dir)
+    out = []
+    for x in xs:
+        cb.set_input(x)
+        cb.run_total(1)
+        out.append(cb.output().copy())
+    return np.stack(out)

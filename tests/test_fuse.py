@@ -15,7 +15,6 @@ from torch import nn
 
 import build_models as bm
 from prunec import fuse, frontend, plan as planner, targets
-from prunec.bench import CompiledBuild
 from prunec.build import build
 from prunec.cli import main
 from prunec.errors import PrunecError
@@ -62,14 +61,7 @@ def _model(tmp_path, case):
     return m, shape, bm.export(m, shape, tmp_path / f"{case}.pt2")
 
 
-def _outputs(d, xs):
-    cb = CompiledBuild(d)
-    out = []
-    for x in xs:
-        cb.set_input(x)
-        cb.run_total(1)
-        out.append(cb.output().copy())
-    return np.stack(out)
+_outputs = bm.outputs
 
 
 CASES = ["zoo", "pools", "batchnorm", "activations", "conv3_pad1"]

@@ -23,7 +23,6 @@ from torch import nn
 
 import build_models as bm
 from prunec import fuse, frontend, plan as planner, targets
-from prunec.bench import CompiledBuild
 from prunec.build import build
 from prunec.graph import Graph, Node, numel
 from prunec.verify import verify
@@ -94,14 +93,7 @@ def _export(tmp_path, model, shape, seed=0):
     return m, bm.export(m, shape, tmp_path / f"{model.__name__.lower()}.pt2")
 
 
-def _outputs(d, xs):
-    cb = CompiledBuild(d)
-    out = []
-    for x in xs:
-        cb.set_input(x)
-        cb.run_total(1)
-        out.append(cb.output().copy())
-    return np.stack(out)
+_outputs = bm.outputs
 
 
 def _compilers():
