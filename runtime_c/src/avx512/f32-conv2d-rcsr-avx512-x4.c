@@ -39,6 +39,7 @@
 #define ROWS 8      /* output rows per tile: 8 zmm accumulators */
 #define CHUNK 512u  /* nonzeros decoded per pass */
 #define MAX_KW 16   /* larger kernels or wider planes take the generic loop */
+#define MAX_KH 255  /* the tiles keep ky in a byte (col_ky, eky): taller kernels take the generic loop */
 #define MAX_TILES 32
 #define MAX_COLS 4608 /* in_c/groups*kh*kw of VGG-16's 3x3x512; larger rows take the generic loop */
 
@@ -780,7 +781,7 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     conv_paired8(p, w, bias, x, y, out_min, out_max);
   } else if (unit && packed_fits(p)) {
     conv_packed(p, w, bias, x, y, out_min, out_max);
-  } else if (!unit || p->kw > MAX_KW || (p->out_w + 15) / 16 > MAX_TILES ||
+  } else if (!unit || p->kw > MAX_KW || p->kh > MAX_KH || (p->out_w + 15) / 16 > MAX_TILES ||
              (p->in_c / p->groups) * p->kh * p->kw > MAX_COLS) {
     conv_generic(p, w, bias, x, y, out_min, out_max);
   } else {

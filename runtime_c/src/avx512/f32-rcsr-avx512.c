@@ -246,7 +246,12 @@ void prunec_f32_conv2d_rcsr__avx512(const prunec_conv2d_params *p, const prunec_
                 const __mmask16 ok = out_ok & _mm512_cmpge_epi32_mask(c, _mm512_setzero_si512()) &
                                      _mm512_cmplt_epi32_mask(c, _mm512_set1_epi32(in_w));
                 const float *xr = xg + (t.off[k] - t.dx[k] + (ptrdiff_t)(iy - t.dy[k]) * in_w); /* input row iy */
+                /* Unoptimised, GCC's gather intrinsic is a macro passing the mask to a builtin that takes a signed
+                 * short (-Wsign-conversion under -Wconversion -Werror); no code changes with the pragma. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
                 const __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ok, c, xr, 4);
+#pragma GCC diagnostic pop
                 acc = _mm512_fmadd_ps(_mm512_set1_ps(t.w[k]), xv, acc);
               }
             }
