@@ -73,26 +73,13 @@ static int32_t prunec_avx512_decode_cols(const prunec_rcsr_f32 *w, uint32_t e, u
 
 #define PRUNEC_AVX512_FMA(j) a##j = _mm512_fmadd_ps(vv, _mm512_set1_ps(x[cols[i + j]]), a##j)
 
-/* An index_bits other than 4/8/16 is not a valid encoding: like the portable kernels, fill the output with NaN
- * (n floats) instead of decoding it with some other width. Returns 1 when it did. */
-static int prunec_avx512_bad_bits(const prunec_rcsr_f32 *w, float *y, size_t n) {
-  size_t i;
-  if (w->index_bits == 4u || w->index_bits == 8u || w->index_bits == 16u) {
-    return 0;
-  }
-  for (i = 0; i < n; i++) {
-    y[i] = __builtin_nanf("");
-  }
-  return 1;
-}
-
 void prunec_f32_fc_rcsr__avx512(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                 float out_min, float out_max) {
   int32_t cols[PRUNEC_AVX512_CHUNK];
   const float *values = w->values;
   const uint32_t *row_ptr = w->row_ptr;
   uint32_t r;
-  if (prunec_avx512_bad_bits(w, y, w->rows)) {
+  if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
   for (r = 0; r < w->rows; r++) {
@@ -196,7 +183,7 @@ void prunec_f32_conv2d_rcsr__avx512(const prunec_conv2d_params *p, const prunec_
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512 vmin = _mm512_set1_ps(out_min), vmax = _mm512_set1_ps(out_max);
   uint32_t oc;
-  if (prunec_avx512_bad_bits(w, y, (size_t)p->out_c * out_plane)) {
+  if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * out_plane)) {
     return;
   }
   if (ow_hi > out_w) {
