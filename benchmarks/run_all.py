@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """`make bench`: every benchmark, results as JSON in build/bench/, plots in docs/img/.
 
-    .venv/bin/python benchmarks/run_all.py [--out build/bench] [--only layers,sweep,models,size,arm,plots]
+    .venv/bin/python benchmarks/run_all.py [--out build/bench] [--only layers,sweep,models,size,fuse,arm,plots,slow]
         [--pruned lenet300=P.pt,lenet5=Q.pt --dense lenet300=B.pt,lenet5=C.pt]
 
 Without --pruned, LeNet-300-100 and LeNet-5 are trained and pruned first (`prunec train` + `prunec prune` to
-the paper's densities, a few epochs) into OUT/models/. Each step runs pinned to one core and, when run as
+the paper's densities, a few epochs) into OUT/models/. `slow` runs the tests marked slow (`pytest -m slow`: longer
+sweeps and full-size builds kept out of `make test`). Each step runs pinned to one core and, when run as
 root, at nice -15 so that other work on a shared machine preempts the timing loops less often.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ def models(out: Path) -> tuple[str, str]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="build/bench")
-    ap.add_argument("--only", default="layers,sweep,models,size,arm,plots")
+    ap.add_argument("--only", default="layers,sweep,models,size,fuse,arm,plots,slow")
     ap.add_argument("--pruned", default="")
     ap.add_argument("--dense", default="")
     ap.add_argument("--reps", default="7")
@@ -65,7 +66,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     steps = a.only.split(",")
     pruned, dense = a.pruned, a.dense
-    if not pruned and ({"models", "size"} & set(steps)):
+    if not pruned and ({"models", "size", "fuse"} & set(steps)):
         pruned, dense = models(out)
     if "layers" in steps:
         run([PY, HERE / "bench_layers.py", "--reps", a.reps, "--json", out / "layers.json"], out / "layers.txt")
@@ -76,10 +77,15 @@ def main(argv=None):
              "--json", out / "models.json"], out / "models.txt")
     if "size" in steps:
         run([PY, HERE / "bench_size.py", "--pruned", pruned, "--json", out / "size.json"], out / "size.txt")
+    if "fuse" in steps:
+        l5 = next(p.split("=", 1)[1] for p in pruned.split(",") if p.startswith("lenet5="))
+        run([PY, HERE / "bench_fuse.py", "--model", f"lenet5={l5}", "--json", out / "fuse.json"], out / "fuse.txt")
     if "arm" in steps:
         run([PY, HERE / "bench_arm.py", "--json", out / "arm.json"], out / "arm.txt")
     if "plots" in steps:
         run([PY, HERE / "plots.py", "--in", out, "--out", ROOT / "docs" / "img"])
+    if "slow" in steps:
+        run([PY, "-m", "pytest", "-q", "-m", "slow", ROOT / "tests"], out / "slow_tests.txt")
 
 
 if __name__ == "__main__":
