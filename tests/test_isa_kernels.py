@@ -120,7 +120,8 @@ def test_tester_catches_a_wrong_kernel(tmp_path):
     assert "FAIL prunec_f32_fc_rcsr__portable" not in out
 
 
-STRICT = ["-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wshadow", "-Werror"]
+STRICT = ["-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wshadow", "-Wcast-qual", "-Wstrict-prototypes",
+          "-Wmissing-prototypes", "-Wundef", "-Werror"]  # what firmware projects use
 
 
 @pytest.mark.parametrize("how", ["O0", "strict", "O0-strict"])
@@ -138,3 +139,24 @@ def test_every_kernel_compiles_unoptimised_and_warning_free(name, how, tmp_path)
     for src in _sources():
         r = subprocess.run([t.cc, *flags, "-c", str(src), "-o", str(tmp_path / "k.o")], capture_output=True, text=True)
         assert r.returncode == 0, f"{name}: {src.name} ({how}):\n{r.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("name", ["cortex-m4", "cortex-m7", "cortex-m55"])
+def test_cortex_m_kernels_need_no_libm_fmaf_when_freestanding(name, tmp_path):
+    """Firmware built with -ffreestanding (or -fno-builtin) turned each fmaf() of the Cortex-M kernels into a call
+    to newlib's software fmaf (double arithmetic, hundreds of cycles) instead of one VFMA: the kernels use
+    __builtin_fmaf."""
+    import subprocess
+
+    t = targets.get(name)
+    _skip_if_missing(t)
+    nm = t.cc.replace("gcc", "nm")
+    flags = [f for f in t.cflags if not f.startswith("-O")] + ["-O2", "-ffreestanding", "-I", str(RT / "include")]
+    srcs = [s for s in _sources() if "/cortexm/" in str(s) or "/mve/" in str(s)]
+    assert srcs
+    for src in srcs:
+        obj = tmp_path / (src.stem + ".o")
+        r = subprocess.run([t.cc, *flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        undef = subprocess.run([nm, "-u", str(obj)], capture_output=True, text=True, check=True).stdout.split()
+        assert "fmaf" not in undef, f"{name}: {src.name} calls libm's fmaf under -ffreestanding"

@@ -69,9 +69,9 @@ static inline __attribute__((always_inline)) void prunec_cortexm_dense_4x8(const
           "vfma.f32 %[r3], s15, s23"
           : [r0] "+t"(r0), [r1] "+t"(r1), [r2] "+t"(r2), [r3] "+t"(r3), [x] "+r"(x), [w0] "+r"(w0),
             [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3)
-          : "m"(*(const float(*)[8])x),
-            "m"(*(const float(*)[8])w0), "m"(*(const float(*)[8])w1), "m"(*(const float(*)[8])w2),
-            "m"(*(const float(*)[8])w3)
+          : "m"(*(const struct { float v[8]; } *)x),
+            "m"(*(const struct { float v[8]; } *)w0), "m"(*(const struct { float v[8]; } *)w1), "m"(*(const struct { float v[8]; } *)w2),
+            "m"(*(const struct { float v[8]; } *)w3)
           : "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22",
             "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31");
   *xp = x;
@@ -93,10 +93,10 @@ static inline void prunec_cortexm_dense_4x8(const float **xp, const float **wp0,
   float r0 = *a0, r1 = *a1, r2 = *a2, r3 = *a3;
   int k;
   for (k = 0; k < 8; k++) {
-    r0 = fmaf(w0[k], x[k], r0);
-    r1 = fmaf(w1[k], x[k], r1);
-    r2 = fmaf(w2[k], x[k], r2);
-    r3 = fmaf(w3[k], x[k], r3);
+    r0 = __builtin_fmaf(w0[k], x[k], r0);
+    r1 = __builtin_fmaf(w1[k], x[k], r1);
+    r2 = __builtin_fmaf(w2[k], x[k], r2);
+    r3 = __builtin_fmaf(w3[k], x[k], r3);
   }
   *xp = x + 8;
   *wp0 = w0 + 8;
@@ -135,10 +135,10 @@ void prunec_f32_fc_dense__cortexm(const prunec_dense_f32 *w, const float *bias, 
     }
     for (; c < cols; c++) {
       const float xc = x[c];
-      a0 = fmaf(w0[c], xc, a0);
-      a1 = fmaf(w1[c], xc, a1);
-      a2 = fmaf(w2[c], xc, a2);
-      a3 = fmaf(w3[c], xc, a3);
+      a0 = __builtin_fmaf(w0[c], xc, a0);
+      a1 = __builtin_fmaf(w1[c], xc, a1);
+      a2 = __builtin_fmaf(w2[c], xc, a2);
+      a3 = __builtin_fmaf(w3[c], xc, a3);
     }
     y[r] = prunec_cortexm_dense_clamp(a0, out_min, out_max);
     y[r + 1] = prunec_cortexm_dense_clamp(a1, out_min, out_max);
@@ -150,11 +150,11 @@ void prunec_f32_fc_dense__cortexm(const prunec_dense_f32 *w, const float *bias, 
     float a0 = bias != NULL ? bias[r] : 0.0f, a1 = 0.0f;
     size_t c = 0;
     for (; c + 2 <= cols; c += 2) {
-      a0 = fmaf(wr[c], x[c], a0);
-      a1 = fmaf(wr[c + 1], x[c + 1], a1);
+      a0 = __builtin_fmaf(wr[c], x[c], a0);
+      a1 = __builtin_fmaf(wr[c + 1], x[c + 1], a1);
     }
     if (c < cols) {
-      a0 = fmaf(wr[c], x[c], a0);
+      a0 = __builtin_fmaf(wr[c], x[c], a0);
     }
     y[r] = prunec_cortexm_dense_clamp(a0 + a1, out_min, out_max);
   }

@@ -45,7 +45,7 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows(const p
     float a0 = bias != NULL ? bias[r] : 0.0f, a1 = 0.0f;
     if (bits == 4 && (e & 1u) && e < end) {
       xp += prunec_rcsr_code(index, e, 4);
-      a0 = fmaf(values[e], xp[0], a0);
+      a0 = __builtin_fmaf(values[e], xp[0], a0);
       xp += 1;
       e++;
     }
@@ -82,14 +82,14 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows(const p
       xp += c3;
       x3 = xp[3];
       xp += 4;
-      a0 = fmaf(v[0], x0, a0);
-      a1 = fmaf(v[1], x1, a1);
-      a0 = fmaf(v[2], x2, a0);
-      a1 = fmaf(v[3], x3, a1);
+      a0 = __builtin_fmaf(v[0], x0, a0);
+      a1 = __builtin_fmaf(v[1], x1, a1);
+      a0 = __builtin_fmaf(v[2], x2, a0);
+      a1 = __builtin_fmaf(v[3], x3, a1);
     }
     for (; e < end; e++) {
       xp += prunec_rcsr_code(index, e, bits);
-      a0 = fmaf(values[e], xp[0], a0);
+      a0 = __builtin_fmaf(values[e], xp[0], a0);
       xp += 1;
     }
     a0 += a1;
@@ -156,8 +156,8 @@ static inline __attribute__((always_inline)) void prunec_cortexm_b8_x8(const uin
           "vfma.f32 %[a0], s22, s30\n\t"
           "vfma.f32 %[a1], s23, s31"
           : PRUNEC_CORTEXM_X4_OPERANDS, [q1] "=&r"(q1)
-          : [x0] "r"(x), [x1] "r"(x + 1), [x2] "r"(x + 2), [x3] "r"(x + 3), "m"(*(const uint8_t(*)[8])ip),
-            "m"(*(const float(*)[8])vp), "m"(*(const float(*)[1])x)
+          : [x0] "r"(x), [x1] "r"(x + 1), [x2] "r"(x + 2), [x3] "r"(x + 3), "m"(*(const struct { uint8_t v[8]; } *)ip),
+            "m"(*(const struct { float v[8]; } *)vp), "m"(*(const struct { float v[1]; } *)x)
           : "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30",
             "s31", "memory");
   *ipp = ip;
@@ -194,8 +194,8 @@ static inline __attribute__((always_inline)) void prunec_cortexm_x4(const uint8_
             "vfma.f32 %[a0], s18, s26\n\t"
             "vfma.f32 %[a1], s19, s27"
             : PRUNEC_CORTEXM_X4_OPERANDS
-            : [x0] "r"(x), [x1] "r"(x + 1), [x2] "r"(x + 2), [x3] "r"(x + 3), "m"(*(const uint8_t(*)[4])ip),
-              "m"(*(const float(*)[4])vp), "m"(*(const float(*)[1])x)
+            : [x0] "r"(x), [x1] "r"(x + 1), [x2] "r"(x + 2), [x3] "r"(x + 3), "m"(*(const struct { uint8_t v[4]; } *)ip),
+              "m"(*(const struct { float v[4]; } *)vp), "m"(*(const struct { float v[1]; } *)x)
             : "s16", "s17", "s18", "s19", "s24", "s25", "s26", "s27", "memory");
   } else {
     __asm__("ldr %[q0], [%[ip]], #4\n\t"
@@ -217,8 +217,8 @@ static inline __attribute__((always_inline)) void prunec_cortexm_x4(const uint8_
             "vfma.f32 %[a0], s18, s26\n\t"
             "vfma.f32 %[a1], s19, s27"
             : PRUNEC_CORTEXM_X4_OPERANDS
-            : [x0] "r"(x), [x1] "r"(x + 1), [x2] "r"(x + 2), [x3] "r"(x + 3), "m"(*(const uint8_t(*)[8])ip),
-              "m"(*(const float(*)[4])vp), "m"(*(const float(*)[1])x)
+            : [x0] "r"(x), [x1] "r"(x + 1), [x2] "r"(x + 2), [x3] "r"(x + 3), "m"(*(const struct { uint8_t v[8]; } *)ip),
+              "m"(*(const struct { float v[4]; } *)vp), "m"(*(const struct { float v[1]; } *)x)
             : "s16", "s17", "s18", "s19", "s24", "s25", "s26", "s27", "memory");
   }
   *ipp = ip;
@@ -248,8 +248,8 @@ static inline __attribute__((always_inline)) void prunec_cortexm_x2(const uint8_
             "vfma.f32 %[a0], s16, s24\n\t"
             "vfma.f32 %[a1], s17, s25"
             : PRUNEC_CORTEXM_X4_OPERANDS
-            : [x0] "r"(x), [x1] "r"(x + 1), "m"(*(const uint8_t(*)[2])ip), "m"(*(const float(*)[2])vp),
-              "m"(*(const float(*)[1])x)
+            : [x0] "r"(x), [x1] "r"(x + 1), "m"(*(const struct { uint8_t v[2]; } *)ip), "m"(*(const struct { float v[2]; } *)vp),
+              "m"(*(const struct { float v[1]; } *)x)
             : "s16", "s17", "s24", "s25", "memory");
   } else {
     __asm__("ldr %[q0], [%[ip]], #4\n\t"
@@ -263,8 +263,8 @@ static inline __attribute__((always_inline)) void prunec_cortexm_x2(const uint8_
             "vfma.f32 %[a0], s16, s24\n\t"
             "vfma.f32 %[a1], s17, s25"
             : PRUNEC_CORTEXM_X4_OPERANDS
-            : [x0] "r"(x), [x1] "r"(x + 1), "m"(*(const uint8_t(*)[4])ip), "m"(*(const float(*)[2])vp),
-              "m"(*(const float(*)[1])x)
+            : [x0] "r"(x), [x1] "r"(x + 1), "m"(*(const struct { uint8_t v[4]; } *)ip), "m"(*(const struct { float v[2]; } *)vp),
+              "m"(*(const struct { float v[1]; } *)x)
             : "s16", "s17", "s24", "s25", "memory");
   }
   *ipp = ip;
@@ -298,13 +298,13 @@ static inline __attribute__((always_inline)) void prunec_cortexm_x4(const uint8_
     *ipp += 8;
   }
   c += c0;
-  *a0p = fmaf(v[0], x[c], *a0p);
+  *a0p = __builtin_fmaf(v[0], x[c], *a0p);
   c += c1;
-  *a1p = fmaf(v[1], x[c + 1], *a1p);
+  *a1p = __builtin_fmaf(v[1], x[c + 1], *a1p);
   c += c2;
-  *a0p = fmaf(v[2], x[c + 2], *a0p);
+  *a0p = __builtin_fmaf(v[2], x[c + 2], *a0p);
   c += c3;
-  *a1p = fmaf(v[3], x[c + 3], *a1p);
+  *a1p = __builtin_fmaf(v[3], x[c + 3], *a1p);
   *cp = c + 4;
   *vpp = v + 4;
 }
@@ -326,14 +326,14 @@ static inline __attribute__((always_inline)) void prunec_cortexm_x2(const uint8_
   uint32_t c = *cp;
   if (bits == 8) {
     c += ip[0];
-    *a0p = fmaf(v[0], x[c], *a0p);
+    *a0p = __builtin_fmaf(v[0], x[c], *a0p);
     c += ip[1];
-    *a1p = fmaf(v[1], x[c + 1], *a1p);
+    *a1p = __builtin_fmaf(v[1], x[c + 1], *a1p);
   } else {
     c += (uint32_t)ip[0] | ((uint32_t)ip[1] << 8);
-    *a0p = fmaf(v[0], x[c], *a0p);
+    *a0p = __builtin_fmaf(v[0], x[c], *a0p);
     c += (uint32_t)ip[2] | ((uint32_t)ip[3] << 8);
-    *a1p = fmaf(v[1], x[c + 1], *a1p);
+    *a1p = __builtin_fmaf(v[1], x[c + 1], *a1p);
   }
   *ipp = ip + bits / 4u;
   *cp = c + 2;
@@ -381,7 +381,7 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows_c(const
     if (n & 1u) {
       c += bits == 8 ? ip[0] : (uint32_t)ip[0] | ((uint32_t)ip[1] << 8);
       ip += code_bytes;
-      a0 = fmaf(vp[0], x[c], a0);
+      a0 = __builtin_fmaf(vp[0], x[c], a0);
       vp++;
     }
     a0 += a1;
@@ -474,10 +474,10 @@ static void prunec_cortexm_conv_row(const prunec_cortexm_conv *c, const prunec_c
         if ((uint32_t)(iy0 + t->dy[k]) < (uint32_t)in_h) {
           const float *xs = xg + (rbase + t->off[k] + ow);
           const float wk = t->w[k];
-          a0 = fmaf(wk, xs[0], a0);
-          a1 = fmaf(wk, xs[1], a1);
-          a2 = fmaf(wk, xs[2], a2);
-          a3 = fmaf(wk, xs[3], a3);
+          a0 = __builtin_fmaf(wk, xs[0], a0);
+          a1 = __builtin_fmaf(wk, xs[1], a1);
+          a2 = __builtin_fmaf(wk, xs[2], a2);
+          a3 = __builtin_fmaf(wk, xs[3], a3);
         }
       }
       if (final) {
@@ -497,7 +497,7 @@ static void prunec_cortexm_conv_row(const prunec_cortexm_conv *c, const prunec_c
       for (k = 0; k < nt; k++) {
         const int32_t iy = iy0 + t->dy[k], ix = ix0 + t->dx[k];
         if ((uint32_t)iy < (uint32_t)in_h && (uint32_t)ix < (uint32_t)in_w) {
-          a = fmaf(t->w[k], xg[t->off[k] - t->dx[k] - t->dy[k] * in_w + (ptrdiff_t)iy * in_w + ix], a);
+          a = __builtin_fmaf(t->w[k], xg[t->off[k] - t->dx[k] - t->dy[k] * in_w + (ptrdiff_t)iy * in_w + ix], a);
         }
       }
       yr[ow] = final ? prunec_cortexm_clamp(c, a) : a;
@@ -622,10 +622,10 @@ static inline void prunec_cortexm_conv_tile(const prunec_cortexm_conv *c, const 
     const float *xs = xb + t->off[k];
     const float wk = t->w[k];
     for (j = 0; j < 8; j++) {
-      a[j] = fmaf(wk, xs[j], a[j]);
+      a[j] = __builtin_fmaf(wk, xs[j], a[j]);
     }
     for (j = 0; j < 8; j++) {
-      a[8 + j] = fmaf(wk, xs[rs + j], a[8 + j]);
+      a[8 + j] = __builtin_fmaf(wk, xs[rs + j], a[8 + j]);
     }
   }
   for (j = 0; j < 8; j++) {

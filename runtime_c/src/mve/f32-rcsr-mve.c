@@ -167,7 +167,7 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_out(const float 
           "vstrwt.32 q0, [%[y]]"
           : "=m"(*(float(*)[4])y)
           : [buf] "r"(buf), [b] "r"(b), [y] "r"(y), [m] "r"(m), [lo] "w"(lo), [hi] "w"(hi),
-            "m"(*(const float(*)[16])buf), "m"(*(const float(*)[4])b)
+            "m"(*(const struct { float v[16]; } *)buf), "m"(*(const struct { float v[4]; } *)b)
           : "q0", "q1", "q2", "q3", "q4");
 }
 #else
