@@ -3,7 +3,6 @@ project overrides CFLAGS (link-time optimisation, a CFLAGS in the environment), 
 link flags say -static (a Linux aarch64 .so, loaded with dlopen under qemu-aarch64)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -192,7 +191,7 @@ int main(int argc, char **argv) {
 """
 
 
-def test_make_shared_drops_static_from_the_link_flags(model, tmp_path, monkeypatch):
+def test_make_shared_drops_static_from_the_link_flags(model, tmp_path):
     """aarch64-neon links its verification programs -static; `make shared` passed those LDFLAGS to `cc -shared`,
     which then pulled libc.a into the .so and failed (R_AARCH64 relocations, __fini_array_start). The target is
     marked shared_library = true (what a phone app loads): the .so builds, dlopens under qemu-aarch64 and computes
