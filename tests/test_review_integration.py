@@ -218,3 +218,26 @@ def test_make_shared_drops_static_from_the_link_flags(model, tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     _check_outputs(r.stdout, x, model)
+
+
+def test_cmake_optimisation_level_can_be_overridden(model, tmp_path):
+    """The target's -O2 came after CMAKE_C_FLAGS (target options), so a firmware project's -Os could not win; it is
+    now the cache variable <NAME>_OPT: the target's level by default, -D<NAME>_OPT=-Os replaces it."""
+    _have("cmake", "make")
+    d = tmp_path / "b"
+    B.build(model, "host", d, name="tiny")
+    for opt, want, not_want in ((None, "-O2", "-Os"), ("-Os", "-Os", "-O2")):
+        b = tmp_path / f"cmake{opt or ''}"
+        cmd = ["cmake", "-S", str(d), "-B", str(b), "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", "-DCMAKE_C_FLAGS=-Os"]
+        if opt:
+            cmd.append(f"-DTINY_OPT={opt}")
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        cc = json.loads((b / "compile_commands.json").read_text())
+        model_cmd = next(c["command"] for c in cc if c["file"].endswith("tiny.c")).split()
+        assert want in model_cmd, model_cmd
+        if opt:  # the project's -Os is the only level left
+            assert not_want not in model_cmd, model_cmd
+        else:  # the target's -O2 comes last and wins, as in the verified build
+            assert model_cmd.index("-O2") > model_cmd.index("-Os"), model_cmd
+        r = subprocess.run(["cmake", "--build", str(b)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
