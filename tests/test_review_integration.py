@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +242,34 @@ def test_cmake_optimisation_level_can_be_overridden(model, tmp_path):
             assert model_cmd.index("-O2") > model_cmd.index("-Os"), model_cmd
         r = subprocess.run(["cmake", "--build", str(b)], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_shared_library_binds_its_own_kernels(model, tmp_path):
+    """Two model .so files from different prunec versions export the same prunec_f32_* kernel names; ELF bound
+    the second library's kernel calls to the first-loaded definition (interposition). `make shared` links with
+    -Bsymbolic: each .so calls its own kernels. Shown with an impostor library loaded first, RTLD_GLOBAL."""
+    _have("make", "cc")
+    d = tmp_path / "b"
+    B.build(model, "host", d, name="tiny")
+    man = json.loads((d / "manifest.json").read_text())
+    r = subprocess.run(["make", "-C", str(d), "shared"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    fake = tmp_path / "impostor.c"
+    fake.write_text("".join(f"void {k}(void) {{ }}\n" for k in man["kernels"]))  # does nothing: output unwritten
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tmp_path / "libimpostor.so"), str(fake)], check=True)
+    # in a child process: the impostor, loaded RTLD_GLOBAL, must not leak into this process's later tests
+    np.save(tmp_path / "x.npy", _inputs(1)[0])
+    code = f"""
+import ctypes, numpy as np
+ctypes.CDLL({str(tmp_path / "libimpostor.so")!r}, mode=ctypes.RTLD_GLOBAL)
+lib = ctypes.CDLL({str(d / "libtiny.so")!r})
+x = np.load({str(tmp_path / "x.npy")!r})
+out = np.full({man["output_size"]}, np.nan, np.float32)
+arena = np.zeros({man["arena_bytes"]} // 4 + 16, np.float32)
+a = arena[(-arena.ctypes.data // 4) % 16:]
+P = ctypes.POINTER(ctypes.c_float)
+rc = lib.tiny_run(x.ctypes.data_as(P), out.ctypes.data_as(P), a.ctypes.data_as(ctypes.c_void_p))
+print(rc, bool(np.isfinite(out).all()))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["0", "True"], r.stdout + r.stderr
