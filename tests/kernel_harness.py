@@ -654,3 +654,26 @@ def check(ffi, lib, kernel, case) -> None:
     got = run(ffi, lib, kernel, case)
     want, tol = reference(op, case)
     assert_close(got, want, tol, f"{_kname(kernel)} on {case!r}")
+
+
+def encode_rows(rows_entries, bits: int):
+    """Relative-indexed CSR by hand, for tests that need exact control of the entries (edge cases the encoder
+    never produces). rows_entries[r]: row r's (column, value) list in increasing column order; zero values stay
+    entries (row padding, rows of fillers only); fillers (value 0, code 2^b - 1) bridge gaps beyond 2^b. Returns
+    (values, packed index bytes, row_ptr)."""
+    span = 1 << bits
+    vals, codes, rp = [], [], [0]
+    for ent in rows_entries:
+        prev = -1
+        for c, v in ent:
+            gap = c - prev
+            assert gap >= 1
+            while gap > span:
+                vals.append(0.0)
+                codes.append(span - 1)
+                gap -= span
+            vals.append(v)
+            codes.append(gap - 1)
+            prev = c
+        rp.append(len(vals))
+    return (np.array(vals, np.float32), encode.pack_codes(np.array(codes, np.uint32), bits), np.array(rp, np.uint32))

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prunec import encode, runners, runtime, targets
+import kernel_harness as kh
+from prunec import runners, runtime, targets
 from prunec.resources import runtime_dir
 
 pytestmark = pytest.mark.cross
@@ -250,27 +251,7 @@ def _has_kernel(isa: str, op: str) -> bool:
 
 # ---- encoding -----------------------------------------------------------------------------------------------
 
-def encode_rows(rows_entries, bits: int):
-    """Relative-indexed CSR of explicit entries: rows_entries[r] is row r's (column, value) list in increasing
-    column order; zero values are kept as entries (padding, rows of fillers only). Fillers (value 0, code
-    2^b - 1) bridge gaps beyond 2^b. Returns (values, packed index bytes, row_ptr)."""
-    span = 1 << bits
-    vals, codes, rp = [], [], [0]
-    for ent in rows_entries:
-        prev = -1
-        for c, v in ent:
-            gap = c - prev
-            assert gap >= 1, "columns must increase"
-            while gap > span:
-                vals.append(0.0)
-                codes.append(span - 1)
-                gap -= span
-            vals.append(v)
-            codes.append(gap - 1)
-            prev = c
-        rp.append(len(vals))
-    return (np.array(vals, np.float32), encode.pack_codes(np.array(codes, np.uint32), bits),
-            np.array(rp, np.uint32))
+encode_rows = kh.encode_rows
 
 
 @dataclass

@@ -112,25 +112,7 @@ class Mem:
 
 # ---- encoding -------------------------------------------------------------------------------------------------
 
-def encode_rows(rows_entries, bits: int):
-    """rows_entries[r]: row r's (column, value) list in increasing column order; zero values stay entries (row
-    padding, rows of fillers only); fillers (value 0, code 2^b - 1) bridge gaps beyond 2^b."""
-    span = 1 << bits
-    vals, codes, rp = [], [], [0]
-    for ent in rows_entries:
-        prev = -1
-        for c, v in ent:
-            gap = c - prev
-            assert gap >= 1
-            while gap > span:
-                vals.append(0.0)
-                codes.append(span - 1)
-                gap -= span
-            vals.append(v)
-            codes.append(gap - 1)
-            prev = c
-        rp.append(len(vals))
-    return (np.array(vals, np.float32), encode.pack_codes(np.array(codes, np.uint32), bits), np.array(rp, np.uint32))
+encode_rows = kh.encode_rows
 
 
 def entries_of(m: np.ndarray, zero_cols=None) -> list:
