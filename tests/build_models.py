@@ -165,3 +165,22 @@ def outputs(build_dir, xs: np.ndarray) -> np.ndarray:
         cb.run_total(1)
         out.append(cb.output().copy())
     return np.stack(out)
+
+
+def check_fused_steps(g, pairs, plan) -> None:
+    """Independently of plan.check: while each fused conv+pool pair runs, the conv's inputs, its plane, the pool's
+    output and every buffer live across the pair occupy disjoint, 16-byte aligned bytes inside the arena."""
+    from prunec import fuse, plan as planner
+
+    life = planner.lifetimes(g)
+    arena = set(g.arena_buffers())
+    for i, j in pairs.items():
+        conv, pool = g.nodes[i], g.nodes[j]
+        assert plan.offsets[conv.output] % 16 == 0
+        active = {b: 4 * fuse.plane_size(conv) if b == conv.output else 4 * g.buffers[b]
+                  for b in [*conv.inputs, conv.output, pool.output] if b in arena}
+        active.update({b: 4 * g.buffers[b] for b, (f, l) in life.items() if f < i and l > j})
+        spans = sorted((plan.offsets[b], plan.offsets[b] + n, b) for b, n in active.items())
+        for (lo1, hi1, b1), (lo2, hi2, b2) in zip(spans, spans[1:]):
+            assert hi1 <= lo2, f"{b1} [{lo1},{hi1}) overlaps {b2} [{lo2},{hi2}) during fused {conv.name}\n{g.summary()}"
+        assert max(hi for _, hi, _ in spans) <= plan.arena_bytes

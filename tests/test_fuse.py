@@ -112,18 +112,7 @@ def test_fused_plan_keeps_the_fused_step_apart(case, tmp_path):
     assert pairs
     pg = fuse.planning_graph(g, pairs)
     plan = planner.make_plan(pg)
-    life = planner.lifetimes(g)
-    arena = set(g.arena_buffers())
-    for i, j in pairs.items():
-        conv, pool = g.nodes[i], g.nodes[j]
-        assert plan.offsets[conv.output] % 16 == 0
-        active = {b: 4 * fuse.plane_size(conv) if b == conv.output else 4 * g.buffers[b]
-                  for b in [*conv.inputs, conv.output, pool.output] if b in arena}
-        active.update({b: 4 * g.buffers[b] for b, (f, l) in life.items() if f < i and l > j})
-        spans = sorted((plan.offsets[b], plan.offsets[b] + n, b) for b, n in active.items())
-        for (lo1, hi1, b1), (lo2, hi2, b2) in zip(spans, spans[1:]):
-            assert hi1 <= lo2, f"{b1} [{lo1},{hi1}) overlaps {b2} [{lo2},{hi2}) during fused step {conv.name}"
-        assert max(hi for _, hi, _ in spans) <= plan.arena_bytes
+    bm.check_fused_steps(g, pairs, plan)
 
 
 def test_cli_flag_and_target_default(tmp_path):

@@ -191,16 +191,7 @@ def test_fused_arena_never_exceeds_unfused_and_keeps_the_pair_apart():
         unfused = planner.make_plan(g).arena_bytes
         plan = planner.make_plan(fuse.planning_graph(g, pairs))
         assert plan.arena_bytes <= unfused, g.summary()
-        life = planner.lifetimes(g)
-        arena = set(g.arena_buffers())
-        for i, j in pairs.items():
-            conv, pool = g.nodes[i], g.nodes[j]
-            active = {b: 4 * fuse.plane_size(conv) if b == conv.output else 4 * g.buffers[b]
-                      for b in [*conv.inputs, conv.output, pool.output] if b in arena}
-            active.update({b: 4 * g.buffers[b] for b, (f, l) in life.items() if f < i and l > j})
-            spans = sorted((plan.offsets[b], plan.offsets[b] + n, b) for b, n in active.items())
-            for (lo1, hi1, b1), (lo2, hi2, b2) in zip(spans, spans[1:]):
-                assert hi1 <= lo2, f"{b1} overlaps {b2} during fused {conv.name}\n{g.summary()}"
+        bm.check_fused_steps(g, pairs, plan)
     grew = 0  # the generator does reach the case the selection exists for
     for g in graphs:
         cand = fuse.conv_pool_candidates(g)
