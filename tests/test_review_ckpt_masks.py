@@ -370,3 +370,22 @@ def test_dropout_rate_for_a_non_dropout_module_is_named(tmp_path, name):
     _t.save(obj, p)
     with pytest.raises(_E, match="dropout rate for"):
         _C.load(p)
+
+
+def test_umask_is_read_without_being_changed(monkeypatch):
+    """atomic._umask set the process umask to 022 for a moment to read it: a file another thread created then got
+    the wrong mode. On Linux it is now read from /proc/self/status, never set."""
+    import os as _os
+
+    from prunec import atomic
+
+    if not _os.path.exists("/proc/self/status"):
+        pytest.skip("no /proc/self/status")
+    calls = []
+    real = _os.umask
+    monkeypatch.setattr(atomic.os, "umask", lambda m: calls.append(m) or real(m))
+    old = real(0o027)
+    try:
+        assert atomic._umask() == 0o027 and calls == []
+    finally:
+        real(old)

@@ -22,6 +22,15 @@ def _check_parent(path: Path) -> Path:
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where the OS tells it (Linux: /proc/self/status), so that
+    another thread creating a file meanwhile is not affected; else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
