@@ -165,6 +165,10 @@ def rescale_dropout(model: nn.Module, masks: M.Masks, original_p: dict[str, floa
     return rates
 
 
+def _dropout_rates(model: nn.Module) -> dict[str, float]:
+    return {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
+
+
 # --- retraining ---------------------------------------------------------------------------------------
 
 
@@ -197,18 +201,24 @@ def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
 def retrain(model: nn.Module, data: Dataset, recipe: Recipe, masks: M.Masks, epochs: int, *, seed: int,
             progress: bool, desc: str, teacher_logits: torch.Tensor | None = None, average: bool = False,
             lr_offset: int = 0) -> list[dict]:
+    """Retrain with the masks held. The global RNG (what Dropout draws from) is seeded from `seed` for the phase
+    and restored afterwards, so a phase draws the same dropout masks whatever ran before it: a run resumed from a
+    checkpoint retrains exactly as the uninterrupted run did (the minibatch order has its own generator in fit)."""
     if epochs <= 0:
         return []
     cfg = retrain_config(recipe, epochs, average, lr_offset)
     kind = _param_kind(model)
     has_conv = any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
-    if recipe.alternate and has_conv:
-        h = fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc + " fc",
-                trainable=lambda n: kind(n) != "conv", teacher_logits=teacher_logits)
-        h += fit(model, data.train, cfg, masks=masks, seed=seed + 7919, progress=progress, desc=desc + " conv",
-                 trainable=lambda n: kind(n) != "fc", teacher_logits=teacher_logits)
-        return h
-    return fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc, teacher_logits=teacher_logits)
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        if recipe.alternate and has_conv:
+            h = fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc + " fc",
+                    trainable=lambda n: kind(n) != "conv", teacher_logits=teacher_logits)
+            h += fit(model, data.train, cfg, masks=masks, seed=seed + 7919, progress=progress, desc=desc + " conv",
+                     trainable=lambda n: kind(n) != "fc", teacher_logits=teacher_logits)
+            return h
+        return fit(model, data.train, cfg, masks=masks, seed=seed, progress=progress, desc=desc, teacher_logits=teacher_logits)
 
 
 # --- the iterative schedule ---------------------------------------------------------------------------
@@ -264,7 +274,7 @@ def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks) -> dict:
         "sparsity": sparsity,
         "std0": {n: float(m.weight.detach().float().std()) for n, m in layers.items()},
         "weights0": {n: m.weight.numel() for n, m in layers.items()},
-        "dropout_p0": {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)},
+        "dropout_p0": _dropout_rates(model),
         "history": [],
         "stopped": None,
         "done": False,
@@ -315,7 +325,8 @@ def run_schedule(
     for k in range(state["step"] + 1, recipe.steps + 1):
         if state.get("stopped"):
             break
-        prev = (copy.deepcopy(model.state_dict()), M.clone_masks(masks)) if recipe.max_accuracy_drop is not None else None
+        prev = (copy.deepcopy(model.state_dict()), M.clone_masks(masks), _dropout_rates(model)) \
+            if recipe.max_accuracy_drop is not None else None
         masks = step_masks(model, masks, recipe, k, state) if rank0 else M.clone_masks(masks)
         masks = _broadcast_masks(masks)
         M.apply_masks(model, masks)
@@ -351,8 +362,8 @@ def run_schedule(
             state["history"].append(rec)
             model.load_state_dict(prev[0])
             masks = prev[1]
-            if recipe.dropout_rescale:
-                rescale_dropout(model, masks, state["dropout_p0"], state["weights0"])
+            for name, p in prev[2].items():  # the rates the kept model had (a base pruned before the run, whose
+                model.get_submodule(name).p = p  # masks are not all-True, did not have p0·sqrt(Cr/Co) at step 0)
             state["stopped"] = f"step {k} dropped accuracy by {baseline_accuracy - acc:.4f} > {recipe.max_accuracy_drop}; kept step {k - 1}"
             log(state["stopped"])
             state["step"] = k

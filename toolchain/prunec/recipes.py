@@ -93,6 +93,11 @@ class Recipe:
             raise PrunecError(f"unknown --lr-span {self.lr_span!r}; choose step or run")
         if self.reg not in ("l1", "l2"):
             raise PrunecError(f"unknown regulariser {self.reg!r}; choose l1 or l2")
+        if self.quality is not None and self.global_sparsity is not None:
+            raise PrunecError("quality and global_sparsity both choose what to prune; give only one of them")
+        if self.target_compression is not None and (self.quality is not None or self.global_sparsity is not None):
+            raise PrunecError("target_compression scales a per-layer sparsity profile; it does not apply to "
+                              f"{'quality' if self.quality is not None else 'global_sparsity'} (it would be ignored)")
         if self.target_compression is not None and self.target_compression < 1:
             raise PrunecError(f"--target-compression {self.target_compression} < 1: it is total/nonzero weights, e.g. 12")
         if not (0.0 <= self.label_smoothing < 1.0):

@@ -113,7 +113,10 @@ def mask_image(weight: torch.Tensor, max_side: int = MASK_IMAGE_MAX):
     return F.adaptive_avg_pool2d(kept.float()[None, None], out_shape)[0, 0].numpy()
 
 
-def plot_masks(model: nn.Module, path: Path) -> bool:
+def plot_masks(model: nn.Module, path: Path, dense_sizes: dict[str, int] | None = None) -> bool:
+    """The kept/pruned picture of each fc layer. The "% kept" of a title counts against `dense_sizes` (a run's
+    schedule["weights0"]) where given, as `prunec info` and remaining.png do: a layer shrunk by dead-neuron
+    removal keeps nonzero/dense of its weights, not nonzero/its current size."""
     plt = _plt()
     fcs = [(n, m) for n, m in prunable_layers(model) if isinstance(m, nn.Linear)]
     if not fcs:
@@ -121,7 +124,7 @@ def plot_masks(model: nn.Module, path: Path) -> bool:
     fig, axes = plt.subplots(1, len(fcs), figsize=(4 * len(fcs), 4), dpi=100, squeeze=False)
     for ax, (name, m) in zip(axes[0], fcs):
         shape = tuple(m.weight.shape)
-        kept = int((m.weight.detach() != 0).sum()) / max(1, m.weight.numel())
+        kept = int((m.weight.detach() != 0).sum()) / max(1, int((dense_sizes or {}).get(name, m.weight.numel())))
         # vmin/vmax fixed: a layer with every weight kept is white, not an autoscaled black; extent keeps the
         # axes in input/output indices when the image is block-averaged
         ax.imshow(mask_image(m.weight), cmap="gray", interpolation="nearest", aspect="auto", vmin=0.0, vmax=1.0,
@@ -205,7 +208,7 @@ def write_report(ckpt, out_dir: Path) -> list[Path]:
         r["remaining"] = r["nonzero"] / w0 if w0 else 0.0
     emit("weights.png", plot_weights, ckpt.meta.get("weight_hist_before"), weight_histograms(ckpt.model))
     if any(isinstance(m, nn.Linear) for _, m in prunable_layers(ckpt.model)):
-        emit("masks.png", plot_masks, ckpt.model)
+        emit("masks.png", lambda p: plot_masks(ckpt.model, p, weights0))
     emit("remaining.png", plot_remaining, rows, ckpt.model_name)
     history = (ckpt.schedule or {}).get("history", [])
     if history:  # a dense checkpoint has no schedule
