@@ -323,3 +323,27 @@ def test_mask_figure_counts_kept_against_the_dense_layer(tmp_path, monkeypatch):
         w = ck.model.get_submodule(n).weight
         want = f"{100 * int((w != 0).sum()) / weights0[n]:.1f}% kept"
         assert any(t.startswith(f"{n} mask") and t.endswith(want) for t in titles), (n, want, titles)
+
+
+# --- pruning a pruned model again ---------------------------------------------------------------------
+
+
+def test_pruning_again_counts_against_the_first_runs_dense_network(tiny):
+    """A second run on a pruned (and shrunk) model took the rescaled dropout rate for Do and the shrunk sizes
+    for Co: pruning fc2 no further rescaled drop1 a second time and compression/fractions counted against
+    the shrunk layers. With the first run's schedule the second run continues from its dense reference."""
+    torch.manual_seed(0)
+    m = DropNet()
+    first = Recipe(sparsity={"fc1": 0.5, "fc2": 0.96}, steps=1, retrain_epochs=0)
+    m, masks, st1 = P.run_schedule(m, tiny, first, baseline_accuracy=0.0, **QUIET)
+    p1 = 0.5 * (int(masks["fc2"].sum()) / (48 * 32)) ** 0.5
+    assert m.drop1.p == pytest.approx(p1) and m.fc1.weight.shape[0] < 48  # rescaled, and fc1 shrunk
+    dense = {"fc1": 784 * 48, "fc2": 48 * 32, "fc3": 32 * 10}
+    assert st1["weights0"] == dense
+    again = Recipe(sparsity={"fc1": 0.8, "fc2": 0.96}, steps=1, retrain_epochs=0)
+    m, masks, st2 = P.run_schedule(m, tiny, again, baseline_accuracy=0.0, masks=masks, base_schedule=st1, **QUIET)
+    assert st2["weights0"] == dense and st2["dropout_p0"] == st1["dropout_p0"]
+    assert int(masks["fc1"].sum()) == round(0.2 * dense["fc1"])  # 80 % of the dense fc1, not of the shrunk one
+    assert m.drop1.p == pytest.approx(p1)  # fc2 unchanged: the rate stays Do·sqrt(Cr/Co), not rescaled twice
+    nz = sum(int(mk.sum()) for mk in masks.values())
+    assert st2["history"][-1]["compression"] == pytest.approx(sum(dense.values()) / nz)

@@ -60,10 +60,11 @@ def quality_mask(w: torch.Tensor, mask: torch.Tensor, quality: float, std: float
     return mask & (w.detach().abs() >= t)
 
 
-def sparsity_mask(w: torch.Tensor, mask: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Keep the round((1 − s)·n) largest-magnitude weights (already-pruned ones rank lowest)."""
+def sparsity_mask(w: torch.Tensor, mask: torch.Tensor, sparsity: float, dense_size: int | None = None) -> torch.Tensor:
+    """Keep the round((1 − s)·n) largest-magnitude weights (already-pruned ones rank lowest); n is `dense_size`
+    when given (a layer shrunk by dead-neuron removal: the fraction counts against its dense size)."""
     n = w.numel()
-    keep = int(round((1.0 - sparsity) * n))
+    keep = int(round((1.0 - sparsity) * (n if dense_size is None else dense_size)))
     keep = min(keep, int(mask.sum()))
     score = w.detach().abs().masked_fill(~mask, -1.0).flatten()
     new = torch.zeros(n, dtype=torch.bool)
@@ -88,7 +89,8 @@ def global_masks(model: nn.Module, masks: M.Masks, sparsity: float) -> M.Masks:
     return out
 
 
-def sparsity_for_compression(model: nn.Module, profile: dict[str, float], target: float) -> dict[str, float]:
+def sparsity_for_compression(model: nn.Module, profile: dict[str, float], target: float,
+                             dense_sizes: dict[str, int] | None = None) -> dict[str, float]:
     """Scale a per-layer profile (fraction pruned) so total/nonzero weights over all layers equals `target`.
 
     The remaining fractions r_l = 1 − s_l are multiplied by one factor a (capped at 1); a is found by
@@ -98,15 +100,16 @@ def sparsity_for_compression(model: nn.Module, profile: dict[str, float], target
     unknown = set(profile) - set(layers)
     if unknown:
         raise PrunecError(f"unknown layer(s) {sorted(unknown)}; this model's layers are {list(layers)}")
-    total = sum(m.weight.numel() for m in layers.values())
+    size = {n: int((dense_sizes or {}).get(n, m.weight.numel())) for n, m in layers.items()}
+    total = sum(size.values())
     goal = total / target
-    fixed = sum(m.weight.numel() for n, m in layers.items() if n not in profile)
+    fixed = sum(v for n, v in size.items() if n not in profile)
     if fixed >= goal:
         raise PrunecError(f"--target-compression {target} is unreachable: the layers not being pruned alone hold "
                           f"{fixed} of {total} weights; add them to --sparsity")
 
     def kept(a: float) -> float:
-        return fixed + sum(min(1.0, a * (1.0 - s)) * layers[n].weight.numel() for n, s in profile.items())
+        return fixed + sum(min(1.0, a * (1.0 - s)) * size[n] for n, s in profile.items())
 
     lo, hi = 0.0, 1.0
     while kept(hi) < goal and hi < 1e6:
@@ -130,7 +133,7 @@ def step_masks(model: nn.Module, masks: M.Masks, recipe: Recipe, k: int, state: 
             out[name] = quality_mask(w, masks[name], recipe.quality * f, state["std0"][name])
         return out
     for name, s in state["sparsity"].items():
-        out[name] = sparsity_mask(model.get_submodule(name).weight, masks[name], s * f)
+        out[name] = sparsity_mask(model.get_submodule(name).weight, masks[name], s * f, state["weights0"].get(name))
     return out
 
 
@@ -167,6 +170,13 @@ def rescale_dropout(model: nn.Module, masks: M.Masks, original_p: dict[str, floa
 
 def _dropout_rates(model: nn.Module) -> dict[str, float]:
     return {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
+
+
+def _module_or_none(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 # --- retraining ---------------------------------------------------------------------------------------
@@ -254,9 +264,19 @@ def _broadcast_object(obj):
     return box[0]
 
 
-def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks) -> dict:
-    """The schedule state kept in checkpoints (and restored by --resume)."""
+def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks, base_schedule: dict | None = None) -> dict:
+    """The schedule state kept in checkpoints (and restored by --resume).
+
+    `base_schedule`: the schedule of the run that pruned the model before (pruning a pruned checkpoint again).
+    Its dense sizes (weights0), dense std (std0) and dropout rates before any rescale (dropout_p0) are carried
+    over, so fractions, compression and thresholds still count against the dense network and the dropout
+    rescale Do·sqrt(Cr/Co) starts from the original Do instead of compounding on the already rescaled rate."""
     layers = dict(prunable_layers(model))
+    base = base_schedule or {}
+    weights0 = {n: int((base.get("weights0") or {}).get(n, m.weight.numel())) for n, m in layers.items()}
+    std0 = {n: float((base.get("std0") or {}).get(n, m.weight.detach().float().std())) for n, m in layers.items()}
+    dropout_p0 = {**_dropout_rates(model), **{n: float(p) for n, p in (base.get("dropout_p0") or {}).items()
+                                               if isinstance(_module_or_none(model, n), nn.Dropout)}}
     if recipe.quality is None and recipe.global_sparsity is None:
         unknown = set(recipe.sparsity) - set(layers)
         if unknown:
@@ -265,16 +285,16 @@ def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks) -> dict:
             raise PrunecError("nothing to prune: give --sparsity LAYER=FRACTION, --quality Q or --global-threshold S")
         sparsity = dict(recipe.sparsity)
         if recipe.target_compression is not None:
-            sparsity = sparsity_for_compression(model, sparsity, recipe.target_compression)
+            sparsity = sparsity_for_compression(model, sparsity, recipe.target_compression, weights0)
     else:
         sparsity = {}
     return {
         "step": 0,
         "steps": recipe.steps,
         "sparsity": sparsity,
-        "std0": {n: float(m.weight.detach().float().std()) for n, m in layers.items()},
-        "weights0": {n: m.weight.numel() for n, m in layers.items()},
-        "dropout_p0": _dropout_rates(model),
+        "std0": std0,
+        "weights0": weights0,
+        "dropout_p0": dropout_p0,
         "history": [],
         "stopped": None,
         "done": False,
@@ -295,6 +315,7 @@ def run_schedule(
     progress: bool = True,
     log: Callable[[str], None] = print,
     teacher: nn.Module | None = None,
+    base_schedule: dict | None = None,
 ) -> tuple[nn.Module, M.Masks, dict]:
     """Prune → retrain `recipe.steps` times (continuing from `state` when resuming).
 
@@ -302,14 +323,15 @@ def run_schedule(
     With `max_accuracy_drop`, a step whose accuracy falls more than that below `baseline_accuracy` is undone
     and the schedule stops. With `remove_dead`, dead neurons are removed at the end. With `recipe.distill`,
     retraining also fits the soft targets of `teacher` (default: the model as it is when the run starts,
-    i.e. the dense one; pass the dense model when resuming).
+    i.e. the dense one; pass the dense model when resuming). `base_schedule`: when the model was pruned by an
+    earlier run, that run's schedule (see `new_state`); ignored when resuming (`state` has it).
     """
     recipe.validate()
     # Without masks, weights that are exactly zero (a base pruned elsewhere, e.g. torch.nn.utils.prune then
     # prune.remove) stay pruned: a dense mask would let retraining revive them. Layers a partial mask set
     # leaves out are read the same way.
     masks = {**M.masks_from_weights(model), **(masks or {})}
-    state = new_state(model, recipe, masks) if state is None else state
+    state = new_state(model, recipe, masks, base_schedule) if state is None else state
     rank0 = _dist() is None or _dist().get_rank() == 0
     if _dist() is not None:  # every rank starts from rank 0's weights, masks and schedule state (std0,
         for t in model.state_dict().values():  # dropout_p0 and the scaled profile were computed per rank)
@@ -347,7 +369,7 @@ def run_schedule(
         acc = evaluate(model, data.test)
         rec = {
             "step": k,
-            "compression": M.compression(model, masks),
+            "compression": M.compression(model, masks, dense_sizes=state["weights0"]),
             "remaining": {n: float(m.float().mean()) for n, m in masks.items()},
             "accuracy_after_prune": acc_pruned,
             "test_accuracy": acc,
