@@ -347,3 +347,29 @@ def test_pruning_again_counts_against_the_first_runs_dense_network(tiny):
     assert m.drop1.p == pytest.approx(p1)  # fc2 unchanged: the rate stays Do·sqrt(Cr/Co), not rescaled twice
     nz = sum(int(mk.sum()) for mk in masks.values())
     assert st2["history"][-1]["compression"] == pytest.approx(sum(dense.values()) / nz)
+
+
+def test_prunec_prune_of_a_pruned_checkpoint_counts_from_the_dense_model(tmp_path, monkeypatch):
+    """`prunec prune PRUNED.pt` with the fractions PRUNED.pt was made with prunes nothing more: fractions count from
+    the first run's dense layer sizes (carried in its schedule), not from the layers dead-neuron removal shrank
+    (fc2 at 1 % kills fc1 neurons and fc2 rows: 1 % of the shrunk fc2 would prune more)."""
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    for k, v in {"PRUNEC_THREADS": "1", "PRUNEC_SYNTHETIC_TRAIN": "300", "PRUNEC_SYNTHETIC_TEST": "100"}.items():
+        monkeypatch.setenv(k, v)
+    run = lambda *a: CliRunner().invoke(main, [str(x) for x in a])  # noqa: E731
+    base, p1, p2 = tmp_path / "b.pt", tmp_path / "p1.pt", tmp_path / "p2.pt"
+    assert run("train", "--model", "lenet300", "--data", "synthetic", "--epochs", "1", "--quiet", "--out", base).exit_code == 0
+    args = ["--sparsity", "fc1=0.5,fc2=0.99,fc3=0.3", "--steps", "1", "--retrain-epochs", "0", "--final-epochs", "0",
+            "--quiet"]
+    r = run("prune", base, "--out", p1, *args)
+    assert r.exit_code == 0, r.output
+    r = run("prune", p1, "--out", p2, *args)
+    assert r.exit_code == 0, r.output
+    c1, c2 = C.load(p1), C.load(p2)
+    n1 = {k: int(v.sum()) for k, v in c1.masks.items()}
+    n2 = {k: int(v.sum()) for k, v in c2.masks.items()}
+    assert c1.model.fc2.weight.shape[1] < 300  # the first run did shrink fc1/fc2
+    assert n2 == n1, (n1, n2)

@@ -308,8 +308,11 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
 
         model.train()
         try:
+            # a pruned base: fractions, compression, std and dropout rates count from the first run's dense model
+            base_schedule = base_ckpt.schedule if base_ckpt.kind == "pruned" else None
             pruned, pmasks, st = run_schedule(model, ds, recipe, baseline_accuracy=baseline, seed=seed, masks=masks,
                                               state=state, on_step=on_step, progress=not quiet, teacher=base_ckpt.model,
+                                              base_schedule=base_schedule,
                                               log=(lambda s: click.echo(s, err=True)) if rank0 else (lambda s: None))
         except _Interrupted:
             if rank0:
