@@ -27,9 +27,9 @@ def _worker(rank, world, port, out_dir):
     from prunec.prune import run_schedule
     from prunec.recipes import Recipe
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # a file store in the test's folder: no TCP port to race for with other jobs on the machine
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world)
     torch.manual_seed(100 + rank)  # different initial weights per rank: rank 0's must win
     model = LeNet300()
     ds = D.synthetic(n_train=512, n_test=128, seed=0)
@@ -40,6 +40,7 @@ def _worker(rank, world, port, out_dir):
     Path(out_dir, f"rank{rank}.txt").write_text(DIST.digest(model, masks) + f" {int(masks['fc1'].sum())} {std0}")
     dist.barrier()
     dist.destroy_process_group()
+    os._exit(0)  # ../shared/NOTES.md: gloo can abort at interpreter exit; the spawned process ends here
 
 
 def test_two_ranks_spawn_identical_masks(tmp_path):
@@ -76,9 +77,9 @@ def _dropout_worker(rank, world, port, out_dir):
     from prunec import distributed as DIST
     from prunec.errors import PrunecError
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # a file store in the test's folder: no TCP port to race for with other jobs on the machine
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 2))
     masks = {"0": torch.ones(8, 8, dtype=torch.bool), "2": torch.ones(2, 8, dtype=torch.bool)}
@@ -91,6 +92,7 @@ def _dropout_worker(rank, world, port, out_dir):
     Path(out_dir, f"rank{rank}.txt").write_text(verdict)
     dist.barrier()
     dist.destroy_process_group()
+    os._exit(0)  # ../shared/NOTES.md: gloo can abort at interpreter exit; the spawned process ends here
 
 
 def test_check_identical_sees_diverged_dropout_rates(tmp_path):
@@ -105,14 +107,15 @@ def _steps_worker(rank, world, port, out_dir):
     from prunec.models import LeNet300
     from prunec.train import TrainConfig, fit
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # a file store in the test's folder: no TCP port to race for with other jobs on the machine
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world)
     ds = D.synthetic(n_train=512, n_test=64, seed=0)
     hist = fit(LeNet300(), ds.train, TrainConfig(epochs=1, lr=0.01, batch_size=128), progress=False)
     Path(out_dir, f"steps{rank}.txt").write_text(str(hist[0]["steps"]))
     dist.barrier()
     dist.destroy_process_group()
+    os._exit(0)  # ../shared/NOTES.md: gloo can abort at interpreter exit; the spawned process ends here
 
 
 def test_ranks_share_the_global_minibatch(tmp_path):
