@@ -373,3 +373,11 @@ def test_prunec_prune_of_a_pruned_checkpoint_counts_from_the_dense_model(tmp_pat
     n2 = {k: int(v.sum()) for k, v in c2.masks.items()}
     assert c1.model.fc2.weight.shape[1] < 300  # the first run did shrink fc1/fc2
     assert n2 == n1, (n1, n2)
+
+
+def test_sensitivity_refuses_unknown_layer_names(tiny):
+    """analyse(layers=[...]) silently skipped names the model lacks (a typo gave an empty analysis)."""
+    from prunec import sensitivity as S
+
+    with pytest.raises(PrunecError, match="unknown layer"):
+        S.analyse(models.create("lenet300"), tiny.test, fractions=(0.5,), layers=["fc1", "fc9"])
