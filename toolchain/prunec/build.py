@@ -228,7 +228,7 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
             f"Prune harder or pick a larger target; nothing was written.")
     if target.ram_bytes and lib["ram"] > target.ram_bytes:
         fused = manifest["plan"]["fused_conv_pool"]
-        hint = ("Use a smaller or more sparsely activated model, or pick a target with more RAM." if fused else
+        hint = ("Prune harder (dead-neuron removal shrinks layers) or pick a target with more RAM." if fused else
                 "Build with --fuse-pool if the model has convolutions that feed pools, prune harder (dead-neuron "
                 "removal shrinks layers), or pick a target with more RAM.")
         raise PrunecError(
