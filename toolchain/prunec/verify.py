@@ -23,6 +23,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -55,7 +57,35 @@ def load_manifest(build_dir: str | os.PathLike) -> dict:
 
 # --- running the build on this machine (cffi) ------------------------------------------------------------
 
-def _cflags(manifest: dict) -> list[str]:
+def _makefile_var(text: str, var: str) -> str | None:
+    m = re.search(rf"^{var}[ \t]*[:?]?=[ \t]*(.*)$", text, re.M)
+    return m.group(1).strip() if m else None
+
+
+def build_cflags(build_dir: Path) -> list[str] | None:
+    """The flags `make -C build_dir` compiles with: the Makefile's TARGET_CFLAGS, then its CFLAGS less those
+    (ALL_CFLAGS), without -fPIC; None when the build has no Makefile stating them. These, not the target's flags as
+    probed now, are what the build's code was generated for (an x86_64-avx2 build made with AVX-512 kernels needs the
+    -mavx512* flags it was made with even where PRUNEC_AVX512=0 is set now)."""
+    try:
+        text = (Path(build_dir) / "Makefile").read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    tf, cf = _makefile_var(text, "TARGET_CFLAGS"), _makefile_var(text, "CFLAGS")
+    if tf is None and cf is None:
+        return None
+    try:
+        t = shlex.split(tf or "")
+        flags = t + [f for f in shlex.split(cf or "") if f not in t]
+    except ValueError:
+        return None
+    return [f for f in flags if f != "-fPIC"]
+
+
+def _cflags(manifest: dict, build_dir: Path | None = None) -> list[str]:
+    flags = build_cflags(build_dir) if build_dir is not None else None
+    if flags is not None:
+        return flags
     try:
         from . import targets
 
@@ -69,6 +99,11 @@ def _cflags(manifest: dict) -> list[str]:
 # CPU features (Linux /proc/cpuinfo flags) the x86 kernel families need at run time.
 _ISA_CPU_FLAGS = {"avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq"},
                   "avx512x4": {"avx512f", "avx512vl", "avx512bw", "avx512dq"}}
+# x86 -m flags of a build's Makefile and the CPU feature (Linux /proc/cpuinfo flag) each lets the compiler use.
+_MFLAG_CPU_FLAGS = {"-mavx": "avx", "-mavx2": "avx2", "-mfma": "fma", "-mf16c": "f16c", "-mbmi": "bmi1",
+                    "-mbmi2": "bmi2", "-mssse3": "ssse3", "-msse4.1": "sse4_1", "-msse4.2": "sse4_2",
+                    "-mavx512f": "avx512f", "-mavx512vl": "avx512vl", "-mavx512bw": "avx512bw",
+                    "-mavx512dq": "avx512dq", "-mavx512cd": "avx512cd"}
 
 
 def cpu_flags() -> set[str] | None:
@@ -90,9 +125,18 @@ def check_host_isa(build_dir: Path, manifest: dict) -> None:
     if flags is None:
         return
     isas = sorted({k.rsplit("__", 1)[-1] for k in manifest.get("kernels", []) if "__" in k})
-    missing = {isa: sorted(_ISA_CPU_FLAGS[isa] - flags) for isa in isas if _ISA_CPU_FLAGS.get(isa, set()) - flags}
+    missing = {f"{isa} kernels": sorted(_ISA_CPU_FLAGS[isa] - flags)
+               for isa in isas if _ISA_CPU_FLAGS.get(isa, set()) - flags}
+    # The compiler may use any instruction set its -m flags enable anywhere in the build (the network, the portable
+    # and AVX2 kernels), not only in the kernels named for it: an x86_64-avx2 build made where AVX-512 exists is
+    # compiled with -mavx512f... even when none of its kernels is an AVX-512 one.
+    cc_flags = build_cflags(Path(build_dir)) or []
+    need = sorted({_MFLAG_CPU_FLAGS[f] for f in cc_flags if f in _MFLAG_CPU_FLAGS} - flags)
+    if need:
+        opts = sorted({f for f in cc_flags if _MFLAG_CPU_FLAGS.get(f) in need})
+        missing[f"its compile flags ({' '.join(opts)})"] = need
     if missing:
-        what = "; ".join(f"{isa} kernels need {', '.join(f)}" for isa, f in missing.items())
+        what = "; ".join(f"{isa} need {', '.join(f)}" for isa, f in missing.items())
         raise PrunecError(f"build {build_dir} cannot run on this CPU: {what} (it was built where they exist). "
                           f"Rebuild it here with `prunec build` (the target keeps only the ISAs this machine has), "
                           f"or build it with PRUNEC_AVX512=0 for machines without AVX-512")
@@ -110,8 +154,16 @@ def _compile_host(build_dir: Path, manifest: dict):
     for f in sources + asm + [build_dir / files["header"]]:
         if not f.is_file():
             raise PrunecError(f"build file {f} is missing; rebuild with `prunec build`")
-    h = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
-    for f in sorted(sources + asm + [build_dir / files["header"]]) + sorted(build_dir.glob("*.bin")):
+    include_dirs = [build_dir / d for d in files.get("include_dirs", [".", "runtime/include"])]
+    cflags = _cflags(manifest, build_dir)
+    cc = os.environ.get("CC", "cc")
+    # Everything the compiled module depends on: the sources, every header the include directories hold (a runtime
+    # header changed in a copy of a build must not reuse the module compiled from the original), the blob, the
+    # compiler and its flags.
+    h = hashlib.sha256(json.dumps([manifest, cflags, cc], sort_keys=True).encode())
+    headers = {f for d in include_dirs if d.is_dir() for f in d.glob("*.h")}
+    for f in sorted(set(sources + asm + [build_dir / files["header"]]) | headers) + sorted(build_dir.glob("*.bin")):
+        h.update(str(f.relative_to(build_dir) if f.is_relative_to(build_dir) else f).encode() + b"\0")
         h.update(f.read_bytes())
     key = h.hexdigest()[:16]
     if key in _MODULES:
@@ -125,8 +177,6 @@ def _compile_host(build_dir: Path, manifest: dict):
            f"  size_t i;\n  for (i = 0; i < n; i++) {{\n"
            f"    int rc = {name}_run(x + i * (size_t){name}_INPUT_SIZE, y + i * (size_t){name}_OUTPUT_SIZE, arena);\n"
            f"    if (rc != 0) return rc;\n  }}\n  return 0;\n}}\n")
-    cflags = _cflags(manifest)
-    cc = os.environ.get("CC", "cc")
     tmp = Path(tempfile.mkdtemp(prefix="prunec-verify-"))
     try:
         objs = []
@@ -138,7 +188,7 @@ def _compile_host(build_dir: Path, manifest: dict):
                 raise PrunecError(f"assembling {a} failed:\n{r.stderr.strip()}")
             objs.append(str(o))
         ffi.set_source(modname, src, sources=[str(s) for s in sources],
-                       include_dirs=[str(build_dir / d) for d in files.get("include_dirs", [".", "runtime/include"])],
+                       include_dirs=[str(d) for d in include_dirs],
                        extra_compile_args=cflags, extra_objects=objs, libraries=["m"])
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -153,8 +203,12 @@ def _compile_host(build_dir: Path, manifest: dict):
         except Exception as e:  # CompileError, LinkError, VerificationError
             raise PrunecError(f"compiling build {build_dir} on this machine failed: {e}") from None
         spec = importlib.util.spec_from_file_location(modname, so)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        try:
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        except ImportError as e:  # e.g. an undefined kernel: its source compiled to nothing under these flags
+            raise PrunecError(f"the build {build_dir} compiled on this machine does not load ({e}); compiled with "
+                              f"{' '.join(cflags)}: rebuild it with `prunec build`") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _MODULES[key] = mod
@@ -193,7 +247,14 @@ def run_build(build_dir: str | os.PathLike, inputs: np.ndarray, manifest: dict |
         if e.name != "prunec.runners":
             raise
         raise PrunecError(f"target {m['target']!r} runs builds with {runner!r}, which this prunec cannot run yet") from None
-    return np.asarray(run_target(Path(build_dir), np.ascontiguousarray(inputs, dtype=np.float32)), dtype=np.float32)
+    x = np.ascontiguousarray(inputs, dtype=np.float32)
+    y = np.asarray(run_target(Path(build_dir), x), dtype=np.float32)
+    n_out = int(m["output_size"])
+    n = x.size // int(m["input_size"]) if m.get("input_size") else x.shape[0]
+    if y.size != n * n_out:
+        raise PrunecError(f"the {runner} runner of {build_dir} returned {y.size} output values for {n} inputs "
+                          f"(expected {n} x {n_out} = {n * n_out}): its results cannot be matched to the inputs")
+    return y.reshape(n, n_out)
 
 
 # --- the reference ---------------------------------------------------------------------------------------
@@ -226,11 +287,25 @@ def reference_outputs(model_path: str | os.PathLike, inputs: np.ndarray, input_s
                 if y is None:
                     ways.pop(0)
             if y is None:
-                y = torch.cat([mod(xb[j:j + 1]).reshape(1, -1) for j in range(xb.shape[0])])
+                try:
+                    y = torch.cat([_as_tensor(mod(xb[j:j + 1])).reshape(1, -1) for j in range(xb.shape[0])])
+                except Exception as e:  # noqa: BLE001 - a model of other input shapes (--model), or no tensor out
+                    msg = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+                    raise PrunecError(f"the reference model {model_path} does not run on the build's input of shape "
+                                      f"{tuple(input_shape)} ({type(e).__name__}: {msg}); pass --model with the "
+                                      f"model the build came from") from None
             y = y.reshape(xb.shape[0], -1)
             n_out = y.shape[1]
             outs.append(y.float().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def _as_tensor(y):
+    import torch
+
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"the model returned a {type(y).__name__}, not one tensor")
+    return y
 
 
 # --- comparison ------------------------------------------------------------------------------------------
@@ -270,8 +345,13 @@ class Report:
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
+        """The report as JSON-safe values: an infinite or NaN error (a NaN or inf in one output and not in the
+        other) is None, as JSON has no such numbers (json.dumps would write the invalid token `Infinity`)."""
         d = dict(self.__dict__)
         d["failing_samples"] = self.failing_samples[:100]
+        for k, v in d.items():
+            if isinstance(v, float) and not np.isfinite(v):
+                d[k] = None
         return d
 
 
@@ -279,7 +359,7 @@ def compare(c: np.ndarray, t: np.ndarray, labels: np.ndarray | None = None, atol
     c = np.asarray(c, dtype=np.float64).reshape(len(c), -1)
     t = np.asarray(t, dtype=np.float64).reshape(len(t), -1)
     if c.shape != t.shape:
-        raise PrunecError(f"the build produced outputs of shape {c.shape[1:]}, the model {t.shape[1:]}")
+        raise PrunecError(f"the build produced outputs of shape {c.shape} (samples, values), the model {t.shape}")
     n = c.shape[0]
     if n == 0:
         raise PrunecError("no inputs to verify")
