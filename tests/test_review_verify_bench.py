@@ -36,15 +36,6 @@ def _cpu():
     return V.cpu_flags() or set()
 
 
-@pytest.fixture(scope="module")
-def residual(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rvb")
-    m, shape = bm.make("residual", seed=5)
-    p = bm.export(m, shape, d / "residual.pt2")
-    B.build(p, "host", d / "out", name="residual")
-    return p, d / "out"
-
-
 def _no_constants(s):
     raise ValueError(f"not JSON: {s}")
 

@@ -20,15 +20,6 @@ from prunec.errors import PrunecError
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists()
 
 
-@pytest.fixture(scope="module")
-def residual(tmp_path_factory):
-    d = tmp_path_factory.mktemp("verify")
-    m, shape = bm.make("residual", seed=5)
-    p = bm.export(m, shape, d / "residual.pt2")
-    B.build(p, "host", d / "out", name="residual")
-    return p, d / "out"
-
-
 def test_verify_random_inputs_pass(residual):
     p, out = residual
     r = V.verify(out, random=20)
