@@ -168,3 +168,25 @@ def test_bench_times_a_fused_build_per_layer(tmp_path):
     for conv, pool in res.manifest["plan"]["fused_conv_pool"]:
         assert lt[names.index(conv)] > 10 * lt[names.index(pool)]
     assert "in conv1" in bench.table(res)
+
+
+def test_tiny_outputs_are_flagged_and_atol_tightens_the_check(residual, tmp_path):
+    """The bound atol x max(1, max|ref|) is absolute below 1: reference outputs of ~1e-6 against all-zero C passed
+    silently. The report now warns (with an --atol to use), and --atol makes the same comparison fail."""
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    t = np.array([[1e-6, 2e-6, 3e-6]] * 4)
+    c = np.zeros_like(t)
+    r = V.compare(c, t)
+    assert r.ok and r.weak() and "warning: the reference outputs are at most 3.0e-06" in r.text()
+    assert "--atol 3e-10" in r.text() and r.as_dict()["ref_max"] == pytest.approx(3e-6)
+    assert not V.compare(c, t, atol=1e-10).ok
+    assert not V.compare(np.array([[5.0, 1.0]]), np.array([[5.0, 1.0]])).weak()
+    p, out = residual
+    for bad in ("0", "-1", "nan", "inf"):
+        res = CliRunner().invoke(main, ["verify", str(out), "--random", "2", "--atol", bad])
+        assert res.exit_code == 2 and "--atol" in res.output, (bad, res.output)
+    res = CliRunner().invoke(main, ["verify", str(out), "--random", "5", "--atol", "1e-3"])
+    assert res.exit_code == 0 and "tolerance 1e-03" in res.output, res.output

@@ -53,12 +53,15 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
 @click.option("--data-dir", default=None, type=click.Path(), help="folder of the data set's files")
 @click.option("--limit", type=int, default=None, help="use only the first N inputs")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of --random")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="tolerance: a sample passes when max|C - PyTorch| <= ATOL x max(1, max|PyTorch|)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def verify_cmd(build_dir, data, inputs, random, model, data_dir, limit, seed, as_json):
+def verify_cmd(build_dir, data, inputs, random, model, data_dir, limit, seed, atol, as_json):
     """Run BUILD_DIR's C and the PyTorch model on the same inputs; compare (exit 1 beyond tolerance)."""
     from .verify import verify
 
-    r = verify(build_dir, data=data, inputs=inputs, random=random, model=model, data_dir=data_dir, limit=limit, seed=seed)
+    r = verify(build_dir, data=data, inputs=inputs, random=random, model=model, data_dir=data_dir, limit=limit, seed=seed,
+               atol=atol)
     click.echo(json.dumps(r.as_dict(), indent=2) if as_json else r.text())
     if not r.ok:
         sys.exit(1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import re
 import shlex
@@ -324,6 +325,12 @@ class Report:
     atol: float = ATOL
     worst_sample: int = -1
     ok: bool = True
+    ref_max: float = 0.0  # the largest finite |reference output| over all samples
+
+    def weak(self) -> bool:
+        """Whether the reference outputs are so small that the tolerance's absolute floor (atol) hides errors:
+        all within 100 x atol of zero (max(1, max|ref|) is then 1)."""
+        return self.ref_max < 100 * self.atol
 
     def text(self) -> str:
         lines = [
@@ -336,6 +343,10 @@ class Report:
         if self.accuracy_c is not None:
             lines.append(f"accuracy C         {self.accuracy_c:.4%}")
             lines.append(f"accuracy PyTorch   {self.accuracy_torch:.4%}")
+        if self.weak():
+            lines.append(f"warning: the reference outputs are at most {self.ref_max:.1e} in magnitude, within 100x of "
+                         f"the tolerance's absolute floor {self.atol:.0e}: this comparison cannot tell them from much "
+                         f"larger errors; rerun with --atol {max(self.ref_max, 1e-30) * 1e-4:.0e}")
         if self.ok:
             lines.append("verify: PASS")
         else:
@@ -383,7 +394,7 @@ def compare(c: np.ndarray, t: np.ndarray, labels: np.ndarray | None = None, atol
     r = Report(n=n, max_abs_err=float(per_abs.max()), max_rel_err=float(per_rel.max()),
                top1_agreement=float(1.0 - dis.mean()), top1_disagree=int(dis.sum()), ties=int(ties.sum()),
                failing_samples=[int(i) for i in np.nonzero(fail)[0]], atol=atol, worst_sample=worst,
-               ok=not bool(fail.any()))
+               ok=not bool(fail.any()), ref_max=float(scale.max()) if scale.size else 0.0)
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         r.accuracy_c = float((top_c == labels).mean())
@@ -456,6 +467,8 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
 def verify(build_dir: str | os.PathLike, data: str | None = None, inputs: str | None = None, random: int | None = None,
            model: str | None = None, data_dir: str | None = None, limit: int | None = None, seed: int = 0,
            atol: float = ATOL) -> Report:
+    if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol > 0):
+        raise PrunecError(f"--atol {atol}: give the tolerance, a number > 0 (default {ATOL:g})")
     m = load_manifest(build_dir)
     model_path = model or (m.get("source") or {}).get("path")
     if not model_path:
