@@ -1,9 +1,14 @@
 """The `prunec` command line. Commands live beside the step they drive; this module only assembles them.
 
-Every PrunecError becomes a one-paragraph message on stderr and exit status 2.
+Every PrunecError becomes a one-paragraph message on stderr and exit status 2. An OSError the system raises
+while a command reads or writes (a full disk, a missing permission, stdout on a full device) is reported the
+same way with exit status 1, its message being the diagnosis; a closed pipe (`prunec info --json | head`)
+ends the command quietly (click's handling, exit status 1). Ctrl-C prints one line and exits 130, as the
+distributed path of `prunec prune` does. Any other exception is a defect and keeps its traceback.
 """
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -12,13 +17,39 @@ from . import __version__
 from .errors import PrunecError
 
 
+def _quiet_streams() -> None:
+    """After a failed write to stdout, whatever is still buffered must not be flushed again at exit (a second
+    error and an 'Exception ignored' message); click does the same for a closed pipe."""
+    from click.utils import PacifyFlushWrapper
+
+    sys.stdout = PacifyFlushWrapper(sys.stdout)
+
+
 class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as e:  # not EPIPE: click's main already ends a closed pipe quietly
+            if e.errno == errno.EPIPE:
+                raise
+            _quiet_streams()
+            click.echo(f"prunec: error: {e}", err=True)
+            sys.exit(1)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except PrunecError as e:
             click.echo(f"prunec: error: {e}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:  # click's own handling says "Aborted!" and exits 1
+            click.echo("\nprunec: interrupted (Ctrl-C)", err=True)
+            sys.exit(130)
+        except EOFError:  # click would print "Aborted!" (its reading of a prompt's EOF): a defect, keep the trace
+            import traceback
+
+            traceback.print_exc()
+            sys.exit(1)
 
 
 @click.group(cls=_Group)

@@ -86,6 +86,12 @@ class Graph:
         if self.buffers.get(self.input) != numel(self.input_shape):
             raise ValueError("input buffer size does not match input_shape")
         for n in self.nodes:
+            if len(n.inputs) != len(n.in_shapes):  # zip() below would silently skip the unmatched inputs
+                raise ValueError(f"node {n.name}: {len(n.inputs)} inputs {n.inputs} but {len(n.in_shapes)} "
+                                 f"input shapes {n.in_shapes}")
+            for b in (*n.inputs, n.output):
+                if b not in self.buffers:
+                    raise ValueError(f"node {n.name} uses buffer {b}, which is not in the graph's buffers")
             for b, shp in zip(n.inputs, n.in_shapes):
                 if b not in defined:
                     raise ValueError(f"node {n.name} reads {b} before it is written")
