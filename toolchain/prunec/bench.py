@@ -1,7 +1,7 @@
 """`prunec bench DIR`: time one host build directory, whole network and per layer.
 
-The build's C is compiled on this machine with the build's own CFLAGS (the `CFLAGS ?=` line of its Makefile)
-plus -O3, together with a small timing driver, into a shared library loaded with ctypes. The driver's loops are
+The build's C is compiled on this machine with the build's own flags (its Makefile's TARGET_CFLAGS and CFLAGS,
+verify.build_cflags) plus -O3, together with a small timing driver, into a shared library loaded with ctypes. The driver's loops are
 C: `prunec_bench_total(n)` runs NAME_run n times between two clock_gettime calls; `prunec_bench_layers(n, t)`
 runs an instrumented copy of NAME_run (a clock read before each layer's call, found by the generated
 `/* i layer ... */` comments) and adds each layer's time into t[i]. Repetitions are interleaved (total, layers,
@@ -86,11 +86,6 @@ double prunec_bench_clock_cost(long iters) {
 """
 
 _LAYER_COMMENT = re.compile(r"^(\s*)/\* (\d+) (.*?) \*/\s*$")
-
-
-def _makefile_var(text: str, var: str) -> str:
-    m = re.search(rf"^{var}[ \t]*[:?]?=[ \t]*(.*)$", text, re.M)
-    return m.group(1).strip() if m else ""
 
 
 def instrument(c_source: str, name: str) -> tuple[str, int]:
@@ -180,14 +175,15 @@ class CompiledBuild:
         for f in ("Makefile", f"{self.name}.c", f"{self.name}.h"):
             if not (d / f).is_file():
                 raise PrunecError(f"{d} lacks {f}: an incomplete build directory; rebuild it with `prunec build`")
-        from .verify import check_host_isa
+        from .verify import _makefile_var, build_cflags, check_host_isa
 
         check_host_isa(d, self.manifest)
         mk = (d / "Makefile").read_text()
-        self.cflags = shlex.split(_makefile_var(mk, "CFLAGS")) + list(extra_cflags)
+        # the flags `make` compiles with (TARGET_CFLAGS, then CFLAGS), as verify uses them
+        self.cflags = (build_cflags(d) or []) + list(extra_cflags)
         self.cflags = [f for f in self.cflags if f != "-fPIC"] + ["-fPIC"]
-        srcs = shlex.split(_makefile_var(mk, "SRCS")) + shlex.split(_makefile_var(mk, "ASMS"))
-        libs = shlex.split(_makefile_var(mk, "LIBS")) or ["-lm"]
+        srcs = shlex.split(_makefile_var(mk, "SRCS") or "") + shlex.split(_makefile_var(mk, "ASMS") or "")
+        libs = shlex.split(_makefile_var(mk, "LIBS") or "") or ["-lm"]
         self.tmp = tempfile.TemporaryDirectory(prefix="prunec-bench-")
         t = Path(self.tmp.name)
         c_main = (d / f"{self.name}.c").read_text()
