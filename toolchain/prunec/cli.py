@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import PrunecError
+from .errors import PrunecError, report
 
 
 def _quiet_streams() -> None:
@@ -33,18 +33,13 @@ class _Group(click.Group):
             if e.errno == errno.EPIPE:
                 raise
             _quiet_streams()
-            click.echo(f"prunec: error: {e}", err=True)
-            sys.exit(1)
+            sys.exit(report(e))
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except PrunecError as e:
-            click.echo(f"prunec: error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:  # click's own handling says "Aborted!" and exits 1
-            click.echo("\nprunec: interrupted (Ctrl-C)", err=True)
-            sys.exit(130)
+        except (PrunecError, KeyboardInterrupt) as e:  # click's own Ctrl-C handling says "Aborted!" and exits 1
+            sys.exit(report(e))
         except EOFError:  # click would print "Aborted!" (its reading of a prompt's EOF): a defect, keep the trace
             import traceback
 

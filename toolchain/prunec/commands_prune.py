@@ -20,7 +20,7 @@ from . import data as D
 from . import distributed as DIST
 from . import masks as M
 from . import models
-from .errors import PrunecError
+from .errors import PrunecError, report
 from .recipes import PAPER_REMAINING, default_recipe, parse_sparsity
 
 
@@ -93,20 +93,13 @@ def _run(distributed: bool, fn):
     code = 0
     try:
         fn()
-    except PrunecError as e:
-        click.echo(f"prunec: error: {e}", err=True)
-        code = 2
-    except KeyboardInterrupt:
-        click.echo("prunec: interrupted (Ctrl-C): every rank stops, no half-written file is left", err=True)
-        code = 130
-    except OSError as e:  # disk full, permissions: the system's message is the diagnosis
-        click.echo(f"prunec: error: {e}", err=True)
-        code = 1
-    except BaseException:  # a defect: the traceback is what a bug report needs
-        import traceback
+    except BaseException as e:  # every rank ends with the clean shutdown and the status the CLI would give
+        code = report(e)
+        if code is None:  # a defect: the traceback is what a bug report needs
+            import traceback
 
-        traceback.print_exc()
-        code = 1
+            traceback.print_exc()
+            code = 1
     _finish(True, code)
 
 

@@ -3,3 +3,24 @@
 
 class PrunecError(Exception):
     """A failure caused by the user's input or environment; the CLI prints it and exits non-zero."""
+
+
+def report(e: BaseException) -> int | None:
+    """Print the one-line message (stderr) of a failure the user can act on and return its exit status: 2 for a
+    PrunecError, 130 for Ctrl-C, 1 for an OSError the system raised (a full disk, a permission: its message is the
+    diagnosis; not a closed pipe, which click ends quietly). None for anything else: a defect, whose traceback the
+    caller keeps. Shared by the CLI and the distributed path of `prunec prune` (each rank ends with this status)."""
+    import errno
+
+    import click
+
+    if isinstance(e, PrunecError):
+        click.echo(f"prunec: error: {e}", err=True)
+        return 2
+    if isinstance(e, KeyboardInterrupt):
+        click.echo("\nprunec: interrupted (Ctrl-C)", err=True)
+        return 130
+    if isinstance(e, OSError) and e.errno != errno.EPIPE:
+        click.echo(f"prunec: error: {e}", err=True)
+        return 1
+    return None
