@@ -7,8 +7,6 @@ atomically; errors are PrunecError (exit 2 through cli.py). `prunec prune` also 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 
