@@ -168,6 +168,20 @@ def _kernel_op(n: Node, enc: Encoding | None) -> str:
     return n.op
 
 
+def _params(ctype: str, name: str, vals: list[int]) -> str:
+    """A static const parameter struct of unsigned fields."""
+    return f"static const {ctype} {name} = {{{', '.join(f'{v}u' for v in vals)}}};"
+
+
+def _conv_vals(n: Node, in_c: int, out_c: int, groups: int) -> list[int]:
+    """prunec_conv2d_params of conv node `n` with the given channel counts and groups (a per-channel call of a
+    fused layer runs one output channel of one group)."""
+    _, _, ih, iw = n.in_shapes[0]
+    _, _, oh, ow = n.out_shape
+    a = n.attrs
+    return [in_c, ih, iw, out_c, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *a["dilation"], groups]
+
+
 def _pool_vals(n: Node, channels: int) -> list[int]:
     _, _, ih, iw = n.in_shapes[0]
     _, _, oh, ow = n.out_shape
@@ -186,13 +200,11 @@ def _fused_conv_pool(L: Layer, g: Graph, plan: Plan, target: Target, ident: str,
     a = n.attrs
     groups = a["groups"]
     cin_g, cout_g = ci // groups, co // groups
-    vals = [cin_g, ih, iw, 1, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *a["dilation"], 1]
-    L.structs.insert(0, f"static const prunec_conv2d_params {ident}_pc = {{{', '.join(f'{v}u' for v in vals)}}};")
+    L.structs.insert(0, _params("prunec_conv2d_params", f"{ident}_pc", _conv_vals(n, cin_g, 1, 1)))
     # No suffix of a layer's symbols may be "<word>_<another suffix>": "pool_pc" was, so conv `x`'s pool
     # parameters and the conv parameters of a fused conv named `x_pool` were both `x_pool_pc`.
     if pool.op != "adaptive_avgpool2d":
-        L.structs.append(f"static const prunec_pool2d_params {ident}_poolpc = "
-                         f"{{{', '.join(f'{v}u' for v in _pool_vals(pool, 1))}}};")
+        L.structs.append(_params("prunec_pool2d_params", f"{ident}_poolpc", _pool_vals(pool, 1)))
     enc = L.encoding
     if enc.format == "rcsr":
         r = enc.rcsr
@@ -265,17 +277,13 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
         elif n.op == "conv2d" and i in fused:
             L.call = _fused_conv_pool(L, g, plan, target, ident, sym, bias, x[0], lo, hi, g.nodes[fused[i]])
         elif n.op == "conv2d":
-            _, ci, ih, iw = n.in_shapes[0]
-            _, co, oh, ow = n.out_shape
-            a = n.attrs
-            vals = [ci, ih, iw, co, oh, ow, *a["kernel"], *a["stride"], *a["padding"], *a["dilation"], a["groups"]]
-            L.structs.insert(0, f"static const prunec_conv2d_params {ident}_p = {{{', '.join(f'{v}u' for v in vals)}}};")
+            vals = _conv_vals(n, n.in_shapes[0][1], n.out_shape[1], n.attrs["groups"])
+            L.structs.insert(0, _params("prunec_conv2d_params", f"{ident}_p", vals))
             L.call = f"{k.name}(&{ident}_p, &{ident}_w, {bias}, {x[0]}, {y}, {lo}, {hi});"
         elif i in fused_into:
             L.call = ""  # runs inside the convolution's channel loop
         elif n.op in ("maxpool2d", "avgpool2d"):
-            vals = _pool_vals(n, n.in_shapes[0][1])
-            L.structs.append(f"static const prunec_pool2d_params {ident}_p = {{{', '.join(f'{v}u' for v in vals)}}};")
+            L.structs.append(_params("prunec_pool2d_params", f"{ident}_p", _pool_vals(n, n.in_shapes[0][1])))
             L.call = f"{k.name}(&{ident}_p, {x[0]}, {y});"
         elif n.op == "adaptive_avgpool2d":
             _, c, ih, iw = n.in_shapes[0]
