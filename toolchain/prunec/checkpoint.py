@@ -186,7 +186,7 @@ def save(
         "input_shape": list(models.input_shape(model_name)),
         "state_dict": sd,
         "masks": masks,
-        "dropout_p": {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)},
+        "dropout_p": models.dropout_rates(model),
         "schedule": _plain(schedule, "schedule"),
         "recipe": _plain(recipe, "recipe"),
         "metrics": _plain(dict(metrics or {}), "metrics"),

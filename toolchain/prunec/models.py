@@ -144,3 +144,8 @@ def input_shape(name: str) -> tuple[int, ...]:
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The layers whose weights are pruned, in forward order: every Conv2d and Linear."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def dropout_rates(model: nn.Module) -> dict[str, float]:
+    """Every Dropout module's rate, by module name (what the paper's rescale changes and checkpoints keep)."""
+    return {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)}

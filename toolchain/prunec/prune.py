@@ -31,7 +31,7 @@ from . import distributed as DIST
 from . import masks as M
 from .data import Dataset
 from .errors import PrunecError
-from .models import prunable_layers
+from .models import dropout_rates, prunable_layers
 from .recipes import Recipe
 from .train import TrainConfig, evaluate, fit
 
@@ -168,10 +168,6 @@ def rescale_dropout(model: nn.Module, masks: M.Masks, original_p: dict[str, floa
     return rates
 
 
-def _dropout_rates(model: nn.Module) -> dict[str, float]:
-    return {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
-
-
 def _module_or_none(model: nn.Module, name: str) -> nn.Module | None:
     try:
         return model.get_submodule(name)
@@ -275,7 +271,7 @@ def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks, base_schedule: d
     base = base_schedule or {}
     weights0 = {n: int((base.get("weights0") or {}).get(n, m.weight.numel())) for n, m in layers.items()}
     std0 = {n: float((base.get("std0") or {}).get(n, m.weight.detach().float().std())) for n, m in layers.items()}
-    dropout_p0 = {**_dropout_rates(model), **{n: float(p) for n, p in (base.get("dropout_p0") or {}).items()
+    dropout_p0 = {**dropout_rates(model), **{n: float(p) for n, p in (base.get("dropout_p0") or {}).items()
                                                if isinstance(_module_or_none(model, n), nn.Dropout)}}
     if recipe.quality is None and recipe.global_sparsity is None:
         unknown = set(recipe.sparsity) - set(layers)
@@ -347,7 +343,7 @@ def run_schedule(
     for k in range(state["step"] + 1, recipe.steps + 1):
         if state.get("stopped"):
             break
-        prev = (copy.deepcopy(model.state_dict()), M.clone_masks(masks), _dropout_rates(model)) \
+        prev = (copy.deepcopy(model.state_dict()), M.clone_masks(masks), dropout_rates(model)) \
             if recipe.max_accuracy_drop is not None else None
         masks = step_masks(model, masks, recipe, k, state) if rank0 else M.clone_masks(masks)
         masks = _broadcast_masks(masks)
