@@ -48,6 +48,9 @@ ATOL = 1e-5
 U32 = 2.0 ** -24  # unit roundoff of fp32
 BASE_CFLAGS = ("-std=c99", "-O2")
 WIDTHS = (3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33)  # around 4-, 8- and 16-lane vector widths
+# Index widths the sparse cases run with: the three fast paths of every ISA kernel, and widths decoded through the
+# generic bit stream (1: a filler every other column; 5, 6, 7: byte-straddling codes; 12: codes across 3 bytes).
+CASE_BITS = tuple(sorted(set(encode.FAST_INDEX_BITS) | {1, 5, 6, 7, 12}))
 ACTS = {"none": (-math.inf, math.inf), "relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 ACT_NAMES = tuple(ACTS)
 
@@ -424,11 +427,11 @@ def elementwise_cases(op: str) -> list[EltCase]:
 def cases_for(op: str) -> list:
     """The edge-case list of one op (the registry's op key)."""
     if op == "fc_rcsr":
-        return fc_cases(encode.INDEX_BITS)
+        return fc_cases(CASE_BITS)
     if op == "fc_dense":
         return fc_cases()
     if op == "conv2d_rcsr":
-        return conv_cases(encode.INDEX_BITS)
+        return conv_cases(CASE_BITS)
     if op == "conv2d_dense":
         return conv_cases()
     if op in ("maxpool2d", "avgpool2d"):

@@ -391,7 +391,7 @@ def test_index_widths_follow_the_op_the_target_and_the_flag(tmp_path):
 
     pt2, x, ref = _fc25_case(tmp_path, 1, 2)
     out = {}
-    for tag, bits in (("default", None), ("size", [4, 8, 16]), ("b16", [16])):
+    for tag, bits in (("default", None), ("size", [4, 8, 16]), ("b16", [16]), ("any", ["1-16"]), ("b6", [6])):
         d = tmp_path / tag
         man = B.build(pt2, "host", d, name="fc25", index_bits=bits).manifest
         out[tag] = man["layers"][0]
@@ -399,11 +399,17 @@ def test_index_widths_follow_the_op_the_target_and_the_flag(tmp_path):
         assert r.ok and r.top1_agreement == 1.0, (tag, r.text())
     assert out["default"]["index_bits"] == 8  # fc: 8 or 16 bits unless told otherwise
     assert out["size"]["index_bits"] == 4 and sum(out["size"]["bytes"].values()) < sum(out["default"]["bytes"].values())
-    assert out["b16"]["index_bits"] == 16
+    assert out["b16"]["index_bits"] == 16 and out["b6"]["index_bits"] == 6
+    # every width allowed: the fewest bytes of all (at 25 % with fp32 values 4 bits is the best width; 3 needs
+    # a filler for 1 gap in 10)
+    assert sum(out["any"]["bytes"].values()) <= sum(out["size"]["bytes"].values())
     r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "cli"), "--index-bits", "4,8,16"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["layers"][0]["index_bits"] == 4
-    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "bad"), "--index-bits", "4,5"])
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "cli6"), "--index-bits", "5-7"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cli6" / "manifest.json").read_text())["layers"][0]["index_bits"] in (5, 6, 7)
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "bad"), "--index-bits", "4,17"])
     assert r.exit_code == 2 and "index widths must be" in r.output and not (tmp_path / "bad").exists()
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prunec import encode
+from prunec.errors import PrunecError
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BITS = st.sampled_from(encode.INDEX_BITS)
@@ -171,8 +172,11 @@ def test_conv_and_vector_weights_are_viewed_as_matrices():
 
 
 def test_rejects_bad_bits_and_detects_overflowing_columns():
-    with pytest.raises(ValueError):
-        encode.encode_rcsr(np.ones((2, 2), np.float32), 5)
+    for bad in (0, 17, 32):
+        with pytest.raises(ValueError):
+            encode.encode_rcsr(np.ones((2, 2), np.float32), bad)
+        with pytest.raises(ValueError):
+            encode.pack_codes(np.zeros(3, np.uint16), bad)
     r = encode.encode_rcsr(np.eye(3, dtype=np.float32), 8)
     r.codes[-1] = 7  # column beyond cols
     with pytest.raises(ValueError):
@@ -194,15 +198,36 @@ def test_pack_unpack_round_trip(bits, data):
             assert (raw[i // 2] >> (4 * (i % 2))) & 0xF == c
         elif bits == 8:
             assert raw[i] == c
-        else:
+        elif bits == 16:
             assert int(raw[2 * i]) | (int(raw[2 * i + 1]) << 8) == c
+        # every width: bit k of the stream is bit k % 8 of byte k // 8, code i in bits bits*i .. bits*i+bits-1
+        got = sum(((int(raw[(bits * i + k) // 8]) >> ((bits * i + k) % 8)) & 1) << k for k in range(bits))
+        assert got == c
+
+
+def test_six_bit_stream_example():
+    """docs/FORMAT.md's 6-bit example: codes 1, 2, 3, 63 pack into 3 bytes, LSB first."""
+    assert encode.pack_codes(np.array([1, 2, 3, 63], np.uint16), 6) == bytes([0x81, 0x30, 0xFC])
+    assert encode.unpack_codes(bytes([0x81, 0x30, 0xFC]), 6, 4).tolist() == [1, 2, 3, 63]
+    with pytest.raises(ValueError):
+        encode.unpack_codes(bytes([0x81, 0x30]), 6, 4)  # 16 bits hold only 2 codes
+
+
+def test_check_index_bits_ranges_and_errors():
+    assert encode.check_index_bits(["4-8", "16"], "x") == (4, 5, 6, 7, 8, 16)
+    assert encode.check_index_bits([6], "x") == (6,)
+    assert encode.check_index_bits(["1-16"], "x") == encode.INDEX_BITS
+    for bad in (["0"], ["17"], ["8-4"], ["-3"], ["x"], [], "4,8", [True], [6.5], ["4-20"]):
+        with pytest.raises(PrunecError, match="1 to 16"):
+            encode.check_index_bits(bad, "--index-bits")
 
 
 def test_pack_rejects_unknown_bits():
-    with pytest.raises(ValueError):
-        encode.pack_codes(np.zeros(3, np.uint16), 12)
-    with pytest.raises(ValueError):
-        encode.unpack_codes(b"\0", 12, 1)
+    for bad in (0, 17, 24):
+        with pytest.raises(ValueError):
+            encode.pack_codes(np.zeros(3, np.uint16), bad)
+        with pytest.raises(ValueError):
+            encode.unpack_codes(b"\0\0\0\0", bad, 1)
 
 
 # ---- choosing the storage -------------------------------------------------------------------------------
@@ -221,7 +246,7 @@ def brute_force_sizes(w: np.ndarray, value_bytes: int) -> dict:
 @given(matrices(max_cols=400), st.sampled_from([1, 2, 4]), st.booleans())
 def test_choose_encoding_is_minimal(w, value_bytes, allow_dense):
     sizes = brute_force_sizes(w, value_bytes)
-    e = encode.choose_encoding(w, value_bytes=value_bytes, allow_dense=allow_dense)
+    e = encode.choose_encoding(w, value_bytes=value_bytes, allow_dense=allow_dense, bits_options=encode.INDEX_BITS)
     best_rcsr = min(sizes[b] for b in encode.INDEX_BITS)
     candidates = {k: v for k, v in sizes.items() if allow_dense or k != "dense"}
     assert e.total_bytes == min(candidates.values())
@@ -245,6 +270,10 @@ def test_choose_encoding_counts_fillers():
     w[mask] = 1.0
     e = encode.choose_encoding(w)
     assert e.format == "rcsr" and e.index_bits == 8
+    # with every width allowed, 6 or 7 bits win at 4 % (a gap of ~25 columns: few fillers, fewer bits)
+    e_any = encode.choose_encoding(w, bits_options=encode.INDEX_BITS)
+    assert e_any.index_bits in (6, 7) and e_any.total_bytes < e.total_bytes
+    np.testing.assert_array_equal(encode.decode_rcsr(e_any.rcsr), w)
     dense_ish = np.ones((8, 8), np.float32)
     assert encode.choose_encoding(dense_ish).format == "dense"
 

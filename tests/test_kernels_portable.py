@@ -46,17 +46,36 @@ def test_sparse_and_dense_fc_agree(portable):
         np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-6, err_msg=case.id)
 
 
-def test_invalid_index_bits_poisons_output(portable):
+@pytest.mark.parametrize("bad", [0, 17, 32, 0xFFFFFFFF])
+def test_invalid_index_bits_poisons_output(portable, bad):
+    """Widths outside 1..16 are not an encoding (docs/FORMAT.md): every output is NaN, fc and conv."""
     ffi, lib = portable
     keep = kh._Keep()
     r = encode.encode_rcsr(np.eye(3, dtype=np.float32), 8)
     w = kh.rcsr_struct(ffi, keep, r)
-    w.index_bits = 5
+    w.index_bits = bad
     x = np.ones(3, np.float32)
     y = np.zeros(3, np.float32)
     lib.prunec_f32_fc_rcsr__portable(w, ffi.NULL, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True),
                                      -np.inf, np.inf)
     assert np.isnan(y).all()
+    p = ffi.new("prunec_conv2d_params *", dict(in_c=3, in_h=1, in_w=1, out_c=3, out_h=1, out_w=1, kh=1, kw=1,
+                                                stride_h=1, stride_w=1, pad_h=0, pad_w=0, dil_h=1, dil_w=1, groups=1))
+    y[:] = 0
+    lib.prunec_f32_conv2d_rcsr__portable(p, w, ffi.NULL, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True),
+                                         -np.inf, np.inf)
+    assert np.isnan(y).all()
+
+
+@pytest.mark.parametrize("bits", [b for b in encode.INDEX_BITS if b not in kh.CASE_BITS])
+def test_every_other_index_width(portable, bits):
+    """The widths the edge cases leave out (kh.CASE_BITS has 1, 4..8, 12, 16): a few shapes each, fc and conv,
+    fillers included."""
+    ffi, lib = portable
+    for case in [c for c in kh.fc_cases((bits,)) if c.pattern in ("far", "empty_rows") or c.rows == 64]:
+        kh.check(ffi, lib, "prunec_f32_fc_rcsr__portable", case)
+    for case in [c for c in kh.conv_cases((bits,)) if c.pattern == "far" or c.density == 0.2]:
+        kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__portable", case)
 
 
 # ---- registry -------------------------------------------------------------------------------------------

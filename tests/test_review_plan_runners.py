@@ -114,7 +114,7 @@ def test_padded_choice_is_the_smallest_padded_encoding(rows, cols, density, alig
         p = E.pad_rows(E.encode_rcsr(w, b), align)
         assert E.count_entries(w, b, align) == (p.entries, p.fillers)
         sizes[b] = sum(p.bytes().values())
-    e = E.choose_encoding(w, allow_dense=allow_dense, row_align=align)
+    e = E.choose_encoding(w, allow_dense=allow_dense, row_align=align, bits_options=E.INDEX_BITS)
     best = min(sizes.values())
     if allow_dense and w.size * 4 <= best:
         assert e.format == "dense" and e.total_bytes == w.size * 4

@@ -99,11 +99,11 @@ def test_index_widths_per_op_and_bad_tables(tmp_path):
     from prunec import encode
 
     t = targets.get("host")
-    assert t.index_bits_for("fc") == (8, 16) and t.index_bits_for("conv2d") == encode.INDEX_BITS
+    assert t.index_bits_for("fc") == (8, 16) and t.index_bits_for("conv2d") == encode.FAST_INDEX_BITS
     t2 = replace(t, extra={**t.extra, "index_bits_by_op": {"fc": [4, 8, 16]}})
     assert t2.index_bits_for("fc") == (4, 8, 16)
     base = (targets_dir() / "host.toml").read_text()
-    for table, msg in (('[index_bits_by_op]\nfc = [4, 5]\n', "index widths must be"),
+    for table, msg in (('[index_bits_by_op]\nfc = [4, 17]\n', "index widths must be"),
                        ('[index_bits_by_op]\nfc = []\n', "index widths must be"),
                        ('[index_bits_by_op]\npool = [8]\n', "takes the keys fc and conv2d")):
         f = tmp_path / "t.toml"

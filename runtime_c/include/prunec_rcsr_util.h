@@ -1,12 +1,14 @@
 /*
  * prunec runtime: small helpers shared by the ISA kernels (plain C99, static inline; no ISA code here).
  *
- * prunec_rcsr_code reads the code of entry e from the packed index stream (prunec_types.h has the layout).
+ * prunec_rcsr_code reads the code of entry e from the packed index stream (prunec_types.h has the layout), any
+ * width 1..16; prunec_rcsr_fast_bits says whether a width is one of the three (4, 8, 16) that ISA kernels have
+ * their own paths for (the others go through prunec_rcsr_code, or to the portable kernel).
  * prunec_conv_decode_taps turns entries e .. e+n-1 of one output channel's row into the taps of a direct
  * sparse convolution, fillers dropped: the weight, the input offset ci*in_h*in_w + ky*dil_h*in_w + kx*dil_w,
  * and the row and column shifts ky*dil_h and kx*dil_w that the kernels' border tests need. Each kernel keeps
  * a chunk of taps on its stack (the chunk size suits the ISA) and runs its vector pixel loops over them.
- * prunec_rcsr_bad_bits refuses an index width other than 4/8/16 the way the portable kernels do (docs/FORMAT.md).
+ * prunec_rcsr_bad_bits refuses an index width outside 1..16 the way the portable kernels do (docs/FORMAT.md).
  */
 #ifndef PRUNEC_RCSR_UTIL_H
 #define PRUNEC_RCSR_UTIL_H
@@ -21,17 +23,43 @@
 #define PRUNEC_ALWAYS_INLINE static inline
 #endif
 
-/* An index_bits other than 4/8/16 is not a valid encoding: like the portable kernels, fill the output with NaN
+/* 1 for an index width the format allows (1..16). */
+static inline int prunec_rcsr_valid_bits(uint32_t bits) {
+  return bits >= 1u && bits <= 16u;
+}
+
+/* 1 for the widths ISA kernels decode on their own fast paths. */
+static inline int prunec_rcsr_fast_bits(uint32_t bits) {
+  return bits == 4u || bits == 8u || bits == 16u;
+}
+
+/* An index_bits outside 1..16 is not a valid encoding: like the portable kernels, fill the output with NaN
  * (n floats) instead of decoding it with some other width. Returns 1 when it did. */
 static inline int prunec_rcsr_bad_bits(const prunec_rcsr_f32 *w, float *y, size_t n) {
   size_t i;
-  if (w->index_bits == 4u || w->index_bits == 8u || w->index_bits == 16u) {
+  if (prunec_rcsr_valid_bits(w->index_bits)) {
     return 0;
   }
   for (i = 0; i < n; i++) {
     y[i] = NAN;
   }
   return 1;
+}
+
+/* The code of entry e of a b-bit stream, b in 1..16: the (up to 3) bytes that hold bits b*e .. b*e+b-1 are read
+ * one by one (no read past the stream's last byte, no alignment assumed). */
+PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code_any(const uint8_t *index, uint32_t e, const uint32_t bits) {
+  const uint64_t bit = (uint64_t)e * bits;
+  const uint8_t *p = index + (size_t)(bit >> 3);
+  const uint32_t s = (uint32_t)(bit & 7u);
+  uint32_t v = p[0];
+  if (s + bits > 8u) {
+    v |= (uint32_t)p[1] << 8;
+  }
+  if (s + bits > 16u) {
+    v |= (uint32_t)p[2] << 16;
+  }
+  return (v >> s) & ((1u << bits) - 1u);
 }
 
 PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code(const uint8_t *index, uint32_t e, const uint32_t bits) {
@@ -41,7 +69,10 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code(const uint8_t *index, uint32_t e,
   if (bits == 16) {
     return (uint32_t)index[2u * e] | ((uint32_t)index[2u * e + 1u] << 8);
   }
-  return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
+  if (bits == 4) {
+    return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
+  }
+  return prunec_rcsr_code_any(index, e, bits);
 }
 
 /* Tap k of column `col` (= (ci*kh + ky)*kw + kx) with weight v. */
@@ -133,8 +164,10 @@ static inline uint32_t prunec_conv_decode_taps_tab(const prunec_conv_tap_table *
       return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 8);
     case 16:
       return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 16);
-    default:
+    case 4:
       return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 4);
+    default:
+      return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, wt->index_bits);
   }
 }
 

@@ -6,10 +6,13 @@
  * row by row. Row r owns entries row_ptr[r] .. row_ptr[r+1]-1. Entry e has value values[e] and a code
  * c_e in [0, 2^index_bits): the column of entry e is col(e) = col(e-1) + c_e + 1, with col = -1 before the
  * first entry of each row. Fillers are entries with value 0 that only advance the column (code 2^b - 1).
- * Codes are packed in `index`:
+ * Codes are packed in `index` as one LSB-first bit stream, index_bits = b in 1..16: code e is bits b*e ..
+ * b*e+b-1, bit k of the stream being bit k%8 of byte k/8; (entries*b + 7)/8 bytes. The widths with fast
+ * kernel paths read as:
  *   index_bits = 4:  entry e in byte e/2, low nibble for even e, high nibble for odd e
  *   index_bits = 8:  byte e
  *   index_bits = 16: bytes 2e (low) and 2e+1 (high), little-endian
+ * (other widths, e.g. 6 bits = 4 codes in 3 bytes, are decoded by prunec_rcsr_code, prunec_rcsr_util.h).
  */
 #ifndef PRUNEC_TYPES_H
 #define PRUNEC_TYPES_H
@@ -20,7 +23,7 @@
 typedef struct prunec_rcsr_f32 {
   uint32_t rows;
   uint32_t cols;
-  uint32_t index_bits;      /* 4, 8 or 16 */
+  uint32_t index_bits;      /* 1 .. 16 (4, 8 and 16 have fast paths) */
   const float *values;      /* [row_ptr[rows]] entries, fillers are 0.0f */
   const uint8_t *index;     /* packed codes, see above */
   const uint32_t *row_ptr;  /* [rows + 1] */

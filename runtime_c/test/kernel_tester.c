@@ -95,6 +95,15 @@ typedef struct encoded {
   uint32_t fillers;
 } encoded;
 
+/* Code e of a b-bit LSB-first stream (docs/FORMAT.md; b = 4, 8, 16 are the nibble, byte and halfword layouts). */
+static void put_code(uint8_t *index, uint32_t e, uint32_t bits, uint32_t code) {
+  const unsigned long bit = (unsigned long)e * bits;
+  uint32_t k;
+  for (k = 0; k < bits; k++) {
+    if ((code >> k) & 1u) index[(bit + k) >> 3] |= (uint8_t)(1u << ((bit + k) & 7u));
+  }
+}
+
 static void encode(const triplets *t, uint32_t bits, encoded *out) {
   const uint32_t span = 1u << bits;
   uint32_t pass, n = 0, i, r;
@@ -109,22 +118,14 @@ static void encode(const triplets *t, uint32_t bits, encoded *out) {
         uint32_t gap = (uint32_t)((long)t->c[i] - prev);
         while (gap > span) {
           if (pass) out->values[e] = 0.0f;
-          if (pass) {
-            const uint32_t code = span - 1u;
-            if (bits == 4) out->index[e >> 1] |= (uint8_t)(code << ((e & 1u) * 4u));
-            else if (bits == 8) out->index[e] = (uint8_t)code;
-            else { out->index[2 * e] = (uint8_t)code; out->index[2 * e + 1] = (uint8_t)(code >> 8); }
-          }
+          if (pass) put_code(out->index, e, bits, span - 1u);
           e++;
           out->fillers++;
           gap -= span;
         }
         if (pass) {
-          const uint32_t code = gap - 1u;
           out->values[e] = t->v[i];
-          if (bits == 4) out->index[e >> 1] |= (uint8_t)(code << ((e & 1u) * 4u));
-          else if (bits == 8) out->index[e] = (uint8_t)code;
-          else { out->index[2 * e] = (uint8_t)code; out->index[2 * e + 1] = (uint8_t)(code >> 8); }
+          put_code(out->index, e, bits, gap - 1u);
         }
         e++;
         prev = t->c[i];
@@ -491,6 +492,22 @@ static void fc_cases(int quick) {
       triplets_free(&t);
     }
   }
+  /* the other index widths (1..16 without a fast path: byte-straddling codes, fillers every 2^b columns) */
+  {
+    static const uint32_t odd_bits[] = {1, 3, 5, 6, 7, 12};
+    static const uint32_t shapes[][2] = {{37, 300}, {9, 33}, {16, 1000}, {4, 5}};
+    static const float dens[] = {0.08f, 0.5f, 0.03f, 1.0f};
+    uint32_t s, bi;
+    for (bi = 0; bi < sizeof(odd_bits) / sizeof(odd_bits[0]); bi++) {
+      for (s = 0; s < 4; s++) {
+        if (quick && s != bi % 4) continue;
+        random_matrix(&t, shapes[s][0], shapes[s][1], dens[s], s == 1 ? 4 : 0);
+        snprintf(desc, sizeof desc, "odd width rows=%u cols=%u density=%.2f", shapes[s][0], shapes[s][1], (double)dens[s]);
+        run_fc_case(&t, odd_bits[bi], (int)(s % 2), (int)((s + bi) % 3), desc);
+        triplets_free(&t);
+      }
+    }
+  }
 }
 
 /* ---- conv2d over relative-indexed CSR ---- */
@@ -686,6 +703,17 @@ static void conv_cases(int quick) {
     snprintf(tag, sizeof tag, "convw#%u", i);
     run_conv_case(&cc, bits_list[n % 3], (int)(n % 2), (int)(n % 3), tag);
     n++;
+  }
+  /* the other index widths (decoded through the generic bit stream) */
+  {
+    static const uint32_t odd_bits[] = {1, 3, 5, 6, 7, 12};
+    static const uint32_t picks[] = {0, 1, 3, 6, 7, 15, 17, 18, 20, 21};
+    uint32_t k;
+    for (k = 0; k < sizeof(picks) / sizeof(picks[0]); k++) {
+      if (quick && k % 2) continue;
+      snprintf(tag, sizeof tag, "conv#%u odd width", picks[k]);
+      run_conv_case(&fixed[picks[k]], odd_bits[k % 6], (int)(k % 2), (int)(k % 3), tag);
+    }
   }
 }
 

@@ -6,10 +6,13 @@ and a b-bit code. The code is gap - 1, where gap = column - previous column (the
 from column -1), so one code spans gaps 1 .. 2^b. A gap larger than 2^b is bridged by filler entries of value 0
 and maximal gap 2^b (code 2^b - 1). row_ptr[r] .. row_ptr[r+1] are row r's entries, fillers included.
 
-Packed index stream (the bytes the C kernels read):
+Packed index stream (the bytes the C kernels read), any b in 1..16: one LSB-first bit stream, code i in bits
+b*i .. b*i+b-1 (bit k of the stream is bit k%8 of byte k/8), (entries*b + 7)/8 bytes. The three widths with
+fast kernel paths read as:
   b = 4:  entry i in byte i/2, low nibble for even i, high nibble for odd i
   b = 8:  one byte per entry
   b = 16: two bytes per entry, little-endian
+and e.g. b = 6 packs 4 codes in 3 bytes (Deep Compression's fc layers use 5-bit gaps).
 Values are float32 today; the value type is open: the encoder keeps the dtype of the matrix it is given (float16,
 float64, int8 codebook indices, ...: values, fillers and decode all take it) and the byte counts take `value_bytes`,
 so that quantised values and shared weights (Deep Compression) can reuse the index and pointer streams unchanged.
@@ -31,13 +34,16 @@ import numpy as np
 
 from .errors import PrunecError
 
-INDEX_BITS = (4, 8, 16)
+INDEX_BITS = tuple(range(1, 17))  # every width the format, the encoder and the C kernels accept
+FAST_INDEX_BITS = (4, 8, 16)  # the widths every ISA kernel has its own fast path for
 # Index widths the build may choose from, per op, unless the target ([index_bits_by_op]) or the build
 # (--index-bits) says otherwise. fc kernels decode a code for every nonzero on every inference, and 4-bit codes
 # cost more to decode than they save in bytes (nibble extraction, and fillers every 16 columns): under QEMU, b = 8
 # runs 1.2-1.8x fewer instructions than b = 4 on every Arm fc kernel, portable C included, for ~10 % more bytes of
 # the few layers where b = 4 is smaller at all (density above ~15 %; docs/FORMAT.md, "Choosing b"). Conv kernels decode a
 # channel's taps once per call and reuse them for every output pixel, so there the smallest storage wins.
+# Other widths (1..16) are for builds that ask for them (--index-bits 4-16, or a target's table): the smallest
+# storage, e.g. 6-bit gaps at LeNet's 8 % density, while kernels without a fast path for b decode it generically.
 DEFAULT_INDEX_BITS_BY_OP = {"fc": (8, 16)}
 ROW_ALIGN_MAX = 64
 
@@ -61,18 +67,36 @@ def index_bits_for(op: str, by_op: dict | None = None) -> tuple[int, ...]:
     DEFAULT_INDEX_BITS_BY_OP, else all of INDEX_BITS."""
     if by_op and op in by_op:
         return tuple(by_op[op])
-    return DEFAULT_INDEX_BITS_BY_OP.get(op, INDEX_BITS)
+    return DEFAULT_INDEX_BITS_BY_OP.get(op, FAST_INDEX_BITS)
+
+
+def _widths(item) -> list[int]:
+    """One item of a width list: an int, or a string "B" or a range "A-B" (both ends included)."""
+    if isinstance(item, bool):
+        raise ValueError(item)
+    if isinstance(item, str) and "-" in item.strip()[1:]:
+        a, b = item.strip().split("-", 1)
+        lo, hi = int(a), int(b)
+        if lo > hi:
+            raise ValueError(item)
+        return list(range(lo, hi + 1))
+    if isinstance(item, float) and not item.is_integer():
+        raise ValueError(item)
+    return [int(item)]
 
 
 def check_index_bits(bits, where: str) -> tuple[int, ...]:
-    """`bits` as a tuple of allowed widths, or a PrunecError naming `where` and the fix."""
+    """`bits` (widths, or strings "B" / ranges "A-B") as a sorted tuple of allowed widths, or a PrunecError
+    naming `where` and the fix."""
     try:
-        out = tuple(sorted({int(b) for b in bits}))
+        if isinstance(bits, (str, bytes)):
+            raise TypeError(bits)
+        out = tuple(sorted({w for b in bits for w in _widths(b)}))
     except (TypeError, ValueError):
         out = ()
     if not out or any(b not in INDEX_BITS for b in out):
-        raise PrunecError(f"{where}: index widths must be a non-empty list drawn from "
-                          f"{', '.join(map(str, INDEX_BITS))} (got {bits!r})")
+        raise PrunecError(f"{where}: index widths must be a non-empty list of whole numbers from {INDEX_BITS[0]} "
+                          f"to {INDEX_BITS[-1]} bits (ranges like 4-16 allowed), e.g. 4,8,16 (got {bits!r})")
     return out
 
 
@@ -262,12 +286,18 @@ def decode_rcsr(r: RCSR) -> np.ndarray:
     return out
 
 
+_CHUNK = 1 << 20  # entries per step of the generic packer (a multiple of 8: every step starts on a byte)
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> bytes:
+    """The packed index stream of `codes` (module docstring): (n*bits + 7)//8 bytes, LSB-first."""
+    if bits not in INDEX_BITS:
+        raise ValueError(f"unsupported index_bits {bits}")
     codes = np.asarray(codes)
-    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= 1 << min(bits, 16)):
-        raise ValueError(f"codes must be in 0..{(1 << min(bits, 16)) - 1} for {bits}-bit indices "
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= 1 << bits):
+        raise ValueError(f"codes must be in 0..{(1 << bits) - 1} for {bits}-bit indices "
                          f"(got {int(codes.min())}..{int(codes.max())}): a wider code would be packed as its low bits")
-    codes = codes.astype(np.uint16)
+    codes = codes.astype(np.uint16).ravel()
     if bits == 8:
         return codes.astype(np.uint8).tobytes()
     if bits == 16:
@@ -277,26 +307,45 @@ def pack_codes(codes: np.ndarray, bits: int) -> bytes:
         if c.size % 2:
             c = np.append(c, np.uint8(0))
         return (c[0::2] | (c[1::2] << 4)).astype(np.uint8).tobytes()
-    raise ValueError(f"unsupported index_bits {bits}")
+    shifts = np.arange(bits, dtype=np.uint16)
+    out = []
+    for lo in range(0, codes.size, _CHUNK):
+        c = codes[lo:lo + _CHUNK]
+        stream = ((c[:, None] >> shifts) & 1).astype(np.uint8).ravel()
+        out.append(np.packbits(stream, bitorder="little").tobytes())
+    return b"".join(out)
 
 
 def unpack_codes(data: bytes, bits: int, n: int) -> np.ndarray:
+    """The first `n` codes of a packed index stream (pack_codes' inverse)."""
+    if bits not in INDEX_BITS:
+        raise ValueError(f"unsupported index_bits {bits}")
     raw = np.frombuffer(data, dtype=np.uint8)
+    if raw.size * 8 < n * bits:
+        raise ValueError(f"{raw.size} bytes hold fewer than {n} codes of {bits} bits")
     if bits == 8:
         return raw[:n].astype(np.uint16)
     if bits == 16:
-        return np.frombuffer(data, dtype="<u2")[:n].astype(np.uint16)
+        return raw[:2 * n].view("<u2").astype(np.uint16)
     if bits == 4:
         out = np.empty(raw.size * 2, dtype=np.uint16)
         out[0::2] = raw & 0x0F
         out[1::2] = raw >> 4
         return out[:n]
-    raise ValueError(f"unsupported index_bits {bits}")
+    weights = (1 << np.arange(bits, dtype=np.uint32)).astype(np.uint32)
+    out = np.empty(n, dtype=np.uint16)
+    for lo in range(0, n, _CHUNK):
+        hi = min(n, lo + _CHUNK)
+        b0 = lo * bits // 8  # lo is a multiple of 8: the chunk starts on a byte
+        stream = np.unpackbits(raw[b0:(hi * bits + 7) // 8], bitorder="little")[:(hi - lo) * bits]
+        out[lo:hi] = (stream.reshape(hi - lo, bits).astype(np.uint32) @ weights).astype(np.uint16)
+    return out
 
 
 def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = True,
-                    bits_options: tuple[int, ...] = INDEX_BITS, row_align: int = 1) -> Encoding:
-    """The smallest storage of `w` by exact byte count: rcsr with the best b (rows then padded to a multiple of
+                    bits_options: tuple[int, ...] = FAST_INDEX_BITS, row_align: int = 1) -> Encoding:
+    """The smallest storage of `w` by exact byte count: rcsr with the best b of `bits_options` (default the three
+    widths with fast kernel paths; INDEX_BITS for the fewest bytes) (rows then padded to a multiple of
     `row_align` entries), or dense when that is no larger. With `row_align` > 1 each b is costed with the padding
     it needs: b's own fillers change how many entries a row holds, so the padding differs from b to b."""
     w = _as_matrix(w)
@@ -309,7 +358,7 @@ def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = Tru
         if best_total is None or total < best_total:
             best_bits, best_total = bits, total
     if best_bits is None:
-        raise ValueError(f"bits_options must name at least one of {INDEX_BITS}")
+        raise ValueError(f"bits_options must name at least one width of {INDEX_BITS[0]}..{INDEX_BITS[-1]}")
     dense_total = rows * cols * value_bytes
     if allow_dense and dense_total <= best_total:
         return Encoding("dense", rows, cols, nonzero, dense=np.ascontiguousarray(w), value_bytes=value_bytes,

@@ -97,8 +97,14 @@ def select(op: str, isas: tuple[str, ...] | list[str] = ()) -> Kernel:
 
 def sources_for(selected) -> list[str]:
     """Sorted unique source paths (relative to runtime_c/) that define the given kernels and every kernel they
-    call (PRUNEC_KERNEL_USES, followed transitively)."""
-    by_name = {k.name: k for k in kernels()}
+    call (PRUNEC_KERNEL_USES, followed transitively). A copied source brings every kernel it defines, so the
+    callees of its other kernels come too (the NEON fc and conv share a file: an fc-only build links the conv,
+    and the conv calls the portable one for the index widths it has no path for)."""
+    every = kernels()
+    by_name = {k.name: k for k in every}
+    by_source: dict[str, list] = {}
+    for k in every:
+        by_source.setdefault(k.source, []).append(k)
     todo = list(selected)
     done: set[str] = set()
     out: set[str] = set()
@@ -109,6 +115,7 @@ def sources_for(selected) -> list[str]:
         done.add(k.name)
         out.add(k.source)
         todo.extend(by_name[c] for c in k.uses)
+        todo.extend(by_source[k.source])
     return sorted(out)
 
 

@@ -98,6 +98,10 @@ void prunec_f32_fc_rcsr__avx2(const prunec_rcsr_f32 *w, const float *bias, const
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
+    return;
+  }
   for (r = 0; r < w->rows; r++) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     const uint32_t end = row_ptr[r + 1];
@@ -188,6 +192,10 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
   const __m256 vmin = _mm256_set1_ps(out_min), vmax = _mm256_set1_ps(out_max);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * out_plane)) {
+    return;
+  }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (ow_hi > out_w) {

@@ -35,6 +35,7 @@
 #include <immintrin.h>
 
 #include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
 
 #define ROWS 8      /* output rows per tile: 8 zmm accumulators */
 #define CHUNK 512u  /* nonzeros decoded per pass */
@@ -770,11 +771,15 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
 void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                       const float *x, float *y, float out_min, float out_max) {
   const int unit = p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1;
-  if (w->index_bits != 4 && w->index_bits != 8 && w->index_bits != 16) {
+  if (!prunec_rcsr_valid_bits(w->index_bits)) {
     size_t i, n = (size_t)p->out_c * p->out_h * p->out_w;
     for (i = 0; i < n; i++) {
       y[i] = __builtin_nanf("");
     }
+    return;
+  }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (unit && paired_fits(p, w)) {

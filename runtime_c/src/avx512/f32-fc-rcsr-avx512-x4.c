@@ -51,6 +51,7 @@
 #include <immintrin.h>
 
 #include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
 
 #define CHUNK 1024u /* entries decoded per row and pass: 4 rows x 4 KB of columns stay in L1 */
 #define YPF_HINT _MM_HINT_T0
@@ -510,10 +511,14 @@ void prunec_f32_fc_rcsr__avx512x4(const prunec_rcsr_f32 *w, const float *bias, c
   const uint32_t *row_ptr = w->row_ptr;
   const float *values = w->values;
   uint32_t r = 0;
-  if (w->index_bits != 4 && w->index_bits != 8 && w->index_bits != 16) {
+  if (!prunec_rcsr_valid_bits(w->index_bits)) {
     for (r = 0; r < w->rows; r++) {
       y[r] = __builtin_nanf("");
     }
+    return;
+  }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
     return;
   }
   if (w->index_bits == 8) {

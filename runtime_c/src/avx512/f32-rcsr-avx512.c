@@ -82,6 +82,10 @@ void prunec_f32_fc_rcsr__avx512(const prunec_rcsr_f32 *w, const float *bias, con
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
+    return;
+  }
   for (r = 0; r < w->rows; r++) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     __m512 a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0, a15 = a0;
@@ -184,6 +188,10 @@ void prunec_f32_conv2d_rcsr__avx512(const prunec_conv2d_params *p, const prunec_
   const __m512 vmin = _mm512_set1_ps(out_min), vmax = _mm512_set1_ps(out_max);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * out_plane)) {
+    return;
+  }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (ow_hi > out_w) {

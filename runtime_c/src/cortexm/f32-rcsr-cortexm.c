@@ -395,6 +395,10 @@ void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, co
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
+    return;
+  }
   switch (w->index_bits) {
     case 4:
       prunec_cortexm_fc_rows(w, bias, x, y, out_min, out_max, 4);
@@ -679,6 +683,10 @@ void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
+    return;
+  }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   prunec_cortexm_conv_geometry(p, &c, out_min, out_max);

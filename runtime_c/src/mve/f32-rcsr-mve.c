@@ -274,6 +274,10 @@ void prunec_f32_fc_rcsr__mve(const prunec_rcsr_f32 *w, const float *bias, const 
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
+    return;
+  }
   switch (w->index_bits) {
     case 4:
       prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B4);
@@ -356,6 +360,10 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
   const int32x4_t lane = vld1q_s32(lane_ids);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
+    return;
+  }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (ow_hi > out_w) {

@@ -494,6 +494,10 @@ void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
+    return;
+  }
   s.index = w->index;
   s.bits = w->index_bits;
   s.total = row_ptr[rows];
@@ -856,6 +860,10 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
+    return;
+  }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   prunec_neon_conv_geometry(p, &c);

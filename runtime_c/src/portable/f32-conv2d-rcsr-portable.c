@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
 
 /* Outputs o in [*lo, *hi) with 0 <= o*stride - pad + off < n_in, clipped to [0, n_out). */
 static void valid_range(uint32_t n_out, uint32_t n_in, uint32_t stride, uint32_t pad, uint32_t off,
@@ -60,8 +61,10 @@ static uint32_t code_at(const prunec_rcsr_f32 *w, uint32_t e) {
       return (uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
     case 8:
       return w->index[e];
-    default:
+    case 16:
       return (uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8);
+    default:
+      return prunec_rcsr_code_any(w->index, e, w->index_bits);
   }
 }
 
@@ -72,7 +75,7 @@ void prunec_f32_conv2d_rcsr__portable(const prunec_conv2d_params *p, const prune
   const uint32_t cin_g = p->in_c / p->groups;
   const uint32_t cout_g = p->out_c / p->groups;
   const uint32_t taps = p->kh * p->kw;
-  const int valid_bits = w->index_bits == 4 || w->index_bits == 8 || w->index_bits == 16;
+  const int valid_bits = prunec_rcsr_valid_bits(w->index_bits);
   uint32_t oc;
   size_t i;
   if (!valid_bits) {

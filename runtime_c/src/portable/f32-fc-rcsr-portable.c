@@ -13,6 +13,7 @@
 #include <math.h>
 
 #include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
 
 static float clampf(float v, float lo, float hi) {
   v = v < lo ? lo : v;
@@ -79,6 +80,41 @@ static void fc_rcsr_b16(const prunec_rcsr_f32 *w, const float *bias, const float
   }
 }
 
+/* Any other width b in 1..16 (prunec_types.h): the codes of a row are one LSB-first bit stream, read through
+ * a 32-bit window `buf` holding `have` unread bits, refilled a byte at a time (never past the stream's end). */
+static void fc_rcsr_bany(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float lo,
+                         float hi) {
+  const float *values = w->values;
+  const uint8_t *index = w->index;
+  const uint32_t *row_ptr = w->row_ptr;
+  const uint32_t bits = w->index_bits, mask = (1u << bits) - 1u;
+  uint32_t r;
+  for (r = 0; r < w->rows; r++) {
+    float acc = bias != NULL ? bias[r] : 0.0f;
+    uint32_t next = 0;
+    uint32_t e = row_ptr[r];
+    const uint64_t bit = (uint64_t)e * bits;
+    const uint8_t *p = index + (size_t)(bit >> 3);
+    uint32_t buf = 0, have = 0, skip = (uint32_t)(bit & 7u);
+    for (; e < row_ptr[r + 1]; e++) {
+      uint32_t col;
+      while (have < bits + skip) {
+        buf |= (uint32_t)*p++ << have;
+        have += 8;
+      }
+      buf >>= skip;
+      have -= skip;
+      skip = 0;
+      col = next + (buf & mask);
+      buf >>= bits;
+      have -= bits;
+      acc += values[e] * x[col];
+      next = col + 1;
+    }
+    y[r] = clampf(acc, lo, hi);
+  }
+}
+
 void prunec_f32_fc_rcsr__portable(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                   float out_min, float out_max) {
   uint32_t r;
@@ -93,6 +129,10 @@ void prunec_f32_fc_rcsr__portable(const prunec_rcsr_f32 *w, const float *bias, c
       fc_rcsr_b16(w, bias, x, y, out_min, out_max);
       break;
     default:
+      if (prunec_rcsr_valid_bits(w->index_bits)) {
+        fc_rcsr_bany(w, bias, x, y, out_min, out_max);
+        break;
+      }
       /* Not a valid encoding: make the output visibly wrong rather than leave it stale. */
       for (r = 0; r < w->rows; r++) {
         y[r] = NAN;
