@@ -105,7 +105,12 @@ def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) 
     (d / "layer_data.h").write_text(header)
     exe = d / f"prog{iters}"
     conv = kernel.op.startswith("conv2d")
-    srcs = [str(harness.RUNTIME / kernel.source), str(HERE / "c" / ("insn_conv_main.c" if conv else "insn_main.c"))]
+    from prunec import runtime
+
+    # the kernel's source and the sources of the kernels it calls (an ISA kernel hands the index widths it has
+    # no fast path for to its portable twin: PRUNEC_KERNEL_USES)
+    srcs = [str(harness.RUNTIME / s) for s in runtime.sources_for([kernel])]
+    srcs.append(str(HERE / "c" / ("insn_conv_main.c" if conv else "insn_main.c")))
     if target.runner == "qemu-system":
         srcs.append(str(harness.RUNTIME / target.extra["startup"]))
     cmd = [target.cc, *target.cflags, "-O3" if target.runner != "qemu-system" else "-O2",

@@ -35,7 +35,7 @@ PAPER = {
 }
 
 
-def paper_storage(net: str, seed: int = 0) -> dict:
+def paper_storage(net: str, seed: int = 0, index_bits=None) -> dict:
     """Per-layer storage of `net` at the paper's densities (random masks), without building C."""
     import torch
 
@@ -53,7 +53,7 @@ def paper_storage(net: str, seed: int = 0) -> dict:
         d = PAPER[net][lname]
         keep = rng.random(w.shape, dtype=np.float32) < d
         op = "conv2d" if mod.weight.dim() == 4 else "fc"
-        enc = choose_encoding(np.where(keep, w, 0).astype(np.float32), bits_options=index_bits_for(op))
+        enc = choose_encoding(np.where(keep, w, 0).astype(np.float32), bits_options=index_bits or index_bits_for(op))
         rows.append({"layer": lname, "density": d, "format": enc.format, "index_bits": enc.index_bits,
                      "bytes": enc.total_bytes, "dense_bytes": w.size * 4, "fillers": enc.fillers})
         tot += enc.total_bytes
@@ -71,11 +71,11 @@ def activations(manifest: dict) -> dict:
             "sum_activations_with_io_bytes": sum(outs) + 4 * manifest["input_size"]}
 
 
-def lenet_sizes(key: str, ckpt: Path, tmp: Path) -> dict:
+def lenet_sizes(key: str, ckpt: Path, tmp: Path, index_bits=None) -> dict:
     from prunec import runners
     from prunec.build import build
 
-    r = build(ckpt, "host", tmp / f"{key}-host", key)
+    r = build(ckpt, "host", tmp / f"{key}-host", key, index_bits=index_bits)
     t = r.manifest["totals"]
     out = {"net": key, "weights_bytes": t["weights_bytes"], "dense_weights_bytes": t["dense_weights_bytes"],
            "ratio": t["dense_weights_bytes"] / t["weights_bytes"], "bias_bytes": t["bias_bytes"],
@@ -92,7 +92,7 @@ def lenet_sizes(key: str, ckpt: Path, tmp: Path) -> dict:
     out["original_dense_weights_bytes"] = 4 * total
     out["ratio_original"] = 4 * total / t["weights_bytes"]
     try:
-        m4 = build(ckpt, "cortex-m4", tmp / f"{key}-m4", key)
+        m4 = build(ckpt, "cortex-m4", tmp / f"{key}-m4", key, index_bits=index_bits)
         runners.build_runner(tmp / f"{key}-m4", m4.manifest, "cortex-m4")
         size = runners.record_size(tmp / f"{key}-m4", m4.manifest, "cortex-m4")
         out["cortex_m4"] = size
@@ -148,15 +148,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pruned", default="", help="lenet300=CKPT,lenet5=CKPT")
     ap.add_argument("--paper", default="alexnet,vgg16")
+    ap.add_argument("--index-bits", default="", metavar="B[,B...]",
+                    help="index widths every layer may use, as `prunec build --index-bits` (e.g. 1-16: the fewest "
+                         "bytes); default: the build's per-op defaults")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
+    from prunec.encode import check_index_bits
+
+    bits = check_index_bits(a.index_bits.split(","), "--index-bits") if a.index_bits else None
     res = []
     with tempfile.TemporaryDirectory(prefix="prunec-size-") as tmp:
         for kv in filter(None, a.pruned.split(",")):
             key, p = kv.split("=", 1)
-            res.append(lenet_sizes(key, Path(p), Path(tmp)))
+            res.append(lenet_sizes(key, Path(p), Path(tmp), bits))
     for net in filter(None, a.paper.split(",")):
-        res.append(paper_storage(net))
+        res.append(paper_storage(net, index_bits=bits))
     print_report(res)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,10 @@ Models: trained and pruned through the CLI (short schedule: --epochs, one-shot p
 per-layer densities, one retraining epoch) unless --models-dir holds lenet300.pt2 / lenet5.pt2.
 
     .venv/bin/python benchmarks/cross_verify_full.py [--out build/cross] [--models-dir DIR] [--mcu-images 1000]
+        [--index-bits 1-16]
+
+--index-bits is passed to every `prunec build` (e.g. 1-16: every layer at its byte-optimal width, the odd widths
+through each target's generic decoders); the weight bytes of each build are printed.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ def main() -> None:
     ap.add_argument("--mcu-images", type=int, default=1000)
     ap.add_argument("--targets", default=",".join(LINUX + MCU))
     ap.add_argument("--models", default="lenet300,lenet5")
+    ap.add_argument("--index-bits", default=None, metavar="B[,B...]", help="passed to prunec build")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,19 +63,23 @@ def main() -> None:
         pt2 = Path(a.models_dir) / f"{model}.pt2" if a.models_dir else make_model(model, out, a.epochs)
         for target in a.targets.split(","):
             bdir = out / f"{target}-{model}"
-            sh(["build", str(pt2), "--target", target, "--out", str(bdir), "--name", model])
+            sh(["build", str(pt2), "--target", target, "--out", str(bdir), "--name", model,
+                *(["--index-bits", a.index_bits] if a.index_bits else [])])
             n = a.mcu_images if target in MCU else 10000
             t0 = time.perf_counter()
             rep = json.loads(sh(["verify", str(bdir), "--data", "fashion-mnist", "--limit", str(n), "--json"]))
             dt = time.perf_counter() - t0
             m = json.loads((bdir / "manifest.json").read_text())
-            row = {"model": model, "target": target, "kernels": m["kernels"], "seconds": round(dt, 1), **rep}
+            row = {"model": model, "target": target, "kernels": m["kernels"], "seconds": round(dt, 1),
+                   "weights_bytes": m["totals"]["weights_bytes"],
+                   "index_bits": {l["name"]: l["index_bits"] for l in m["layers"] if l.get("format") == "rcsr"}, **rep}
             if "size" in m:
                 row["size"] = m["size"]["library"]
             rows.append(row)
             print(f"{model:9s} {target:13s} n={rep['n']:6d} top-1 agreement {rep['top1_agreement']:.4%} "
                   f"max abs err {rep['max_abs_err']:.2e} acc C {rep.get('accuracy_c') or 0:.4f} "
-                  f"acc torch {rep.get('accuracy_torch') or 0:.4f} {'PASS' if rep['ok'] else 'FAIL'} {dt:6.1f} s"
+                  f"acc torch {rep.get('accuracy_torch') or 0:.4f} {'PASS' if rep['ok'] else 'FAIL'} {dt:6.1f} s "
+                  f"weights {row['weights_bytes']:,} B, b {'/'.join(map(str, row['index_bits'].values()))}"
                   + (f"  lib text {row['size']['text']} rodata {row['size']['rodata']} data {row['size']['data']} "
                      f"bss {row['size']['bss']}" if "size" in row else ""), flush=True)
     (out / "cross_verify_full.json").write_text(json.dumps(rows, indent=2))

@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -33,9 +32,6 @@ X86_ISAS = ("portable", "avx2", "avx512", "avx512x4")
 OPS = ("fc_rcsr", "fc_dense", "conv2d_rcsr", "conv2d_dense")
 CFLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC"]
 
-_LINE = re.compile(r'^\s*PRUNEC_KERNEL\(\s*(\w+)\s*,\s*(\w+)\s*,\s*(\w+)\s*,\s*"([^"]+)"\s*\)')
-
-
 @dataclass(frozen=True)
 class Kernel:
     name: str
@@ -44,13 +40,11 @@ class Kernel:
     source: str
 
 
-def registry() -> list[Kernel]:
-    out = []
-    for line in (RUNTIME / "kernels.inc").read_text().splitlines():
-        m = _LINE.match(line)
-        if m:
-            out.append(Kernel(*m.groups()))
-    return out
+def registry() -> list:
+    """The registered kernels (prunec.runtime's reading of kernels.inc, PRUNEC_KERNEL_USES included)."""
+    from prunec import runtime
+
+    return list(runtime.kernels())
 
 
 def bench_kernels() -> list[Kernel]:
@@ -100,8 +94,10 @@ def kernels_lib():
     """(ffi, lib, kernels) with every bench kernel and the timing driver; cached by source contents."""
     import cffi
 
+    from prunec import runtime
+
     ks = bench_kernels()
-    sources = sorted({k.source for k in ks})
+    sources = runtime.sources_for(ks)  # callees included (ISA kernels hand other index widths to portable)
     h = hashlib.sha256()
     for p in [*(RUNTIME / s for s in sources), BENCH / "c" / "bench_driver.c", Path(__file__), *sorted((RUNTIME / "include").glob("*.h"))]:
         h.update(p.read_bytes())

@@ -292,6 +292,13 @@ def test_format_worked_example_is_what_the_encoder_writes():
     assert row("index")[:3] == encode.pack_codes(e.rcsr.codes, 4).hex(" ").split()
     best = encode.choose_encoding(w)
     assert "picks relative-indexed CSR with b = 8" in doc and best.format == "rcsr" and best.index_bits == 8
+    # the 6- and 5-bit lines: the stream bytes, the totals and the tie that every width allowed resolves to b = 5
+    m6 = re.search(r"\*\*b = 6\*\*.*?`index` = `([0-9a-f ]+)`.*?= (\d+) bytes; b = 5 also takes (\d+) \(`([0-9a-f ]+)`\)",
+                   doc, flags=re.S)
+    for b, hexs, total in ((6, m6.group(1), int(m6.group(2))), (5, m6.group(4), int(m6.group(3)))):
+        e = encode.choose_encoding(w, bits_options=(b,), allow_dense=False)
+        assert e.rcsr.packed_index().hex(" ") == hexs and e.total_bytes == total, b
+    assert encode.choose_encoding(w, bits_options=encode.INDEX_BITS).index_bits == 5
 
 
 def _program(name: str):

@@ -17,9 +17,10 @@ from .codegen import STORAGES
 @click.option("--weights", "storage", type=click.Choice(STORAGES), default="auto", show_default=True,
               help="weights as C arrays, as a binary blob (.incbin), or by size (blob above 1 MiB)")
 @click.option("--index-bits", "index_bits", default=None, metavar="B[,B...]",
-              help="index widths (4, 8, 16) every layer may be stored with, the smallest storage among them chosen "
-                   "per layer (default: the target's per-op widths: fc 8 or 16, conv 4, 8 or 16; "
-                   "--index-bits 4,8,16 gives the fewest bytes)")
+              help="index widths (1 to 16 bits; ranges like 4-16 allowed) every layer may be stored with, the smallest "
+                   "storage among them chosen per layer (default: the target's per-op widths: fc 8 or 16, conv 4, 8 "
+                   "or 16; --index-bits 1-16 gives the fewest bytes, 4,8,16 the fewest among the widths every "
+                   "kernel has a fast path for)")
 @click.option("--row-align", "row_align", type=int, default=None, metavar="A",
               help="pad every relative-indexed row to a multiple of A entries with zero fillers, for kernels that take "
                    "entries in groups (default: the target's per-op choice, 8 for fc on x86_64-avx2; 1 = none, the "

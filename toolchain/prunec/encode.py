@@ -190,16 +190,22 @@ def count_entries(w: np.ndarray, bits: int, row_align: int = 1) -> tuple[int, in
     """(entries, fillers) of `w` encoded with `bits`-bit gaps and then rows padded to a multiple of `row_align`
     entries (pad_rows), without building the encoding; fillers count the gap fillers and the padding."""
     w = _as_matrix(w)
-    rows_idx, _, gaps = _gaps(w)
+    return _count_from_gaps(w.shape, _gaps(w), bits, row_align)
+
+
+def _count_from_gaps(shape, gaps_of_w, bits: int, row_align: int) -> tuple[int, int]:
+    """count_entries from a matrix's _gaps (computed once when several widths are costed)."""
+    rows_idx, _, gaps = gaps_of_w
+    w_shape = shape
     per_nz = ((gaps - 1) >> bits) + 1
     entries = int(per_nz.sum())
     fillers = entries - int(gaps.size)
-    if row_align > 1 and w.shape[0]:
+    if row_align > 1 and w_shape[0]:
         # A row of n entries (fillers included, each on its own column) gets (-n) % A padding entries when it
         # has that many unused columns (cols - n), else none: the rule of pad_rows.
-        n = np.bincount(rows_idx, weights=per_nz, minlength=w.shape[0]).astype(np.int64)
+        n = np.bincount(rows_idx, weights=per_nz, minlength=w_shape[0]).astype(np.int64)
         need = (-n) % row_align
-        pad = int(np.where(w.shape[1] - n >= need, need, 0).sum())
+        pad = int(np.where(w_shape[1] - n >= need, need, 0).sum())
         entries += pad
         fillers += pad
     return entries, fillers
@@ -352,8 +358,9 @@ def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = Tru
     rows, cols = w.shape
     nonzero = int(np.count_nonzero(w))
     best_bits, best_total = None, None
+    gaps = _gaps(w) if bits_options else None  # once for every width costed
     for bits in bits_options:
-        entries, _ = count_entries(w, bits, row_align)
+        entries, _ = _count_from_gaps(w.shape, gaps, bits, row_align)
         total = sum(layer_bytes(entries, rows, bits, value_bytes).values())
         if best_total is None or total < best_total:
             best_bits, best_total = bits, total

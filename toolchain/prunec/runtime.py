@@ -114,8 +114,10 @@ def sources_for(selected) -> list[str]:
             continue
         done.add(k.name)
         out.add(k.source)
-        todo.extend(by_name[c] for c in k.uses)
-        todo.extend(by_source[k.source])
+        # `selected` may hold kernels described elsewhere (the benchmarks' own records, extra contenders):
+        # the registry's entry of the same name says what it calls
+        todo.extend(by_name[c] for c in getattr(by_name.get(k.name, k), "uses", ()))
+        todo.extend(by_source.get(k.source, ()))
     return sorted(out)
 
 
