@@ -95,11 +95,11 @@ static owned_rcsr encode(const float *w, uint32_t rows, uint32_t cols, uint32_t 
       gap = (uint32_t)((long)c - prev);
       while (1) {
         const uint32_t code = gap > span ? span - 1 : gap - 1;
-        if (bits == 4) o.index[e / 2] |= (uint8_t)(code << (4 * (e & 1)));
-        if (bits == 8) o.index[e] = (uint8_t)code;
-        if (bits == 16) {
-          o.index[2 * e] = (uint8_t)(code & 0xFF);
-          o.index[2 * e + 1] = (uint8_t)(code >> 8);
+        { /* the LSB-first bit stream of docs/FORMAT.md (b = 4, 8, 16: nibbles, bytes, little-endian halfwords) */
+          uint32_t k;
+          for (k = 0; k < bits; k++) {
+            if ((code >> k) & 1u) o.index[(e * bits + k) / 8] |= (uint8_t)(1u << ((e * bits + k) % 8));
+          }
         }
         if (gap > span) {
           o.values[e++] = 0.0f;
@@ -150,8 +150,11 @@ static float *random_buffer(size_t n) {
   return p;
 }
 
+/* the fast widths and widths decoded through the generic bit stream (1: a filler every other column) */
+#define NBITS 8
+static const uint32_t bits[NBITS] = {4, 8, 16, 1, 3, 5, 6, 12};
+
 static void fc_case(uint32_t rows, uint32_t cols, int pattern) {
-  static const uint32_t bits[3] = {4, 8, 16};
   float *w = weights(rows, cols, pattern);
   float *x = random_buffer(cols);
   float *bias = random_buffer(rows);
@@ -163,7 +166,7 @@ static void fc_case(uint32_t rows, uint32_t cols, int pattern) {
   d.values = w;
   prunec_f32_fc_dense__portable(&d, bias, x, ref, -INFINITY, INFINITY);
   expect_written("fc_dense", ref, rows);
-  for (i = 0; i < 3; i++) {
+  for (i = 0; i < NBITS; i++) {
     owned_rcsr o = encode(w, rows, cols, bits[i]);
     float *y = nan_buffer(rows);
     prunec_f32_fc_rcsr__portable(&o.m, i == 1 ? NULL : bias, x, y, 0.0f, 6.0f);
@@ -184,7 +187,6 @@ static void fc_case(uint32_t rows, uint32_t cols, int pattern) {
 
 static void conv_case(uint32_t in_c, uint32_t out_c, uint32_t h, uint32_t w_, uint32_t k, uint32_t stride,
                       uint32_t pad, uint32_t dil, uint32_t groups, int pattern) {
-  static const uint32_t bits[3] = {4, 8, 16};
   prunec_conv2d_params p;
   prunec_dense_f32 d;
   uint32_t cols = in_c / groups * k * k;
@@ -212,7 +214,7 @@ static void conv_case(uint32_t in_c, uint32_t out_c, uint32_t h, uint32_t w_, ui
   d.values = w;
   prunec_f32_conv2d_dense__portable(&p, &d, bias, x, ref, -INFINITY, INFINITY);
   expect_written("conv2d_dense", ref, n_out);
-  for (i = 0; i < 3; i++) {
+  for (i = 0; i < NBITS; i++) {
     owned_rcsr o = encode(w, out_c, cols, bits[i]);
     float *y = nan_buffer(n_out);
     prunec_f32_conv2d_rcsr__portable(&p, &o.m, bias, x, y, -INFINITY, INFINITY);
