@@ -10,6 +10,9 @@ Outputs are checked against a float64 reference before timing.
 
     .venv/bin/python benchmarks/bench_layers.py [--layers KEY,...] [--batch 1,8] [--reps 7] [--json OUT]
     .venv/bin/python benchmarks/bench_layers.py --sweep   # 4096x4096 fc, density 1% .. 100%
+    .venv/bin/python benchmarks/bench_layers.py --index-bits 6,8 --layers lenet5.fc1,lenet5.conv1
+        # each layer stored with every listed index width (fc rows aligned as x86_64-avx2 does), every x86 kernel
+        # on each, all interleaved in one run: medians and the ratio to the first width's time, kernel by kernel
 """
 from __future__ import annotations
 
@@ -317,6 +320,85 @@ def sweep(lib_t, lim, reps, target_s, densities=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3
     return out
 
 
+def bits_contenders(layer, w, bias, x, bits_list, lib_t, row_align=None):
+    """prunec's sparse kernels on `layer` stored with each index width of `bits_list` (fc rows padded to the
+    x86 target's row alignment, or `row_align`): one contender per (kernel, width), output checked."""
+    import torch
+    import torch.nn.functional as F
+
+    ffi, lib, ks = lib_t
+    keep = Keep()
+    cv = layer.conv
+    if cv:
+        p = keep(ffi.new("prunec_conv2d_params *"))
+        p.in_c, p.in_h, p.in_w = cv.in_c, cv.in_hw, cv.in_hw
+        p.out_c, p.out_h, p.out_w = cv.out_c, cv.out_hw, cv.out_hw
+        p.kh = p.kw = cv.k
+        p.stride_h = p.stride_w = cv.stride
+        p.pad_h = p.pad_w = cv.pad
+        p.dil_h = p.dil_w = 1
+        p.groups = cv.groups
+        w4 = torch.from_numpy(w.reshape(cv.out_c, cv.in_c // cv.groups, cv.k, cv.k)).double()
+        with torch.inference_mode():
+            ref = torch.relu(F.conv2d(torch.from_numpy(x)[None].double(), w4, torch.from_numpy(bias).double(),
+                                      cv.stride, cv.pad, 1, cv.groups))[0].numpy()
+        align, op = 1, "conv2d_rcsr"
+    else:
+        ref = np.maximum(x.astype(np.float64) @ w.T.astype(np.float64) + bias, 0)[None, :]
+        align = X86_TARGET.row_align_for("fc") if row_align is None else row_align
+        op = "fc_rcsr"
+    xb = keep(ffi.from_buffer("float[]", keep(np.ascontiguousarray(x))))
+    bb = keep(ffi.from_buffer("float[]", keep(bias.copy())))
+    out, encs = [], {}
+    for b in bits_list:
+        enc = choose_encoding(w, allow_dense=False, bits_options=(b,), row_align=align)
+        encs[b] = enc
+        rs = _rcsr_struct(ffi, keep, enc)
+        for k in ks:
+            if k.op != op:
+                continue
+            Y = keep(np.full(ref.shape, np.nan, dtype=np.float32))
+            yb = keep(ffi.from_buffer("float[]", Y, require_writable=True))
+            fn = ffi.addressof(lib, k.name)
+            if cv:
+                run = (lambda fn, yb, rs: lambda n: lib.bench_conv_rcsr(fn, p, rs, bb, xb, yb, n, 0.0, INF))(fn, yb, rs)
+            else:
+                run = (lambda fn, yb, rs: lambda n: lib.bench_fc_rcsr(fn, rs, bb, xb, yb, 1, n, 0.0, INF))(fn, yb, rs)
+            c = Contender(f"{k.isa} b={b}", run, "prunec-sparse")
+            c.isa, c.bits = k.isa, b  # type: ignore[attr-defined]
+            run(1)
+            _check(f"{k.name} b={b}", Y, ref)
+            out.append(c)
+    for c in out:
+        c.keep = keep  # type: ignore[attr-defined]
+    return out, encs
+
+
+def bits_compare(keys, bits_list, lib_t, reps, target_s, row_align=None):
+    """--index-bits: per layer, every x86 kernel on every width, interleaved; ratios to the first width."""
+    results = []
+    print(f"| layer | density | kernel | " + " | ".join(f"b={b}" for b in bits_list) + " | " +
+          " | ".join(f"b={b} / b={bits_list[0]}" for b in bits_list[1:]) + " |")
+    print("|---|---|---|" + "---|" * (2 * len(bits_list) - 1))
+    for key in keys:
+        layer = workloads.by_key(key)
+        w, bias, x = workloads.random_layer(layer, 0)
+        cs, encs = bits_contenders(layer, w, bias, x, bits_list, lib_t, row_align)
+        harness.measure(cs, reps=reps, target_s=target_s)
+        med = {(c.isa, c.bits): c.median for c in cs}
+        for isa in dict.fromkeys(c.isa for c in cs):
+            ts = [med[(isa, b)] for b in bits_list]
+            print(f"| {key} | {layer.density:.0%} | {isa} | " + " | ".join(fmt_t(t) for t in ts) + " | " +
+                  " | ".join(f"{t / ts[0]:.3f}" for t in ts[1:]) + " |", flush=True)
+        results.append({"layer": key, "density": layer.density, "reps": reps,
+                        "bytes": {b: e.total_bytes for b, e in encs.items()},
+                        "entries": {b: e.rcsr.entries for b, e in encs.items()},
+                        "median_s": {c.name: c.median for c in cs}, "times_s": {c.name: c.times for c in cs}})
+    print("# bytes (values + index + row_ptr): " + "; ".join(
+        f"{r['layer']} " + ", ".join(f"b={b} {n}" for b, n in r["bytes"].items()) for r in results))
+    return results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", default="", help="comma-separated keys (net.layer); default all")
@@ -326,6 +408,10 @@ def main(argv=None):
     ap.add_argument("--sweep", action="store_true", help="density sweep of a 4096x4096 fc instead")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--core", type=int, default=None)
+    ap.add_argument("--index-bits", default="", help="e.g. 6,8: time the sparse kernels on each layer stored with "
+                    "each of these index widths, interleaved (no PyTorch/scipy); ratios to the first width")
+    ap.add_argument("--row-align", type=int, default=None, help="with --index-bits: fc row alignment (default: "
+                    "the x86_64-avx2 target's)")
     a = ap.parse_args(argv)
     core = harness.pin_one_core(a.core)
     lim = harness.machine_limits(quick=True)
@@ -334,7 +420,11 @@ def main(argv=None):
     print("# kernels: " + ", ".join(k.name for k in lib_t[2]), flush=True)
     doc = {"machine": harness.machine_description(), "limits": lim, "reps": a.reps,
            "kernels": [k.name for k in lib_t[2]]}
-    if a.sweep:
+    if a.index_bits:
+        keys = [k for k in a.layers.split(",") if k] or [l.key for l in workloads.LAYERS]
+        bits_list = [int(v) for v in a.index_bits.split(",") if v]
+        doc["index_bits"] = bits_compare(keys, bits_list, lib_t, a.reps, a.target_ms / 1e3, a.row_align)
+    elif a.sweep:
         doc["sweep"] = sweep(lib_t, lim, a.reps, a.target_ms / 1e3)
     else:
         keys = [k for k in a.layers.split(",") if k] or [l.key for l in workloads.LAYERS]

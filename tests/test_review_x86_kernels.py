@@ -369,7 +369,13 @@ def fc_edge_matrix(bits: int, rng):
     return m, x, zero
 
 
-@pytest.mark.parametrize("bits", [4, 8, 16])
+# every width the format allows has its own path somewhere (avx512x4 fc: 8-bit pairs, 4-bit and b <= 7 widened
+# to bytes, 9..16 decode pass); 1..3, 5..7, 9, 12, 15 are read by the generic bit-stream decoders
+ODD_BITS = (1, 2, 3, 5, 6, 7, 9, 12, 15)
+ALL_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16)
+
+
+@pytest.mark.parametrize("bits", ALL_BITS)
 def test_fc_edge_rows_guarded(o3, bits):
     """Every x86 fc kernel (avx2, avx512, avx512x4: 8-bit pairs, 4-bit widened, 4/16-bit decode pass) on rows of
     every kind, with a view whose row_ptr[0] > 0, every clamp, inputs ending at / starting after a PROT_NONE page."""
@@ -388,7 +394,13 @@ def _fc_big_cases():
     # layers beyond B4_WIDEN_MAX (16384 entries: decode pass); more than 262144 entries (prefetching copies)
     return [(3, 3000, 0.9, 8), (5, 2100, 0.5, 4), (5, 2100, 0.5, 16), (7, 700, 0.4, 8), (2, 400, 0.99, 8),
             (4, 5000, 0.3, 8), (5, 12289, 0.03, 8), (6, 13000, 0.02, 8), (7, 20000, 0.01, 8), (9, 14000, 0.05, 4),
-            (11, 12500, 0.04, 16), (40, 1000, 0.5, 4), (100, 12000, 0.25, 8), (28, 13000, 0.75, 8)]
+            (11, 12500, 0.04, 16), (40, 1000, 0.5, 4), (100, 12000, 0.25, 8), (28, 13000, 0.75, 8),
+            # other widths: b <= 7 widened to bytes per block of <= 16384 entries (several blocks, rows
+            # longer than a block: the decode pass; x wider than 12288: four-row pass on the blocks), 9..15 the
+            # decode pass
+            (3, 3000, 0.9, 7), (5, 2100, 0.5, 6), (5, 2100, 0.5, 12), (9, 14000, 0.05, 5), (11, 12500, 0.04, 9),
+            (40, 1000, 0.5, 3), (2, 40000, 0.6, 6), (100, 12000, 0.25, 5), (28, 13000, 0.75, 6), (7, 20000, 0.01, 15),
+            (33, 1100, 0.9, 1), (50, 700, 0.6, 2)]
 
 
 def test_fc_long_rows_and_shape_paths_guarded(o3):
@@ -420,7 +432,7 @@ def test_fc_long_rows_and_shape_paths_guarded(o3):
 def test_fc_misaligned_inputs(o3):
     """values, x, y and bias 1..15 floats and the index 1..15 bytes past a 64-byte boundary."""
     rng = np.random.default_rng(11)
-    for bits in (4, 8, 16):
+    for bits in ALL_BITS:
         m = (rng.standard_normal((13, 77)) * (rng.random((13, 77)) < 0.4)).astype(np.float32)
         x = rng.standard_normal(77).astype(np.float32)
         check_fc(o3, m, x, rng.standard_normal(13).astype(np.float32), bits, pre_rows=1,
@@ -473,7 +485,7 @@ CONV_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("bits", [4, 8, 16])
+@pytest.mark.parametrize("bits", ALL_BITS)
 def test_conv_paths_guarded(o3, bits):
     """Every conv path against the portable twin, rows padded with zero-valued entries and an empty row, a view
     whose row_ptr[0] > 0, inputs ending at / starting after a PROT_NONE page."""
@@ -500,7 +512,11 @@ def test_conv_fused_one_row_views(o3):
         for (in_c, out_c, h, w_, k, pad, groups, bits) in [(1, 6, 28, 28, (5, 5), (0, 0), 1, 4),
                                                            (6, 4, 12, 12, (5, 5), (0, 0), 2, 8),
                                                            (4, 4, 8, 10, (3, 3), (1, 1), 1, 16),
-                                                           (64, 2, 18, 18, (3, 3), (1, 1), 1, 8)]:
+                                                           (64, 2, 18, 18, (3, 3), (1, 1), 1, 8),
+                                                           (1, 6, 28, 28, (5, 5), (0, 0), 1, 5),
+                                                           (6, 4, 12, 12, (5, 5), (0, 0), 2, 6),
+                                                           (4, 4, 8, 10, (3, 3), (1, 1), 1, 3),
+                                                           (64, 2, 18, 18, (3, 3), (1, 1), 1, 11)]:
             cin_g = in_c // groups
             wt = (rng.standard_normal((out_c, cin_g, *k)) * (rng.random((out_c, cin_g, *k)) < 0.5)).astype(np.float32)
             x = rng.standard_normal((in_c, h, w_)).astype(np.float32)
@@ -528,7 +544,7 @@ def test_conv_misaligned_inputs(o3):
         in_c, out_c, h, w_, k, s, p, d, g, dens = CONV_SHAPES[i]
         w = (rng.standard_normal((out_c, in_c // g, *k)) * (rng.random((out_c, in_c // g, *k)) < dens)).astype(np.float32)
         x = rng.standard_normal((in_c, h, w_)).astype(np.float32)
-        check_conv(o3, w, x, rng.standard_normal(out_c).astype(np.float32), (4, 8, 16)[i % 3], s, p, d, g,
+        check_conv(o3, w, x, rng.standard_normal(out_c).astype(np.float32), ALL_BITS[(5 * i) % len(ALL_BITS)], s, p, d, g,
                    mems=[Mem("mis", m) for m in (1, 5, 7, 13)], what=f"misaligned shape {i}")
 
 
@@ -545,7 +561,7 @@ def test_conv_special_values_and_zero_signs(o3, act):
     def body():
         rng = np.random.default_rng(len(act))
         for in_c, h, w_, k, stride, dil in SPECIAL_SHAPES:
-            for bits in (8, 16):
+            for bits in (6, 8, 12, 16):
                 out_c = 4
                 x = rng.standard_normal((in_c, h, w_)).astype(np.float32)
                 x[1].flat[rng.choice(h * w_, 3, replace=False)] = [np.nan, -np.nan, np.inf]
@@ -593,7 +609,7 @@ def random_convs(built, seed: int, n: int, mems=None):
         if out_c > 1:
             w[int(rng.integers(out_c))] = 0
         x = rng.standard_normal((in_c, ih, iw)).astype(np.float32)
-        bits = int(rng.choice([4, 8, 16]))
+        bits = int(rng.choice([4, 8, 16, *ODD_BITS]))
         zc = ([rng.choice(cols, int(rng.integers(0, 2)), replace=False).tolist() for _ in range(out_c)]
               if rng.random() < 0.4 else None)
         b = rng.standard_normal(out_c).astype(np.float32) if rng.random() < 0.7 else None
@@ -658,7 +674,7 @@ def test_maxpool_paths_guarded(o3):
 def test_unoptimised_builds_match(o0):
     """-O0 (the avx512x4 fc's inline assembly gets its registers there too): a sample of the above."""
     def body():
-        for bits in (4, 8, 16):
+        for bits in (3, 4, 6, 8, 12, 16):
             m, x, zero = fc_edge_matrix(bits, np.random.default_rng(bits))
             check_fc(o0, m, x, None, bits, RELU, zero_cols=zero, pre_rows=1, mems=[Mem("end")])
         rng = np.random.default_rng(5)
