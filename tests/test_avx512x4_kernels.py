@@ -67,6 +67,11 @@ WIDE_FC = [
 ]
 
 
+# the same shapes on widths other than 8: b <= 7 widened to bytes per block and run by the four-row path, 9..16
+# through the decode pass
+WIDE_FC += [kh.FcCase(**{**c.__dict__, "bits": b}) for c, b in zip(WIDE_FC[:], (5, 6, 7, 9, 12, 15, 3, 4))]
+
+
 @pytest.mark.parametrize("case", WIDE_FC, ids=[c.id for c in WIDE_FC])
 def test_avx512x4_fc_wide_x_four_row_path(built, case):
     ffi, lib = built
@@ -105,8 +110,10 @@ _X4_CONV = [
     dict(in_c=200, out_c=3, h=11, w=8, k=(3, 3), pad=(1, 1), density=0.2, seed=12),
     dict(in_c=200, out_c=3, h=9, w=7, k=(3, 3), density=0.2, pattern="far", seed=13),
 ]
+# every path on the fast widths and on three others (b < 8: rows widened to bytes for the fused 8-bit decode and
+# the row-pair layout; 12: the generic bit-stream reader)
 X4_CONV = [kh.ConvCase(**{**c, "bits": b, "act": kh.ACT_NAMES[(i + b) % 3]})
-           for i, c in enumerate(_X4_CONV) for b in (4, 8, 16)]
+           for i, c in enumerate(_X4_CONV) for b in (3, 4, 6, 8, 12, 16)]
 
 
 @pytest.mark.parametrize("case", X4_CONV, ids=[c.id for c in X4_CONV])

@@ -33,6 +33,28 @@ static inline __m256i prunec_avx2_prefix_sum_epi32(__m256i v) {
   return _mm256_add_epi32(v, _mm256_blend_epi32(_mm256_setzero_si256(), carry, 0xF0));
 }
 
+/* Columns of entries e .. e+n-1 of a b-bit stream, any b in 1..16 (docs/FORMAT.md: one LSB-first bit stream):
+ * per code one unaligned 32-bit load at its first byte (its bits end within 7 + 16 bits of it), shifted and
+ * masked; the codes whose 4 bytes would reach past the stream's last byte ((entries*b + 7)/8) are read bytewise. */
+static int32_t prunec_avx2_decode_cols_any(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last, int32_t *cols) {
+  const uint8_t *index = w->index;
+  const uint32_t b = w->index_bits, mask = (1u << b) - 1u;
+  const size_t len = ((size_t)w->row_ptr[w->rows] * b + 7u) / 8u;
+  uint64_t bit = (uint64_t)e * b;
+  uint32_t i = 0;
+  for (; i < n && (size_t)(bit >> 3) + 4u <= len; i++, bit += b) {
+    uint32_t v;
+    __builtin_memcpy(&v, index + (size_t)(bit >> 3), 4);
+    last += (int32_t)((v >> (uint32_t)(bit & 7u)) & mask) + 1;
+    cols[i] = last;
+  }
+  for (; i < n; i++) {
+    last += (int32_t)prunec_rcsr_code_any(index, e + i, b) + 1;
+    cols[i] = last;
+  }
+  return last;
+}
+
 /* Columns of entries e .. e+n-1 of one row into cols[]; `last` is the column before entry e (-1 at a row
  * start). Returns the column of the last entry decoded. */
 static int32_t prunec_avx2_decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last,
@@ -68,12 +90,14 @@ static int32_t prunec_avx2_decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uin
       last += (int32_t)((uint32_t)index[k] | ((uint32_t)index[k + 1] << 8)) + 1;
       cols[i] = last;
     }
-  } else {
+  } else if (w->index_bits == 4) {
     for (; i < n; i++) {
       const uint32_t k = e + i;
       last += (int32_t)((index[k >> 1] >> ((k & 1u) << 2)) & 0x0Fu) + 1;
       cols[i] = last;
     }
+  } else {
+    last = prunec_avx2_decode_cols_any(w, e, n, last, cols);
   }
   return last;
 }
@@ -96,10 +120,6 @@ void prunec_f32_fc_rcsr__avx2(const prunec_rcsr_f32 *w, const float *bias, const
   const uint32_t *row_ptr = w->row_ptr;
   uint32_t r;
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
-    return;
-  }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
     return;
   }
   for (r = 0; r < w->rows; r++) {
@@ -192,10 +212,6 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
   const __m256 vmin = _mm256_set1_ps(out_min), vmax = _mm256_set1_ps(out_max);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * out_plane)) {
-    return;
-  }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (ow_hi > out_w) {

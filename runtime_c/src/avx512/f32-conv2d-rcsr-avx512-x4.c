@@ -50,9 +50,76 @@ static uint32_t code_at(const prunec_rcsr_f32 *w, uint32_t e) {
       return (uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
     case 8:
       return w->index[e];
-    default:
+    case 16:
       return (uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8);
+    default:
+      return prunec_rcsr_code_any(w->index, e, w->index_bits);
   }
+}
+
+/* Codes of entries e .. e+n-1 of a b-bit stream, b <= 7 (docs/FORMAT.md: one LSB-first bit stream), widened to
+ * bytes (as the avx512x4 fc kernel does): 4-bit ones by nibble unpacking, others 32 per step in 16-bit lanes
+ * (codes 0..15 from a 16-byte window at the group's first byte, 16..31 from one 2b bytes on; a byte shuffle puts
+ * code j's two bytes in word j, a shift per word and a mask leave the code). No load reaches past the stream's
+ * last byte, `len` ((entries*b + 7)/8): the last codes are read one by one. */
+static void widen8(const uint8_t *index, size_t len, uint32_t b, uint32_t e, uint32_t n, uint8_t *out) {
+  uint32_t i = 0;
+  if (b == 4u) {
+    const __m128i lo4 = _mm_set1_epi8(0x0F);
+    const uint8_t *src;
+    if (n > 0 && (e & 1u)) {
+      out[i++] = (uint8_t)(index[e >> 1] >> 4);
+    }
+    src = index + ((e + i) >> 1);
+    for (; i + 32u <= n; i += 32u, src += 16) {
+      const __m128i v = _mm_loadu_si128((const __m128i *)src);
+      const __m128i l = _mm_and_si128(v, lo4), h = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
+      _mm_storeu_si128((__m128i *)(out + i), _mm_unpacklo_epi8(l, h));
+      _mm_storeu_si128((__m128i *)(out + i + 16u), _mm_unpackhi_epi8(l, h));
+    }
+  } else {
+    const uint64_t bit = (uint64_t)e * b;
+    const uint32_t s = (uint32_t)(bit & 7u);
+    size_t pos = (size_t)(bit >> 3);
+    uint8_t c[64] __attribute__((aligned(64)));
+    uint16_t sh[32] __attribute__((aligned(64)));
+    uint32_t j;
+    __m512i ctrl, shv, mask;
+    for (j = 0; j < 32u; j++) {
+      const uint32_t rel = s + j * b - (j >= 16u ? 16u * b : 0u);
+      c[2u * j] = (uint8_t)(rel >> 3);
+      c[2u * j + 1u] = (uint8_t)((rel >> 3) + 1u);
+      sh[j] = (uint16_t)(rel & 7u);
+    }
+    ctrl = _mm512_load_si512((const void *)c);
+    shv = _mm512_load_si512((const void *)sh);
+    mask = _mm512_set1_epi16((short)((1u << b) - 1u));
+    for (; i + 32u <= n && pos + 2u * b + 16u <= len; i += 32u, pos += 4u * b) {
+      const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(index + pos)));
+      const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(index + pos + 2u * b)));
+      __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      v = _mm512_and_si512(_mm512_srlv_epi16(_mm512_shuffle_epi8(v, ctrl), shv), mask);
+      _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi16_epi8(v));
+    }
+  }
+  for (; i < n; i++) {
+    out[i] = (uint8_t)prunec_rcsr_code(index, e + i, b);
+  }
+}
+
+static inline size_t index_len(const prunec_rcsr_f32 *w) {
+  return ((size_t)w->row_ptr[w->rows] * w->index_bits + 7u) / 8u;
+}
+
+/* 1 when every row of w holds at most `max` entries (rows that can be widened into a buffer of that size). */
+static int rows_at_most(const prunec_rcsr_f32 *w, uint32_t rows, uint32_t max) {
+  uint32_t r;
+  for (r = 0; r < rows; r++) {
+    if (w->row_ptr[r + 1] - w->row_ptr[r] > max) {
+      return 0;
+    }
+  }
+  return 1;
 }
 
 static inline __mmask16 lane_range(int32_t lo, int32_t hi) {
@@ -444,6 +511,8 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   float pk[PK_MAX + 16] __attribute__((aligned(64)));
   int32_t col_off[PK_COLS];
   int32_t off[CHUNK];
+  uint8_t wide[PK_COLS + 64] __attribute__((aligned(64))); /* a row's or chunk's codes widened (b < 8) */
+  const size_t len = index_len(w);
   uint32_t g, oc;
   {
     uint32_t ci, ky, kx, c = 0;
@@ -470,8 +539,13 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
       const uint32_t r0 = w->row_ptr[oc], end = w->row_ptr[oc + 1];
       uint32_t e = r0, s = 0;
       int first = 1;
-      if (w->index_bits == 8 && nv <= 4) {
+      if (w->index_bits <= 8 && nv <= 4 && (w->index_bits == 8 || end - r0 <= PK_COLS)) {
+        /* b < 8: the row's codes widened to bytes first (at most PK_COLS: one per column, fillers included) */
         const uint8_t *codes = w->index + r0;
+        if (w->index_bits != 8) {
+          widen8(w->index, len, w->index_bits, r0, end - r0, wide);
+          codes = wide;
+        }
         const float *val = w->values + r0;
         switch (nv) {
           case 1:
@@ -506,8 +580,13 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
           PRUNEC_PK_DECODE(w->index[e])
         } else if (w->index_bits == 4) {
           PRUNEC_PK_DECODE((uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu)
-        } else {
+        } else if (w->index_bits == 16) {
           PRUNEC_PK_DECODE((uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8))
+        } else if (w->index_bits < 8) { /* other widths: the chunk's codes widened to bytes first */
+          widen8(w->index, len, w->index_bits, c0, stop - c0, wide);
+          PRUNEC_PK_DECODE(wide[e - c0])
+        } else {
+          PRUNEC_PK_DECODE(prunec_rcsr_code_any(w->index, e, w->index_bits))
         }
 #undef PRUNEC_PK_DECODE
         n = stop - c0;
@@ -543,7 +622,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
  * row-major plane of 8-wide rows puts half of the taps across line boundaries. */
 static int paired_fits(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w) {
   const uint64_t cin_g = p->in_c / p->groups, s = p->out_h / 2;
-  return w->index_bits == 8 && p->out_w == 8 && p->out_h % 2 == 0 && p->out_h >= 2 && p->out_h <= 8 &&
+  return w->index_bits <= 8 && p->out_w == 8 && p->out_h % 2 == 0 && p->out_h >= 2 && p->out_h <= 8 &&
          p->in_w + 2 * p->pad_w <= 16 && p->kh <= 16 && p->kw <= 9 &&
          cin_g * p->kw * (s + p->kh - 1) * 16 <= PK2_MAX && cin_g * p->kh * p->kw <= PK_COLS;
 }
@@ -558,6 +637,8 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   const int32_t pad_h = (int32_t)p->pad_h;
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
   float pk[PK2_MAX] __attribute__((aligned(64)));
+  uint8_t wide[PK_COLS + 64] __attribute__((aligned(64))); /* a row's codes widened (b < 8) */
+  const size_t len = index_len(w);
   int32_t col_off[PK_COLS];
   __m512i shift[16];
   uint32_t g, oc, ci, ky, r, c = 0;
@@ -623,6 +704,10 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
       const uint32_t r0 = w->row_ptr[oc], n = w->row_ptr[oc + 1] - r0;
       const uint8_t *codes = w->index + r0;
       const float *val = w->values + r0;
+      if (w->index_bits != 8) { /* b < 8: the row's codes widened to bytes (rows of <= PK_COLS entries) */
+        widen8(w->index, len, w->index_bits, r0, n, wide);
+        codes = wide;
+      }
       switch (S) {
         case 1:
           pk_row8(1, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
@@ -708,8 +793,10 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
         PRUNEC_X4_DECODE(w->index[e])
       } else if (w->index_bits == 4) {
         PRUNEC_X4_DECODE((uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu)
-      } else {
+      } else if (w->index_bits == 16) {
         PRUNEC_X4_DECODE((uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8))
+      } else {
+        PRUNEC_X4_DECODE(prunec_rcsr_code_any(w->index, e, w->index_bits))
       }
 #undef PRUNEC_X4_DECODE
       last = e >= end;
@@ -778,11 +865,7 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     }
     return;
   }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
-    return;
-  }
-  if (unit && paired_fits(p, w)) {
+  if (unit && paired_fits(p, w) && (w->index_bits == 8 || rows_at_most(w, p->out_c, PK_COLS))) {
     conv_paired8(p, w, bias, x, y, out_min, out_max);
   } else if (unit && packed_fits(p)) {
     conv_packed(p, w, bias, x, y, out_min, out_max);
