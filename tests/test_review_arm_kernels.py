@@ -15,6 +15,9 @@ Defects these tests found (each test names its own):
   * NEON, Cortex-M and Helium fc/conv: an index_bits other than 4/8/16 was decoded as 4 or 16 bits (Cortex-M and
     Helium fc read 2 bytes per entry past the index array) instead of filling the output with NaN
     (docs/FORMAT.md, conventions shared by all kernels).
+
+Widths: every width 1..16 is valid; the cases draw from all of them, more often the fast three (4, 8, 16) and the
+ones size-first builds pick for fc layers (5, 6, 7). tests/test_odd_widths_arm.py has the directed odd-width cases.
 """
 from __future__ import annotations
 
@@ -45,6 +48,10 @@ OPS = {"fc_rcsr": 0, "fc_dense": 1, "conv2d_rcsr": 2, "conv2d_dense": 3}
 ISAS = {"neon": 1, "cortexm": 2, "mve": 3}
 NONE, RELU, RELU6 = (-math.inf, math.inf), (0.0, math.inf), (0.0, 6.0)
 ACTS = (NONE, RELU, RELU6)
+# index widths the cases draw from: the fast three, the fc widths of size-first builds, and the rest
+BITS = (4, 8, 16, 5, 6, 7, 1, 2, 3, 9, 10, 11, 12, 13, 14, 15)
+BITS_P = np.array([4, 4, 3, 3, 3, 3] + [1] * 10, float) / 30.0
+DIRECTED_BITS = (1, 3, 4, 5, 6, 7, 8, 12, 16)
 
 # The batch driver: reads cases.bin, writes out.bin (one status word and two outputs per case).
 DRIVER_C = r"""/* Batch driver: runs one Arm ISA kernel and its portable twin on every case of cases.bin, writes out.bin. */
@@ -450,7 +457,7 @@ def test_fc_last_single_entry_reading_an_infinity(name, build_root):
     cases = []
     for isa in _isas(name, "fc_rcsr"):
         for n in (1, 2, 3, 5, 7, 8, 9, 15):
-            for bits in (4, 8, 16):
+            for bits in DIRECTED_BITS:
                 w = np.zeros((5, 24), np.float32)
                 for r in range(5):
                     cols = sorted(rng.choice(23, n - 1, replace=False).tolist()) + [23]
@@ -493,7 +500,7 @@ def test_edge_shapes(name, build_root):
     rng = np.random.default_rng(13)
     cases = []
     for isa in _isas(name, "conv2d_rcsr"):
-        for bits in (4, 8, 16):
+        for bits in (4, 6, 8, 16):
             for zs in (range(0, 300), range(100, 330), range(60, 360), range(0, 360)):
                 w = rng.standard_normal((3, 40, 3, 3)).astype(np.float32)
                 m = w.reshape(3, -1)
@@ -511,10 +518,10 @@ def test_edge_shapes(name, build_root):
         for ih, iw, k in ((1, 1, 1), (3, 3, 3), (1, 9, 1), (9, 1, 1), (5, 30, 5), (30, 5, 5), (2, 17, 2)):
             w = rng.standard_normal((3, 2, k, k)).astype(np.float32)
             x = rng.standard_normal((2, ih, iw)).astype(np.float32)
-            for bits in (4, 8, 16):
+            for bits in DIRECTED_BITS:
                 cases.append(conv_case(isa, w, x, rng.standard_normal(3).astype(np.float32), bits, desc="tiny"))
     for isa in _isas(name, "fc_rcsr"):
-        for bits in (4, 8, 16):
+        for bits in DIRECTED_BITS:
             span = 1 << bits
             cols = 70000 if bits == 16 else 9000
             w = np.zeros((4, cols), np.float32)
@@ -619,13 +626,13 @@ def random_batch(name: str, seed: int, n_fc: int, n_conv: int) -> list[Case]:
     cases = []
     for isa in ARM[name]:
         for _ in range(n_fc):
-            bits = int(rng.choice([4, 8, 16]))
+            bits = int(rng.choice(BITS, p=BITS_P))
             if _has_kernel(isa, "fc_rcsr"):
                 cases.append(random_fc(rng, isa, bits))
             if _has_kernel(isa, "fc_dense"):
                 cases.append(random_fc(rng, isa, bits, dense=True))
         for _ in range(n_conv):
-            bits = int(rng.choice([4, 8, 16]))
+            bits = int(rng.choice(BITS, p=BITS_P))
             if _has_kernel(isa, "conv2d_rcsr"):
                 cases.append(random_conv(rng, isa, bits))
             if _has_kernel(isa, "conv2d_dense"):
@@ -635,8 +642,8 @@ def random_batch(name: str, seed: int, n_fc: int, n_conv: int) -> list[Case]:
 
 @pytest.mark.parametrize("name", list(ARM))
 def test_random_shapes_match_portable(name, build_root):
-    """Random fc and conv layers (seeded): shapes around the vector widths, empty rows, rows of zero entries only,
-    padded rows, gaps of 2^b and 2^b + 1, every clamp, special values in x and bias, misaligned index and x
+    """Random fc and conv layers (seeded), index widths 1..16: shapes around the vector widths, empty rows, rows of
+    zero entries only, padded rows, gaps of 2^b and 2^b + 1, every clamp, special values in x and bias, misaligned index and x
     (bare metal), inputs ending at a guard page (qemu-user)."""
     check(name, random_batch(name, 2024, 120, 40), build_root)
 

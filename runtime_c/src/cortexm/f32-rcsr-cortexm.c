@@ -8,10 +8,13 @@
  * values come from consecutive addresses (one VLDM), and x is walked with a pointer `xp` kept at
  * x + col(prev) + 1 - k for the k-th entry of the step, so entry k is read as xp[k]: each x load is an FPU
  * load with an immediate offset after one add of the code (the FPU load has no register-offset form).
- * Two accumulators alternate to cover the VFMA latency.
+ * Two accumulators alternate to cover the VFMA latency. b = 5, 6, 7 (what size-first builds pick for fc layers)
+ * run groups of 8 entries with the x pointer walked by VLDM with writeback (~4.9 instructions per entry, see
+ * "Other widths" below); the other widths (1, 2, 3, 9 .. 15) decode code by code in C.
  *
  * conv2d (NCHW, batch 1): direct, per output channel; its nonzeros are decoded (96 at a time, fillers
- * dropped, division-free through a per-call tap table) into (weight, input offset, ky*dil_h, kx*dil_w).
+ * dropped, division-free through a per-call tap table; any index width) into (weight, input offset, ky*dil_h,
+ * kx*dil_w).
  * Interior pairs of output rows with stride_w 1 run 2 x 8 register tiles (asm: 16 accumulators in s16-s31, one
  * VLDM of 8 inputs and 8 VFMA per row and tap); border pixels, stride_w > 1 and column tails take a
  * bounds-checked path (4-pixel blocks, then single pixels). prunec_f32_conv2d_dense__cortexm runs the same
@@ -390,13 +393,227 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows_c(const
   }
 }
 
+/*
+ * Other widths. b = 5, 6, 7 (the widths a size-first encoding picks for fc layers): 8 entries take exactly b
+ * bytes, so the groups of 8 entries of a row all start at the same bit s (0..7) of a byte. A group's codes are
+ * read as two or three 32-bit words at fixed byte offsets from its first byte (b = 5: 0, 2; 6: 0, 3; 7: 0, 2,
+ * 4), each shifted right by s once; code j is then the b bits at a fixed position of one of them (one UBFX).
+ * x is walked with a pointer p (x + column after the previous entry - k for entry k of the group): per entry
+ * UBFX, ADD p, p, code, LSL #2, then VLDR of p[k] straight into the FPU (its immediate offset adds the k) and
+ * VFMA: 4 instructions, against 3.5 for UXTAB + LDR + half a VMOV + VFMA at b = 8. Per group of 8 also the word
+ * loads and shifts (b = 5, 6: 2 + 2), one VLDM of 8 values, p += 8 and the loop's compare and branch: 40
+ * instructions (b = 7: 42). Other widths (1, 2, 3, 9 .. 15) decode code by code in C (prunec_cortexm_fc_any).
+ *
+ * A row of n entries runs as ceil(n / 8) groups ending at its last entry: its first group starts k = -n mod 8
+ * entries before the row (codes and values of the previous row are loaded, not used) and is entered at entry k
+ * (TBB). The words never reach past the group's last byte, except one byte when s = 0: that byte holds the next
+ * entry's code, so only a row ending at the last entry of the layer with s = 0 (and a first group that would
+ * start before entry 0) takes the generic C loop below instead. The C steps (PRUNEC_CORTEXM_NO_ASM, compilers
+ * without GNU asm) read the same words in the same order.
+ */
+
+/* Byte offset (from the group's first byte) of the word that holds code j of a group, b = 5, 6, 7. */
+static inline __attribute__((always_inline)) uint32_t prunec_cortexm_odd_off(const uint32_t b, const uint32_t j) {
+  if (b == 5u) {
+    return j < 5u ? 0u : 2u;
+  }
+  if (b == 6u) {
+    return j < 4u ? 0u : 3u;
+  }
+  return j < 3u ? 0u : j < 5u ? 2u : 4u;
+}
+
+#if defined(__GNUC__) && defined(__thumb2__) && !defined(PRUNEC_CORTEXM_NO_ASM)
+/* Entry K of a group: its code is bits LSB .. LSB+B-1 of word W; x into sK (VLDM with writeback: p += 1 entry),
+ * value s(16+K), accumulator A. */
+#define PRUNEC_CORTEXM_E(K, VK, W, LSB, B, A)                                                                  \
+  "1" #K ":\n\t"                                                                                               \
+  "ubfx %[t], %[" W "], #" #LSB ", #" #B "\n\t"                                                                \
+  "add %[p], %[p], %[t], lsl #2\n\t"                                                                           \
+  "vldmia %[p]!, {s" #K "}\n\t"                                                                                \
+  "vfma.f32 %[" A "], s" #VK ", s" #K "\n"
+/* The groups of one row: LOADS reads a group's words (advancing ip by b bytes) and 8 values and shifts the
+ * words right by s, ENTRIES are the 8 entry blocks (labels 10 .. 17); the first group is entered at entry k (t
+ * holds k until the jump). The arguments after ENTRIES: the word registers. */
+#define PRUNEC_CORTEXM_ODD_ASM(LOADS, ENTRIES, ...)                                                            \
+  __asm__(LOADS                                                                                                \
+          "tbb [pc, %[t]]\n"                                                                                   \
+          "9:\n\t"                                                                                             \
+          ".byte (10f-9b)/2, (11f-9b)/2, (12f-9b)/2, (13f-9b)/2, (14f-9b)/2, (15f-9b)/2, (16f-9b)/2, (17f-9b)/2\n\t" \
+          ".p2align 1\n"                                                                                       \
+          "1:\n\t" LOADS ENTRIES                                                                               \
+          "cmp %[vp], %[ve]\n\t"                                                                               \
+          "bne 1b"                                                                                             \
+          : [p] "+r"(p), [ip] "+r"(ip), [vp] "+r"(vp), [t] "+r"(k), __VA_ARGS__, [a0] "+t"(a0), [a1] "+t"(a1)         \
+          : [s] "r"(s), [ve] "r"(ve)                                                                           \
+          : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s16", "s17", "s18", "s19", "s20", "s21", "s22",     \
+            "s23", "cc", "memory")
+#define PRUNEC_CORTEXM_VLDM "vldmia %[vp]!, {s16-s23}\n\t"
+#define PRUNEC_CORTEXM_SHR(W) "lsr %[" W "], %[" W "], %[s]\n\t"
+
+static inline __attribute__((always_inline)) void prunec_cortexm_odd(const uint8_t **ipp, uint32_t s,
+                                                                    const float **vpp, const float *ve,
+                                                                    const float *x, uint32_t k, float *a0p,
+                                                                    float *a1p, const uint32_t b) {
+  const uint8_t *ip = *ipp;
+  const float *vp = *vpp, *p = x;
+  uint32_t qa, qm, qb;
+  float a0 = *a0p, a1 = *a1p;
+  if (b == 6u) {
+    PRUNEC_CORTEXM_ODD_ASM("ldr %[qb], [%[ip], #3]\n\t"
+                           "ldr %[qa], [%[ip]], #6\n\t" PRUNEC_CORTEXM_VLDM PRUNEC_CORTEXM_SHR("qa")
+                               PRUNEC_CORTEXM_SHR("qb"),
+                           PRUNEC_CORTEXM_E(0, 16, "qa", 0, 6, "a0") PRUNEC_CORTEXM_E(1, 17, "qa", 6, 6, "a1")
+                               PRUNEC_CORTEXM_E(2, 18, "qa", 12, 6, "a0") PRUNEC_CORTEXM_E(3, 19, "qa", 18, 6, "a1")
+                                   PRUNEC_CORTEXM_E(4, 20, "qb", 0, 6, "a0") PRUNEC_CORTEXM_E(5, 21, "qb", 6, 6, "a1")
+                                       PRUNEC_CORTEXM_E(6, 22, "qb", 12, 6, "a0")
+                                           PRUNEC_CORTEXM_E(7, 23, "qb", 18, 6, "a1"),
+                           [qa] "=&r"(qa), [qb] "=&r"(qb));
+  } else if (b == 5u) {
+    PRUNEC_CORTEXM_ODD_ASM("ldr %[qb], [%[ip], #2]\n\t"
+                           "ldr %[qa], [%[ip]], #5\n\t" PRUNEC_CORTEXM_VLDM PRUNEC_CORTEXM_SHR("qa")
+                               PRUNEC_CORTEXM_SHR("qb"),
+                           PRUNEC_CORTEXM_E(0, 16, "qa", 0, 5, "a0") PRUNEC_CORTEXM_E(1, 17, "qa", 5, 5, "a1")
+                               PRUNEC_CORTEXM_E(2, 18, "qa", 10, 5, "a0") PRUNEC_CORTEXM_E(3, 19, "qa", 15, 5, "a1")
+                                   PRUNEC_CORTEXM_E(4, 20, "qa", 20, 5, "a0") PRUNEC_CORTEXM_E(5, 21, "qb", 9, 5, "a1")
+                                       PRUNEC_CORTEXM_E(6, 22, "qb", 14, 5, "a0")
+                                           PRUNEC_CORTEXM_E(7, 23, "qb", 19, 5, "a1"),
+                           [qa] "=&r"(qa), [qb] "=&r"(qb));
+  } else {
+    PRUNEC_CORTEXM_ODD_ASM("ldr %[qm], [%[ip], #2]\n\t"
+                           "ldr %[qb], [%[ip], #4]\n\t"
+                           "ldr %[qa], [%[ip]], #7\n\t" PRUNEC_CORTEXM_VLDM PRUNEC_CORTEXM_SHR("qa")
+                               PRUNEC_CORTEXM_SHR("qm") PRUNEC_CORTEXM_SHR("qb"),
+                           PRUNEC_CORTEXM_E(0, 16, "qa", 0, 7, "a0") PRUNEC_CORTEXM_E(1, 17, "qa", 7, 7, "a1")
+                               PRUNEC_CORTEXM_E(2, 18, "qa", 14, 7, "a0") PRUNEC_CORTEXM_E(3, 19, "qm", 5, 7, "a1")
+                                   PRUNEC_CORTEXM_E(4, 20, "qm", 12, 7, "a0") PRUNEC_CORTEXM_E(5, 21, "qb", 3, 7, "a1")
+                                       PRUNEC_CORTEXM_E(6, 22, "qb", 10, 7, "a0")
+                                           PRUNEC_CORTEXM_E(7, 23, "qb", 17, 7, "a1"),
+                           [qa] "=&r"(qa), [qm] "=&r"(qm), [qb] "=&r"(qb));
+  }
+  (void)qm;
+  *ipp = ip;
+  *vpp = vp;
+  *a0p = a0;
+  *a1p = a1;
+}
+#undef PRUNEC_CORTEXM_E
+#undef PRUNEC_CORTEXM_ODD_ASM
+#undef PRUNEC_CORTEXM_VLDM
+#undef PRUNEC_CORTEXM_SHR
+#else
+static inline __attribute__((always_inline)) void prunec_cortexm_odd(const uint8_t **ipp, uint32_t s,
+                                                                    const float **vpp, const float *ve,
+                                                                    const float *x, uint32_t k, float *a0p,
+                                                                    float *a1p, const uint32_t b) {
+  const uint8_t *ip = *ipp;
+  const float *vp = *vpp, *xp = x; /* x + column after the previous entry */
+  float a0 = *a0p, a1 = *a1p;
+  do {
+    for (; k < 8u; k++) {
+      const uint32_t o = prunec_cortexm_odd_off(b, k);
+      const uint32_t q = *(const prunec_cortexm_u32u *)(ip + o) >> s;
+      xp += (q >> (k * b - 8u * o)) & ((1u << b) - 1u);
+      if (k & 1u) {
+        a1 = __builtin_fmaf(vp[k], xp[0], a1);
+      } else {
+        a0 = __builtin_fmaf(vp[k], xp[0], a0);
+      }
+      xp++;
+    }
+    k = 0;
+    vp += 8;
+    ip += b;
+  } while (vp != ve);
+  *ipp = ip;
+  *vpp = vp;
+  *a0p = a0;
+  *a1p = a1;
+}
+#endif
+
+/* Entries [e, end) of a row, any width b in 1..16, code by code (bytes read one by one, none past the code). */
+static void prunec_cortexm_fc_any(const uint8_t *index, uint32_t e, uint32_t end, const float *values,
+                                  const float *x, float *ap, uint32_t b) {
+  const uint32_t mask = (1u << b) - 1u;
+  uint32_t bit = e * b;
+  const float *xp = x; /* x + column after the previous entry */
+  float a = *ap;
+  for (; e < end; e++, bit += b) {
+    const uint8_t *p = index + (bit >> 3);
+    const uint32_t sh = bit & 7u;
+    uint32_t v = p[0];
+    if (sh + b > 8u) {
+      v |= (uint32_t)p[1] << 8;
+      if (sh + b > 16u) {
+        v |= (uint32_t)p[2] << 16;
+      }
+    }
+    xp += (v >> sh) & mask;
+    a = __builtin_fmaf(values[e], xp[0], a);
+    xp++;
+  }
+  *ap = a;
+}
+
+/* Rows of width b = 5, 6 or 7 in groups of 8 (above). (ip, s, vp) is the position of entry e0 (its code's byte
+ * and bit, its value), carried from row to row (a row's groups end at its last entry); a row's first group
+ * starts k entries earlier, 64 - k*b + s >= 8 bits back from ip + 8 (no signed shift needed). */
+static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows_odd(const prunec_rcsr_f32 *w,
+                                                                            const float *bias, const float *x,
+                                                                            float *y, float lo, float hi,
+                                                                            const uint32_t b) {
+  static const float zero = 0.0f;
+  const uint32_t *rp = w->row_ptr;
+  const uint32_t *const rp_end = rp + w->rows;
+  const uint32_t total = *rp_end;
+  const uint8_t *const index = w->index;
+  const float *const values = w->values;
+  const float *bp = bias != NULL ? bias : &zero;
+  const size_t bstep = bias != NULL ? 1u : 0u;
+  const uint8_t *ip = index + (size_t)(rp[0] >> 3) * b + (((rp[0] & 7u) * b) >> 3);
+  const float *vp = values + rp[0];
+  uint32_t s = ((rp[0] & 7u) * b) & 7u;
+  for (; rp != rp_end; rp++, bp += bstep) {
+    const uint32_t e0 = rp[0], end = rp[1];
+    float a0 = *bp, a1 = 0.0f;
+    if (end != e0) {
+      const uint32_t k = (e0 - end) & 7u; /* entries of the first group before the row */
+      const uint32_t u = s + 64u - k * b; /* the first group's bit, counted from ip - 8 */
+      if (((u & 7u) != 0u || end != total) && e0 >= k) {
+        const float *const ve = vp + (end - e0);
+        ip += (ptrdiff_t)(u >> 3) - 8;
+        s = u & 7u;
+        vp -= k;
+        prunec_cortexm_odd(&ip, s, &vp, ve, x, k, &a0, &a1, b);
+      } else { /* a first group before entry 0, or one byte past the index array: code by code */
+        prunec_cortexm_fc_any(index, e0, end, values, x, &a0, b);
+        ip = index + (size_t)(end >> 3) * b + (((end & 7u) * b) >> 3);
+        vp = values + end;
+        s = ((end & 7u) * b) & 7u;
+      }
+    }
+    a0 += a1;
+    a0 = a0 < lo ? lo : a0;
+    *y++ = a0 > hi ? hi : a0;
+  }
+}
+
+/* Rows of any other width (1, 2, 3, 9 .. 15): prunec_cortexm_fc_any. */
+static void prunec_cortexm_fc_rows_any(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                                       float lo, float hi) {
+  uint32_t r;
+  for (r = 0; r < w->rows; r++) {
+    float a = bias != NULL ? bias[r] : 0.0f;
+    prunec_cortexm_fc_any(w->index, w->row_ptr[r], w->row_ptr[r + 1], w->values, x, &a, w->index_bits);
+    a = a < lo ? lo : a;
+    y[r] = a > hi ? hi : a;
+  }
+}
+
 void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                  float out_min, float out_max) {
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
-    return;
-  }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
     return;
   }
   switch (w->index_bits) {
@@ -406,8 +623,20 @@ void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, co
     case 8:
       prunec_cortexm_fc_rows_c(w, bias, x, y, out_min, out_max, 8);
       break;
-    default:
+    case 16:
       prunec_cortexm_fc_rows_c(w, bias, x, y, out_min, out_max, 16);
+      break;
+    case 6:
+      prunec_cortexm_fc_rows_odd(w, bias, x, y, out_min, out_max, 6);
+      break;
+    case 5:
+      prunec_cortexm_fc_rows_odd(w, bias, x, y, out_min, out_max, 5);
+      break;
+    case 7:
+      prunec_cortexm_fc_rows_odd(w, bias, x, y, out_min, out_max, 7);
+      break;
+    default:
+      prunec_cortexm_fc_rows_any(w, bias, x, y, out_min, out_max);
       break;
   }
 }
@@ -683,10 +912,6 @@ void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
-    return;
-  }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   prunec_cortexm_conv_geometry(p, &c, out_min, out_max);

@@ -16,12 +16,14 @@
  * instruction each. b = 8 and b = 16 run the rows of a group in one asm loop (14 instructions per row
  * besides its blocks). GCC 12 does not get there from intrinsics (it copies the vector around each
  * VSHLC, evaluates VSHLC and the writeback gather twice, and spills VPR), hence inline asm; the C path
- * (PRUNEC_MVE_NO_ASM or no GNU asm) computes the same columns with scalar code extraction.
+ * (PRUNEC_MVE_NO_ASM or no GNU asm) computes the same columns with scalar code extraction. Other index widths
+ * (1 .. 15 but 4, 8) are widened per group of rows into a buffer of bytes / halfwords first
+ * (prunec_mve_fc_group_any), then run the b = 8 / 16 steps.
  *
  * conv2d (NCHW, batch 1): vectorised across output pixels, 4 lanes; nonzeros of an output channel are
- * decoded (64 at a time, fillers dropped, division-free through the per-call tap table of prunec_rcsr_util.h)
- * into (weight, input offset, ky*dil_h, kx*dil_w). Interior blocks with stride 1 use plain loads (8 pixels,
- * then 4); in output rows whose taps all lie in the input the 8-pixel tap loop is inline asm (9 instructions
+ * decoded (64 at a time, fillers dropped, division-free through the per-call tap table of prunec_rcsr_util.h, any
+ * index width) into (weight, input offset, ky*dil_h, kx*dil_w). Interior blocks with stride 1 use plain loads
+ * (8 pixels, then 4); in output rows whose taps all lie in the input the 8-pixel tap loop is inline asm (9 instructions
  * per tap, prunec_mve_conv_taps8). Border blocks, stride > 1 and the last partial block use a predicated
  * gather (lanes outside the input or past the row are off) and a predicated store.
  */
@@ -48,6 +50,7 @@ static const uint32_t prunec_mve_fc_b16u[2][4] = {{0, 2, 4, 6}, {1, 3, 5, 7}};
 #define PRUNEC_MVE_FC_B16 16u   /* index 2-aligned: VLDRH */
 #define PRUNEC_MVE_FC_B16U 17u  /* index at an odd address: bytewise */
 #define PRUNEC_MVE_FC_B4 4u
+#define PRUNEC_MVE_FC_ANY 1u    /* other widths: widened into a buffer first */
 
 #if defined(__GNUC__) && !defined(PRUNEC_MVE_NO_ASM)
 /* q0: x addresses of the block's 4 entries; q1: codes; q2: x; q3: values; q4: accumulator; q5, q6: b = 4 and
@@ -237,6 +240,93 @@ static inline void prunec_mve_fc_out(const float *buf, const float *b, float *y,
 }
 #endif
 
+/* Other widths (1 .. 15): a group of rows is first widened into a buffer of PRUNEC_MVE_FC_CAP codes (bytes for
+ * b <= 8, halfwords for 9 .. 15), then runs the b = 8 / b = 16 steps above from there. b <= 8: 8 codes (exactly
+ * b bytes, so every block starts at the same bit s0 of a byte) per step: two byte gathers into 16-bit lanes (the
+ * code's byte and the next one, or the same one when the code does not cross it: no byte past the code is read),
+ * VSLI, a per-lane shift right by its bit, AND and a narrowing byte store (the last 1 .. 8 codes
+ * predicated): about 9 instructions per 8 codes. b = 9 .. 15 (rare in fc layers) code by code. */
+#define PRUNEC_MVE_FC_CAP 512u
+
+static void prunec_mve_widen(const uint8_t *index, uint32_t b, uint32_t e, uint32_t n, uint16_t *buf) {
+  uint32_t i = 0, j;
+  if (b <= 8u) {
+    const uint64_t bit0 = (uint64_t)e * b;
+    const uint8_t *p = index + (size_t)(bit0 >> 3);
+    const uint32_t s0 = (uint32_t)(bit0 & 7u);
+    uint16_t lo[8], hi[8];
+    int16_t sh[8];
+    uint16x8_t vlo, vhi, mask;
+    int16x8_t vsh;
+    uint8_t *out = (uint8_t *)buf;
+    for (j = 0; j < 8u; j++) {
+      const uint32_t at = s0 + j * b;
+      lo[j] = (uint16_t)(at >> 3);
+      hi[j] = (uint16_t)((at + b - 1u) >> 3);
+      sh[j] = (int16_t)-(int16_t)(at & 7u);
+    }
+    vlo = vld1q_u16(lo);
+    vhi = vld1q_u16(hi);
+    vsh = vld1q_s16(sh);
+    mask = vdupq_n_u16((uint16_t)((1u << b) - 1u));
+    for (; i + 8u <= n; i += 8u, p += b) {
+      const uint16x8_t v = vsliq_n_u16(vldrbq_gather_offset_u16(p, vlo), vldrbq_gather_offset_u16(p, vhi), 8);
+      vstrbq_u16(out + i, vandq_u16(vshlq_u16(v, vsh), mask));
+    }
+    if (i < n) {
+      const mve_pred16_t pr = vctp16q(n - i);
+      uint16x8_t v = vsliq_n_u16(vldrbq_gather_offset_z_u16(p, vlo, pr), vldrbq_gather_offset_z_u16(p, vhi, pr), 8);
+      v = vandq_u16(vshlq_u16(v, vsh), mask);
+      vstrbq_p_u16(out + i, v, pr);
+    }
+  } else {
+    for (; i < n; i++) {
+      buf[i] = (uint16_t)prunec_rcsr_code_any(index, e + i, b);
+    }
+  }
+}
+
+/* One row of more than PRUNEC_MVE_FC_CAP entries, any width: its sum into slot[0] (slot[1..3] = 0). */
+static void prunec_mve_fc_long_row(const prunec_rcsr_f32 *w, uint32_t e, uint32_t end, const float *x, float *slot) {
+  const float *xp = x; /* x + column after the previous entry */
+  float a = 0.0f;
+  for (; e < end; e++) {
+    xp += prunec_rcsr_code_any(w->index, e, w->index_bits);
+    a = __builtin_fmaf(w->values[e], xp[0], a);
+    xp++;
+  }
+  slot[0] = a;
+  slot[1] = slot[2] = slot[3] = 0.0f;
+}
+
+/* The m rows from r as prunec_mve_fc_group does them, any width: widened first (in one piece when the m rows
+ * fit the buffer, else row by row). */
+static void prunec_mve_fc_group_any(const prunec_rcsr_f32 *w, uint32_t r, uint32_t m, const float *x,
+                                    uint32x4_t a0, float *slot) {
+  uint16_t cb[PRUNEC_MVE_FC_CAP];
+  const uint32_t *row_ptr = w->row_ptr, b = w->index_bits;
+  const uint32_t kind = b <= 8u ? PRUNEC_MVE_FC_B8 : PRUNEC_MVE_FC_B16, scale = b <= 8u ? 1u : 2u;
+  uint32_t k;
+  if (row_ptr[r + m] - row_ptr[r] <= PRUNEC_MVE_FC_CAP) {
+    const uint32_t e = row_ptr[r];
+    prunec_mve_widen(w->index, b, e, row_ptr[r + m] - e, cb);
+    /* the group reads code e' at cb + (e' - e) * scale */
+    prunec_mve_fc_group(row_ptr + r + 1, e, m, (const uint8_t *)((uintptr_t)cb - (uintptr_t)e * scale), w->values,
+                        a0, slot, kind);
+    return;
+  }
+  for (k = 0; k < m; k++) {
+    const uint32_t e = row_ptr[r + k], end = row_ptr[r + k + 1];
+    if (end - e <= PRUNEC_MVE_FC_CAP) {
+      prunec_mve_widen(w->index, b, e, end - e, cb);
+      prunec_mve_fc_group(row_ptr + r + k + 1, e, 1, (const uint8_t *)((uintptr_t)cb - (uintptr_t)e * scale),
+                          w->values, a0, slot + 4 * k, kind);
+    } else {
+      prunec_mve_fc_long_row(w, e, end, x, slot + 4 * k);
+    }
+  }
+}
+
 static inline __attribute__((always_inline)) void prunec_mve_fc_rows(const prunec_rcsr_f32 *w, const float *bias,
                                                                     const float *x, float *y, float lo, float hi,
                                                                     const uint32_t kind) {
@@ -253,6 +343,8 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_rows(const prune
     const uint32_t m = rows - r < 4u ? rows - r : 4u;
     if (kind == PRUNEC_MVE_FC_B8 || kind == PRUNEC_MVE_FC_B16) {
       prunec_mve_fc_group(row_ptr + r + 1, row_ptr[r], m, index, values, a0, buf, kind);
+    } else if (kind == PRUNEC_MVE_FC_ANY) {
+      prunec_mve_fc_group_any(w, r, m, x, a0, buf);
     } else {
       uint32_t k;
       for (k = 0; k < m; k++) {
@@ -274,10 +366,6 @@ void prunec_f32_fc_rcsr__mve(const prunec_rcsr_f32 *w, const float *bias, const 
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
-    return;
-  }
   switch (w->index_bits) {
     case 4:
       prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B4);
@@ -285,12 +373,15 @@ void prunec_f32_fc_rcsr__mve(const prunec_rcsr_f32 *w, const float *bias, const 
     case 8:
       prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B8);
       break;
-    default:
+    case 16:
       if (((uintptr_t)w->index & 1u) == 0) {
         prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B16);
       } else {
         prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B16U);
       }
+      break;
+    default:
+      prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_ANY);
       break;
   }
 }
@@ -360,10 +451,6 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
   const int32x4_t lane = vld1q_s32(lane_ids);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
-    return;
-  }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   if (ow_hi > out_w) {

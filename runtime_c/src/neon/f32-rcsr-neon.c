@@ -5,10 +5,11 @@
  * fc: the codes are decoded in a SIMD pre-pass, a window of entries at a time, into byte steps of x; the
  * main loop's x loads are lane loads whose register post-increment steps the x pointer to the next entry's
  * column (no column arithmetic, no gather); 8 values per load, 2 FMAs per 8 entries; 4 rows per reduction.
+ * Index widths other than 4/8/16 are widened in the same pre-pass by table lookups (prunec_neon_fill_any).
  * Details above prunec_f32_fc_rcsr__neon.
  *
  * conv2d (NCHW, batch 1): vectorised across output pixels. The nonzeros of an output channel are decoded
- * (256 at a time, division-free through a per-call tap table) into (weight, input offset, ky*dil_h, kx*dil_w)
+ * (256 at a time, division-free through a per-call tap table; any index width) into (weight, input offset, ky*dil_h, kx*dil_w)
  * and reused over the whole plane. Interior blocks of output rows (stride_w 1) run register tiles without
  * bounds checks: AArch64 8 rows x 8 columns, Armv7-A 4 x 8 (asm tap loops), then 4-column tiles; border rows
  * and columns, stride_w > 1 and column tails take a checked per-row path (8/4-pixel blocks with plain loads
@@ -129,8 +130,78 @@ static inline __attribute__((always_inline)) void prunec_neon_steps32(const uint
 }
 #endif
 
+/* Any other width b (1 .. 15): m codes from entry `from` into byte steps d[0 .. m-1]. g codes (16 for b <= 7, else
+ * 8) take exactly g*b/8 bytes, so every block of g codes starts at the same bit s0 of a byte: one 16-byte load per
+ * block (only while it stays inside the index array), table lookups (TBL / VTBL) that put the up to 3 bytes of
+ * code j into 32-bit lane j, AND with the code's mask shifted to its bit, a per-lane shift by 2 - its bit (USHL)
+ * and + 4: the step 4 * (code + 1). AArch64: 23 instructions per 16 codes at b <= 7; the codes after the last
+ * whole load one by one. */
+PRUNEC_ALWAYS_INLINE uint32_t prunec_neon_fill_blocks(const uint8_t *p, const uint8_t *stop, uint32_t s0, uint32_t b,
+                                                      uint32_t m, uint32_t *d, const uint32_t g) {
+  uint8_t idx[64];
+  uint32_t msk[16];
+  int32_t shl[16];
+  uint8x16_t iv[4];
+  uint32x4_t mv[4];
+  int32x4_t hv[4];
+  const uint32x4_t four = vdupq_n_u32(4);
+  const size_t step = g * b / 8u;
+  size_t n = (size_t)(m / g), fit;
+  uint32_t j;
+  if (n == 0u || (size_t)(stop - p) < 16u) {
+    return 0;
+  }
+  fit = ((size_t)(stop - p) - 16u) / step + 1u; /* blocks whose 16-byte load ends inside the array */
+  n = n < fit ? n : fit;
+  for (j = 0; j < g; j++) {
+    const uint32_t at = s0 + j * b;
+    uint32_t q;
+    for (q = 0; q < 4u; q++) {
+      idx[4u * j + q] = (uint8_t)((at >> 3) + q); /* >= 16 (bytes no code needs): TBL gives 0 */
+    }
+    msk[j] = ((1u << b) - 1u) << (at & 7u);
+    shl[j] = 2 - (int32_t)(at & 7u);
+  }
+  for (j = 0; j < g / 4u; j++) {
+    iv[j] = vld1q_u8(idx + 16u * j);
+    mv[j] = vld1q_u32(msk + 4u * j);
+    hv[j] = vld1q_s32(shl + 4u * j);
+  }
+  for (; n > 0u; n--, p += step, d += g) {
+    const uint8x16_t v = vld1q_u8(p);
+#if !PRUNEC_HAVE_AARCH64
+    uint8x8x2_t t;
+    t.val[0] = vget_low_u8(v);
+    t.val[1] = vget_high_u8(v);
+#endif
+    for (j = 0; j < g / 4u; j++) {
+#if PRUNEC_HAVE_AARCH64
+      const uint32x4_t w = vreinterpretq_u32_u8(vqtbl1q_u8(v, iv[j]));
+#else
+      const uint32x4_t w =
+          vreinterpretq_u32_u8(vcombine_u8(vtbl2_u8(t, vget_low_u8(iv[j])), vtbl2_u8(t, vget_high_u8(iv[j]))));
+#endif
+      vst1q_u32(d + 4u * j, vaddq_u32(vshlq_u32(vandq_u32(w, mv[j]), hv[j]), four));
+    }
+  }
+  return (uint32_t)(m / g < fit ? m / g : fit) * g;
+}
+
+static void prunec_neon_fill_any(const prunec_neon_window *s, uint32_t from, uint32_t m, uint32_t *d) {
+  const uint32_t b = s->bits;
+  const uint64_t bit0 = (uint64_t)from * b;
+  const uint8_t *const p = s->index + (size_t)(bit0 >> 3);
+  const uint8_t *const stop = s->index + (size_t)(((uint64_t)s->total * b + 7u) >> 3); /* the array's end */
+  const uint32_t s0 = (uint32_t)(bit0 & 7u);
+  uint32_t i = b <= 7u ? prunec_neon_fill_blocks(p, stop, s0, b, m, d, 16u)
+                       : prunec_neon_fill_blocks(p, stop, s0, b, m, d, 8u);
+  for (; i < m; i++) {
+    d[i] = (prunec_rcsr_code_any(s->index, from + i, b) + 1u) << 2;
+  }
+}
+
 /* Decodes the codes of entries from .. from + m - 1 (m = min(WINDOW + 1, total - from)) into byte steps,
- * 32 codes per vector step (b = 16: 8). Vector loads stay inside the index array. */
+ * 32 codes per vector step (b = 16: 8; other widths: 16 or 8). Vector loads stay inside the index array. */
 static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s, uint32_t from) {
   const uint32_t left = s->total - from;
   const uint32_t m = left < PRUNEC_NEON_FC_WINDOW + 1u ? left : PRUNEC_NEON_FC_WINDOW + 1u;
@@ -156,6 +227,8 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
     for (; i < m; i++) {
       d[i] = (((uint32_t)c[2u * i] | ((uint32_t)c[2u * i + 1u] << 8)) + 1u) << 2;
     }
+  } else if (s->bits != 4u) {
+    prunec_neon_fill_any(s, from, m, d);
   } else {
     const uint8x16_t nib = vdupq_n_u8(0x0F);
     if ((from & 1u) != 0 && m != 0) {
@@ -492,10 +565,6 @@ void prunec_f32_fc_rcsr__neon(const prunec_rcsr_f32 *w, const float *bias, const
   const uint32_t rows = w->rows;
   uint32_t r;
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
-    return;
-  }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
     return;
   }
   s.index = w->index;
@@ -860,10 +929,6 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
-    return;
-  }
-  if (!prunec_rcsr_fast_bits(w->index_bits)) { /* 1..16 without a path here: the portable generic decoder */
-    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
   prunec_neon_conv_geometry(p, &c);
