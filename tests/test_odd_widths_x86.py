@@ -88,6 +88,12 @@ def test_conv_widened_rows_guarded(o3, bits):
             x = rng.standard_normal((in_c, hw, hw)).astype(np.float32)
             check_conv(o3, w, x, rng.standard_normal(6).astype(np.float32), bits, pre_rows=1,
                        what=f"widened rows in_c={in_c}")
+        # layers of more than 16384 entries (avx512x4 widens a b < 8 layer's codes once per call up to that, row by
+        # row / chunk by chunk beyond): row pairs, fused decode, offset list
+        for in_c, hw, k, out_c in ((20, 12, 5, 40), (4, 6, 3, 500), (3, 12, 4, 400)):
+            w = rng.standard_normal((out_c, in_c, k, k)).astype(np.float32) + 0.01
+            x = rng.standard_normal((in_c, hw, hw)).astype(np.float32)
+            check_conv(o3, w, x, None, bits, pre_rows=1, mems=[Mem("end")], what=f"{out_c * in_c * k * k} entries")
         # 2049 columns, all entries: beyond the packed paths (register tiles)
         w = rng.standard_normal((2, 2049, 1, 1)).astype(np.float32) + 0.01
         x = rng.standard_normal((2049, 2, 3)).astype(np.float32)

@@ -122,6 +122,12 @@ void prunec_f32_fc_rcsr__avx2(const prunec_rcsr_f32 *w, const float *bias, const
   if (prunec_rcsr_bad_bits(w, y, w->rows)) {
     return;
   }
+  if (!prunec_rcsr_fast_bits(w->index_bits)) {
+    /* other widths: the portable kernel (its bit-buffer decoder beat this kernel's decode pass with the generic
+     * reader: LeNet-5 fc1 at b = 6, 28 against 33-35 us; x86_64-avx2 selects avx512x4 for fc, which has its own) */
+    prunec_f32_fc_rcsr__portable(w, bias, x, y, out_min, out_max);
+    return;
+  }
   for (r = 0; r < w->rows; r++) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     const uint32_t end = row_ptr[r + 1];

@@ -248,6 +248,7 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
 #define PK_COLS 2048  /* cin_g*kh*kw of the column -> offset table */
 #define PK_SEGMAX 24  /* accumulators of one plane segment */
 #define PK2_MAX 16384 /* floats of the row-pair packed input (64 KB; LeNet-5 conv2 uses 12800) */
+#define WIDE_MAX 16384 /* b < 8: layers of at most this many entries have their codes widened to bytes once per call */
 
 static int packed_fits(const prunec_conv2d_params *p) {
   const uint64_t ph = (uint64_t)p->out_h + p->kh - 1;
@@ -511,8 +512,10 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   float pk[PK_MAX + 16] __attribute__((aligned(64)));
   int32_t col_off[PK_COLS];
   int32_t off[CHUNK];
-  uint8_t wide[PK_COLS + 64] __attribute__((aligned(64))); /* a row's or chunk's codes widened (b < 8) */
+  uint8_t wide[WIDE_MAX + 64] __attribute__((aligned(64))); /* codes widened (b < 8): the layer's, or a row's / chunk's */
   const size_t len = index_len(w);
+  const uint32_t e0 = w->row_ptr[0];
+  const int all = w->index_bits < 8 && w->row_ptr[p->out_c] - e0 <= WIDE_MAX;
   uint32_t g, oc;
   {
     uint32_t ci, ky, kx, c = 0;
@@ -528,6 +531,9 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   if (nv == 0) {
     return;
   }
+  if (all) { /* once per call: one plan, one pass (per row, the plan cost LeNet-5 conv1 ~0.4 us at b = 6) */
+    widen8(w->index, len, w->index_bits, e0, w->row_ptr[p->out_c] - e0, wide);
+  }
   for (g = 0; g < p->groups; g++) {
     if (twin) {
       _mm512_storeu_ps(pk + total + 16, _mm512_setzero_ps());
@@ -542,7 +548,9 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
       if (w->index_bits <= 8 && nv <= 4 && (w->index_bits == 8 || end - r0 <= PK_COLS)) {
         /* b < 8: the row's codes widened to bytes first (at most PK_COLS: one per column, fillers included) */
         const uint8_t *codes = w->index + r0;
-        if (w->index_bits != 8) {
+        if (all) {
+          codes = wide + (r0 - e0);
+        } else if (w->index_bits != 8) {
           widen8(w->index, len, w->index_bits, r0, end - r0, wide);
           codes = wide;
         }
@@ -582,6 +590,8 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
           PRUNEC_PK_DECODE((uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu)
         } else if (w->index_bits == 16) {
           PRUNEC_PK_DECODE((uint32_t)w->index[2u * e] | ((uint32_t)w->index[2u * e + 1u] << 8))
+        } else if (all) {
+          PRUNEC_PK_DECODE(wide[e - e0])
         } else if (w->index_bits < 8) { /* other widths: the chunk's codes widened to bytes first */
           widen8(w->index, len, w->index_bits, c0, stop - c0, wide);
           PRUNEC_PK_DECODE(wide[e - c0])
@@ -637,8 +647,10 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   const int32_t pad_h = (int32_t)p->pad_h;
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
   float pk[PK2_MAX] __attribute__((aligned(64)));
-  uint8_t wide[PK_COLS + 64] __attribute__((aligned(64))); /* a row's codes widened (b < 8) */
+  uint8_t wide[WIDE_MAX + 64] __attribute__((aligned(64))); /* codes widened (b < 8): the layer's, or a row's */
   const size_t len = index_len(w);
+  const uint32_t e0 = w->row_ptr[0];
+  const int all = w->index_bits < 8 && w->row_ptr[p->out_c] - e0 <= WIDE_MAX;
   int32_t col_off[PK_COLS];
   __m512i shift[16];
   uint32_t g, oc, ci, ky, r, c = 0;
@@ -658,6 +670,9 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
     for (c = 0; c < kh * kw; c++) {
       col_off[ci * kh * kw + c] = col_off[c] + step;
     }
+  }
+  if (all) {
+    widen8(w->index, len, w->index_bits, e0, w->row_ptr[p->out_c] - e0, wide);
   }
   for (g = 0; g < p->groups; g++) {
     const float *xg = x + (size_t)g * cin_g * in_plane;
@@ -704,7 +719,9 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
       const uint32_t r0 = w->row_ptr[oc], n = w->row_ptr[oc + 1] - r0;
       const uint8_t *codes = w->index + r0;
       const float *val = w->values + r0;
-      if (w->index_bits != 8) { /* b < 8: the row's codes widened to bytes (rows of <= PK_COLS entries) */
+      if (all) {
+        codes = wide + (r0 - e0);
+      } else if (w->index_bits != 8) { /* b < 8: the row's codes widened to bytes (rows of <= PK_COLS entries) */
         widen8(w->index, len, w->index_bits, r0, n, wide);
         codes = wide;
       }
