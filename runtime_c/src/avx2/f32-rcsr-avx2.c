@@ -4,7 +4,8 @@
  *
  * fc (NOTES.md, "What a sparse fc kernel can do on this CPU"): no gathers. A row's codes are first decoded
  * into absolute columns, 256 at a time (8-bit and 16-bit codes with a SIMD prefix sum, 4-bit ones in
- * scalar). Then for each group of 8 entries with values v[0..7], accumulator j += v * broadcast(x[col_j]):
+ * scalar). Other index widths (1..16, docs/FORMAT.md) go to the portable fc kernel; the conv kernel decodes them
+ * with one 32-bit load per code. Then for each group of 8 entries with values v[0..7], accumulator j += v * broadcast(x[col_j]):
  * one x load (the broadcast) and one FMA per entry, one value load per 8. Lane j of accumulator j is the
  * partial sum of entry j of every group; the row is the sum of those diagonal lanes. A last partial group
  * loads its values masked (zeros beyond the row) and runs only the FMAs of its entries.

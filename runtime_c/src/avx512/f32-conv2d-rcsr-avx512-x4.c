@@ -24,6 +24,11 @@
  * row lies in the padding load nothing (all-false mask). Output planes at most 8 wide use 8-column tiles.
  * Nonzeros are processed in chunks of CHUNK (the tile is stored and reloaded between chunks).
  *
+ * Index widths other than 4/8/16 (docs/FORMAT.md: 1..16): b < 8 codes are widened to bytes (once per call for
+ * layers of <= WIDE_MAX entries, else per row or chunk) and take the 8-bit paths (the fused decode, row pairs);
+ * 9..15 and the tiles / generic loop read the bit stream code by code (LeNet-5 conv1 / conv2 at b = 6: 1.01x /
+ * 1.04x the b = 8 time).
+ *
  * The packed paths multiply fillers (value 0) like other entries (FORMAT.md: both are correct).
  * Clamp as the portable kernel (docs/TARGETS.md): min_ps(hi, max_ps(lo, a)), MAXPS/MINPS returning their
  * second operand for a NaN, so NaN stays NaN and relu(-0.0) = -0.0. Extra accumulators start at -0.0 (the

@@ -26,15 +26,16 @@
  * the kernel is bound by its ~4 instructions per entry. Column blocking of x (a per-slice SIMD count of
  * each row's entries) was tried and was slower than the four-row pass on VGG-16 fc6, so there is none.
  *
- * 4-bit codes of layers of at most B4_WIDEN_MAX entries (LeNet-300 fc2/fc3, LeNet-5 fc2): the codes are
- * widened to bytes on the stack (32 per step) and the 8-bit path runs on them (LeNet-300 fc2 2.57 -> 1.40 us,
- * LeNet-5 fc2 0.56 -> 0.36 us against the decode pass below).
+ * Codes of b <= 7 bits (docs/FORMAT.md: any width 1..16; 4 included, any layer size): widened to bytes on the
+ * stack, a block of rows of at most WIDEN_MAX entries at a time (4-bit: nibble unpacking; others 32 codes per
+ * step in 16-bit lanes), and the 8-bit path runs on each block (fc_rcsr_widened). LeNet-5 fc1 at b = 6 8.9 us
+ * against 7.2 at b = 8 (the portable kernel: 31 us); b = 4 16.0 -> 10.2 us against the decode pass below.
  *
- * 4- and 16-bit codes otherwise:
+ * 9..16-bit codes (and rows longer than a block):
  * Algorithm (benchmarks: one x load and one FMA per nonzero, ~0.5 cycle per nonzero here):
  *  1. Pre-pass per row (per chunk of up to CHUNK entries): the b-bit codes are decoded into absolute
- *     columns, cols[i] = cols[i-1] + code_i + 1, with a 16-lane SIMD prefix sum for 8- and 16-bit codes
- *     (scalar for 4-bit codes). Lanes are padded to a multiple of 4 with column 0 and value 0.
+ *     columns, cols[i] = cols[i-1] + code_i + 1, with a 16-lane SIMD prefix sum (8/16-bit codes loaded and
+ *     widened, 4-bit ones unpacked, others read 16 at a time by a byte shuffle and per-lane shifts). Lanes are padded to a multiple of 4 with column 0 and value 0.
  *  2. Main loop, four rows at once (rows r..r+3 advance through their entries in step, so with uniformly
  *     spread nonzeros they touch the same region of x: shared cache lines when x outgrows L1).
  *     For a group of 4 entries of one row with values v (one 128-bit load), accumulator j of that row
@@ -59,7 +60,6 @@
 #define YPF_C 8192 /* and of its code stream */
 #define YPF_MIN_ENTRIES 262144u /* prefetch layers of more entries (1.3 MB: beyond L2; L3 is shared and contested) */
 #define YQUAD_COLS 12288u /* x wider than this (48 KB, an L1 here): rows in fours, sharing the lines of x */
-#define B4_WIDEN_MAX 16384u /* 4-bit layers of at most this many entries take the 8-bit path (codes widened) */
 #define WIDEN_MAX 16384u /* entries widened to bytes per block (b <= 7 bits) */
 #define YLONG_ROW 192u /* mean entries per row from which the pair loop takes 16 entries per pass */
 

@@ -2,7 +2,8 @@
  * Sparse fc and conv2d over relative-indexed CSR, x86-64 AVX-512 (F, VL, BW, DQ). Twins of the portable
  * kernels. Same algorithms as the AVX2 variants (see src/avx2/f32-rcsr-avx2.c) at 16 lanes:
  *
- * fc: codes decoded into absolute columns (256 at a time, 16-lane SIMD prefix sums for 8/16-bit codes);
+ * fc: codes decoded into absolute columns (256 at a time, 16-lane SIMD prefix sums for 8/16-bit codes; other
+ * widths than 4/8/16 go to the portable fc kernel, the conv kernel reads them with one 32-bit load per code);
  * per group of 16 entries, accumulator j += values * broadcast(x[col_j]) with the broadcast folded into
  * the FMA's memory operand; the row is the sum of lane j of accumulator j (mask blends, one reduction).
  *
