@@ -184,3 +184,24 @@ def test_kernels_under_address_and_ub_sanitizers(tmp_path):
                          env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
                               "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
     assert res.returncode == 0 and not res.stderr, res.stdout[-2000:] + res.stderr[-4000:]
+
+
+def test_kernel_uses_lines_match_the_calls_in_the_sources():
+    """kernels.inc's PRUNEC_KERNEL_USES lines are what a build copies besides the selected kernels' sources: a
+    call to another registered kernel without its line fails to link on some build, and a stale line copies a
+    source for nothing. Per source file, the registered kernels it calls (comments stripped, definitions
+    excluded) are exactly the callees its kernels declare."""
+    ks = runtime.kernels()
+    names = {k.name for k in ks}
+    by_source: dict[str, list] = {}
+    for k in ks:
+        by_source.setdefault(k.source, []).append(k)
+    for src, kernels in by_source.items():
+        text = (runtime_dir() / src).read_text()
+        text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+        text = re.sub(r"//[^\n]*", " ", text)
+        defined = {k.name for k in kernels}
+        called = {m.group(1) for m in re.finditer(r"\b(prunec_f32_\w+__\w+)\s*\(", text)
+                  if m.group(1) in names and m.group(1) not in defined}
+        declared = {c for k in kernels for c in k.uses}
+        assert called == declared, f"{src}: calls {sorted(called)}, kernels.inc declares {sorted(declared)}"
