@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Arm fc kernels, instructions per inference for each index width b (4/8/16) against dense, counted under QEMU
+"""Arm fc kernels, instructions per inference for each index width b (--bits, any of 1..16) against dense, counted under QEMU
 TCG with the counter plugin (benchmarks/qemu_plugin/insn_count.c). A companion of bench_arm.py (which lets
 choose_encoding pick b): same program (benchmarks/c/insn_main.c), same method (built with ITERS = 0 and ITERS = N,
 count = (insns(N) - insns(0)) / N, user-mode programs under `env -i`), but the layer data is a binary blob
