@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parent / "toolchain"))
 
 import harness  # noqa: E402
 import workloads  # noqa: E402
-from prunec.encode import INDEX_BITS, choose_encoding  # noqa: E402
+from prunec.encode import FAST_INDEX_BITS, check_index_bits, choose_encoding  # noqa: E402
 
 DYNAMIC_QEMU = {"aarch64-neon": "qemu-aarch64", "armv7a-neon": "qemu-arm"}
 CPU = {"aarch64-neon": "cortex-a53", "armv7a-neon": "cortex-a7"}
@@ -61,9 +61,14 @@ def _c_floats(a):
 
 
 ROW_ALIGN = None  # --row-align (None: each target's own, Target.row_align_for)
+INDEX_BITS_OVERRIDE = None  # --index-bits (None: each target's own widths per op, Target.index_bits_for)
 
 
-def layer_header(w, bias, sparse: bool, bits=INDEX_BITS, row_align: int = 1) -> str:
+def widths(t, op: str):
+    return INDEX_BITS_OVERRIDE or t.index_bits_for(op)
+
+
+def layer_header(w, bias, sparse: bool, bits=FAST_INDEX_BITS, row_align: int = 1) -> str:
     """The layer as C arrays; sparse: relative-indexed CSR with the smallest storage among index widths `bits`
     (pass target.index_bits_for(op), as `prunec build` does), rows padded to a multiple of `row_align` entries."""
     rows, cols = w.shape
@@ -84,7 +89,7 @@ def layer_header(w, bias, sparse: bool, bits=INDEX_BITS, row_align: int = 1) -> 
     return "\n".join(lines) + "\n"
 
 
-def conv_header(layer, w, bias, sparse: bool, bits=INDEX_BITS) -> str:
+def conv_header(layer, w, bias, sparse: bool, bits=FAST_INDEX_BITS) -> str:
     c = layer.conv
     head = [f"#define IN_C {c.in_c}", f"#define IN_H {c.in_hw}", f"#define IN_W {c.in_hw}", f"#define OUT_C {c.out_c}",
             f"#define OUT_H {c.out_hw}", f"#define OUT_W {c.out_hw}", f"#define KH {c.k}", f"#define KW {c.k}",
@@ -160,7 +165,7 @@ def run_conv(t, tname, key, ks, work, plugin, densities=None):
         res = {"target": tname, "layer": key, "kind": "conv", "density": d, "nonzero": nnz, "macs": macs,
                "nonzero_macs": nnz * pixels, "counts": {}}
         for op, sparse in (("conv2d_dense", False), ("conv2d_rcsr", True)):
-            hdr = conv_header(layer, w, bias, sparse, t.index_bits_for("conv2d"))
+            hdr = conv_header(layer, w, bias, sparse, widths(t, "conv2d"))
             for k in ks[op]:
                 res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
         dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
@@ -200,7 +205,7 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                 nnz = int(np.count_nonzero(w))
                 res = {"target": tname, "layer": key, "density": d, "nonzero": nnz, "macs": w.size, "counts": {}}
                 for op, sparse in (("fc_dense", False), ("fc_rcsr", True)):
-                    hdr = layer_header(w, bias, sparse, t.index_bits_for("fc"),
+                    hdr = layer_header(w, bias, sparse, widths(t, "fc"),
                                        ROW_ALIGN if ROW_ALIGN is not None else t.row_align_for("fc"))
                     for k in ks[op]:
                         res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
@@ -225,9 +230,13 @@ def main(argv=None):
     ap.add_argument("--json", default="")
     ap.add_argument("--row-align", type=int, default=None,
                     help="pad sparse fc rows to a multiple of this many entries (default: the target's, as prunec build)")
+    ap.add_argument("--index-bits", default="", metavar="B[,B...]",
+                    help="index widths every sparse layer may use, as prunec build --index-bits (e.g. 1-16; default: "
+                         "the target's per-op widths)")
     a = ap.parse_args(argv)
-    global ROW_ALIGN
+    global ROW_ALIGN, INDEX_BITS_OVERRIDE
     ROW_ALIGN = a.row_align
+    INDEX_BITS_OVERRIDE = check_index_bits(a.index_bits.split(","), "--index-bits") if a.index_bits else None
     with tempfile.TemporaryDirectory(prefix="prunec-arm-") as tmp:
         work = Path(tmp)
         plugin = build_plugin(work)
