@@ -96,3 +96,32 @@ def test_build_and_verify_under_qemu(target, model, n, models, tmp_path):
         assert runners.measure_size(out, r.manifest, t)["verification_image"]["text"] > lib["text"]
         newlib = {"printf", "malloc", "fopen", "fwrite", "free", "_sbrk", "puts"}
         assert not newlib & set(size.get("external_symbols", [])), size  # firmware-ready: no newlib beyond libm
+
+
+def test_builds_leave_out_the_odd_width_decoders_they_do_not_need(models, tmp_path):
+    """prunec build writes the build's own runtime/include/prunec_config.h: PRUNEC_RCSR_ODD_WIDTHS 0 when every
+    layer uses 4, 8 or 16 bits (the default widths), 1 when one does not (--index-bits 1-16). On Cortex-M4 the
+    default build's library is then ~2 KB of code smaller, and both builds compute what PyTorch computes."""
+    from prunec.build import build
+    from prunec.verify import verify
+
+    t = targets.get("cortex-m4")
+    missing = t.missing_tools()
+    if missing:
+        pytest.skip(", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
+    kw = {"data": "fashion-mnist"} if _has_fashion_mnist() else {"random": 20}
+    text, config = {}, {}
+    for tag, bits in (("fast", None), ("any", ["1-16"])):
+        out = tmp_path / tag
+        r = build(models["lenet5"], "cortex-m4", out, name="lenet5", index_bits=bits)
+        widths = {l["index_bits"] for l in r.manifest["layers"] if l["format"] == "rcsr"}
+        config[tag] = (out / "runtime" / "include" / "prunec_config.h").read_text()
+        text[tag] = r.manifest["size"]["library"]["text"]
+        rep = verify(out, limit=20, **kw)
+        assert rep.ok and rep.n == 20, (tag, rep.text())
+        if tag == "fast":
+            assert widths <= {4, 8, 16}
+        else:
+            assert widths - {4, 8, 16}, widths  # the size-first widths of this model include odd ones
+    assert "#define PRUNEC_RCSR_ODD_WIDTHS 0" in config["fast"] and "#define PRUNEC_RCSR_ODD_WIDTHS 1" in config["any"]
+    assert text["any"] - text["fast"] > 1500, text

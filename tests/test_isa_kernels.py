@@ -124,7 +124,7 @@ STRICT = ["-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wshadow", "-Wcast-
           "-Wmissing-prototypes", "-Wundef", "-Werror"]  # what firmware projects use
 
 
-@pytest.mark.parametrize("how", ["O0", "strict", "O0-strict"])
+@pytest.mark.parametrize("how", ["O0", "strict", "O0-strict", "strict-fast-widths"])
 @pytest.mark.parametrize("name", sorted(CROSS) + ["x86_64-avx2"])
 def test_every_kernel_compiles_unoptimised_and_warning_free(name, how, tmp_path):
     """`make CFLAGS="-O0 -g"` (debugging) must build: the inline-assembly kernels fall back to their C steps when
@@ -135,7 +135,9 @@ def test_every_kernel_compiles_unoptimised_and_warning_free(name, how, tmp_path)
     t = targets.get(name)
     _skip_if_missing(t)
     flags = [f for f in t.cflags if not f.startswith("-O")] + ["-I", str(RT / "include")]
-    flags += {"O0": ["-O0", "-g"], "strict": ["-O2", *STRICT], "O0-strict": ["-O0", "-g", *STRICT]}[how]
+    flags += {"O0": ["-O0", "-g"], "strict": ["-O2", *STRICT], "O0-strict": ["-O0", "-g", *STRICT],
+              # a build whose layers all use 4/8/16 bits (prunec_config.h: the other widths' decoders left out)
+              "strict-fast-widths": ["-O2", *STRICT, "-DPRUNEC_RCSR_ODD_WIDTHS=0"]}[how]
     for src in _sources():
         r = subprocess.run([t.cc, *flags, "-c", str(src), "-o", str(tmp_path / "k.o")], capture_output=True, text=True)
         assert r.returncode == 0, f"{name}: {src.name} ({how}):\n{r.stderr[-2000:]}"

@@ -205,3 +205,23 @@ def test_kernel_uses_lines_match_the_calls_in_the_sources():
                   if m.group(1) in names and m.group(1) not in defined}
         declared = {c for k in kernels for c in k.uses}
         assert called == declared, f"{src}: calls {sorted(called)}, kernels.inc declares {sorted(declared)}"
+
+
+def test_a_build_without_odd_widths_fills_nan_for_them(tmp_path):
+    """Compiled with PRUNEC_RCSR_ODD_WIDTHS 0 (what prunec build writes into prunec_config.h when every layer uses
+    4, 8 or 16 bits), the kernels have no decoder for the other widths: such a layer fills NaN, as an invalid
+    one, and 4/8/16 still compute."""
+    ffi, lib = kh.build_kernels(runtime.sources_for(PORTABLE), ["-DPRUNEC_RCSR_ODD_WIDTHS=0"], tmpdir=tmp_path)
+    w = np.random.default_rng(0).standard_normal((5, 40)).astype(np.float32)
+    w[np.random.default_rng(1).random(w.shape) < 0.7] = 0
+    x = np.random.default_rng(2).standard_normal(40).astype(np.float32)
+    for bits, ok in ((6, False), (1, False), (8, True), (4, True), (16, True)):
+        keep = kh._Keep()
+        ws = kh.rcsr_struct(ffi, keep, encode.encode_rcsr(w, bits))
+        y = np.zeros(5, np.float32)
+        lib.prunec_f32_fc_rcsr__portable(ws, ffi.NULL, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True),
+                                         -np.inf, np.inf)
+        if ok:
+            np.testing.assert_allclose(y, w @ x, rtol=1e-5, atol=1e-5)
+        else:
+            assert np.isnan(y).all(), bits

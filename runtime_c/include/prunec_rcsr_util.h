@@ -8,13 +8,15 @@
  * sparse convolution, fillers dropped: the weight, the input offset ci*in_h*in_w + ky*dil_h*in_w + kx*dil_w,
  * and the row and column shifts ky*dil_h and kx*dil_w that the kernels' border tests need. Each kernel keeps
  * a chunk of taps on its stack (the chunk size suits the ISA) and runs its vector pixel loops over them.
- * prunec_rcsr_bad_bits refuses an index width outside 1..16 the way the portable kernels do (docs/FORMAT.md).
+ * prunec_rcsr_bad_bits refuses an index width outside 1..16 the way the portable kernels do (docs/FORMAT.md), and
+ * outside 4/8/16 in a build configured without the other widths (PRUNEC_RCSR_ODD_WIDTHS 0, prunec_config.h).
  */
 #ifndef PRUNEC_RCSR_UTIL_H
 #define PRUNEC_RCSR_UTIL_H
 
 #include <math.h>
 
+#include "prunec_config.h"
 #include "prunec_types.h"
 
 #if defined(__GNUC__)
@@ -23,14 +25,19 @@
 #define PRUNEC_ALWAYS_INLINE static inline
 #endif
 
-/* 1 for an index width the format allows (1..16). */
-static inline int prunec_rcsr_valid_bits(uint32_t bits) {
-  return bits >= 1u && bits <= 16u;
-}
-
 /* 1 for the widths ISA kernels decode on their own fast paths. */
 static inline int prunec_rcsr_fast_bits(uint32_t bits) {
   return bits == 4u || bits == 8u || bits == 16u;
+}
+
+/* 1 for an index width the format allows (1..16) and this build decodes (only 4/8/16 when it was compiled with
+ * PRUNEC_RCSR_ODD_WIDTHS 0, prunec_config.h). */
+static inline int prunec_rcsr_valid_bits(uint32_t bits) {
+#if PRUNEC_RCSR_ODD_WIDTHS
+  return bits >= 1u && bits <= 16u;
+#else
+  return prunec_rcsr_fast_bits(bits);
+#endif
 }
 
 /* An index_bits outside 1..16 is not a valid encoding: like the portable kernels, fill the output with NaN
@@ -69,10 +76,14 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code(const uint8_t *index, uint32_t e,
   if (bits == 16) {
     return (uint32_t)index[2u * e] | ((uint32_t)index[2u * e + 1u] << 8);
   }
+#if PRUNEC_RCSR_ODD_WIDTHS
   if (bits == 4) {
     return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
   }
   return prunec_rcsr_code_any(index, e, bits);
+#else
+  return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu; /* 4: the only width left (valid_bits) */
+#endif
 }
 
 /* Tap k of column `col` (= (ci*kh + ky)*kw + kx) with weight v. */
@@ -164,10 +175,15 @@ static inline uint32_t prunec_conv_decode_taps_tab(const prunec_conv_tap_table *
       return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 8);
     case 16:
       return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 16);
+#if PRUNEC_RCSR_ODD_WIDTHS
     case 4:
       return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 4);
     default:
       return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, wt->index_bits);
+#else
+    default:
+      return prunec_conv_decode_taps_tab_b(tab, wt, e, n, last, w, off, dy, dx, 4);
+#endif
   }
 }
 

@@ -393,6 +393,7 @@ static inline __attribute__((always_inline)) void prunec_cortexm_fc_rows_c(const
   }
 }
 
+#if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h: a build with only 4/8/16-bit layers leaves these out */
 /*
  * Other widths. b = 5, 6, 7 (the widths a size-first encoding picks for fc layers): 8 entries take exactly b
  * bytes, so the groups of 8 entries of a row all start at the same bit s (0..7) of a byte. A group's codes are
@@ -610,6 +611,7 @@ static void prunec_cortexm_fc_rows_any(const prunec_rcsr_f32 *w, const float *bi
     y[r] = a > hi ? hi : a;
   }
 }
+#endif /* PRUNEC_RCSR_ODD_WIDTHS */
 
 void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                  float out_min, float out_max) {
@@ -626,6 +628,7 @@ void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, co
     case 16:
       prunec_cortexm_fc_rows_c(w, bias, x, y, out_min, out_max, 16);
       break;
+#if PRUNEC_RCSR_ODD_WIDTHS
     case 6:
       prunec_cortexm_fc_rows_odd(w, bias, x, y, out_min, out_max, 6);
       break;
@@ -638,6 +641,10 @@ void prunec_f32_fc_rcsr__cortexm(const prunec_rcsr_f32 *w, const float *bias, co
     default:
       prunec_cortexm_fc_rows_any(w, bias, x, y, out_min, out_max);
       break;
+#else
+    default: /* not reached: prunec_rcsr_bad_bits took every other width */
+      break;
+#endif
   }
 }
 

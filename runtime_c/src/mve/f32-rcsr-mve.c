@@ -240,6 +240,7 @@ static inline void prunec_mve_fc_out(const float *buf, const float *b, float *y,
 }
 #endif
 
+#if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h: a build with only 4/8/16-bit layers leaves these out */
 /* Other widths (1 .. 15): a group of rows is first widened into a buffer of PRUNEC_MVE_FC_CAP codes (bytes for
  * b <= 8, halfwords for 9 .. 15), then runs the b = 8 / b = 16 steps above from there. b <= 8: 8 codes (exactly
  * b bytes, so every block starts at the same bit s0 of a byte) per step: two byte gathers into 16-bit lanes (the
@@ -326,6 +327,7 @@ static void prunec_mve_fc_group_any(const prunec_rcsr_f32 *w, uint32_t r, uint32
     }
   }
 }
+#endif /* PRUNEC_RCSR_ODD_WIDTHS */
 
 static inline __attribute__((always_inline)) void prunec_mve_fc_rows(const prunec_rcsr_f32 *w, const float *bias,
                                                                     const float *x, float *y, float lo, float hi,
@@ -343,8 +345,10 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_rows(const prune
     const uint32_t m = rows - r < 4u ? rows - r : 4u;
     if (kind == PRUNEC_MVE_FC_B8 || kind == PRUNEC_MVE_FC_B16) {
       prunec_mve_fc_group(row_ptr + r + 1, row_ptr[r], m, index, values, a0, buf, kind);
+#if PRUNEC_RCSR_ODD_WIDTHS
     } else if (kind == PRUNEC_MVE_FC_ANY) {
       prunec_mve_fc_group_any(w, r, m, x, a0, buf);
+#endif
     } else {
       uint32_t k;
       for (k = 0; k < m; k++) {
@@ -380,9 +384,14 @@ void prunec_f32_fc_rcsr__mve(const prunec_rcsr_f32 *w, const float *bias, const 
         prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_B16U);
       }
       break;
+#if PRUNEC_RCSR_ODD_WIDTHS
     default:
       prunec_mve_fc_rows(w, bias, x, y, out_min, out_max, PRUNEC_MVE_FC_ANY);
       break;
+#else
+    default: /* not reached: prunec_rcsr_bad_bits took every other width */
+      break;
+#endif
   }
 }
 

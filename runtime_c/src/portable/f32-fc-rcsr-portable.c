@@ -80,6 +80,7 @@ static void fc_rcsr_b16(const prunec_rcsr_f32 *w, const float *bias, const float
   }
 }
 
+#if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h */
 /* Any other width b in 1..16 (prunec_types.h): the codes of a row are one LSB-first bit stream, read through
  * a 32-bit window `buf` holding `have` unread bits, refilled a byte at a time (never past the stream's end). */
 static void fc_rcsr_bany(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float lo,
@@ -114,6 +115,7 @@ static void fc_rcsr_bany(const prunec_rcsr_f32 *w, const float *bias, const floa
     y[r] = clampf(acc, lo, hi);
   }
 }
+#endif
 
 void prunec_f32_fc_rcsr__portable(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                   float out_min, float out_max) {
@@ -129,10 +131,12 @@ void prunec_f32_fc_rcsr__portable(const prunec_rcsr_f32 *w, const float *bias, c
       fc_rcsr_b16(w, bias, x, y, out_min, out_max);
       break;
     default:
+#if PRUNEC_RCSR_ODD_WIDTHS
       if (prunec_rcsr_valid_bits(w->index_bits)) {
         fc_rcsr_bany(w, bias, x, y, out_min, out_max);
         break;
       }
+#endif
       /* Not a valid encoding: make the output visibly wrong rather than leave it stale. */
       for (r = 0; r < w->rows; r++) {
         y[r] = NAN;
