@@ -130,8 +130,19 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_conv_decode_taps_tab_b(const prunec_conv_ta
                                                             const uint32_t bits) {
   const uint32_t taps = tab->taps;
   const int32_t plane = tab->plane;
+  /* widths other than 4/8/16: the codes are read through a bit buffer (`have` unread bits in `buf`, refilled a
+   * byte at a time, never past the byte of the last code) instead of per-entry address arithmetic */
+  const int any = !prunec_rcsr_fast_bits(bits);
+  const uint8_t *sp = wt->index;
+  uint32_t buf = 0, have = 0;
   uint32_t c = *last, t, i, k = 0;
   int32_t cib;
+  if (any && n) {
+    const uint64_t bit = (uint64_t)e * bits;
+    sp = wt->index + (size_t)(bit >> 3);
+    buf = (uint32_t)*sp++ >> (uint32_t)(bit & 7u);
+    have = 8u - (uint32_t)(bit & 7u);
+  }
   if (c == (uint32_t)-1) {
     t = (uint32_t)-1; /* the first gap (>= 1) wraps it to its tap */
     cib = 0;
@@ -142,7 +153,18 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_conv_decode_taps_tab_b(const prunec_conv_ta
   }
   for (i = 0; i < n; i++) {
     const float v = wt->values[e + i];
-    const uint32_t g = prunec_rcsr_code(wt->index, e + i, bits) + 1u;
+    uint32_t g;
+    if (any) {
+      while (have < bits) {
+        buf |= (uint32_t)*sp++ << have;
+        have += 8u;
+      }
+      g = (buf & ((1u << bits) - 1u)) + 1u;
+      buf >>= bits;
+      have -= bits;
+    } else {
+      g = prunec_rcsr_code(wt->index, e + i, bits) + 1u;
+    }
     c += g;
     t += g;
     if (t >= taps) {
