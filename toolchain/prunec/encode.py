@@ -64,7 +64,7 @@ def check_row_align(align, where: str) -> int:
 
 def index_bits_for(op: str, by_op: dict | None = None) -> tuple[int, ...]:
     """The index widths an `op` layer may be stored with: `by_op[op]` (a target's table) where given, else
-    DEFAULT_INDEX_BITS_BY_OP, else all of INDEX_BITS."""
+    DEFAULT_INDEX_BITS_BY_OP, else the three widths every kernel has a fast path for (FAST_INDEX_BITS)."""
     if by_op and op in by_op:
         return tuple(by_op[op])
     return DEFAULT_INDEX_BITS_BY_OP.get(op, FAST_INDEX_BITS)
@@ -196,16 +196,15 @@ def count_entries(w: np.ndarray, bits: int, row_align: int = 1) -> tuple[int, in
 def _count_from_gaps(shape, gaps_of_w, bits: int, row_align: int) -> tuple[int, int]:
     """count_entries from a matrix's _gaps (computed once when several widths are costed)."""
     rows_idx, _, gaps = gaps_of_w
-    w_shape = shape
     per_nz = ((gaps - 1) >> bits) + 1
     entries = int(per_nz.sum())
     fillers = entries - int(gaps.size)
-    if row_align > 1 and w_shape[0]:
+    if row_align > 1 and shape[0]:
         # A row of n entries (fillers included, each on its own column) gets (-n) % A padding entries when it
         # has that many unused columns (cols - n), else none: the rule of pad_rows.
-        n = np.bincount(rows_idx, weights=per_nz, minlength=w_shape[0]).astype(np.int64)
+        n = np.bincount(rows_idx, weights=per_nz, minlength=shape[0]).astype(np.int64)
         need = (-n) % row_align
-        pad = int(np.where(w_shape[1] - n >= need, need, 0).sum())
+        pad = int(np.where(shape[1] - n >= need, need, 0).sum())
         entries += pad
         fillers += pad
     return entries, fillers
