@@ -563,6 +563,111 @@ static inline __attribute__((always_inline)) void y_quad(const float *vl[4], con
   }
 }
 
+/* ---- Short rows without prefetch (LeNet fc1: ~64 entries per row): rows reduced eight at a time ----
+ * A row's result is lane j of its accumulator j, summed. The pair loop below (y_pairs_blend) leaves each row as
+ * one vector (its 8 accumulators blended: lane j from accumulator j) in a buffer; y_rows_out then sums eight
+ * rows' vectors at once (transposing adds: 21 shuffles and adds for 8 rows, in the same order as y_diag's
+ * single-row sum, so the results are bit for bit those of the one-row-at-a-time form), adds the bias, clamps and
+ * stores eight outputs with one vector op each. The pair function holds only the pair loop's own state (few
+ * live registers: no spills of the loop's pointers), so a pair costs ~60 instructions outside its entries' loop
+ * against ~130 with the per-row scalar sum, bias, clamp and store (LeNet-5 fc1 C loop: see the commit). */
+#define YT_ROWS 64u /* rows per pass of the pair loop (their vectors: 2 KB on the stack) */
+
+/* Lane j of a_j (the row's 8 partial sums). */
+static inline __m256 y_blend8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  return _mm256_blend_ps(_mm256_blend_ps(_mm256_blend_ps(a0, a1, 0x02), _mm256_blend_ps(a2, a3, 0x08), 0x0C),
+                         _mm256_blend_ps(_mm256_blend_ps(a4, a5, 0x20), _mm256_blend_ps(a6, a7, 0x80), 0xC0), 0xF0);
+}
+
+/* y_pair's 8-entry pass without prefetch; the rows' blended vectors to out[0], out[1]. */
+static inline __attribute__((always_inline)) void y_pair_t(const float *vl0, const uint8_t *cd0, uint32_t n0,
+                                                          const float *vl1, const uint8_t *cd1, uint32_t n1,
+                                                          const float *x, __m256 *out) {
+  const uint32_t common = (n0 < n1 ? n0 : n1) & ~7u;
+  const float *const end0 = vl0 + common;
+  const float *xp = x;
+  uint64_t s0 = 0, s1 = 0;
+  YZERO(0);
+  YZERO(1);
+  for (; vl0 != end0; vl0 += 8, vl1 += 8, cd0 += 8, cd1 += 8, xp += 8) {
+    const __m256 v0 = _mm256_loadu_ps(vl0);
+    const __m256 v1 = _mm256_loadu_ps(vl1);
+    uint64_t q0 = y_load8(cd0);
+    uint64_t q1 = y_load8(cd1);
+    uint64_t t;
+    __asm__(Y8(0) : Y8_OPERANDS(0) : [v0] "v"(v0), [xp] "r"(xp));
+    __asm__(Y8(0) : Y8_OPERANDS(1) : [v0] "v"(v1), [xp] "r"(xp));
+  }
+  {
+    __m256 r0[8] = {a00, a01, a02, a03, a04, a05, a06, a07}, r1[8] = {a10, a11, a12, a13, a14, a15, a16, a17};
+    y_row1_acc(vl0, cd0, n0 - common, xp + s0, r0);
+    y_row1_acc(vl1, cd1, n1 - common, xp + s1, r1);
+    out[0] = y_blend8(r0[0], r0[1], r0[2], r0[3], r0[4], r0[5], r0[6], r0[7]);
+    out[1] = y_blend8(r1[0], r1[1], r1[2], r1[3], r1[4], r1[5], r1[6], r1[7]);
+  }
+}
+
+/* Rows r .. r1-1 in pairs (an odd last row paired with an empty one, its partner's vector written to t[r1 - r]);
+ * entry e's code at index[e - base]. Row r's vector to t[0], and so on. noinline: see fc_rcsr_b8. */
+static __attribute__((noinline)) void y_pairs_blend(const uint32_t *row_ptr, const float *values, const uint8_t *index,
+                                                    uint32_t base, const float *x, uint32_t r, uint32_t r1, __m256 *t) {
+  uint32_t b0 = row_ptr[r];
+  for (; r < r1; r += 2u, t += 2) {
+    const uint32_t b1 = row_ptr[r + 1];
+    const uint32_t b2 = r + 1u < r1 ? row_ptr[r + 2] : b1;
+    y_pair_t(values + b0, index + (b0 - base), b1 - b0, values + b1, index + (b1 - base), b2 - b1, x, t);
+    b0 = b2;
+  }
+}
+
+/* Lane sums of t[0..7] (lane r: the sum of t[r]'s 8 lanes), each in y_diag's order: (u0 + u2) + (u1 + u3) with
+ * u_j = lane j + lane j+4. */
+static inline __m256 y_sum8(const __m256 *t) {
+  const __m256 u04 = _mm256_add_ps(_mm256_permute2f128_ps(t[0], t[4], 0x20), _mm256_permute2f128_ps(t[0], t[4], 0x31));
+  const __m256 u15 = _mm256_add_ps(_mm256_permute2f128_ps(t[1], t[5], 0x20), _mm256_permute2f128_ps(t[1], t[5], 0x31));
+  const __m256 u26 = _mm256_add_ps(_mm256_permute2f128_ps(t[2], t[6], 0x20), _mm256_permute2f128_ps(t[2], t[6], 0x31));
+  const __m256 u37 = _mm256_add_ps(_mm256_permute2f128_ps(t[3], t[7], 0x20), _mm256_permute2f128_ps(t[3], t[7], 0x31));
+  /* rows 0, 1 | 4, 5 and 2, 3 | 6, 7: lanes (u0 + u2, u1 + u3) of each row */
+  const __m256 a = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(u04), _mm256_castps_pd(u15))),
+                                 _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(u04), _mm256_castps_pd(u15))));
+  const __m256 b = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(u26), _mm256_castps_pd(u37))),
+                                 _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(u26), _mm256_castps_pd(u37))));
+  return _mm256_add_ps(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xDD));
+}
+
+/* y[i] = clamp(0 + sum of t[i] + bias[i]) for i < n (as clampf: a NaN sum stays NaN); t[n .. ] are scratch. */
+static inline void y_rows_out(__m256 *t, uint32_t n, const float *bias, float *y, float out_min, float out_max) {
+  const __m256 lo = _mm256_set1_ps(out_min), hi = _mm256_set1_ps(out_max), z = _mm256_setzero_ps();
+  uint32_t i;
+  for (i = n; i & 7u; i++) {
+    t[i] = z;
+  }
+  for (i = 0; i < n; i += 8u) {
+    const __mmask8 m = n - i >= 8u ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1u);
+    __m256 s = _mm256_add_ps(z, y_sum8(t + i));
+    if (bias != NULL) {
+      s = _mm256_add_ps(s, _mm256_maskz_loadu_ps(m, bias + i));
+    } else {
+      s = _mm256_add_ps(s, z);
+    }
+    s = _mm256_min_ps(hi, _mm256_max_ps(lo, s)); /* max(lo, s): s where s is NaN, as clampf */
+    _mm256_mask_storeu_ps(y + i, m, s);
+  }
+}
+
+/* Rows r .. r1-1 (8-bit codes, entry e's at codes[e - base]) through y_pairs_blend and y_rows_out. */
+static __attribute__((noinline)) void fc_rows_t(const prunec_rcsr_f32 *w, const uint8_t *codes, uint32_t base,
+                                                uint32_t r, uint32_t r1, const float *bias, const float *x, float *y,
+                                                float out_min, float out_max) {
+  __m256 t[YT_ROWS + 8u];
+  while (r < r1) {
+    const uint32_t n = r1 - r < YT_ROWS ? r1 - r : YT_ROWS;
+    y_pairs_blend(w->row_ptr, w->values, codes, base, x, r, r + n, t);
+    y_rows_out(t, n, bias != NULL ? bias + r : NULL, y + r, out_min, out_max);
+    r += n;
+  }
+}
+
 static inline float clampf(float v, float lo, float hi) {
   v = v < lo ? lo : v;
   return v > hi ? hi : v;
@@ -577,6 +682,10 @@ static inline __attribute__((always_inline)) void fc_b8_body(const prunec_rcsr_f
   const uint8_t *index = w->index;
   uint32_t r = 0;
   const int prefetch = w->row_ptr[w->rows] > YPF_MIN_ENTRIES;
+  if (!unroll && !prefetch && w->cols <= YQUAD_COLS) { /* short rows, no prefetch: eight rows reduced at once */
+    fc_rows_t(w, index, 0, 0, w->rows, bias, x, y, out_min, out_max);
+    return;
+  }
   if (w->cols > YQUAD_COLS) {
     for (; r + 4u <= w->rows; r += 4u) {
       const float *vl[4];
@@ -643,6 +752,10 @@ static inline __attribute__((always_inline)) void fc_b8_block_body(const prunec_
   const float *values = w->values;
   const uint8_t *index = codes;
   uint32_t r = r0;
+  if (!unroll && !prefetch && w->cols <= YQUAD_COLS) {
+    fc_rows_t(w, codes, base, r0, r1, bias, x, y, out_min, out_max);
+    return;
+  }
   if (w->cols > YQUAD_COLS) {
     for (; r + 4u <= r1; r += 4u) {
       const float *vl[4];
