@@ -82,6 +82,8 @@ SIGNATURES = {
                    "const float *x, float *y, float, float);",
     "conv2d_dense": "void {}(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, "
                     "const float *x, float *y, float, float);",
+    "conv2d_rcsr_maxpool2d": "void {}(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, "
+                             "const prunec_pool2d_params *pp, const float *x, float *plane, float *y, float, float);",
     "maxpool2d": "void {}(const prunec_pool2d_params *p, const float *x, float *y);",
     "avgpool2d": "void {}(const prunec_pool2d_params *p, const float *x, float *y);",
     "adaptive_avgpool2d": "void {}(uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, const float *x, float *y);",
@@ -288,6 +290,38 @@ class PoolCase:
 
 
 @dataclass(frozen=True)
+class ConvPoolCase:
+    """A convolution with the max pool after it fused (op conv2d_rcsr_maxpool2d): the conv case, the pool's
+    window, stride, padding and ceil_mode. `nan`: one NaN in the input (with every weight nonzero, pattern
+    "full", so that the sparse kernels and the dense reference agree where it spreads)."""
+    conv: ConvCase
+    k: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    pad: tuple[int, int] = (0, 0)
+    ceil_mode: bool = False
+    nan: bool = False
+
+    @property
+    def id(self) -> str:
+        return (f"{self.conv.id}-maxpool{self.k[0]}x{self.k[1]}-s{self.stride[0]}{self.stride[1]}"
+                f"-p{self.pad[0]}{self.pad[1]}{'-ceil' if self.ceil_mode else ''}{'-nan' if self.nan else ''}")
+
+    def pool(self) -> PoolCase:
+        """The pool as a PoolCase over the conv's output (its out_hw is PyTorch's)."""
+        oh, ow = self.conv.out_hw()
+        return PoolCase(self.conv.out_c, oh, ow, k=self.k, stride=self.stride, pad=self.pad, ceil_mode=self.ceil_mode)
+
+    def out_hw(self) -> tuple[int, int]:
+        return self.pool().out_hw()
+
+    def data(self):
+        w, b, x = self.conv.data()
+        if self.nan:
+            x[0, self.conv.h // 2, self.conv.w // 2] = np.nan
+        return w, b, x
+
+
+@dataclass(frozen=True)
 class AdaptiveCase:
     channels: int
     in_hw: tuple[int, int]
@@ -400,6 +434,42 @@ def pool_cases(avg: bool) -> list[PoolCase]:
     return base + [PoolCase(**{**c.__dict__, "count_include_pad": False}) for c in base if any(c.pad)]
 
 
+def conv_pool_cases(bits: tuple[int, ...] = CASE_BITS) -> list[ConvPoolCase]:
+    """Edge geometries of a convolution + max pool, once per index width: LeNet-5's two pairs (the packed and
+    row-pair paths of the avx512x4 kernel), odd sizes, ceil_mode and padded pools (the portable pool behind the
+    fast one), groups, strided / dilated / large convolutions (the per-channel fallback), empty and filler-only
+    rows, NaN, every clamp."""
+    out: list[ConvPoolCase] = []
+    for b in bits:
+        base = [
+            ConvPoolCase(ConvCase(1, 20, 28, 28, k=(5, 5), density=0.6)),  # LeNet-5 conv1 + pool1
+            ConvPoolCase(ConvCase(20, 50, 12, 12, k=(5, 5), density=0.1, seed=1)),  # LeNet-5 conv2 + pool2
+            ConvPoolCase(ConvCase(1, 1, 1, 1, k=(1, 1)), k=(1, 1), stride=(1, 1)),
+            ConvPoolCase(ConvCase(3, 4, 9, 11)),  # 7x9 -> 3x4 (odd: the last row / column unread)
+            ConvPoolCase(ConvCase(3, 4, 9, 11), ceil_mode=True),
+            ConvPoolCase(ConvCase(2, 3, 9, 9, pad=(1, 1)), k=(3, 3), stride=(2, 2), pad=(1, 1)),
+            ConvPoolCase(ConvCase(2, 3, 8, 13, k=(3, 5), pad=(1, 2)), k=(3, 2), stride=(3, 1), pad=(1, 1),
+                         ceil_mode=True),
+            ConvPoolCase(ConvCase(4, 6, 8, 8, groups=2, pad=(1, 1))),
+            ConvPoolCase(ConvCase(4, 4, 9, 9, groups=4, pad=(1, 1), density=0.7)),  # depthwise
+            ConvPoolCase(ConvCase(3, 4, 9, 9, stride=(2, 2)), ceil_mode=True),  # strided conv: fallback
+            ConvPoolCase(ConvCase(3, 4, 11, 10, dil=(2, 2), pad=(2, 2))),  # dilated conv: fallback
+            ConvPoolCase(ConvCase(3, 2, 40, 40, pad=(1, 1), density=0.4)),  # too large to pack: tiles
+            ConvPoolCase(ConvCase(4, 5, 6, 6, pattern="empty_rows")),
+            ConvPoolCase(ConvCase(4, 5, 6, 6, pattern="zero", bias=False)),
+            ConvPoolCase(ConvCase(32, 3, 5, 5, pattern="far", k=(3, 3))),  # fillers for b = 4, 8
+            ConvPoolCase(ConvCase(16, 40, 10, 10, density=0.2, seed=3)),  # many channels, 8x8 planes
+            ConvPoolCase(ConvCase(3, 5, 10, 26, pattern="full")),  # 8x24 planes
+            ConvPoolCase(ConvCase(2, 3, 12, 12, pattern="full", k=(5, 5)), nan=True),
+            ConvPoolCase(ConvCase(2, 3, 9, 11, pattern="full", pad=(1, 1)), k=(3, 3), stride=(2, 2), nan=True),
+        ]
+        for i, c in enumerate(base):
+            act = ACT_NAMES[i % len(ACT_NAMES)]
+            out.append(ConvPoolCase(ConvCase(**{**c.conv.__dict__, "bits": b, "act": act}), c.k, c.stride, c.pad,
+                                    c.ceil_mode, c.nan))
+    return out
+
+
 def adaptive_cases() -> list[AdaptiveCase]:
     pairs = [((1, 1), (1, 1)), ((7, 7), (1, 1)), ((8, 8), (4, 4)), ((5, 7), (3, 2)), ((10, 10), (3, 3)),
              ((3, 3), (5, 5)), ((1, 1), (2, 2)), ((6, 13), (6, 13)), ((9, 17), (4, 7))]
@@ -434,6 +504,8 @@ def cases_for(op: str) -> list:
         return conv_cases(CASE_BITS)
     if op == "conv2d_dense":
         return conv_cases()
+    if op == "conv2d_rcsr_maxpool2d":
+        return conv_pool_cases()
     if op in ("maxpool2d", "avgpool2d"):
         return pool_cases(avg=op == "avgpool2d")
     if op == "adaptive_avgpool2d":
@@ -494,6 +566,25 @@ def _bias(ffi, keep, b):
     return ffi.NULL if b is None else keep.buf(ffi, "float[]", b)
 
 
+def conv_params(ffi, c: ConvCase):
+    oh, ow = c.out_hw()
+    return ffi.new("prunec_conv2d_params *", {
+        "in_c": c.in_c, "in_h": c.h, "in_w": c.w, "out_c": c.out_c, "out_h": oh, "out_w": ow,
+        "kh": c.k[0], "kw": c.k[1], "stride_h": c.stride[0], "stride_w": c.stride[1],
+        "pad_h": c.pad[0], "pad_w": c.pad[1], "dil_h": c.dil[0], "dil_w": c.dil[1], "groups": c.groups})
+
+
+def pool_params(ffi, c: PoolCase):
+    oh, ow = c.out_hw()
+    return ffi.new("prunec_pool2d_params *", {
+        "channels": c.channels, "in_h": c.h, "in_w": c.w, "out_h": oh, "out_w": ow,
+        "kh": c.k[0], "kw": c.k[1], "stride_h": c.stride[0], "stride_w": c.stride[1],
+        "pad_h": c.pad[0], "pad_w": c.pad[1], "count_include_pad": int(c.count_include_pad)})
+
+
+PLANE_GUARD = 64  # floats after the plane that a fused conv + pool kernel must leave alone
+
+
 def _kname(kernel) -> str:
     return kernel if isinstance(kernel, str) else kernel.name
 
@@ -522,6 +613,21 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             "groups": case.groups})
         lo, hi = ACTS[case.act]
         fn(p, ws, _bias(ffi, keep, b), keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True), lo, hi)
+        return y
+    if isinstance(case, ConvPoolCase):
+        w, b, x = case.data()
+        c = case.conv
+        oh, ow = case.out_hw()
+        ch, cw = c.out_hw()
+        y = np.full((c.out_c, oh, ow), np.nan, np.float32)
+        plane = np.full(ch * cw + PLANE_GUARD, np.nan, np.float32)
+        plane[ch * cw:] = 7.0
+        ws = rcsr_struct(ffi, keep, encode.encode_rcsr(w, c.bits))
+        lo, hi = ACTS[c.act]
+        fn(conv_params(ffi, c), ws, _bias(ffi, keep, b), pool_params(ffi, case.pool()), keep.buf(ffi, "float[]", x),
+           keep.buf(ffi, "float[]", plane, True), keep.buf(ffi, "float[]", y, True), lo, hi)
+        if not (plane[ch * cw:] == 7.0).all():
+            raise AssertionError(f"{name} on {case!r}: wrote past the {ch * cw}-float plane")
         return y
     if isinstance(case, PoolCase):
         x = case.data()
@@ -582,6 +688,18 @@ def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
         b64 = np.zeros(case.rows) if b is None else b.astype(np.float64)
         want = _clamp(w64 @ x64 + b64, case.act)
         return want, _reduction_tol(np.abs(w64) @ np.abs(x64) + np.abs(b64), case.cols + 1)
+    if isinstance(case, ConvPoolCase):
+        c = case.conv
+        w, b, x = case.data()
+        kw = dict(stride=c.stride, padding=c.pad, dilation=c.dil, groups=c.groups)
+        b64 = np.zeros(c.out_c) if b is None else b.astype(np.float64)
+        conv = _clamp(F.conv2d(t(x)[None], t(w), t(b64), **kw)[0].numpy(), c.act)
+        mag = F.conv2d(t(np.abs(x))[None], t(np.abs(w)), t(np.abs(b64)), **kw)[0].numpy()
+        tol = _reduction_tol(np.nan_to_num(mag, nan=0.0, posinf=0.0), w[0].size + 1)
+        pk = dict(kernel_size=case.k, stride=case.stride, padding=case.pad, ceil_mode=case.ceil_mode)
+        # |max(a) - max(b)| <= max |a - b|: a pooled output's tolerance is the largest of its window's
+        want = F.max_pool2d(t(conv)[None], **pk)[0].numpy()
+        return want, F.max_pool2d(t(tol)[None], **pk)[0].numpy()
     if isinstance(case, ConvCase):
         w, b, x = case.data()
         kw = dict(stride=case.stride, padding=case.pad, dilation=case.dil, groups=case.groups)

@@ -25,6 +25,12 @@ extern "C" {
 #define PRUNEC_DECLARE_CONV2D_RCSR(isa) \
   void prunec_f32_conv2d_rcsr__##isa(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, \
                                      const float *x, float *y, float out_min, float out_max);
+/* A convolution with the max pool after it fused: per output channel, the conv (clamp included) into `plane`
+ * (one channel's output), then the max pool of that plane into channel c of y; pp->channels is not read. */
+#define PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(isa) \
+  void prunec_f32_conv2d_rcsr_maxpool2d__##isa(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, \
+                                               const float *bias, const prunec_pool2d_params *pp, const float *x, \
+                                               float *plane, float *y, float out_min, float out_max);
 #define PRUNEC_DECLARE_CONV2D_DENSE(isa) \
   void prunec_f32_conv2d_dense__##isa(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, \
                                       const float *x, float *y, float out_min, float out_max);
@@ -34,6 +40,7 @@ PRUNEC_DECLARE_FC_RCSR(portable)
 PRUNEC_DECLARE_FC_DENSE(portable)
 PRUNEC_DECLARE_CONV2D_RCSR(portable)
 PRUNEC_DECLARE_CONV2D_DENSE(portable)
+PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(portable)
 
 void prunec_f32_maxpool2d__portable(const prunec_pool2d_params *p, const float *x, float *y);
 void prunec_f32_avgpool2d__portable(const prunec_pool2d_params *p, const float *x, float *y);
@@ -69,6 +76,7 @@ PRUNEC_DECLARE_CONV2D_DENSE(cortexm)
 PRUNEC_DECLARE_FC_RCSR(avx512x4)
 PRUNEC_DECLARE_CONV2D_RCSR(avx512x4)
 void prunec_f32_maxpool2d__avx512x4(const prunec_pool2d_params *p, const float *x, float *y);
+PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(avx512x4)
 
 #ifdef __cplusplus
 }

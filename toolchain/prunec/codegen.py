@@ -189,6 +189,22 @@ def _pool_vals(n: Node, channels: int) -> list[int]:
     return [channels, ih, iw, oh, ow, *a["kernel"], *a["stride"], *a["padding"], int(a.get("count_include_pad", False))]
 
 
+# Kernels of one call for a fused conv + pool pair: (conv op, pool op) -> op key (runtime_c/kernels.inc). Used where
+# the target selects a non-portable one (it computes the convolution's shared set-up, e.g. x86's packed input,
+# once instead of once per channel); otherwise the per-channel loop of `_fused_conv_pool` runs the pair.
+FUSED_OPS = {("conv2d_rcsr", "maxpool2d"): "conv2d_rcsr_maxpool2d"}
+
+
+def fused_kernel(conv: Node, enc: Encoding | None, pool: Node, target: Target) -> runtime.Kernel | None:
+    """The one-call kernel of the fused pair (conv, pool) on `target`, or None (the per-channel loop): only
+    ISA kernels are used, the portable twin being the loop itself."""
+    op = FUSED_OPS.get((_kernel_op(conv, enc), pool.op))
+    if op is None:
+        return None
+    k = runtime.select(op, target.isa_for(op))
+    return None if k.isa == runtime.PORTABLE else k
+
+
 def _fused_conv_pool(L: Layer, g: Graph, plan: Plan, target: Target, ident: str, sym, bias: str, x: str, lo: str,
                      hi: str, pool: Node) -> str:
     """The C of a convolution with the pool after it fused (prunec.fuse): per output channel c, the conv kernel
@@ -236,6 +252,7 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
     fuse.planning_graph)."""
     fused = fused or {}
     fused_into = {j: i for i, j in fused.items()}
+    one_call: dict[int, runtime.Kernel] = {}  # fused conv index -> its one-call kernel (fused_kernel)
     layers = []
     used: set[str] = set()
     for i, n in enumerate(g.nodes):
@@ -249,6 +266,12 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             k = runtime.select(op, target.isa_for(op))
         except KeyError as e:
             raise PrunecError(f"layer {n.name}: {e.args[0]}") from None
+        if i in fused:
+            fk = fused_kernel(n, enc, g.nodes[fused[i]], target)
+            if fk is not None:
+                one_call[i] = k = fk
+        elif i in fused_into and fused_into[i] in one_call:
+            k = one_call[fused_into[i]]  # what runs this pool: the conv's one call (the manifest says so)
         sym = (lambda s: f"{name}_{ident}_{s}") if blob else (lambda s: f"{ident}_{s}")
         L = Layer(n, ident, k, enc)
         x = [_buf(plan, g, b) for b in n.inputs]
@@ -264,16 +287,23 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                 L.arrays += [Array(sym("values"), "float", r.values.astype(np.float32)),
                              Array(sym("index"), "uint8_t", np.frombuffer(r.packed_index(), dtype=np.uint8)),
                              Array(sym("row_ptr"), "uint32_t", r.row_ptr.astype(np.uint32))]
-                if i not in fused:  # a fused conv reads one-row views instead (an unused _w: a -Wall warning)
+                if i not in fused or i in one_call:  # a looped conv reads one-row views (an unused _w: a -Wall warning)
                     L.structs.append(f"static const prunec_rcsr_f32 {ident}_w = {{{r.rows}u, {r.cols}u, "
                                      f"{r.index_bits}u, {sym('values')}, {sym('index')}, {sym('row_ptr')}}};")
             else:
                 L.arrays.append(Array(sym("values"), "float", enc.dense.astype(np.float32)))
-                if i not in fused:
+                if i not in fused or i in one_call:
                     L.structs.append(f"static const prunec_dense_f32 {ident}_w = {{{enc.rows}u, {enc.cols}u, "
                                      f"{sym('values')}}};")
         if n.op == "fc":
             L.call = f"{k.name}(&{ident}_w, {bias}, {x[0]}, {y}, {lo}, {hi});"
+        elif n.op == "conv2d" and i in one_call:
+            pool = g.nodes[fused[i]]
+            vals = _conv_vals(n, n.in_shapes[0][1], n.out_shape[1], n.attrs["groups"])
+            L.structs.insert(0, _params("prunec_conv2d_params", f"{ident}_p", vals))
+            L.structs.append(_params("prunec_pool2d_params", f"{ident}_poolp", _pool_vals(pool, pool.in_shapes[0][1])))
+            L.call = (f"{k.name}(&{ident}_p, &{ident}_w, {bias}, &{ident}_poolp, {x[0]}, {y}, "
+                      f"{_buf(plan, g, pool.output)}, {lo}, {hi});")
         elif n.op == "conv2d" and i in fused:
             L.call = _fused_conv_pool(L, g, plan, target, ident, sym, bias, x[0], lo, hi, g.nodes[fused[i]])
         elif n.op == "conv2d":
@@ -313,8 +343,11 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
         if i in fused:
             p = g.nodes[fused[i]]
             what += f", {p.name} fused: one output channel at a time through a {numel(n.out_shape[2:])}-float plane"
+            if i in one_call:
+                what += ", one kernel call"
         if i in fused_into:
-            what += f", fused: runs inside the channel loop of {g.nodes[fused_into[i]].name}"
+            what += (f", fused: runs inside the kernel of {g.nodes[fused_into[i]].name}" if fused_into[i] in one_call
+                     else f", fused: runs inside the channel loop of {g.nodes[fused_into[i]].name}")
         L.comment = c_comment(f"{n.name}: {what}; {ins} -> {tuple(n.out_shape[1:])}")
         layers.append(L)
     return layers

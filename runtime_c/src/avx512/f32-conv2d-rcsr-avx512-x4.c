@@ -255,6 +255,20 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
 #define PK2_MAX 16384 /* floats of the row-pair packed input (64 KB; LeNet-5 conv2 uses 12800) */
 #define WIDE_MAX 16384 /* b < 8: layers of at most this many entries have their codes widened to bytes once per call */
 
+/* A max pool fused after the convolution (prunec_f32_conv2d_rcsr_maxpool2d__avx512x4): the packed paths write
+ * each output channel into `plane` instead of its slot of y and pool it at once (from L1) into channel oc of `y`;
+ * NULL for the plain convolution. */
+typedef struct x4_fuse {
+  prunec_pool2d_params pp; /* the pool of one plane (channels 1) */
+  float *plane;            /* one channel's conv output */
+  float *y;                /* the pooled output, out_c planes of pool_plane floats */
+  size_t pool_plane;
+} x4_fuse;
+
+static inline void fuse_pool(const x4_fuse *fz, uint32_t oc) {
+  prunec_f32_maxpool2d__avx512x4(&fz->pp, fz->plane, fz->y + (size_t)oc * fz->pool_plane);
+}
+
 static int packed_fits(const prunec_conv2d_params *p) {
   const uint64_t ph = (uint64_t)p->out_h + p->kh - 1;
   const uint64_t cin_g = p->in_c / p->groups;
@@ -420,11 +434,21 @@ static inline __attribute__((always_inline)) void pk_segment(const int S, const 
 /* A whole row of 8-bit codes into a plane of S <= 4 vectors, decoded on the fly (no offset list): the column
  * of entry i is s + i with s the running sum of codes (FORMAT.md), its input block col_off[s + i]; four
  * entries per step into four accumulator sets. Fillers add 0 * x. */
+/* max(a, b) with NaN propagation, as prunec_f32_maxpool2d__avx512x4 computes it (same operand order there, so
+ * that a fused pool gives its bits, signed zeros included): lanes where a is NaN keep a; elsewhere MAXPS, which
+ * returns its second operand b when b is NaN. */
+static inline __m512 nmax(__m512 a, __m512 b) {
+  return _mm512_mask_max_ps(a, _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a, b);
+}
+
+/* `py` != NULL (paired, S = 4: an 8x8 plane; a fused 2x2/2 max pool): the plane is not stored but pooled from
+ * the registers into the 16 floats at py, as the max pool kernel's rows-8-wide path does (vector i holds rows i
+ * and 4 + i: the vertical max of vectors 0, 1 gives output rows 0 and 2, of 2, 3 rows 1 and 3). */
 static inline __attribute__((always_inline)) void pk_row8(const int S, const int paired, const float *pk,
                                                           const int32_t *col_off,
                                                           const uint8_t *codes, const float *val, uint32_t n,
                                                           float *yt, __mmask16 last_mask, __m512 vb, __m512 vlo,
-                                                          __m512 vhi) {
+                                                          __m512 vhi, float *py) {
   __m512 a[4], c[4], d[4], f[4];
   uint32_t j = 0, s = 0;
   int i;
@@ -485,6 +509,19 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const int
       d[i] = _mm512_mask3_fmadd_ps(v2, _mm512_loadu_ps(s2 + 16 * i), d[i], k2);
     }
   }
+  if (py != NULL && paired && S == 4) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 16, 18, 20, 22, 8, 10, 12, 14, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 17, 19, 21, 23, 9, 11, 13, 15, 25, 27, 29, 31);
+    __m512 v[4], m01, m23;
+#pragma GCC unroll 4
+    for (i = 0; i < 4; i++) {
+      v[i] = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i]))));
+    }
+    m01 = nmax(v[0], v[1]);
+    m23 = nmax(v[2], v[3]);
+    _mm512_storeu_ps(py, nmax(_mm512_permutex2var_ps(m01, even, m23), _mm512_permutex2var_ps(m01, odd, m23)));
+    return;
+  }
 #pragma GCC unroll 4
   for (i = 0; i < S; i++) {
     const __m512 v = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(_mm512_add_ps(a[i], c[i]), _mm512_add_ps(d[i], f[i]))));
@@ -501,7 +538,7 @@ static inline __attribute__((always_inline)) void pk_row8(const int S, const int
 
 static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                                                   const float *bias, const float *x, float *y, float out_min,
-                                                  float out_max) {
+                                                  float out_max, const x4_fuse *fz) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
   const uint32_t kw = p->kw, kh = p->kh, ph = p->out_h + p->kh - 1, out_w = p->out_w;
@@ -545,7 +582,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
     }
     pack_group(p, x + (size_t)g * cin_g * in_plane, cin_g, pk, twin ? shift_base + 8 : 0);
     for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
-      float *yp = y + (size_t)oc * out_plane;
+      float *yp = fz != NULL ? fz->plane : y + (size_t)oc * out_plane;
       const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
       const uint32_t r0 = w->row_ptr[oc], end = w->row_ptr[oc + 1];
       uint32_t e = r0, s = 0;
@@ -562,17 +599,20 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         const float *val = w->values + r0;
         switch (nv) {
           case 1:
-            pk_row8(1, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(1, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi, NULL);
             break;
           case 2:
-            pk_row8(2, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(2, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi, NULL);
             break;
           case 3:
-            pk_row8(3, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(3, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi, NULL);
             break;
           default:
-            pk_row8(4, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi);
+            pk_row8(4, 0, pk, col_off, codes, val, end - r0, yp, tail, vb, vlo, vhi, NULL);
             break;
+        }
+        if (fz != NULL) {
+          fuse_pool(fz, oc);
         }
         continue;
       }
@@ -626,6 +666,9 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         }
         first = 0;
       } while (e < end);
+      if (fz != NULL) {
+        fuse_pool(fz, oc);
+      }
     }
   }
 }
@@ -644,13 +687,17 @@ static int paired_fits(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w) 
 
 static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                                                    const float *bias, const float *x, float *y, float out_min,
-                                                   float out_max) {
+                                                   float out_max, const x4_fuse *fz) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
   const uint32_t kw = p->kw, kh = p->kh, S = p->out_h / 2, R = S + p->kh - 1;
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, pad_w = (int32_t)p->pad_w;
   const int32_t pad_h = (int32_t)p->pad_h;
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
+  /* a fused 2x2/2 max pool of 8x8 planes (LeNet-5 pool2): pooled in registers, the plane never stored */
+  const int pool4 = fz != NULL && S == 4 && fz->pp.kh == 2 && fz->pp.kw == 2 && fz->pp.stride_h == 2 &&
+                    fz->pp.stride_w == 2 && fz->pp.pad_h == 0 && fz->pp.pad_w == 0 && fz->pp.out_h == 4 &&
+                    fz->pp.out_w == 4;
   float pk[PK2_MAX] __attribute__((aligned(64)));
   uint8_t wide[WIDE_MAX + 64] __attribute__((aligned(64))); /* codes widened (b < 8): the layer's, or a row's */
   const size_t len = index_len(w);
@@ -719,7 +766,7 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
       }
     }
     for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
-      float *yp = y + (size_t)oc * out_plane;
+      float *yp = fz != NULL ? fz->plane : y + (size_t)oc * out_plane;
       const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
       const uint32_t r0 = w->row_ptr[oc], n = w->row_ptr[oc + 1] - r0;
       const uint8_t *codes = w->index + r0;
@@ -732,17 +779,24 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
       }
       switch (S) {
         case 1:
-          pk_row8(1, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          pk_row8(1, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi, NULL);
           break;
         case 2:
-          pk_row8(2, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          pk_row8(2, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi, NULL);
           break;
         case 3:
-          pk_row8(3, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          pk_row8(3, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi, NULL);
           break;
         default:
-          pk_row8(4, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi);
+          if (pool4) {
+            pk_row8(4, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi, fz->y + (size_t)oc * 16u);
+          } else {
+            pk_row8(4, 1, pk, col_off, codes, val, n, yp, 0xFFFF, vb, vlo, vhi, NULL);
+          }
           break;
+      }
+      if (fz != NULL && !pool4) {
+        fuse_pool(fz, oc);
       }
     }
   }
@@ -888,14 +942,61 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     return;
   }
   if (unit && paired_fits(p, w) && (w->index_bits == 8 || rows_at_most(w, p->out_c, PK_COLS))) {
-    conv_paired8(p, w, bias, x, y, out_min, out_max);
+    conv_paired8(p, w, bias, x, y, out_min, out_max, NULL);
   } else if (unit && packed_fits(p)) {
-    conv_packed(p, w, bias, x, y, out_min, out_max);
+    conv_packed(p, w, bias, x, y, out_min, out_max, NULL);
   } else if (!unit || p->kw > MAX_KW || p->kh > MAX_KH || (p->out_w + 15) / 16 > MAX_TILES ||
              (p->in_c / p->groups) * p->kh * p->kw > MAX_COLS) {
     conv_generic(p, w, bias, x, y, out_min, out_max);
   } else {
     conv_tiled(p, w, bias, x, y, out_min, out_max);
+  }
+}
+
+/* The convolution with the max pool after it fused (prunec.fuse; the twin of
+ * prunec_f32_conv2d_rcsr_maxpool2d__portable): where the convolution takes a packed path (stride 1, the group's
+ * packed input fits), the input is packed once per call and each output channel, computed into `plane` (L1),
+ * is max-pooled at once by prunec_f32_maxpool2d__avx512x4 (its 2x2/2 fast path, any other pool geometry by the
+ * portable pool; NaN propagates as there). Other geometries run the per-channel loop of a fused build: this
+ * file's convolution over a one-row view into the plane, then the pool. Either way each output is the unfused
+ * avx512x4 conv + pool's bit for bit (the paths compute each channel alone, in the same order). */
+void prunec_f32_conv2d_rcsr_maxpool2d__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                const float *bias, const prunec_pool2d_params *pp, const float *x,
+                                                float *plane, float *y, float out_min, float out_max) {
+  const int unit = p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1;
+  x4_fuse fz;
+  fz.pp = *pp;
+  fz.pp.channels = 1u;
+  fz.plane = plane;
+  fz.y = y;
+  fz.pool_plane = (size_t)pp->out_h * pp->out_w;
+  if (!prunec_rcsr_valid_bits(w->index_bits)) {
+    size_t i, n = (size_t)p->out_c * fz.pool_plane;
+    for (i = 0; i < n; i++) {
+      y[i] = __builtin_nanf("");
+    }
+    return;
+  }
+  if (unit && paired_fits(p, w) && (w->index_bits == 8 || rows_at_most(w, p->out_c, PK_COLS))) {
+    conv_paired8(p, w, bias, x, NULL, out_min, out_max, &fz);
+  } else if (unit && packed_fits(p)) {
+    conv_packed(p, w, bias, x, NULL, out_min, out_max, &fz);
+  } else {
+    const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+    const size_t in_plane = (size_t)p->in_h * p->in_w;
+    prunec_conv2d_params pc = *p;
+    uint32_t c;
+    pc.in_c = cin_g;
+    pc.out_c = 1u;
+    pc.groups = 1u;
+    for (c = 0; c < p->out_c; c++) {
+      prunec_rcsr_f32 wc = *w;
+      wc.rows = 1u;
+      wc.row_ptr = w->row_ptr + c;
+      prunec_f32_conv2d_rcsr__avx512x4(&pc, &wc, bias != NULL ? bias + c : NULL,
+                                       x + (size_t)(c / cout_g) * cin_g * in_plane, plane, out_min, out_max);
+      fuse_pool(&fz, c);
+    }
   }
 }
 
