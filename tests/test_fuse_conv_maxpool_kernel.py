@@ -256,3 +256,18 @@ def test_targets_without_an_isa_kernel_keep_the_channel_loop(target, tmp_path):
     assert src.count("for (uint32_t c = 0u;") == 2 and FUSED not in src
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert not any(FUSED in k for k in man["kernels"]) and len(r.manifest["plan"]["fused_conv_pool"]) == 2
+
+
+def test_find_conv_pool_keep_drops_pairs_before_choosing(tmp_path):
+    """fuse.find_conv_pool(g, keep): only the pairs `keep` accepts are fused (e.g. those a target runs as one
+    kernel call); the arena rule still applies to the rest."""
+    from prunec import frontend, fuse
+
+    torch.manual_seed(0)
+    p = bm.export(bm.prune_random(Mixed().eval(), 0), (4, 17, 17), tmp_path / "m.pt2")
+    g, _ = frontend.load(p)
+    every = fuse.find_conv_pool(g)
+    assert len(every) == 3
+    only_max = fuse.find_conv_pool(g, keep=lambda conv, pool: pool.op == "maxpool2d")
+    assert set(only_max) == {i for i, j in every.items() if g.nodes[j].op == "maxpool2d"} and len(only_max) == 2
+    assert fuse.find_conv_pool(g, keep=lambda conv, pool: False) == {}

@@ -19,7 +19,10 @@ can be more, so `find_conv_pool` fuses only pairs that do not make the arena lar
 Cost. Kernels have a fixed cost per call, paid once per output channel. On Cortex-M (no per-call set-up
 beyond a few loads) fusion is the targets' default (`fuse_conv_pool = true` in their TOML files): the RAM is
 the scarce resource there. x86's avx512x4 convolution packs its input once per call, so x86 and the other
-targets do not fuse unless asked (`prunec build --fuse-pool`).
+targets do not fuse unless asked (`prunec build --fuse-pool`). Where the target selects an ISA kernel for the
+pair as one op (`conv2d_rcsr_maxpool2d`, codegen.FUSED_OPS / `fused_kernel`: x86 avx512x4), codegen emits one
+call of it instead of the per-channel loop: the input is packed once and each channel pooled as soon as it is
+computed (LeNet-5 on x86: faster than unfused). `find_conv_pool(g, keep)` can restrict fusion to such pairs.
 """
 from __future__ import annotations
 
@@ -47,16 +50,20 @@ def conv_pool_candidates(g: Graph) -> dict[int, int]:
     return pairs
 
 
-def find_conv_pool(g: Graph) -> dict[int, int]:
+def find_conv_pool(g: Graph, keep=None) -> dict[int, int]:
     """The pairs to fuse: conv node index -> index of the pool fused into it. Every candidate
     (`conv_pool_candidates`) unless fusing it makes the arena larger: a fused pair keeps the convolution's input,
     its plane and the pool's whole output live at once, which costs more than the unfused pair's conv output
     when the pool barely shrinks it (a stride-1 pool, a 1- or 2-channel conv) and the conv's input is large.
     Pairs are dropped one at a time, the drop that shrinks the fused arena most first, while a drop shrinks it;
-    the result's arena is never larger than the unfused one (if it were, nothing is fused)."""
+    the result's arena is never larger than the unfused one (if it were, nothing is fused).
+    `keep(conv_node, pool_node) -> bool`, when given, drops the candidates it refuses first (e.g. a target that
+    fuses only pairs it runs as one kernel call, codegen.fused_kernel)."""
     from .plan import make_plan  # plan does not import fuse
 
     chosen = conv_pool_candidates(g)
+    if keep is not None:
+        chosen = {i: j for i, j in chosen.items() if keep(g.nodes[i], g.nodes[j])}
     if not chosen:
         return {}
 
