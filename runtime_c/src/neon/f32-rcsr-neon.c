@@ -130,6 +130,7 @@ static inline __attribute__((always_inline)) void prunec_neon_steps32(const uint
 }
 #endif
 
+#if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h: a build with only 4/8/16-bit layers leaves these out */
 /* Any other width b (1 .. 15): m codes from entry `from` into byte steps d[0 .. m-1]. g codes (16 for b <= 7, else
  * 8) take exactly g*b/8 bytes, so every block of g codes starts at the same bit s0 of a byte: one 16-byte load per
  * block (only while it stays inside the index array), table lookups (TBL / VTBL) that put the up to 3 bytes of
@@ -199,6 +200,7 @@ static void prunec_neon_fill_any(const prunec_neon_window *s, uint32_t from, uin
     d[i] = (prunec_rcsr_code_any(s->index, from + i, b) + 1u) << 2;
   }
 }
+#endif /* PRUNEC_RCSR_ODD_WIDTHS */
 
 /* Decodes the codes of entries from .. from + m - 1 (m = min(WINDOW + 1, total - from)) into byte steps,
  * 32 codes per vector step (b = 16: 8; other widths: 16 or 8). Vector loads stay inside the index array. */
@@ -227,9 +229,11 @@ static __attribute__((noinline)) void prunec_neon_fc_fill(prunec_neon_window *s,
     for (; i < m; i++) {
       d[i] = (((uint32_t)c[2u * i] | ((uint32_t)c[2u * i + 1u] << 8)) + 1u) << 2;
     }
+#if PRUNEC_RCSR_ODD_WIDTHS
   } else if (s->bits != 4u) {
     prunec_neon_fill_any(s, from, m, d);
-  } else {
+#endif
+  } else { /* 4 (with PRUNEC_RCSR_ODD_WIDTHS 0 the only width left: prunec_rcsr_bad_bits took the others) */
     const uint8x16_t nib = vdupq_n_u8(0x0F);
     if ((from & 1u) != 0 && m != 0) {
       d[0] = (uint32_t)((s->index[from >> 1] >> 4) + 1u) << 2;
