@@ -460,6 +460,7 @@ def conv_pool_cases(bits: tuple[int, ...] = CASE_BITS) -> list[ConvPoolCase]:
             ConvPoolCase(ConvCase(32, 3, 5, 5, pattern="far", k=(3, 3))),  # fillers for b = 4, 8
             ConvPoolCase(ConvCase(16, 40, 10, 10, density=0.2, seed=3)),  # many channels, 8x8 planes
             ConvPoolCase(ConvCase(3, 5, 10, 26, pattern="full")),  # 8x24 planes
+            ConvPoolCase(ConvCase(2, 3, 14, 28, k=(5, 5), density=0.4)),  # 10x24: one segment pooled in registers
             ConvPoolCase(ConvCase(2, 3, 12, 12, pattern="full", k=(5, 5)), nan=True),
             ConvPoolCase(ConvCase(2, 3, 9, 11, pattern="full", pad=(1, 1)), k=(3, 3), stride=(2, 2), nan=True),
         ]

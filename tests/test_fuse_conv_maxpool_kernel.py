@@ -50,7 +50,8 @@ def test_registry_knows_the_fused_op():
 
 # Geometries for the bit-for-bit comparisons: LeNet-5's pairs (packed path, row pairs + in-register pool), a
 # grouped conv into a 3x3/2 padded pool (the portable pool behind the fast one), a strided conv (the per-channel
-# fallback), an odd 7x9 plane with ceil_mode, a NaN in the input.
+# fallback), an odd 7x9 plane with ceil_mode, a NaN in the input, planes 24 wide (pooled in registers) with
+# other heights and another pool.
 _GEOMS = [
     kh.ConvPoolCase(kh.ConvCase(1, 20, 28, 28, k=(5, 5), density=0.6, act="relu")),
     kh.ConvPoolCase(kh.ConvCase(20, 50, 12, 12, k=(5, 5), density=0.1, seed=1)),
@@ -59,6 +60,9 @@ _GEOMS = [
     kh.ConvPoolCase(kh.ConvCase(3, 4, 9, 11, density=0.5, seed=2), ceil_mode=True),
     kh.ConvPoolCase(kh.ConvCase(2, 3, 12, 12, pattern="full", k=(5, 5), act="relu"), nan=True),
     kh.ConvPoolCase(kh.ConvCase(4, 5, 12, 12, pattern="full", k=(5, 5), act="relu6"), nan=True),  # 8x8 planes
+    kh.ConvPoolCase(kh.ConvCase(1, 4, 28, 28, pattern="full", k=(5, 5)), nan=True),  # 24 wide: pooled in registers
+    kh.ConvPoolCase(kh.ConvCase(2, 3, 14, 28, k=(5, 5), act="relu")),  # 10x24: one segment of 15 vectors
+    kh.ConvPoolCase(kh.ConvCase(2, 3, 14, 28, k=(5, 5)), ceil_mode=True, k=(3, 3)),  # 24 wide, other pool
 ]
 _BITS = list(encode.INDEX_BITS)
 

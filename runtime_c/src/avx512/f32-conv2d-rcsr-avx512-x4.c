@@ -354,12 +354,22 @@ static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t 
 #undef ST16
 }
 
+/* max(a, b) with NaN propagation, as prunec_f32_maxpool2d__avx512x4 computes it (same operand order there, so
+ * that a fused pool gives its bits, signed zeros included): lanes where a is NaN keep a; elsewhere MAXPS, which
+ * returns its second operand b when b is NaN. */
+static inline __m512 nmax(__m512 a, __m512 b) {
+  return _mm512_mask_max_ps(a, _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a, b);
+}
+
 /* One segment of S vectors of the output plane (compile-time S after inlining). Small segments run two
- * nonzeros at a time into two accumulator sets, so that enough FMA chains are in flight. */
+ * nonzeros at a time into two accumulator sets, so that enough FMA chains are in flight.
+ * `py` != NULL (S a multiple of 3: whole pairs of 24-float rows; a fused 2x2/2 max pool, LeNet-5 conv1 + pool1):
+ * on the last chunk the segment is not stored but pooled from the registers, 12 outputs per row pair at py, as
+ * the max pool kernel computes them (vertical max upper row first, then even/odd columns). */
 static inline __attribute__((always_inline)) void pk_segment(const int S, const float *pk, const int32_t *off,
                                                              const float *val, uint32_t n, float *yt,
                                                              __mmask16 last_mask, int first, int last, __m512 vb,
-                                                             __m512 vlo, __m512 vhi) {
+                                                             __m512 vlo, __m512 vhi, float *py) {
   __m512 a[PK_SEGMAX], c[PK_SEGMAX];
   uint32_t j = 0;
   int i;
@@ -417,6 +427,23 @@ static inline __attribute__((always_inline)) void pk_segment(const int S, const 
       a[i] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s0 + 16 * i), a[i]);
     }
   }
+  if (S % 3 == 0 && py != NULL && last) {
+    /* row pair k: vectors 3k..3k+2 = upper row cols 0..15 | upper 16..23, lower 0..7 | lower 8..23 */
+    const __m512i lower_lo = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 0, 0, 0, 0);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 1, 1, 1, 1);
+#pragma GCC unroll 8
+    for (i = 0; i < S; i += 3) {
+      const __m512 v0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a[i]));
+      const __m512 v1 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a[i + 1]));
+      const __m512 v2 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a[i + 2]));
+      const __m512 lo16 = nmax(v0, _mm512_permutex2var_ps(v1, lower_lo, v2));  /* cols 0..15 */
+      const __m512 hi8 = nmax(v1, _mm512_shuffle_f32x4(v2, v2, 0xEE));         /* cols 16..23 in lanes 0..7 */
+      _mm512_mask_storeu_ps(py + 4 * i, (__mmask16)0x0FFFu,
+                            nmax(_mm512_permutex2var_ps(lo16, even, hi8), _mm512_permutex2var_ps(lo16, odd, hi8)));
+    }
+    return;
+  }
 #pragma GCC unroll 24
   for (i = 0; i < S; i++) {
     __m512 v = a[i];
@@ -434,13 +461,6 @@ static inline __attribute__((always_inline)) void pk_segment(const int S, const 
 /* A whole row of 8-bit codes into a plane of S <= 4 vectors, decoded on the fly (no offset list): the column
  * of entry i is s + i with s the running sum of codes (FORMAT.md), its input block col_off[s + i]; four
  * entries per step into four accumulator sets. Fillers add 0 * x. */
-/* max(a, b) with NaN propagation, as prunec_f32_maxpool2d__avx512x4 computes it (same operand order there, so
- * that a fused pool gives its bits, signed zeros included): lanes where a is NaN keep a; elsewhere MAXPS, which
- * returns its second operand b when b is NaN. */
-static inline __m512 nmax(__m512 a, __m512 b) {
-  return _mm512_mask_max_ps(a, _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a, b);
-}
-
 /* `py` != NULL (paired, S = 4: an 8x8 plane; a fused 2x2/2 max pool): the plane is not stored but pooled from
  * the registers into the 16 floats at py, as the max pool kernel's rows-8-wide path does (vector i holds rows i
  * and 4 + i: the vertical max of vectors 0, 1 gives output rows 0 and 2, of 2, 3 rows 1 and 3). */
@@ -546,6 +566,11 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   const uint32_t nseg = (nv + PK_SEGMAX - 1) / PK_SEGMAX, seg = nseg ? (nv + nseg - 1) / nseg : 0;
   const __mmask16 tail = lane_range(0, (int32_t)(out_plane - 16 * (size_t)(nv ? nv - 1 : 0)));
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
+  /* a fused 2x2/2 max pool of planes 24 wide whose segments are whole row pairs (LeNet-5 pool1): pooled from the
+   * registers by pk_segment, the plane never stored (the chunk path; pk_row8's planes are pooled from L1) */
+  const int pool24 = fz != NULL && out_w == 24 && p->out_h % 2 == 0 && seg % 3 == 0 && nv % 3 == 0 &&
+                     fz->pp.kh == 2 && fz->pp.kw == 2 && fz->pp.stride_h == 2 && fz->pp.stride_w == 2 &&
+                     fz->pp.pad_h == 0 && fz->pp.pad_w == 0 && fz->pp.out_w == 12 && 2 * fz->pp.out_h == p->out_h;
   /* Planes of rows of 8 mod 16 floats (LeNet-5 conv1: 24): half of the taps' blocks start in the middle of a
    * cache line, and every load of theirs would cross one. When two copies fit, the second is shifted by 8
    * floats and those taps read it: all loads aligned. */
@@ -616,6 +641,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         }
         continue;
       }
+      float *const py24 = pool24 ? fz->y + (size_t)oc * fz->pool_plane : NULL;
       do {
         uint32_t n, s0;
         int last;
@@ -654,7 +680,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
           switch (sv) {
 #define PRUNEC_PK_CASE(S)                                                        \
   case S:                                                                        \
-    pk_segment(S, src, off, val, n, yt, lm, first, last, vb, vlo, vhi); \
+    pk_segment(S, src, off, val, n, yt, lm, first, last, vb, vlo, vhi, py24 != NULL ? py24 + 4 * (size_t)s0 : NULL); \
     break;
             PRUNEC_PK_CASE(1) PRUNEC_PK_CASE(2) PRUNEC_PK_CASE(3) PRUNEC_PK_CASE(4) PRUNEC_PK_CASE(5)
             PRUNEC_PK_CASE(6) PRUNEC_PK_CASE(7) PRUNEC_PK_CASE(8) PRUNEC_PK_CASE(9) PRUNEC_PK_CASE(10)
@@ -666,7 +692,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         }
         first = 0;
       } while (e < end);
-      if (fz != NULL) {
+      if (fz != NULL && !pool24) {
         fuse_pool(fz, oc);
       }
     }
