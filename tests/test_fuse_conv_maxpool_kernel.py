@@ -275,3 +275,21 @@ def test_find_conv_pool_keep_drops_pairs_before_choosing(tmp_path):
     only_max = fuse.find_conv_pool(g, keep=lambda conv, pool: pool.op == "maxpool2d")
     assert set(only_max) == {i for i, j in every.items() if g.nodes[j].op == "maxpool2d"} and len(only_max) == 2
     assert fuse.find_conv_pool(g, keep=lambda conv, pool: False) == {}
+
+
+@needs_avx512
+def test_one_call_gate_for_a_target_default(tmp_path):
+    """The predicate a target that fuses by default only where it runs the pair as one call would pass to
+    find_conv_pool: on x86_64-avx2 the two conv + max pool pairs of Mixed, not the conv + average pool; on
+    Cortex-M none (its kernels for the op are portable)."""
+    from prunec import codegen, frontend, fuse
+    from prunec.build import encode_graph
+
+    torch.manual_seed(0)
+    p = bm.export(bm.prune_random(Mixed().eval(), 0), (4, 17, 17), tmp_path / "m.pt2")
+    g, _ = frontend.load(p)
+    for name, want in (("x86_64-avx2", 2), ("cortex-m4", 0)):
+        t = targets.get(name)
+        enc = encode_graph(g, t, None, None)
+        pairs = fuse.find_conv_pool(g, keep=lambda c, q: codegen.fused_kernel(c, enc.get(c.name), q, t) is not None)
+        assert len(pairs) == want and all(g.nodes[j].op == "maxpool2d" for j in pairs.values()), (name, pairs)
