@@ -343,3 +343,60 @@ def test_builds_without_odd_widths_leave_their_decoders_out(src, tmp_path):
                      if ln.split()[-1].endswith(("_any", "_odd", "_widen", "_bany", "fill_blocks"))}
     assert syms[1], f"{src}: no odd-width decoder found with PRUNEC_RCSR_ODD_WIDTHS 1 (test out of date?)"
     assert not syms[0], f"{src}: PRUNEC_RCSR_ODD_WIDTHS 0 still has {sorted(syms[0])}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two builds linked into one program (docs/BUILD.md: "Two models linked into one program share the runtime
+# kernels' symbols ... linking both libNAME.a works, the linker taking each kernel from the first archive")
+
+TWO_MAIN = r"""
+#include <math.h>
+#include <stdio.h>
+#include "fa.h"
+#include "fb.h"
+static float in[fb_INPUT_SIZE], out[fb_OUTPUT_SIZE];
+static unsigned char arena[fa_ARENA_BYTES > fb_ARENA_BYTES ? fa_ARENA_BYTES : fb_ARENA_BYTES]
+    __attribute__((aligned(64)));
+int main(void) {
+  int i, bad = 0;
+  for (i = 0; i < fb_INPUT_SIZE; i++) in[i] = (float)((i * 37) % 11) / 11.0f;
+  if (fa_run(in, out, arena) != 0 || fb_run(in, out, arena) != 0) return 2;
+  for (i = 0; i < fb_OUTPUT_SIZE; i++) bad += isnan(out[i]);
+  printf("%d NaN outputs of model b\n", bad);
+  return bad != 0;
+}
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="not fixable in the files this review may edit: each build's own "
+                   "prunec_config.h compiles the same kernel symbols differently (see the report)")
+def test_two_builds_with_different_widths_link_into_one_program(tmp_path):
+    """Build a (every layer 4/8/16 bits: PRUNEC_RCSR_ODD_WIDTHS 0) and build b (--index-bits 1-16: 6-bit layers),
+    both libNAME.a linked as docs/BUILD.md says, a's first: the linker takes b's kernels from a's archive,
+    compiled without the other widths, and model b's output is all NaN."""
+    import torch
+
+    from prunec.build import build
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 300), torch.nn.ReLU(), torch.nn.Linear(300, 10))
+    with torch.no_grad():
+        for lin in (m[1], m[3]):
+            lin.weight[torch.rand_like(lin.weight) > 0.08] = 0
+    pt2 = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(m.eval(), (torch.zeros(1, 64),)), pt2)
+    build(pt2, "host", tmp_path / "fa", "fa")
+    rb = build(pt2, "host", tmp_path / "fb", "fb", index_bits=["1-16"])
+    assert any(l.get("index_bits") not in (0, 4, 8, 16) for l in rb.manifest["layers"])
+    for n in ("fa", "fb"):
+        r = subprocess.run(["make", "-s", f"lib{n}.a"], cwd=tmp_path / n, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    (tmp_path / "two.c").write_text(TWO_MAIN)
+    r = subprocess.run([_cc(), "-std=c99", "-O2", "-I", str(tmp_path / "fa"), "-I", str(tmp_path / "fb"),
+                        str(tmp_path / "two.c"), str(tmp_path / "fa" / "libfa.a"), str(tmp_path / "fb" / "libfb.a"),
+                        "-lm", "-o", str(tmp_path / "two")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([str(tmp_path / "two")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
