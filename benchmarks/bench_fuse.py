@@ -7,6 +7,9 @@ both, the whole library's RAM where the target measures it (arena + data + bss),
     whole model under QEMU with the project's counter plugin (benchmarks/qemu_plugin/insn_count.c): a program
     calls NAME_run N times; count = (insns(N) - insns(0)) / N, as benchmarks/bench_arm.py does for kernels;
   - host and x86_64-avx2: time per inference, both builds timed interleaved in one run (medians).
+On x86_64-avx2 (AVX-512 build machine) the fused build runs each conv + max pool pair as one
+prunec_f32_conv2d_rcsr_maxpool2d__avx512x4 call (input packed once, each channel pooled at once); other pairs,
+and the other targets, run the per-channel loop (codegen.fused_kernel).
 Both builds' outputs are compared on the same input (max abs difference printed; 0 where the kernels keep their
 summation order per channel).
 

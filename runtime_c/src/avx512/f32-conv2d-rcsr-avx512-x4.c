@@ -29,6 +29,12 @@
  * 9..15 and the tiles / generic loop read the bit stream code by code (LeNet-5 conv1 / conv2 at b = 6: 1.01x /
  * 1.04x the b = 8 time).
  *
+ * Fused max pool (prunec_f32_conv2d_rcsr_maxpool2d__avx512x4, the one call of a fused conv + max pool pair):
+ * the packed paths pack once per call and pool each channel as soon as it is computed: from the registers
+ * for 2x2/2 pools of planes 8x8 (row pairs) and 24 wide (segments of whole row pairs), LeNet-5's pool2 and
+ * pool1, else from the L1-resident plane through prunec_f32_maxpool2d__avx512x4. Bit for bit the unfused
+ * conv + max pool kernels' output.
+ *
  * The packed paths multiply fillers (value 0) like other entries (FORMAT.md: both are correct).
  * Clamp as the portable kernel (docs/TARGETS.md): min_ps(hi, max_ps(lo, a)), MAXPS/MINPS returning their
  * second operand for a NaN, so NaN stays NaN and relu(-0.0) = -0.0. Extra accumulators start at -0.0 (the
