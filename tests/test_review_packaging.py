@@ -125,8 +125,13 @@ def test_installed_wheel_trains_exports_builds_and_verifies_elsewhere(built, tmp
     assert f"prunec {prunec.__version__}" in banner
     inst = built["site"] / "prunec" / "runtime_c"
     for f in (work / "out" / "runtime").rglob("*"):
-        if f.is_file():
-            assert f.read_bytes() == (inst / f.relative_to(work / "out" / "runtime")).read_bytes(), f
+        rel = f.relative_to(work / "out" / "runtime")
+        if f.is_file() and rel.as_posix() != "include/prunec_config.h":
+            assert f.read_bytes() == (inst / rel).read_bytes(), f
+    # the build's own configuration: the installed default with the build's values (prunec.build.config_header)
+    cfg = (work / "out" / "runtime" / "include" / "prunec_config.h").read_text()
+    assert cfg.replace("#define PRUNEC_RCSR_ODD_WIDTHS 0 /* prunec build: every layer uses 4, 8 or 16 bits */",
+                       "#define PRUNEC_RCSR_ODD_WIDTHS 1") == (inst / "include" / "prunec_config.h").read_text()
 
 
 def test_build_system_setuptools_reads_the_license_field():
