@@ -368,12 +368,11 @@ int main(void) {
 """
 
 
-@pytest.mark.xfail(strict=True, reason="not fixable in the files this review may edit: each build's own "
-                   "prunec_config.h compiles the same kernel symbols differently (see the report)")
 def test_two_builds_with_different_widths_link_into_one_program(tmp_path):
     """Build a (every layer 4/8/16 bits: PRUNEC_RCSR_ODD_WIDTHS 0) and build b (--index-bits 1-16: 6-bit layers),
-    both libNAME.a linked as docs/BUILD.md says, a's first: the linker takes b's kernels from a's archive,
-    compiled without the other widths, and model b's output is all NaN."""
+    both libNAME.a linked as docs/BUILD.md says, a's first. The linker used to take b's kernels from a's archive,
+    compiled without the other widths, and model b's output was all NaN; a runtime configured without them now
+    names its rcsr kernels *_w3 (prunec_kernels.h), so each model calls its own."""
     import torch
 
     from prunec.build import build
@@ -400,3 +399,27 @@ def test_two_builds_with_different_widths_link_into_one_program(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([str(tmp_path / "two")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_every_rcsr_kernel_has_its_link_name_for_builds_without_odd_widths(tmp_path):
+    """prunec_kernels.h renames every relative-indexed CSR kernel (ops fc_rcsr, conv2d_rcsr, conv2d_rcsr_maxpool2d)
+    to *_w3 when PRUNEC_RCSR_ODD_WIDTHS is 0; a kernel registered without its line would again be shared by two
+    builds of different configurations. And an object compiled with 0 defines only the *_w3 names."""
+    import re
+
+    from prunec import runtime
+
+    header = (RT / "include" / "prunec_kernels.h").read_text()
+    renamed = set(re.findall(r"^#define (prunec_f32_\w+) \1_w3$", header, flags=re.M))
+    rcsr = {k.name for k in runtime.kernels() if k.op in ("fc_rcsr", "conv2d_rcsr", "conv2d_rcsr_maxpool2d")}
+    assert rcsr and renamed == rcsr, sorted(rcsr ^ renamed)
+    cc = _cc()
+    for src, plain in (("src/portable/f32-fc-rcsr-portable.c", "prunec_f32_fc_rcsr__portable"),
+                       ("src/portable/f32-conv2d-rcsr-portable.c", "prunec_f32_conv2d_rcsr__portable")):
+        for odd, want in (("0", plain + "_w3"), ("1", plain)):
+            obj = tmp_path / f"k{odd}.o"
+            r = subprocess.run([cc, "-std=c99", "-O2", f"-DPRUNEC_RCSR_ODD_WIDTHS={odd}", "-I", str(RT / "include"),
+                                "-c", str(RT / src), "-o", str(obj)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            syms = subprocess.run(["nm", str(obj)], capture_output=True, text=True).stdout.split()
+            assert want in syms and (odd == "1" or plain not in syms), (src, odd, syms)

@@ -10,7 +10,32 @@
 #ifndef PRUNEC_KERNELS_H
 #define PRUNEC_KERNELS_H
 
+#include "prunec_config.h"
 #include "prunec_types.h"
+
+/* A runtime compiled without the other index widths (PRUNEC_RCSR_ODD_WIDTHS 0 in prunec_config.h, what
+ * `prunec build` writes when every layer uses 4, 8 or 16 bits) gives its relative-indexed CSR kernels other link
+ * names (suffix _w3: three widths), so that two builds of different configurations linked into one program each
+ * call their own kernels instead of the linker taking one build's for both. Sources, generated code and tests
+ * use the plain names; this header maps them. Every registered rcsr kernel has its line (tested). */
+#if !PRUNEC_RCSR_ODD_WIDTHS
+#define prunec_f32_fc_rcsr__portable prunec_f32_fc_rcsr__portable_w3
+#define prunec_f32_conv2d_rcsr__portable prunec_f32_conv2d_rcsr__portable_w3
+#define prunec_f32_conv2d_rcsr_maxpool2d__portable prunec_f32_conv2d_rcsr_maxpool2d__portable_w3
+#define prunec_f32_fc_rcsr__avx512 prunec_f32_fc_rcsr__avx512_w3
+#define prunec_f32_conv2d_rcsr__avx512 prunec_f32_conv2d_rcsr__avx512_w3
+#define prunec_f32_fc_rcsr__avx2 prunec_f32_fc_rcsr__avx2_w3
+#define prunec_f32_conv2d_rcsr__avx2 prunec_f32_conv2d_rcsr__avx2_w3
+#define prunec_f32_fc_rcsr__neon prunec_f32_fc_rcsr__neon_w3
+#define prunec_f32_conv2d_rcsr__neon prunec_f32_conv2d_rcsr__neon_w3
+#define prunec_f32_fc_rcsr__cortexm prunec_f32_fc_rcsr__cortexm_w3
+#define prunec_f32_conv2d_rcsr__cortexm prunec_f32_conv2d_rcsr__cortexm_w3
+#define prunec_f32_fc_rcsr__mve prunec_f32_fc_rcsr__mve_w3
+#define prunec_f32_conv2d_rcsr__mve prunec_f32_conv2d_rcsr__mve_w3
+#define prunec_f32_fc_rcsr__avx512x4 prunec_f32_fc_rcsr__avx512x4_w3
+#define prunec_f32_conv2d_rcsr__avx512x4 prunec_f32_conv2d_rcsr__avx512x4_w3
+#define prunec_f32_conv2d_rcsr_maxpool2d__avx512x4 prunec_f32_conv2d_rcsr_maxpool2d__avx512x4_w3
+#endif
 
 #ifdef __cplusplus
 extern "C" {
