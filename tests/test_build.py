@@ -480,3 +480,39 @@ def test_float_literals_round_trip_exactly(tmp_path):
         B.build(p, "host", tmp_path / storage, name="f", storage=storage)
         y = verify.run_host(tmp_path / storage, np.ones((1, 1), np.float32))
         assert np.array_equal(y[0].view(np.uint32), special.view(np.uint32)), storage
+
+
+def test_x86_fuses_only_the_pairs_it_runs_as_one_call(tmp_path):
+    """x86_64-avx2's `fuse_conv_pool = "one-call"`: a conv + max pool pair becomes one avx512x4 call by default
+    (where the build machine has AVX-512), a conv + average pool pair stays unfused (its per-channel loop would
+    repack the conv's input per channel), --fuse-pool / --no-fuse-pool still decide for every pair, and a bad
+    value in a target file is named."""
+    from prunec import verify as V
+
+    if not {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= (V.cpu_flags() or set()):
+        pytest.skip("this CPU lacks AVX-512: the x86 build has no one-call kernel to fuse with")
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 6, 3), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3), nn.AvgPool2d(2), nn.Flatten(),
+                      nn.Linear(8 * 2 * 2, 10)).eval()
+    with torch.no_grad():
+        for layer in (m[0], m[2], m[5]):
+            layer.weight.mul_((torch.rand_like(layer.weight) < 0.5).float())
+    pt2 = tmp_path / "mixed.pt2"
+    torch.export.save(torch.export.export(m, (torch.zeros(1, 1, 14, 14),)), str(pt2))
+    x = bm.random_inputs((1, 14, 14), n=4, seed=3).reshape(4, -1)
+    ref = verify.reference_outputs(pt2, x, [1, 1, 14, 14])
+    fused = {}
+    for tag, fp in (("default", None), ("all", True), ("none", False)):
+        r = B.build(pt2, "x86_64-avx2", tmp_path / tag, name="mixed", fuse_pool=fp)
+        fused[tag] = r.manifest["plan"]["fused_conv_pool"]
+        rep = verify.compare(verify.run_host(tmp_path / tag, x), ref)
+        assert rep.ok, (tag, rep.text())
+    assert fused["default"] == [["0", "1"]] and fused["all"] == [["0", "1"], ["2", "3"]] and fused["none"] == []
+    kernels = json.loads((tmp_path / "default" / "manifest.json").read_text())["kernels"]
+    assert "prunec_f32_conv2d_rcsr_maxpool2d__avx512x4" in kernels
+    t = targets.get("x86_64-avx2")
+    bad = dataclasses.replace(t, extra={**t.extra, "fuse_conv_pool": "sometimes"})
+    import unittest.mock as um
+    with um.patch.object(targets, "get", return_value=bad), pytest.raises(PrunecError, match="one-call"):
+        B.build(pt2, "x86_64-avx2", tmp_path / "bad", name="mixed")
+    assert not (tmp_path / "bad").exists()

@@ -110,6 +110,10 @@ class BuildResult:
     graph: Graph
 
 
+# target key fuse_conv_pool: true (every conv + pool pair that does not grow the arena), false, or ONE_CALL
+ONE_CALL = "one-call"
+
+
 def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto",
             index_bits=None, row_align: int | None = None, fuse_pool: bool | None = None):
     """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph).
@@ -127,12 +131,18 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
     encodings = encode_graph(g, target, index_bits, row_align)
+    keep = None
     if fuse_pool is None:
         fuse_pool = target.extra.get("fuse_conv_pool", False)
-        if not isinstance(fuse_pool, bool):
-            raise PrunecError(f"target {target.name!r}: fuse_conv_pool must be true or false (got {fuse_pool!r}); "
-                              f"fix the target file")
-    pairs = fuse.find_conv_pool(g) if fuse_pool else {}
+        if fuse_pool == ONE_CALL:
+            # fuse only the pairs this target runs as one kernel call (x86: avx512x4 conv + max pool); the
+            # per-channel loop would pay the conv kernel's per-call set-up once per channel there
+            fuse_pool = True
+            keep = lambda c, p: codegen.fused_kernel(c, encodings.get(c.name), p, target) is not None  # noqa: E731
+        elif not isinstance(fuse_pool, bool):
+            raise PrunecError(f"target {target.name!r}: fuse_conv_pool must be true, false or \"{ONE_CALL}\" (got "
+                              f"{fuse_pool!r}); fix the target file")
+    pairs = fuse.find_conv_pool(g, keep) if fuse_pool else {}
     plan = planner.make_plan(fuse.planning_graph(g, pairs))
     unfused_arena = planner.make_plan(g).arena_bytes if pairs else plan.arena_bytes
     files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage, pairs)

@@ -18,8 +18,9 @@ can be more, so `find_conv_pool` fuses only pairs that do not make the arena lar
 
 Cost. Kernels have a fixed cost per call, paid once per output channel. On Cortex-M (no per-call set-up
 beyond a few loads) fusion is the targets' default (`fuse_conv_pool = true` in their TOML files): the RAM is
-the scarce resource there. x86's avx512x4 convolution packs its input once per call, so x86 and the other
-targets do not fuse unless asked (`prunec build --fuse-pool`). Where the target selects an ISA kernel for the
+the scarce resource there. x86's avx512x4 convolution packs its input once per call, so x86 fuses by default
+only the pairs it runs as one call (`fuse_conv_pool = "one-call"`, below), and the other targets do not fuse unless
+asked (`prunec build --fuse-pool`). Where the target selects an ISA kernel for the
 pair as one op (`conv2d_rcsr_maxpool2d`, codegen.FUSED_OPS / `fused_kernel`: x86 avx512x4), codegen emits one
 call of it instead of the per-channel loop: the input is packed once and each channel pooled as soon as it is
 computed (LeNet-5 on x86: faster than unfused). `find_conv_pool(g, keep)` can restrict fusion to such pairs.
