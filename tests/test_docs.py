@@ -317,8 +317,10 @@ def test_documented_arenas_are_the_planned_ones():
     fused_arena = plan.make_plan(fuse.planning_graph(g5, fuse.find_conv_pool(g5))).arena_bytes
     assert fused_arena == num(fused.group(1)), f"fused LeNet-5 arena {fused_arena}, BUILD.md says {fused.group(1)}"
     assert plan.make_plan(frontend.from_program(_program("lenet300"))).arena_bytes == num(m.group(2)), "LeNet-300 arena"
-    on = sorted(n for n, t in TARGETS.items() if t.get("fuse_conv_pool"))
+    on = sorted(n for n, t in TARGETS.items() if t.get("fuse_conv_pool") is True)
     assert on and all(n.startswith("cortex-m") for n in on), f"fusing targets {on}: BUILD.md says the Cortex-M ones"
+    one_call = sorted(n for n, t in TARGETS.items() if t.get("fuse_conv_pool") == "one-call")
+    assert one_call == ["x86_64-avx2"] and 'x86_64-avx2 sets `fuse_conv_pool = "one-call"`' in doc, one_call
 
 
 # --- a generated build: the C API, the snippets, the manifest, make/cmake --------------------------------------
