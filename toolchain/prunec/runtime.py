@@ -98,8 +98,8 @@ def select(op: str, isas: tuple[str, ...] | list[str] = ()) -> Kernel:
 def sources_for(selected) -> list[str]:
     """Sorted unique source paths (relative to runtime_c/) that define the given kernels and every kernel they
     call (PRUNEC_KERNEL_USES, followed transitively). A copied source brings every kernel it defines, so the
-    callees of its other kernels come too (the NEON fc and conv share a file: an fc-only build links the conv,
-    and the conv calls the portable one for the index widths it has no path for)."""
+    callees of its other kernels come too (the avx2 fc and conv share a file: a conv-only build links the fc,
+    and the fc calls the portable one for the index widths it has no path for)."""
     every = kernels()
     by_name = {k.name: k for k in every}
     by_source: dict[str, list] = {}
