@@ -177,14 +177,14 @@ def test_bench_table_names_the_fused_pools(tmp_path):
     assert len(res.layer_medians()) == len(res.manifest["layers"])
 
 
-def test_target_setting_must_be_a_bool(tmp_path, monkeypatch):
+def test_target_setting_must_be_a_bool_or_one_call(tmp_path, monkeypatch):
     _, _, p = _model(tmp_path, "zoo")
     t = targets.get("host")
     bad = dataclasses.replace(t, extra={**t.extra, "fuse_conv_pool": "false"})
     import prunec.build as B
 
     monkeypatch.setattr(B.targets_mod, "get", lambda name: bad)
-    with pytest.raises(PrunecError, match="fuse_conv_pool must be true or false"):
+    with pytest.raises(PrunecError, match='fuse_conv_pool must be true, false or "one-call"'):
         build(p, "host", tmp_path / "o", name="net")
     assert not (tmp_path / "o").exists()
     assert build(p, "host", tmp_path / "o2", name="net", fuse_pool=False).manifest["plan"]["fused_conv_pool"] == []
