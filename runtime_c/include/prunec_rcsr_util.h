@@ -15,6 +15,7 @@
 #define PRUNEC_RCSR_UTIL_H
 
 #include <math.h>
+#include <string.h>
 
 #include "prunec_config.h"
 #include "prunec_types.h"
@@ -85,6 +86,32 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code(const uint8_t *index, uint32_t e,
   return (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu; /* 4: the only width left (valid_bits) */
 #endif
 }
+
+#if PRUNEC_RCSR_ODD_WIDTHS
+/* Columns of entries e .. e+n-1 of a b-bit stream, any b in 1..16 (docs/FORMAT.md: one LSB-first bit stream),
+ * continuing from column `last`; returns the last column. Per code one unaligned 32-bit load at its first byte (its
+ * bits end within 7 + 16 bits of it), shifted and masked; the codes whose 4 bytes would reach past the stream's
+ * last byte ((entries*b + 7)/8) are read bytewise. (The x86 avx2 / avx512 kernels' decode for the other widths.) */
+static inline int32_t prunec_rcsr_decode_cols_any(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last,
+                                                  int32_t *cols) {
+  const uint8_t *index = w->index;
+  const uint32_t b = w->index_bits, mask = (1u << b) - 1u;
+  const size_t len = ((size_t)w->row_ptr[w->rows] * b + 7u) / 8u;
+  uint64_t bit = (uint64_t)e * b;
+  uint32_t i = 0;
+  for (; i < n && (size_t)(bit >> 3) + 4u <= len; i++, bit += b) {
+    uint32_t v;
+    memcpy(&v, index + (size_t)(bit >> 3), 4);
+    last += (int32_t)((v >> (uint32_t)(bit & 7u)) & mask) + 1;
+    cols[i] = last;
+  }
+  for (; i < n; i++) {
+    last += (int32_t)prunec_rcsr_code_any(index, e + i, b) + 1;
+    cols[i] = last;
+  }
+  return last;
+}
+#endif
 
 /* Tap k of column `col` (= (ci*kh + ky)*kw + kx) with weight v. */
 PRUNEC_ALWAYS_INLINE void prunec_conv_set_tap(const prunec_conv2d_params *p, uint32_t col, float v, uint32_t k,

@@ -46,6 +46,7 @@
 #include <immintrin.h>
 
 #include "prunec_kernels.h"
+#include "prunec_avx512_util.h"
 #include "prunec_rcsr_util.h"
 
 #define ROWS 8      /* output rows per tile: 8 zmm accumulators */
@@ -68,59 +69,6 @@ static uint32_t code_at(const prunec_rcsr_f32 *w, uint32_t e) {
   }
 }
 
-/* Codes of entries e .. e+n-1 of a b-bit stream, b <= 7 (docs/FORMAT.md: one LSB-first bit stream), widened to
- * bytes (as the avx512x4 fc kernel does): 4-bit ones by nibble unpacking, others 32 per step in 16-bit lanes
- * (codes 0..15 from a 16-byte window at the group's first byte, 16..31 from one 2b bytes on; a byte shuffle puts
- * code j's two bytes in word j, a shift per word and a mask leave the code). No load reaches past the stream's
- * last byte, `len` ((entries*b + 7)/8): the last codes are read one by one. */
-static void widen8(const uint8_t *index, size_t len, uint32_t b, uint32_t e, uint32_t n, uint8_t *out) {
-  uint32_t i = 0;
-  if (b == 4u) {
-    const __m128i lo4 = _mm_set1_epi8(0x0F);
-    const uint8_t *src;
-    if (n > 0 && (e & 1u)) {
-      out[i++] = (uint8_t)(index[e >> 1] >> 4);
-    }
-    src = index + ((e + i) >> 1);
-    for (; i + 32u <= n; i += 32u, src += 16) {
-      const __m128i v = _mm_loadu_si128((const __m128i *)src);
-      const __m128i l = _mm_and_si128(v, lo4), h = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
-      _mm_storeu_si128((__m128i *)(out + i), _mm_unpacklo_epi8(l, h));
-      _mm_storeu_si128((__m128i *)(out + i + 16u), _mm_unpackhi_epi8(l, h));
-    }
-  } else {
-    const uint64_t bit = (uint64_t)e * b;
-    const uint32_t s = (uint32_t)(bit & 7u);
-    size_t pos = (size_t)(bit >> 3);
-    uint8_t c[64] __attribute__((aligned(64)));
-    uint16_t sh[32] __attribute__((aligned(64)));
-    uint32_t j;
-    __m512i ctrl, shv, mask;
-    for (j = 0; j < 32u; j++) {
-      const uint32_t rel = s + j * b - (j >= 16u ? 16u * b : 0u);
-      c[2u * j] = (uint8_t)(rel >> 3);
-      c[2u * j + 1u] = (uint8_t)((rel >> 3) + 1u);
-      sh[j] = (uint16_t)(rel & 7u);
-    }
-    ctrl = _mm512_load_si512((const void *)c);
-    shv = _mm512_load_si512((const void *)sh);
-    mask = _mm512_set1_epi16((short)((1u << b) - 1u));
-    for (; i + 32u <= n && pos + 2u * b + 16u <= len; i += 32u, pos += 4u * b) {
-      const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(index + pos)));
-      const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(index + pos + 2u * b)));
-      __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      v = _mm512_and_si512(_mm512_srlv_epi16(_mm512_shuffle_epi8(v, ctrl), shv), mask);
-      _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi16_epi8(v));
-    }
-  }
-  for (; i < n; i++) {
-    out[i] = (uint8_t)prunec_rcsr_code(index, e + i, b);
-  }
-}
-
-static inline size_t index_len(const prunec_rcsr_f32 *w) {
-  return ((size_t)w->row_ptr[w->rows] * w->index_bits + 7u) / 8u;
-}
 
 /* 1 when every row of w holds at most `max` entries (rows that can be widened into a buffer of that size). */
 static int rows_at_most(const prunec_rcsr_f32 *w, uint32_t rows, uint32_t max) {
@@ -586,7 +534,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
   int32_t col_off[PK_COLS];
   int32_t off[CHUNK];
   uint8_t wide[WIDE_MAX + 64] __attribute__((aligned(64))); /* codes widened (b < 8): the layer's, or a row's / chunk's */
-  const size_t len = index_len(w);
+  const size_t len = prunec_avx512_index_len(w);
   const uint32_t e0 = w->row_ptr[0];
   const int all = w->index_bits < 8 && w->row_ptr[p->out_c] - e0 <= WIDE_MAX;
   uint32_t g, oc;
@@ -605,7 +553,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
     return;
   }
   if (all) { /* once per call: one plan, one pass (per row, the plan cost LeNet-5 conv1 ~0.4 us at b = 6) */
-    widen8(w->index, len, w->index_bits, e0, w->row_ptr[p->out_c] - e0, wide);
+    prunec_avx512_widen8(w->index, len, w->index_bits, e0, w->row_ptr[p->out_c] - e0, wide);
   }
   for (g = 0; g < p->groups; g++) {
     if (twin) {
@@ -624,7 +572,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         if (all) {
           codes = wide + (r0 - e0);
         } else if (w->index_bits != 8) {
-          widen8(w->index, len, w->index_bits, r0, end - r0, wide);
+          prunec_avx512_widen8(w->index, len, w->index_bits, r0, end - r0, wide);
           codes = wide;
         }
         const float *val = w->values + r0;
@@ -670,7 +618,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
         } else if (all) {
           PRUNEC_PK_DECODE(wide[e - e0])
         } else if (w->index_bits < 8) { /* other widths: the chunk's codes widened to bytes first */
-          widen8(w->index, len, w->index_bits, c0, stop - c0, wide);
+          prunec_avx512_widen8(w->index, len, w->index_bits, c0, stop - c0, wide);
           PRUNEC_PK_DECODE(wide[e - c0])
         } else {
           PRUNEC_PK_DECODE(prunec_rcsr_code_any(w->index, e, w->index_bits))
@@ -732,7 +680,7 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
                     fz->pp.out_w == 4;
   float pk[PK2_MAX] __attribute__((aligned(64)));
   uint8_t wide[WIDE_MAX + 64] __attribute__((aligned(64))); /* codes widened (b < 8): the layer's, or a row's */
-  const size_t len = index_len(w);
+  const size_t len = prunec_avx512_index_len(w);
   const uint32_t e0 = w->row_ptr[0];
   const int all = w->index_bits < 8 && w->row_ptr[p->out_c] - e0 <= WIDE_MAX;
   int32_t col_off[PK_COLS];
@@ -756,7 +704,7 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
     }
   }
   if (all) {
-    widen8(w->index, len, w->index_bits, e0, w->row_ptr[p->out_c] - e0, wide);
+    prunec_avx512_widen8(w->index, len, w->index_bits, e0, w->row_ptr[p->out_c] - e0, wide);
   }
   for (g = 0; g < p->groups; g++) {
     const float *xg = x + (size_t)g * cin_g * in_plane;
@@ -806,7 +754,7 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
       if (all) {
         codes = wide + (r0 - e0);
       } else if (w->index_bits != 8) { /* b < 8: the row's codes widened to bytes (rows of <= PK_COLS entries) */
-        widen8(w->index, len, w->index_bits, r0, n, wide);
+        prunec_avx512_widen8(w->index, len, w->index_bits, r0, n, wide);
         codes = wide;
       }
       switch (S) {

@@ -54,6 +54,7 @@
 #include <immintrin.h>
 
 #include "prunec_kernels.h"
+#include "prunec_avx512_util.h"
 #include "prunec_rcsr_util.h"
 
 #define CHUNK 1024u /* entries decoded per row and pass: 4 rows x 4 KB of columns stay in L1 */
@@ -118,73 +119,6 @@ static inline __attribute__((always_inline)) __m512i x4_codes16(const uint8_t *p
   return _mm512_and_si512(_mm512_srlv_epi32(v, pl->shift), pl->mask);
 }
 
-/* Bytes of the index stream of a layer (the reads below stay inside them). */
-static inline size_t x4_index_len(const prunec_rcsr_f32 *w) {
-  return ((size_t)w->row_ptr[w->rows] * w->index_bits + 7u) / 8u;
-}
-
-/* Codes of entries e .. e+n-1 (b <= 8, b != 8) widened to bytes: out[i] = code(e + i). */
-static void x4_widen8(const uint8_t *index, size_t len, uint32_t b, uint32_t e, uint32_t n, uint8_t *out) {
-  uint32_t i = 0;
-  if (b == 4u) { /* nibbles: an odd first entry alone, then 32 codes (16 bytes) per step */
-    const __m128i lo4 = _mm_set1_epi8(0x0F);
-    const uint8_t *src;
-    if (n > 0 && (e & 1u)) {
-      out[i++] = (uint8_t)(index[e >> 1] >> 4);
-    }
-    src = index + ((e + i) >> 1);
-    for (; i + 32u <= n; i += 32u, src += 16) {
-      const __m128i v = _mm_loadu_si128((const __m128i *)src);
-      const __m128i l = _mm_and_si128(v, lo4), h = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
-      _mm_storeu_si128((__m128i *)(out + i), _mm_unpacklo_epi8(l, h));
-      _mm_storeu_si128((__m128i *)(out + i + 16u), _mm_unpackhi_epi8(l, h));
-    }
-    for (; i < n; i++) {
-      const uint32_t k = e + i;
-      out[i] = (uint8_t)((index[k >> 1] >> ((k & 1u) << 2)) & 0x0Fu);
-    }
-    return;
-  }
-  if (b <= 7u) {
-    /* 32 codes (4b bytes) per step in 16-bit lanes: codes 0..15 from a 16-byte window at the group's first
-     * byte (128-bit lanes 0, 1), codes 16..31 from one 2b bytes on (lanes 2, 3); a byte shuffle puts the two
-     * bytes holding code j in word j, a shift per word and a mask leave the code, vpmovwb packs the words */
-    const uint64_t bit = (uint64_t)e * b;
-    const uint32_t s = (uint32_t)(bit & 7u);
-    size_t pos = (size_t)(bit >> 3);
-    uint8_t c[64] __attribute__((aligned(64)));
-    uint16_t sh[32] __attribute__((aligned(64)));
-    uint32_t j;
-    __m512i ctrl, shv, mask;
-    for (j = 0; j < 32u; j++) {
-      const uint32_t rel = s + j * b - (j >= 16u ? 16u * b : 0u);
-      c[2u * j] = (uint8_t)(rel >> 3);
-      c[2u * j + 1u] = (uint8_t)((rel >> 3) + 1u);
-      sh[j] = (uint16_t)(rel & 7u);
-    }
-    ctrl = _mm512_load_si512((const void *)c);
-    shv = _mm512_load_si512((const void *)sh);
-    mask = _mm512_set1_epi16((short)((1u << b) - 1u));
-    for (; i + 32u <= n && pos + 2u * b + 16u <= len; i += 32u, pos += 4u * b) {
-      const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(index + pos)));
-      const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(index + pos + 2u * b)));
-      __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      v = _mm512_and_si512(_mm512_srlv_epi16(_mm512_shuffle_epi8(v, ctrl), shv), mask);
-      _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi16_epi8(v));
-    }
-  } else {
-    const uint64_t bit = (uint64_t)e * b;
-    size_t pos = (size_t)(bit >> 3);
-    x4_wplan pl;
-    x4_wplan_init(&pl, (uint32_t)(bit & 7u), b);
-    for (; i + 16u <= n && pos + pl.need <= len; i += 16u, pos += pl.step) {
-      _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(x4_codes16(index + pos, &pl, 0)));
-    }
-  }
-  for (; i < n; i++) {
-    out[i] = (uint8_t)prunec_rcsr_code_any(index, e + i, b);
-  }
-}
 
 /* Columns of entries e .. e+n-1 of one row, continuing from column `last`; returns the last column. */
 static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last, int32_t *cols) {
@@ -226,7 +160,7 @@ static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int
   } else if (w->index_bits != 4) {
     /* any other width: 16 codes per step through a plan (above), the same prefix sum */
     const uint32_t b = w->index_bits;
-    const size_t len = x4_index_len(w);
+    const size_t len = prunec_avx512_index_len(w);
     const uint64_t bit = (uint64_t)e * b;
     const __m512i one = _mm512_set1_epi32(1);
     const __m512i z = _mm512_setzero_si512();
@@ -899,7 +833,7 @@ static __attribute__((noinline)) void fc_rcsr_widened(const prunec_rcsr_f32 *w, 
   uint8_t codes[WIDEN_MAX + 64] __attribute__((aligned(64)));
   const uint32_t *row_ptr = w->row_ptr;
   const uint32_t rows = w->rows, bits = w->index_bits;
-  const size_t len = x4_index_len(w);
+  const size_t len = prunec_avx512_index_len(w);
   const int prefetch = row_ptr[rows] > YPF_MIN_ENTRIES;
   const int unroll = row_ptr[rows] >= (uint64_t)YLONG_ROW * rows;
   const uint32_t grp = w->cols > YQUAD_COLS ? 4u : 2u;
@@ -918,7 +852,7 @@ static __attribute__((noinline)) void fc_rcsr_widened(const prunec_rcsr_f32 *w, 
     if (r1 < rows && r1 - r >= grp) {
       r1 -= (r1 - r) % grp;
     }
-    x4_widen8(w->index, len, bits, base, row_ptr[r1] - base, codes);
+    prunec_avx512_widen8(w->index, len, bits, base, row_ptr[r1] - base, codes);
     if (unroll) {
       fc_rcsr_b8_block_long(w, codes, base, r, r1, prefetch, bias, x, y, out_min, out_max);
     } else {

@@ -29,29 +29,6 @@ static inline __m512i prunec_avx512_prefix_sum_epi32(__m512i v) {
   return v;
 }
 
-#if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h: a build with only 4/8/16-bit layers leaves this out */
-/* Columns of entries e .. e+n-1 of a b-bit stream, any b in 1..16 (docs/FORMAT.md: one LSB-first bit stream):
- * per code one unaligned 32-bit load at its first byte (its bits end within 7 + 16 bits of it), shifted and
- * masked; the codes whose 4 bytes would reach past the stream's last byte ((entries*b + 7)/8) are read bytewise. */
-static int32_t prunec_avx512_decode_cols_any(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last, int32_t *cols) {
-  const uint8_t *index = w->index;
-  const uint32_t b = w->index_bits, mask = (1u << b) - 1u;
-  const size_t len = ((size_t)w->row_ptr[w->rows] * b + 7u) / 8u;
-  uint64_t bit = (uint64_t)e * b;
-  uint32_t i = 0;
-  for (; i < n && (size_t)(bit >> 3) + 4u <= len; i++, bit += b) {
-    uint32_t v;
-    __builtin_memcpy(&v, index + (size_t)(bit >> 3), 4);
-    last += (int32_t)((v >> (uint32_t)(bit & 7u)) & mask) + 1;
-    cols[i] = last;
-  }
-  for (; i < n; i++) {
-    last += (int32_t)prunec_rcsr_code_any(index, e + i, b) + 1;
-    cols[i] = last;
-  }
-  return last;
-}
-#endif
 
 static int32_t prunec_avx512_decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last,
                                          int32_t *cols) {
@@ -88,7 +65,7 @@ static int32_t prunec_avx512_decode_cols(const prunec_rcsr_f32 *w, uint32_t e, u
     }
 #if PRUNEC_RCSR_ODD_WIDTHS
   } else if (w->index_bits != 4) {
-    last = prunec_avx512_decode_cols_any(w, e, n, last, cols);
+    last = prunec_rcsr_decode_cols_any(w, e, n, last, cols);
 #endif
   } else { /* 4 (with PRUNEC_RCSR_ODD_WIDTHS 0 the only width left: prunec_rcsr_bad_bits took the others) */
     for (; i < n; i++) {
