@@ -120,13 +120,21 @@ static inline __attribute__((always_inline)) __m512i x4_codes16(const uint8_t *p
 }
 
 
+/* Inclusive prefix sum of the 16 lanes of v. */
+static inline __m512i x4_prefix_sum(__m512i v) {
+  const __m512i z = _mm512_setzero_si512();
+  v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 15));
+  v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 14));
+  v = _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 12));
+  return _mm512_add_epi32(v, _mm512_alignr_epi32(v, z, 8));
+}
+
 /* Columns of entries e .. e+n-1 of one row, continuing from column `last`; returns the last column. */
 static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int32_t last, int32_t *cols) {
   const uint8_t *index = w->index;
   uint32_t i = 0;
   if (w->index_bits == 8 || w->index_bits == 16) {
     const __m512i one = _mm512_set1_epi32(1);
-    const __m512i z = _mm512_setzero_si512();
     const __m512i l15 = _mm512_set1_epi32(15);
     __m512i base = _mm512_set1_epi32(last);
     for (; i + 16 <= n; i += 16) {
@@ -134,11 +142,7 @@ static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int
                       ? _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(index + e + i)))
                       : _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(index + 2u * (e + i))));
       g = _mm512_add_epi32(g, one);
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 15));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 14));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 12));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 8));
-      g = _mm512_add_epi32(g, base);
+      g = _mm512_add_epi32(x4_prefix_sum(g), base);
       _mm512_storeu_si512((void *)(cols + i), g);
       base = _mm512_permutexvar_epi32(l15, g);
     }
@@ -163,7 +167,6 @@ static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int
     const size_t len = prunec_avx512_index_len(w);
     const uint64_t bit = (uint64_t)e * b;
     const __m512i one = _mm512_set1_epi32(1);
-    const __m512i z = _mm512_setzero_si512();
     const __m512i l15 = _mm512_set1_epi32(15);
     __m512i base = _mm512_set1_epi32(last);
     size_t pos = (size_t)(bit >> 3);
@@ -171,11 +174,7 @@ static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int
     x4_wplan_init(&pl, (uint32_t)(bit & 7u), b);
     for (; i + 16 <= n && pos + pl.need <= len; i += 16, pos += pl.step) {
       __m512i g = _mm512_add_epi32(x4_codes16(index + pos, &pl, b <= 7u), one);
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 15));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 14));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 12));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 8));
-      g = _mm512_add_epi32(g, base);
+      g = _mm512_add_epi32(x4_prefix_sum(g), base);
       _mm512_storeu_si512((void *)(cols + i), g);
       base = _mm512_permutexvar_epi32(l15, g);
     }
@@ -190,7 +189,6 @@ static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int
     /* 4-bit codes: an odd first entry alone, then 16 codes (8 bytes) at a time: low and high nibbles
      * interleaved back into entry order, widened, prefix-summed. */
     const __m512i one = _mm512_set1_epi32(1);
-    const __m512i z = _mm512_setzero_si512();
     const __m512i l15 = _mm512_set1_epi32(15);
     const __m128i lo4 = _mm_set1_epi8(0x0F);
     __m512i base;
@@ -204,11 +202,7 @@ static int32_t decode_cols(const prunec_rcsr_f32 *w, uint32_t e, uint32_t n, int
       const __m128i b = _mm_loadl_epi64((const __m128i *)(index + ((e + i) >> 1)));
       const __m128i codes = _mm_unpacklo_epi8(_mm_and_si128(b, lo4), _mm_and_si128(_mm_srli_epi16(b, 4), lo4));
       __m512i g = _mm512_add_epi32(_mm512_cvtepu8_epi32(codes), one);
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 15));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 14));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 12));
-      g = _mm512_add_epi32(g, _mm512_alignr_epi32(g, z, 8));
-      g = _mm512_add_epi32(g, base);
+      g = _mm512_add_epi32(x4_prefix_sum(g), base);
       _mm512_storeu_si512((void *)(cols + i), g);
       base = _mm512_permutexvar_epi32(l15, g);
     }
