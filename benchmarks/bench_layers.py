@@ -167,13 +167,9 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
     return out, enc
 
 
-def conv_contenders(layer, w, bias, x, lib_t):
-    import torch
-    import torch.nn.functional as F
 
-    ffi, lib, ks = lib_t
-    keep = Keep()
-    cv = layer.conv
+def conv_params(ffi, keep, cv):
+    """A prunec_conv2d_params for the workload conv `cv` (square, dilation 1), kept alive by `keep`."""
     p = keep(ffi.new("prunec_conv2d_params *"))
     p.in_c, p.in_h, p.in_w = cv.in_c, cv.in_hw, cv.in_hw
     p.out_c, p.out_h, p.out_w = cv.out_c, cv.out_hw, cv.out_hw
@@ -182,6 +178,16 @@ def conv_contenders(layer, w, bias, x, lib_t):
     p.pad_h = p.pad_w = cv.pad
     p.dil_h = p.dil_w = 1
     p.groups = cv.groups
+    return p
+
+def conv_contenders(layer, w, bias, x, lib_t):
+    import torch
+    import torch.nn.functional as F
+
+    ffi, lib, ks = lib_t
+    keep = Keep()
+    cv = layer.conv
+    p = conv_params(ffi, keep, cv)
     torch.set_num_threads(1)
     w4 = torch.from_numpy(w.reshape(cv.out_c, cv.in_c // cv.groups, cv.k, cv.k))
     bt = torch.from_numpy(bias)
@@ -330,14 +336,7 @@ def bits_contenders(layer, w, bias, x, bits_list, lib_t, row_align=None):
     keep = Keep()
     cv = layer.conv
     if cv:
-        p = keep(ffi.new("prunec_conv2d_params *"))
-        p.in_c, p.in_h, p.in_w = cv.in_c, cv.in_hw, cv.in_hw
-        p.out_c, p.out_h, p.out_w = cv.out_c, cv.out_hw, cv.out_hw
-        p.kh = p.kw = cv.k
-        p.stride_h = p.stride_w = cv.stride
-        p.pad_h = p.pad_w = cv.pad
-        p.dil_h = p.dil_w = 1
-        p.groups = cv.groups
+        p = conv_params(ffi, keep, cv)
         w4 = torch.from_numpy(w.reshape(cv.out_c, cv.in_c // cv.groups, cv.k, cv.k)).double()
         with torch.inference_mode():
             ref = torch.relu(F.conv2d(torch.from_numpy(x)[None].double(), w4, torch.from_numpy(bias).double(),
