@@ -3,7 +3,8 @@
 * `kernels_lib()` compiles every x86-usable kernel of runtime_c/kernels.inc (portable, avx2, avx512, ...)
   for fc/conv, plus benchmarks/c/bench_driver.c (C timing loops, clock_gettime), into one cffi module with
   -O3 -march=native ($PRUNEC_BENCH_CFLAGS replaces these, e.g. with the x86_64-avx2 target's own flags: the
-  avx512x4 fc of LeNet-size layers runs ~15 % faster with them). Python hands the kernel a function pointer and the encoded layer; the loop runs in C.
+  avx512x4 fc of LeNet-size layers runs ~15 % faster with them). Python hands the kernel a function pointer and
+  the encoded layer; the loop runs in C.
 * `measure(contenders, reps)` times every contender once per repetition, in a rotating order, so that all
   of them see the same machine noise; each figure is the median over repetitions of the mean time per call
   of a calibrated inner loop (>= `target_s` per repetition). Ratios are taken between medians of one run.
