@@ -180,7 +180,8 @@ class CompiledBuild:
         check_host_isa(d, self.manifest)
         mk = (d / "Makefile").read_text()
         # the flags `make` compiles with (TARGET_CFLAGS, then CFLAGS), as verify uses them
-        self.cflags = (build_cflags(d) or []) + list(extra_cflags)
+        base = build_cflags(d) or []
+        self.cflags = base + [f for f in extra_cflags if f not in base]  # no second -O3 after the build's own
         self.cflags = [f for f in self.cflags if f != "-fPIC"] + ["-fPIC"]
         srcs = shlex.split(_makefile_var(mk, "SRCS") or "") + shlex.split(_makefile_var(mk, "ASMS") or "")
         libs = shlex.split(_makefile_var(mk, "LIBS") or "") or ["-lm"]
