@@ -70,6 +70,38 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code_any(const uint8_t *index, uint32_
   return (v >> s) & ((1u << bits) - 1u);
 }
 
+/* Sequential reading of n codes of a b-bit stream from entry e on (any b in 1..16): `buf` holds `have` unread
+ * bits, refilled a byte at a time and only when the next code needs it, so nothing past the byte of the last code
+ * is touched (with n = 0, not even entry e's byte). */
+typedef struct prunec_rcsr_bitreader {
+  const uint8_t *p;
+  uint32_t buf, have;
+} prunec_rcsr_bitreader;
+
+PRUNEC_ALWAYS_INLINE void prunec_rcsr_bits_init(prunec_rcsr_bitreader *r, const uint8_t *index, uint32_t e,
+                                                uint32_t n, const uint32_t bits) {
+  const uint64_t bit = (uint64_t)e * bits;
+  r->p = index + (size_t)(bit >> 3);
+  r->buf = 0;
+  r->have = 0;
+  if (n > 0) {
+    r->buf = (uint32_t)*r->p++ >> (uint32_t)(bit & 7u);
+    r->have = 8u - (uint32_t)(bit & 7u);
+  }
+}
+
+PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_bits_next(prunec_rcsr_bitreader *r, const uint32_t bits) {
+  uint32_t code;
+  while (r->have < bits) {
+    r->buf |= (uint32_t)*r->p++ << r->have;
+    r->have += 8u;
+  }
+  code = r->buf & ((1u << bits) - 1u);
+  r->buf >>= bits;
+  r->have -= bits;
+  return code;
+}
+
 PRUNEC_ALWAYS_INLINE uint32_t prunec_rcsr_code(const uint8_t *index, uint32_t e, const uint32_t bits) {
   if (bits == 8) {
     return index[e];
@@ -157,19 +189,12 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_conv_decode_taps_tab_b(const prunec_conv_ta
                                                             const uint32_t bits) {
   const uint32_t taps = tab->taps;
   const int32_t plane = tab->plane;
-  /* widths other than 4/8/16: the codes are read through a bit buffer (`have` unread bits in `buf`, refilled a
-   * byte at a time, never past the byte of the last code) instead of per-entry address arithmetic */
+  /* widths other than 4/8/16: the codes are read through a bit reader instead of per-entry address arithmetic */
   const int any = !prunec_rcsr_fast_bits(bits);
-  const uint8_t *sp = wt->index;
-  uint32_t buf = 0, have = 0;
+  prunec_rcsr_bitreader rd;
   uint32_t c = *last, t, i, k = 0;
   int32_t cib;
-  if (any && n) {
-    const uint64_t bit = (uint64_t)e * bits;
-    sp = wt->index + (size_t)(bit >> 3);
-    buf = (uint32_t)*sp++ >> (uint32_t)(bit & 7u);
-    have = 8u - (uint32_t)(bit & 7u);
-  }
+  prunec_rcsr_bits_init(&rd, wt->index, e, any ? n : 0u, bits);
   if (c == (uint32_t)-1) {
     t = (uint32_t)-1; /* the first gap (>= 1) wraps it to its tap */
     cib = 0;
@@ -182,13 +207,7 @@ PRUNEC_ALWAYS_INLINE uint32_t prunec_conv_decode_taps_tab_b(const prunec_conv_ta
     const float v = wt->values[e + i];
     uint32_t g;
     if (any) {
-      while (have < bits) {
-        buf |= (uint32_t)*sp++ << have;
-        have += 8u;
-      }
-      g = (buf & ((1u << bits) - 1u)) + 1u;
-      buf >>= bits;
-      have -= bits;
+      g = prunec_rcsr_bits_next(&rd, bits) + 1u;
     } else {
       g = prunec_rcsr_code(wt->index, e + i, bits) + 1u;
     }

@@ -81,34 +81,22 @@ static void fc_rcsr_b16(const prunec_rcsr_f32 *w, const float *bias, const float
 }
 
 #if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h */
-/* Any other width b in 1..16 (prunec_types.h): the codes of a row are one LSB-first bit stream, read through
- * a 32-bit window `buf` holding `have` unread bits, refilled a byte at a time (never past the stream's end). */
+/* Any other width b in 1..16 (prunec_types.h): the codes of a row are one LSB-first bit stream, read in order
+ * through prunec_rcsr_bitreader (never past the stream's end). */
 static void fc_rcsr_bany(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float lo,
                          float hi) {
   const float *values = w->values;
-  const uint8_t *index = w->index;
   const uint32_t *row_ptr = w->row_ptr;
-  const uint32_t bits = w->index_bits, mask = (1u << bits) - 1u;
+  const uint32_t bits = w->index_bits;
   uint32_t r;
   for (r = 0; r < w->rows; r++) {
     float acc = bias != NULL ? bias[r] : 0.0f;
     uint32_t next = 0;
     uint32_t e = row_ptr[r];
-    const uint64_t bit = (uint64_t)e * bits;
-    const uint8_t *p = index + (size_t)(bit >> 3);
-    uint32_t buf = 0, have = 0, skip = (uint32_t)(bit & 7u);
+    prunec_rcsr_bitreader rd;
+    prunec_rcsr_bits_init(&rd, w->index, e, row_ptr[r + 1] - e, bits);
     for (; e < row_ptr[r + 1]; e++) {
-      uint32_t col;
-      while (have < bits + skip) {
-        buf |= (uint32_t)*p++ << have;
-        have += 8;
-      }
-      buf >>= skip;
-      have -= skip;
-      skip = 0;
-      col = next + (buf & mask);
-      buf >>= bits;
-      have -= bits;
+      const uint32_t col = next + prunec_rcsr_bits_next(&rd, bits);
       acc += values[e] * x[col];
       next = col + 1;
     }
