@@ -198,21 +198,20 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     rt = runtime_dir()
     for rel in list(runtime.headers()) + list(facts["runtime_sources"]):
         files[f"runtime/{rel}"] = (rt / rel).read_bytes()
-    files[f"runtime/{CONFIG_HEADER}"] = config_header(rt, encodings)
+    files[f"runtime/{CONFIG_HEADER}"] = config_header(files[f"runtime/{CONFIG_HEADER}"].decode(), rt, encodings)
     return files, manifest, g
 
 
 CONFIG_HEADER = "include/prunec_config.h"
 
 
-def config_header(rt, encodings) -> bytes:
-    """runtime_c/include/prunec_config.h as this build needs it: PRUNEC_RCSR_ODD_WIDTHS 0 when every
+def config_header(text: str, rt, encodings) -> bytes:
+    """runtime_c/include/prunec_config.h (`text`, the runtime's copy at `rt`) as this build needs it: PRUNEC_RCSR_ODD_WIDTHS 0 when every
     relative-indexed layer uses 4, 8 or 16 bits (the kernels then leave their other-width decoders out: ~2 KB of
     flash on Cortex-M), else the runtime's default, 1. Everything that compiles the build's sources (its Makefile,
     CMakeLists.txt, a firmware project's own build, prunec verify) includes this copy."""
     from .encode import FAST_INDEX_BITS
 
-    text = (rt / CONFIG_HEADER).read_text()
     odd = any(e is not None and e.format == "rcsr" and e.index_bits not in FAST_INDEX_BITS for e in encodings.values())
     default = "#define PRUNEC_RCSR_ODD_WIDTHS 1\n"
     if default not in text:
