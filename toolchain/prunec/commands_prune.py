@@ -101,6 +101,11 @@ def _run(distributed: bool, fn):
     _finish(True, code)
 
 
+device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="where to run: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N (under torchrun, "
+         "cuda is each rank's LOCAL_RANK GPU)")
+
 data_options = [
     click.option("--data", "data_name", type=click.Choice(D.DATASETS), default=None,
                  help="data set (default: the one the checkpoint was trained on, else fashion-mnist)"),
@@ -133,10 +138,11 @@ def _with(options):
               help="cross-entropy against targets smoothed by this weight (default: the model's recipe, 0.1 for the "
                    "LeNets, 0 otherwise)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@device_option
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, label_smoothing, seed, quiet):
+def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, label_smoothing, seed, device, quiet):
     """Train a dense baseline with the model's default recipe (SGD, momentum, cosine lr)."""
-    from .train import default_config, evaluate, fit
+    from .train import default_config, evaluate, fit, resolve_device, to_device
 
     out = Path(out)
     models.input_shape(model_name)  # unknown model -> PrunecError
@@ -148,12 +154,14 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
         raise PrunecError("--lr must be > 0")
     if weight_decay is not None and weight_decay < 0:
         raise PrunecError(f"--weight-decay {weight_decay} is negative: give the L2 strength (≥ 0, e.g. 5e-4)")
+    resolve_device(device)  # a bad --device fails before any work
     distributed, rank0 = _session(model_name)
 
     def body():
-        ds = _load_data(data_name, data_dir, model_name, seed)
+        dev = resolve_device(device)  # after _session: under torchrun "cuda" is the rank's GPU
+        ds = to_device(_load_data(data_name, data_dir, model_name, seed), dev)
         torch.manual_seed(seed)
-        model = models.create(model_name, num_classes=ds.num_classes)
+        model = models.create(model_name, num_classes=ds.num_classes).to(dev)
         cfg = default_config(model_name)
         cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                                                     label_smoothing=label_smoothing).items() if v is not None})
@@ -195,18 +203,21 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
                    "model's recipe, 0.1 for the LeNets)")
 @click.option("--alternate/--no-alternate", default=None, help="retrain fc with conv frozen, then conv with fc frozen")
 @click.option("--remove-dead/--keep-dead", default=None, help="remove neurons with no input or no output connections")
+@click.option("--batch-size", type=int, default=None, help="retraining minibatch (default: the model's recipe, 128)")
+@click.option("--momentum", type=float, default=None, help="SGD momentum while retraining (default 0.9)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from OUT.resume")
 @click.option("--seed", type=int, default=None, help="default: the base checkpoint's seed")
 @_with(data_options)
+@device_option
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="(tests) stop after this step as if interrupted")
 def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedule, retrain_epochs, final_epochs, reg,
-              reg_strength, lr, lr_span, target_compression, max_accuracy_drop, distill, label_smoothing, alternate, remove_dead, resume, seed, data_name,
-              data_dir, quiet, stop_after):
+              reg_strength, lr, lr_span, target_compression, max_accuracy_drop, distill, label_smoothing, alternate, remove_dead,
+              batch_size, momentum, resume, seed, data_name, data_dir, device, quiet, stop_after):
     """Prune BASE (train → prune → retrain, repeated) with the model's tuned recipe unless options say otherwise."""
     from .prune import run_schedule
     from .report import weight_histograms
-    from .train import evaluate
+    from .train import evaluate, resolve_device, to_device
 
     out = Path(out)
     _check_out_parent(out)
@@ -219,7 +230,8 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
     given = {k: v for k, v in dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs,
                                    reg=reg, reg_strength=reg_strength, lr=lr, lr_span=lr_span, target_compression=target_compression,
                                    max_accuracy_drop=max_accuracy_drop, distill=distill, label_smoothing=label_smoothing,
-                                   alternate=alternate, remove_dead=remove_dead).items() if v is not None}
+                                   alternate=alternate, remove_dead=remove_dead, batch_size=batch_size,
+                                   momentum=momentum).items() if v is not None}
     selectors = [o for o, v in (("--sparsity", sparsity_text), ("--quality", quality), ("--global-threshold", global_sparsity)) if v is not None]
     if len(selectors) > 1:
         raise PrunecError(f"{' and '.join(selectors)} both choose what to prune; give only one of --sparsity, --quality, --global-threshold")
@@ -271,11 +283,16 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
         baseline = None
         hist_before = weight_histograms(model)
     data_seed = _data_seed(base_ckpt)
+    resolve_device(device)  # a bad --device fails before any work
     distributed, rank0 = _session(name)
 
     def body():
-        nonlocal baseline
-        ds = _load_data(data_name, data_dir, name, data_seed)
+        nonlocal baseline, model, masks
+        dev = resolve_device(device)  # after _session: under torchrun "cuda" is the rank's GPU
+        ds = to_device(_load_data(data_name, data_dir, name, data_seed), dev)
+        model = model.to(dev)
+        base_ckpt.model.to(dev)  # the teacher of --distill and the baseline's model (the same object unless resuming)
+        masks = {k: v.to(dev) for k, v in masks.items()} if masks else masks
         if baseline is None:
             baseline = base_ckpt.metrics.get("baseline_test_accuracy") if base_ckpt.kind == "pruned" else None
             if baseline is None:  # a dense base; or a pruned one that does not record its dense model's accuracy
@@ -342,18 +359,21 @@ class _Interrupted(Exception):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for sensitivity.json and sensitivity.png")
 @click.option("--tolerance", type=float, default=0.005, show_default=True, help="accuracy drop allowed when proposing a fraction")
 @_with(data_options)
-def sensitivity_cmd(base, out, tolerance, data_name, data_dir):
+@device_option
+def sensitivity_cmd(base, out, tolerance, data_name, data_dir, device):
     """Accuracy vs fraction pruned, each layer alone, no retraining (the paper's Figure 6)."""
     from . import sensitivity as S
+    from .train import resolve_device, to_device
 
     S.check_tolerance(tolerance)  # before the analysis, which takes a while
     if DIST.launched_by_torchrun():
         raise PrunecError("prunec sensitivity runs in one process (it only evaluates); run it without torchrun")
     ckpt = C.load(base)
     _check_out_dir(Path(out))
+    dev = resolve_device(device)
     _session(ckpt.model_name)
     ds = _load_data(data_name or ckpt.meta.get("dataset") or "fashion-mnist", data_dir, ckpt.model_name, _data_seed(ckpt))
-    result = S.analyse(ckpt.model, ds.test)
+    result = S.analyse(ckpt.model.to(dev), to_device(ds.test, dev))
     proposal = S.propose(result, tolerance)
     S.write(result, proposal, Path(out), ckpt.model_name)
     click.echo(f"baseline accuracy {result['baseline']:.4f}; proposed sparsity (drop ≤ {tolerance}): "

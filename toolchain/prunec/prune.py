@@ -434,6 +434,7 @@ def _shrunk_like(m: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) 
     else:
         new = nn.Conv2d(weight.shape[1] * m.groups, weight.shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
                         dilation=m.dilation, groups=m.groups, bias=bias is not None, padding_mode=m.padding_mode)
+    new = new.to(device=weight.device, dtype=weight.dtype)  # a model trained on the GPU stays there
     with torch.no_grad():
         new.weight.copy_(weight)
         if bias is not None:

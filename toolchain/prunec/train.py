@@ -10,8 +10,9 @@ than one rank, DistributedDataParallel with each rank taking its share of the sa
 from __future__ import annotations
 
 import math
-import sys
 import os
+import re
+import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
@@ -64,6 +65,41 @@ def default_config(model_name: str) -> TrainConfig:
     if model_name not in DEFAULTS:
         raise PrunecError(f"unknown model {model_name!r}; choose one of: {', '.join(DEFAULTS)}")
     return replace(DEFAULTS[model_name])
+
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(text: str | None = "auto") -> torch.device:
+    """The torch device of a --device option: "auto" (a CUDA GPU when torch sees one, else the CPU), "cpu",
+    "cuda" (the current CUDA device: under torchrun, the rank's LOCAL_RANK one) or "cuda:N"."""
+    text = (text or "auto").strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or re.fullmatch(r"cuda:\d+", text):
+        if not torch.cuda.is_available():
+            raise PrunecError(f"--device {text}: torch {torch.__version__} sees no CUDA GPU here (a CPU-only build, or "
+                              f"no driver); use --device cpu (or auto, which falls back to the CPU)")
+        dev = torch.device(text)
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if dev.index >= torch.cuda.device_count():
+            raise PrunecError(f"--device {text}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0; give one of them")
+        return dev
+    raise PrunecError(f"--device {text!r} is not a device; choose auto, cpu, cuda or cuda:N")
+
+
+def to_device(data, device: torch.device):
+    """The data set (or split) with its tensors on `device`, so that a GPU run indexes its minibatches there
+    instead of copying each one from host memory."""
+    from .data import Dataset
+
+    if isinstance(data, Dataset):
+        return replace(data, train=to_device(data.train, device), test=to_device(data.test, device))
+    return replace(data, x=data.x.to(device), y=data.y.to(device))
 
 
 def set_threads(n: int | None = None) -> int:
@@ -171,7 +207,8 @@ def fit(
                 for group in opt.param_groups:
                     group["lr"] = lr
                 idx = perm[s * bs : (s + 1) * bs]
-                x, y = data.x[idx].to(device), data.y[idx].to(device)
+                di = idx.to(data.x.device)  # the data may live on the GPU (to_device); the teacher's logits do not
+                x, y = data.x[di].to(device), data.y[di].to(device)
                 opt.zero_grad(set_to_none=True)
                 out = net(x)
                 loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
