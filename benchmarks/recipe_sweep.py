@@ -15,7 +15,7 @@ dense and pruned test accuracy, pruned − dense in pp, compression, wall second
 then has, per model and config, mean ± std of pruned − dense over its seeds and the paired difference to the
 control on the seeds both finished.
 
-    python benchmarks/recipe_sweep.py --grid benchmarks/sweep_grid.json --dense DIR [--dense DIR ...] \\
+    python benchmarks/recipe_sweep.py --grid benchmarks/sweep_grid_r6a.json --dense DIR [--dense DIR ...] \\
         --data-dir FASHION_MNIST_DIR --out OUT --cpu-slots 9 --gpu-slots 6 --deadline 480
     python benchmarks/recipe_sweep.py --summary OUT/results.jsonl      # the summary again, from the lines
 """

@@ -141,3 +141,20 @@ def test_dead_neuron_removal_on_the_gpu_keeps_outputs():
     assert sum(removed.values()) >= 1
     assert all(p.is_cuda for p in model.parameters())
     torch.testing.assert_close(model(x), before)
+
+
+
+@cuda
+def test_mask_selection_stays_on_the_weights_device():
+    """The masks a prune step computes live where the weights are (the first GPU sweep failed here: a CPU
+    bool buffer and-ed with a CUDA mask)."""
+    from prunec.prune import global_masks, sparsity_mask
+
+    w = torch.randn(30, 20, device="cuda")
+    mask = torch.ones(30, 20, dtype=torch.bool, device="cuda")
+    got = sparsity_mask(w, mask, 0.9)
+    assert got.is_cuda and int(got.sum()) == 60
+    model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 4)).cuda()
+    masks = {n: torch.ones_like(model.get_submodule(n).weight, dtype=torch.bool) for n in ("0", "2")}
+    out = global_masks(model, masks, 0.9)
+    assert all(m.is_cuda for m in out.values()) and sum(int(m.sum()) for m in out.values()) == 72

@@ -67,7 +67,7 @@ def sparsity_mask(w: torch.Tensor, mask: torch.Tensor, sparsity: float, dense_si
     keep = int(round((1.0 - sparsity) * (n if dense_size is None else dense_size)))
     keep = min(keep, int(mask.sum()))
     score = w.detach().abs().masked_fill(~mask, -1.0).flatten()
-    new = torch.zeros(n, dtype=torch.bool)
+    new = torch.zeros(n, dtype=torch.bool, device=w.device)
     if keep > 0:
         new[torch.topk(score, keep, sorted=False).indices] = True
     return new.view_as(mask) & mask
@@ -79,7 +79,7 @@ def global_masks(model: nn.Module, masks: M.Masks, sparsity: float) -> M.Masks:
     scores = [model.get_submodule(n).weight.detach().abs().masked_fill(~masks[n], -1.0).flatten() for n in names]
     allw = torch.cat(scores)
     keep = min(int(round((1.0 - sparsity) * allw.numel())), int(sum(int(m.sum()) for m in masks.values())))
-    new_flat = torch.zeros(allw.numel(), dtype=torch.bool)
+    new_flat = torch.zeros(allw.numel(), dtype=torch.bool, device=allw.device)
     if keep > 0:
         new_flat[torch.topk(allw, keep, sorted=False).indices] = True
     out, i = {}, 0
@@ -489,8 +489,8 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
             no_out = (wb != 0).transpose(0, 1).reshape(n_out, -1).sum(1) == 0
             no_in = (wa != 0).sum(1) == 0
             dead = no_out.clone()
-            fold = torch.zeros(n_out, dtype=torch.bool)  # constant neurons whose contribution goes into B's bias
-            const = a.bias.detach().clone() if a.bias is not None else torch.zeros(n_out)
+            fold = torch.zeros(n_out, dtype=torch.bool, device=dead.device)  # constant neurons whose contribution goes into B's bias
+            const = a.bias.detach().clone() if a.bias is not None else torch.zeros(n_out, device=wa.device)
             if relu:
                 const = const.clamp_min(0)
             for j in torch.nonzero(no_in & ~no_out).flatten().tolist():
