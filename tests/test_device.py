@@ -158,3 +158,16 @@ def test_mask_selection_stays_on_the_weights_device():
     masks = {n: torch.ones_like(model.get_submodule(n).weight, dtype=torch.bool) for n in ("0", "2")}
     out = global_masks(model, masks, 0.9)
     assert all(m.is_cuda for m in out.values()) and sum(int(m.sum()) for m in out.values()) == 72
+
+
+def test_train_momentum_and_the_lenet300_batch_default(tmp_path):
+    base = tmp_path / "b.pt"
+    r = run("train", "--model", "lenet300", "--data", "synthetic", "--epochs", "1", "--momentum", "0.8", "--out", base, "--quiet")
+    assert r.exit_code == 0, r.output
+    args = C.load(base).meta["train_args"]
+    assert args["momentum"] == 0.8 and args["batch_size"] == 64  # the LeNet-300-100 dense default since round 6
+    r = run("train", "--model", "lenet300", "--data", "synthetic", "--epochs", "1", "--momentum", "1", "--out", tmp_path / "c.pt")
+    assert r.exit_code != 0 and "--momentum 1.0 is outside [0, 1)" in r.output and not (tmp_path / "c.pt").exists()
+    from prunec.recipes import default_recipe
+
+    assert default_recipe("lenet300").batch_size == 64 and default_recipe("lenet5").momentum == 0.95

@@ -133,14 +133,16 @@ def _with(options):
 @click.option("--lr", type=float, default=None, help="peak SGD learning rate, cosine decay (default: the model's recipe, "
               "lenet300 0.05, lenet5 0.02)")
 @click.option("--weight-decay", type=float, default=None, help="L2 strength")
-@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="default: the model's recipe (lenet300: 64, else 128)")
+@click.option("--momentum", type=float, default=None, help="SGD momentum (default: the model's recipe, 0.9)")
 @click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="cross-entropy against targets smoothed by this weight (default: the model's recipe, 0.1 for the "
                    "LeNets, 0 otherwise)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, label_smoothing, seed, device, quiet):
+def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, momentum, label_smoothing, seed, device,
+              quiet):
     """Train a dense baseline with the model's default recipe (SGD, momentum, cosine lr)."""
     from .train import default_config, evaluate, fit, resolve_device, to_device
 
@@ -154,6 +156,8 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
         raise PrunecError("--lr must be > 0")
     if weight_decay is not None and weight_decay < 0:
         raise PrunecError(f"--weight-decay {weight_decay} is negative: give the L2 strength (≥ 0, e.g. 5e-4)")
+    if momentum is not None and not 0 <= momentum < 1:
+        raise PrunecError(f"--momentum {momentum} is outside [0, 1): give the SGD momentum, e.g. 0.9")
     resolve_device(device)  # a bad --device fails before any work
     distributed, rank0 = _session(model_name)
 
@@ -164,7 +168,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
         model = models.create(model_name, num_classes=ds.num_classes).to(dev)
         cfg = default_config(model_name)
         cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                                                    label_smoothing=label_smoothing).items() if v is not None})
+                                                    momentum=momentum, label_smoothing=label_smoothing).items() if v is not None})
         fit(model, ds.train, cfg, seed=seed, progress=not quiet, desc="epoch")
         acc = evaluate(model, ds.test)
         if rank0:
@@ -203,8 +207,8 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
                    "model's recipe, 0.1 for the LeNets)")
 @click.option("--alternate/--no-alternate", default=None, help="retrain fc with conv frozen, then conv with fc frozen")
 @click.option("--remove-dead/--keep-dead", default=None, help="remove neurons with no input or no output connections")
-@click.option("--batch-size", type=int, default=None, help="retraining minibatch (default: the model's recipe, 128)")
-@click.option("--momentum", type=float, default=None, help="SGD momentum while retraining (default 0.9)")
+@click.option("--batch-size", type=int, default=None, help="retraining minibatch (default: the model's recipe: 64 for lenet300, 128 otherwise)")
+@click.option("--momentum", type=float, default=None, help="SGD momentum while retraining (default: the model's recipe: 0.95 for lenet5, 0.9 otherwise)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from OUT.resume")
 @click.option("--seed", type=int, default=None, help="default: the base checkpoint's seed")
 @_with(data_options)
