@@ -171,3 +171,6 @@ def test_train_momentum_and_the_lenet300_batch_default(tmp_path):
     from prunec.recipes import default_recipe
 
     assert default_recipe("lenet300").batch_size == 64 and default_recipe("lenet5").momentum == 0.95
+    from prunec.train import DEFAULTS
+
+    assert DEFAULTS["lenet300"].batch_size == 64 and DEFAULTS["lenet5"].momentum == 0.95  # dense = retraining (round 6)

@@ -134,7 +134,7 @@ def _with(options):
               "lenet300 0.05, lenet5 0.02)")
 @click.option("--weight-decay", type=float, default=None, help="L2 strength")
 @click.option("--batch-size", type=int, default=None, help="default: the model's recipe (lenet300: 64, else 128)")
-@click.option("--momentum", type=float, default=None, help="SGD momentum (default: the model's recipe, 0.9)")
+@click.option("--momentum", type=float, default=None, help="SGD momentum (default: the model's recipe: 0.95 for lenet5, 0.9 otherwise)")
 @click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="cross-entropy against targets smoothed by this weight (default: the model's recipe, 0.1 for the "
                    "LeNets, 0 otherwise)")

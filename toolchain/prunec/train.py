@@ -55,7 +55,7 @@ class TrainConfig:
 # docs/PRUNING.md); AlexNet/VGG-16 follow their papers' SGD settings (ImageNet is not shipped).
 DEFAULTS: dict[str, TrainConfig] = {
     "lenet300": TrainConfig(epochs=40, lr=0.05, weight_decay=5e-4, batch_size=64, label_smoothing=0.1),  # 64: RESULTS round 6
-    "lenet5": TrainConfig(epochs=20, lr=0.02, weight_decay=5e-4, batch_size=128, label_smoothing=0.1),
+    "lenet5": TrainConfig(epochs=20, lr=0.02, weight_decay=5e-4, batch_size=128, label_smoothing=0.1, momentum=0.95),  # 0.95: round 6
     "alexnet": TrainConfig(epochs=90, lr=0.01, weight_decay=5e-4, batch_size=256),
     "vgg16": TrainConfig(epochs=74, lr=0.01, weight_decay=5e-4, batch_size=256),
 }
