@@ -119,13 +119,13 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         sparsity={"fc1": 0.93, "fc2": 0.85, "fc3": 0.40},
         steps=14, schedule="cubic", retrain_epochs=1, final_epochs=6, lr=0.05, lr_span="run", reg="l2", reg_strength=5e-4,
         label_smoothing=0.1,  # as the dense recipe (train.DEFAULTS); docs/RESULTS.md, round 4
-        batch_size=64,  # half the dense recipe's: +0.12 pp paired over 15 seeds (docs/RESULTS.md, round 6)
+        batch_size=64,  # as the dense recipe: +0.12 pp pruned over 15 seeds, +0.24 pp dense (docs/RESULTS.md, round 6)
     ),
     "lenet5": Recipe(
         sparsity={"conv1": 0.34, "conv2": 0.88, "fc1": 0.925, "fc2": 0.70},  # same schedule shape as lenet300
         steps=14, schedule="cubic", retrain_epochs=1, final_epochs=6, lr=0.02, lr_span="run", reg="l2", reg_strength=5e-4,
         label_smoothing=0.1,
-        momentum=0.95,  # +0.13 pp paired on five fresh seeds, +0.12 on three more (docs/RESULTS.md, round 6)
+        momentum=0.95,  # as the dense recipe: +0.07 pp pruned over 10 seeds, +0.24 pp dense (docs/RESULTS.md, round 6)
     ),
     "alexnet": Recipe(sparsity=paper_sparsity("alexnet"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
     "vgg16": Recipe(sparsity=paper_sparsity("vgg16"), steps=4, retrain_epochs=10, lr=0.001, reg_strength=5e-4),
