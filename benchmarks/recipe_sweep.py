@@ -171,12 +171,8 @@ def main() -> int:
             for j in list(jobs):
                 if busy >= slots[kind]:
                     break
+                # a dense checkpoint appears only when its training has finished (checkpoints are written atomically)
                 if j["slot"] != kind or (j.get("needs") and not Path(j["needs"]).exists()):
-                    continue
-                if any(k is j for _, k, _ in running):
-                    continue
-                if j.get("needs") and any(k["kind"] == "train" and str(dense[(k["model"], k["seed"])]) == j["needs"]
-                                          for _, k, _ in running):
                     continue
                 jobs.remove(j)
                 if now + est(j) > a.deadline:

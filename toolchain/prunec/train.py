@@ -22,7 +22,7 @@ from torch import nn
 
 from . import distributed as DIST
 from . import masks as M
-from .data import Split
+from .data import Dataset, Split
 from .errors import PrunecError
 
 
@@ -93,8 +93,6 @@ def resolve_device(text: str | None = "auto") -> torch.device:
 def to_device(data, device: torch.device):
     """The data set (or split) with its tensors on `device`, so that a GPU run indexes its minibatches there
     instead of copying each one from host memory."""
-    from .data import Dataset
-
     if isinstance(data, Dataset):
         return replace(data, train=to_device(data.train, device), test=to_device(data.test, device))
     return replace(data, x=data.x.to(device), y=data.y.to(device))
