@@ -6,11 +6,29 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SKIP = (".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis")
+
+
+def checkout_files() -> list[str] | None:
+    """The files a clean clone would have (tracked, plus new files git does not ignore), or None outside git.
+    A developer's ignored folders (virtual environments, data sets, sweep checkpoints) are not copied."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             check=True, capture_output=True).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
 
 
 def test_wheel_install_ships_package_data(tmp_path):
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"))
+    files = checkout_files()
+    if files is None:
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*SKIP))
+    else:
+        for f in files:
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, src / f)
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
                    check=True, capture_output=True, text=True)
@@ -29,6 +47,6 @@ def test_wheel_install_ships_package_data(tmp_path):
     # every file of the checkout's data folders, whatever its suffix, is in the installed copy (a file whose
     # suffix package-data does not list would otherwise be dropped silently); build outputs are not data
     for folder in ("runtime_c", "templates", "targets"):
-        for f in (ROOT / folder).rglob("*"):
+        for f in (src / folder).rglob("*"):
             if f.is_file() and "__pycache__" not in f.parts and f.suffix not in {".o", ".a", ".so", ".pyc"}:
-                assert (site / "prunec" / folder / f.relative_to(ROOT / folder)).is_file(), f
+                assert (site / "prunec" / folder / f.relative_to(src / folder)).is_file(), f
