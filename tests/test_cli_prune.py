@@ -86,6 +86,16 @@ def test_sensitivity(base, tmp_path):
     assert res["curves"]["fc1"][0][1] == pytest.approx(res["baseline"])
     assert (tmp_path / "sens" / "sensitivity.png").exists()
     assert set(res["proposed_sparsity"]) == {"fc1", "fc2", "fc3"}
+    # the proposal goes straight into prune: --sparsity takes the sensitivity.json itself
+    prop = {k: v for k, v in res["proposed_sparsity"].items()}
+    out = tmp_path / "p.pt"
+    r = run("prune", base, "--out", out, "--sparsity", tmp_path / "sens" / "sensitivity.json", "--keep-dead", *FAST)
+    assert r.exit_code == 0, r.output
+    final = C.load(out)
+    assert final.meta["recipe"]["sparsity"] == pytest.approx(prop)
+    for name, frac in prop.items():
+        m = final.masks[name]
+        assert 1.0 - m.float().mean().item() == pytest.approx(frac, abs=2e-3)
 
 
 def test_interrupted_prune_resumes_with_its_masks(base, tmp_path):
@@ -107,7 +117,8 @@ def test_interrupted_prune_resumes_with_its_masks(base, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown_model", "corrupt", "foreign", "missing_data", "sparsity_one", "sparsity_negative",
-                                  "unknown_layer", "missing_ckpt", "bad_out_dir", "label_smoothing_one"])
+                                  "unknown_layer", "missing_ckpt", "bad_out_dir", "label_smoothing_one",
+                                  "sparsity_file_not_json", "sparsity_file_no_proposal", "sparsity_file_missing"])
 def test_bad_input_exit_2_and_no_file(base, tmp_path, case):
     out = tmp_path / "out.pt"
     if case == "unknown_model":
@@ -130,6 +141,14 @@ def test_bad_input_exit_2_and_no_file(base, tmp_path, case):
         args = ["export", tmp_path / "nope.pt", "--out", out]
     elif case == "bad_out_dir":
         args = ["prune", base, "--out", tmp_path / "no" / "such" / "dir.pt"]
+    elif case == "sparsity_file_not_json":
+        (tmp_path / "s.json").write_text("fc1=0.9")
+        args = ["prune", base, "--out", out, "--sparsity", tmp_path / "s.json"]
+    elif case == "sparsity_file_no_proposal":
+        (tmp_path / "s.json").write_text('{"model": "lenet300", "curves": {}}')
+        args = ["prune", base, "--out", out, "--sparsity", tmp_path / "s.json"]
+    elif case == "sparsity_file_missing":
+        args = ["prune", base, "--out", out, "--sparsity", tmp_path / "nowhere.json"]
     elif case == "label_smoothing_one":
         args = ["prune", base, "--out", out, "--label-smoothing", "1.0"]
     r = CliRunner().invoke(main, [str(a) for a in args])

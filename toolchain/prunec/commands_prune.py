@@ -186,7 +186,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.argument("base", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="pruned checkpoint to write")
 @click.option("--quality", type=float, default=None, help="threshold = QUALITY × std of each layer's dense weights")
-@click.option("--sparsity", "sparsity_text", type=str, default=None, help="fraction pruned per layer, e.g. fc1=0.92,fc2=0.91")
+@click.option("--sparsity", "sparsity_text", type=str, default=None, help="fraction pruned per layer, e.g. fc1=0.92,fc2=0.91, or the sensitivity.json of `prunec sensitivity` (its proposal)")
 @click.option("--global-threshold", "global_sparsity", type=float, default=None,
               help="prune this fraction of all weights with one magnitude threshold across layers")
 @click.option("--steps", type=int, default=None, help="prune → retrain iterations")

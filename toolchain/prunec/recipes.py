@@ -10,7 +10,9 @@ per-step amount grows (`schedule`), and how to retrain (epochs, lr, regulariser)
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from .errors import PrunecError
 
@@ -139,8 +141,25 @@ def default_recipe(model_name: str) -> Recipe:
     return replace(r, sparsity=dict(r.sparsity))
 
 
+def _sparsity_file(path: Path) -> str:
+    """The `proposed_sparsity` of a `prunec sensitivity` output (sensitivity.json), as LAYER=FRACTION text."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PrunecError(f"--sparsity {path}: cannot read it as JSON ({e}); give the sensitivity.json that "
+                          f"`prunec sensitivity BASE --out DIR` wrote, or LAYER=FRACTION pairs") from None
+    prop = data.get("proposed_sparsity") if isinstance(data, dict) else None
+    if not isinstance(prop, dict) or not prop:
+        raise PrunecError(f"--sparsity {path}: no \"proposed_sparsity\" object in it; give the sensitivity.json that "
+                          f"`prunec sensitivity BASE --out DIR` wrote, or LAYER=FRACTION pairs")
+    return ",".join(f"{k}={v}" for k, v in prop.items())
+
+
 def parse_sparsity(text: str) -> dict[str, float]:
-    """'fc1=0.92,fc2=0.91' -> {'fc1': 0.92, 'fc2': 0.91}."""
+    """'fc1=0.92,fc2=0.91' -> {'fc1': 0.92, 'fc2': 0.91}. A path to a JSON file (the sensitivity.json of
+    `prunec sensitivity`) gives its proposed per-layer sparsity."""
+    if text.strip().lower().endswith(".json") or ("=" not in text and Path(text).is_file()):
+        text = _sparsity_file(Path(text.strip()))
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" not in part:
