@@ -32,7 +32,7 @@ from torch import nn
 from . import masks as M
 from . import models
 from .atomic import atomic_file
-from .errors import PrunecError
+from .errors import PrunecError, brief
 
 FORMAT = "prunec-checkpoint"
 VERSION = 1
@@ -235,7 +235,7 @@ def _read(path: Path):
                 f"model and write a checkpoint with prunec.checkpoint.save(path, model, model_name)."
             ) from None
         raise PrunecError(
-            f"{path} is not a readable prunec checkpoint (corrupt, truncated, or not written by torch.save): {first[:200]}. "
+            f"{path} is not a readable prunec checkpoint (corrupt, truncated, or not written by torch.save): {brief(first)}. "
             f"Re-create it with `prunec train` / `prunec prune`."
         ) from None
 

@@ -24,3 +24,16 @@ def report(e: BaseException) -> int | None:
         click.echo(f"prunec: error: {e}", err=True)
         return 1
     return None
+
+
+def brief(e: BaseException | str, limit: int = 200) -> str:
+    """The gist of a library's error text for a one-line message: its first non-empty line, cut after the first
+    sentence, and at a word boundary with '…' if still longer than `limit` (never mid-word, no trailing '.')."""
+    text = str(e)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "") or type(e).__name__
+    cut = line.find(". ")
+    if cut > 0:
+        line = line[:cut]
+    if len(line) > limit:
+        line = line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    return line.rstrip(".")

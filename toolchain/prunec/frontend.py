@@ -16,6 +16,7 @@ Any other op is refused with its name and the user's source line, before anythin
 from __future__ import annotations
 
 import itertools
+import logging
 import operator
 import os
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import PrunecError
+from .errors import PrunecError, brief
 from .graph import CLAMP_FUSABLE_OPS, INPUT, OUTPUT, Graph, Node, numel
 
 INF = float("inf")
@@ -56,6 +57,18 @@ def _is_pt2_archive(path: Path) -> bool:
         return False
 
 
+def load_exported(path: str | os.PathLike, **kw):
+    """torch.export.load, without the traceback torch logs (logger torch.export, level WARNING) before it tries
+    its fallback reader on an archive it cannot read: the caller's one-line error says what went wrong."""
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return torch.export.load(str(path), **kw)
+    finally:
+        log.setLevel(level)
+
+
 def load_program(path: str | os.PathLike) -> Loaded:
     """Read MODEL: a .pt2 (torch.export.save) or a prunec checkpoint (exported here at batch 1)."""
     path = Path(path)
@@ -65,10 +78,9 @@ def load_program(path: str | os.PathLike) -> Loaded:
         raise PrunecError(f"model {path} is a directory; pass a .pt2 file (prunec export) or a prunec checkpoint")
     if path.suffix == ".pt2" or _is_pt2_archive(path):
         try:
-            return Loaded(torch.export.load(str(path)), "pt2")
+            return Loaded(load_exported(path), "pt2")
         except Exception as e:  # torch raises many types for a damaged archive
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise PrunecError(f"{path} is not a readable torch.export program (.pt2): {first}. "
+            raise PrunecError(f"{path} is not a readable torch.export program (.pt2): {brief(e)}. "
                               f"Write one with `prunec export` or torch.export.save.") from None
     from . import checkpoint, export
 
@@ -83,9 +95,9 @@ def reference_module(path: str | os.PathLike) -> torch.nn.Module:
         raise PrunecError(f"reference model {path} does not exist; pass --model with the model the build came from")
     if path.suffix == ".pt2" or _is_pt2_archive(path):
         try:
-            return torch.export.load(str(path)).module()
+            return load_exported(path).module()
         except Exception as e:
-            raise PrunecError(f"{path} is not a readable torch.export program: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+            raise PrunecError(f"{path} is not a readable torch.export program: {brief(e)}") from None
     from . import checkpoint
 
     return checkpoint.load(path).model.eval()
