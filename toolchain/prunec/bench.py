@@ -276,6 +276,18 @@ def _fmt_t(s: float) -> str:
     return f"{s * 1e6:.2f} µs" if s < 1e-3 else f"{s * 1e3:.3f} ms"
 
 
+def weights_summary(totals: dict) -> str:
+    """The stored weights against their dense fp32 size, as `prunec build` and `prunec bench` print it: against
+    the layers as built and, where the manifest knows it, against the network before pruning (dead-neuron
+    removal shrinks layers, so the first understates what pruning saved)."""
+    wb, dense = int(totals.get("weights_bytes") or 0), int(totals.get("dense_weights_bytes") or 0)
+    out = f"weights {wb:,} B: x{dense / wb if wb else 0:.2f} vs dense layers as built ({dense:,} B)"
+    before = totals.get("dense_weights_bytes_before_pruning")
+    if before and wb:
+        out += f", x{before / wb:.2f} vs the network before pruning ({before:,} B)"
+    return out
+
+
 def table(res: BenchResult) -> str:
     m = res.manifest
     out = [f"prunec bench: {res.name} (target {res.target}), {len(res.total_s)} repetitions of {res.iters} "
@@ -309,7 +321,6 @@ def table(res: BenchResult) -> str:
     out.append(f"{res.name}_run: {_fmt_t(res.total)} per inference (min {_fmt_t(min(res.total_s))}, spread {spread:.0%}), "
                f"{t.get('macs', 0) / res.total * 1e-9:.2f} GMAC/s useful")
     if t:
-        out.append(f"weights {t.get('weights_bytes', 0):,} bytes (dense fp32 {t.get('dense_weights_bytes', 0):,}, "
-                   f"x{(t.get('dense_weights_bytes', 0) / max(1, t.get('weights_bytes', 1))):.1f} smaller); arena "
+        out.append(f"{weights_summary(t)}; arena "
                    f"{m.get('arena_bytes', 0):,} bytes (live-set lower bound {m.get('plan', {}).get('live_bytes_bound', 0):,})")
     return "\n".join(out)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from . import codegen, frontend, fuse, plan as planner, runtime
+from . import export as export_mod
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
@@ -62,7 +63,9 @@ def _r(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]) -> list[dict]:
+def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str],
+               weights0: dict[str, int] | None = None) -> list[dict]:
+    """The manifest's `layers`; `weights0`: each layer's weight count before pruning, where known."""
     rows = []
     for n in g.nodes:
         enc = encodings.get(n.name)
@@ -82,6 +85,8 @@ def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]
                       "pointers": enc.sizes["pointers"] if enc else 0,
                       "bias": 4 * int(n.bias.size) if n.bias is not None else 0},
             "dense_bytes": 4 * int(n.weight.size) if n.weight is not None else 0,
+            # its weights before pruning (dead-neuron removal may have shrunk it since); null where not known
+            "weights_before_pruning": (weights0 or {}).get(n.name) if n.weight is not None else None,
             "macs": macs, "dense_macs": dense_macs,
             "out_min": n.attrs.get("out_min"), "out_max": n.attrs.get("out_max"),
             "source": os.path.basename(n.source.rsplit(":", 1)[0]) + ":" + n.source.rsplit(":", 1)[-1] if ":" in n.source else n.source,
@@ -130,6 +135,7 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     model_path = Path(model_path)
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
+    weights0 = export_mod.original_weights(model_path, loaded.kind)  # None: the network before pruning is unknown
     encodings = encode_graph(g, target, index_bits, row_align)
     keep = None
     if fuse_pool is None:
@@ -147,11 +153,12 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     unfused_arena = planner.make_plan(g).arena_bytes if pairs else plan.arena_bytes
     files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage, pairs)
 
-    rows = layer_rows(g, encodings, facts["layer_kernels"])
+    rows = layer_rows(g, encodings, facts["layer_kernels"], weights0)
     weights_bytes = sum(e.total_bytes for e in encodings.values())
     dense_bytes = sum(4 * e.rows * e.cols for e in encodings.values())
     nonzero = sum(e.nonzero for e in encodings.values())
     n_weights = sum(e.rows * e.cols for e in encodings.values())
+    weights_before = sum(weights0.values()) if weights0 else None
     bias_bytes = sum(4 * int(n.bias.size) for n in g.nodes if n.bias is not None)
     flash = facts["stored_bytes"] + facts["code_bytes_estimate"]
     if target.flash_bytes and flash > target.flash_bytes:
@@ -189,6 +196,11 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
             "weights": n_weights, "nonzero": nonzero, "density": _r(nonzero / max(1, n_weights)),
             "weights_bytes": weights_bytes, "dense_weights_bytes": dense_bytes,
             "compression": _r(dense_bytes / weights_bytes) if weights_bytes else None,
+            # against the network before pruning (the sizes `prunec info` counts, before dead-neuron removal shrank
+            # layers): known for a checkpoint and a .pt2 from `prunec export`, else null
+            "weights_before_pruning": weights_before,
+            "dense_weights_bytes_before_pruning": 4 * weights_before if weights_before else None,
+            "compression_before_pruning": _r(4 * weights_before / weights_bytes) if weights_before and weights_bytes else None,
             "bias_bytes": bias_bytes,
             "macs": sum(r["macs"] for r in rows), "dense_macs": sum(r["dense_macs"] for r in rows),
             "flash_bytes_estimate": flash, "ram_bytes": plan.arena_bytes,

@@ -31,6 +31,7 @@ from .codegen import STORAGES
                    "(default: the target's choice, on for the Cortex-M targets)")
 def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
+    from .bench import weights_summary
     from .build import build
 
     bits = None if index_bits is None else [b.strip() for b in index_bits.split(",")]
@@ -41,8 +42,7 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
     if fused:
         arena += (f" ({len(fused)} conv+pool fused; {r.manifest['plan']['arena_bytes_unfused']:,} unfused)")
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
-               f"weights {t['weights_bytes']:,} bytes (dense {t['dense_weights_bytes']:,}, x{t['compression'] or 0:.1f}), "
-               f"{arena}, {t['macs']:,} MACs")
+               f"{weights_summary(t)}; {arena}, {t['macs']:,} MACs")
 
 
 @click.command("verify")

@@ -3,7 +3,9 @@
 The program is traced in eval mode at batch 1 (dropout inert), from a deep copy whose weights are plain
 parameters with the pruned ones baked in as exact zeros: no forward hooks, no torch.nn.utils.prune
 re-parametrisation, no torch.nn.utils.parametrize. The .pt2 carries `prunec.json` in its extra files:
-model name, input shape, and the sha256 of the checkpoint it came from.
+model name, input shape, the sha256 of the checkpoint it came from, and each weighted layer's weight count
+before pruning (`weights0`, `weights0_total`: the network before dead-neuron removal shrank layers, what
+`prunec info` counts), from which `prunec build` reports compression against the network before pruning.
 """
 from __future__ import annotations
 
@@ -61,10 +63,33 @@ def export_program(model: nn.Module, input_shape: tuple) -> torch.export.Exporte
         raise PrunecError(f"torch.export could not trace the model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
+def weights_before_pruning(ckpt: C.Checkpoint) -> dict[str, int]:
+    """Each Conv2d/Linear layer's weight count before pruning: the pruning run's schedule["weights0"] (dead-neuron
+    removal may have shrunk the layer since), else the layer's own size; as `prunec info` counts params_total."""
+    w0 = (ckpt.schedule or {}).get("weights0") or {}
+    return {r["name"]: int(w0.get(r["name"], r["weights"])) for r in M.layer_stats(ckpt.model)}
+
+
+def original_weights(model_path: str | os.PathLike, kind: str) -> dict[str, int] | None:
+    """The per-layer weight counts before pruning of a build's input, `kind` "checkpoint" (always known) or "pt2"
+    (known when `prunec export` wrote it, in its metadata); None when unknown (a .pt2 from torch.export.save, or
+    from an older prunec export)."""
+    try:
+        if kind == "checkpoint":
+            return weights_before_pruning(C.load(model_path))
+        w0 = read_metadata(model_path).get("weights0")
+    except Exception:  # noqa: BLE001 - the figure is extra: a model the frontend read but this cannot goes without it
+        return None
+    if not isinstance(w0, dict) or not w0 or not all(isinstance(v, int) and v > 0 for v in w0.values()):
+        return None
+    return {str(k): int(v) for k, v in w0.items()}
+
+
 def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Export a checkpoint's model to `out_path` (.pt2) atomically, with prunec metadata inside."""
     ckpt = C.load(ckpt_path)
     ep = export_program(ckpt.model, ckpt.input_shape)
+    weights0 = weights_before_pruning(ckpt)
     meta = {
         "format": "prunec-pt2",
         "model_name": ckpt.model_name,
@@ -72,6 +97,8 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike)
         "source_checkpoint_sha256": C.sha256(ckpt_path),
         "source_checkpoint": Path(ckpt_path).name,
         "compression": M.compression(ckpt.model, dense_sizes=(ckpt.schedule or {}).get("weights0")),
+        "weights0": weights0,  # per layer, before pruning (prunec build's compression against the original network)
+        "weights0_total": sum(weights0.values()),
         "test_accuracy": ckpt.metrics.get("test_accuracy"),
         "dataset": ckpt.meta.get("dataset"),
         # the seed of the synthetic data its model was trained on (prunec verify --data synthetic rebuilds that test split)

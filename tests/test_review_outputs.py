@@ -1,0 +1,124 @@
+"""Review of what the commands print and draw: the build's compression figures against the network before
+pruning (build line, bench header, manifest, export metadata), masks.png titles and schedule.png's legend,
+and where `prunec verify` ran."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import build_models as bm
+from prunec import checkpoint as C
+from prunec import report as R
+from prunec import targets
+from prunec import verify as V
+from prunec.cli import main
+from prunec.models import LeNet300
+
+torch.set_num_threads(1)
+
+DENSE_LENET300 = 784 * 300 + 300 * 100 + 100 * 10  # 266,200 weights, 1,064,800 B as fp32
+
+
+def run(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+@pytest.fixture(scope="module")
+def shrunk(tmp_path_factory):
+    """A LeNet-300-100 checkpoint whose fc1 lost 100 of its 300 neurons to dead-neuron removal (fc1 200x784, fc2
+    100x200), saved as `prunec prune` saves one (schedule["weights0"]: the layer sizes before pruning)."""
+    from prunec.prune import remove_dead_neurons
+
+    d = tmp_path_factory.mktemp("shrunk")
+    torch.manual_seed(0)
+    m = LeNet300()
+    weights0 = {n: mod.weight.numel() for n, mod in m.named_modules() if isinstance(mod, nn.Linear)}
+    with torch.no_grad():
+        m.fc1.weight[:100] = 0  # 100 neurons without input
+        m.fc1.bias[:100] = -1.0  # ReLU(-1) = 0: removable
+        m.fc1.weight[100:].masked_fill_(torch.rand(200, 784) < 0.9, 0.0)
+        m.fc2.weight.masked_fill_(torch.rand(100, 300) < 0.8, 0.0)
+    m, masks, removed = remove_dead_neurons(m)
+    assert m.fc1.weight.shape == (200, 784) and m.fc2.weight.shape == (100, 200)
+    hist = [{"step": s, "compression": 1.5 * s, "accuracy_after_prune": 0.5 + 0.1 * s, "test_accuracy": 0.9 + 0.01 * s}
+            for s in (1, 2, 3, 4)]
+    sched = {"weights0": weights0, "history": hist, "dead_removed": removed, "step": 4, "done": True}
+    ck = d / "pruned.pt"
+    C.save(ck, m, "lenet300", masks=masks, kind="pruned", schedule=sched, metrics={"baseline_test_accuracy": 0.95})
+    return ck
+
+
+@pytest.fixture(scope="module")
+def builds(shrunk, tmp_path_factory):
+    """The checkpoint built for the host directly, and through `prunec export`: {"checkpoint"|"pt2": (printed line,
+    manifest, build dir)}."""
+    d = tmp_path_factory.mktemp("builds")
+    pt2 = d / "pruned.pt2"
+    run("export", shrunk, "--out", pt2)
+    out = {}
+    for kind, model in (("checkpoint", shrunk), ("pt2", pt2)):
+        line = run("build", model, "--target", "host", "--out", d / kind)
+        out[kind] = (line, json.loads((d / kind / "manifest.json").read_text()), d / kind)
+    return out
+
+
+# --- A: compression against the layers as built and against the network before pruning --------------------
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "pt2"])
+def test_build_reports_compression_against_the_network_before_pruning(builds, shrunk, kind):
+    line, m, _ = builds[kind]
+    t = m["totals"]
+    info = json.loads(run("info", shrunk, "--json"))
+    assert info["params_total"] == DENSE_LENET300
+    # the existing keys keep their meaning: the layers as built (fc1 200x784, fc2 100x200)
+    built = 200 * 784 + 100 * 200 + 10 * 100
+    assert t["weights"] == built and t["dense_weights_bytes"] == 4 * built
+    assert t["compression"] == pytest.approx(4 * built / t["weights_bytes"], rel=1e-5)
+    # the new ones: the network before pruning, as `prunec info` counts it
+    assert t["weights_before_pruning"] == info["params_total"]
+    assert t["dense_weights_bytes_before_pruning"] == 4 * DENSE_LENET300
+    assert t["compression_before_pruning"] == pytest.approx(4 * DENSE_LENET300 / t["weights_bytes"], rel=1e-5)
+    layers = {l["name"]: l for l in m["layers"] if l["shape"]}
+    assert {n: l["weights_before_pruning"] for n, l in layers.items()} == {"fc1": 235200, "fc2": 30000, "fc3": 1000}
+    assert layers["fc1"]["weights"] == 200 * 784
+    wb = t["weights_bytes"]
+    assert f"weights {wb:,} B: x{4 * built / wb:.2f} vs dense layers as built ({4 * built:,} B), " \
+           f"x{4 * DENSE_LENET300 / wb:.2f} vs the network before pruning (1,064,800 B)" in line, line
+
+
+def test_export_stores_the_sizes_before_pruning(builds, shrunk, tmp_path):
+    from prunec.export import read_metadata
+
+    meta = read_metadata(builds["pt2"][2].parent / "pruned.pt2")
+    assert meta["weights0"] == {"fc1": 235200, "fc2": 30000, "fc3": 1000} and meta["weights0_total"] == DENSE_LENET300
+
+
+def test_a_pt2_without_prunec_metadata_lacks_only_the_extra_figure(shrunk, tmp_path):
+    from prunec import export
+
+    pt2 = tmp_path / "plain.pt2"
+    torch.export.save(export.export_program(C.load(shrunk).model, (1, 28, 28)), str(pt2))
+    line = run("build", pt2, "--target", "host", "--out", tmp_path / "b")
+    t = json.loads((tmp_path / "b" / "manifest.json").read_text())["totals"]
+    assert t["weights_before_pruning"] is None and t["dense_weights_bytes_before_pruning"] is None
+    assert t["compression_before_pruning"] is None and t["compression"] > 1
+    assert "vs dense layers as built" in line and "before pruning" not in line
+
+
+def test_bench_header_gives_both_figures(builds):
+    from prunec.bench import BenchResult, table
+
+    _, m, _ = builds["checkpoint"]
+    t = m["totals"]
+    text = table(BenchResult(name=m["name"], target="host", cflags=["-O3"], total_s=[1e-5], iters=1, manifest=m,
+                             layers_requested=False))
+    assert f"vs dense layers as built ({t['dense_weights_bytes']:,} B), x{t['compression_before_pruning']:.2f} vs the " \
+           f"network before pruning (1,064,800 B); arena" in text, text
