@@ -122,3 +122,71 @@ def test_bench_header_gives_both_figures(builds):
                              layers_requested=False))
     assert f"vs dense layers as built ({t['dense_weights_bytes']:,} B), x{t['compression_before_pruning']:.2f} vs the " \
            f"network before pruning (1,064,800 B); arena" in text, text
+
+
+# --- B: report figures -------------------------------------------------------------------------------------
+
+
+def _record_titles(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    titles = []
+    real = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, t, *a, **kw: (titles.append(t), real(self, t, *a, **kw))[1])
+    return titles
+
+
+def test_mask_titles_name_both_denominators(shrunk, tmp_path, monkeypatch):
+    """masks.png said "fc1 mask (200, 784): 2.5% kept" over a 200x784 matrix that is 3.8% nonzero: the % counted
+    the layer before dead-neuron removal without saying so."""
+    titles = _record_titles(monkeypatch)
+    ck = C.load(shrunk)
+    R.write_report(ck, tmp_path)
+    w = ck.model.fc1.weight
+    nz = int((w != 0).sum())
+    (t1,) = [t for t in titles if t.startswith("fc1 mask")]
+    shown, before = f"{100 * nz / w.numel():.1f}%", f"{100 * nz / 235200:.1f}%"
+    assert shown != before
+    assert f"{shown} of the shown matrix kept" in t1 and f"235,200 weights before pruning: {before} kept" in t1, t1
+    (t3,) = [t for t in titles if t.startswith("fc3 mask")]  # not shrunk: one figure, as before
+    assert t3.count("%") == 1 and t3.endswith("% kept")
+
+
+def test_schedule_legend_has_every_series_and_covers_no_data(shrunk, tmp_path, monkeypatch):
+    """schedule.png's legend sat in the lower left over the first points, and the compression series (right
+    axis) had no entry."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figs = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **kw: (figs.append(self), real(self, *a, **kw))[1])
+    ck = C.load(shrunk)
+    hist = ck.schedule["history"] + [{"step": 5, "compression": 9.0, "accuracy_after_prune": 0.2,
+                                      "test_accuracy": 0.5, "undone": True}]
+    assert R.plot_schedule(hist, 0.95, tmp_path / "s.png")
+    (fig,) = figs
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # pyplot.close left the figure without its canvas: lay it out again, as saved
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    leg = legends[0]
+    entries = [t.get_text() for t in leg.get_texts()]
+    lines = [ln for ax in fig.axes for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    assert len(lines) == 5 and sorted(entries) == sorted(ln.get_label() for ln in lines), entries
+    assert any("compression" in e for e in entries)
+    box = leg.get_window_extent(renderer)
+    for ln in lines:
+        pts = ln.get_transform().transform(np.asarray(ln.get_xydata(), dtype=float))
+        covered = [tuple(p) for p in pts if np.all(np.isfinite(p)) and box.contains(*p)]
+        assert not covered, (ln.get_label(), covered)
+    for ax in fig.axes:  # outside the plotting area altogether
+        assert not box.overlaps(ax.get_window_extent(renderer))

@@ -113,10 +113,24 @@ def mask_image(weight: torch.Tensor, max_side: int = MASK_IMAGE_MAX):
     return F.adaptive_avg_pool2d(kept.float()[None, None], out_shape)[0, 0].numpy()
 
 
+def mask_title(name: str, weight: torch.Tensor, dense_size: int | None = None) -> str:
+    """A masks.png panel title. A layer that dead-neuron removal shrank (`dense_size`, its weight count before
+    pruning, larger than the matrix shown) names both denominators: the nonzero fraction of the matrix shown and
+    the "% kept" of the layer before pruning, which `prunec info` and remaining.png give."""
+    shape = tuple(weight.shape)
+    nz, size = int((weight.detach() != 0).sum()), int(weight.numel())
+    dense = int(dense_size or size)
+    if dense == size:
+        return f"{name} mask {shape}: {100 * nz / max(1, size):.1f}% kept"
+    return (f"{name} mask {shape}: {100 * nz / max(1, size):.1f}% of the shown matrix kept\n"
+            f"of its {dense:,} weights before pruning: {100 * nz / max(1, dense):.1f}% kept")
+
+
 def plot_masks(model: nn.Module, path: Path, dense_sizes: dict[str, int] | None = None) -> bool:
-    """The kept/pruned picture of each fc layer. The "% kept" of a title counts against `dense_sizes` (a run's
-    schedule["weights0"]) where given, as `prunec info` and remaining.png do: a layer shrunk by dead-neuron
-    removal keeps nonzero/dense of its weights, not nonzero/its current size."""
+    """The kept/pruned picture of each fc layer, titled by `mask_title`: the "% kept" counts against `dense_sizes`
+    (a run's schedule["weights0"]) where given, as `prunec info` and remaining.png do (a layer shrunk by
+    dead-neuron removal keeps nonzero/dense of its weights), and such a layer's title also gives the nonzero
+    fraction of the (smaller) matrix shown."""
     plt = _plt()
     fcs = [(n, m) for n, m in prunable_layers(model) if isinstance(m, nn.Linear)]
     if not fcs:
@@ -124,12 +138,11 @@ def plot_masks(model: nn.Module, path: Path, dense_sizes: dict[str, int] | None 
     fig, axes = plt.subplots(1, len(fcs), figsize=(4 * len(fcs), 4), dpi=100, squeeze=False)
     for ax, (name, m) in zip(axes[0], fcs):
         shape = tuple(m.weight.shape)
-        kept = int((m.weight.detach() != 0).sum()) / max(1, int((dense_sizes or {}).get(name, m.weight.numel())))
         # vmin/vmax fixed: a layer with every weight kept is white, not an autoscaled black; extent keeps the
         # axes in input/output indices when the image is block-averaged
         ax.imshow(mask_image(m.weight), cmap="gray", interpolation="nearest", aspect="auto", vmin=0.0, vmax=1.0,
                   extent=(-0.5, shape[1] - 0.5, shape[0] - 0.5, -0.5))
-        ax.set_title(f"{name} mask {shape}: {100 * kept:.1f}% kept", fontsize=9)
+        ax.set_title(mask_title(name, m.weight, (dense_sizes or {}).get(name)), fontsize=9)
         ax.set_xlabel("input")
         ax.set_ylabel("output")
     fig.tight_layout()
@@ -167,7 +180,8 @@ def plot_schedule(history: list[dict], baseline: float | None, path: Path) -> bo
     def pct(hs, key):
         return [100 * h[key] if h.get(key) is not None else float("nan") for h in hs]
 
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    # constrained layout: it keeps the legend, outside the axes below them, clear of the axis labels
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100, layout="constrained")
     ax.plot(steps, pct(kept, "accuracy_after_prune"), "o--", label="after pruning")
     ax.plot(steps, pct(kept, "test_accuracy"), "o-", label="after retraining")
     if undone:
@@ -178,10 +192,12 @@ def plot_schedule(history: list[dict], baseline: float | None, path: Path) -> bo
     ax.set_xlabel("prune step")
     ax.set_ylabel("test accuracy (%)")
     ax2 = ax.twinx()
-    ax2.plot(steps, [h["compression"] for h in kept], "s-", color="tab:red", alpha=0.5, label="compression")
+    ax2.plot(steps, [h["compression"] for h in kept], "s-", color="tab:red", alpha=0.5, label="compression (right axis)")
     ax2.set_ylabel("compression (x)")
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
+    # one legend for both axes' series, below the plot: inside the axes it covered data points
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    fig.legend(handles + h2, labels + l2, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.savefig(path, format="png")
     plt.close(fig)
     return True
