@@ -190,3 +190,37 @@ def test_schedule_legend_has_every_series_and_covers_no_data(shrunk, tmp_path, m
         assert not covered, (ln.get_label(), covered)
     for ax in fig.axes:  # outside the plotting area altogether
         assert not box.overlaps(ax.get_window_extent(renderer))
+
+
+# --- C: where verify ran -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mlp")
+    m, shape = bm.make("mlp", seed=3)
+    return bm.export(m, shape, d / "mlp.pt2")
+
+
+def test_verify_says_target_and_runner_host(mlp, tmp_path):
+    run("build", mlp, "--target", "host", "--out", tmp_path / "b")
+    text = run("verify", tmp_path / "b", "--random", "3")
+    assert text.splitlines()[0].startswith("target host, ran on this machine (cffi, compiled with "), text
+    d = json.loads(run("verify", tmp_path / "b", "--random", "3", "--json"))
+    assert d["target"] == "host" and d["runner"] == "cffi" and d["ran_under"].startswith("this machine (cffi")
+    assert d["ok"] is True and d["n"] == 3  # the existing keys are still there
+
+
+def test_runner_descriptions_of_the_cross_targets():
+    assert V.describe_runner({"target": "cortex-m4", "runner": "qemu-system"}) == "qemu-system-arm -M mps2-an386"
+    assert V.describe_runner({"target": "aarch64-neon", "runner": "qemu-user"}) == "qemu-aarch64-static -cpu cortex-a53"
+    assert V.describe_runner({"target": "no-such-target", "runner": "qemu-user"}) == "qemu-user"
+
+
+@pytest.mark.skipif(bool(targets.get("cortex-m4").missing_tools()), reason="arm-none-eabi-gcc / qemu-system-arm missing")
+def test_verify_says_target_and_runner_cortex_m4(mlp, tmp_path):
+    run("build", mlp, "--target", "cortex-m4", "--out", tmp_path / "m4")
+    text = run("verify", tmp_path / "m4", "--random", "2")
+    assert text.splitlines()[0] == "target cortex-m4, ran under qemu-system-arm -M mps2-an386", text
+    d = json.loads(run("verify", tmp_path / "m4", "--random", "2", "--json"))
+    assert (d["target"], d["runner"], d["ran_under"]) == ("cortex-m4", "qemu-system", "qemu-system-arm -M mps2-an386")

@@ -236,6 +236,27 @@ def run_host(build_dir: str | os.PathLike, inputs: np.ndarray) -> np.ndarray:
     return y
 
 
+def describe_runner(manifest: dict) -> str:
+    """Where and how `run_build` runs a build, in words: "this machine (cffi, compiled with cc)" for the cffi
+    runner, else the emulator's command without the program ("qemu-system-arm -M mps2-an386",
+    "qemu-aarch64-static -cpu cortex-a53")."""
+    runner = manifest.get("runner", "cffi")
+    if runner == "cffi":
+        return f"this machine (cffi, compiled with {os.environ.get('CC', 'cc')})"
+    try:
+        from . import targets
+
+        t = targets.get(manifest["target"])
+        emu = t.extra.get("emulator")
+        if runner == "qemu-system" and emu:
+            return f"{emu} -M {t.extra.get('machine', '?')}"
+        if runner == "qemu-user" and emu:
+            return " ".join([emu, *map(str, t.extra.get("emulator_args", ()))])
+    except (PrunecError, KeyError, AttributeError):  # a target this prunec does not know: its runner's name
+        pass
+    return runner
+
+
 def run_build(build_dir: str | os.PathLike, inputs: np.ndarray, manifest: dict | None = None) -> np.ndarray:
     """Run the build by its target's runner: cffi here, the others through prunec.runners."""
     m = manifest or load_manifest(build_dir)
@@ -326,6 +347,9 @@ class Report:
     worst_sample: int = -1
     ok: bool = True
     ref_max: float = 0.0  # the largest finite |reference output| over all samples
+    target: str | None = None  # the build's target (manifest "target"); None for a bare compare()
+    runner: str | None = None  # how the build ran: cffi, qemu-user or qemu-system (the target's runner)
+    ran_under: str | None = None  # the same in words: "this machine (cffi, compiled with cc)", "qemu-system-arm -M mps2-an386"
 
     def weak(self) -> bool:
         """Whether the reference outputs are so small that the tolerance's absolute floor (atol) hides errors:
@@ -333,7 +357,9 @@ class Report:
         return self.ref_max < 100 * self.atol
 
     def text(self) -> str:
-        lines = [
+        on = "on" if self.runner == "cffi" else "under"  # "ran on this machine (cffi, ...)", "ran under qemu-..."
+        lines = [f"target {self.target}, ran {on} {self.ran_under or self.runner}"] if self.target else []
+        lines += [
             f"samples            {self.n}",
             f"max abs error      {self.max_abs_err:.3e}   (sample {self.worst_sample})",
             f"max rel error      {self.max_rel_err:.3e}   (tolerance {self.atol:.0e} x max(1, max|ref|) per sample)",
@@ -483,4 +509,6 @@ def verify(build_dir: str | os.PathLike, data: str | None = None, inputs: str | 
     x, labels = _inputs(m, data, inputs, random, data_dir, limit, seed, model_path)
     c = run_build(build_dir, x.reshape(len(x), -1), m)
     t = reference_outputs(model_path, x, m["input_shape"])
-    return compare(c, t, labels, atol)
+    r = compare(c, t, labels, atol)
+    r.target, r.runner, r.ran_under = m["target"], m.get("runner", "cffi"), describe_runner(m)
+    return r
