@@ -101,6 +101,24 @@ def test_export_stores_the_sizes_before_pruning(builds, shrunk, tmp_path):
     assert meta["weights0"] == {"fc1": 235200, "fc2": 30000, "fc3": 1000} and meta["weights0_total"] == DENSE_LENET300
 
 
+def test_metadata_and_sizes_read_without_loading_the_program_again(builds, shrunk, monkeypatch):
+    """read_metadata takes prunec.json straight from the archive, and a checkpoint build takes the sizes from the
+    checkpoint the frontend already loaded: no second deserialisation (VGG-16: 0.5 GB each)."""
+    from prunec import export as E
+    from prunec import frontend
+
+    pt2 = builds["pt2"][2].parent / "pruned.pt2"
+
+    def refuse(*a, **k):
+        raise AssertionError("the program was deserialised again")
+
+    monkeypatch.setattr(torch.export, "load", refuse)
+    assert E.read_metadata(pt2)["weights0_total"] == DENSE_LENET300
+    monkeypatch.undo()
+    loaded = frontend.load_program(shrunk)
+    assert loaded.kind == "checkpoint" and sum(loaded.weights0.values()) == DENSE_LENET300
+
+
 def test_a_pt2_without_prunec_metadata_lacks_only_the_extra_figure(shrunk, tmp_path):
     from prunec import export
 

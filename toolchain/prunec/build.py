@@ -135,7 +135,8 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     model_path = Path(model_path)
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
-    weights0 = export_mod.original_weights(model_path, loaded.kind)  # None: the network before pruning is unknown
+    # per layer, before pruning; None: unknown (a .pt2 that `prunec export` did not write)
+    weights0 = loaded.weights0 if loaded.kind == "checkpoint" else export_mod.original_weights(model_path, loaded.kind)
     encodings = encode_graph(g, target, index_bits, row_align)
     keep = None
     if fuse_pool is None:

@@ -13,6 +13,7 @@ import copy
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -113,7 +114,16 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike)
 
 
 def read_metadata(pt2_path: str | os.PathLike) -> dict:
-    """The prunec metadata stored in a .pt2 written by `export_checkpoint` ({} if none)."""
+    """The prunec metadata stored in a .pt2 written by `export_checkpoint` ({} if none). Read from the archive's
+    extra-files entry directly (torch.export.save puts it at <archive>/extra/<name>), so the program and its
+    weights are not deserialised a second time (VGG-16: 0.5 GB); torch.export.load only for another layout."""
+    try:
+        with zipfile.ZipFile(pt2_path) as z:
+            names = [n for n in z.namelist() if n.endswith("/extra/" + META_FILE)]
+            if len(names) == 1:
+                return json.loads(z.read(names[0]).decode())
+    except (OSError, zipfile.BadZipFile):
+        pass
     extra = {META_FILE: ""}
     torch.export.load(pt2_path, extra_files=extra)
     return json.loads(extra[META_FILE]) if extra[META_FILE] else {}

@@ -46,6 +46,7 @@ class Loaded:
     program: torch.export.ExportedProgram
     kind: str  # "pt2" or "checkpoint"
     model_name: str | None = None
+    weights0: dict[str, int] | None = None  # a checkpoint's per-layer weight counts before pruning (export.weights_before_pruning)
 
 
 def _is_pt2_archive(path: Path) -> bool:
@@ -85,7 +86,8 @@ def load_program(path: str | os.PathLike) -> Loaded:
     from . import checkpoint, export
 
     ck = checkpoint.load(path)
-    return Loaded(export.export_program(ck.model, ck.input_shape), "checkpoint", ck.model_name)
+    return Loaded(export.export_program(ck.model, ck.input_shape), "checkpoint", ck.model_name,
+                  export.weights_before_pruning(ck))
 
 
 def reference_module(path: str | os.PathLike) -> torch.nn.Module:
