@@ -1,9 +1,12 @@
 """Review of what the commands print and draw: the build's compression figures against the network before
 pruning (build line, bench header, manifest, export metadata), masks.png titles and schedule.png's legend,
-and where `prunec verify` ran."""
+where `prunec verify` ran, a firmware build whose size could not be measured, and the CMakeLists of cross targets."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -242,3 +245,63 @@ def test_verify_says_target_and_runner_cortex_m4(mlp, tmp_path):
     assert text.splitlines()[0] == "target cortex-m4, ran under qemu-system-arm -M mps2-an386", text
     d = json.loads(run("verify", tmp_path / "m4", "--random", "2", "--json"))
     assert (d["target"], d["runner"], d["ran_under"]) == ("cortex-m4", "qemu-system", "qemu-system-arm -M mps2-an386")
+
+
+# --- firmware builds: an unmeasured size is said, and the CMakeLists of a cross target builds alone ----------
+
+def _path_without(tmp_path, *exes):
+    """A PATH of links to every executable of PATH except `exes` (the other tools stay usable)."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for f in os.listdir(folder):
+            src = os.path.join(folder, f)
+            if f not in exes and not (d / f).exists() and os.access(src, os.X_OK) and os.path.isfile(src):
+                (d / f).symlink_to(src)
+    return str(d)
+
+
+def test_firmware_build_without_its_compiler_warns_that_size_was_not_measured(mlp, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", _path_without(tmp_path, "arm-none-eabi-gcc"))
+    r = CliRunner().invoke(main, ["build", str(mlp), "--target", "cortex-m4", "--out", str(tmp_path / "m4")])
+    assert r.exit_code == 0, r.output
+    assert "prunec: warning: libmlp.a was not compiled, so its flash and RAM were not measured" in r.output
+    assert "arm-none-eabi-gcc (Debian package gcc-arm-none-eabi)" in r.output
+    m = json.loads((tmp_path / "m4" / "manifest.json").read_text())
+    assert m["size"]["measured"] is False
+
+
+@pytest.mark.skipif(bool(targets.get("cortex-m4").missing_tools()), reason="arm-none-eabi-gcc / qemu-system-arm missing")
+def test_firmware_build_without_qemu_still_measures_its_size(mlp, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", _path_without(tmp_path, "qemu-system-arm"))
+    r = CliRunner().invoke(main, ["build", str(mlp), "--target", "cortex-m4", "--out", str(tmp_path / "m4")])
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    assert json.loads((tmp_path / "m4" / "manifest.json").read_text())["size"]["measured"] is True
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+@pytest.mark.parametrize("target, storage, objdump", [("cortex-m4", "blob", "arm-none-eabi-objdump"),
+                                                      ("armv7a-neon", "c", "arm-linux-gnueabihf-objdump")])
+def test_cmake_of_a_cross_target_builds_alone_with_its_compiler(mlp, tmp_path, target, storage, objdump):
+    if targets.get(target).missing_tools() or shutil.which(objdump) is None:
+        pytest.skip(f"{target}'s toolchain is not installed")
+    run("build", mlp, "--target", target, "--out", tmp_path / "src", "--weights", storage)
+    r = subprocess.run(["cmake", "-S", str(tmp_path / "src"), "-B", str(tmp_path / "b")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["cmake", "--build", str(tmp_path / "b")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr  # the host cc would reject -mthumb / -mfpu
+    lib = tmp_path / "b" / "libmlp.a"
+    arch = subprocess.run([objdump, "-f", str(lib)], capture_output=True, text=True).stdout
+    assert "architecture: arm" in arch, arch
+
+
+@pytest.mark.skipif(bool(targets.get("cortex-m4").missing_tools()), reason="arm-none-eabi-gcc / qemu-system-arm missing")
+def test_size_keeps_the_shape_build_writes(mlp, tmp_path):
+    run("build", mlp, "--target", "cortex-m4", "--out", tmp_path / "m4")
+    built = json.loads((tmp_path / "m4" / "manifest.json").read_text())["size"]
+    run("size", tmp_path / "m4")
+    after = json.loads((tmp_path / "m4" / "manifest.json").read_text())["size"]
+    assert built["measured"] is True and after["measured"] is True
+    assert set(built) <= set(after) and after["library"] == built["library"]

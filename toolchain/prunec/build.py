@@ -255,7 +255,7 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
     exact flash and RAM figures, and a library that does not fit the board is refused with them."""
     from . import runners
 
-    missing = target.missing_tools()
+    missing = [(exe, pkg) for exe, pkg in target.missing_tools() if exe != target.extra.get("emulator")]  # QEMU: not needed here
     if missing:
         return {"measured": False, "reason": "not installed: " + ", ".join(f"{exe} (Debian package {pkg})" for exe, pkg in missing)}
     with tempfile.TemporaryDirectory(prefix="prunec-size-") as scratch:

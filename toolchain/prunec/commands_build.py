@@ -43,6 +43,12 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
         arena += (f" ({len(fused)} conv+pool fused; {r.manifest['plan']['arena_bytes_unfused']:,} unfused)")
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
                f"{weights_summary(t)}; {arena}, {t['macs']:,} MACs")
+    size = r.manifest.get("size") or {}
+    if size.get("measured") is False:  # a firmware target whose toolchain is missing: only the estimate was checked
+        click.echo(f"prunec: warning: lib{r.manifest['name']}.a was not compiled, so its flash and RAM were not measured "
+                   f"against the board ({size.get('reason', 'toolchain missing')}); only the estimate "
+                   f"({t.get('flash_bytes_estimate', 0):,} bytes of flash, {t.get('ram_bytes', 0):,} of RAM) was checked. "
+                   f"Install it and build again, or run `prunec size {r.out_dir}` once it is installed.", err=True)
 
 
 @click.command("verify")

@@ -311,7 +311,7 @@ def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
 def record_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     """measure_size, then written into BUILD_DIR/manifest.json under "size" (for `prunec size` and the
     benchmarks; `prunec build` already records the library's sizes for targets that name a size tool)."""
-    size = measure_size(build_dir, manifest, target)
+    size = {"measured": True, **measure_size(build_dir, manifest, target)}  # the shape `prunec build` writes
     mp = Path(build_dir) / "manifest.json"
     try:
         m = json.loads(mp.read_text())
