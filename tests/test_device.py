@@ -80,7 +80,7 @@ def test_prune_batch_size_and_momentum_reach_the_recipe(tmp_path):
     assert r.exit_code == 0, r.output
     recipe = C.load(out).meta["recipe"]
     assert recipe["batch_size"] == 32 and recipe["momentum"] == 0.5
-    for bad, msg in ((["--batch-size", "0"], "batch size 0"), (["--momentum", "-0.1"], "momentum -0.1")):
+    for bad, msg in ((["--batch-size", "0"], "--batch-size 0"), (["--momentum", "-0.1"], "--momentum -0.1"), (["--momentum", "1.0"], "--momentum 1.0")):
         r = run("prune", base, "--out", tmp_path / "q.pt", "--steps", "1", *bad, "--quiet")
         assert r.exit_code != 0 and msg in r.output and not (tmp_path / "q.pt").exists()
 

@@ -226,7 +226,12 @@ def _read(path: Path):
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         first = next((ln for ln in lines if "Unpickler error" in ln), lines[0])
-        glob = re.search(r"Unsupported global: GLOBAL (\S+)", first)
+        if first.rstrip().endswith("Unpickler error:") and lines.index(first) + 1 < len(lines):
+            # torch's text asks the user to file a torch issue and puts the reason on the next line
+            first = "its bytes are not a torch.save pickle (" + lines[lines.index(first) + 1] + ")"
+        elif isinstance(e, KeyError) or len(first) < 8:  # e.g. KeyError('101'): an unpickler's bare detail
+            first = f"its bytes are not a torch.save pickle ({type(e).__name__}: {first})"
+        glob = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if glob:
             raise PrunecError(
                 f"{path} holds a pickled Python object ({glob.group(1)}), not only tensors and plain values; prunec does "

@@ -371,8 +371,11 @@ def run_schedule(
             "test_accuracy": acc,
             "train_loss": hist[-1]["loss"] if hist else None,
         }
+        alternated = recipe.alternate and any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
+        trained = (f"{epochs} epoch{'s' if epochs != 1 else ''} of fc then {epochs} of conv" if alternated
+                   else f"{epochs} epoch{'s' if epochs != 1 else ''}")  # --alternate: each phase its own epochs
         log(f"step {k}/{recipe.steps}: {rec['compression']:.2f}x, accuracy {acc_pruned:.4f} after pruning, "
-            f"{acc:.4f} after {epochs} epochs of retraining (baseline {baseline_accuracy:.4f})")
+            f"{acc:.4f} after {trained} of retraining (baseline {baseline_accuracy:.4f})")
         stop = recipe.max_accuracy_drop is not None and baseline_accuracy - acc > recipe.max_accuracy_drop + 1e-12
         stop = _broadcast_object(stop)
         if stop:

@@ -11,6 +11,7 @@ per-step amount grows (`schedule`), and how to retrain (epochs, lr, regulariser)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -75,20 +76,23 @@ class Recipe:
                 raise PrunecError(f"sparsity {s} for layer {name} is outside [0, 1): give the fraction of weights to prune, e.g. {name}=0.9")
         if self.global_sparsity is not None and not (0.0 <= self.global_sparsity < 1.0):
             raise PrunecError(f"--global-threshold {self.global_sparsity} is outside [0, 1): give the overall fraction to prune, e.g. 0.9")
-        if self.quality is not None and self.quality < 0:
-            raise PrunecError(f"--quality {self.quality} is negative: the threshold is quality × std, use a value ≥ 0")
+        if self.quality is not None and not 0 <= self.quality < math.inf:
+            raise PrunecError(f"--quality {self.quality} is not a finite number ≥ 0: the threshold is quality × std of the "
+                              f"layer's weights, e.g. 1.0")
         if self.steps < 1:
             raise PrunecError(f"--steps {self.steps}: need at least 1 prune step")
         if self.retrain_epochs < 0:
             raise PrunecError(f"--retrain-epochs {self.retrain_epochs} is negative: give the epochs of retraining after each step (≥ 0)")
         if self.final_epochs < 0:
             raise PrunecError(f"--final-epochs {self.final_epochs} is negative: give the extra epochs after the last step (≥ 0)")
-        if not self.lr > 0:
+        if not 0 < self.lr < math.inf:
             raise PrunecError(f"--lr {self.lr} must be > 0 (the retraining learning rate, e.g. 0.005)")
-        if not self.reg_strength >= 0:
-            raise PrunecError(f"--reg-strength {self.reg_strength} is negative: give the L1/L2 strength (≥ 0, e.g. 1e-4)")
-        if self.batch_size < 1 or self.momentum < 0:
-            raise PrunecError(f"batch size {self.batch_size} / momentum {self.momentum}: need batch size ≥ 1 and momentum ≥ 0")
+        if not 0 <= self.reg_strength < math.inf:
+            raise PrunecError(f"--reg-strength {self.reg_strength} is not a finite number ≥ 0: give the L1/L2 strength, e.g. 1e-4")
+        if self.batch_size < 1:
+            raise PrunecError(f"--batch-size {self.batch_size}: need at least 1")
+        if not 0 <= self.momentum < 1:
+            raise PrunecError(f"--momentum {self.momentum} is outside [0, 1): give the SGD momentum, e.g. 0.9")
         if self.schedule not in ("cubic", "linear", "oneshot"):
             raise PrunecError(f"unknown schedule {self.schedule!r}; choose cubic, linear or oneshot")
         if self.lr_span not in ("step", "run"):
@@ -100,14 +104,16 @@ class Recipe:
         if self.target_compression is not None and (self.quality is not None or self.global_sparsity is not None):
             raise PrunecError("target_compression scales a per-layer sparsity profile; it does not apply to "
                               f"{'quality' if self.quality is not None else 'global_sparsity'} (it would be ignored)")
-        if self.target_compression is not None and self.target_compression < 1:
-            raise PrunecError(f"--target-compression {self.target_compression} < 1: it is total/nonzero weights, e.g. 12")
+        if self.target_compression is not None and not 1 <= self.target_compression < math.inf:
+            raise PrunecError(f"--target-compression {self.target_compression} is not a finite number ≥ 1: it is "
+                              f"total/nonzero weights, e.g. 12")
         if not (0.0 <= self.label_smoothing < 1.0):
             raise PrunecError(f"--label-smoothing {self.label_smoothing} is outside [0, 1): it is the weight of the uniform target")
         if not (0.0 <= self.distill <= 1.0):
             raise PrunecError(f"--distill {self.distill} is outside [0, 1]: it is the weight of the distillation loss")
-        if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
-            raise PrunecError("--max-accuracy-drop must be ≥ 0 (a fraction, e.g. 0.001 for 0.1 pp)")
+        if self.max_accuracy_drop is not None and not 0 <= self.max_accuracy_drop < math.inf:
+            raise PrunecError(f"--max-accuracy-drop {self.max_accuracy_drop} is not a finite number ≥ 0 (a fraction, "
+                              f"e.g. 0.001 for 0.1 pp)")
         return self
 
 
@@ -141,8 +147,17 @@ def default_recipe(model_name: str) -> Recipe:
     return replace(r, sparsity=dict(r.sparsity))
 
 
-def _sparsity_file(path: Path) -> str:
+# `prunec prune --reg l1` without --reg-strength: the recipes' strengths are L2 ones (5e-4), far too strong as an L1
+# lambda; 1e-5 kept LeNet-300-100 at its L2 accuracy in a short check (docs/PRUNING.md)
+DEFAULT_L1_STRENGTH = 1e-5
+
+
+def _sparsity_file(path: Path, model: str | None = None) -> str:
     """The `proposed_sparsity` of a `prunec sensitivity` output (sensitivity.json), as LAYER=FRACTION text."""
+    if path.is_dir():
+        hint = f" (give {path / 'sensitivity.json'})" if (path / "sensitivity.json").is_file() else ""
+        raise PrunecError(f"--sparsity {path} is a folder{hint}: give the sensitivity.json that `prunec sensitivity` "
+                          f"wrote, or LAYER=FRACTION pairs")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -152,14 +167,18 @@ def _sparsity_file(path: Path) -> str:
     if not isinstance(prop, dict) or not prop:
         raise PrunecError(f"--sparsity {path}: no \"proposed_sparsity\" object in it; give the sensitivity.json that "
                           f"`prunec sensitivity BASE --out DIR` wrote, or LAYER=FRACTION pairs")
+    other = data.get("model")
+    if model and other and other != model:
+        raise PrunecError(f"--sparsity {path} is the sensitivity of a {other} model, and this is a {model}: run "
+                          f"`prunec sensitivity` on this model's dense checkpoint")
     return ",".join(f"{k}={v}" for k, v in prop.items())
 
 
-def parse_sparsity(text: str) -> dict[str, float]:
+def parse_sparsity(text: str, model: str | None = None) -> dict[str, float]:
     """'fc1=0.92,fc2=0.91' -> {'fc1': 0.92, 'fc2': 0.91}. A path to a JSON file (the sensitivity.json of
-    `prunec sensitivity`) gives its proposed per-layer sparsity."""
-    if text.strip().lower().endswith(".json") or ("=" not in text and Path(text).is_file()):
-        text = _sparsity_file(Path(text.strip()))
+    `prunec sensitivity`; of a `model` model, where given) gives its proposed per-layer sparsity."""
+    if text.strip().lower().endswith(".json") or ("=" not in text and Path(text.strip()).exists()):
+        text = _sparsity_file(Path(text.strip()), model)
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" not in part:
@@ -171,6 +190,8 @@ def parse_sparsity(text: str) -> dict[str, float]:
             raise PrunecError(f"--sparsity {k}={v!r}: not a number; give the fraction pruned, e.g. {k}=0.9") from None
         if not (0.0 <= f < 1.0):
             raise PrunecError(f"--sparsity {k}={f} is outside [0, 1): give the fraction of weights to prune, e.g. {k}=0.9")
+        if k.strip() in out:
+            raise PrunecError(f"--sparsity names layer {k.strip()} twice ({k.strip()}={out[k.strip()]:g} and {f:g}); give it once")
         out[k.strip()] = f
     if not out:
         raise PrunecError("--sparsity is empty; give LAYER=FRACTION pairs, e.g. fc1=0.92,fc2=0.91")

@@ -190,6 +190,7 @@ def plot_schedule(history: list[dict], baseline: float | None, path: Path) -> bo
     if baseline is not None:
         ax.axhline(100 * baseline, color="gray", ls=":", label="dense baseline")
     ax.set_xlabel("prune step")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # steps are whole numbers (no 1.25, 1.5 ticks)
     ax.set_ylabel("test accuracy (%)")
     ax2 = ax.twinx()
     ax2.plot(steps, [h["compression"] for h in kept], "s-", color="tab:red", alpha=0.5, label="compression (right axis)")

@@ -74,7 +74,7 @@ def resolve_device(text: str | None = "auto") -> torch.device:
     text = (text or "auto").strip().lower()
     if text == "auto":
         text = "cuda" if torch.cuda.is_available() else "cpu"
-    if text == "cpu":
+    if text in ("cpu", "cpu:0"):  # torch names the one CPU device cpu:0 too
         return torch.device("cpu")
     if text == "cuda" or re.fullmatch(r"cuda:\d+", text):
         if not torch.cuda.is_available():
