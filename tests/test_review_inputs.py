@@ -48,7 +48,8 @@ def test_prune_refuses_non_finite_or_out_of_range_numbers(base, tmp_path, opt):
     assert not out.exists() and not C.resume_path(out).exists()
 
 
-@pytest.mark.parametrize("opt", [["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"], ["--momentum", "nan"]])
+@pytest.mark.parametrize("opt", [["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"], ["--momentum", "nan"],
+                                 ["--label-smoothing", "nan"]])
 def test_train_refuses_non_finite_numbers(tmp_path, opt):
     out = tmp_path / "t.pt"
     r = invoke("train", "--model", "lenet300", "--data", "synthetic", "--out", out, "--epochs", "1", "--quiet", *opt)
@@ -134,3 +135,10 @@ def test_alternate_log_names_both_phases(tmp_path):
                            env={**ENV, "PRUNEC_SYNTHETIC_TRAIN": "128"})
     assert r.exit_code == 0, r.output
     assert "1 epoch of fc then 1 of conv of retraining" in r.output, r.output
+
+
+@pytest.mark.parametrize("tol", ["nan", "-0.1", "2"])
+def test_sensitivity_refuses_a_tolerance_that_is_not_an_accuracy_drop(base, tmp_path, tol):
+    r = invoke("sensitivity", base, "--out", tmp_path / "s", "--tolerance", tol)
+    assert r.exit_code == 2 and "--tolerance" in r.output, r.output
+    assert not (tmp_path / "s").exists()

@@ -159,6 +159,8 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
         raise PrunecError(f"--weight-decay {weight_decay} is not a finite number ≥ 0: give the L2 strength, e.g. 5e-4")
     if momentum is not None and not 0 <= momentum < 1:
         raise PrunecError(f"--momentum {momentum} is outside [0, 1): give the SGD momentum, e.g. 0.9")
+    if label_smoothing is not None and not 0 <= label_smoothing < 1:
+        raise PrunecError(f"--label-smoothing {label_smoothing} is outside [0, 1): it is the weight of the uniform target, e.g. 0.1")
     resolve_device(device)  # a bad --device fails before any work
     distributed, rank0 = _session(model_name)
 
@@ -175,7 +177,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
         if rank0:
             C.save(out, model, model_name, kind="dense", metrics={"test_accuracy": acc, "baseline_test_accuracy": acc},
                    train_args=cfg.to_dict(), seed=seed, dataset=data_name, num_classes=ds.num_classes)
-            click.echo(f"{model_name}: test accuracy {acc:.4f} after {cfg.epochs} epochs -> {out}")
+            click.echo(f"{model_name}: test accuracy {acc:.4f} after {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} -> {out}")
 
     _run(distributed, body)
 
