@@ -16,3 +16,17 @@ def residual(tmp_path_factory):
     p = bm.export(m, shape, d / "residual.pt2")
     B.build(p, "host", d / "out", name="residual")
     return p, d / "out"
+
+
+def train_synthetic(folder, env: dict, model: str = "lenet300", epochs: int = 1):
+    """A dense checkpoint of `model` trained on the synthetic data set through the CLI (`env`: PRUNEC_* variables
+    such as the synthetic set's size), for tests of `prunec prune` and friends: its path."""
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    out = folder / f"{model}_base.pt"
+    r = CliRunner().invoke(main, ["train", "--model", model, "--data", "synthetic", "--out", str(out),
+                                  "--epochs", str(epochs), "--quiet"], env=env)
+    assert r.exit_code == 0, r.output
+    return out

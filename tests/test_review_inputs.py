@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import train_synthetic
 
 from prunec import checkpoint as C
 from prunec.cli import main
@@ -29,11 +30,7 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("inputs")
-    r = CliRunner().invoke(main, ["train", "--model", "lenet300", "--data", "synthetic", "--out", str(d / "base.pt"),
-                                  "--epochs", "1", "--quiet"], env=ENV)
-    assert r.exit_code == 0, r.output
-    return d / "base.pt"
+    return train_synthetic(tmp_path_factory.mktemp("inputs"), ENV)
 
 
 @pytest.mark.parametrize("opt", [["--quality", "nan"], ["--quality", "inf"], ["--target-compression", "nan"],

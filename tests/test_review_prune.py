@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import train_synthetic
 
 from prunec import checkpoint as C
 from prunec import data as D
@@ -27,11 +28,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("review")
-    r = CliRunner().invoke(main, ["train", "--model", "lenet300", "--data", "synthetic", "--out", str(d / "base.pt"),
-                                  "--epochs", "1", "--quiet"], env=ENV)
-    assert r.exit_code == 0, r.output
-    return d / "base.pt"
+    return train_synthetic(tmp_path_factory.mktemp("review"), ENV)
 
 
 def _refused(r, *outs):
