@@ -49,6 +49,10 @@ int main(void) {
     s = s * 1103515245u + 12345u;
     in[i] = (float)((s >> 8) & 0xFFFFu) / 65536.0f - 0.25f;
   }
+  /* Both builds (ITERS = 0 and ITERS = N) must do the same set-up: without this barrier the ITERS = 0 build never
+     reads `in` or `arena`, so the compiler drops the loop above and the linker the two arrays (bare-metal start-up
+     then zeroes a smaller .bss), and (insns(N) - insns(0)) / N counts that work / N per inference. */
+  __asm__ volatile("" :: "r"(in), "r"(out), "r"(arena) : "memory");
   for (it = 0; it < ITERS; it++) rc |= %(name)s_run(in, out, arena);
   for (i = 0; i < %(name)s_OUTPUT_SIZE; i++) printf("%%a\n", (double)out[i]);
   return rc;
@@ -56,14 +60,21 @@ int main(void) {
 """
 
 
+def compile_count_prog(target, build_dir: Path, name: str, n: int, work: Path, lib: Path) -> Path:
+    """The counted program (MAIN_C) with ITERS = n, linked against the build's library `lib`."""
+    main_c = work / "main.c"
+    if not main_c.exists():
+        main_c.write_text(MAIN_C % {"name": name})
+    return runners.compile_program(target, [main_c], work / f"prog{n}", include_dirs=[build_dir],
+                                   extra_cflags=[f"-DITERS={n}"], objects=[lib])
+
+
 def arm_counts(target, build_dir: Path, name: str, iters: int, work: Path, plugin: Path) -> tuple[float, np.ndarray]:
     man = json.loads((build_dir / "manifest.json").read_text())
     lib = runners.build_library(build_dir, man, target)
-    (work / "main.c").write_text(MAIN_C % {"name": name})
     counts, outs = [], None
     for n in (0, iters):
-        exe = runners.compile_program(target, [work / "main.c"], work / f"prog{n}", include_dirs=[build_dir],
-                                      extra_cflags=[f"-DITERS={n}"], objects=[lib])
+        exe = compile_count_prog(target, build_dir, name, n, work, lib)
         counts.append(bench_arm.count(target, exe, plugin))
         if n:
             p = runners.run_program(target, exe)
