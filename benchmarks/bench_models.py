@@ -235,15 +235,24 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pruned", required=True, help="model=checkpoint,... (prunec checkpoints)")
     ap.add_argument("--dense", default="", help="model=checkpoint,... (dense baselines; default random weights)")
-    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--reps", type=harness.positive_int, default=9)
     ap.add_argument("--target-ms", type=float, default=40.0)
     ap.add_argument("--json", default="")
     ap.add_argument("--litert-builtin", action="store_true",
                     help="also time LiteRT with its builtin kernels (no default XNNPACK delegate)")
     a = ap.parse_args(argv)
+    if not a.target_ms > 0:
+        ap.error(f"--target-ms {a.target_ms}: give a positive time per contender per repetition")
+    pruned = harness.key_paths(ap, "--pruned", a.pruned)
+    dense = harness.key_paths(ap, "--dense", a.dense)
+    if not pruned:
+        ap.error("--pruned: give at least one KEY=CHECKPOINT (e.g. lenet5=lenet5_pruned.pt)")
+    alone = [k for k in dense if k not in pruned]
+    if alone:
+        ap.error(f"--dense {alone[0]}=...: no --pruned {alone[0]}=... to compare it with")
+    harness.check_checkpoints(ap, "--pruned", pruned)
+    harness.check_checkpoints(ap, "--dense", dense)
     harness.pin_one_core()
-    pruned = dict(kv.split("=", 1) for kv in a.pruned.split(",") if kv)
-    dense = dict(kv.split("=", 1) for kv in a.dense.split(",") if kv)
     allr = []
     with tempfile.TemporaryDirectory(prefix="prunec-models-") as tmp:
         for key, p in pruned.items():

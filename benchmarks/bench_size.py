@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "toolchain"))
+
+import harness  # noqa: E402
 
 # Han et al. 2015, Tables 4 and 5 (AlexNet, VGG-16): fraction of weights kept per layer.
 PAPER = {
@@ -153,15 +156,18 @@ def main(argv=None):
                          "bytes); default: the build's per-op defaults")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
-    from prunec.encode import check_index_bits
-
-    bits = check_index_bits(a.index_bits.split(","), "--index-bits") if a.index_bits else None
+    bits = harness.index_widths(ap, "--index-bits", a.index_bits) if a.index_bits else None
+    pruned = harness.key_paths(ap, "--pruned", a.pruned)
+    harness.check_checkpoints(ap, "--pruned", pruned)
+    papers = [n for n in a.paper.split(",") if n]
+    bad = [n for n in papers if n not in PAPER]
+    if bad:
+        ap.error(f"--paper {bad[0]}: no paper densities for it; choose from: {', '.join(PAPER)}")
     res = []
     with tempfile.TemporaryDirectory(prefix="prunec-size-") as tmp:
-        for kv in filter(None, a.pruned.split(",")):
-            key, p = kv.split("=", 1)
+        for key, p in pruned.items():
             res.append(lenet_sizes(key, Path(p), Path(tmp), bits))
-    for net in filter(None, a.paper.split(",")):
+    for net in papers:
         res.append(paper_storage(net, index_bits=bits))
     print_report(res)
     if a.json:

@@ -223,3 +223,86 @@ def bound_seconds(bytes_moved: float, flops: float, lim: dict[str, float]) -> tu
     tb = bytes_moved / (bw * 1e9)
     tf = flops / (lim["peak_fma_gflops"] * 1e9)
     return (tb, f"bytes/{lvl}") if tb >= tf else (tf, "flops")
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+# Checks shared by the scripts' argument parsers: a bad value ends in one `error: ...` line (argparse's
+# parser.error, exit 2) rather than a traceback or, worse, a run of the wrong thing.
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (--reps, --iters)."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not a positive integer (at least 1)")
+    return v
+
+
+def key_paths(ap, opt: str, value: str) -> dict[str, str]:
+    """`key=PATH,...` as {key: PATH}; parser.error on an item without `key=`, an empty path or a key given twice."""
+    out: dict[str, str] = {}
+    for item in filter(None, value.split(",")):
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            ap.error(f"{opt} {item!r}: give KEY=PATH (e.g. lenet5=lenet5_pruned.pt)")
+        if key in out:
+            ap.error(f"{opt}: {key} given twice")
+        out[key] = path
+    return out
+
+
+def check_checkpoints(ap, opt: str, ckpts: dict[str, str]) -> None:
+    """Each key a zoo model and its checkpoint a checkpoint of that model (prunec.checkpoint's model_name):
+    `lenet300=<a LeNet-5 checkpoint>` would otherwise run and time LeNet-5 under the name lenet300."""
+    from prunec import checkpoint, models
+    from prunec.errors import PrunecError
+
+    for key, path in ckpts.items():
+        if key not in models.MODELS:
+            ap.error(f"{opt} {key}=...: unknown model {key!r}; choose one of: {', '.join(models.MODELS)}")
+        try:
+            name = checkpoint.load(path).model_name
+        except PrunecError as e:
+            ap.error(f"{opt} {key}={path}: {e}")
+        if name != key:
+            ap.error(f"{opt} {key}={path}: that checkpoint is a {name} model, not {key} (give {name}={path})")
+
+
+def layer_keys(ap, opt: str, value: str, allowed=None) -> list[str]:
+    """Comma-separated layer keys of benchmarks/workloads.py (net.layer); parser.error naming the keys that exist
+    (or `allowed`, where a script takes only some) on an unknown one."""
+    import workloads
+
+    known = [l.key for l in workloads.LAYERS] if allowed is None else list(allowed)
+    keys = [k for k in value.split(",") if k]
+    if not keys:
+        ap.error(f"{opt}: no layer given; choose from: {', '.join(known)}")
+    bad = [k for k in keys if k not in known]
+    if bad:
+        ap.error(f"{opt}: unknown layer {', '.join(bad)}; choose from: {', '.join(known)}")
+    return keys
+
+
+def target_names(ap, opt: str, value: str, allowed) -> list[str]:
+    """Comma-separated target names, each one of `allowed`."""
+    names = [t for t in value.split(",") if t]
+    bad = [t for t in names if t not in allowed]
+    if bad or not names:
+        ap.error(f"{opt}: {'unknown or unsupported target ' + ', '.join(bad) if bad else 'no target given'}; "
+                 f"this script runs {', '.join(allowed)}")
+    return names
+
+
+def index_widths(ap, opt: str, value: str) -> tuple[int, ...]:
+    """`prunec build --index-bits` syntax (e.g. 4,8 or 1-16), checked by prunec.encode.check_index_bits."""
+    from prunec.encode import check_index_bits
+    from prunec.errors import PrunecError
+
+    try:
+        return tuple(check_index_bits(value.split(","), opt))
+    except (PrunecError, ValueError) as e:
+        ap.error(str(e))

@@ -64,3 +64,58 @@ def test_fuse_count_excludes_setup(tmp_path):
     # before the fix: 267,000 against 249,200 here (the 784-float input fill and the .bss of `in` and the arena, / 2);
     # what is left is printf's cost of the outputs' values against zeros (a few instructions per output)
     assert abs(per - marginal) <= 0.002 * marginal, (per, marginal)
+
+
+# ---------------------------------------------------------------------------------------------- refused inputs
+
+def _refused(script: str, *args: str, cwd=None) -> str:
+    """Run benchmarks/SCRIPT with ARGS: exit 2, no traceback, the last line `SCRIPT: error: ...`; that line."""
+    p = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=120,
+                       cwd=cwd)
+    err = p.stderr.strip()
+    assert p.returncode == 2, (p.returncode, p.stdout[-2000:], err[-2000:])
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"{script}: error: "), err
+    return last
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """An untrained LeNet-5 and LeNet-300-100 checkpoint (the scripts refuse before they run anything)."""
+    from prunec import checkpoint, models
+
+    d = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    out = {}
+    for key in ("lenet5", "lenet300"):
+        out[key] = str(checkpoint.save(d / f"{key}.pt", models.create(key), key))
+    return out
+
+
+def test_bench_models_refuses_another_models_checkpoint(ckpts):
+    """`--pruned lenet300=<a LeNet-5 checkpoint>` ran and timed LeNet-5 against a random dense LeNet-300-100."""
+    last = _refused("bench_models.py", "--pruned", f"lenet300={ckpts['lenet5']}")
+    assert "is a lenet5 model, not lenet300" in last
+    assert "not lenet5" in _refused("bench_models.py", "--pruned", f"lenet5={ckpts['lenet5']}",
+                                    "--dense", f"lenet5={ckpts['lenet300']}")
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--pruned", "bogus={lenet5}"], "unknown model 'bogus'"),
+    (["--pruned", "lenet5={lenet5}", "--dense", "lenet300={lenet300}"], "no --pruned lenet300"),
+    (["--pruned", "{lenet5}"], "give KEY=PATH"),
+    (["--pruned", "lenet5={lenet5}", "--reps", "0"], "--reps"),
+])
+def test_bench_models_refuses_bad_keys(ckpts, args, says):
+    assert says in _refused("bench_models.py", *(a.format(**ckpts) for a in args))
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--pruned", "lenet300={lenet5}", "--paper", ""], "is a lenet5 model, not lenet300"),
+    (["--pruned", "lenet9={lenet5}", "--paper", ""], "unknown model 'lenet9'"),
+    (["--pruned", "{lenet5}", "--paper", ""], "give KEY=PATH"),
+    (["--index-bits", "17", "--paper", ""], "--index-bits"),
+])
+def test_bench_size_refuses_bad_keys(ckpts, args, says):
+    assert says in _refused("bench_size.py", *(a.format(**ckpts) for a in args))
