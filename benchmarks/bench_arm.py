@@ -48,6 +48,13 @@ ITERS = 20
 CONV_ITERS = 5  # conv calls are 10-100x longer than fc calls; counts are exact either way
 
 
+def arm_targets() -> list[str]:
+    """The targets these scripts count under QEMU: bare-metal (qemu-system) ones and DYNAMIC_QEMU's user-mode ones."""
+    from prunec import targets as T
+
+    return [n for n, t in T.all_targets().items() if t.runner == "qemu-system" or n in DYNAMIC_QEMU]
+
+
 def build_plugin(out: Path) -> Path:
     so = out / "libinsn.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-O2", str(HERE / "qemu_plugin" / "insn_count.c"), "-o", str(so)],

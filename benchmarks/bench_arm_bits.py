@@ -5,8 +5,9 @@ choose_encoding pick b): same program (benchmarks/c/insn_main.c), same method (b
 count = (insns(N) - insns(0)) / N, user-mode programs under `env -i`), but the layer data is a binary blob
 pulled in with .incbin so that 4096x4096 layers compile in seconds, and every b is encoded and measured.
 
-Per nonzero counts divide by the true nonzeros (fillers are part of the sparse kernel's cost); per MAC divides
-the dense count by rows x cols. Goal (issue 5): sparse <= 3·d x dense.
+fc layers only (a conv layer is refused: bench_arm.py counts the conv kernels). Per nonzero counts divide by the
+true nonzeros (fillers are part of the sparse kernel's cost); per MAC divides the dense count by rows x cols.
+Goal (issue 5): sparse <= 3·d x dense.
 
     .venv/bin/python benchmarks/bench_arm_bits.py [--targets cortex-m4,aarch64-neon,armv7a-neon]
         [--layers lenet300.fc1,...] [--bits 4,8,16] [--kernels cortexm,neon,portable] [--json OUT]
@@ -81,6 +82,9 @@ def run(targets, layers, bits_list, isas, work: Path, plugin: Path):
             print(f"# {tname}: skipped, missing tools")
             continue
         ks = bench_arm.kernels_for(t)
+        if not any(k.isa in isas for k in ks["fc_dense"]) or not any(k.isa in isas for k in ks["fc_rcsr"]):
+            print(f"# {tname}: skipped, no dense and sparse fc kernel among ISAs {', '.join(isas)}")
+            continue
         for key in layers:
             if (tname, key) in TOO_BIG:
                 continue
@@ -118,16 +122,28 @@ def run(targets, layers, bits_list, isas, work: Path, plugin: Path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default="cortex-m4,aarch64-neon,armv7a-neon")
-    ap.add_argument("--layers", default=",".join(LAYERS))
-    ap.add_argument("--bits", default="4,8,16")
+    ap.add_argument("--layers", default=",".join(LAYERS), help="fc layers (workloads.py keys); conv: bench_arm.py")
+    ap.add_argument("--bits", default="4,8,16", help="index widths (1..16; ranges like 4-8)")
     ap.add_argument("--kernels", default="cortexm,neon,portable", help="ISAs of the kernels to measure")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
+    from prunec import targets as T
+
+    tnames = harness.target_names(ap, "--targets", a.targets, bench_arm.arm_targets())
+    conv = [k for k in a.layers.split(",") if k in {l.key for l in workloads.LAYERS if l.kind != "fc"}]
+    if conv:  # insn_main.c runs a layer as one fc call: a conv layer would be counted as a [out_c, in_c*kh*kw] fc
+        ap.error(f"--layers {conv[0]}: a conv layer; this script counts fc kernels only (bench_arm.py "
+                 f"--layers {conv[0]} counts the conv kernels)")
+    layers = harness.layer_keys(ap, "--layers", a.layers, [l.key for l in workloads.LAYERS if l.kind == "fc"])
+    bits = list(dict.fromkeys(b for item in a.bits.split(",") for b in harness.index_widths(ap, "--bits", item)))
+    isas = [i for i in a.kernels.split(",") if i]
+    have = {i for n in bench_arm.arm_targets() for i in T.get(n).isa}
+    if not isas or any(i not in have for i in isas):
+        ap.error(f"--kernels {a.kernels}: give ISAs from {', '.join(sorted(have))}")
     with tempfile.TemporaryDirectory(prefix="prunec-armbits-") as tmp:
         work = Path(tmp)
         plugin = bench_arm.build_plugin(work)
-        rows = run(a.targets.split(","), a.layers.split(","), [int(b) for b in a.bits.split(",")],
-                   a.kernels.split(","), work, plugin)
+        rows = run(tnames, layers, bits, isas, work, plugin)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(rows, indent=1))

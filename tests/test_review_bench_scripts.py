@@ -119,3 +119,20 @@ def test_bench_models_refuses_bad_keys(ckpts, args, says):
 ])
 def test_bench_size_refuses_bad_keys(ckpts, args, says):
     assert says in _refused("bench_size.py", *(a.format(**ckpts) for a in args))
+
+
+def test_bench_arm_bits_refuses_conv_layers():
+    """lenet5.conv1 was counted as a 20x25 fc (insn_main.c calls the fc kernel once)."""
+    last = _refused("bench_arm_bits.py", "--layers", "lenet300.fc1,lenet5.conv1")
+    assert "conv layer" in last and "bench_arm.py" in last
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--layers", "bogus"], "choose from: lenet300.fc1"),
+    (["--targets", "host"], "target host"),
+    (["--bits", "0"], "--bits"),
+    (["--bits", "17"], "--bits"),
+    (["--kernels", "sse"], "--kernels"),
+])
+def test_bench_arm_bits_refuses_bad_arguments(args, says):
+    assert says in _refused("bench_arm_bits.py", *args)
