@@ -136,3 +136,23 @@ def test_bench_arm_bits_refuses_conv_layers():
 ])
 def test_bench_arm_bits_refuses_bad_arguments(args, says):
     assert says in _refused("bench_arm_bits.py", *args)
+
+
+def test_report_arm_conv_per_nonzero_mac_and_size_before_pruning(tmp_path):
+    """report.py put a conv layer's instructions per nonzero weight (hundreds) where bench_arm and the doc give them
+    per nonzero MAC; its size table lacked the ratio against the network before pruning."""
+    conv = {"target": "aarch64-neon", "layer": "lenet5.conv1", "kind": "conv", "density": 0.66, "best_dense": 235591,
+            "dense_per_mac": 0.82, "best_sparse": 182030, "sparse_per_nnz": 546.64, "sparse_per_nz_mac": 0.95,
+            "ratio": 0.773, "goal": 1.98}
+    fc = {"target": "cortex-m4", "layer": "lenet300.fc2", "density": 0.09, "best_dense": 38935, "dense_per_mac": 1.30,
+          "best_sparse": 15391, "sparse_per_nnz": 5.75, "ratio": 0.395, "goal": 0.27}
+    (tmp_path / "arm.json").write_text(json.dumps([conv, fc]))
+    (tmp_path / "size.json").write_text(json.dumps([
+        {"net": "lenet5", "weights_bytes": 175604, "dense_weights_bytes": 1615080, "ratio": 9.197,
+         "original_dense_weights_bytes": 1722000, "ratio_original": 9.806}]))
+    p = subprocess.run([sys.executable, str(BENCH / "report.py"), "--in", str(tmp_path)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "182,030 (0.95 per nonzero MAC)" in p.stdout and "546" not in p.stdout, p.stdout
+    assert "15,391 (5.75)" in p.stdout
+    assert "| lenet5 | 175,604 | 1,615,080 | 9.20 | 1,722,000 | 9.81 |" in p.stdout, p.stdout
