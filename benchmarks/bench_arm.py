@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parent / "toolchain"))
 
 import harness  # noqa: E402
 import workloads  # noqa: E402
-from prunec.encode import FAST_INDEX_BITS, check_index_bits, choose_encoding  # noqa: E402
+from prunec.encode import FAST_INDEX_BITS, choose_encoding  # noqa: E402
 
 DYNAMIC_QEMU = {"aarch64-neon": "qemu-aarch64", "armv7a-neon": "qemu-arm"}
 CPU = {"aarch64-neon": "cortex-a53", "armv7a-neon": "cortex-a7"}
@@ -242,13 +242,29 @@ def main(argv=None):
                          "the target's per-op widths)")
     a = ap.parse_args(argv)
     global ROW_ALIGN, INDEX_BITS_OVERRIDE
+    tnames = harness.target_names(ap, "--targets", a.targets, arm_targets())
+    layers = harness.layer_keys(ap, "--layers", a.layers)
+    try:
+        dens = tuple(float(v) for v in a.densities.split(",") if v) or None
+    except ValueError:
+        ap.error(f"--densities {a.densities!r}: give numbers in (0, 1], e.g. 0.02,0.1,0.3")
+    if dens and not all(0 < d <= 1 for d in dens):
+        ap.error(f"--densities {a.densities}: each density must be in (0, 1] (fraction of weights kept), "
+                 f"e.g. 0.02,0.1,0.3")
+    if a.row_align is not None:
+        from prunec.encode import check_row_align
+        from prunec.errors import PrunecError
+
+        try:
+            check_row_align(a.row_align, "--row-align")
+        except PrunecError as e:
+            ap.error(str(e))
     ROW_ALIGN = a.row_align
-    INDEX_BITS_OVERRIDE = check_index_bits(a.index_bits.split(","), "--index-bits") if a.index_bits else None
+    INDEX_BITS_OVERRIDE = harness.index_widths(ap, "--index-bits", a.index_bits) if a.index_bits else None
     with tempfile.TemporaryDirectory(prefix="prunec-arm-") as tmp:
         work = Path(tmp)
         plugin = build_plugin(work)
-        dens = tuple(float(v) for v in a.densities.split(",") if v) or None
-        rows = run(a.targets.split(","), a.layers.split(","), work, plugin, dens)
+        rows = run(tnames, layers, work, plugin, dens)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(rows, indent=1))

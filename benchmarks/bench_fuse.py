@@ -102,17 +102,30 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="key=MODEL,... (.pt2 or prunec checkpoints)")
     ap.add_argument("--targets", default="cortex-m4,cortex-m55,x86_64-avx2")
-    ap.add_argument("--iters", type=int, default=5, help="NAME_run calls per counted Arm program")
-    ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions of the host timings")
+    ap.add_argument("--iters", type=harness.positive_int, default=5, help="NAME_run calls per counted Arm program")
+    ap.add_argument("--reps", type=harness.positive_int, default=7, help="interleaved repetitions of the host timings")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
+    from prunec.codegen import validate_name
+    from prunec.errors import PrunecError
+
+    models = harness.key_paths(ap, "--model", a.model)
+    if not models:
+        ap.error("--model: give at least one KEY=MODEL (e.g. lenet5=lenet5.pt2)")
+    for key, path in models.items():
+        try:
+            validate_name(key)
+        except PrunecError as e:
+            ap.error(f"--model {key}=...: the key names the build (NAME_run): {e}")
+        if not Path(path).is_file():
+            ap.error(f"--model {key}={path}: no such file")
+    tnames = harness.target_names(ap, "--targets", a.targets, list(T.all_targets()))
     results = []
     with tempfile.TemporaryDirectory(prefix="prunec-fuse-") as tmp:
         tmp = Path(tmp)
         plugin = None
-        for item in a.model.split(","):
-            key, path = item.split("=", 1)
-            for tname in a.targets.split(","):
+        for key, path in models.items():
+            for tname in tnames:
                 t = T.get(tname)
                 missing = [exe for exe, _ in t.missing_tools()]
                 if missing:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -402,7 +403,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", default="", help="comma-separated keys (net.layer); default all")
     ap.add_argument("--batch", default="1,8", help="batch sizes; 8 applies to fc layers only")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=harness.positive_int, default=7)
     ap.add_argument("--target-ms", type=float, default=30.0, help="time per contender per repetition")
     ap.add_argument("--sweep", action="store_true", help="density sweep of a 4096x4096 fc instead")
     ap.add_argument("--json", default="", help="write the results here")
@@ -412,6 +413,27 @@ def main(argv=None):
     ap.add_argument("--row-align", type=int, default=None, help="with --index-bits: fc row alignment (default: "
                     "the x86_64-avx2 target's)")
     a = ap.parse_args(argv)
+    keys = harness.layer_keys(ap, "--layers", a.layers) if a.layers else [l.key for l in workloads.LAYERS]
+    try:
+        batches = [int(v) for v in a.batch.split(",") if v]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        ap.error(f"--batch {a.batch!r}: give positive batch sizes, e.g. 1,8")
+    if not a.target_ms > 0:
+        ap.error(f"--target-ms {a.target_ms}: give a positive time per contender per repetition")
+    bits_list = list(dict.fromkeys(b for item in a.index_bits.split(",") if item
+                                   for b in harness.index_widths(ap, "--index-bits", item))) if a.index_bits else []
+    if a.row_align is not None:
+        from prunec.encode import check_row_align
+        from prunec.errors import PrunecError
+
+        try:
+            check_row_align(a.row_align, "--row-align")
+        except PrunecError as e:
+            ap.error(str(e))
+    if a.core is not None and a.core not in os.sched_getaffinity(0):
+        ap.error(f"--core {a.core}: this process may run on cores {', '.join(map(str, sorted(os.sched_getaffinity(0))))}")
     core = harness.pin_one_core(a.core)
     lim = harness.machine_limits(quick=True)
     lib_t = harness.kernels_lib()
@@ -420,15 +442,12 @@ def main(argv=None):
     doc = {"machine": harness.machine_description(), "limits": lim, "reps": a.reps,
            "kernels": [k.name for k in lib_t[2]]}
     if a.index_bits:
-        keys = [k for k in a.layers.split(",") if k] or [l.key for l in workloads.LAYERS]
-        bits_list = [int(v) for v in a.index_bits.split(",") if v]
         doc["index_bits"] = bits_compare(keys, bits_list, lib_t, a.reps, a.target_ms / 1e3, a.row_align)
     elif a.sweep:
         doc["sweep"] = sweep(lib_t, lim, a.reps, a.target_ms / 1e3)
     else:
-        keys = [k for k in a.layers.split(",") if k] or [l.key for l in workloads.LAYERS]
         results = []
-        for b in (int(v) for v in a.batch.split(",")):
+        for b in batches:
             for key in keys:
                 layer = workloads.by_key(key)
                 if b > 1 and layer.conv:

@@ -13,14 +13,36 @@ same schedule (steps = P, retrain-epochs 1, final-epochs E − P), with a fresh 
 
     PRUNEC_THREADS=1 .venv/bin/python benchmarks/gradual_probe.py 0 '{"E":20,"P":14,"lr":0.05,"wd":1e-3}'
 """
-import sys, time, copy, math, torch, json
+import argparse, json, os, sys
+
+
+def _config(text):
+    """argparse type: one JSON config, an object with at least E (epochs) and lr."""
+    try:
+        c = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({e})") from None
+    if not isinstance(c, dict) or "E" not in c or "lr" not in c:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a JSON object with at least E and lr, e.g. "
+                                         f"'{{\"E\":20,\"P\":14,\"lr\":0.05}}'")
+    return c
+
+
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("seed", type=int, help="seed of the dense checkpoint (and of the runs)")
+ap.add_argument("configs", nargs="+", type=_config, metavar="JSON", help="one run per config")
+_a = ap.parse_args()
+BASE = os.environ.get("BASE") or f"/tmp/pr/bench_N/lenet300_s{_a.seed}_dense.pt"
+if not os.path.isfile(BASE):
+    ap.error(f"dense checkpoint {BASE} not found (set BASE to a LeNet-300-100 checkpoint)")
+import time, copy, math, torch
 import torch.nn.functional as F
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "toolchain"))
 from prunec import data, models, train, prune, recipes, masks as M, checkpoint as C
 torch.set_num_threads(1)
-seed = int(sys.argv[1]); cfgs = [json.loads(a) for a in sys.argv[2:]]
+seed, cfgs = _a.seed, _a.configs
 ds = data.load("fashion-mnist")
-import os; base = C.load(os.environ.get("BASE") or f"/tmp/pr/bench_N/lenet300_s{seed}_dense.pt").model
+base = C.load(BASE).model
 b = train.evaluate(base, ds.test)
 print("dense", b, "train", round(train.evaluate(base, ds.train),4), flush=True)
 SP = {"fc1": 0.93, "fc2": 0.85, "fc3": 0.40}

@@ -91,6 +91,11 @@ def main(argv=None):
     ap.add_argument("--out", default="docs/img")
     a = ap.parse_args(argv)
     src, out = Path(a.inp), Path(a.out)
+    if not src.is_dir():
+        ap.error(f"--in {a.inp}: not a folder (the --out of run_all.py, e.g. build/bench)")
+    names = ("sweep.json", "layers.json", "models.json")
+    if not any((src / n).is_file() for n in names):
+        ap.error(f"--in {a.inp}: none of {', '.join(names)} there; nothing to plot")
     out.mkdir(parents=True, exist_ok=True)
     if (src / "sweep.json").exists():
         speedup_vs_density(json.loads((src / "sweep.json").read_text())["sweep"], out / "speedup_vs_density.png")

@@ -74,23 +74,58 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main() -> int:
+def _slots(text: str) -> int:
+    """argparse type: a slot count >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v}: give 0 or more slots")
+    return v
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid")
     ap.add_argument("--dense", action="append", default=[], help="folder of MODEL_sSEED_dense.pt checkpoints")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", help="folder of results.jsonl, summary.txt and log.txt")
     ap.add_argument("--work", help="folder of the checkpoints the runs write (default: OUT)")
-    ap.add_argument("--cpu-slots", type=int, default=1)
-    ap.add_argument("--gpu-slots", type=int, default=0)
+    ap.add_argument("--cpu-slots", type=_slots, default=1)
+    ap.add_argument("--gpu-slots", type=_slots, default=0)
     ap.add_argument("--deadline", type=float, default=3600, help="seconds: start no run expected to end later")
     ap.add_argument("--seeds", default=None, help="only these seeds (comma list)")
     ap.add_argument("--summary", help="print the summary of a results.jsonl and exit")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.summary:
+        if not Path(a.summary).is_file():
+            ap.error(f"--summary {a.summary}: no such file (a results.jsonl of an earlier sweep)")
         print(summarise([json.loads(l) for l in open(a.summary) if l.strip()]))
         return 0
-    grid = json.loads(Path(a.grid).read_text())
+    if not a.grid or not a.out:
+        ap.error("give --grid GRID.json and --out OUT (or --summary OUT/results.jsonl)")
+    try:
+        grid = json.loads(Path(a.grid).read_text())
+    except (OSError, ValueError) as e:
+        ap.error(f"--grid {a.grid}: {e}")
+    if not isinstance(grid, dict) or not all(isinstance(g, dict) and isinstance(g.get("configs"), dict)
+                                             for g in grid.values()):
+        ap.error(f"--grid {a.grid}: expected {{MODEL: {{\"configs\": {{NAME: OPTIONS}}, ...}}, ...}}")
+    slot_count = {"cpu": a.cpu_slots, "gpu": a.gpu_slots}
+    for model, g in grid.items():
+        kind = g.get("slot", "cpu")
+        if not slot_count.get(kind):
+            ap.error(f"--grid {a.grid}: {model}'s runs take {kind!r} slots and --{kind}-slots is "
+                     f"{slot_count.get(kind, 0)} (they would never start)")
+    for d in a.dense:
+        if not Path(d).is_dir():
+            ap.error(f"--dense {d}: not a folder")
+    if a.seeds:
+        try:
+            {int(s) for s in a.seeds.split(",")}
+        except ValueError:
+            ap.error(f"--seeds {a.seeds!r}: give a comma list of whole numbers, e.g. 0,1,2")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(a.work or a.out)

@@ -162,6 +162,11 @@ def main(argv=None):
     ap.add_argument("--in", dest="inp", default="build/bench")
     a = ap.parse_args(argv)
     d = Path(a.inp)
+    names = ("layers.json", "sweep.json", "models.json", "size.json", "arm.json")
+    if not d.is_dir():
+        ap.error(f"--in {a.inp}: not a folder (the --out of run_all.py, e.g. build/bench)")
+    if not any((d / n).is_file() for n in names):
+        ap.error(f"--in {a.inp}: none of {', '.join(names)} there; nothing to report")
     out = io.StringIO()
     print("## Goals", file=out)
     goals(d, out)

@@ -22,6 +22,7 @@ ROOT = HERE.parent
 PY = sys.executable
 PAPER_SPARSITY = {"lenet300": "fc1=0.92,fc2=0.91,fc3=0.74", "lenet5": "conv1=0.34,conv2=0.88,fc1=0.92,fc2=0.81"}
 EPOCHS = {"lenet300": 5, "lenet5": 2}
+STEPS = ("layers", "sweep", "models", "size", "fuse", "arm", "plots", "slow")
 
 
 def run(cmd: list[str], log: Path | None = None) -> None:
@@ -57,14 +58,22 @@ def models(out: Path) -> tuple[str, str]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="build/bench")
-    ap.add_argument("--only", default="layers,sweep,models,size,fuse,arm,plots,slow")
+    ap.add_argument("--only", default=",".join(STEPS), help="comma-separated steps, of: " + ", ".join(STEPS))
     ap.add_argument("--pruned", default="")
     ap.add_argument("--dense", default="")
-    ap.add_argument("--reps", default="7")
+    ap.add_argument("--reps", type=int, default=7)
     a = ap.parse_args(argv)
+    steps = [s for s in a.only.split(",") if s]
+    bad = [s for s in steps if s not in STEPS]
+    if bad or not steps:
+        ap.error(f"--only {a.only!r}: {'unknown step ' + ', '.join(bad) if bad else 'no step given'}; "
+                 f"choose from: {', '.join(STEPS)}")
+    if a.reps < 1:
+        ap.error(f"--reps {a.reps}: give at least 1")
+    if a.pruned and "fuse" in steps and not any(p.startswith("lenet5=") for p in a.pruned.split(",")):
+        ap.error("--pruned: the fuse step needs lenet5=CHECKPOINT among them")
     out = (ROOT / a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    steps = a.only.split(",")
     pruned, dense = a.pruned, a.dense
     if not pruned and ({"models", "size", "fuse"} & set(steps)):
         pruned, dense = models(out)

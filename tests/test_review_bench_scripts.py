@@ -156,3 +156,34 @@ def test_report_arm_conv_per_nonzero_mac_and_size_before_pruning(tmp_path):
     assert "182,030 (0.95 per nonzero MAC)" in p.stdout and "546" not in p.stdout, p.stdout
     assert "15,391 (5.75)" in p.stdout
     assert "| lenet5 | 175,604 | 1,615,080 | 9.20 | 1,722,000 | 9.81 |" in p.stdout, p.stdout
+
+
+@pytest.mark.parametrize("script,args,says", [
+    ("bench_layers.py", ["--layers", "bogus"], "choose from: lenet300.fc1"),
+    ("bench_layers.py", ["--reps", "0"], "--reps"),
+    ("bench_layers.py", ["--index-bits", "17"], "--index-bits"),
+    ("bench_arm.py", ["--layers", "bogus"], "choose from: lenet300.fc1"),
+    ("bench_arm.py", ["--targets", "host"], "target host"),
+    ("bench_arm.py", ["--densities", "1.5"], "(0, 1]"),
+    ("bench_arm.py", ["--index-bits", "17"], "--index-bits"),
+    ("bench_fuse.py", ["--model", "lenet5={model}", "--iters", "0"], "--iters"),
+    ("bench_fuse.py", ["--model", "{model}"], "give KEY=PATH"),
+    ("bench_fuse.py", ["--model", "lenet5={model}", "--targets", "host,bogus"], "target bogus"),
+    ("recipe_sweep.py", [], "--grid"),
+    ("run_all.py", ["--only", "layers,foo"], "unknown step foo"),
+    ("plots.py", ["--in", "{missing}"], "not a folder"),
+    ("report.py", ["--in", "{missing}"], "not a folder"),
+])
+def test_bad_arguments_one_error_line(script, args, says, tmp_path):
+    model = tmp_path / "lenet5.pt2"
+    model.write_bytes(b"")
+    fill = {"model": str(model), "missing": str(tmp_path / "missing")}
+    assert says in _refused(script, *(a.format(**fill) for a in args), cwd=tmp_path)
+
+
+def test_gradual_probe_help():
+    """`gradual_probe.py --help` was int('--help'): a traceback."""
+    p = subprocess.run([sys.executable, str(BENCH / "gradual_probe.py"), "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "usage: gradual_probe.py" in p.stdout, p.stderr
+    assert "seed" in _refused("gradual_probe.py", "notanumber", '{"E": 1, "lr": 0.1}')
