@@ -87,8 +87,10 @@ def model_layers(models: list, out: Path) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--in", dest="inp", default="build/bench")
-    ap.add_argument("--out", default="docs/img")
+    root = Path(__file__).resolve().parent.parent
+    ap.add_argument("--in", dest="inp", default=str(root / "build" / "bench"),
+                    help="run_all.py's --out (default: build/bench of this checkout)")
+    ap.add_argument("--out", default=str(root / "docs" / "img"), help="default: docs/img of this checkout")
     a = ap.parse_args(argv)
     src, out = Path(a.inp), Path(a.out)
     if not src.is_dir():

@@ -159,7 +159,8 @@ def goals(d: Path, out):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--in", dest="inp", default="build/bench")
+    ap.add_argument("--in", dest="inp", default=str(HERE.parent / "build" / "bench"),
+                    help="run_all.py's --out (default: build/bench of this checkout)")
     a = ap.parse_args(argv)
     d = Path(a.inp)
     names = ("layers.json", "sweep.json", "models.json", "size.json", "arm.json")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""`make bench`: every benchmark, results as JSON in build/bench/, plots in docs/img/.
+"""`make bench`: every benchmark, results as JSON in build/bench/ of this checkout (or --out, a relative path
+taken from the current directory), plots in docs/img/.
 
-    .venv/bin/python benchmarks/run_all.py [--out build/bench] [--only layers,sweep,models,size,fuse,arm,plots,slow]
+    .venv/bin/python benchmarks/run_all.py [--out OUT] [--only layers,sweep,models,size,fuse,arm,plots,slow]
         [--pruned lenet300=P.pt,lenet5=Q.pt --dense lenet300=B.pt,lenet5=C.pt]
 
 Without --pruned, LeNet-300-100 and LeNet-5 are trained and pruned first (`prunec train` + `prunec prune` to
@@ -57,7 +58,9 @@ def models(out: Path) -> tuple[str, str]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="build/bench")
+    ap.add_argument("--out", default=str(ROOT / "build" / "bench"),
+                    help="results folder (default: build/bench of this checkout; a relative path is taken from the "
+                         "current directory)")
     ap.add_argument("--only", default=",".join(STEPS), help="comma-separated steps, of: " + ", ".join(STEPS))
     ap.add_argument("--pruned", default="")
     ap.add_argument("--dense", default="")
@@ -72,7 +75,7 @@ def main(argv=None):
         ap.error(f"--reps {a.reps}: give at least 1")
     if a.pruned and "fuse" in steps and not any(p.startswith("lenet5=") for p in a.pruned.split(",")):
         ap.error("--pruned: the fuse step needs lenet5=CHECKPOINT among them")
-    out = (ROOT / a.out).resolve()
+    out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     pruned, dense = a.pruned, a.dense
     if not pruned and ({"models", "size", "fuse"} & set(steps)):

@@ -187,3 +187,13 @@ def test_gradual_probe_help():
                        timeout=60)
     assert p.returncode == 0 and "usage: gradual_probe.py" in p.stdout, p.stderr
     assert "seed" in _refused("gradual_probe.py", "notanumber", '{"E": 1, "lr": 0.1}')
+
+
+def test_run_all_relative_out_is_taken_from_the_current_directory(tmp_path):
+    """A relative --out was taken from the checkout's root (report.py/plots.py take --in from the current one).
+    The plots step of an empty folder fails at once (nothing to plot), before anything is written."""
+    p = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--only", "plots", "--out", "rel"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode != 0 and "nothing to plot" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    assert (tmp_path / "rel").is_dir()
+    assert not (ROOT / "rel").exists()
