@@ -229,17 +229,23 @@ def bound_seconds(bytes_moved: float, flops: float, lim: dict[str, float]) -> tu
 # Checks shared by the scripts' argument parsers: a bad value ends in one `error: ...` line (argparse's
 # parser.error, exit 2) rather than a traceback or, worse, a run of the wrong thing.
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (--reps, --iters)."""
+def int_at_least(lo: int) -> Callable[[str], int]:
+    """argparse type: an integer >= lo (--reps and --iters: 1; recipe_sweep's slot counts: 0)."""
     import argparse
 
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not a positive integer (at least 1)")
-    return v
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{v} is below {lo}: give an integer of at least {lo}")
+        return v
+
+    return parse
+
+
+positive_int = int_at_least(1)
 
 
 def key_paths(ap, opt: str, value: str) -> dict[str, str]:

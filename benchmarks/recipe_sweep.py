@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import int_at_least
+
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"([\d.]+)x fewer weights \((\d+)/(\d+)\), test accuracy ([\d.]+) \(dense ([\d.]+)")
 TRAINED = re.compile(r"test accuracy ([\d.]+) after")
@@ -74,17 +76,6 @@ def summarise(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _slots(text: str) -> int:
-    """argparse type: a slot count >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v}: give 0 or more slots")
-    return v
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid")
@@ -92,8 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", help="folder of results.jsonl, summary.txt and log.txt")
     ap.add_argument("--work", help="folder of the checkpoints the runs write (default: OUT)")
-    ap.add_argument("--cpu-slots", type=_slots, default=1)
-    ap.add_argument("--gpu-slots", type=_slots, default=0)
+    ap.add_argument("--cpu-slots", type=int_at_least(0), default=1)
+    ap.add_argument("--gpu-slots", type=int_at_least(0), default=0)
     ap.add_argument("--deadline", type=float, default=3600, help="seconds: start no run expected to end later")
     ap.add_argument("--seeds", default=None, help="only these seeds (comma list)")
     ap.add_argument("--summary", help="print the summary of a results.jsonl and exit")
