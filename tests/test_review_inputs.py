@@ -83,7 +83,10 @@ def test_ctrl_c_during_prune_says_how_to_resume(base, tmp_path):
     # process is interrupted after its first step, so the length costs nothing
     env = dict(os.environ, **{**ENV, "PRUNEC_SYNTHETIC_TRAIN": "3000"}, PYTHONPATH=str(ROOT / "toolchain"))
     p = subprocess.Popen([sys.executable, "-m", "prunec", "prune", str(base), "--out", str(out), "--quiet", "--steps", "500",
-                          "--retrain-epochs", "3", "--final-epochs", "0"], env=env, stderr=subprocess.PIPE, text=True)
+                          "--retrain-epochs", "3", "--final-epochs", "0"], env=env, stderr=subprocess.PIPE, text=True,
+                         # a test run started in the background of a non-interactive shell inherits SIGINT ignored,
+                         # and Python keeps an ignored SIGINT ignored: give the child the default, as a terminal would
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not C.resume_path(out).exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.2)

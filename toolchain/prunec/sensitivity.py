@@ -52,7 +52,9 @@ _EPS = 1e-9
 
 def check_tolerance(tolerance: float) -> float:
     """`tolerance` if it is an accuracy drop (>= 0), else a PrunecError naming --tolerance."""
-    if not 0 <= tolerance <= 1:  # nan too: it would propose 0.99 for every layer
+    if tolerance < 0:
+        raise PrunecError(f"--tolerance {tolerance} is negative; give the accuracy drop allowed (≥ 0, e.g. 0.005)")
+    if not tolerance <= 1:  # nan too: it would propose 0.99 for every layer
         raise PrunecError(f"--tolerance {tolerance} is not an accuracy drop in [0, 1]; give the drop allowed, e.g. 0.005")
     return tolerance
 
