@@ -88,7 +88,10 @@ _KNOWN = {"name", "description", "isa", "cc", "ar", "cflags", "ldflags", "libs",
           "flash_bytes", "ram_bytes", "packages"}
 # Optional keys that runners, codegen and the build read from Target.extra (docs/TARGETS.md).
 _OPTIONAL = {"emulator", "emulator_args", "machine", "size", "startup", "part", "isa_by_op", "probe",
-             "index_bits_by_op", "row_align_by_op"}
+             "index_bits_by_op", "row_align_by_op", "fuse_conv_pool"}
+# Folders of the user's own target files, searched after prunec's targets/ (os.pathsep-separated), so that adding a
+# target is adding a file also for an installed prunec (docs/TARGETS.md)
+TARGETS_ENV = "PRUNEC_TARGETS"
 RUNNERS = ("cffi", "qemu-user", "qemu-system")
 
 
@@ -131,9 +134,9 @@ def _load(path: Path) -> Target:
         return v
 
     for key in sorted(set(d) - _KNOWN - _OPTIONAL):  # a misspelt key would silently drop a setting (a memory limit)
-        close = difflib.get_close_matches(key, sorted(_KNOWN | _OPTIONAL), n=1, cutoff=0.8)
-        if close:
-            raise PrunecError(f"target file {path}: unknown key {key!r}; did you mean {close[0]!r}?")
+        close = difflib.get_close_matches(key, sorted(_KNOWN | _OPTIONAL), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"the keys are {', '.join(sorted(_KNOWN | _OPTIONAL))}"
+        raise PrunecError(f"target file {path}: unknown key {key!r}; {hint} (docs/TARGETS.md)")
     for key in ("flash_bytes", "ram_bytes"):
         v = d.get(key, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -175,7 +178,12 @@ def _load(path: Path) -> Target:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise bad(f"part.{key}", "a whole number of bytes >= 0", v)
     by_op = table("isa_by_op") or {}
+    from . import runtime
+
     for op in by_op:
+        if op not in runtime.ops():
+            raise PrunecError(f"target file {path}: [isa_by_op] names op {op!r}, which has no kernels; the ops are "
+                              f"{', '.join(runtime.ops())}")
         check_isas(strings(op, where=by_op, label=f"isa_by_op.{op}"), f"isa_by_op.{op}")
     probes = table("probe") or {}
     for name, spec in probes.items():
@@ -240,18 +248,47 @@ def _apply_probes(t: Target) -> Target:
     return replace(t, isa=tuple(isa), cflags=tuple(cflags))
 
 
-def all_targets() -> dict[str, Target]:
-    out, where = {}, {}
-    for p in sorted(targets_dir().glob("*.toml")):
-        t = _apply_probes(_load(p))
+def target_files() -> list[Path]:
+    """prunec's own target files, then those of the folders in $PRUNEC_TARGETS (in that order)."""
+    files = sorted(targets_dir().glob("*.toml"))
+    for folder in filter(None, os.environ.get(TARGETS_ENV, "").split(os.pathsep)):
+        d = Path(folder).expanduser()
+        if not d.is_dir():
+            raise PrunecError(f"{TARGETS_ENV} names {folder!r}, which is not a folder; set it to the folder(s) of your "
+                              f"target files, separated by {os.pathsep!r}")
+        files += sorted(d.glob("*.toml"))
+    return files
+
+
+def _scan(strict: bool) -> tuple[dict[str, Target], list[PrunecError]]:
+    """Every target by name; with `strict`, the first unreadable file raises, else it is collected."""
+    out, where, broken = {}, {}, []
+    for p in target_files():
+        try:
+            t = _apply_probes(_load(p))
+        except PrunecError as e:
+            if strict:
+                raise
+            broken.append(e)
+            continue
         if t.name in out:  # one would silently replace the other
             raise PrunecError(f"target files {where[t.name]} and {p} both define target {t.name!r}; rename one (name = ...)")
         out[t.name], where[t.name] = t, p
-    return out
+    return out, broken
+
+
+def all_targets() -> dict[str, Target]:
+    return _scan(strict=True)[0]
 
 
 def get(name: str) -> Target:
-    targets = all_targets()
+    """The target called `name`. A broken file of another target does not stand in the way (it is named only
+    when `name` is not found, since it may be the one meant)."""
+    targets, broken = _scan(strict=False)
     if name not in targets:
-        raise PrunecError(f"unknown target {name!r}; choose one of: {', '.join(targets)} (`prunec targets` lists them)")
+        where = "" if os.environ.get(TARGETS_ENV) else (
+            f"; a target file of your own goes in a folder named by {TARGETS_ENV} (docs/TARGETS.md)")
+        also = "".join(f"; note: {e}" for e in broken)
+        raise PrunecError(f"unknown target {name!r}; choose one of: {', '.join(targets)} (`prunec targets` lists them)"
+                          f"{where}{also}")
     return targets[name]
