@@ -28,10 +28,12 @@ CASES = [
     ("cortex-m4", "lenet300", 100),
     ("cortex-m7", "lenet300", 100),
     ("cortex-m55", "lenet300", 100),
+    ("cortex-m33", "lenet300", 100),
     ("aarch64-neon", "lenet5", 100),
     ("armv7a-neon", "lenet5", 50),
     ("cortex-m4", "lenet5", 50),
     ("cortex-m55", "lenet5", 50),
+    ("cortex-m33", "lenet5", 50),
 ]
 DENSITY = {"lenet300": 0.08, "lenet5": 0.2}
 

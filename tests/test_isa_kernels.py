@@ -27,6 +27,7 @@ CROSS = {
     "cortex-m4": ("cortexm",),
     "cortex-m7": ("cortexm",),
     "cortex-m55": ("mve", "cortexm"),
+    "cortex-m33": ("cortexm",),
 }
 
 

@@ -20,6 +20,7 @@ EXPECTED = {
     "cortex-m4": ("qemu-system", "mps2-an386"),
     "cortex-m7": ("qemu-system", "mps2-an500"),
     "cortex-m55": ("qemu-system", "mps3-an547"),
+    "cortex-m33": ("qemu-system", "mps2-an505"),
 }
 
 
@@ -38,10 +39,15 @@ def test_every_target_file_loads_with_its_contract():
     assert {"-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"} <= set(ts["cortex-m55"].cflags)
     assert ts["cortex-m55"].isa == ("mve", "cortexm", "portable")
     assert "-static" in ts["aarch64-neon"].ldflags and "-static" in ts["armv7a-neon"].ldflags
-    for name in ("cortex-m4", "cortex-m7", "cortex-m55"):
+    assert {"-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"} <= set(ts["cortex-m33"].cflags)
+    assert ts["cortex-m33"].isa == ("cortexm", "portable")
+    for name in ("cortex-m4", "cortex-m7", "cortex-m55", "cortex-m33"):
         t = ts[name]
         assert t.flash_bytes > 0 and t.ram_bytes > 0
-        assert "--specs=rdimon.specs" in t.ldflags and "-Wl,--section-start=.vectors=0x0" in t.ldflags
+        # the vector table where the core reads it at reset: 0 on the MPS2/MPS3 boards, the Secure alias of
+        # SSRAM1 on the Armv8-M AN505 (SVTOR)
+        vectors = "0x10000000" if name == "cortex-m33" else "0x0"
+        assert "--specs=rdimon.specs" in t.ldflags and f"-Wl,--section-start=.vectors={vectors}" in t.ldflags
         assert t.extra["startup"] and t.extra["size"] == "arm-none-eabi-size"
     assert {"-mavx2", "-mfma"} <= set(ts["x86_64-avx2"].cflags)
 

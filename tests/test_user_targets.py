@@ -42,7 +42,7 @@ def test_a_target_file_of_ones_own_builds_and_verifies(tmp_path, monkeypatch):
 def test_unknown_target_says_where_ones_own_files_go(monkeypatch):
     monkeypatch.delenv(targets.TARGETS_ENV, raising=False)
     with pytest.raises(PrunecError, match="PRUNEC_TARGETS"):
-        targets.get("cortex-m33")
+        targets.get("cortex-m85")
 
 
 def test_prunec_targets_must_name_folders(tmp_path, monkeypatch):
