@@ -305,3 +305,44 @@ def test_size_keeps_the_shape_build_writes(mlp, tmp_path):
     after = json.loads((tmp_path / "m4" / "manifest.json").read_text())["size"]
     assert built["measured"] is True and after["measured"] is True
     assert set(built) <= set(after) and after["library"] == built["library"]
+
+
+# --- the generated C from a firmware engineer's review: no in-place call, no big-endian blob ------------------
+
+def test_run_refuses_overlapping_input_output_and_arena(tmp_path):
+    """A one-layer model written in place gave wrong outputs with return code 0; NAME_run now returns -3."""
+    from cffi import FFI
+
+    m = nn.Sequential(nn.Linear(16, 16))
+    pt2 = bm.export(m, (16,), tmp_path / "one.pt2")
+    run("build", pt2, "--target", "host", "--out", tmp_path / "b", "--name", "one")
+    ffi = FFI()
+    ffi.cdef("int one_run(const float *input, float *output, void *arena);")
+    src = tmp_path / "b"
+    ffi.set_source("_one_overlap", '#include "one.h"', sources=[str(p) for p in sorted(src.glob("*.c"))] +
+                   [str(p) for p in sorted((src / "runtime").rglob("*.c"))],
+                   include_dirs=[str(src), str(src / "runtime" / "include")], extra_compile_args=["-std=c99"])
+    lib_path = ffi.compile(tmpdir=str(tmp_path / "cffi"), verbose=False)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_one_overlap", lib_path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    buf = ffi.new("float[64]")
+    arena = ffi.new("char[4096]")
+    a16 = ffi.cast("void *", (int(ffi.cast("uintptr_t", arena)) + 15) & ~15)
+    assert mod.lib.one_run(buf, buf, a16) == -3  # in place
+    assert mod.lib.one_run(buf, buf + 8, a16) == -3  # output overlapping the input's tail
+    assert mod.lib.one_run(buf, buf + 16, a16) == 0  # adjacent, not overlapping
+    header = (src / "one.h").read_text()
+    assert "-3 if input, output" in header and "must not overlap" in header
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="arm-none-eabi-gcc not installed")
+def test_blob_refuses_a_big_endian_build(mlp, tmp_path):
+    run("build", mlp, "--target", "cortex-m4", "--out", tmp_path / "b", "--weights", "blob")
+    s = tmp_path / "b" / "mlp_weights.S"
+    flags = ["-mcpu=cortex-m4", "-mthumb", f"-Wa,-I{tmp_path / 'b'}", "-c", str(s), "-o", str(tmp_path / "w.o")]
+    assert subprocess.run(["arm-none-eabi-gcc", *flags], capture_output=True).returncode == 0
+    r = subprocess.run(["arm-none-eabi-gcc", "-mbig-endian", *flags], capture_output=True, text=True)
+    assert r.returncode != 0 and "little-endian" in r.stderr, r.stderr
