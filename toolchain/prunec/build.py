@@ -15,7 +15,6 @@ from pathlib import Path
 
 from . import __version__
 from . import codegen, frontend, fuse, plan as planner, runtime
-from . import export as export_mod
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
@@ -135,8 +134,7 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     model_path = Path(model_path)
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
-    # per layer, before pruning; None: unknown (a .pt2 that `prunec export` did not write)
-    weights0 = loaded.weights0 if loaded.kind == "checkpoint" else export_mod.original_weights(model_path, loaded.kind)
+    weights0 = loaded.weights0  # per layer, before pruning; None: unknown (a .pt2 that `prunec export` did not write)
     encodings = encode_graph(g, target, index_bits, row_align)
     keep = None
     if fuse_pool is None:
@@ -255,7 +253,7 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
     exact flash and RAM figures, and a library that does not fit the board is refused with them."""
     from . import runners
 
-    missing = [(exe, pkg) for exe, pkg in target.missing_tools() if exe != target.extra.get("emulator")]  # QEMU: not needed here
+    missing = target.missing_tools(("cc", "ar", "size"))  # not the emulator: nothing runs here
     if missing:
         return {"measured": False, "reason": "not installed: " + ", ".join(f"{exe} (Debian package {pkg})" for exe, pkg in missing)}
     with tempfile.TemporaryDirectory(prefix="prunec-size-") as scratch:

@@ -225,10 +225,11 @@ def _read(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
-        first = next((ln for ln in lines if "Unpickler error" in ln), lines[0])
-        if first.rstrip().endswith("Unpickler error:") and lines.index(first) + 1 < len(lines):
+        i = next((k for k, ln in enumerate(lines) if "Unpickler error" in ln), 0)
+        first = lines[i]
+        if first.endswith("Unpickler error:") and i + 1 < len(lines):
             # torch's text asks the user to file a torch issue and puts the reason on the next line
-            first = "its bytes are not a torch.save pickle (" + lines[lines.index(first) + 1] + ")"
+            first = f"its bytes are not a torch.save pickle ({lines[i + 1]})"
         elif isinstance(e, KeyError) or len(first) < 8:  # e.g. KeyError('101'): an unpickler's bare detail
             first = f"its bytes are not a torch.save pickle ({type(e).__name__}: {first})"
         glob = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))

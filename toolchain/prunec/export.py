@@ -71,14 +71,12 @@ def weights_before_pruning(ckpt: C.Checkpoint) -> dict[str, int]:
     return {r["name"]: int(w0.get(r["name"], r["weights"])) for r in M.layer_stats(ckpt.model)}
 
 
-def original_weights(model_path: str | os.PathLike, kind: str) -> dict[str, int] | None:
-    """The per-layer weight counts before pruning of a build's input, `kind` "checkpoint" (always known) or "pt2"
-    (known when `prunec export` wrote it, in its metadata); None when unknown (a .pt2 from torch.export.save, or
-    from an older prunec export)."""
+def original_weights(pt2_path: str | os.PathLike) -> dict[str, int] | None:
+    """The per-layer weight counts before pruning that `prunec export` stored in a .pt2's metadata; None when
+    unknown (a .pt2 from torch.export.save, or from an older prunec export). A checkpoint's come from
+    `weights_before_pruning`."""
     try:
-        if kind == "checkpoint":
-            return weights_before_pruning(C.load(model_path))
-        w0 = read_metadata(model_path).get("weights0")
+        w0 = read_metadata(pt2_path).get("weights0")
     except Exception:  # noqa: BLE001 - the figure is extra: a model the frontend read but this cannot goes without it
         return None
     if not isinstance(w0, dict) or not w0 or not all(isinstance(v, int) and v > 0 for v in w0.values()):

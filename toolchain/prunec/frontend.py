@@ -46,7 +46,9 @@ class Loaded:
     program: torch.export.ExportedProgram
     kind: str  # "pt2" or "checkpoint"
     model_name: str | None = None
-    weights0: dict[str, int] | None = None  # a checkpoint's per-layer weight counts before pruning (export.weights_before_pruning)
+    # per-layer weight counts before pruning (dead-neuron removal may have shrunk layers since): a checkpoint's, or
+    # what `prunec export` stored in the .pt2; None where unknown
+    weights0: dict[str, int] | None = None
 
 
 def _is_pt2_archive(path: Path) -> bool:
@@ -79,10 +81,13 @@ def load_program(path: str | os.PathLike) -> Loaded:
         raise PrunecError(f"model {path} is a directory; pass a .pt2 file (prunec export) or a prunec checkpoint")
     if path.suffix == ".pt2" or _is_pt2_archive(path):
         try:
-            return Loaded(load_exported(path), "pt2")
+            program = load_exported(path)
         except Exception as e:  # torch raises many types for a damaged archive
             raise PrunecError(f"{path} is not a readable torch.export program (.pt2): {brief(e)}. "
                               f"Write one with `prunec export` or torch.export.save.") from None
+        from . import export
+
+        return Loaded(program, "pt2", weights0=export.original_weights(path))
     from . import checkpoint, export
 
     ck = checkpoint.load(path)

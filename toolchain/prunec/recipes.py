@@ -86,7 +86,7 @@ class Recipe:
         if self.final_epochs < 0:
             raise PrunecError(f"--final-epochs {self.final_epochs} is negative: give the extra epochs after the last step (≥ 0)")
         if not 0 < self.lr < math.inf:
-            raise PrunecError(f"--lr {self.lr} must be > 0 (the retraining learning rate, e.g. 0.005)")
+            raise PrunecError(f"--lr {self.lr} is not a finite number > 0: give the retraining learning rate, e.g. 0.005")
         if not 0 <= self.reg_strength < math.inf:
             raise PrunecError(f"--reg-strength {self.reg_strength} is not a finite number ≥ 0: give the L1/L2 strength, e.g. 1e-4")
         if self.batch_size < 1:

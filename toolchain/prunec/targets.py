@@ -66,9 +66,11 @@ class Target:
             t["size"] = self.extra["size"]
         return t
 
-    def missing_tools(self) -> list[tuple[str, str]]:
-        """(executable, Debian package) for each tool not found on PATH ("?" where the file names no package)."""
-        return [(exe, self.packages.get(role, "?")) for role, exe in self.tools().items() if shutil.which(exe) is None]
+    def missing_tools(self, roles: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+        """(executable, Debian package) for each tool (of `roles`, default all) not found on PATH ("?" where the
+        file names no package)."""
+        return [(exe, self.packages.get(role, "?")) for role, exe in self.tools().items()
+                if (roles is None or role in roles) and shutil.which(exe) is None]
 
     def require_tools(self, roles: tuple[str, ...] | None = None) -> None:
         missing = [(exe, self.packages.get(role)) for role, exe in self.tools().items()
@@ -180,10 +182,11 @@ def _load(path: Path) -> Target:
     by_op = table("isa_by_op") or {}
     from . import runtime
 
+    ops = runtime.ops()
     for op in by_op:
-        if op not in runtime.ops():
+        if op not in ops:
             raise PrunecError(f"target file {path}: [isa_by_op] names op {op!r}, which has no kernels; the ops are "
-                              f"{', '.join(runtime.ops())}")
+                              f"{', '.join(ops)}")
         check_isas(strings(op, where=by_op, label=f"isa_by_op.{op}"), f"isa_by_op.{op}")
     probes = table("probe") or {}
     for name, spec in probes.items():
