@@ -134,10 +134,10 @@ def test_runner_output_count_is_checked(residual, monkeypatch):
     m["runner"] = "qemu-user"
     x = bm.random_inputs(bm.MODELS["residual"][1], n=3).reshape(3, -1)
     want = V.run_host(out, x)
-    monkeypatch.setattr(runners, "run", lambda d, xs: V.run_host(d, xs)[:-1])  # one sample short
+    monkeypatch.setattr(runners, "run", lambda d, xs, **kw: V.run_host(d, xs)[:-1])  # one sample short
     with pytest.raises(PrunecError, match=r"returned \d+ output values for 3 inputs"):
         V.run_build(out, x, m)
-    monkeypatch.setattr(runners, "run", lambda d, xs: V.run_host(d, xs).ravel())  # flat [N * OUTPUT_SIZE]
+    monkeypatch.setattr(runners, "run", lambda d, xs, **kw: V.run_host(d, xs).ravel())  # flat [N * OUTPUT_SIZE]
     y = V.run_build(out, x, m)
     assert y.shape == want.shape and np.array_equal(y, want)
 

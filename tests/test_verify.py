@@ -104,7 +104,7 @@ def test_runner_dispatch(residual, monkeypatch):
 
     import prunec.runners as runners
 
-    def fake(build_dir, inputs):
+    def fake(build_dir, inputs, info=None):
         calls.append(Path(build_dir))
         return V.run_host(build_dir, inputs)
 

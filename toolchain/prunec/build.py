@@ -268,14 +268,17 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
             f"the model does not fit target {target.name!r}: lib{manifest['name']}.a needs {lib['flash']:,} bytes of flash "
             f"(text {lib['text']:,} + rodata {lib['rodata']:,} + data {lib['data']:,}), the board has {target.flash_bytes:,}. "
             f"Prune harder or pick a larger target; nothing was written.")
-    if target.ram_bytes and lib["ram"] > target.ram_bytes:
+    need = lib.get("ram_with_stack", lib["ram"])
+    if target.ram_bytes and need > target.ram_bytes:
         fused = manifest["plan"]["fused_conv_pool"]
         hint = ("Prune harder (dead-neuron removal shrinks layers) or pick a target with more RAM." if fused else
                 "Build with --fuse-pool if the model has convolutions that feed pools, prune harder (dead-neuron "
                 "removal shrinks layers), or pick a target with more RAM.")
         raise PrunecError(
-            f"the model does not fit target {target.name!r}: it needs {lib['ram']:,} bytes of RAM (arena "
-            f"{manifest['arena_bytes']:,} + data/bss {lib['data'] + lib['bss']:,}), the board has {target.ram_bytes:,}; "
+            f"the model does not fit target {target.name!r}: it needs {need:,} bytes of RAM (arena "
+            f"{manifest['arena_bytes']:,} + data/bss {lib['data'] + lib['bss']:,}"
+            + (f" + the stack of {manifest['name']}_run {lib['stack']:,}" if "stack" in lib else "")
+            + f"), the board has {target.ram_bytes:,}; "
             f"nothing was written. {hint}")
     return {"measured": True, **size}
 

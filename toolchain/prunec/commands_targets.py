@@ -40,7 +40,8 @@ def targets_cmd(as_json):
 @click.argument("build_dir", type=click.Path(exists=True, file_okay=False))
 def size_cmd(build_dir):
     """Build BUILD_DIR's libNAME.a with its target's flags (`make -C BUILD_DIR`) and record its section sizes
-    (text, rodata, data, bss; `<target size tool> -A`) and external symbols in manifest.json under "size"."""
+    (text, rodata, data, bss; `<target size tool> -A`), external symbols and the worst-case stack of NAME_run (from
+    GCC's call graph) in manifest.json under "size"."""
     from . import runners
     from .verify import load_manifest
 
@@ -49,6 +50,17 @@ def size_cmd(build_dir):
     lib = s["library"]
     click.echo(f"lib{m['name']}.a for {m['target']}: text {lib['text']:,}  rodata {lib['rodata']:,}  data {lib['data']:,}  "
                f"bss {lib['bss']:,} bytes; flash {lib['flash']:,}, RAM {lib['ram']:,} (with the {m['arena_bytes']:,}-byte arena)")
+    st = s.get("stack") or {}
+    if st.get("measured"):
+        chain = " > ".join(f"{f['function']} {f['frame_bytes']:,}" for f in st["path"])
+        click.echo(f"stack of {m['name']}_run: {'' if st['bounded'] else 'at least '}{st['bytes']:,} bytes below its caller "
+                   f"({chain}); RAM with it {lib['ram_with_stack']:,}")
+        if not st["bounded"]:
+            click.echo("  not a bound: " + "; ".join(st["unbounded_because"]))
+        if st["external_calls"]:
+            click.echo("  not counted, outside the build: " + ", ".join(st["external_calls"]))
+    elif st:
+        click.echo(f"stack not measured: {st.get('reason')}")
     if s.get("external_symbols") is not None:
         click.echo("external symbols: " + (", ".join(s["external_symbols"]) or "none"))
 

@@ -49,12 +49,45 @@ static uint32_t prunec_arena[PRUNEC_ARENA_WORDS][4] __attribute__((aligned(16)))
 static float prunec_in[{name}_INPUT_SIZE];
 static float prunec_out[{name}_OUTPUT_SIZE];
 
+/* The stack of one inference, measured by painting: PRUNEC_PAINT_BYTES below the frames main calls are filled
+   with a pattern before the first {name}_run, and the lowest word it changed is found after it. */
+#define PRUNEC_PAINT_BYTES 65536u
+#define PRUNEC_PAINT_WORD 0x5AA5C33Cu
+static uintptr_t prunec_paint_lo, prunec_paint_hi;
+
+/* The address of a local in a frame called from main: where a call from main starts using the stack. */
+static __attribute__((noinline)) uintptr_t prunec_stack_here(void) {{
+  volatile uint32_t probe = 0;
+  return (uintptr_t)&probe;
+}}
+
+static __attribute__((noinline)) void prunec_stack_paint(void) {{
+  volatile uint32_t here = 0;
+  volatile uint32_t *p = (volatile uint32_t *)(((uintptr_t)&here - 64u) & ~(uintptr_t)15u);
+  prunec_paint_hi = (uintptr_t)p;
+  prunec_paint_lo = prunec_paint_hi - PRUNEC_PAINT_BYTES;
+  while ((uintptr_t)p > prunec_paint_lo) {{
+    *--p = PRUNEC_PAINT_WORD;
+  }}
+}}
+
+/* Bytes below `top` that the run wrote into (0: none beyond the unpainted top; the whole window: saturated). */
+static __attribute__((noinline)) unsigned long prunec_stack_used(uintptr_t top) {{
+  const volatile uint32_t *p = (const volatile uint32_t *)prunec_paint_lo;
+  while ((uintptr_t)p < prunec_paint_hi && *p == PRUNEC_PAINT_WORD) {{
+    p++;
+  }}
+  return (uintptr_t)p >= prunec_paint_hi ? 0ul : (unsigned long)(top - (uintptr_t)p);
+}}
+
 int main(int argc, char **argv) {{
   const char *in_path = argc > 2 ? argv[1] : "inputs.f32";
   const char *out_path = argc > 2 ? argv[2] : "outputs.f32";
   FILE *fi = fopen(in_path, "rb");
   FILE *fo = fopen(out_path, "wb");
   uint32_t n = 0, i;
+  unsigned long stack = 0;
+  int saturated = 0;
   if (fi == NULL || fo == NULL) {{
     printf("prunec runner: cannot open %s or %s\\n", in_path, out_path);
     return 2;
@@ -69,7 +102,16 @@ int main(int argc, char **argv) {{
       printf("prunec runner: %s ends at input %lu of %lu\\n", in_path, (unsigned long)i, (unsigned long)n);
       return 4;
     }}
-    rc = {name}_run(prunec_in, prunec_out, prunec_arena);
+    if (i == 0) {{
+      uintptr_t top;
+      prunec_stack_paint();
+      top = prunec_stack_here();
+      rc = {name}_run(prunec_in, prunec_out, prunec_arena);
+      stack = prunec_stack_used(top);
+      saturated = stack >= (unsigned long)(top - prunec_paint_lo);
+    }} else {{
+      rc = {name}_run(prunec_in, prunec_out, prunec_arena);
+    }}
     if (rc != 0) {{
       printf("prunec runner: {name}_run returned %d on input %lu\\n", rc, (unsigned long)i);
       return 5;
@@ -85,6 +127,9 @@ int main(int argc, char **argv) {{
     return 6;
   }}
   printf("prunec runner: %lu inferences\\n", (unsigned long)n);
+  if (n > 0) {{
+    printf("prunec runner: stack %s%lu bytes\\n", saturated ? "at least " : "", stack);
+  }}
   return 0;
 }}
 """
@@ -280,7 +325,8 @@ def nm_for(size_tool: str) -> str:
 
 def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     """Section sizes of libNAME.a (the firmware's share: model code, kernels, weights), its external symbols,
-    and, when present, those of the verification image. Builds the library if needed; writes nothing else."""
+    NAME_run's worst-case stack (prunec.stack) and, when present, the verification image's sections. Builds the
+    library if needed; writes nothing else."""
     t = _target(target)
     build_dir = Path(build_dir)
     lib = build_dir / f"lib{manifest['name']}.a"
@@ -290,6 +336,12 @@ def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     lib_s = size["library"]
     size["library"]["flash"] = lib_s["text"] + lib_s["rodata"] + lib_s["data"]
     size["library"]["ram"] = lib_s["data"] + lib_s["bss"] + int(manifest.get("arena_bytes", 0))
+    from . import stack
+
+    size["stack"] = stack.measure(build_dir, manifest)  # NAME_run's worst-case stack, from the compiler's call graph
+    if size["stack"]["measured"]:
+        size["library"]["stack"] = size["stack"]["bytes"]
+        size["library"]["ram_with_stack"] = size["library"]["ram"] + size["stack"]["bytes"]
     nm = nm_for(t.extra.get("size") or "size")
     if shutil.which(nm):
         r = _check([nm, "-g", str(lib)], f"listing the symbols of {lib.name}")
@@ -348,9 +400,14 @@ def build_runner(build_dir: str | os.PathLike, manifest: dict, target) -> Path:
     return prog
 
 
-def run(build_dir: str | os.PathLike, *args, timeout: float | None = None) -> np.ndarray:
+_STACK_LINE = re.compile(r"^prunec runner: stack (at least )?(\d+) bytes", re.M)
+
+
+def run(build_dir: str | os.PathLike, *args, timeout: float | None = None, info: dict | None = None) -> np.ndarray:
     """Outputs [N, out] of the build for inputs [N, in]: run(build_dir, inputs) or
-    run(build_dir, manifest, target, inputs)."""
+    run(build_dir, manifest, target, inputs). A dict passed as `info` receives what the emulated runner measured:
+    "stack_bytes_used", the stack one inference took below its caller (painted: an int, None on the host), and
+    "stack_saturated", whether it filled the 64 KB painted (the figure is then a lower bound)."""
     build_dir = Path(build_dir).resolve()
     if len(args) == 1:
         manifest, target, inputs = _load_manifest(build_dir), None, args[0]
@@ -396,4 +453,8 @@ def run(build_dir: str | os.PathLike, *args, timeout: float | None = None) -> np
     if y.size != x.shape[0] * n_out:
         raise PrunecError(f"target {t.name!r}: the runner wrote {y.size} outputs, expected {x.shape[0] * n_out}:\n"
                           f"{(r.stdout + r.stderr)[-2000:]}")
+    if info is not None:
+        m = _STACK_LINE.search(r.stdout)
+        info["stack_bytes_used"] = int(m.group(2)) if m else None
+        info["stack_saturated"] = bool(m and m.group(1))
     return y.reshape(x.shape[0], n_out)

@@ -257,8 +257,10 @@ def describe_runner(manifest: dict) -> str:
     return runner
 
 
-def run_build(build_dir: str | os.PathLike, inputs: np.ndarray, manifest: dict | None = None) -> np.ndarray:
-    """Run the build by its target's runner: cffi here, the others through prunec.runners."""
+def run_build(build_dir: str | os.PathLike, inputs: np.ndarray, manifest: dict | None = None,
+              info: dict | None = None) -> np.ndarray:
+    """Run the build by its target's runner: cffi here, the others through prunec.runners (`info` receives what
+    they measured: prunec.runners.run)."""
     m = manifest or load_manifest(build_dir)
     runner = m.get("runner", "cffi")
     if runner == "cffi":
@@ -270,7 +272,7 @@ def run_build(build_dir: str | os.PathLike, inputs: np.ndarray, manifest: dict |
             raise
         raise PrunecError(f"target {m['target']!r} runs builds with {runner!r}, which this prunec cannot run yet") from None
     x = np.ascontiguousarray(inputs, dtype=np.float32)
-    y = np.asarray(run_target(Path(build_dir), x), dtype=np.float32)
+    y = np.asarray(run_target(Path(build_dir), x, info=info), dtype=np.float32)
     n_out = int(m["output_size"])
     n = x.size // int(m["input_size"]) if m.get("input_size") else x.shape[0]
     if y.size != n * n_out:
@@ -350,6 +352,11 @@ class Report:
     target: str | None = None  # the build's target (manifest "target"); None for a bare compare()
     runner: str | None = None  # how the build ran: cffi, qemu-user or qemu-system (the target's runner)
     ran_under: str | None = None  # the same in words: "this machine (cffi, compiled with cc)", "qemu-system-arm -M mps2-an386"
+    # the stack one inference took below NAME_run's caller, painted under the emulator (None on the host), whether
+    # it filled the painted window (then a lower bound), and the build's static bound (manifest size.stack)
+    stack_bytes_used: int | None = None
+    stack_saturated: bool = False
+    stack_bytes_bound: int | None = None
 
     def weak(self) -> bool:
         """Whether the reference outputs are so small that the tolerance's absolute floor (atol) hides errors:
@@ -366,6 +373,10 @@ class Report:
             f"top-1 agreement    {self.top1_agreement:.4%}   ({self.n - self.top1_disagree}/{self.n}"
             + (f", {self.ties} ties within tolerance" if self.ties else "") + ")",
         ]
+        if self.stack_bytes_used is not None:
+            bound = "" if self.stack_bytes_bound is None else f"; the build's static bound {self.stack_bytes_bound:,}"
+            lines.append(f"stack              {'at least ' if self.stack_saturated else ''}{self.stack_bytes_used:,} bytes "
+                         f"below the caller (one inference, painted{bound})")
         if self.accuracy_c is not None:
             lines.append(f"accuracy C         {self.accuracy_c:.4%}")
             lines.append(f"accuracy PyTorch   {self.accuracy_torch:.4%}")
@@ -507,8 +518,12 @@ def verify(build_dir: str | os.PathLike, data: str | None = None, inputs: str | 
         if sha256_file(model_path) != m["source"]["sha256"]:
             raise PrunecError(f"{model_path} changed since the build (sha256 differs); rebuild, or pass --model")
     x, labels = _inputs(m, data, inputs, random, data_dir, limit, seed, model_path)
-    c = run_build(build_dir, x.reshape(len(x), -1), m)
+    info: dict = {}
+    c = run_build(build_dir, x.reshape(len(x), -1), m, info=info)
     t = reference_outputs(model_path, x, m["input_shape"])
     r = compare(c, t, labels, atol)
     r.target, r.runner, r.ran_under = m["target"], m.get("runner", "cffi"), describe_runner(m)
+    r.stack_bytes_used, r.stack_saturated = info.get("stack_bytes_used"), bool(info.get("stack_saturated"))
+    stack = (m.get("size") or {}).get("stack") or {}
+    r.stack_bytes_bound = stack.get("bytes") if stack.get("measured") else None
     return r
