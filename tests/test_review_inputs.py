@@ -143,3 +143,25 @@ def test_sensitivity_refuses_a_tolerance_that_is_not_an_accuracy_drop(base, tmp_
     r = invoke("sensitivity", base, "--out", tmp_path / "s", "--tolerance", tol)
     assert r.exit_code == 2 and "--tolerance" in r.output, r.output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("lr", 0.0), ("weight_decay", float("inf")), ("l1", -1e-5),
+                                          ("momentum", 1.5), ("label_smoothing", float("nan")), ("distill", 2.0),
+                                          ("batch_size", 0), ("epochs", -1), ("lr_schedule", "step")])
+def test_fit_refuses_a_config_that_would_train_wrong(field, value):
+    """The Python API's fit() checks its TrainConfig as the CLI does (a NaN lr gave NaN weights without an error)."""
+    from dataclasses import replace
+
+    import torch
+
+    from prunec import models
+    from prunec.data import synthetic
+    from prunec.errors import PrunecError
+    from prunec.train import TrainConfig, fit
+
+    model = models.create("lenet300")
+    before = [p.detach().clone() for p in model.parameters()]
+    ds = synthetic(n_train=64, n_test=16, seed=0, shape=(1, 28, 28))
+    with pytest.raises(PrunecError, match="--" + field.replace("_", "-") if field != "lr_schedule" else "lr schedule"):
+        fit(model, ds.train, replace(TrainConfig(epochs=1), **{field: value}), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing trained

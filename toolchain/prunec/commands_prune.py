@@ -150,17 +150,12 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
     out = Path(out)
     models.input_shape(model_name)  # unknown model -> PrunecError
     _check_out_parent(out)
-    for name, v in (("--epochs", epochs), ("--batch-size", batch_size)):
-        if v is not None and v < 1:
-            raise PrunecError(f"{name} must be ≥ 1")
-    if lr is not None and not 0 < lr < math.inf:
-        raise PrunecError(f"--lr {lr} is not a finite number > 0: give the peak learning rate, e.g. 0.05")
-    if weight_decay is not None and not 0 <= weight_decay < math.inf:
-        raise PrunecError(f"--weight-decay {weight_decay} is not a finite number ≥ 0: give the L2 strength, e.g. 5e-4")
-    if momentum is not None and not 0 <= momentum < 1:
-        raise PrunecError(f"--momentum {momentum} is outside [0, 1): give the SGD momentum, e.g. 0.9")
-    if label_smoothing is not None and not 0 <= label_smoothing < 1:
-        raise PrunecError(f"--label-smoothing {label_smoothing} is outside [0, 1): it is the weight of the uniform target, e.g. 0.1")
+    if epochs is not None and epochs < 1:
+        raise PrunecError(f"--epochs {epochs} must be ≥ 1")
+    cfg = default_config(model_name)
+    cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                                                momentum=momentum, label_smoothing=label_smoothing).items() if v is not None})
+    cfg.validate()  # NaN, inf and out-of-range values fail here, before any work
     resolve_device(device)  # a bad --device fails before any work
     distributed, rank0 = _session(model_name)
 
@@ -169,9 +164,6 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
         ds = to_device(_load_data(data_name, data_dir, model_name, seed), dev)
         torch.manual_seed(seed)
         model = models.create(model_name, num_classes=ds.num_classes).to(dev)
-        cfg = default_config(model_name)
-        cfg = replace(cfg, **{k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                                                    momentum=momentum, label_smoothing=label_smoothing).items() if v is not None})
         fit(model, ds.train, cfg, seed=seed, progress=not quiet, desc="epoch")
         acc = evaluate(model, ds.test)
         if rank0:

@@ -43,6 +43,30 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e uniform targets
     average: bool = False  # keep the mean of the weights at each epoch's end and end with it (SWA)
 
+    def validate(self) -> "TrainConfig":
+        """PrunecError for a value that would train wrong rather than fail (NaN, inf, out of range: an lr of NaN gives
+        NaN weights, a momentum of 1.5 diverges); returns self. The messages name the CLI's flags, --FIELD-NAME."""
+        checks = (
+            ("epochs", self.epochs, self.epochs >= 0, "is negative"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, "must be ≥ 1"),
+            ("lr", self.lr, 0 < self.lr < math.inf, "is not a finite number > 0: give the peak learning rate, e.g. 0.05"),
+            ("weight_decay", self.weight_decay, 0 <= self.weight_decay < math.inf,
+             "is not a finite number ≥ 0: give the L2 strength, e.g. 5e-4"),
+            ("l1", self.l1, 0 <= self.l1 < math.inf, "is not a finite number ≥ 0: give the L1 strength, e.g. 1e-5"),
+            ("momentum", self.momentum, 0 <= self.momentum < 1, "is outside [0, 1): give the SGD momentum, e.g. 0.9"),
+            ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1,
+             "is outside [0, 1): it is the weight of the uniform target, e.g. 0.1"),
+            ("distill", self.distill, 0 <= self.distill <= 1, "is outside [0, 1]: it is the weight of the distillation loss"),
+            ("distill_temperature", self.distill_temperature, 0 < self.distill_temperature < math.inf,
+             "is not a finite number > 0, e.g. 4"),
+        )
+        for name, value, ok, need in checks:
+            if not ok:
+                raise PrunecError(f"--{name.replace('_', '-')} {value} {need}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise PrunecError(f"unknown lr schedule {self.lr_schedule!r}; choose cosine or constant")
+        return self
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -156,6 +180,8 @@ def fit(
 ) -> list[dict]:
     """Train in place with SGD; returns one dict per epoch (mean train loss, lr at the end)."""
     from tqdm import tqdm
+
+    cfg.validate()
 
     dist = _dist()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
