@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Size and memory: weight storage against dense fp32 (from `prunec build` manifests), the arena against the
 sum of all activations and against the planner's lower bound (the largest live set), and for Cortex-M4 the
-section sizes of the model library and of a whole linked image (arm-none-eabi-size -A).
+section sizes of the model library and of a whole linked image (arm-none-eabi-size -A), and the worst-case stack of
+NAME_run (prunec.stack) that the board's RAM must hold beside the arena.
 
 LeNet-300-100 and LeNet-5 come from pruned checkpoints (`prunec prune`); AlexNet and VGG-16 get the paper's
 per-layer densities as uniformly random masks on random weights (storage depends only on the masks), encoded
@@ -142,7 +143,9 @@ def print_report(res: list[dict]) -> None:
             if k in r:
                 lib, img = r[k]["library"], r[k].get("verification_image", {})
                 print(f"{r['net']} {k}: library text {lib['text']:,} rodata {lib['rodata']:,} data {lib['data']:,} "
-                      f"bss {lib['bss']:,}; whole image text+rodata {img.get('text', 0) + img.get('rodata', 0):,}")
+                      f"bss {lib['bss']:,}; whole image text+rodata {img.get('text', 0) + img.get('rodata', 0):,}"
+                      + (f"; stack of NAME_run {lib['stack']:,}, RAM with arena, data and stack {lib['ram_with_stack']:,}"
+                         if "stack" in lib else ""))
         if "cortex_m4_error" in r:
             print(f"{r['net']}: cortex-m4 sizes unavailable: {r['cortex_m4_error']}")
 
