@@ -100,7 +100,7 @@ def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]
 def default_name(model_path: str | os.PathLike) -> str:
     import re
 
-    stem = re.sub(r"\W", "_", Path(model_path).stem)
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(model_path).stem)
     try:  # the stem only where --name would accept it (C identifier, not a keyword, <= 48 chars, no prunec_)
         return codegen.validate_name(stem)
     except PrunecError:

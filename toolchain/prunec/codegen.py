@@ -92,7 +92,9 @@ def c_comment(s: str) -> str:
 
 
 def c_ident(s: str) -> str:
-    s = re.sub(r"\W", "_", s)
+    """A layer's C identifier (before de-duplication): every character other than an ASCII letter, digit or `_`
+    becomes `_` (ISO C99 identifiers, and assembler symbols, are ASCII), `l` in front unless it starts with a letter."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", s)
     return s if re.match(r"[A-Za-z]", s) else "l" + s
 
 

@@ -1,0 +1,552 @@
+"""docs/FORMAT.md as a contract for third-party readers: an independent decoder of the weights a build writes.
+
+The decoder below is written from docs/FORMAT.md ("Relative-indexed CSR", "In a build") and the build's
+manifest.json only, in plain numpy: it imports nothing from `prunec` except the CLI that makes the builds. It
+reads every layer's arrays from NAME.c (`--weights c`, C initialisers) and from NAME_weights.bin (`--weights blob`,
+at the offsets the document's layout rule gives, checked against NAME_weights.S), rebuilds each weight matrix and
+bias, and requires them to equal the PyTorch model's bit for bit (a pruned `-0.0` reads back as `+0.0` from
+relative-indexed CSR, which stores only nonzeros). It also checks what the document promises about the arrays:
+row pointers, stream length and zero padding bits, code ranges, filler counts, row alignment, the manifest's byte
+counts, and that each layer's encoding is the smallest one among the widths the build was allowed.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import build_models as bm
+from prunec.cli import main
+
+ALIGN = 16  # blob: every array starts at a multiple of 16 bytes
+C_TYPES = {"float": np.float32, "uint8_t": np.uint8, "uint32_t": np.uint32}
+DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr": np.uint32}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the decoder (docs/FORMAT.md only)
+
+
+def c_ident(layer_name: str) -> str:
+    """A layer's C identifier before de-duplication: every character other than an ASCII letter, digit or `_` becomes `_`,
+    and `l` goes in front unless it then starts with a letter."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", layer_name)
+    return s if re.match(r"[A-Za-z]", s) else "l" + s
+
+
+def c_idents(manifest: dict) -> dict[str, str]:
+    """{layer name: C identifier}: over all layers in manifest order, `_` appended while the identifier is taken."""
+    used, out = set(), {}
+    for layer in manifest["layers"]:
+        ident = c_ident(layer["name"])
+        while ident in used:
+            ident += "_"
+        used.add(ident)
+        out[layer["name"]] = ident
+    return out
+
+
+def array_bytes(layer: dict, array: str) -> int:
+    return layer["bytes"][{"row_ptr": "pointers"}.get(array, array)]
+
+
+def array_names(layer: dict) -> list[str]:
+    """The arrays of a layer with weights, in the order the blob stores them."""
+    names = ["bias"] if layer["bytes"]["bias"] else []
+    names.append("values")
+    if layer["format"] == "rcsr":
+        names += ["index", "row_ptr"]
+    return names
+
+
+def weighted(manifest: dict) -> list[dict]:
+    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense")]
+
+
+def read_c_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndarray]]:
+    """{layer name: {array: values}} from the `static const T ID_ARRAY[N] = {...};` initialisers of NAME.c."""
+    text = (build / f"{manifest['name']}.c").read_text()
+    found = {}
+    for ctype, sym, n, body in re.findall(r"static const (\w+) (\w+)\[(\d+)\] = \{(.*?)\};", text, flags=re.S):
+        toks = [t for t in body.replace("\n", " ").split(",") if t.strip()]
+        if ctype == "float":
+            arr = np.array([np.float32(t.strip().rstrip("f")) for t in toks], np.float32)
+        else:
+            arr = np.array([int(t.strip().rstrip("uU"), 0) for t in toks], C_TYPES[ctype])
+        assert len(arr) == int(n), sym
+        found[sym] = arr
+    out = {}
+    idents = c_idents(manifest)
+    for layer in weighted(manifest):
+        arrays = out[layer["name"]] = {}
+        for a in array_names(layer):
+            arr = found[f"{idents[layer['name']]}_{a}"]
+            assert arr.dtype == DTYPES[a]
+            n = array_bytes(layer, a) // arr.itemsize
+            assert len(arr) == max(n, 1), "an empty array is written as one element 0 (C has no empty arrays)"
+            arrays[a] = arr[:n]
+    return out
+
+
+def blob_layout(manifest: dict) -> list[tuple[str, str, int, int]]:
+    """(layer, array, offset, bytes) of NAME_weights.bin: the layers in manifest order, each layer's arrays in the
+    order bias, values, index, row_ptr (those it has; sizes from the manifest's `bytes`), each at the next multiple
+    of 16 bytes; an empty array takes no bytes (offset: where the last one ended)."""
+    off, out = 0, []
+    for layer in weighted(manifest):
+        for a in array_names(layer):
+            n = array_bytes(layer, a)
+            if n:
+                off = -(-off // ALIGN) * ALIGN
+            out.append((layer["name"], a, off, n))
+            off += n
+    return out
+
+
+def read_blob_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndarray]]:
+    blob = (build / f"{manifest['name']}_weights.bin").read_bytes()
+    out: dict[str, dict[str, np.ndarray]] = {}
+    end = 0
+    for name, a, off, n in blob_layout(manifest):
+        dt = np.dtype(DTYPES[a]).newbyteorder("<")
+        assert n % dt.itemsize == 0 and off + n <= len(blob)
+        assert not any(blob[end:off]), "the bytes skipped to align are 0"
+        out.setdefault(name, {})[a] = np.frombuffer(blob, dt, count=n // dt.itemsize, offset=off).astype(dt.newbyteorder("="))
+        end = off + n
+    assert len(blob) == end, "the blob holds nothing after its last array"
+    return out
+
+
+def unpack_codes(index: np.ndarray, b: int, n: int) -> np.ndarray:
+    """Codes of an LSB-first bit stream: code e is stream bits b*e .. b*e+b-1, stream bit k = bit k%8 of byte k/8."""
+    bits = np.unpackbits(index, bitorder="little")
+    assert len(index) == (n * b + 7) // 8, "index holds (entries*b + 7)/8 bytes"
+    assert not bits[n * b:].any(), "the bits after the last code are 0"
+    return (bits[: n * b].reshape(n, b).astype(np.int64) << np.arange(b)).sum(axis=1)
+
+
+def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
+    """(dense [rows x cols] float32 matrix, entry columns, entry rows, values) of one layer."""
+    rows = layer["shape"][0]
+    cols = int(np.prod(layer["shape"][1:]))
+    values = arrays["values"]
+    if layer["format"] == "dense":
+        assert len(values) == rows * cols
+        return values.reshape(rows, cols).copy(), None, None, values
+    b = layer["index_bits"]
+    assert 1 <= b <= 16
+    rp = arrays["row_ptr"].astype(np.int64)
+    assert len(rp) == rows + 1 and rp[0] == 0 and (np.diff(rp) >= 0).all() and rp[-1] == len(values)
+    codes = unpack_codes(arrays["index"], b, len(values))
+    assert (codes < (1 << b)).all()
+    col = np.empty(len(values), np.int64)
+    row = np.repeat(np.arange(rows), np.diff(rp))
+    for r in range(rows):  # col(e) = next + code(e), next = col(e) + 1, next = 0 at a row's start
+        s, e = rp[r], rp[r + 1]
+        col[s:e] = np.cumsum(codes[s:e] + 1) - 1
+    assert (col < cols).all(), "every entry, fillers included, lies inside its row"
+    w = np.zeros((rows, cols), np.float32)
+    w[row, col] = values  # columns strictly increase within a row, so no entry overwrites another
+    return w, col, row, values
+
+
+def decode_build(build: Path, storage: str):
+    """{layer name: (matrix, bias or None)} and the manifest, from the build's arrays as stored by `storage`."""
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["storage"] == storage
+    arrays = read_c_arrays(build, manifest) if storage == "c" else read_blob_arrays(build, manifest)
+    out = {}
+    for layer in weighted(manifest):
+        arr = arrays[layer["name"]]
+        w, col, row, values = decode_layer(layer, arr)
+        check_layer_record(layer, arr, col, row, values)
+        out[layer["name"]] = (w, arr.get("bias"))
+    return out, manifest
+
+
+def check_layer_record(layer: dict, arr: dict, col, row, values) -> None:
+    """The manifest's numbers for the layer are those of its arrays."""
+    rows, cols = layer["shape"][0], int(np.prod(layer["shape"][1:]))
+    by = layer["bytes"]
+    assert layer["weights"] == rows * cols
+    assert by["values"] == 4 * len(values) and by["bias"] == (4 * len(arr["bias"]) if "bias" in arr else 0)
+    if layer["format"] == "dense":
+        assert by["index"] == by["pointers"] == 0 and layer["index_bits"] == 0 and layer["fillers"] == 0
+        assert layer["nonzero"] == int(np.count_nonzero(values))
+        return
+    nz = int(np.count_nonzero(values))
+    assert layer["nonzero"] == nz and layer["fillers"] == len(values) - nz
+    assert by["index"] == len(arr["index"]) and by["pointers"] == 4 * (rows + 1)
+    zeros = values[values == 0]
+    assert not np.signbit(zeros).any(), "fillers hold +0.0"
+    a = layer["row_align"]
+    assert a >= 1
+    lengths = np.diff(arr["row_ptr"].astype(np.int64))
+    # a row is a multiple of A entries, unless it has fewer unused columns than the padding it needs
+    short = lengths % a != 0
+    assert (cols - lengths[short] < (-lengths[short]) % a).all(), (lengths[short], a, cols)
+
+
+def rcsr_bytes(w: np.ndarray, b: int, align: int) -> int:
+    """The document's byte count of `w` at width b, rows padded to `align` entries where they have room."""
+    rows, cols = w.shape
+    entries = 0
+    for r in range(rows):
+        c = np.flatnonzero(w[r])
+        gaps = np.diff(np.concatenate([[-1], c]))
+        n = len(c) + int(((gaps - 1) >> b).sum())
+        pad = (-n) % align
+        entries += n + (pad if cols - n >= pad else 0)
+    return entries * 4 + (entries * b + 7) // 8 + (rows + 1) * 4
+
+
+def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
+    """The layer takes the smallest encoding among `allowed` widths (ties: the narrowest) with rows padded to `align`
+    entries, dense when that is not larger."""
+    if layer["format"] == "rcsr":
+        assert layer["row_align"] == align
+    sizes = {b: rcsr_bytes(w, b, align) for b in allowed}
+    best = min(sizes, key=lambda b: (sizes[b], b))
+    if w.size * 4 <= sizes[best]:
+        assert layer["format"] == "dense", (layer["name"], sizes, w.size * 4)
+    else:
+        assert (layer["format"], layer["index_bits"]) == ("rcsr", best), (layer["name"], sizes)
+        stored = layer["bytes"]["values"] + layer["bytes"]["index"] + layer["bytes"]["pointers"]
+        assert stored == sizes[best]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the model side
+
+
+def model_weights(model: nn.Module, name: str):
+    m = model.get_submodule(name)
+    w = m.weight.detach().numpy().astype(np.float32)
+    b = None if m.bias is None else m.bias.detach().numpy().astype(np.float32)
+    return w.reshape(w.shape[0], -1), b
+
+
+def same_bits(got: np.ndarray, want: np.ndarray, implicit_zeros: bool) -> bool:
+    """Bit-for-bit equality; with `implicit_zeros` (relative-indexed CSR, which stores no zero) a -0.0 of the model
+    reads back as +0.0."""
+    if implicit_zeros:
+        want = np.where(want == 0, np.float32(0), want)
+    return got.shape == want.shape and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def cli_build(pt2: Path, out: Path, *opts: str) -> Path:
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(out), *opts])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return out
+
+
+def check_model(model: nn.Module, pt2: Path, tmp: Path, *opts: str, allowed=None, align=None, modules=None) -> dict:
+    """Build with `opts` as C arrays and as a blob; both decode to the model's weights and biases bit for bit.
+    `allowed` / `align`: {op: widths} the build chooses among and {op: row alignment} (default 1), to check each
+    layer's choice; `modules`: {layer name: module path} where they differ. The manifest."""
+    decoded = {}
+    for storage in ("c", "blob"):
+        out = cli_build(pt2, tmp / f"{pt2.stem}_{storage}", "--weights", storage, *opts)
+        layers, manifest = decode_build(out, storage)
+        assert layers, "the model has layers with weights"
+        for name, (w, bias) in layers.items():
+            want_w, want_b = model_weights(model, (modules or {}).get(name, name))
+            layer = next(l for l in manifest["layers"] if l["name"] == name)
+            assert same_bits(w, want_w, layer["format"] == "rcsr"), (storage, name)
+            assert (bias is None) == (want_b is None) and (bias is None or same_bits(bias, want_b, False)), name
+            if allowed is not None:
+                check_choice(layer, want_w, allowed[layer["op"]], (align or {}).get(layer["op"], 1))
+        ws = weighted(manifest)
+        t = manifest["totals"]
+        assert t["weights_bytes"] == sum(l["bytes"]["values"] + l["bytes"]["index"] + l["bytes"]["pointers"] for l in ws)
+        assert t["dense_weights_bytes"] == sum(4 * l["weights"] for l in ws) == sum(l["dense_bytes"] for l in ws)
+        assert t["bias_bytes"] == sum(l["bytes"]["bias"] for l in ws) and t["nonzero"] == sum(l["nonzero"] for l in ws)
+        if storage == "blob":
+            check_asm_agrees(out, manifest)
+        decoded[storage] = layers
+    for name, (w, bias) in decoded["c"].items():  # both forms hold the same bits
+        w2, b2 = decoded["blob"][name]
+        assert np.array_equal(w.view(np.uint32), w2.view(np.uint32))
+    return manifest
+
+
+def check_asm_agrees(build: Path, manifest: dict) -> None:
+    """NAME_weights.S declares `NAME_ID_ARRAY` over exactly the (offset, bytes) of the layout rule (an empty array
+    as 4 zero bytes of its own, outside the blob)."""
+    s = (build / f"{manifest['name']}_weights.S").read_text()
+    syms = re.findall(r"^(\w+):\s*\n\s*(?:\.incbin \"[^\"]+\", (\d+), (\d+)|\.zero (\d+))", s, flags=re.M)
+    idents = c_idents(manifest)
+    want = [(f"{manifest['name']}_{idents[l]}_{a}", *((str(o), str(n), "") if n else ("", "", "4")))
+            for l, a, o, n in blob_layout(manifest)]
+    assert syms == want
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# test models
+
+DEFAULT = {"fc": (8, 16), "conv2d": (4, 8, 16)}
+ALL = tuple(range(1, 17))
+
+
+class Gaps(nn.Module):
+    """conv (some channels empty, one full, one with its last tap only) -> fc 486 -> 12 whose rows hold every gap
+    1 .. 6, 8, 9, 16, 17, ..., 128, 129, 256, 257 (2^k and 2^k + 1), an empty row, a full row, a row with one unused
+    column, lone first / last columns -> fc 12 -> 5."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+        self.fc1 = nn.Linear(6 * 9 * 9, 12)
+        self.fc2 = nn.Linear(12, 5)
+        g = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            cm = (torch.rand(self.conv.weight.shape, generator=g) < 0.35).float()
+            cm[0] = 0
+            cm[1] = 1
+            cm[2] = 0
+            cm[2, -1, -1, -1] = 1
+            self.conv.weight.mul_(cm)
+            cols = self.fc1.in_features
+            m = (torch.rand(self.fc1.weight.shape, generator=g) < 0.1).float()
+            m[0:8] = 0
+            m[1, 0] = m[2, cols - 1] = 1
+            gaps = [1, 2, 3, 4, 5, 6] + [x for k in range(3, 7) for x in (1 << k, (1 << k) + 1)] + [128, 93]
+            m[3, np.cumsum(gaps) - 1] = 1  # the last at column 485
+            m[4, [256, 485]] = 1  # gaps 257, 229
+            m[7, [255, 384, 485]] = 1  # gaps 256, 129, 101
+            m[5] = 1
+            m[6] = 1
+            m[6, 100] = 0
+            self.fc1.weight.mul_(m)
+            m2 = (torch.rand(self.fc2.weight.shape, generator=g) < 0.4).float()
+            m2[2] = 0
+            self.fc2.weight.mul_(m2)
+            self.fc2.weight[0, 3] = -0.0  # a pruned weight whose sign bit is set
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+class Wide(nn.Module):
+    """fc 70000 -> 4: gaps beyond 2^16 (69999, and 65537 before a row's first entry), a gap of exactly 2^16, an
+    empty row."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(70000, 4, bias=False)
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.weight[0, [0, 69999]] = torch.tensor([0.5, -1.25])
+            self.fc.weight[2, [65535, 65536, 69998]] = torch.tensor([2.0, 3.0, -0.75])
+            self.fc.weight[3, 65536] = 7.0
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.fixture(scope="module")
+def gaps(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gaps")
+    m = Gaps().eval()
+    return m, bm.export(m, (4, 9, 9), d / "gaps.pt2"), d
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wide")
+    m = Wide().eval()
+    return m, bm.export(m, (70000,), d / "wide.pt2"), d
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tests
+
+
+def test_worked_example_decodes():
+    """The document's worked example, through this file's decoder."""
+    want = np.zeros((3, 20), np.float32)
+    want[0, [1, 4, 19]] = [0.5, -1.25, 2.0]
+    want[2, [0, 18]] = [3.0, -0.75]
+    layer = {"shape": [3, 20], "format": "rcsr"}
+    examples = {4: ([0.5, -1.25, 2.0, 3.0, 0.0, -0.75], [0, 3, 3, 6], "21 0e 1f"),
+                5: ([0.5, -1.25, 2.0, 3.0, -0.75], [0, 3, 3, 5], "41 38 10 01"),
+                6: ([0.5, -1.25, 2.0, 3.0, -0.75], [0, 3, 3, 5], "81 e0 00 11"),
+                8: ([0.5, -1.25, 2.0, 3.0, -0.75], [0, 3, 3, 5], "01 02 0e 00 11"),
+                16: ([0.5, -1.25, 2.0, 3.0, -0.75], [0, 3, 3, 5], "01 00 02 00 0e 00 00 00 11 00")}
+    for b, (values, rp, index) in examples.items():
+        arrays = {"values": np.array(values, np.float32), "row_ptr": np.array(rp, np.uint32),
+                  "index": np.frombuffer(bytes.fromhex(index), np.uint8)}
+        w, *_ = decode_layer({**layer, "index_bits": b}, arrays)
+        assert np.array_equal(w, want), b
+
+
+@pytest.mark.parametrize("case", ["mlp", "conv3_pad1", "conv5_stride2", "conv_dilated", "conv_groups",
+                                  "conv_depthwise", "conv_1x1", "conv_rect", "residual"])
+def test_zoo_default_widths(case, tmp_path):
+    model, shape = bm.make(case, seed=3)
+    pt2 = bm.export(model, shape, tmp_path / f"{case}.pt2")
+    man = check_model(model, pt2, tmp_path, allowed=DEFAULT)
+    assert {l["index_bits"] for l in man["layers"] if l["format"] == "rcsr"} <= {4, 8, 16}
+
+
+@pytest.mark.parametrize("case", ["mlp", "conv_groups", "conv_depthwise", "residual"])
+def test_zoo_every_width_allowed(case, tmp_path):
+    model, shape = bm.make(case, seed=11)
+    pt2 = bm.export(model, shape, tmp_path / f"{case}.pt2")
+    check_model(model, pt2, tmp_path, "--index-bits", "1-16", allowed={"fc": ALL, "conv2d": ALL})
+
+
+@pytest.mark.parametrize("b", ALL)
+def test_every_forced_width(gaps, tmp_path, b):
+    model, pt2, _ = gaps
+    man = check_model(model, pt2, tmp_path, "--index-bits", str(b), allowed={"fc": (b,), "conv2d": (b,)})
+    layers = {l["name"]: l for l in man["layers"]}
+    assert layers["fc1"]["format"] == "rcsr" and layers["fc1"]["index_bits"] == b
+    assert layers["fc1"]["fillers"] > 0 or b >= 9  # the gap 257 needs fillers up to b = 8
+
+
+def test_gaps_row_aligned_on_x86_64_avx2(gaps, tmp_path):
+    model, pt2, _ = gaps
+    man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
+    assert {l["op"]: l["row_align"] for l in weighted(man)} == {"fc": 8, "conv2d": 1}
+
+
+@pytest.mark.parametrize("opts", [("--row-align", "8", "--index-bits", "1-16"), ("--row-align", "3", "--index-bits", "5")])
+def test_gaps_row_aligned_odd_widths(gaps, tmp_path, opts):
+    model, pt2, _ = gaps
+    bits = ALL if opts[3] == "1-16" else (5,)
+    a = int(opts[1])
+    man = check_model(model, pt2, tmp_path, *opts, allowed={"fc": bits, "conv2d": bits}, align={"fc": a, "conv2d": a})
+    assert {l["row_align"] for l in weighted(man)} == {a}
+
+
+@pytest.mark.parametrize("opts", [(), ("--index-bits", "16"), ("--index-bits", "1-16"), ("--target", "x86_64-avx2")])
+def test_wide_gaps_beyond_2_16(wide, tmp_path, opts):
+    model, pt2, _ = wide
+    allowed = {"fc": ALL} if "1-16" in opts else {"fc": (16,)} if "16" in opts else DEFAULT
+    man = check_model(model, pt2, tmp_path, *opts, allowed=allowed, align={"fc": 8} if "x86_64-avx2" in opts else {})
+    (layer,) = [l for l in man["layers"] if l["name"] == "fc"]
+    if "16" in opts:
+        assert layer["index_bits"] == 16 and layer["fillers"] == 2  # gaps 69999 and 65537 need one each
+
+
+def test_dense_layers(tmp_path):
+    """Layers dense enough to be stored dense (row-major `values`, no index or row pointers), beside sparse ones."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Sequential(nn.Linear(64, 5), nn.Linear(5, 3, bias=False))).eval()
+    with torch.no_grad():
+        model[0].weight.mul_((torch.rand(model[0].weight.shape) < 0.95).float())  # -0.0 kept in dense values
+        model[3][0].weight.mul_((torch.rand(model[3][0].weight.shape) < 0.1).float())
+    pt2 = bm.export(model, (3, 6, 6), tmp_path / "seq.pt2")
+    man = check_model(model, pt2, tmp_path, allowed=DEFAULT)
+    fmt = {l["name"]: l["format"] for l in man["layers"] if l["format"]}
+    assert fmt == {"0": "dense", "3.0": "rcsr", "3.1": "dense"}
+
+
+class Names(nn.Module):
+    """Layer names whose C identifiers collide or do not start with a letter."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(8, 8))  # a.0 -> a_0
+        self.a_0 = nn.Linear(8, 8)  # a_0 -> a_0_ (taken)
+        setattr(self, "_fc", nn.Linear(8, 6))  # -> l_fc
+        self.softmax = nn.Linear(6, 5)  # after the softmax op took the name: layer softmax.linear_3
+        with torch.no_grad():
+            for m in (self.a[0], self.a_0, self.softmax):
+                m.weight.mul_((torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(3)) < 0.2).float())
+
+    def forward(self, x):
+        x = torch.relu(self.a_0(self.a(x)))
+        x = torch.softmax(getattr(self, "_fc")(x), dim=-1)
+        return self.softmax(x)
+
+
+def test_layer_identifiers(tmp_path):
+    model = Names().eval()
+    pt2 = bm.export(model, (8,), tmp_path / "names.pt2")
+    man = check_model(model, pt2, tmp_path, allowed=DEFAULT, modules={"softmax.linear_3": "softmax"})
+    assert c_idents(man) == {"a.0": "a_0", "a_0": "a_0_", "_fc": "l_fc", "softmax": "softmax",
+                             "softmax.linear_3": "softmax_linear_3"}
+
+
+def test_all_zero_layer(tmp_path):
+    """A layer with no nonzero: relative-indexed CSR with no entries (empty values and index, row_ptr all 0)."""
+    model = nn.Sequential(nn.Linear(40, 6), nn.ReLU(), nn.Linear(6, 3, bias=False), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[2].weight.zero_()
+    pt2 = bm.export(model, (40,), tmp_path / "zero.pt2")
+    man = check_model(model, pt2, tmp_path, allowed=DEFAULT)
+    layers = {l["name"]: l for l in man["layers"]}
+    assert layers["0"]["format"] == "rcsr" and layers["0"]["bytes"]["values"] == layers["0"]["bytes"]["index"] == 0
+
+
+def test_fused_conv_pool_row_aligned(tmp_path):
+    model, shape = bm.make("pools", seed=4)
+    pt2 = bm.export(model, shape, tmp_path / "pools.pt2")
+    man = check_model(model, pt2, tmp_path, "--fuse-pool", "--row-align", "4", allowed=DEFAULT, align={"conv2d": 4})
+    assert man["plan"]["fused_conv_pool"] and {l["row_align"] for l in man["layers"] if l["format"] == "rcsr"} == {4}
+
+
+def test_batchnorm_folded(tmp_path):
+    """Batch norm folded into the conv / fc before it: the stored weights are the folded ones, w * gamma / sqrt(var
+    + eps) (bias (b - mean) * that + beta); the folding's rounding is the build's, so values within 2 ulp here, the
+    zeros exact."""
+    model, shape = bm.make("batchnorm", seed=6)
+    pt2 = bm.export(model, shape, tmp_path / "bn.pt2")
+    out = cli_build(pt2, tmp_path / "bn")
+    layers, man = decode_build(out, "c")
+    for name, bn in (("c1", "bn1"), ("dw", "bn2"), ("fc", "bn3"), ("out", None)):
+        m = model.get_submodule(name)
+        w = m.weight.detach().double().numpy().reshape(m.weight.shape[0], -1)
+        b = np.zeros(w.shape[0]) if m.bias is None else m.bias.detach().double().numpy()
+        if bn:
+            n = model.get_submodule(bn)
+            scale = n.weight.detach().double().numpy() / np.sqrt(n.running_var.double().numpy() + n.eps)
+            w, b = w * scale[:, None], (b - n.running_mean.double().numpy()) * scale + n.bias.detach().double().numpy()
+        got_w, got_b = layers[name]
+        assert np.array_equal(got_w == 0, w == 0), name
+        np.testing.assert_allclose(got_w, w, rtol=2.5e-7, atol=0)
+        np.testing.assert_allclose(got_b, b, rtol=2.5e-7, atol=1e-7)
+
+
+def test_row_padding_counts_in_the_choice(tmp_path):
+    """Rows of 7 nonzeros in 12 columns: relative-indexed CSR (8-bit) unpadded, dense once padded to 11 entries."""
+    model = nn.Linear(12, 4, bias=False).eval()
+    with torch.no_grad():
+        model.weight[:, 7:] = 0
+    pt2 = bm.export(model, (12,), tmp_path / "pad.pt2")
+    fmt = {}
+    for a in ("1", "11"):
+        (tmp_path / a).mkdir()
+        man = check_model(model, pt2, tmp_path / a, "--row-align", a, allowed=DEFAULT, align={"fc": int(a)},
+                          modules={"weight": ""})  # a bare nn.Linear's layer is named after its parameter
+        fmt[a] = [(l["format"], l["index_bits"]) for l in weighted(man)]
+    assert fmt == {"1": [("rcsr", 8)], "11": [("dense", 0)]}
+
+
+def test_non_ascii_layer_names_give_ascii_identifiers(tmp_path):
+    """A module named in another script: its arrays and blob symbols are ASCII (ISO C99, any assembler)."""
+    model = nn.Sequential()
+    setattr(model, "réseau", nn.Linear(8, 4))
+    pt2 = bm.export(model.eval(), (8,), tmp_path / "réseau.pt2")
+    for storage in ("c", "blob"):
+        out = tmp_path / storage
+        r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(out), "--weights", storage])
+        assert r.exit_code == 0, r.output
+        for f in out.iterdir():
+            if f.suffix in (".c", ".h", ".S"):  # the code, outside comments (which name the layer as it is)
+                code = re.sub(r"/\*.*?\*/", "", f.read_text(), flags=re.S)
+                assert code.isascii(), [ln for ln in code.splitlines() if not ln.isascii()]
+        assert json.loads((out / "manifest.json").read_text())["name"] == "r_seau"
+    assert c_idents(json.loads((tmp_path / "c" / "manifest.json").read_text())) == {"réseau": "r_seau"}
+    assert (tmp_path / "c" / "r_seau.c").is_file()
