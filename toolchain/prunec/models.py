@@ -146,6 +146,21 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+def require_prunable(model: nn.Module, names, what: str) -> None:
+    """PrunecError when `names` hold a name that is not a prunable layer of `model`: a module of another kind is
+    named with its type (a Conv1d is no unknown layer, it is one prunec does not prune), any other name as unknown."""
+    layers = [n for n, _ in prunable_layers(model)]
+    bad = sorted(set(names) - set(layers))
+    if not bad:
+        return
+    mods = dict(model.named_modules())
+    unknown = [n for n in bad if n not in mods]
+    pieces = ([f"unknown layer(s) {unknown}"] if unknown else []) + \
+        [f"{n} is a {type(mods[n]).__name__}" for n in bad if n in mods]
+    raise PrunecError(f"{what}: {'; '.join(pieces)}. prunec prunes the weights of nn.Linear and nn.Conv2d layers; this "
+                      f"model's are {layers}")
+
+
 def dropout_rates(model: nn.Module) -> dict[str, float]:
     """Every Dropout module's rate, by module name (what the paper's rescale changes and checkpoints keep)."""
     return {n: float(m.p) for n, m in model.named_modules() if isinstance(m, nn.Dropout)}

@@ -31,7 +31,7 @@ from . import distributed as DIST
 from . import masks as M
 from .data import Dataset
 from .errors import PrunecError
-from .models import dropout_rates, prunable_layers
+from .models import dropout_rates, prunable_layers, require_prunable
 from .recipes import Recipe
 from .train import TrainConfig, evaluate, fit
 
@@ -97,9 +97,7 @@ def sparsity_for_compression(model: nn.Module, profile: dict[str, float], target
     bisection. Layers missing from the profile stay dense.
     """
     layers = dict(prunable_layers(model))
-    unknown = set(profile) - set(layers)
-    if unknown:
-        raise PrunecError(f"unknown layer(s) {sorted(unknown)}; this model's layers are {list(layers)}")
+    require_prunable(model, profile, "the sparsity profile")
     size = {n: int((dense_sizes or {}).get(n, m.weight.numel())) for n, m in layers.items()}
     total = sum(size.values())
     goal = total / target
@@ -274,9 +272,7 @@ def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks, base_schedule: d
     dropout_p0 = {**dropout_rates(model), **{n: float(p) for n, p in (base.get("dropout_p0") or {}).items()
                                                if isinstance(_module_or_none(model, n), nn.Dropout)}}
     if recipe.quality is None and recipe.global_sparsity is None:
-        unknown = set(recipe.sparsity) - set(layers)
-        if unknown:
-            raise PrunecError(f"--sparsity names unknown layer(s) {sorted(unknown)}; this model's layers are {list(layers)}")
+        require_prunable(model, recipe.sparsity, "the sparsity per layer (--sparsity)")
         if not recipe.sparsity:
             raise PrunecError("nothing to prune: give --sparsity LAYER=FRACTION, --quality Q or --global-threshold S")
         sparsity = dict(recipe.sparsity)
@@ -406,23 +402,93 @@ def run_schedule(
 
 # --- dead-neuron removal ------------------------------------------------------------------------------
 
-_PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
-
-
 def _pairs(model: nn.Module) -> list[tuple[str, str, bool, bool]]:
-    """Consecutive prunable layers (A, B) joined only by ReLU/MaxPool/Flatten/Dropout; bools: ReLU between,
-    Flatten between."""
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    """Consecutive prunable layers (A, B) of the model's dataflow: A's output goes to B and nowhere else, through
+    ReLU / max-pool / flatten / dropout / identity only (modules, torch functions or tensor methods), and A and B
+    each run once. bools: a ReLU between, a flatten between. Found in torch.fx's symbolic trace of forward, not in
+    the order the modules are declared (which paired layers that a residual add also reads, or that run in another
+    order); a model fx cannot trace gives no pairs, so no neuron of it is removed."""
+    import operator
+
+    import torch.fx as fx
+    import torch.nn.functional as F
+
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:  # data-dependent control flow, unsupported constructs: remove nothing rather than guess
+        return []
+    prunable = {n for n, _ in prunable_layers(model)}
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in prunable:
+            calls[node.target] = calls.get(node.target, 0) + 1
+        elif node.op == "get_attr" and node.target.rpartition(".")[0] in prunable:
+            calls[node.target.rpartition(".")[0]] = 2  # its parameters used directly (F.linear(x, fc.weight)): leave it
+    once = {n for n, k in calls.items() if k == 1}
+
+    def users(node):  # what reads the node's value, shape queries (x.size(0), x.shape) aside
+        return [u for u in node.users
+                if not (u.op == "call_method" and u.target in ("size", "dim")) and
+                not (u.op == "call_function" and u.target is getattr and u.args[1:] == ("shape",))]
+
+    def flatten1(node) -> bool:  # flattens [N, C, H, W] to [N, C·H·W] (channel-major), nothing else
+        args = list(node.args[1:])
+        start = args[0] if len(args) > 0 else node.kwargs.get("start_dim", 0)
+        end = args[1] if len(args) > 1 else node.kwargs.get("end_dim", -1)
+        return start == 1 and end == -1
+
+    def step(node, cur) -> str | None:  # "relu", "flat" or "same" when node passes cur's neurons on, else None
+        if not node.args or node.args[0] is not cur or any(isinstance(a, fx.Node) for a in node.args[1:]
+                                                            if not _is_size(a)):
+            return None
+        if node.op == "call_module":
+            m = gm.get_submodule(node.target)
+            if isinstance(m, nn.ReLU):
+                return "relu"
+            if isinstance(m, nn.Flatten):
+                return "flat" if m.start_dim == 1 and m.end_dim == -1 else None
+            return "same" if isinstance(m, (nn.MaxPool2d, nn.Dropout, nn.Identity)) else None
+        if node.op == "call_function":
+            if node.target in (F.relu, torch.relu, torch.relu_):
+                return "relu"
+            if node.target is torch.flatten:
+                return "flat" if flatten1(node) else None
+            return "same" if node.target in (F.dropout, F.max_pool2d) else None
+        if node.op == "call_method":
+            if node.target in ("relu", "relu_"):
+                return "relu"
+            if node.target == "flatten":
+                return "flat" if flatten1(node) else None
+            if node.target in ("view", "reshape") and len(node.args) == 3 and node.args[2] == -1 and \
+                    (_is_size(node.args[1]) or isinstance(node.args[1], int)):
+                return "flat"  # x.view(x.size(0), -1)
+            return "same" if node.target == "contiguous" else None
+        return None
+
+    def _is_size(a) -> bool:
+        return isinstance(a, fx.Node) and (
+            (a.op == "call_method" and a.target == "size") or
+            (a.op == "call_function" and a.target is operator.getitem and isinstance(a.args[0], fx.Node) and
+             a.args[0].op == "call_function" and a.args[0].target is getattr))
+
     out = []
-    prev, between = None, []
-    for n, m in leaves:
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            if prev is not None and all(isinstance(b, _PASS_THROUGH) for b in between):
-                out.append((prev, n, any(isinstance(b, nn.ReLU) for b in between),
-                            any(isinstance(b, nn.Flatten) for b in between)))
-            prev, between = n, []
-        elif prev is not None:
-            between.append(m)
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target not in once:
+            continue
+        cur, relu, flat = node, False, False
+        while True:
+            nxt = users(cur)
+            if len(nxt) != 1:
+                break
+            u = nxt[0]
+            if u.op == "call_module" and u.target in once:
+                if u.args[:1] == (cur,) and len(u.args) == 1 and not u.kwargs:
+                    out.append((node.target, u.target, relu, flat))
+                break
+            kind = step(u, cur)
+            if kind is None:
+                break
+            relu, flat, cur = relu or kind == "relu", flat or kind == "flat", u
     return out
 
 
@@ -450,8 +516,8 @@ def _shrunk_like(m: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) 
 def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple[nn.Module, M.Masks, dict[str, int]]:
     """Remove neurons (fc outputs / conv channels) with no input or no output connections; outputs unchanged.
 
-    For consecutive layers A → B (joined by ReLU / max-pool / flatten / dropout only, groups = 1; conv → fc only
-    through a Flatten):
+    For consecutive layers A → B of the dataflow (`_pairs`: A's output read by B alone, through ReLU / max-pool /
+    flatten / dropout only, groups = 1; conv → fc only through a flatten):
       * neuron j of A with no outgoing weight in B (B's column j, or its H·W columns after a flatten, all
         zero): its row in A and its columns in B are deleted — B never read it;
       * neuron j of A with no incoming weight (row / filter j of A all zero) outputs the constant
@@ -464,10 +530,11 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
     """
     masks = M.masks_from_weights(model) if masks is None else dict(masks)
     removed: dict[str, int] = {n: 0 for n, _ in prunable_layers(model)}
+    pairs = _pairs(model)  # the dataflow does not change: shrunk layers keep their names and kinds
     changed = True
     while changed:
         changed = False
-        for a_name, b_name, relu, flat in _pairs(model):
+        for a_name, b_name, relu, flat in pairs:
             a, b = model.get_submodule(a_name), model.get_submodule(b_name)
             if getattr(a, "groups", 1) != 1 or getattr(b, "groups", 1) != 1:
                 continue

@@ -12,7 +12,7 @@ from torch import nn
 
 from .data import Split
 from .errors import PrunecError
-from .models import prunable_layers
+from .models import prunable_layers, require_prunable
 from .prune import sparsity_mask
 from .train import evaluate
 
@@ -23,10 +23,7 @@ FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95,
 def analyse(model: nn.Module, split: Split, fractions=FRACTIONS, layers: list[str] | None = None) -> dict:
     """{"baseline": acc, "curves": {layer: [[fraction, accuracy], ...]}} — each layer pruned alone."""
     if layers is not None:
-        unknown = sorted(set(layers) - {n for n, _ in prunable_layers(model)})
-        if unknown:
-            raise PrunecError(f"sensitivity: unknown layer(s) {unknown}; this model's prunable layers are "
-                              f"{[n for n, _ in prunable_layers(model)]}")
+        require_prunable(model, layers, "sensitivity")
     base = evaluate(model, split)
     curves: dict[str, list[list[float]]] = {}
     for name, m in prunable_layers(model):
