@@ -164,3 +164,34 @@ def test_a_model_fx_cannot_trace_keeps_every_neuron():
 ])
 def test_the_zoo_models_keep_their_pairs(name, pairs):
     assert prune._pairs(models.create(name)) == pairs
+
+
+def test_run_schedule_keeps_the_network_whole_when_removal_would_change_its_outputs(monkeypatch):
+    """The safety net: whatever removal does is checked on test inputs, and a change of outputs is refused."""
+    from prunec import data as D
+    from prunec import recipes as R
+
+    real = prune.remove_dead_neurons
+
+    def broken(model, masks=None):  # removes as usual, then spoils a bias: the kind of bug the net must catch
+        new, masks, removed = real(model, masks)
+        with torch.no_grad():
+            new.fc2.bias.add_(0.5)
+        return new, masks, removed
+
+    torch.manual_seed(0)
+    m = Functional(F.relu)
+    _kill(m.fc1, 0, -1.0)
+    ds = D.synthetic(n_train=32, n_test=16, shape=(6,), num_classes=3)
+    rec = R.Recipe(sparsity={"fc1": 0.05}, steps=1, retrain_epochs=0, schedule="oneshot")
+    logs = []
+    monkeypatch.setattr(prune, "remove_dead_neurons", broken)
+    out, masks, state = prune.run_schedule(copy.deepcopy(m), ds, rec, baseline_accuracy=0.0, progress=False,
+                                           log=logs.append)
+    assert any("would change this model's outputs" in s for s in logs), logs
+    assert out.fc1.out_features == 5 and not any(state["dead_removed"].values())
+    assert masks["fc1"].shape == out.fc1.weight.shape
+    monkeypatch.setattr(prune, "remove_dead_neurons", real)
+    out, _, state = prune.run_schedule(copy.deepcopy(m), ds, rec, baseline_accuracy=0.0, progress=False,
+                                       log=logs.append)
+    assert out.fc1.out_features == 4 and state["dead_removed"]["fc1"] == 1

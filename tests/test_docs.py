@@ -412,3 +412,40 @@ def test_build_md_usage_snippet_compiles_and_classifies(lenet300, tmp_path):
     x = bm.random_inputs((1, 28, 28), n=1, seed=4)
     got = int(_compile_and_run(out, c, tmp_path, " ".join(f"{v:.9g}" for v in x.ravel())))
     assert got == int(np.argmax(verify.reference_outputs(pt2, x, [1, 1, 28, 28])))
+
+
+# --- PRUNING.md "Your own model": the example runs ---------------------------------------------------------------
+
+
+def test_pruning_md_own_model_example_runs(tmp_path, monkeypatch):
+    """The documented route for a model of one's own (not a zoo model): the Python block as written (prune with
+    run_schedule on the user's Dataset, export_program + torch.export.save), then the shell block's prunec
+    commands (info, build, verify) on the .pt2 it wrote."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    sec = TEXT["docs/PRUNING.md"].split("\n## Your own model\n", 1)[1].split("\n## ", 1)[0]
+    blocks = fences(sec)
+    py = next(b for b in blocks if "export_program(" in b)
+    shell = [ln.strip() for b in blocks if b is not py for ln in b.splitlines() if ln.strip()]
+    shell = [re.split(r"\s#\s", ln)[0].strip() for ln in shell]
+    assert [ln.split()[1] for ln in shell if ln.startswith("prunec ")] == ["info", "build", "verify"], shell
+    monkeypatch.chdir(tmp_path)
+    exec(compile(py, "docs/PRUNING.md", "exec"), {"__name__": "pruning_md_example"})
+    pt2 = tmp_path / "mine.pt2"
+    assert pt2.is_file()
+    outputs = {}
+    for ln in shell:
+        args = shlex.split(ln)
+        if args[0] == "mkdir":
+            (tmp_path / args[-1]).mkdir(parents=True, exist_ok=True)
+            continue
+        assert args[0] == "prunec", ln
+        r = CliRunner().invoke(main, args[1:])
+        assert r.exit_code == 0, (ln, r.output)
+        outputs[args[1]] = r.output
+    assert "conv" in outputs["info"] and "fc" in outputs["info"] and "compression" in outputs["info"]
+    assert "verify: PASS" in outputs["verify"]
+    info = json.loads(CliRunner().invoke(main, ["info", str(pt2), "--json"]).output)
+    assert {l["name"]: round(l["remaining"], 2) for l in info["layers"]} == {"conv": 0.5, "fc": 0.1}

@@ -37,6 +37,13 @@ from .errors import PrunecError, brief
 FORMAT = "prunec-checkpoint"
 VERSION = 1
 KINDS = ("dense", "pruned", "pruning")
+# What to do with a model that is not one of models.MODELS (checkpoints hold only those); docs/PRUNING.md "Your own model"
+OWN_MODEL_ROUTE = (
+    "a model of your own needs no checkpoint: prune it in Python (prunec.prune.run_schedule with a prunec.data.Dataset "
+    "of your tensors, or torch.nn.utils.prune), write a .pt2 with torch.export.save(prunec.export.export_program(model, "
+    "input_shape), 'model.pt2'), then `prunec build model.pt2` (and `prunec info model.pt2`); docs/PRUNING.md, "
+    "\"Your own model\""
+)
 
 
 @dataclass
@@ -122,7 +129,8 @@ def _check_fits(sd: dict[str, torch.Tensor], model_name: str, num_classes: int) 
         f"{', '.join(wrong[:4])} with another number of dimensions" if wrong else "") if x)
     other = _zoo_name_of(set(sd))
     fix = (f"it is a {other}: pass model_name={other!r}" if other else
-           f"save the zoo model {model_name!r} itself (models.create({model_name!r}) with these weights loaded)")
+           f"save the zoo model {model_name!r} itself (models.create({model_name!r}) with these weights loaded); "
+           f"if it is another architecture, {OWN_MODEL_ROUTE}")
     raise PrunecError(f"cannot save as {model_name!r}: the model's weights do not fit it ({what}); {fix}")
 
 
@@ -145,7 +153,8 @@ def save(
     """Write a checkpoint atomically. A model re-parametrised by torch.nn.utils.prune is accepted."""
     path = Path(path)
     if model_name not in models.MODELS:
-        raise PrunecError(f"unknown model {model_name!r}; choose one of: {', '.join(models.MODELS)}")
+        raise PrunecError(f"unknown model {model_name!r}: a prunec checkpoint holds one of prunec's models "
+                          f"({', '.join(models.MODELS)}), named by model_name; {OWN_MODEL_ROUTE}")
     if kind not in KINDS:
         raise PrunecError(f"cannot save: kind {kind!r} is not one of {', '.join(KINDS)}")
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
@@ -220,7 +229,9 @@ def _read(path: Path):
     if _is_exported_program(path):
         raise PrunecError(f"{path} is an exported program (.pt2, from `prunec export` or torch.export.save), not a prunec "
                           f"checkpoint: it holds the graph and weights but no masks or metrics. Give the checkpoint it was "
-                          f"exported from (from `prunec train` / `prunec prune`); `prunec build` takes the .pt2 itself")
+                          f"exported from (from `prunec train` / `prunec prune`); `prunec build` and `prunec info` take the "
+                          f".pt2 itself. A model of your own has no checkpoint: prune it in Python before exporting it "
+                          f"(docs/PRUNING.md, \"Your own model\")")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
@@ -237,8 +248,9 @@ def _read(path: Path):
             raise PrunecError(
                 f"{path} holds a pickled Python object ({glob.group(1)}), not only tensors and plain values; prunec does "
                 f"not load such files, since unpickling them can run arbitrary code (torch.load(weights_only=True) refuses "
-                f"them). A whole module saved with torch.save(model)? Save model.state_dict() instead, load it into the zoo "
-                f"model and write a checkpoint with prunec.checkpoint.save(path, model, model_name)."
+                f"them). A whole module saved with torch.save(model)? For one of prunec's models ({', '.join(models.MODELS)}), "
+                f"save model.state_dict() instead, load it into prunec.models.create(NAME) and write a checkpoint with "
+                f"prunec.checkpoint.save(path, model, NAME); {OWN_MODEL_ROUTE}."
             ) from None
         raise PrunecError(
             f"{path} is not a readable prunec checkpoint (corrupt, truncated, or not written by torch.save): {brief(first)}. "
@@ -290,11 +302,23 @@ def load(path: str | os.PathLike) -> Checkpoint:
     obj = _read(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
+            tp = M.is_torch_prune_state_dict(obj)
             hint = ("it is a plain state_dict (with torch.nn.utils.prune weight_orig/weight_mask entries)"
-                    if M.is_torch_prune_state_dict(obj) else "it is a plain state_dict")
+                    if tp else "it is a plain state_dict")
+            try:
+                zoo = _zoo_name_of(set(M.from_torch_prune_state_dict(obj)[0]) if tp else set(obj))
+            except Exception:  # noqa: BLE001 - only the advice depends on it
+                zoo = None
+            if zoo:
+                raise PrunecError(
+                    f"{path} is not a prunec checkpoint: {hint} of a {zoo}. Load it into prunec.models.create({zoo!r}) "
+                    f"and write a checkpoint with prunec.checkpoint.save(path, model, {zoo!r}), or train one with "
+                    f"`prunec train`."
+                )
             raise PrunecError(
-                f"{path} is not a prunec checkpoint: {hint}. Load it into the zoo model and write a checkpoint with "
-                f"prunec.checkpoint.save(path, model, model_name), or train one with `prunec train`."
+                f"{path} is not a prunec checkpoint: {hint}, whose layers are none of prunec's models "
+                f"({', '.join(models.MODELS)}), the only ones a checkpoint holds (for those: prunec.checkpoint.save(path, "
+                f"model, NAME)). Load it into your own module instead; {OWN_MODEL_ROUTE}."
             )
         raise PrunecError(f"{path} is not a prunec checkpoint (no '{FORMAT}' header); create one with `prunec train`")
     version = obj.get("version")

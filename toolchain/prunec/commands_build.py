@@ -54,7 +54,7 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
 @click.command("verify")
 @click.argument("build_dir", type=click.Path())
 @click.option("--data", type=click.Choice(["fashion-mnist", "synthetic"]), default=None, help="a data set's test split")
-@click.option("--inputs", "inputs", type=click.Path(), default=None, help="a .npy of inputs [N, ...]")
+@click.option("--inputs", "inputs", type=click.Path(), default=None, help="a .npy of N samples: [N, *input shape without the batch] or [N, numel] (C order)")
 @click.option("--random", "random", type=int, default=None, help="N random normal inputs (the default: 100)")
 @click.option("--model", default=None, type=click.Path(), help="the reference model (default: the one the build came from)")
 @click.option("--data-dir", default=None, type=click.Path(), help="folder of the data set's files")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -443,13 +445,10 @@ def _int_or_none(v):
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def info_dict(c: C.Checkpoint) -> dict:
-    """The `prunec info --json` object. Every value is JSON-valid (no NaN/inf): an accuracy that is missing or is
-    not a fraction in [0, 1] is null; a dense checkpoint is its own baseline."""
-    from .report import layer_table
-
-    rows = layer_table(c.model, c.input_shape)
-    weights0 = (c.schedule or {}).get("weights0") or {}
+def _layers_and_totals(rows: list[dict], weights0: dict | None) -> tuple[list[dict], dict]:
+    """`prunec info`'s per-layer entries and totals from report's layer rows; `weights0`: each layer's weight count
+    before pruning (dead-neuron removal may have shrunk it since), where known."""
+    weights0 = weights0 or {}
     layers = []
     for r in rows:
         w = int(weights0.get(r["name"], r["weights"]))  # the dense layer's count, also after dead-neuron removal
@@ -460,6 +459,16 @@ def info_dict(c: C.Checkpoint) -> dict:
     total = sum(x["weights"] for x in layers)
     nz = sum(x["nonzero"] for x in layers)
     macs, macs_nz = sum(x["macs"] for x in layers), sum(x["macs_nonzero"] for x in layers)
+    return layers, {"params_total": total, "params_nonzero": nz, "compression": total / nz if nz else None,
+                    "flops_remaining": macs_nz / macs if macs else None}
+
+
+def info_dict(c: C.Checkpoint) -> dict:
+    """The `prunec info --json` object. Every value is JSON-valid (no NaN/inf): an accuracy that is missing or is
+    not a fraction in [0, 1] is null; a dense checkpoint is its own baseline."""
+    from .report import layer_table
+
+    layers, totals = _layers_and_totals(layer_table(c.model, c.input_shape), (c.schedule or {}).get("weights0"))
     m = c.metrics
     acc, base = _fraction(m.get("test_accuracy")), _fraction(m.get("baseline_test_accuracy"))
     if c.kind == "dense" and base is None:
@@ -471,12 +480,13 @@ def info_dict(c: C.Checkpoint) -> dict:
     return {
         "model": c.model_name,
         "kind": c.kind,
+        "source": "checkpoint",
         "input_shape": list(c.input_shape),
-        "params_total": total,
-        "params_nonzero": nz,
-        "compression": total / nz if nz else None,
+        "params_total": totals["params_total"],
+        "params_nonzero": totals["params_nonzero"],
+        "compression": totals["compression"],
         "biases": sum(mod.bias.numel() for _, mod in models.prunable_layers(c.model) if mod.bias is not None),
-        "flops_remaining": macs_nz / macs if macs else None,
+        "flops_remaining": totals["flops_remaining"],
         "test_accuracy": acc,
         "baseline_test_accuracy": base,
         "dataset": dataset if isinstance(dataset, str) else None,
@@ -487,27 +497,88 @@ def info_dict(c: C.Checkpoint) -> dict:
     }
 
 
+def _is_pt2(path: Path) -> bool:
+    from .frontend import _is_pt2_archive
+
+    return path.is_file() and (path.suffix == ".pt2" or _is_pt2_archive(path))
+
+
+def info_dict_pt2(path: str | os.PathLike) -> dict:
+    """`info_dict` for an exported program (.pt2), e.g. of a model of the user's own, which has no checkpoint:
+    the same keys, from the program as `prunec build` reads it (frontend: batch norm folded, which keeps the zeros).
+    What only a checkpoint records is null: the accuracies (a .pt2 from `prunec export` carries the test accuracy,
+    model name, dataset and each layer's size before pruning, which are used), seed, schedule, dead neurons.
+    `biases` counts the bias values the build stores (batch norm folded into a conv gives it one)."""
+    from . import frontend
+    from .export import read_metadata
+    from .report import graph_layer_table
+
+    path = Path(path)
+    try:
+        g, loaded = frontend.load(path)
+    except PrunecError as e:
+        msg = re.sub(r"(; nothing was written|\s*Nothing was written\.)", "", str(e))  # a build's words; info writes nothing
+        raise PrunecError(f"prunec info reads a .pt2 as `prunec build` does, and that refuses {path.name}: {msg}") from None
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - the metadata is extra (a .pt2 from torch.export.save has none)
+        meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    rows = graph_layer_table(g)
+    layers, totals = _layers_and_totals(rows, loaded.weights0)
+    name, dataset = meta.get("model_name"), meta.get("dataset")
+    return {
+        "model": name if isinstance(name, str) else None,
+        "kind": None,  # dense / pruned / pruning: recorded in checkpoints only
+        "source": "pt2",
+        "input_shape": list(g.input_shape[1:]),
+        "params_total": totals["params_total"],
+        "params_nonzero": totals["params_nonzero"],
+        "compression": totals["compression"],
+        "biases": sum(r["bias"] for r in rows),
+        "flops_remaining": totals["flops_remaining"],
+        "test_accuracy": _fraction(meta.get("test_accuracy")),
+        "baseline_test_accuracy": None,
+        "dataset": dataset if isinstance(dataset, str) else None,
+        "seed": None,
+        "schedule_steps": None,
+        "dead_neurons_removed": None,
+        "layers": layers,
+    }
+
+
 @click.command("info")
 @click.argument("ckpt", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
 def info_cmd(ckpt, as_json):
-    """Per-layer weights, remaining % and FLOP % (like the paper's Tables 2–3), compression and accuracy."""
-    d = info_dict(C.load(ckpt))
+    """Per-layer weights, remaining % and FLOP % (like the paper's Tables 2–3), compression and accuracy.
+
+    CKPT is a prunec checkpoint or an exported program (.pt2, e.g. of a model of your own); a .pt2 has no
+    accuracies (null) unless `prunec export` recorded them."""
+    pt2 = _is_pt2(Path(ckpt))
+    d = info_dict_pt2(ckpt) if pt2 else info_dict(C.load(ckpt))
     if as_json:
         click.echo(json.dumps(d, allow_nan=False))
         return
     paper = PAPER_REMAINING.get(d["model"], {})
-    lines = [f"{d['model']} ({d['kind']})", f"{'layer':<14}{'weights':>10}{'nonzero':>10}{'remaining':>11}{'FLOP%':>8}{'paper':>8}"]
+    head = (f"{Path(ckpt).name}: exported program" + (f" of {d['model']}" if d["model"] else "")
+            + ", read as `prunec build` reads it (batch norm folded)") if pt2 else f"{d['model']} ({d['kind']})"
+    width = max([14] + [len(x["name"]) + 2 for x in d["layers"]])
+    lines = [head, f"{'layer':<{width}}{'weights':>10}{'nonzero':>10}{'remaining':>11}{'FLOP%':>8}{'paper':>8}"]
     for x in d["layers"]:
         p = f"{100 * paper[x['name']]:.0f}%" if x["name"] in paper else "-"
-        lines.append(f"{x['name']:<14}{x['weights']:>10}{x['nonzero']:>10}{100 * x['remaining']:>10.1f}%{100 * x['flops_remaining']:>7.1f}%{p:>8}")
-    lines.append(f"{'total':<14}{d['params_total']:>10}{d['params_nonzero']:>10}{100 * d['params_nonzero'] / d['params_total']:>10.1f}%"
+        lines.append(f"{x['name']:<{width}}{x['weights']:>10}{x['nonzero']:>10}{100 * x['remaining']:>10.1f}%{100 * x['flops_remaining']:>7.1f}%{p:>8}")
+    kept = 100 * d["params_nonzero"] / d["params_total"] if d["params_total"] else 0.0
+    lines.append(f"{'total':<{width}}{d['params_total']:>10}{d['params_nonzero']:>10}{kept:>10.1f}%"
                  f"{100 * (d['flops_remaining'] or 0):>7.1f}%")
-    ratio = f"{d['compression']:.2f}x" if d["compression"] is not None else "- (every weight pruned)"
+    ratio = (f"{d['compression']:.2f}x" if d["compression"] is not None else
+             "- (every weight pruned)" if d["params_total"] else "- (no Conv2d/Linear weights)")
     lines.append(f"compression {ratio} (weights of Conv2d/Linear; biases, {d['biases']}, not counted)")
     acc, base = d["test_accuracy"], d["baseline_test_accuracy"]
     if acc is not None:
         lines.append(f"test accuracy {100 * acc:.2f}%" + (f" (dense baseline {100 * base:.2f}%, {100 * (acc - base):+.2f} pp)" if base is not None else ""))
+    elif pt2:
+        lines.append("test accuracy unknown: a .pt2 records none unless `prunec export` wrote it from a checkpoint")
     click.echo("\n".join(lines))
 
 

@@ -392,7 +392,7 @@ def run_schedule(
         if on_step:
             on_step(model, masks, state)
     if recipe.remove_dead:
-        model, masks, removed = remove_dead_neurons(model, masks)
+        model, masks, removed = remove_dead_neurons_checked(model, masks, data.test.x[:64], log)
         if any(removed.values()):
             log("dead neurons removed: " + ", ".join(f"{n}: {c}" for n, c in removed.items() if c))
         state["dead_removed"] = removed
@@ -598,6 +598,31 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
             removed[a_name] += int(dead.sum())
             changed = True
     return model, masks, removed
+
+
+@torch.no_grad()
+def remove_dead_neurons_checked(model: nn.Module, masks: M.Masks | None, x: torch.Tensor,
+                                log: Callable[[str], None] = print) -> tuple[nn.Module, M.Masks, dict[str, int]]:
+    """remove_dead_neurons, proven on the inputs x: if the smaller network's outputs differ from the network's
+    (beyond float32 rounding of the folded biases), the network is kept whole and that is said, instead of
+    shipping a model whose outputs changed (which `prunec verify` could not notice: it compares the C with it)."""
+    was_training = model.training
+    model.eval()
+    before_model = copy.deepcopy(model)
+    before_masks = dict(masks) if masks is not None else None
+    ref = model(x)
+    new, new_masks, removed = remove_dead_neurons(model, masks)
+    if any(removed.values()) and len(x):
+        out = new(x)
+        err = float((out - ref).abs().max()) if out.shape == ref.shape else math.inf
+        scale = max(1.0, float(ref.abs().max()))
+        if not err <= 1e-4 * scale:
+            log(f"warning: dead-neuron removal would change this model's outputs (max difference {err:.3g}); every "
+                f"neuron is kept. Please report it with the model's code.")
+            before_model.train(was_training)
+            return before_model, before_masks, {n: 0 for n in removed}
+    new.train(was_training)
+    return new, new_masks, removed
 
 
 def resize_to_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:

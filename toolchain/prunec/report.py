@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +43,34 @@ def layer_table(model: nn.Module, input_shape: tuple) -> list[dict]:
         pos = positions.get(name, 1)
         rows.append({"name": name, "type": type(m).__name__, "shape": list(m.weight.shape), "weights": w, "nonzero": nz,
                      "remaining": nz / w if w else 0.0, "macs": w * pos, "macs_nonzero": nz * pos})
+    return rows
+
+
+def graph_layer_table(g) -> list[dict]:
+    """`layer_table`'s rows for a prunec `Graph` (a .pt2 as the frontend reads it for `prunec build`): one row per
+    fc / conv2d node, in execution order, batch norm already folded into its layer (folding keeps the zeros, so
+    the counts are the model's). A weight that several nodes use (one Linear applied twice) is one row under its
+    first use's name: its weights counted once, its MACs summed over the uses."""
+    from .graph import WEIGHTED_OPS
+
+    rows: list[dict] = []
+    seen: dict[tuple, dict] = {}
+    for n in g.nodes:
+        if n.op not in WEIGHTED_OPS or n.weight is None:
+            continue
+        w = n.weight
+        pos = int(n.out_shape[2] * n.out_shape[3]) if n.op == "conv2d" and len(n.out_shape) == 4 else 1
+        size, nz = int(w.size), int(np.count_nonzero(w))
+        key = (w.__array_interface__["data"][0], w.shape, w.strides)  # the same tensor, not another slice of it
+        if key in seen:
+            seen[key]["macs"] += size * pos
+            seen[key]["macs_nonzero"] += nz * pos
+            continue
+        row = {"name": n.name, "type": "Conv2d" if n.op == "conv2d" else "Linear", "shape": list(w.shape),
+               "weights": size, "nonzero": nz, "remaining": nz / size if size else 0.0, "macs": size * pos,
+               "macs_nonzero": nz * pos, "bias": int(n.bias.size) if n.bias is not None else 0}
+        seen[key] = row
+        rows.append(row)
     return rows
 
 

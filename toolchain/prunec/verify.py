@@ -491,6 +491,15 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
         size = int(manifest["input_size"])
         if x.size % size or x.size == 0:
             raise PrunecError(f"--inputs {inputs_path} holds {x.size} values, not a whole number of inputs of {size}")
+        sample = tuple(int(d) for d in shape[1:])
+        # [N, *sample], or [N, numel] (each sample flattened in C order); any other layout with the right number of
+        # values (a transposed 10x49 for a 49x10 model) would be reshaped into wrong samples and compared as if right
+        if not (x.ndim == 1 + len(sample) and tuple(x.shape[1:]) == sample) and not (x.ndim == 2 and x.shape[1] == size):
+            raise PrunecError(
+                f"--inputs {inputs_path} has shape {tuple(x.shape)}, but the build takes samples of shape {sample} "
+                f"(its input is {tuple(shape)}, batch 1): give an array [N, {', '.join(map(str, sample))}] or [N, {size}] "
+                f"(each sample flattened in C order). Not reshaped: samples of another shape would be silently misread; "
+                f"if the values are in another layout, transpose them (e.g. np.transpose) before np.save")
         x = x.astype(np.float32).reshape(-1, *shape[1:])
     else:
         n = 100 if random is None else int(random)
