@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -203,3 +204,51 @@ def test_prunec_checkpoint_is_exported_at_batch_1(tmp_path):
     g, loaded = frontend.load(p)
     assert loaded.kind == "checkpoint" and loaded.model_name == "lenet300"
     assert ops(g) == ["fc", "fc", "fc"] and g.input_shape == (1, 1, 28, 28)
+
+
+class _MeanHead(nn.Module):
+    """A MobileNet-style head: global average pooling written as a mean over H and W."""
+
+    def __init__(self, dims=(2, 3), keepdim=False):
+        super().__init__()
+        self.conv, self.fc, self.dims, self.keepdim = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 4), dims, keepdim
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).mean(self.dims, keepdim=self.keepdim)
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("target", ["host", "cortex-m4"])
+@pytest.mark.parametrize("dims, keepdim", [((2, 3), False), ((-1, -2), True), ([3, 2], False)])
+def test_mean_over_h_and_w_is_global_average_pooling(tmp_path, target, dims, keepdim):
+    from prunec import targets
+    from prunec.build import build
+    from prunec.verify import verify
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+    m = bm.prune_random(_MeanHead(dims, keepdim), 1).eval()
+    pt2 = bm.export(m, (3, 7, 5), tmp_path / "mean.pt2")
+    g, _ = frontend.load(pt2)
+    assert [n.op for n in g.nodes] == ["conv2d", "adaptive_avgpool2d", "fc"]
+    assert g.nodes[1].attrs["output_size"] == (1, 1) and tuple(g.nodes[1].out_shape) == (1, 6, 1, 1)
+    r = build(pt2, target, tmp_path / "b")
+    if target == "cortex-m4":  # the conv + pool fusion takes the mean's pool too
+        assert r.manifest["plan"]["fused_conv_pool"] == [["conv", "mean"]]
+    rep = verify(tmp_path / "b", random=4)
+    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+
+
+@pytest.mark.parametrize("forward, says", [
+    (lambda x: x.mean(1), "mean over dims [1]"),
+    (lambda x: x.mean(), "mean over every element"),
+    (lambda x: x.mean((1, 2, 3)), "mean over dims [1, 2, 3]"),
+])
+def test_other_means_are_refused_by_name(tmp_path, forward, says):
+    class M(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    pt2 = bm.export(M().eval(), (3, 4, 4), tmp_path / "m.pt2")
+    with pytest.raises(PrunecError, match=re.escape(says)):
+        frontend.load(pt2)

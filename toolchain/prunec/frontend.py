@@ -34,7 +34,7 @@ INF = float("inf")
 
 SUPPORTED = (
     "linear, addmm, mm (x @ W.t()), conv2d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
-    "max_pool2d, avg_pool2d, adaptive_avg_pool2d, flatten / view / reshape / squeeze / unsqueeze, add (two "
+    "max_pool2d, avg_pool2d, adaptive_avg_pool2d, mean over dims 2 and 3 (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
     "tensors of one shape, alpha 1), batch_norm (after conv2d/linear), dropout, clone / contiguous / detach"
 )
 
@@ -621,6 +621,25 @@ class _Converter:
         x = self._pool_in(a)
         out = self.val_shape(node)
         return self.emit("adaptive_avgpool2d", [x], {"output_size": (out[2], out[3])})
+
+    def op_mean(self, node, a):
+        """Global average pooling written as x.mean((2, 3)) / x.mean([-2, -1], keepdim=...) (MobileNet-style heads):
+        the adaptive average pool to 1x1, then, without keepdim, a view to [N, C]. Other means are refused."""
+        if node.target._schema.overload_name != "dim":
+            self.fail("mean over every element is not supported (mean over dims 2 and 3 of an NCHW tensor is: "
+                      "global average pooling)")
+        x = self.act(a["self"])
+        dims = a["dim"] if isinstance(a["dim"], (list, tuple)) else [a["dim"]]
+        rank = len(x.shape)
+        if rank != 4 or sorted(int(d) % 4 for d in dims) != [2, 3]:
+            self.fail(f"mean over dims {list(dims)} of a tensor of shape {x.shape} is not supported (only over dims 2 "
+                      f"and 3 of an NCHW tensor: global average pooling)")
+        if a.get("dtype") is not None and a["dtype"] != torch.float32:
+            self.fail(f"mean with dtype {a['dtype']} is not supported (float32 only)")
+        self.batch1(x)
+        pooled = self.emit("adaptive_avgpool2d", [x], {"output_size": (1, 1)},
+                           out_shape=(int(x.shape[0]), int(x.shape[1]), 1, 1))
+        return pooled if a.get("keepdim") else Act(pooled.buffer, self.val_shape(node), pooled.group)
 
     def op_add(self, node, a):
         if node.target._schema.overload_name != "Tensor":
