@@ -92,6 +92,8 @@ SIGNATURES = {
     "tanh": "void {}(size_t n, const float *x, float *y);",
     "softmax": "void {}(size_t outer, size_t n, size_t inner, const float *x, float *y);",
     "add": "void {}(size_t n, const float *a, const float *b, float *y, float, float);",
+    "affine": "void {}(size_t channels, size_t inner, const float *scale, const float *shift, const float *x, "
+              "float *y, float, float);",
 }
 
 
@@ -342,7 +344,7 @@ class EltCase:
     scale: float = 3.0
     act: str = "none"
     inplace: bool = False
-    shape: tuple[int, int, int] | None = None  # softmax (outer, n, inner)
+    shape: tuple[int, int, int] | None = None  # softmax (outer, n, inner); affine (channels, inner, 0)
     seed: int = 0
 
     @property
@@ -485,6 +487,11 @@ def elementwise_cases(op: str) -> list[EltCase]:
         out.append(EltCase(3 * 9, scale=100.0, shape=(3, 9, 1), seed=99))  # large logits: needs max-subtraction
         out.append(EltCase(2 * 7 * 3, shape=(2, 7, 3), inplace=True, seed=98))
         return out
+    if op == "affine":
+        shapes = [(1, 1), (3, 1), (1, 17), (4, 9), (16, 33), (300, 1), (5, 64)]
+        out = [EltCase(c * i, act=ACT_NAMES[j % 3], shape=(c, i, 0), seed=j) for j, (c, i) in enumerate(shapes)]
+        out.append(EltCase(6 * 7, act="relu6", shape=(6, 7, 0), inplace=True, seed=97))
+        return out
     out = [EltCase(n, seed=i) for i, n in enumerate(ns)]
     if op in ("clamp", "add"):
         out = [EltCase(c.n, act=ACT_NAMES[i % 3], seed=c.seed) for i, c in enumerate(out)]
@@ -511,7 +518,7 @@ def cases_for(op: str) -> list:
         return pool_cases(avg=op == "avgpool2d")
     if op == "adaptive_avgpool2d":
         return adaptive_cases()
-    if op in ("clamp", "sigmoid", "tanh", "softmax", "add"):
+    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine"):
         return elementwise_cases(op)
     raise KeyError(f"no cases for op {op!r}")
 
@@ -658,7 +665,11 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
         y = x if case.inplace else np.full(case.n, np.nan, np.float32)
         xb = keep.buf(ffi, "float[]", x, True)
         yb = xb if case.inplace else keep.buf(ffi, "float[]", y, True)
-        if op == "clamp":
+        if op == "affine":
+            sc, sh = _affine_params(case)
+            fn(case.shape[0], case.shape[1], keep.buf(ffi, "float[]", sc), keep.buf(ffi, "float[]", sh), xb, yb,
+               *ACTS[case.act])
+        elif op == "clamp":
             fn(case.n, xb, yb, *ACTS[case.act])
         elif op == "softmax":
             fn(*case.shape, xb, yb)
@@ -666,6 +677,16 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             fn(case.n, xb, yb)
         return y
     raise TypeError(f"unknown case type {type(case).__name__}")
+
+
+def _affine_params(case) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel scale (some negative, one 0 when there are several channels) and shift of an affine case."""
+    rng = _rng(case.seed + 1000)
+    c = case.shape[0]
+    sc = (rng.standard_normal(c) * 2).astype(np.float32)
+    if c > 1:
+        sc[1] = 0.0
+    return sc, (rng.standard_normal(c) * case.scale).astype(np.float32)
 
 
 def _clamp(a: np.ndarray, act: str) -> np.ndarray:
@@ -730,6 +751,11 @@ def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
             a, b = (v.astype(np.float64) for v in case.data(2))
             return _clamp(a + b, case.act), _reduction_tol(np.abs(a) + np.abs(b), 2)
         (x,) = case.data(1)
+        if op == "affine":
+            sc, sh = (v.astype(np.float64)[:, None] for v in _affine_params(case))
+            xs = x.astype(np.float64).reshape(case.shape[0], case.shape[1])
+            want = _clamp(xs * sc + sh, case.act).reshape(-1)
+            return want, np.maximum(ATOL, RTOL * (np.abs(xs * sc) + np.abs(sh)).reshape(-1))
         if op == "clamp":
             want = _clamp(x.astype(np.float64), case.act)
             return want, np.zeros_like(want)

@@ -135,8 +135,6 @@ def test_unsupported_op_survives_save_and_load(tmp_path):
 
 
 @pytest.mark.parametrize("model, shape, pattern", [
-    (nn.Sequential(nn.ReLU(), nn.BatchNorm1d(4)), (4,), "batch norm must directly follow"),
-    (nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU(), nn.BatchNorm2d(2)), (2, 5, 5), "batch norm must directly follow"),
     (nn.Sequential(nn.ConvTranspose2d(2, 2, 3)), (2, 4, 4), "convolution"),
     (nn.Sequential(nn.Conv1d(2, 2, 3)), (2, 8), "conv1d|2-d convolution"),
     (nn.Sequential(nn.Conv2d(2, 2, 4, padding="same")), (2, 6, 6), "asymmetrically"),
@@ -153,15 +151,19 @@ def test_refuses_broadcast_add_scalar_add_and_two_outputs():
         def forward(self, x):
             return x + x[:, :1]
 
-    class Scalar(nn.Module):
+    class Image(nn.Module):  # a constant that varies along more than the channels: not an affine op
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("k", torch.randn(1, 3, 4))
+
         def forward(self, x):
-            return x + 1.0
+            return x + self.k
 
     class Two(nn.Module):
         def forward(self, x):
             return x.relu(), x.sigmoid()
 
-    for m, pat in ((Bcast(), "slice|broadcast"), (Scalar(), "scalar|add"), (Two(), "exactly one output")):
+    for m, pat in ((Bcast(), "slice|broadcast"), (Image(), "constant of shape \\(1, 3, 4\\)"), (Two(), "exactly one output")):
         with pytest.raises(PrunecError, match=pat):
             graph_of(m, (3, 4))
 
@@ -252,3 +254,95 @@ def test_other_means_are_refused_by_name(tmp_path, forward, says):
     pt2 = bm.export(M().eval(), (3, 4, 4), tmp_path / "m.pt2")
     with pytest.raises(PrunecError, match=re.escape(says)):
         frontend.load(pt2)
+
+
+class _Normalised(nn.Module):
+    """Input normalisation inside the model, and arithmetic with scalars: per-channel affine nodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 5 * 5, 3)
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1))
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std  # two constants: merged into one node
+        h = torch.relu(self.conv(1.0 - x * 2.0))  # rsub, mul
+        return self.fc(0.5 * h.flatten(1) + 0.1)
+
+
+class _LooseBatchNorm(nn.Module):
+    """Batch norms that no layer precedes (input, pre-activation, after a residual add, BN1d after pooling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn0, self.conv, self.bn1 = nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn, self.fc = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm1d(16), nn.Linear(16, 2)
+        g = torch.Generator().manual_seed(5)
+        for m in (self.bn0, self.bn1, self.bn):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)  # negative scales too
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
+
+    def forward(self, x):
+        h = self.conv(self.bn0(x))
+        h = h + self.conv2(torch.relu(self.bn1(h)))
+        return self.fc(torch.relu(self.bn(F.adaptive_avg_pool2d(h, 2).flatten(1))))
+
+
+@pytest.mark.parametrize("target", ["host", "cortex-m4"])
+@pytest.mark.parametrize("cls, shape, ops", [
+    (_Normalised, (3, 5, 5), ["affine", "conv2d", "affine", "fc"]),
+    (_LooseBatchNorm, (3, 6, 6), ["affine", "conv2d", "affine", "conv2d", "add", "adaptive_avgpool2d", "affine", "fc"]),
+])
+def test_arithmetic_with_constants_and_loose_batch_norm_run_as_affine_nodes(tmp_path, target, cls, shape, ops):
+    from prunec import targets
+    from prunec.build import build
+    from prunec.verify import verify
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+    m = bm.prune_random(cls(), 2).eval()
+    pt2 = bm.export(m, shape, tmp_path / "m.pt2")
+    g, _ = frontend.load(pt2)
+    assert [n.op for n in g.nodes] == ops
+    aff = [n for n in g.nodes if n.op == "affine"]
+    assert all(n.attrs["scale"].dtype == np.float32 and n.attrs["scale"].size == n.in_shapes[0][1] for n in aff)
+    if cls is _LooseBatchNorm:  # relu after a batch norm is fused into its node's clamp
+        assert [n.attrs["out_min"] for n in aff] == [-math.inf, 0.0, 0.0]
+    build(pt2, target, tmp_path / "b")
+    rep = verify(tmp_path / "b", random=5)
+    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+
+
+@pytest.mark.parametrize("forward, says", [
+    (lambda x: x * x, "mul of two tensors"),
+    (lambda x: x - x.relu(), "sub of two tensors"),
+    (lambda x: 2.0 / x, "aten.reciprocal"),
+    (lambda x: x / 0.0, "inf or NaN"),
+    (lambda x: torch.div(x, 2.0, rounding_mode="floor"), "rounding_mode"),
+    (lambda x: x + torch.ones(1, 3, 4, 4), "constant of shape (1, 3, 4, 4)"),
+])
+def test_arithmetic_that_is_not_a_per_channel_affine_is_refused(forward, says):
+    class M(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    with pytest.raises(PrunecError, match=re.escape(says)):
+        graph_of(M().eval(), (3, 4, 4))
+
+
+@pytest.mark.parametrize("target", ["x86_64-avx2", "aarch64-neon", "armv7a-neon", "cortex-m55"])
+def test_affine_layers_verify_on_the_other_targets(tmp_path, target):
+    from prunec import targets
+    from prunec.build import build
+    from prunec.verify import verify
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+    m = bm.prune_random(_LooseBatchNorm(), 3).eval()
+    pt2 = bm.export(m, (3, 6, 6), tmp_path / "m.pt2")
+    build(pt2, target, tmp_path / "b")
+    rep = verify(tmp_path / "b", random=3)
+    assert rep.ok, rep.text()

@@ -333,6 +333,13 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             if plan.in_place.get(i) == n.inputs[1]:  # the kernel allows y == a: put the overwritten one first
                 xa, xb = xb, xa
             L.call = f"{k.name}({n.out_size}u, {xa}, {xb}, {y}, {lo}, {hi});"
+        elif n.op == "affine":
+            sc, sh = n.attrs["scale"], n.attrs["shift"]
+            ch = int(sc.size)
+            # the constants are always C arrays in NAME.c (a few floats per channel), never in the weight blob
+            L.structs.append(f"static const float {ident}_scale[{ch}] = {{{', '.join(c_float(v) for v in sc)}}};")
+            L.structs.append(f"static const float {ident}_shift[{ch}] = {{{', '.join(c_float(v) for v in sh)}}};")
+            L.call = (f"{k.name}({ch}u, {n.out_size // ch}u, {ident}_scale, {ident}_shift, {x[0]}, {y}, {lo}, {hi});")
         else:
             raise PrunecError(f"layer {n.name}: no code generator for op {n.op!r}")
         ins = " + ".join(str(tuple(s[1:])) for s in n.in_shapes)

@@ -35,7 +35,8 @@ INF = float("inf")
 SUPPORTED = (
     "linear, addmm, mm (x @ W.t()), conv2d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
     "max_pool2d, avg_pool2d, adaptive_avg_pool2d, mean over dims 2 and 3 (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
-    "tensors of one shape, alpha 1), batch_norm (after conv2d/linear), dropout, clone / contiguous / detach"
+    "tensors of one shape, alpha 1), batch_norm (folded into the conv2d/linear before it, else per-channel), add / sub / mul / div with a scalar or a per-channel "
+    "constant, dropout, clone / contiguous / detach"
 )
 
 
@@ -641,13 +642,97 @@ class _Converter:
                            out_shape=(int(x.shape[0]), int(x.shape[1]), 1, 1))
         return pooled if a.get("keepdim") else Act(pooled.buffer, self.val_shape(node), pooled.group)
 
+    # --- arithmetic with constants: one per-channel affine node y = x * scale + shift ---------------------
+
+    def _constant(self, v) -> np.ndarray | None:
+        """An operand that is a constant, as float64: a Python number or a constant tensor (parameter, buffer,
+        literal); None for a tensor computed from the input."""
+        if isinstance(v, bool) or v is None:
+            return None
+        if isinstance(v, (int, float)):
+            return np.array(float(v))
+        if isinstance(v, torch.fx.Node):
+            v = self.env.get(v)
+        if isinstance(v, Const):
+            if not v.tensor.is_floating_point() and v.tensor.dtype not in (torch.int32, torch.int64):
+                self.fail(f"a constant of dtype {v.tensor.dtype} is not supported")
+            return v.tensor.detach().double().cpu().numpy()
+        return None
+
+    def _affine(self, node, x: Act, scale, shift) -> Act:
+        """y = x * scale + shift, constants that are scalars or vary along the channel axis only (dim 1: a channel
+        of NCHW, a feature of [N, F]); anything else (a constant image, a broadcast that grows x) is refused."""
+        shape = tuple(int(d) for d in x.shape)
+        c = shape[1] if len(shape) >= 2 else 1
+
+        def per_channel(v) -> np.ndarray:
+            v = np.asarray(v, dtype=np.float64)
+            if v.size == 1:
+                return np.full(c, float(v.reshape(-1)[0]))
+            right = (1,) * (len(shape) - v.ndim) + v.shape if v.ndim <= len(shape) else None
+            if right is None or len(shape) < 2 or right[1] != c or any(e != 1 for i, e in enumerate(right) if i != 1):
+                self.fail(f"arithmetic with a constant of shape {tuple(v.shape)} on a tensor of shape {shape} is not "
+                          f"supported (only scalars, or constants that vary along dim 1, the channels: e.g. "
+                          f"mean.view(1, {c}, 1, 1))")
+            self.batch1(x)
+            return v.reshape(-1)
+
+        if self.val_shape(node) != shape:
+            self.fail(f"the result's shape {self.val_shape(node)} differs from the input's {shape} (a broadcast that "
+                      f"grows the tensor is not supported)")
+        sc, sh = per_channel(scale), per_channel(shift)
+        if not (np.all(np.isfinite(sc)) and np.all(np.isfinite(sh))):
+            self.fail("the constant is inf or NaN (or a division by zero)")
+        return self.emit("affine", [x], {"scale": sc, "shift": sh, "out_min": -INF, "out_max": INF})
+
+    def _arith(self, node, a, kind: str):
+        """add / sub / rsub / mul / div where one operand is a constant and the other a tensor of the model."""
+        other = a.get("other")
+        k_self, k_other = self._constant(a["self"]), self._constant(other)
+        alpha = a.get("alpha", 1)
+        alpha = 1.0 if alpha is None else float(alpha)
+        if k_self is not None and k_other is not None:
+            self.fail("arithmetic on two constants at run time is not supported")
+        if k_self is None and k_other is None:
+            self.fail(f"{kind} of two tensors computed from the input is not supported (only add of two same-shape "
+                      f"tensors, a residual; or arithmetic with a constant)")
+        x = self.act(a["self"] if k_other is not None else other)
+        k = k_other if k_other is not None else k_self
+        if kind == "add":  # x + alpha*k, or k + alpha*x
+            return self._affine(node, x, 1.0, alpha * k) if k_other is not None else self._affine(node, x, alpha, k)
+        if kind == "sub":  # x - alpha*k, or k - alpha*x
+            return self._affine(node, x, 1.0, -alpha * k) if k_other is not None else self._affine(node, x, -alpha, k)
+        if kind == "rsub":  # other - alpha*self: k - alpha*x (self is the tensor), or x - alpha*k
+            return self._affine(node, x, -alpha, k) if k_other is not None else self._affine(node, x, 1.0, -alpha * k)
+        if kind == "mul":
+            return self._affine(node, x, k, 0.0)
+        if a.get("rounding_mode") is not None:
+            self.fail(f"division with rounding_mode={a['rounding_mode']!r} is not supported")
+        if k_self is not None:
+            self.fail("dividing a constant by a tensor is not supported")
+        return self._affine(node, x, 1.0 / k if np.all(k != 0) else np.full_like(k, np.inf), 0.0)
+
+    def op_sub(self, node, a):
+        return self._arith(node, a, "sub")
+
+    def op_rsub(self, node, a):
+        return self._arith(node, a, "rsub")
+
+    def op_mul(self, node, a):
+        return self._arith(node, a, "mul")
+
+    def op_div(self, node, a):
+        return self._arith(node, a, "div")
+
+    op_sub_, op_mul_, op_div_ = op_sub, op_mul, op_div
+
     def op_add(self, node, a):
-        if node.target._schema.overload_name != "Tensor":
-            self.fail("adding a scalar is not supported")
-        if a["alpha"] != 1:
+        if a["alpha"] is not None and a["alpha"] != 1 and isinstance(self.env.get(a["other"]), Act) and \
+                isinstance(self.env.get(a["self"]), Act):
             self.fail(f"add with alpha={a['alpha']} is not supported (alpha must be 1)")
-        if not isinstance(self.env.get(a["other"]), Act) or not isinstance(self.env.get(a["self"]), Act):
-            self.fail("adding a constant tensor is not supported (only two activations: a residual)")
+        if node.target._schema.overload_name != "Tensor" or not isinstance(self.env.get(a["other"]), Act) or \
+                not isinstance(self.env.get(a["self"]), Act):
+            return self._arith(node, a, "add")
         x, y = self.act(a["self"]), self.act(a["other"])
         if x.shape != y.shape:
             self.fail(f"broadcasting add of shapes {x.shape} and {y.shape} is not supported")
@@ -737,14 +822,16 @@ def _sole_consumer(g: Graph, buf: str) -> bool:
 
 
 def fold_batchnorm(g: Graph) -> None:
-    """conv/fc -> batch_norm becomes one conv/fc with scaled weights and shifted bias."""
+    """conv/fc -> batch_norm becomes one conv/fc with scaled weights and shifted bias; a batch norm anywhere else
+    (before a conv, after an add, on the input) runs as a per-channel affine node."""
     for bn in [n for n in g.nodes if n.op == "batchnorm"]:
         p = g.producer(bn.inputs[0])
         if p is None or p.op not in ("fc", "conv2d") or not _sole_consumer(g, bn.inputs[0]) \
                 or p.attrs["out_min"] != -INF or p.attrs["out_max"] != INF:
-            raise PrunecError(
-                f"cannot build {bn.torch_op} at {bn.source}: batch norm must directly follow a conv2d or linear "
-                f"(and be its only user) so that it can be folded into it; nothing was written")
+            bn.op = "affine"
+            bn.attrs = {"scale": np.asarray(bn.attrs["scale"], np.float64), "shift": np.asarray(bn.attrs["shift"], np.float64),
+                        "out_min": -INF, "out_max": INF}
+            continue
         scale, shift = bn.attrs["scale"], bn.attrs["shift"]
         rows = p.weight.shape[0]
         if scale.shape[0] != rows:
@@ -758,6 +845,33 @@ def fold_batchnorm(g: Graph) -> None:
         del g.buffers[p.output]
         p.output = bn.output
         g.nodes.remove(bn)
+
+
+def merge_affines(g: Graph) -> None:
+    """Consecutive affine nodes ((x - m) / s: two) become one, y = x * (s1 s2) + (t1 s2 + t2), in float64 before the
+    float32 rounding of the stored constants; then every affine's constants are float32."""
+    changed = True
+    while changed:
+        changed = False
+        for n in g.nodes:
+            if n.op != "affine":
+                continue
+            p = g.producer(n.inputs[0])
+            if p is None or p.op != "affine" or not _sole_consumer(g, n.inputs[0]) or \
+                    p.attrs["out_min"] != -INF or p.attrs["out_max"] != INF:
+                continue
+            s1, t1, s2, t2 = p.attrs["scale"], p.attrs["shift"], n.attrs["scale"], n.attrs["shift"]
+            p.attrs["scale"], p.attrs["shift"] = s1 * s2, t1 * s2 + t2
+            p.attrs["out_min"], p.attrs["out_max"] = n.attrs["out_min"], n.attrs["out_max"]
+            del g.buffers[p.output]
+            p.output = n.output
+            g.nodes.remove(n)
+            changed = True
+            break
+    for n in g.nodes:
+        if n.op == "affine":
+            n.attrs["scale"] = np.asarray(n.attrs["scale"], np.float64).astype(np.float32)
+            n.attrs["shift"] = np.asarray(n.attrs["shift"], np.float64).astype(np.float32)
 
 
 def fuse_clamps(g: Graph) -> None:
@@ -799,6 +913,7 @@ def from_program(ep: torch.export.ExportedProgram) -> Graph:
     g = _Converter(ep).run()
     drop_dead(g)
     fold_batchnorm(g)
+    merge_affines(g)
     fuse_clamps(g)
     drop_dead(g)
     g.validate()

@@ -17,7 +17,9 @@ Ops (`Node.op`) and their attributes:
   sigmoid, tanh       -
   softmax             outer, n, inner (the dim split of the sample tensor)
   add                 out_min, out_max; inputs a, b of the same shape
-  batchnorm           scale, shift per channel (only between frontend passes: folded or refused)
+  affine              scale, shift per channel (float32 [C]: dim 1 of the input, or [1] for a 1-D one), out_min,
+                      out_max: y = clamp(x * scale[c] + shift[c]); arithmetic with constants, unfolded batch norm
+  batchnorm           scale, shift per channel (only between frontend passes: folded, or made an affine node)
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ OUTPUT = "output"
 
 WEIGHTED_OPS = ("fc", "conv2d")
 # Ops whose kernel accepts y == x (y == a for add): each element is read before it is written.
-IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add")
-CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add")
+IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add", "affine")
+CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add", "affine")
 
 
 def numel(shape) -> int:

@@ -72,3 +72,23 @@ void prunec_f32_add__portable(size_t n, const float *a, const float *b, float *y
     y[i] = v > out_max ? out_max : v;
   }
 }
+
+/* y = clamp(x * scale[c] + shift[c]) over `channels` runs of `inner` elements (NCHW: inner = H*W; a flat [N, F]
+ * tensor: channels = F, inner = 1): a batch norm that cannot be folded into a layer, and arithmetic with constants
+ * (input normalisation (x - m) / s, x * 0.1). Two roundings per element (product, then sum): ISO C99 builds do
+ * not contract them into one FMA. */
+void prunec_f32_affine__portable(size_t channels, size_t inner, const float *scale, const float *shift,
+                                 const float *x, float *y, float out_min, float out_max) {
+  size_t c, i;
+  for (c = 0; c < channels; c++) {
+    const float s = scale[c], t = shift[c];
+    const float *xc = x + c * inner;
+    float *yc = y + c * inner;
+    for (i = 0; i < inner; i++) {
+      const float p = xc[i] * s;
+      const float v = p + t;
+      const float lo = v < out_min ? out_min : v;
+      yc[i] = lo > out_max ? out_max : lo;
+    }
+  }
+}
