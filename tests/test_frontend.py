@@ -136,7 +136,7 @@ def test_unsupported_op_survives_save_and_load(tmp_path):
 
 @pytest.mark.parametrize("model, shape, pattern", [
     (nn.Sequential(nn.ConvTranspose2d(2, 2, 3)), (2, 4, 4), "convolution"),
-    (nn.Sequential(nn.Conv1d(2, 2, 3)), (2, 8), "conv1d|2-d convolution"),
+    (nn.Sequential(nn.Conv3d(2, 2, 3)), (2, 4, 4, 4), "conv3d|1-d and 2-d convolution"),
     (nn.Sequential(nn.Conv2d(2, 2, 4, padding="same")), (2, 6, 6), "asymmetrically"),
     (nn.Sequential(nn.MaxPool2d(2, dilation=2)), (2, 6, 6), "dilated"),
     (nn.Sequential(nn.Flatten(), nn.LogSoftmax(dim=1)), (3,), "log_softmax"),
@@ -346,3 +346,45 @@ def test_affine_layers_verify_on_the_other_targets(tmp_path, target):
     build(pt2, target, tmp_path / "b")
     rep = verify(tmp_path / "b", random=3)
     assert rep.ok, rep.text()
+
+
+class _Conv1dNet(nn.Module):
+    """A 1-d network (keyword spotting on MFCC frames, sensor series): conv1d with stride, 'same' padding,
+    dilation and depthwise groups, batch norm folded, the 1-d pools and a mean over the length."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv1d(4, 6, 3, padding=1, stride=2)
+        self.bn = nn.BatchNorm1d(6)
+        self.c2 = nn.Conv1d(6, 6, 3, groups=6, padding="same", dilation=2)
+        self.fc = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        h = F.max_pool1d(torch.relu(self.bn(self.c(x))), 2)
+        h = F.adaptive_avg_pool1d(F.avg_pool1d(self.c2(h), 2, ceil_mode=True), 3)
+        return self.fc(h.mean(-1))
+
+
+@pytest.mark.parametrize("target", ["host", "x86_64-avx2", "aarch64-neon", "cortex-m4"])
+def test_conv1d_and_1d_pools_build_as_height_1_2d_ops(tmp_path, target):
+    from prunec import targets
+    from prunec.build import build
+    from prunec.verify import verify
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+    torch.manual_seed(0)
+    m = bm.prune_random(_Conv1dNet(), 1).eval()
+    pt2 = bm.export(m, (4, 21), tmp_path / "c1.pt2")
+    g, _ = frontend.load(pt2)
+    assert [n.op for n in g.nodes] == ["conv2d", "maxpool2d", "conv2d", "avgpool2d", "adaptive_avgpool2d",
+                                       "adaptive_avgpool2d", "fc"]
+    assert g.nodes[0].weight.shape == (6, 4, 1, 3) and g.nodes[0].attrs["stride"] == (1, 2)
+    assert g.nodes[0].attrs["out_min"] == 0.0  # batch norm folded, relu fused
+    assert g.nodes[2].attrs["padding"] == (0, 2) and g.nodes[2].attrs["groups"] == 6
+    build(pt2, target, tmp_path / "b")
+    rep = verify(tmp_path / "b", random=4)
+    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()

@@ -241,7 +241,7 @@ def test_from_torch_prune_also_bakes_modules_prunec_does_not_prune():
     from prunec import masks as M
 
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Sequential(nn.Linear(24, 3)))
+    m = nn.Sequential(nn.ConvTranspose1d(1, 4, 3), nn.Flatten(), nn.Sequential(nn.Linear(40, 3)))  # prunec: no ConvTranspose
     tp.l1_unstructured(m[0], "weight", 0.5)
     tp.l1_unstructured(m[2][0], "weight", 0.5)
     tp.l1_unstructured(m[2][0], "weight", 0.5)  # twice: a PruningContainer

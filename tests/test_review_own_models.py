@@ -352,7 +352,6 @@ def test_unsupported_activation_in_sequential_names_the_module(work):
 
 
 UNSUPPORTED_LAYERS = [
-    ("conv1d", Conv1dNet, (10, 49), "aten.conv1d", "# <conv1d>"),
     ("lstm", LSTMNet, (49, 10), "aten.lstm", "# <lstm>"),
     ("cat", CatNet, KWS_SHAPE, "aten.cat", "# <cat>"),
     ("upsample", UpNet, KWS_SHAPE, "aten.upsample_nearest2d", "# <upsample>"),
@@ -362,7 +361,7 @@ UNSUPPORTED_LAYERS = [
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name,cls,shape,op,marker", UNSUPPORTED_LAYERS, ids=[a[0] for a in UNSUPPORTED_LAYERS])
 def test_unsupported_layer_refused_clearly(work, name, cls, shape, op, marker):
-    """(c) Conv1d, LSTM, torch.cat, Upsample: exit 2, op and file:line named, nothing written."""
+    """(c) LSTM, torch.cat, Upsample: exit 2, op and file:line named, nothing written (Conv1d is supported since)."""
     torch.manual_seed(0)
     p = _export(cls().eval(), shape, work / f"{name}.pt2")
     out = work / f"{name}_out"
@@ -464,12 +463,18 @@ def test_prunec_info_reports_an_own_model_pt2(kws_pt2):
     assert "features.0" in r.output and "fc" in r.output
 
 
-def test_sparsity_on_conv1d_says_conv1d_is_not_prunable():
+def test_a_conv1d_model_prunes_builds_and_verifies(work):
+    """Keyword spotting on MFCC frames is 1-d: Conv1d is pruned like Conv2d and built as a height-1 convolution
+    (it was called an unknown layer, then refused by the build)."""
     ds = D.synthetic(n_train=16, n_test=8, shape=(10, 49), num_classes=4)
-    with pytest.raises(PrunecError) as e:
-        PR.run_schedule(Conv1dNet(), ds, R.Recipe(sparsity={"conv": 0.5, "fc": 0.5}, steps=1, retrain_epochs=0),
-                        baseline_accuracy=0.0, progress=False, log=lambda s: None)
-    assert "Conv1d" in str(e.value), str(e.value)
+    m, _, _ = PR.run_schedule(Conv1dNet(), ds, R.Recipe(sparsity={"conv": 0.5, "fc": 0.5}, steps=1, retrain_epochs=0),
+                              baseline_accuracy=0.0, progress=False, log=lambda s: None)
+    assert 0.45 <= float((m.conv.weight == 0).float().mean()) <= 0.55
+    pt2 = _export(m.eval(), (10, 49), work / "conv1d.pt2")
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(work / "conv1d_host")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["verify", str(work / "conv1d_host"), "--random", "3"])
+    assert r.exit_code == 0 and "verify: PASS" in r.output, r.output
 
 
 def test_verify_inputs_with_another_sample_shape_is_refused(work, kws_host):

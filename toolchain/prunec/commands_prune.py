@@ -572,8 +572,8 @@ def info_cmd(ckpt, as_json):
     lines.append(f"{'total':<{width}}{d['params_total']:>10}{d['params_nonzero']:>10}{kept:>10.1f}%"
                  f"{100 * (d['flops_remaining'] or 0):>7.1f}%")
     ratio = (f"{d['compression']:.2f}x" if d["compression"] is not None else
-             "- (every weight pruned)" if d["params_total"] else "- (no Conv2d/Linear weights)")
-    lines.append(f"compression {ratio} (weights of Conv2d/Linear; biases, {d['biases']}, not counted)")
+             "- (every weight pruned)" if d["params_total"] else "- (no Conv/Linear weights)")
+    lines.append(f"compression {ratio} (weights of Conv/Linear layers; biases, {d['biases']}, not counted)")
     acc, base = d["test_accuracy"], d["baseline_test_accuracy"]
     if acc is not None:
         lines.append(f"test accuracy {100 * acc:.2f}%" + (f" (dense baseline {100 * base:.2f}%, {100 * (acc - base):+.2f} pp)" if base is not None else ""))

@@ -65,7 +65,7 @@ def export_program(model: nn.Module, input_shape: tuple) -> torch.export.Exporte
 
 
 def weights_before_pruning(ckpt: C.Checkpoint) -> dict[str, int]:
-    """Each Conv2d/Linear layer's weight count before pruning: the pruning run's schedule["weights0"] (dead-neuron
+    """Each Conv2d/Conv1d/Linear layer's weight count before pruning: the pruning run's schedule["weights0"] (dead-neuron
     removal may have shrunk the layer since), else the layer's own size; as `prunec info` counts params_total."""
     w0 = (ckpt.schedule or {}).get("weights0") or {}
     return {r["name"]: int(w0.get(r["name"], r["weights"])) for r in M.layer_stats(ckpt.model)}

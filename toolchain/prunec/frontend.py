@@ -33,8 +33,8 @@ from .graph import CLAMP_FUSABLE_OPS, INPUT, OUTPUT, Graph, Node, numel
 INF = float("inf")
 
 SUPPORTED = (
-    "linear, addmm, mm (x @ W.t()), conv2d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
-    "max_pool2d, avg_pool2d, adaptive_avg_pool2d, mean over dims 2 and 3 (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
+    "linear, addmm, mm (x @ W.t()), conv2d / conv1d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
+    "max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool1d/2d, mean over H and W or over L (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
     "tensors of one shape, alpha 1), batch_norm (folded into the conv2d/linear before it, else per-channel), add / sub / mul / div with a scalar or a per-channel "
     "constant, dropout, clone / contiguous / detach"
 )
@@ -490,16 +490,40 @@ class _Converter:
             self.fail("transposed convolution is not supported")
         return self._conv(node, a, transposed=False)
 
+    def op_conv1d(self, node, a):
+        return self._conv(node, a, transposed=False)
+
+    @staticmethod
+    def _as2d(x: Act) -> Act:
+        """An [N, C, L] activation seen as [N, C, 1, L] (the same bytes): 1-d convolution and pooling run as 2-d
+        ones with a kernel of height 1."""
+        return Act(x.buffer, (int(x.shape[0]), int(x.shape[1]), 1, int(x.shape[2])), x.group)
+
+    def _emit_1d(self, node, op: str, x: Act, attrs: dict, **kw) -> Act:
+        """emit a 2-d op on the [N, C, 1, L] view of x; the result seen as the node's [N, C, L]."""
+        shape = self.val_shape(node)
+        r = self.emit(op, [self._as2d(x)], attrs, out_shape=(int(shape[0]), int(shape[1]), 1, int(shape[2])), **kw)
+        return Act(r.buffer, shape, r.group)
+
     def _conv(self, node, a, transposed):
         x = self.act(a["input"])
         w = self.const(a["weight"], "weight")
         b = self.const(a["bias"], "bias")
-        if w.tensor.dim() != 4 or len(x.shape) != 4:
-            self.fail(f"only 2-d convolution on NCHW input is supported (weight {tuple(w.tensor.shape)}, input {x.shape})")
-        kh, kw = int(w.tensor.shape[2]), int(w.tensor.shape[3])
-        stride = _pair(a["stride"], (1, 1))
-        dil = _pair(a["dilation"], (1, 1))
-        pad = a["padding"]
+        one_d = w.tensor.dim() == 3 and len(x.shape) == 3
+        if not one_d and (w.tensor.dim() != 4 or len(x.shape) != 4):
+            self.fail(f"only 1-d and 2-d convolution on NCL / NCHW input is supported (weight "
+                      f"{tuple(w.tensor.shape)}, input {x.shape})")
+        if one_d:  # a height-1 2-d convolution over the [N, C, 1, L] view
+            wt = w.tensor.unsqueeze(2)
+            kh, kw = 1, int(wt.shape[3])
+            stride, dil = (1, _pair(a["stride"], (1, 1))[1]), (1, _pair(a["dilation"], (1, 1))[1])
+            pad = a["padding"] if isinstance(a["padding"], str) else (0, _pair(a["padding"], (0, 0))[1])
+        else:
+            wt = w.tensor
+            kh, kw = int(wt.shape[2]), int(wt.shape[3])
+            stride = _pair(a["stride"], (1, 1))
+            dil = _pair(a["dilation"], (1, 1))
+            pad = a["padding"]
         if isinstance(pad, str):
             if pad == "valid":
                 pad = (0, 0)
@@ -518,11 +542,12 @@ class _Converter:
         groups = int(a["groups"] or 1)
         if int(x.shape[1]) != int(w.tensor.shape[1]) * groups:
             self.fail("input channels do not match weight and groups")
-        out_shape = self.val_shape(node)
         attrs = {"stride": stride, "padding": pad, "dilation": dil, "groups": groups, "kernel": (kh, kw),
                  "out_min": -INF, "out_max": INF}
-        return self.emit("conv2d", [x], attrs, weight=w.tensor, bias=b.tensor if b else None, origin=w.origin,
-                         out_shape=out_shape)
+        if one_d:
+            return self._emit_1d(node, "conv2d", x, attrs, weight=wt, bias=b.tensor if b else None, origin=w.origin)
+        return self.emit("conv2d", [x], attrs, weight=wt, bias=b.tensor if b else None, origin=w.origin,
+                         out_shape=self.val_shape(node))
 
     def _clamp(self, node, x, lo, hi):
         return self.emit("clamp", [self.act(x)], {"out_min": float(lo), "out_max": float(hi)})
@@ -632,9 +657,11 @@ class _Converter:
         x = self.act(a["self"])
         dims = a["dim"] if isinstance(a["dim"], (list, tuple)) else [a["dim"]]
         rank = len(x.shape)
-        if rank != 4 or sorted(int(d) % 4 for d in dims) != [2, 3]:
+        if rank == 3 and [int(d) % 3 for d in dims] == [2]:  # NCL: over L, through the [N, C, 1, L] view
+            x = self._as2d(x)
+        elif rank != 4 or sorted(int(d) % 4 for d in dims) != [2, 3]:
             self.fail(f"mean over dims {list(dims)} of a tensor of shape {x.shape} is not supported (only over dims 2 "
-                      f"and 3 of an NCHW tensor: global average pooling)")
+                      f"and 3 of an NCHW tensor, or dim 2 of an NCL one: global average pooling)")
         if a.get("dtype") is not None and a["dtype"] != torch.float32:
             self.fail(f"mean with dtype {a['dtype']} is not supported (float32 only)")
         self.batch1(x)
@@ -725,6 +752,34 @@ class _Converter:
         return self._arith(node, a, "div")
 
     op_sub_, op_mul_, op_div_ = op_sub, op_mul, op_div
+
+    def _pool1d_in(self, a) -> Act:
+        x = self.act(a["self"])
+        if len(x.shape) != 3:
+            self.fail(f"1-d pooling needs NCL input, got shape {x.shape}")
+        self.batch1(x)
+        return x
+
+    def op_max_pool1d(self, node, a):
+        x = self._pool1d_in(a)
+        k = _pair(a["kernel_size"])[0]
+        if _pair(a["dilation"], (1, 1))[0] != 1:
+            self.fail("dilated max pooling is not supported")
+        attrs = {"kernel": (1, k), "stride": (1, _pair(a["stride"], (k, k))[0]),
+                 "padding": (0, _pair(a["padding"], (0, 0))[0]), "ceil_mode": bool(a["ceil_mode"])}
+        return self._emit_1d(node, "maxpool2d", x, attrs)
+
+    def op_avg_pool1d(self, node, a):
+        x = self._pool1d_in(a)
+        k = _pair(a["kernel_size"])[0]
+        attrs = {"kernel": (1, k), "stride": (1, _pair(a["stride"], (k, k))[0]),
+                 "padding": (0, _pair(a["padding"], (0, 0))[0]), "ceil_mode": bool(a["ceil_mode"]),
+                 "count_include_pad": bool(a["count_include_pad"])}
+        return self._emit_1d(node, "avgpool2d", x, attrs)
+
+    def op_adaptive_avg_pool1d(self, node, a):
+        x = self._pool1d_in(a)
+        return self._emit_1d(node, "adaptive_avgpool2d", x, {"output_size": (1, int(self.val_shape(node)[2]))})
 
     def op_add(self, node, a):
         if a["alpha"] is not None and a["alpha"] != 1 and isinstance(self.env.get(a["other"]), Act) and \

@@ -114,7 +114,7 @@ def layer_stats(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = Non
 
 def compression(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None,
                 dense_sizes: Mapping[str, int] | None = None) -> float:
-    """Total weights / nonzero weights over all Conv2d and Linear layers (biases excluded). `dense_sizes` (a
+    """Total weights / nonzero weights over all Conv2d, Conv1d and Linear layers (biases excluded). `dense_sizes` (a
     pruning run's schedule["weights0"]): count each layer at its size before dead-neuron removal shrank it."""
     rows = layer_stats(model, masks)
     total = sum(int((dense_sizes or {}).get(r["name"], r["weights"])) for r in rows)
@@ -161,7 +161,7 @@ def from_torch_prune(model: nn.Module) -> Masks:
         else:
             masks[name] = m.weight.detach() != 0
     # Every other re-parametrised tensor (a pruned bias; any tensor of a module prunec does not prune, e.g. a
-    # Conv1d) is baked too, so no module is left with X_orig and a hook but no X.
+    # ConvTranspose1d) is baked too, so no module is left with X_orig and a hook but no X.
     for _, m in model.named_modules():
         for pname in [n[: -len("_orig")] for n, _ in m.named_parameters(recurse=False) if n.endswith("_orig")]:
             if hasattr(m, pname + "_mask"):

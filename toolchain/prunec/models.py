@@ -141,9 +141,13 @@ def input_shape(name: str) -> tuple[int, ...]:
     return MODELS[name][1]
 
 
+PRUNABLE = (nn.Conv2d, nn.Conv1d, nn.Linear)  # the module types whose weights prunec prunes
+CONV = (nn.Conv2d, nn.Conv1d)
+
+
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers whose weights are pruned, in forward order: every Conv2d and Linear."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """The layers whose weights are pruned, in forward order: every Conv2d, Conv1d and Linear."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
 def require_prunable(model: nn.Module, names, what: str) -> None:
@@ -157,7 +161,7 @@ def require_prunable(model: nn.Module, names, what: str) -> None:
     unknown = [n for n in bad if n not in mods]
     pieces = ([f"unknown layer(s) {unknown}"] if unknown else []) + \
         [f"{n} is a {type(mods[n]).__name__}" for n in bad if n in mods]
-    raise PrunecError(f"{what}: {'; '.join(pieces)}. prunec prunes the weights of nn.Linear and nn.Conv2d layers; this "
+    raise PrunecError(f"{what}: {'; '.join(pieces)}. prunec prunes the weights of nn.Linear, nn.Conv1d and nn.Conv2d layers; this "
                       f"model's are {layers}")
 
 

@@ -31,7 +31,7 @@ from . import distributed as DIST
 from . import masks as M
 from .data import Dataset
 from .errors import PrunecError
-from .models import dropout_rates, prunable_layers, require_prunable
+from .models import CONV, PRUNABLE, dropout_rates, prunable_layers, require_prunable
 from .recipes import Recipe
 from .train import TrainConfig, evaluate, fit
 
@@ -145,7 +145,7 @@ def feeding_dropouts(model: nn.Module) -> dict[str, str]:
     for name, m in model.named_modules():
         if isinstance(m, nn.Dropout):
             last_dropout = name
-        elif isinstance(m, (nn.Linear, nn.Conv2d)):
+        elif isinstance(m, PRUNABLE):
             if isinstance(m, nn.Linear) and last_dropout is not None:
                 out[name] = last_dropout
             last_dropout = None
@@ -194,7 +194,7 @@ def retrain_config(recipe: Recipe, epochs: int, average: bool = False, lr_offset
 def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
     kinds = {}
     for name, m in prunable_layers(model):
-        kinds[name] = "conv" if isinstance(m, nn.Conv2d) else "fc"
+        kinds[name] = "conv" if isinstance(m, CONV) else "fc"
 
     def kind(param_name: str) -> str | None:
         return kinds.get(param_name.rsplit(".", 1)[0])
@@ -212,7 +212,7 @@ def retrain(model: nn.Module, data: Dataset, recipe: Recipe, masks: M.Masks, epo
         return []
     cfg = retrain_config(recipe, epochs, average, lr_offset)
     kind = _param_kind(model)
-    has_conv = any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
+    has_conv = any(isinstance(m, CONV) for _, m in prunable_layers(model))
     cuda = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
@@ -367,7 +367,7 @@ def run_schedule(
             "test_accuracy": acc,
             "train_loss": hist[-1]["loss"] if hist else None,
         }
-        alternated = recipe.alternate and any(isinstance(m, nn.Conv2d) for _, m in prunable_layers(model))
+        alternated = recipe.alternate and any(isinstance(m, CONV) for _, m in prunable_layers(model))
         trained = (f"{epochs} epoch{'s' if epochs != 1 else ''} of fc then {epochs} of conv" if alternated
                    else f"{epochs} epoch{'s' if epochs != 1 else ''}")  # --alternate: each phase its own epochs
         log(f"step {k}/{recipe.steps}: {rec['compression']:.2f}x, accuracy {acc_pruned:.4f} after pruning, "
@@ -536,6 +536,8 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
         changed = False
         for a_name, b_name, relu, flat in pairs:
             a, b = model.get_submodule(a_name), model.get_submodule(b_name)
+            if not (isinstance(a, (nn.Linear, nn.Conv2d)) and isinstance(b, (nn.Linear, nn.Conv2d))):
+                continue  # Conv1d layers are pruned but not shrunk
             if getattr(a, "groups", 1) != 1 or getattr(b, "groups", 1) != 1:
                 continue
             n_out = a.weight.shape[0]

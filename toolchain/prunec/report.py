@@ -9,6 +9,7 @@ paper's FLOP column also counts) is not included.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def layer_table(model: nn.Module, input_shape: tuple) -> list[dict]:
     hooks = []
     for name, m in prunable_layers(model):
         def hook(mod, inp, out, name=name):
-            positions[name] = out.shape[2] * out.shape[3] if out.dim() == 4 else 1
+            positions[name] = math.prod(out.shape[2:]) if out.dim() >= 3 else 1  # output pixels (conv1d: length)
         hooks.append(m.register_forward_hook(hook))
     was = model.training
     model.eval()
