@@ -94,6 +94,7 @@ SIGNATURES = {
     "add": "void {}(size_t n, const float *a, const float *b, float *y, float, float);",
     "affine": "void {}(size_t channels, size_t inner, const float *scale, const float *shift, const float *x, "
               "float *y, float, float);",
+    "concat": "void {}(size_t outer, size_t n, size_t y_stride, const float *x, float *y);",
 }
 
 
@@ -487,6 +488,9 @@ def elementwise_cases(op: str) -> list[EltCase]:
         out.append(EltCase(3 * 9, scale=100.0, shape=(3, 9, 1), seed=99))  # large logits: needs max-subtraction
         out.append(EltCase(2 * 7 * 3, shape=(2, 7, 3), inplace=True, seed=98))
         return out
+    if op == "concat":  # (outer, n, y_stride): the output's other elements must stay untouched
+        shapes = [(1, 1, 1), (1, 5, 9), (3, 4, 4), (4, 3, 10), (7, 1, 3), (2, 33, 40), (16, 9, 18)]
+        return [EltCase(o * n, shape=(o, n, st), seed=j) for j, (o, n, st) in enumerate(shapes)]
     if op == "affine":
         shapes = [(1, 1), (3, 1), (1, 17), (4, 9), (16, 33), (300, 1), (5, 64)]
         out = [EltCase(c * i, act=ACT_NAMES[j % 3], shape=(c, i, 0), seed=j) for j, (c, i) in enumerate(shapes)]
@@ -518,7 +522,7 @@ def cases_for(op: str) -> list:
         return pool_cases(avg=op == "avgpool2d")
     if op == "adaptive_avgpool2d":
         return adaptive_cases()
-    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine"):
+    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "concat"):
         return elementwise_cases(op)
     raise KeyError(f"no cases for op {op!r}")
 
@@ -661,6 +665,12 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             yb = ya if case.inplace else keep.buf(ffi, "float[]", y, True)
             fn(case.n, ya, keep.buf(ffi, "float[]", b), yb, *ACTS[case.act])
             return y
+        if op == "concat":
+            (x,) = case.data(1)
+            o, n, st = case.shape
+            y = np.full(o * st, CONCAT_SENTINEL, np.float32)
+            fn(o, n, st, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True))
+            return y
         (x,) = case.data(1)
         y = x if case.inplace else np.full(case.n, np.nan, np.float32)
         xb = keep.buf(ffi, "float[]", x, True)
@@ -677,6 +687,9 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             fn(case.n, xb, yb)
         return y
     raise TypeError(f"unknown case type {type(case).__name__}")
+
+
+CONCAT_SENTINEL = 7.25  # what a concat case's output holds outside the run it copies
 
 
 def _affine_params(case) -> tuple[np.ndarray, np.ndarray]:
@@ -751,6 +764,11 @@ def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
             a, b = (v.astype(np.float64) for v in case.data(2))
             return _clamp(a + b, case.act), _reduction_tol(np.abs(a) + np.abs(b), 2)
         (x,) = case.data(1)
+        if op == "concat":
+            o, n, st = case.shape
+            want = np.full((o, st), CONCAT_SENTINEL)
+            want[:, :n] = x.reshape(o, n)
+            return want.reshape(-1), np.zeros(o * st)
         if op == "affine":
             sc, sh = (v.astype(np.float64)[:, None] for v in _affine_params(case))
             xs = x.astype(np.float64).reshape(case.shape[0], case.shape[1])

@@ -388,3 +388,51 @@ def test_conv1d_and_1d_pools_build_as_height_1_2d_ops(tmp_path, target):
     build(pt2, target, tmp_path / "b")
     rep = verify(tmp_path / "b", random=4)
     assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+
+
+class _Fire(nn.Module):
+    """A SqueezeNet fire module (expand 1x1 and 3x3, concatenated along channels), a tensor concatenated with itself
+    along the width, and a concatenation of features."""
+
+    def __init__(self):
+        super().__init__()
+        self.sq, self.e1, self.e3 = nn.Conv2d(4, 3, 1), nn.Conv2d(3, 5, 1), nn.Conv2d(3, 6, 3, padding=1)
+        self.side, self.fc = nn.Linear(4 * 6 * 6, 8), nn.Linear(2 * 11 * 6 * 6 + 8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.sq(x))
+        h = torch.cat([torch.relu(self.e1(h)), torch.relu(self.e3(h))], 1)
+        w = torch.cat([h, h], dim=-1)
+        return self.fc(torch.cat([w.flatten(1), self.side(x.flatten(1))], 1))
+
+
+@pytest.mark.parametrize("target", ["host", "cortex-m4", "armv7a-neon"])
+def test_concatenation_along_channels_width_and_features(tmp_path, target):
+    from prunec import targets
+    from prunec.build import build
+    from prunec.verify import verify
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+    torch.manual_seed(0)
+    m = bm.prune_random(_Fire(), 1).eval()
+    pt2 = bm.export(m, (4, 6, 6), tmp_path / "fire.pt2")
+    g, _ = frontend.load(pt2)
+    cats = [(n.attrs["outer"], n.attrs["sizes"]) for n in g.nodes if n.op == "concat"]
+    assert cats == [(1, [180, 216]), (66, [6, 6]), (1, [792, 8])]
+    build(pt2, target, tmp_path / "b")
+    rep = verify(tmp_path / "b", random=4)
+    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+
+
+@pytest.mark.parametrize("forward, says", [
+    (lambda x: torch.cat([x, torch.ones(1, 3, 4, 4)], 1), "concatenating a constant"),
+    (lambda x: torch.cat([x, x], 0), "batch dimension"),
+])
+def test_concatenations_that_are_not_supported_say_why(forward, says):
+    class M(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    with pytest.raises(PrunecError, match=says):
+        graph_of(M().eval(), (3, 4, 4))

@@ -353,7 +353,6 @@ def test_unsupported_activation_in_sequential_names_the_module(work):
 
 UNSUPPORTED_LAYERS = [
     ("lstm", LSTMNet, (49, 10), "aten.lstm", "# <lstm>"),
-    ("cat", CatNet, KWS_SHAPE, "aten.cat", "# <cat>"),
     ("upsample", UpNet, KWS_SHAPE, "aten.upsample_nearest2d", "# <upsample>"),
 ]
 
@@ -361,7 +360,7 @@ UNSUPPORTED_LAYERS = [
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name,cls,shape,op,marker", UNSUPPORTED_LAYERS, ids=[a[0] for a in UNSUPPORTED_LAYERS])
 def test_unsupported_layer_refused_clearly(work, name, cls, shape, op, marker):
-    """(c) LSTM, torch.cat, Upsample: exit 2, op and file:line named, nothing written (Conv1d is supported since)."""
+    """(c) LSTM, Upsample: exit 2, op and file:line named, nothing written (Conv1d and torch.cat are supported since)."""
     torch.manual_seed(0)
     p = _export(cls().eval(), shape, work / f"{name}.pt2")
     out = work / f"{name}_out"
@@ -371,6 +370,14 @@ def test_unsupported_layer_refused_clearly(work, name, cls, shape, op, marker):
     assert f"{HERE}:{_line_of(marker)}" in r.output
     assert "Nothing was written" in r.output
     assert not out.exists()
+
+
+def test_a_channel_concatenation_builds_and_verifies(work):
+    torch.manual_seed(0)
+    p = _export(CatNet().eval(), KWS_SHAPE, work / "cat.pt2")
+    assert cli("build", p, "--out", work / "cat_out").exit_code == 0
+    r = cli("verify", work / "cat_out", "--random", "3")
+    assert r.exit_code == 0 and "verify: PASS" in r.output, r.output
 
 
 def test_failed_build_leaves_an_earlier_build_untouched(work, kws_pt2):

@@ -50,6 +50,8 @@ extern "C" {
 #define PRUNEC_DECLARE_CONV2D_RCSR(isa) \
   void prunec_f32_conv2d_rcsr__##isa(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, \
                                      const float *x, float *y, float out_min, float out_max);
+/* One input of a concatenation: outer runs of n elements, run o to y + o * y_stride (x and y disjoint). */
+void prunec_f32_concat__portable(size_t outer, size_t n, size_t y_stride, const float *x, float *y);
 /* A convolution with the max pool after it fused: per output channel, the conv (clamp included) into `plane`
  * (one channel's output), then the max pool of that plane into channel c of y; pp->channels is not read. */
 #define PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(isa) \

@@ -333,6 +333,13 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             if plan.in_place.get(i) == n.inputs[1]:  # the kernel allows y == a: put the overwritten one first
                 xa, xb = xb, xa
             L.call = f"{k.name}({n.out_size}u, {xa}, {xb}, {y}, {lo}, {hi});"
+        elif n.op == "concat":  # one copy per input, each into its place in every run of the output
+            outer, sizes = n.attrs["outer"], n.attrs["sizes"]
+            calls, off = [], 0
+            for xi, sz in zip(x, sizes):
+                calls.append(f"{k.name}({outer}u, {sz}u, {sum(sizes)}u, {xi}, ({y}) + {off}u);")
+                off += sz
+            L.call = "\n  ".join(calls)
         elif n.op == "affine":
             sc, sh = n.attrs["scale"], n.attrs["shift"]
             ch = int(sc.size)

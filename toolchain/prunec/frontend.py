@@ -36,7 +36,7 @@ SUPPORTED = (
     "linear, addmm, mm (x @ W.t()), conv2d / conv1d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
     "max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool1d/2d, mean over H and W or over L (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
     "tensors of one shape, alpha 1), batch_norm (folded into the conv2d/linear before it, else per-channel), add / sub / mul / div with a scalar or a per-channel "
-    "constant, dropout, clone / contiguous / detach"
+    "constant, cat (not along the batch), dropout, clone / contiguous / detach"
 )
 
 
@@ -780,6 +780,26 @@ class _Converter:
     def op_adaptive_avg_pool1d(self, node, a):
         x = self._pool1d_in(a)
         return self._emit_1d(node, "adaptive_avgpool2d", x, {"output_size": (1, int(self.val_shape(node)[2]))})
+
+    def op_cat(self, node, a):
+        """torch.cat of tensors computed from the input, along any dim but the batch: one concat node whose kernel
+        copies each input's runs into place (outer runs of each input's trailing block)."""
+        vals = list(a["tensors"])
+        if any(not isinstance(self.env.get(v) if isinstance(v, torch.fx.Node) else v, Act) for v in vals):
+            self.fail("concatenating a constant tensor is not supported (only tensors computed from the input)")
+        xs = [self.act(v) for v in vals]
+        rank = len(xs[0].shape)
+        dim = int(a["dim"])
+        dim = dim + rank if dim < 0 else dim
+        if dim == 0:
+            self.fail("concatenation along the batch dimension is not supported (prunec builds batch-1 models)")
+        if any(len(x.shape) != rank or tuple(x.shape[:dim]) + tuple(x.shape[dim + 1:]) !=
+               tuple(xs[0].shape[:dim]) + tuple(xs[0].shape[dim + 1:]) for x in xs):
+            self.fail(f"concatenation of shapes {[tuple(x.shape) for x in xs]} along dim {dim} (they must agree on "
+                      f"every other dim; no broadcasting)")
+        outer = numel(xs[0].shape[:dim])
+        sizes = [numel(x.shape[dim:]) for x in xs]
+        return self.emit("concat", xs, {"outer": outer, "sizes": sizes})
 
     def op_add(self, node, a):
         if a["alpha"] is not None and a["alpha"] != 1 and isinstance(self.env.get(a["other"]), Act) and \

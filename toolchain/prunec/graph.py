@@ -19,6 +19,8 @@ Ops (`Node.op`) and their attributes:
   add                 out_min, out_max; inputs a, b of the same shape
   affine              scale, shift per channel (float32 [C]: dim 1 of the input, or [1] for a 1-D one), out_min,
                       out_max: y = clamp(x * scale[c] + shift[c]); arithmetic with constants, unfolded batch norm
+  concat              outer, sizes (per input): torch.cat along a dim d > 0, outer = the product of the dims before
+                      d, sizes[i] = input i's product of the dims from d on
   batchnorm           scale, shift per channel (only between frontend passes: folded, or made an affine node)
 """
 from __future__ import annotations

@@ -92,3 +92,15 @@ void prunec_f32_affine__portable(size_t channels, size_t inner, const float *sca
     }
   }
 }
+
+/* One input of a concatenation: `outer` runs of n elements of x, run o to y + o * y_stride (torch.cat along dim d of
+ * contiguous tensors: outer = the product of the dims before d, n = this input's product of the dims from d on,
+ * y_stride = the output's; the caller offsets y by the inputs before this one). x and y do not overlap. */
+void prunec_f32_concat__portable(size_t outer, size_t n, size_t y_stride, const float *x, float *y) {
+  size_t o, i;
+  for (o = 0; o < outer; o++) {
+    for (i = 0; i < n; i++) {
+      y[o * y_stride + i] = x[o * n + i];
+    }
+  }
+}
