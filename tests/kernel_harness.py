@@ -95,6 +95,8 @@ SIGNATURES = {
     "affine": "void {}(size_t channels, size_t inner, const float *scale, const float *shift, const float *x, "
               "float *y, float, float);",
     "concat": "void {}(size_t outer, size_t n, size_t y_stride, const float *x, float *y);",
+    "mul": "void {}(size_t channels, size_t inner, size_t b_inner, const float *a, const float *b, float *y);",
+    "leaky_relu": "void {}(size_t n, float slope, const float *x, float *y);",
 }
 
 
@@ -488,6 +490,14 @@ def elementwise_cases(op: str) -> list[EltCase]:
         out.append(EltCase(3 * 9, scale=100.0, shape=(3, 9, 1), seed=99))  # large logits: needs max-subtraction
         out.append(EltCase(2 * 7 * 3, shape=(2, 7, 3), inplace=True, seed=98))
         return out
+    if op == "mul":  # (channels, inner, b_inner): b of a's shape or one value per channel
+        shapes = [(1, 1, 1), (3, 5, 5), (4, 9, 1), (1, 17, 17), (16, 33, 1), (5, 64, 64), (300, 1, 1)]
+        out = [EltCase(c * i, shape=(c, i, bi), seed=j) for j, (c, i, bi) in enumerate(shapes)]
+        out += [EltCase(4 * 9, shape=(4, 9, 1), inplace=True, seed=97), EltCase(5 * 7, shape=(5, 7, 7), inplace=True, seed=96)]
+        return out
+    if op == "leaky_relu":
+        out = [EltCase(n, seed=i) for i, n in enumerate(ns)]
+        return out + [EltCase(17, inplace=True, seed=95)]
     if op == "concat":  # (outer, n, y_stride): the output's other elements must stay untouched
         shapes = [(1, 1, 1), (1, 5, 9), (3, 4, 4), (4, 3, 10), (7, 1, 3), (2, 33, 40), (16, 9, 18)]
         return [EltCase(o * n, shape=(o, n, st), seed=j) for j, (o, n, st) in enumerate(shapes)]
@@ -522,7 +532,7 @@ def cases_for(op: str) -> list:
         return pool_cases(avg=op == "avgpool2d")
     if op == "adaptive_avgpool2d":
         return adaptive_cases()
-    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "concat"):
+    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "concat", "mul", "leaky_relu"):
         return elementwise_cases(op)
     raise KeyError(f"no cases for op {op!r}")
 
@@ -665,6 +675,19 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             yb = ya if case.inplace else keep.buf(ffi, "float[]", y, True)
             fn(case.n, ya, keep.buf(ffi, "float[]", b), yb, *ACTS[case.act])
             return y
+        if op == "mul":
+            a, b = _mul_operands(case)
+            y = a if case.inplace else np.full(case.n, np.nan, np.float32)
+            ya = keep.buf(ffi, "float[]", a, True)
+            yb = ya if case.inplace else keep.buf(ffi, "float[]", y, True)
+            fn(case.shape[0], case.shape[1], case.shape[2], ya, keep.buf(ffi, "float[]", b), yb)
+            return y
+        if op == "leaky_relu":
+            (x,) = case.data(1)
+            y = x if case.inplace else np.full(case.n, np.nan, np.float32)
+            xb = keep.buf(ffi, "float[]", x, True)
+            fn(case.n, LEAKY_SLOPE, xb, xb if case.inplace else keep.buf(ffi, "float[]", y, True))
+            return y
         if op == "concat":
             (x,) = case.data(1)
             o, n, st = case.shape
@@ -690,6 +713,14 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
 
 
 CONCAT_SENTINEL = 7.25  # what a concat case's output holds outside the run it copies
+LEAKY_SLOPE = 0.1
+
+
+def _mul_operands(case) -> tuple[np.ndarray, np.ndarray]:
+    c, i, bi = case.shape
+    rng = _rng(case.seed)
+    return ((rng.standard_normal(c * i) * case.scale).astype(np.float32),
+            (rng.standard_normal(c * bi) * case.scale).astype(np.float32))
 
 
 def _affine_params(case) -> tuple[np.ndarray, np.ndarray]:
@@ -763,7 +794,15 @@ def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
         if op == "add":
             a, b = (v.astype(np.float64) for v in case.data(2))
             return _clamp(a + b, case.act), _reduction_tol(np.abs(a) + np.abs(b), 2)
+        if op == "mul":
+            a, b = (v.astype(np.float64) for v in _mul_operands(case))
+            c, i, bi = case.shape
+            want = (a.reshape(c, i) * b.reshape(c, bi)).reshape(-1)
+            return want, np.maximum(1e-7, 1e-6 * np.abs(want))
         (x,) = case.data(1)
+        if op == "leaky_relu":
+            want = np.where(x > 0, x.astype(np.float64), x.astype(np.float64) * np.float32(LEAKY_SLOPE))
+            return want, np.maximum(1e-7, 1e-6 * np.abs(want))
         if op == "concat":
             o, n, st = case.shape
             want = np.full((o, st), CONCAT_SENTINEL)

@@ -317,7 +317,7 @@ def test_arithmetic_with_constants_and_loose_batch_norm_run_as_affine_nodes(tmp_
 
 
 @pytest.mark.parametrize("forward, says", [
-    (lambda x: x * x, "mul of two tensors"),
+    (lambda x: x * F.adaptive_avg_pool2d(x, (1, 4)), "mul of tensors of shapes"),
     (lambda x: x - x.relu(), "sub of two tensors"),
     (lambda x: 2.0 / x, "aten.reciprocal"),
     (lambda x: x / 0.0, "inf or NaN"),
@@ -436,3 +436,41 @@ def test_concatenations_that_are_not_supported_say_why(forward, says):
 
     with pytest.raises(PrunecError, match=says):
         graph_of(M().eval(), (3, 4, 4))
+
+
+class _SqueezeExcite(nn.Module):
+    """MobileNetV3-style: hardswish, a squeeze-and-excitation gate (mean, 1x1 convs, silu, sigmoid, channel-wise
+    mul), leaky relu, hardsigmoid, and a product of two same-shape tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.f1, self.f2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.hardswish(self.c(x))
+        g = torch.sigmoid(self.f2(F.silu(self.f1(h.mean((2, 3), keepdim=True)))))
+        h = F.leaky_relu(h * g, 0.1) + F.hardsigmoid(h)
+        z = self.fc(h.mean((2, 3)))
+        return z * z
+
+
+@pytest.mark.parametrize("target", ["host", "x86_64-avx2", "cortex-m4", "aarch64-neon"])
+def test_mobile_activations_and_a_squeeze_excitation_gate(tmp_path, target):
+    from prunec import targets
+    from prunec.build import build
+    from prunec.verify import verify
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+    torch.manual_seed(0)
+    m = bm.prune_random(_SqueezeExcite(), 1).eval()
+    pt2 = bm.export(m, (3, 5, 6), tmp_path / "se.pt2")
+    g, _ = frontend.load(pt2)
+    muls = [n.attrs for n in g.nodes if n.op == "mul"]
+    assert {"channels": 8, "inner": 30, "b_inner": 1} in muls  # the gate, broadcast per channel
+    assert {"channels": 1, "inner": 3, "b_inner": 3} in muls  # z * z
+    assert sum(n.op == "leaky_relu" for n in g.nodes) == 1
+    build(pt2, target, tmp_path / "b")
+    rep = verify(tmp_path / "b", random=4)
+    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()

@@ -322,15 +322,25 @@ def test_residual_and_sigmoid_models_build_and_verify(work):
 
 UNSUPPORTED_ACTS = [
     ("gelu", nn.GELU, "aten.gelu"),
-    ("silu", nn.SiLU, "aten.silu"),
-    ("hardswish", nn.Hardswish, "aten.hardswish"),
-    ("leaky_relu", lambda: nn.LeakyReLU(0.1), "aten.leaky_relu"),
+    ("elu", nn.ELU, "aten.elu"),
+    ("mish", nn.Mish, "aten.mish"),
 ]
+SUPPORTED_SINCE = [("silu", nn.SiLU), ("hardswish", nn.Hardswish), ("hardsigmoid", nn.Hardsigmoid),
+                   ("leaky_relu", lambda: nn.LeakyReLU(0.1))]
+
+
+@pytest.mark.parametrize("name,make", SUPPORTED_SINCE, ids=[a[0] for a in SUPPORTED_SINCE])
+def test_mobile_activations_build_and_verify(work, name, make):
+    """SiLU, Hardswish, Hardsigmoid, LeakyReLU (MobileNetV3 / EfficientNet-lite heads) were refused at first."""
+    p = _export(MLPAct(make()).eval(), (20,), work / f"mlp_ok_{name}.pt2")
+    assert cli("build", p, "--out", work / f"mlp_ok_{name}_out").exit_code == 0
+    r = cli("verify", work / f"mlp_ok_{name}_out", "--random", "5")
+    assert r.exit_code == 0 and "verify: PASS" in r.output, r.output
 
 
 @pytest.mark.parametrize("name,make,op", UNSUPPORTED_ACTS, ids=[a[0] for a in UNSUPPORTED_ACTS])
 def test_unsupported_activation_refused_clearly(work, name, make, op):
-    """(b) GELU / SiLU / Hardswish / LeakyReLU: exit 2, the op and the user's file:line named, the supported ops
+    """(b) GELU / ELU / Mish: exit 2, the op and the user's file:line named, the supported ops
     listed, nothing written."""
     p = _export(MLPAct(make()).eval(), (20,), work / f"mlp_{name}.pt2")
     out = work / f"mlp_{name}_out"

@@ -52,6 +52,10 @@ extern "C" {
                                      const float *x, float *y, float out_min, float out_max);
 /* One input of a concatenation: outer runs of n elements, run o to y + o * y_stride (x and y disjoint). */
 void prunec_f32_concat__portable(size_t outer, size_t n, size_t y_stride, const float *x, float *y);
+/* y = a * b, b of a's shape (b_inner = inner) or one value per channel (b_inner = 1); y may be a. */
+void prunec_f32_mul__portable(size_t channels, size_t inner, size_t b_inner, const float *a, const float *b,
+                              float *y);
+void prunec_f32_leaky_relu__portable(size_t n, float slope, const float *x, float *y);
 /* A convolution with the max pool after it fused: per output channel, the conv (clamp included) into `plane`
  * (one channel's output), then the max pool of that plane into channel c of y; pp->channels is not read. */
 #define PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(isa) \

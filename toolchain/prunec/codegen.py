@@ -333,6 +333,14 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             if plan.in_place.get(i) == n.inputs[1]:  # the kernel allows y == a: put the overwritten one first
                 xa, xb = xb, xa
             L.call = f"{k.name}({n.out_size}u, {xa}, {xb}, {y}, {lo}, {hi});"
+        elif n.op == "mul":
+            xa, xb = x
+            if plan.in_place.get(i) == n.inputs[1]:  # same shape: the kernel allows y == a, put the overwritten one first
+                xa, xb = xb, xa
+            a_ = n.attrs
+            L.call = f"{k.name}({a_['channels']}u, {a_['inner']}u, {a_['b_inner']}u, {xa}, {xb}, {y});"
+        elif n.op == "leaky_relu":
+            L.call = f"{k.name}({n.out_size}u, {c_float(n.attrs['slope'])}, {x[0]}, {y});"
         elif n.op == "concat":  # one copy per input, each into its place in every run of the output
             outer, sizes = n.attrs["outer"], n.attrs["sizes"]
             calls, off = [], 0

@@ -24,6 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import numpy as np
 import torch
 
@@ -34,6 +36,7 @@ INF = float("inf")
 
 SUPPORTED = (
     "linear, addmm, mm (x @ W.t()), conv2d / conv1d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
+    "silu, hardsigmoid, hardswish, leaky_relu, mul of two tensors (same shape, or a per-channel gate), "
     "max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool1d/2d, mean over H and W or over L (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
     "tensors of one shape, alpha 1), batch_norm (folded into the conv2d/linear before it, else per-channel), add / sub / mul / div with a scalar or a per-channel "
     "constant, cat (not along the batch), dropout, clone / contiguous / detach"
@@ -295,10 +298,12 @@ class _Converter:
         return base
 
     def emit(self, op: str, inputs: list[Act], attrs: dict | None = None, weight=None, bias=None,
-             origin: str = "", out_shape: tuple[int, ...] | None = None) -> Act:
+             origin: str = "", out_shape: tuple[int, ...] | None = None, part: str = "") -> Act:
+        """One graph node for the current fx node; `part` names a second node of the same fx node (silu: sigmoid,
+        then the product), so that its buffer is another."""
         node = self.fx_node
         shape = out_shape if out_shape is not None else self.val_shape(node)
-        buf = f"t_{node.name}"
+        buf = f"t_{node.name}{part}"
         self.buffers[buf] = numel(shape)
         w = None if weight is None else weight.detach().to(torch.float32).contiguous().numpy()
         b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy().copy()
@@ -721,8 +726,10 @@ class _Converter:
         if k_self is not None and k_other is not None:
             self.fail("arithmetic on two constants at run time is not supported")
         if k_self is None and k_other is None:
-            self.fail(f"{kind} of two tensors computed from the input is not supported (only add of two same-shape "
-                      f"tensors, a residual; or arithmetic with a constant)")
+            if kind == "mul":
+                return self._mul(self.act(a["self"]), self.act(other), self.val_shape(node))
+            self.fail(f"{kind} of two tensors computed from the input is not supported (only add and mul of two "
+                      f"same-shape tensors, mul by a per-channel gate; or arithmetic with a constant)")
         x = self.act(a["self"] if k_other is not None else other)
         k = k_other if k_other is not None else k_self
         if kind == "add":  # x + alpha*k, or k + alpha*x
@@ -738,6 +745,48 @@ class _Converter:
         if k_self is not None:
             self.fail("dividing a constant by a tensor is not supported")
         return self._affine(node, x, 1.0 / k if np.all(k != 0) else np.full_like(k, np.inf), 0.0)
+
+    def _mul(self, x: Act, y: Act, shape, part: str = "") -> Act:
+        """x * y of two tensors computed from the input: the same shape, or one of them a per-channel gate
+        ([N, C, 1, 1] or [N, C, 1] scaling [N, C, H, W] / [N, C, L]: squeeze-and-excitation)."""
+        sx, sy = tuple(int(d) for d in x.shape), tuple(int(d) for d in y.shape)
+        if sx == sy:
+            return self.emit("mul", [x, y], {"channels": 1, "inner": numel(sx), "b_inner": numel(sx)}, part=part,
+                             out_shape=sx)
+        full, gate = (x, y) if numel(sx) >= numel(sy) else (y, x)
+        sf, sg = tuple(int(d) for d in full.shape), tuple(int(d) for d in gate.shape)
+        if not (len(sf) in (3, 4) and len(sg) == len(sf) and sg[:2] == sf[:2] and all(d == 1 for d in sg[2:])) \
+                or tuple(shape) != sf:
+            self.fail(f"mul of tensors of shapes {sx} and {sy} is not supported (the same shape, or a per-channel "
+                      f"gate [N, C, 1, 1] times [N, C, H, W])")
+        self.batch1(full)
+        return self.emit("mul", [full, gate], {"channels": sf[1], "inner": numel(sf[2:]), "b_inner": 1}, part=part,
+                         out_shape=sf)
+
+    def op_silu(self, node, a):  # x * sigmoid(x)
+        x = self.act(a["self"])
+        return self._mul(x, self.emit("sigmoid", [x], part="_sigmoid"), x.shape)
+
+    def op_hardsigmoid(self, node, a):  # relu6(x + 3) / 6 = clamp(x / 6 + 1/2, 0, 1)
+        x = self.act(a["self"])
+        n = x.shape[1] if len(x.shape) >= 2 else 1
+        return self.emit("affine", [x], {"scale": np.full(n, 1.0 / 6.0), "shift": np.full(n, 0.5), "out_min": 0.0,
+                                         "out_max": 1.0})
+
+    def op_hardswish(self, node, a):  # x * hardsigmoid(x)
+        x = self.act(a["self"])
+        n = x.shape[1] if len(x.shape) >= 2 else 1
+        gate = self.emit("affine", [x], {"scale": np.full(n, 1.0 / 6.0), "shift": np.full(n, 0.5), "out_min": 0.0,
+                                         "out_max": 1.0}, part="_gate")
+        return self._mul(x, gate, x.shape)
+
+    def op_leaky_relu(self, node, a):
+        slope = float(a["negative_slope"])
+        if not math.isfinite(slope):
+            self.fail(f"leaky_relu with negative_slope {slope}")
+        return self.emit("leaky_relu", [self.act(a["self"])], {"slope": slope})
+
+    op_silu_, op_hardsigmoid_, op_hardswish_, op_leaky_relu_ = op_silu, op_hardsigmoid, op_hardswish, op_leaky_relu
 
     def op_sub(self, node, a):
         return self._arith(node, a, "sub")

@@ -19,6 +19,9 @@ Ops (`Node.op`) and their attributes:
   add                 out_min, out_max; inputs a, b of the same shape
   affine              scale, shift per channel (float32 [C]: dim 1 of the input, or [1] for a 1-D one), out_min,
                       out_max: y = clamp(x * scale[c] + shift[c]); arithmetic with constants, unfolded batch norm
+  mul                 channels, inner, b_inner: y = a * b, b of a's shape (b_inner = inner) or one value per
+                      channel (b_inner = 1, inputs [full, gate])
+  leaky_relu          slope
   concat              outer, sizes (per input): torch.cat along a dim d > 0, outer = the product of the dims before
                       d, sizes[i] = input i's product of the dims from d on
   batchnorm           scale, shift per channel (only between frontend passes: folded, or made an affine node)
@@ -35,7 +38,7 @@ OUTPUT = "output"
 
 WEIGHTED_OPS = ("fc", "conv2d")
 # Ops whose kernel accepts y == x (y == a for add): each element is read before it is written.
-IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add", "affine")
+IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "mul", "leaky_relu")
 CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add", "affine")
 
 

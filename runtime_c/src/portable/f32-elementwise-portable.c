@@ -104,3 +104,34 @@ void prunec_f32_concat__portable(size_t outer, size_t n, size_t y_stride, const 
     }
   }
 }
+
+/* y = a * b over `channels` runs of `inner` elements; b has the same shape (b_inner = inner) or one value per channel
+ * (b_inner = 1: a squeeze-and-excitation gate [N, C, 1, 1] scaling [N, C, H, W]). y may be a. */
+void prunec_f32_mul__portable(size_t channels, size_t inner, size_t b_inner, const float *a, const float *b,
+                              float *y) {
+  size_t c, i;
+  for (c = 0; c < channels; c++) {
+    const float *ac = a + c * inner;
+    const float *bc = b + c * b_inner;
+    float *yc = y + c * inner;
+    if (b_inner == 1) {
+      const float s = bc[0];
+      for (i = 0; i < inner; i++) {
+        yc[i] = ac[i] * s;
+      }
+    } else {
+      for (i = 0; i < inner; i++) {
+        yc[i] = ac[i] * bc[i];
+      }
+    }
+  }
+}
+
+/* y = x > 0 ? x : x * slope (PyTorch's leaky_relu). y may be x. */
+void prunec_f32_leaky_relu__portable(size_t n, float slope, const float *x, float *y) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float v = x[i];
+    y[i] = v > 0.0f ? v : v * slope;
+  }
+}
