@@ -208,6 +208,32 @@ def test_prunec_checkpoint_is_exported_at_batch_1(tmp_path):
     assert ops(g) == ["fc", "fc", "fc"] and g.input_shape == (1, 1, 28, 28)
 
 
+def _need(target: str) -> None:
+    from prunec import targets
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+
+
+def _pruned_program(target: str, cls, shape, folder):
+    """(the .pt2, its Graph) of cls() with random weights pruned at random; skips a target whose tools are missing."""
+    _need(target)
+    torch.manual_seed(0)
+    pt2 = bm.export(bm.prune_random(cls(), 1).eval(), shape, folder / "m.pt2")
+    return pt2, frontend.load(pt2)[0]
+
+
+def _build_and_verify(pt2, target: str, out, n: int):
+    """Build pt2 for target into out and verify it on n random inputs (to 1e-5 relative); the BuildResult."""
+    from prunec.build import build
+    from prunec.verify import verify
+
+    r = build(pt2, target, out)
+    rep = verify(out, random=n)
+    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+    return r
+
+
 class _MeanHead(nn.Module):
     """A MobileNet-style head: global average pooling written as a mean over H and W."""
 
@@ -223,22 +249,15 @@ class _MeanHead(nn.Module):
 @pytest.mark.parametrize("target", ["host", "cortex-m4"])
 @pytest.mark.parametrize("dims, keepdim", [((2, 3), False), ((-1, -2), True), ([3, 2], False)])
 def test_mean_over_h_and_w_is_global_average_pooling(tmp_path, target, dims, keepdim):
-    from prunec import targets
-    from prunec.build import build
-    from prunec.verify import verify
-
-    if targets.get(target).missing_tools():
-        pytest.skip(f"{target}: tools not installed")
+    _need(target)
     m = bm.prune_random(_MeanHead(dims, keepdim), 1).eval()
     pt2 = bm.export(m, (3, 7, 5), tmp_path / "mean.pt2")
     g, _ = frontend.load(pt2)
     assert [n.op for n in g.nodes] == ["conv2d", "adaptive_avgpool2d", "fc"]
     assert g.nodes[1].attrs["output_size"] == (1, 1) and tuple(g.nodes[1].out_shape) == (1, 6, 1, 1)
-    r = build(pt2, target, tmp_path / "b")
+    r = _build_and_verify(pt2, target, tmp_path / "b", 4)
     if target == "cortex-m4":  # the conv + pool fusion takes the mean's pool too
         assert r.manifest["plan"]["fused_conv_pool"] == [["conv", "mean"]]
-    rep = verify(tmp_path / "b", random=4)
-    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
 
 
 @pytest.mark.parametrize("forward, says", [
@@ -297,12 +316,7 @@ class _LooseBatchNorm(nn.Module):
     (_LooseBatchNorm, (3, 6, 6), ["affine", "conv2d", "affine", "conv2d", "add", "adaptive_avgpool2d", "affine", "fc"]),
 ])
 def test_arithmetic_with_constants_and_loose_batch_norm_run_as_affine_nodes(tmp_path, target, cls, shape, ops):
-    from prunec import targets
-    from prunec.build import build
-    from prunec.verify import verify
-
-    if targets.get(target).missing_tools():
-        pytest.skip(f"{target}: tools not installed")
+    _need(target)
     m = bm.prune_random(cls(), 2).eval()
     pt2 = bm.export(m, shape, tmp_path / "m.pt2")
     g, _ = frontend.load(pt2)
@@ -311,9 +325,7 @@ def test_arithmetic_with_constants_and_loose_batch_norm_run_as_affine_nodes(tmp_
     assert all(n.attrs["scale"].dtype == np.float32 and n.attrs["scale"].size == n.in_shapes[0][1] for n in aff)
     if cls is _LooseBatchNorm:  # relu after a batch norm is fused into its node's clamp
         assert [n.attrs["out_min"] for n in aff] == [-math.inf, 0.0, 0.0]
-    build(pt2, target, tmp_path / "b")
-    rep = verify(tmp_path / "b", random=5)
-    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+    _build_and_verify(pt2, target, tmp_path / "b", 5)
 
 
 @pytest.mark.parametrize("forward, says", [
@@ -335,17 +347,10 @@ def test_arithmetic_that_is_not_a_per_channel_affine_is_refused(forward, says):
 
 @pytest.mark.parametrize("target", ["x86_64-avx2", "aarch64-neon", "armv7a-neon", "cortex-m55"])
 def test_affine_layers_verify_on_the_other_targets(tmp_path, target):
-    from prunec import targets
-    from prunec.build import build
-    from prunec.verify import verify
-
-    if targets.get(target).missing_tools():
-        pytest.skip(f"{target}: tools not installed")
+    _need(target)
     m = bm.prune_random(_LooseBatchNorm(), 3).eval()
     pt2 = bm.export(m, (3, 6, 6), tmp_path / "m.pt2")
-    build(pt2, target, tmp_path / "b")
-    rep = verify(tmp_path / "b", random=3)
-    assert rep.ok, rep.text()
+    _build_and_verify(pt2, target, tmp_path / "b", 3)
 
 
 class _Conv1dNet(nn.Module):
@@ -370,24 +375,13 @@ class _Conv1dNet(nn.Module):
 
 @pytest.mark.parametrize("target", ["host", "x86_64-avx2", "aarch64-neon", "cortex-m4"])
 def test_conv1d_and_1d_pools_build_as_height_1_2d_ops(tmp_path, target):
-    from prunec import targets
-    from prunec.build import build
-    from prunec.verify import verify
-
-    if targets.get(target).missing_tools():
-        pytest.skip(f"{target}: tools not installed")
-    torch.manual_seed(0)
-    m = bm.prune_random(_Conv1dNet(), 1).eval()
-    pt2 = bm.export(m, (4, 21), tmp_path / "c1.pt2")
-    g, _ = frontend.load(pt2)
+    pt2, g = _pruned_program(target, _Conv1dNet, (4, 21), tmp_path)
     assert [n.op for n in g.nodes] == ["conv2d", "maxpool2d", "conv2d", "avgpool2d", "adaptive_avgpool2d",
                                        "adaptive_avgpool2d", "fc"]
     assert g.nodes[0].weight.shape == (6, 4, 1, 3) and g.nodes[0].attrs["stride"] == (1, 2)
     assert g.nodes[0].attrs["out_min"] == 0.0  # batch norm folded, relu fused
     assert g.nodes[2].attrs["padding"] == (0, 2) and g.nodes[2].attrs["groups"] == 6
-    build(pt2, target, tmp_path / "b")
-    rep = verify(tmp_path / "b", random=4)
-    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+    _build_and_verify(pt2, target, tmp_path / "b", 4)
 
 
 class _Fire(nn.Module):
@@ -408,21 +402,10 @@ class _Fire(nn.Module):
 
 @pytest.mark.parametrize("target", ["host", "cortex-m4", "armv7a-neon"])
 def test_concatenation_along_channels_width_and_features(tmp_path, target):
-    from prunec import targets
-    from prunec.build import build
-    from prunec.verify import verify
-
-    if targets.get(target).missing_tools():
-        pytest.skip(f"{target}: tools not installed")
-    torch.manual_seed(0)
-    m = bm.prune_random(_Fire(), 1).eval()
-    pt2 = bm.export(m, (4, 6, 6), tmp_path / "fire.pt2")
-    g, _ = frontend.load(pt2)
+    pt2, g = _pruned_program(target, _Fire, (4, 6, 6), tmp_path)
     cats = [(n.attrs["outer"], n.attrs["sizes"]) for n in g.nodes if n.op == "concat"]
     assert cats == [(1, [180, 216]), (66, [6, 6]), (1, [792, 8])]
-    build(pt2, target, tmp_path / "b")
-    rep = verify(tmp_path / "b", random=4)
-    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+    _build_and_verify(pt2, target, tmp_path / "b", 4)
 
 
 @pytest.mark.parametrize("forward, says", [
@@ -457,20 +440,9 @@ class _SqueezeExcite(nn.Module):
 
 @pytest.mark.parametrize("target", ["host", "x86_64-avx2", "cortex-m4", "aarch64-neon"])
 def test_mobile_activations_and_a_squeeze_excitation_gate(tmp_path, target):
-    from prunec import targets
-    from prunec.build import build
-    from prunec.verify import verify
-
-    if targets.get(target).missing_tools():
-        pytest.skip(f"{target}: tools not installed")
-    torch.manual_seed(0)
-    m = bm.prune_random(_SqueezeExcite(), 1).eval()
-    pt2 = bm.export(m, (3, 5, 6), tmp_path / "se.pt2")
-    g, _ = frontend.load(pt2)
+    pt2, g = _pruned_program(target, _SqueezeExcite, (3, 5, 6), tmp_path)
     muls = [n.attrs for n in g.nodes if n.op == "mul"]
     assert {"channels": 8, "inner": 30, "b_inner": 1} in muls  # the gate, broadcast per channel
     assert {"channels": 1, "inner": 3, "b_inner": 3} in muls  # z * z
     assert sum(n.op == "leaky_relu" for n in g.nodes) == 1
-    build(pt2, target, tmp_path / "b")
-    rep = verify(tmp_path / "b", random=4)
-    assert rep.ok and rep.max_rel_err < 1e-5, rep.text()
+    _build_and_verify(pt2, target, tmp_path / "b", 4)

@@ -618,40 +618,63 @@ class _Converter:
         attrs = {"outer": numel(x.shape[:d]), "n": int(x.shape[d]), "inner": numel(x.shape[d + 1:]), "dim": d}
         return self.emit("softmax", [x], attrs)
 
-    def _pool_in(self, a):
+    def _pool_in(self, a, one_d: bool = False) -> Act:
         x = self.act(a["self"])
-        if len(x.shape) != 4:
-            self.fail(f"pooling needs NCHW input, got shape {x.shape}")
+        if len(x.shape) != (3 if one_d else 4):
+            self.fail(f"{'1-d pooling needs NCL' if one_d else 'pooling needs NCHW'} input, got shape {x.shape}")
         self.batch1(x)
         return x
 
-    def op_max_pool2d(self, node, a):
-        x = self._pool_in(a)
+    @staticmethod
+    def _window(a, one_d: bool) -> dict:
+        """kernel, stride, padding and ceil_mode of a pooling op as pairs; a 1-d one's as (1, k) on [N, C, 1, L]."""
         k = _pair(a["kernel_size"])
-        attrs = {"kernel": k, "stride": _pair(a["stride"], k), "padding": _pair(a["padding"], (0, 0)),
-                 "ceil_mode": bool(a["ceil_mode"])}
-        if _pair(a["dilation"], (1, 1)) != (1, 1):
+        if one_d:
+            return {"kernel": (1, k[0]), "stride": (1, _pair(a["stride"], k)[1]),
+                    "padding": (0, _pair(a["padding"], (0, 0))[1]), "ceil_mode": bool(a["ceil_mode"])}
+        return {"kernel": k, "stride": _pair(a["stride"], k), "padding": _pair(a["padding"], (0, 0)),
+                "ceil_mode": bool(a["ceil_mode"])}
+
+    def _max_pool(self, node, a, one_d: bool) -> Act:
+        x = self._pool_in(a, one_d)
+        if max(_pair(a["dilation"], (1, 1))) != 1:
             self.fail("dilated max pooling is not supported")
+        if one_d:
+            return self._emit_1d(node, "maxpool2d", x, self._window(a, True))
         out = self.val_shape(node) if node.target._schema.name.endswith("max_pool2d") else \
             tuple(int(s) for s in node.meta["val"][0].shape)
-        return self.emit("maxpool2d", [x], attrs, out_shape=out)
+        return self.emit("maxpool2d", [x], self._window(a, False), out_shape=out)
+
+    def _avg_pool(self, node, a, one_d: bool) -> Act:
+        x = self._pool_in(a, one_d)
+        if a.get("divisor_override") is not None:
+            self.fail("avg_pool2d with divisor_override is not supported")
+        attrs = {**self._window(a, one_d), "count_include_pad": bool(a["count_include_pad"])}
+        return self._emit_1d(node, "avgpool2d", x, attrs) if one_d else self.emit("avgpool2d", [x], attrs)
+
+    def op_max_pool2d(self, node, a):
+        return self._max_pool(node, a, one_d=False)
+
+    def op_max_pool1d(self, node, a):
+        return self._max_pool(node, a, one_d=True)
 
     def op_max_pool2d_with_indices(self, node, a):
         return [self.op_max_pool2d(node, a), None]
 
     def op_avg_pool2d(self, node, a):
-        x = self._pool_in(a)
-        if a["divisor_override"] is not None:
-            self.fail("avg_pool2d with divisor_override is not supported")
-        k = _pair(a["kernel_size"])
-        attrs = {"kernel": k, "stride": _pair(a["stride"], k), "padding": _pair(a["padding"], (0, 0)),
-                 "ceil_mode": bool(a["ceil_mode"]), "count_include_pad": bool(a["count_include_pad"])}
-        return self.emit("avgpool2d", [x], attrs)
+        return self._avg_pool(node, a, one_d=False)
+
+    def op_avg_pool1d(self, node, a):
+        return self._avg_pool(node, a, one_d=True)
 
     def op_adaptive_avg_pool2d(self, node, a):
         x = self._pool_in(a)
         out = self.val_shape(node)
         return self.emit("adaptive_avgpool2d", [x], {"output_size": (out[2], out[3])})
+
+    def op_adaptive_avg_pool1d(self, node, a):
+        x = self._pool_in(a, one_d=True)
+        return self._emit_1d(node, "adaptive_avgpool2d", x, {"output_size": (1, int(self.val_shape(node)[2]))})
 
     def op_mean(self, node, a):
         """Global average pooling written as x.mean((2, 3)) / x.mean([-2, -1], keepdim=...) (MobileNet-style heads):
@@ -802,34 +825,6 @@ class _Converter:
 
     op_sub_, op_mul_, op_div_ = op_sub, op_mul, op_div
 
-    def _pool1d_in(self, a) -> Act:
-        x = self.act(a["self"])
-        if len(x.shape) != 3:
-            self.fail(f"1-d pooling needs NCL input, got shape {x.shape}")
-        self.batch1(x)
-        return x
-
-    def op_max_pool1d(self, node, a):
-        x = self._pool1d_in(a)
-        k = _pair(a["kernel_size"])[0]
-        if _pair(a["dilation"], (1, 1))[0] != 1:
-            self.fail("dilated max pooling is not supported")
-        attrs = {"kernel": (1, k), "stride": (1, _pair(a["stride"], (k, k))[0]),
-                 "padding": (0, _pair(a["padding"], (0, 0))[0]), "ceil_mode": bool(a["ceil_mode"])}
-        return self._emit_1d(node, "maxpool2d", x, attrs)
-
-    def op_avg_pool1d(self, node, a):
-        x = self._pool1d_in(a)
-        k = _pair(a["kernel_size"])[0]
-        attrs = {"kernel": (1, k), "stride": (1, _pair(a["stride"], (k, k))[0]),
-                 "padding": (0, _pair(a["padding"], (0, 0))[0]), "ceil_mode": bool(a["ceil_mode"]),
-                 "count_include_pad": bool(a["count_include_pad"])}
-        return self._emit_1d(node, "avgpool2d", x, attrs)
-
-    def op_adaptive_avg_pool1d(self, node, a):
-        x = self._pool1d_in(a)
-        return self._emit_1d(node, "adaptive_avgpool2d", x, {"output_size": (1, int(self.val_shape(node)[2]))})
-
     def op_cat(self, node, a):
         """torch.cat of tensors computed from the input, along any dim but the batch: one concat node whose kernel
         copies each input's runs into place (outer runs of each input's trailing block)."""
@@ -945,6 +940,13 @@ def _sole_consumer(g: Graph, buf: str) -> bool:
     return buf != g.output and sum(n.inputs.count(buf) for n in g.nodes) == 1
 
 
+def _absorb(g: Graph, p: Node, n: Node) -> None:
+    """Node n, its input's producer p's only reader, becomes part of p: p writes n's output, n goes."""
+    del g.buffers[p.output]
+    p.output = n.output
+    g.nodes.remove(n)
+
+
 def fold_batchnorm(g: Graph) -> None:
     """conv/fc -> batch_norm becomes one conv/fc with scaled weights and shifted bias; a batch norm anywhere else
     (before a conv, after an add, on the input) runs as a per-channel affine node."""
@@ -966,32 +968,38 @@ def fold_batchnorm(g: Graph) -> None:
         p.weight = w.astype(np.float32)
         p.bias = b.astype(np.float32)
         p.weight[p.weight == 0] = 0.0  # no -0.0 from a negative scale: keep the encoding's zeros exact
-        del g.buffers[p.output]
-        p.output = bn.output
-        g.nodes.remove(bn)
+        _absorb(g, p, bn)
+
+
+def _fuse_into_producers(g: Graph, op: str, fits, merge) -> None:
+    """Every node of `op` whose input's producer p it is the only reader of, and for which fits(p, n), becomes part
+    of p (merge(p, n) updates p's attributes), until no more do."""
+    changed = True
+    while changed:
+        changed = False
+        for n in g.nodes:
+            if n.op != op:
+                continue
+            p = g.producer(n.inputs[0])
+            if p is None or not _sole_consumer(g, n.inputs[0]) or not fits(p, n):
+                continue
+            merge(p, n)
+            _absorb(g, p, n)
+            changed = True
+            break
 
 
 def merge_affines(g: Graph) -> None:
     """Consecutive affine nodes ((x - m) / s: two) become one, y = x * (s1 s2) + (t1 s2 + t2), in float64 before the
     float32 rounding of the stored constants; then every affine's constants are float32."""
-    changed = True
-    while changed:
-        changed = False
-        for n in g.nodes:
-            if n.op != "affine":
-                continue
-            p = g.producer(n.inputs[0])
-            if p is None or p.op != "affine" or not _sole_consumer(g, n.inputs[0]) or \
-                    p.attrs["out_min"] != -INF or p.attrs["out_max"] != INF:
-                continue
-            s1, t1, s2, t2 = p.attrs["scale"], p.attrs["shift"], n.attrs["scale"], n.attrs["shift"]
-            p.attrs["scale"], p.attrs["shift"] = s1 * s2, t1 * s2 + t2
-            p.attrs["out_min"], p.attrs["out_max"] = n.attrs["out_min"], n.attrs["out_max"]
-            del g.buffers[p.output]
-            p.output = n.output
-            g.nodes.remove(n)
-            changed = True
-            break
+
+    def merge(p, n):
+        s1, t1, s2, t2 = p.attrs["scale"], p.attrs["shift"], n.attrs["scale"], n.attrs["shift"]
+        p.attrs["scale"], p.attrs["shift"] = s1 * s2, t1 * s2 + t2
+        p.attrs["out_min"], p.attrs["out_max"] = n.attrs["out_min"], n.attrs["out_max"]
+
+    _fuse_into_producers(g, "affine", lambda p, n: p.op == "affine" and p.attrs["out_min"] == -INF and
+                         p.attrs["out_max"] == INF, merge)
     for n in g.nodes:
         if n.op == "affine":
             n.attrs["scale"] = np.asarray(n.attrs["scale"], np.float64).astype(np.float32)
@@ -999,27 +1007,18 @@ def merge_affines(g: Graph) -> None:
 
 
 def fuse_clamps(g: Graph) -> None:
-    """A clamp (relu, relu6, hardtanh) right after fc/conv/add/clamp, as its input's only user, is fused
-    into that node's output clamp."""
-    changed = True
-    while changed:
-        changed = False
-        for c in g.nodes:
-            if c.op != "clamp":
-                continue
-            p = g.producer(c.inputs[0])
-            if p is None or p.op not in CLAMP_FUSABLE_OPS + ("clamp",) or not _sole_consumer(g, c.inputs[0]):
-                continue
-            lo = max(p.attrs["out_min"], c.attrs["out_min"])
-            hi = min(p.attrs["out_max"], c.attrs["out_max"])
-            if lo > hi:  # empty range: keep PyTorch's order of min/max, do not fuse
-                continue
-            p.attrs["out_min"], p.attrs["out_max"] = lo, hi
-            del g.buffers[p.output]
-            p.output = c.output
-            g.nodes.remove(c)
-            changed = True
-            break
+    """A clamp (relu, relu6, hardtanh) right after fc/conv/add/affine/clamp, as its input's only user, is fused
+    into that node's output clamp (not when the two ranges do not meet: PyTorch's order of min/max is kept)."""
+
+    def fits(p, c):
+        return p.op in CLAMP_FUSABLE_OPS + ("clamp",) and \
+            max(p.attrs["out_min"], c.attrs["out_min"]) <= min(p.attrs["out_max"], c.attrs["out_max"])
+
+    def merge(p, c):
+        p.attrs["out_min"] = max(p.attrs["out_min"], c.attrs["out_min"])
+        p.attrs["out_max"] = min(p.attrs["out_max"], c.attrs["out_max"])
+
+    _fuse_into_producers(g, "clamp", fits, merge)
 
 
 def drop_dead(g: Graph) -> None:
