@@ -57,8 +57,11 @@ def array_bytes(layer: dict, array: str) -> int:
 
 
 def array_names(layer: dict) -> list[str]:
-    """The arrays of a layer with weights, in the order the blob stores them."""
+    """The arrays of a layer with weights, in the order the blob stores them (a layer that shares an earlier layer's
+    weight, `shares_weights_of`, has its bias only)."""
     names = ["bias"] if layer["bytes"]["bias"] else []
+    if layer.get("shares_weights_of"):
+        return names
     names.append("values")
     if layer["format"] == "rcsr":
         names += ["index", "row_ptr"]
@@ -163,7 +166,13 @@ def decode_build(build: Path, storage: str):
     arrays = read_c_arrays(build, manifest) if storage == "c" else read_blob_arrays(build, manifest)
     out = {}
     for layer in weighted(manifest):
-        arr = arrays[layer["name"]]
+        arr = arrays.get(layer["name"], {})
+        owner = layer.get("shares_weights_of")
+        if owner:  # the weight is the owner's arrays, the bias (if any) its own
+            own = next(l for l in manifest["layers"] if l["name"] == owner)
+            assert layer["format"] == own["format"] and layer["index_bits"] == own["index_bits"]
+            out[layer["name"]] = (out[owner][0], arr.get("bias"))
+            continue
         w, col, row, values = decode_layer(layer, arr)
         check_layer_record(layer, arr, col, row, values)
         out[layer["name"]] = (w, arr.get("bias"))
@@ -262,11 +271,12 @@ def check_model(model: nn.Module, pt2: Path, tmp: Path, *opts: str, allowed=None
             assert (bias is None) == (want_b is None) and (bias is None or same_bits(bias, want_b, False)), name
             if allowed is not None:
                 check_choice(layer, want_w, allowed[layer["op"]], (align or {}).get(layer["op"], 1))
-        ws = weighted(manifest)
+        ws = [l for l in weighted(manifest) if not l.get("shares_weights_of")]  # each stored matrix once
         t = manifest["totals"]
         assert t["weights_bytes"] == sum(l["bytes"]["values"] + l["bytes"]["index"] + l["bytes"]["pointers"] for l in ws)
         assert t["dense_weights_bytes"] == sum(4 * l["weights"] for l in ws) == sum(l["dense_bytes"] for l in ws)
-        assert t["bias_bytes"] == sum(l["bytes"]["bias"] for l in ws) and t["nonzero"] == sum(l["nonzero"] for l in ws)
+        assert t["bias_bytes"] == sum(l["bytes"]["bias"] for l in weighted(manifest))
+        assert t["nonzero"] == sum(l["nonzero"] for l in ws)
         if storage == "blob":
             check_asm_agrees(out, manifest)
         decoded[storage] = layers
@@ -550,3 +560,28 @@ def test_non_ascii_layer_names_give_ascii_identifiers(tmp_path):
         assert json.loads((out / "manifest.json").read_text())["name"] == "r_seau"
     assert c_idents(json.loads((tmp_path / "c" / "manifest.json").read_text())) == {"réseau": "r_seau"}
     assert (tmp_path / "c" / "r_seau.c").is_file()
+
+
+class Shared(nn.Module):
+    """One conv and one linear, each applied twice: their weights are stored once, the second use's layer names the
+    first in `shares_weights_of` and has only its bias among the arrays."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.fc, self.out = nn.Conv2d(2, 2, 3, padding=1), nn.Linear(32, 32), nn.Linear(32, 3)
+        with torch.no_grad():
+            for m in (self.c, self.fc, self.out):
+                m.weight.mul_((torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(4)) < 0.3).float())
+
+    def forward(self, x):
+        h = self.c(torch.relu(self.c(x)))
+        return self.out(torch.relu(self.fc(torch.relu(self.fc(h.flatten(1))))))
+
+
+def test_shared_weights_are_stored_once(tmp_path):
+    model = Shared().eval()
+    pt2 = bm.export(model, (2, 4, 4), tmp_path / "shared.pt2")
+    man = check_model(model, pt2, tmp_path, modules={"c.conv2d_1": "c", "fc.linear_1": "fc"})
+    shares = {l["name"]: l["shares_weights_of"] for l in man["layers"]}
+    assert shares == {"c": None, "c.conv2d_1": "c", "fc": None, "fc.linear_1": "fc", "out": None}
+    assert man["totals"]["weights"] == 2 * 2 * 9 + 32 * 32 + 32 * 3

@@ -20,7 +20,7 @@ from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
 from .encode import Encoding, check_index_bits, check_row_align, choose_encoding, index_bits_for
 from .errors import PrunecError
-from .graph import Graph, numel
+from .graph import Graph, numel, shared_weights
 from .resources import runtime_dir
 
 MANIFEST_FORMAT = "prunec-build"
@@ -44,8 +44,14 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
             return row_align
         return target.row_align_for(op) if target is not None else 1
 
-    return {n.name: choose_encoding(n.weight.reshape(n.weight.shape[0], -1), bits_options=bits(n.op), row_align=align(n.op))
-            for n in g.nodes if n.weight is not None}
+    shared = shared_weights(g)
+    out: dict[str, Encoding] = {}
+    for n in g.nodes:
+        if n.weight is None:
+            continue
+        out[n.name] = out[shared[n.name]] if n.name in shared else choose_encoding(
+            n.weight.reshape(n.weight.shape[0], -1), bits_options=bits(n.op), row_align=align(n.op))
+    return out  # a layer that shares another's weight has that layer's Encoding object
 
 
 def _macs(n, enc: Encoding | None) -> tuple[int, int]:
@@ -66,9 +72,11 @@ def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]
                weights0: dict[str, int] | None = None) -> list[dict]:
     """The manifest's `layers`; `weights0`: each layer's weight count before pruning, where known."""
     rows = []
+    shared = shared_weights(g)
     for n in g.nodes:
         enc = encodings.get(n.name)
         macs, dense_macs = _macs(n, enc)
+        own = enc if n.name not in shared else None  # the bytes of a shared weight are its first layer's
         row = {
             "name": n.name, "op": n.op, "kernel": kernels[n.name],
             "input_shape": [list(s) for s in n.in_shapes], "output_shape": list(n.out_shape),
@@ -80,8 +88,9 @@ def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]
             "index_bits": enc.index_bits if enc else 0,
             "fillers": enc.fillers if enc else 0,
             "row_align": enc.row_align if enc else 0,
-            "bytes": {"values": enc.sizes["values"] if enc else 0, "index": enc.sizes["index"] if enc else 0,
-                      "pointers": enc.sizes["pointers"] if enc else 0,
+            "shares_weights_of": shared.get(n.name),
+            "bytes": {"values": own.sizes["values"] if own else 0, "index": own.sizes["index"] if own else 0,
+                      "pointers": own.sizes["pointers"] if own else 0,
                       "bias": 4 * int(n.bias.size) if n.bias is not None else 0},
             "dense_bytes": 4 * int(n.weight.size) if n.weight is not None else 0,
             # its weights before pruning (dead-neuron removal may have shrunk it since); null where not known
@@ -153,10 +162,11 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage, pairs)
 
     rows = layer_rows(g, encodings, facts["layer_kernels"], weights0)
-    weights_bytes = sum(e.total_bytes for e in encodings.values())
-    dense_bytes = sum(4 * e.rows * e.cols for e in encodings.values())
-    nonzero = sum(e.nonzero for e in encodings.values())
-    n_weights = sum(e.rows * e.cols for e in encodings.values())
+    stored = list({id(e): e for e in encodings.values()}.values())  # a shared weight is stored (and counted) once
+    weights_bytes = sum(e.total_bytes for e in stored)
+    dense_bytes = sum(4 * e.rows * e.cols for e in stored)
+    nonzero = sum(e.nonzero for e in stored)
+    n_weights = sum(e.rows * e.cols for e in stored)
     weights_before = sum(weights0.values()) if weights0 else None
     bias_bytes = sum(4 * int(n.bias.size) for n in g.nodes if n.bias is not None)
     flash = facts["stored_bytes"] + facts["code_bytes_estimate"]

@@ -30,7 +30,7 @@ from . import __version__
 from . import runtime
 from .encode import Encoding
 from .errors import PrunecError
-from .graph import Graph, Node, numel
+from .graph import Graph, Node, numel, shared_weights
 from .plan import Plan
 from .resources import templates_dir
 from .targets import Target
@@ -257,6 +257,8 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
     one_call: dict[int, runtime.Kernel] = {}  # fused conv index -> its one-call kernel (fused_kernel)
     layers = []
     used: set[str] = set()
+    shared = shared_weights(g)
+    syms: dict[str, object] = {}  # layer name -> its array symbol maker (a shared weight uses its first layer's)
     for i, n in enumerate(g.nodes):
         ident = c_ident(n.name)
         while ident in used:
@@ -274,7 +276,9 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                 one_call[i] = k = fk
         elif i in fused_into and fused_into[i] in one_call:
             k = one_call[fused_into[i]]  # what runs this pool: the conv's one call (the manifest says so)
-        sym = (lambda s: f"{name}_{ident}_{s}") if blob else (lambda s: f"{ident}_{s}")
+        sym = (lambda s, ident=ident: f"{name}_{ident}_{s}") if blob else (lambda s, ident=ident: f"{ident}_{s}")
+        syms[n.name] = sym
+        wsym = syms[shared[n.name]] if n.name in shared else sym  # the weight's arrays (values, index, row_ptr)
         L = Layer(n, ident, k, enc)
         x = [_buf(plan, g, b) for b in n.inputs]
         y = _buf(plan, g, n.output)
@@ -284,19 +288,22 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             L.arrays.append(Array(sym("bias"), "float", n.bias.astype(np.float32)))
             bias = sym("bias")
         if n.op in ("fc", "conv2d"):
+            own = n.name not in shared  # a layer sharing an earlier one's weight references its arrays
             if enc.format == "rcsr":
                 r = enc.rcsr
-                L.arrays += [Array(sym("values"), "float", r.values.astype(np.float32)),
-                             Array(sym("index"), "uint8_t", np.frombuffer(r.packed_index(), dtype=np.uint8)),
-                             Array(sym("row_ptr"), "uint32_t", r.row_ptr.astype(np.uint32))]
+                if own:
+                    L.arrays += [Array(sym("values"), "float", r.values.astype(np.float32)),
+                                 Array(sym("index"), "uint8_t", np.frombuffer(r.packed_index(), dtype=np.uint8)),
+                                 Array(sym("row_ptr"), "uint32_t", r.row_ptr.astype(np.uint32))]
                 if i not in fused or i in one_call:  # a looped conv reads one-row views (an unused _w: a -Wall warning)
                     L.structs.append(f"static const prunec_rcsr_f32 {ident}_w = {{{r.rows}u, {r.cols}u, "
-                                     f"{r.index_bits}u, {sym('values')}, {sym('index')}, {sym('row_ptr')}}};")
+                                     f"{r.index_bits}u, {wsym('values')}, {wsym('index')}, {wsym('row_ptr')}}};")
             else:
-                L.arrays.append(Array(sym("values"), "float", enc.dense.astype(np.float32)))
+                if own:
+                    L.arrays.append(Array(sym("values"), "float", enc.dense.astype(np.float32)))
                 if i not in fused or i in one_call:
                     L.structs.append(f"static const prunec_dense_f32 {ident}_w = {{{enc.rows}u, {enc.cols}u, "
-                                     f"{sym('values')}}};")
+                                     f"{wsym('values')}}};")
         if n.op == "fc":
             L.call = f"{k.name}(&{ident}_w, {bias}, {x[0]}, {y}, {lo}, {hi});"
         elif n.op == "conv2d" and i in one_call:
@@ -307,7 +314,7 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             L.call = (f"{k.name}(&{ident}_p, &{ident}_w, {bias}, &{ident}_poolp, {x[0]}, {y}, "
                       f"{_buf(plan, g, pool.output)}, {lo}, {hi});")
         elif n.op == "conv2d" and i in fused:
-            L.call = _fused_conv_pool(L, g, plan, target, ident, sym, bias, x[0], lo, hi, g.nodes[fused[i]])
+            L.call = _fused_conv_pool(L, g, plan, target, ident, wsym, bias, x[0], lo, hi, g.nodes[fused[i]])
         elif n.op == "conv2d":
             vals = _conv_vals(n, n.in_shapes[0][1], n.out_shape[1], n.attrs["groups"])
             L.structs.insert(0, _params("prunec_conv2d_params", f"{ident}_p", vals))
@@ -413,7 +420,7 @@ def render(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Target,
     node index -> pool node index fused into it (prunec.fuse), `plan` then being the fused plan."""
     if storage not in STORAGES:
         raise PrunecError(f"unknown weight storage {storage!r}; choose one of {', '.join(STORAGES)}")
-    weight_bytes = sum(e.total_bytes for e in encodings.values()) + sum(
+    weight_bytes = sum(e.total_bytes for e in {id(e): e for e in encodings.values()}.values()) + sum(
         4 * n.bias.size for n in g.nodes if n.bias is not None)
     blob = storage == "blob" or (storage == "auto" and weight_bytes > BLOB_THRESHOLD)
     layers = make_layers(g, encodings, plan, target, name, blob, fused)

@@ -42,6 +42,22 @@ IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "mul", "
 CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add", "affine")
 
 
+def shared_weights(g: "Graph") -> dict[str, str]:
+    """{layer: the earlier layer whose weight it is}: a module applied more than once (weight sharing) gives nodes
+    whose weight arrays are one array (the frontend's views of one parameter); a build stores it once."""
+    first: dict[tuple, str] = {}
+    out: dict[str, str] = {}
+    for n in g.nodes:
+        if n.weight is None:
+            continue
+        key = (n.op, n.weight.__array_interface__["data"][0], n.weight.shape, n.weight.strides)
+        if key in first:
+            out[n.name] = first[key]
+        else:
+            first[key] = n.name
+    return out
+
+
 def numel(shape) -> int:
     return int(math.prod(shape)) if shape else 1
 
