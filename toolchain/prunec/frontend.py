@@ -504,9 +504,9 @@ class _Converter:
         ones with a kernel of height 1."""
         return Act(x.buffer, (int(x.shape[0]), int(x.shape[1]), 1, int(x.shape[2])), x.group)
 
-    def _emit_1d(self, node, op: str, x: Act, attrs: dict, **kw) -> Act:
-        """emit a 2-d op on the [N, C, 1, L] view of x; the result seen as the node's [N, C, L]."""
-        shape = self.val_shape(node)
+    def _emit_1d(self, node, op: str, x: Act, attrs: dict, shape=None, **kw) -> Act:
+        """emit a 2-d op on the [N, C, 1, L] view of x; the result seen as the node's [N, C, L] (`shape`)."""
+        shape = self.val_shape(node) if shape is None else tuple(int(d) for d in shape)
         r = self.emit(op, [self._as2d(x)], attrs, out_shape=(int(shape[0]), int(shape[1]), 1, int(shape[2])), **kw)
         return Act(r.buffer, shape, r.group)
 
@@ -639,10 +639,10 @@ class _Converter:
         x = self._pool_in(a, one_d)
         if max(_pair(a["dilation"], (1, 1))) != 1:
             self.fail("dilated max pooling is not supported")
+        out = self.val_shape(node) if not node.target._schema.name.endswith("_with_indices") else \
+            tuple(int(s) for s in node.meta["val"][0].shape)  # (values, indices): the indices are never used
         if one_d:
-            return self._emit_1d(node, "maxpool2d", x, self._window(a, True))
-        out = self.val_shape(node) if node.target._schema.name.endswith("max_pool2d") else \
-            tuple(int(s) for s in node.meta["val"][0].shape)
+            return self._emit_1d(node, "maxpool2d", x, self._window(a, True), shape=out)
         return self.emit("maxpool2d", [x], self._window(a, False), out_shape=out)
 
     def _avg_pool(self, node, a, one_d: bool) -> Act:
@@ -660,6 +660,9 @@ class _Converter:
 
     def op_max_pool2d_with_indices(self, node, a):
         return [self.op_max_pool2d(node, a), None]
+
+    def op_max_pool1d_with_indices(self, node, a):
+        return [self.op_max_pool1d(node, a), None]
 
     def op_avg_pool2d(self, node, a):
         return self._avg_pool(node, a, one_d=False)
@@ -695,7 +698,7 @@ class _Converter:
         self.batch1(x)
         pooled = self.emit("adaptive_avgpool2d", [x], {"output_size": (1, 1)},
                            out_shape=(int(x.shape[0]), int(x.shape[1]), 1, 1))
-        return pooled if a.get("keepdim") else Act(pooled.buffer, self.val_shape(node), pooled.group)
+        return Act(pooled.buffer, self.val_shape(node), pooled.group)  # [N, C] or, keepdim, [N, C, 1(, 1)]
 
     # --- arithmetic with constants: one per-channel affine node y = x * scale + shift ---------------------
 
@@ -953,16 +956,14 @@ def fold_batchnorm(g: Graph) -> None:
     for bn in [n for n in g.nodes if n.op == "batchnorm"]:
         p = g.producer(bn.inputs[0])
         if p is None or p.op not in ("fc", "conv2d") or not _sole_consumer(g, bn.inputs[0]) \
-                or p.attrs["out_min"] != -INF or p.attrs["out_max"] != INF:
+                or p.attrs["out_min"] != -INF or p.attrs["out_max"] != INF \
+                or np.asarray(bn.attrs["scale"]).shape[0] != p.weight.shape[0]:  # a view between: other channels
             bn.op = "affine"
             bn.attrs = {"scale": np.asarray(bn.attrs["scale"], np.float64), "shift": np.asarray(bn.attrs["shift"], np.float64),
                         "out_min": -INF, "out_max": INF}
             continue
         scale, shift = bn.attrs["scale"], bn.attrs["shift"]
         rows = p.weight.shape[0]
-        if scale.shape[0] != rows:
-            raise PrunecError(f"cannot build {bn.torch_op} at {bn.source}: {scale.shape[0]} channels after a layer "
-                              f"of {rows} outputs; nothing was written")
         w = p.weight.astype(np.float64) * scale.reshape((rows,) + (1,) * (p.weight.ndim - 1))
         b = (p.bias.astype(np.float64) if p.bias is not None else np.zeros(rows)) * scale + shift
         p.weight = w.astype(np.float32)
@@ -998,8 +999,10 @@ def merge_affines(g: Graph) -> None:
         p.attrs["scale"], p.attrs["shift"] = s1 * s2, t1 * s2 + t2
         p.attrs["out_min"], p.attrs["out_max"] = n.attrs["out_min"], n.attrs["out_max"]
 
+    # the same number of channels means the same split of the flat buffer into channels (a view between that
+    # regroups them, [1, 4] -> [1, 2, 2], does not merge)
     _fuse_into_producers(g, "affine", lambda p, n: p.op == "affine" and p.attrs["out_min"] == -INF and
-                         p.attrs["out_max"] == INF, merge)
+                         p.attrs["out_max"] == INF and np.size(p.attrs["scale"]) == np.size(n.attrs["scale"]), merge)
     for n in g.nodes:
         if n.op == "affine":
             n.attrs["scale"] = np.asarray(n.attrs["scale"], np.float64).astype(np.float32)
