@@ -123,6 +123,19 @@ def _init_bn(bn: nn.modules.batchnorm._BatchNorm, g: torch.Generator) -> None:
             bn.bias.copy_(torch.randn(bn.bias.shape, generator=g) * 0.5)
 
 
+def _init_weighted(layer, p, n_out: int, bn_cls, g):
+    """Prune `layer`'s weight at p's density, draw its bias; the batch norm after it (p["bn"]) or None."""
+    _prune_init(layer.weight, p["density"], g)
+    if p["bias"]:
+        with torch.no_grad():
+            layer.bias.copy_(torch.randn(n_out, generator=g) * 0.5)
+    if not p.get("bn"):
+        return None
+    bn = bn_cls(n_out, eps=p["bn"]["eps"], affine=p["bn"]["affine"])
+    _init_bn(bn, g)
+    return bn
+
+
 class Conv(nn.Module):
     def __init__(self, p, g):
         super().__init__()
@@ -131,15 +144,7 @@ class Conv(nn.Module):
         self.conv = (nn.Conv1d if one_d else nn.Conv2d)(
             p["cin"], p["cout"], p["k"], stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
             groups=p["groups"], bias=p["bias"])
-        _prune_init(self.conv.weight, p["density"], g)
-        if p["bias"]:
-            with torch.no_grad():
-                self.conv.bias.copy_(torch.randn(p["cout"], generator=g) * 0.5)
-        self.bn = None
-        if p.get("bn"):
-            self.bn = (nn.BatchNorm1d if one_d else nn.BatchNorm2d)(p["cout"], eps=p["bn"]["eps"],
-                                                                    affine=p["bn"]["affine"])
-            _init_bn(self.bn, g)
+        self.bn = _init_weighted(self.conv, p, p["cout"], nn.BatchNorm1d if one_d else nn.BatchNorm2d, g)
 
     def forward(self, x):
         p, c = self.p, self.conv
@@ -156,14 +161,7 @@ class Linear(nn.Module):
         super().__init__()
         self.p = p
         self.fc = nn.Linear(p["fin"], p["fout"], bias=p["bias"])
-        _prune_init(self.fc.weight, p["density"], g)
-        if p["bias"]:
-            with torch.no_grad():
-                self.fc.bias.copy_(torch.randn(p["fout"], generator=g) * 0.5)
-        self.bn = None
-        if p.get("bn"):
-            self.bn = nn.BatchNorm1d(p["fout"], eps=p["bn"]["eps"], affine=p["bn"]["affine"])
-            _init_bn(self.bn, g)
+        self.bn = _init_weighted(self.fc, p, p["fout"], nn.BatchNorm1d, g)
 
     def forward(self, x):
         fn, w, b = self.p.get("fn", "module"), self.fc.weight, self.fc.bias
