@@ -28,7 +28,8 @@ The slow variant also draws wider layers (up to 8 input channels, 16 x groups co
 
 The default run (derandomized: 32 + 40 examples) takes ~20 s on two shared cores; the `slow` variants draw 300 +
 200 (pytest -m slow tests/test_property_models.py, ~3.5 min; PRUNEC_PROPERTY_EXAMPLES and
-PRUNEC_PROPERTY_REFUSE_EXAMPLES set the counts). Defects these properties found are pinned at the end of the file
+PRUNEC_PROPERTY_REFUSE_EXAMPLES set the counts); a slow Arm variant runs the property on cortex-m4, cortex-m55,
+aarch64-neon and armv7a-neon under QEMU (PRUNEC_PROPERTY_ARM_EXAMPLES per target, 25; 20 each took 52 s). Defects these properties found are pinned at the end of the file
 as regression tests (they were strict xfails until fixed), and the generator draws the constructions that
 triggered them (NCL mean with keepdim, max_pool1d with return_indices, a batch norm or affine layer after a view of
 a conv / linear / affine output with other channels).
@@ -898,6 +899,30 @@ def test_random_models_build_and_verify_many(arch, opts, n_inputs, seed):
 @given(case=refused_architectures())
 def test_unsupported_constructions_are_refused_by_name_many(case):
     check_refused(*case)
+
+
+ARM = settings(max_examples=int(os.environ.get("PRUNEC_PROPERTY_ARM_EXAMPLES", "25")), derandomize=True, **_COMMON)
+ARM_TARGETS = ["cortex-m4", "cortex-m55", "aarch64-neon", "armv7a-neon"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ARM_TARGETS)
+def test_random_models_verify_on_arm_under_qemu(target):
+    """The same property on the Arm targets (their ISA kernels, Cortex-M's conv + pool fusion by default), the build
+    cross-compiled and run under QEMU: PRUNEC_PROPERTY_ARM_EXAMPLES per target (25)."""
+    from prunec import targets
+
+    if targets.get(target).missing_tools():
+        pytest.skip(f"{target}: tools not installed")
+
+    @ARM
+    @given(arch=architectures(max_layers=6), storage=st.sampled_from(["c", "blob"]),
+           bits=st.sampled_from([None, ["1-16"], [8], [4, 8, 16]]), fuse=st.sampled_from([None, True, False]),
+           seed=st.integers(0, 1000))
+    def prop(arch, storage, bits, fuse, seed):
+        check_random_model(arch, Opts(target=target, storage=storage, index_bits=bits, fuse_pool=fuse), 2, seed)
+
+    prop()
 
 
 # --- defects the properties found, fixed and kept as regression tests ---
