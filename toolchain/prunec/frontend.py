@@ -280,7 +280,9 @@ class _Converter:
             self.fail(f"its {what} must be a parameter or constant (prunec bakes weights into flash)")
         return v
 
-    def layer_name(self, origin: str = "") -> str:
+    def layer_name(self, origin: str = "", suffix: str = "") -> str:
+        """The node's layer name (see docs/BUILD.md); `suffix` marks a first part of one op built as two layers
+        (silu: "act.sigmoid" before "act")."""
         node = self.fx_node
         base = ""
         if origin:
@@ -290,6 +292,8 @@ class _Converter:
             if stack:
                 path, _ = list(stack.values())[-1]
                 base = path
+        if suffix:
+            base = (base or node.name) + suffix
         if not base or base in self.names:
             base = f"{base}.{node.name}" if base else node.name
         while base in self.names:
@@ -312,7 +316,7 @@ class _Converter:
         if b is not None and not np.all(np.isfinite(b)):
             self.fail("its bias contains inf or NaN")
         self.nodes.append(Node(
-            name=self.layer_name(origin), op=op, inputs=[a.buffer for a in inputs], output=buf,
+            name=self.layer_name(origin, part.replace("_", ".", 1)), op=op, inputs=[a.buffer for a in inputs], output=buf,
             in_shapes=[a.shape for a in inputs], out_shape=shape, attrs=dict(attrs or {}), weight=w, bias=b,
             source=_source(node), torch_op=_opname(node.target),
         ))
@@ -791,7 +795,7 @@ class _Converter:
 
     def op_silu(self, node, a):  # x * sigmoid(x)
         x = self.act(a["self"])
-        return self._mul(x, self.emit("sigmoid", [x], part="_sigmoid"), x.shape)
+        return self._mul(x, self.emit("sigmoid", [x], part="_sigmoid"), x.shape)  # layers NAME.sigmoid, NAME
 
     def op_hardsigmoid(self, node, a):  # relu6(x + 3) / 6 = clamp(x / 6 + 1/2, 0, 1)
         x = self.act(a["self"])
