@@ -18,7 +18,7 @@ from . import codegen, frontend, fuse, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
-from .encode import Encoding, check_index_bits, check_row_align, choose_encoding, index_bits_for
+from .encode import Encoding, check_index_bits, check_row_align, choose_encoding, index_bits_for, stored
 from .errors import PrunecError
 from .graph import Graph, numel, shared_weights
 from .resources import runtime_dir
@@ -162,11 +162,11 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage, pairs)
 
     rows = layer_rows(g, encodings, facts["layer_kernels"], weights0)
-    stored = list({id(e): e for e in encodings.values()}.values())  # a shared weight is stored (and counted) once
-    weights_bytes = sum(e.total_bytes for e in stored)
-    dense_bytes = sum(4 * e.rows * e.cols for e in stored)
-    nonzero = sum(e.nonzero for e in stored)
-    n_weights = sum(e.rows * e.cols for e in stored)
+    distinct = stored(encodings)  # a shared weight is stored (and counted) once
+    weights_bytes = sum(e.total_bytes for e in distinct)
+    dense_bytes = sum(4 * e.rows * e.cols for e in distinct)
+    nonzero = sum(e.nonzero for e in distinct)
+    n_weights = sum(e.rows * e.cols for e in distinct)
     weights_before = sum(weights0.values()) if weights0 else None
     bias_bytes = sum(4 * int(n.bias.size) for n in g.nodes if n.bias is not None)
     flash = facts["stored_bytes"] + facts["code_bytes_estimate"]

@@ -28,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from . import __version__
 from . import runtime
-from .encode import Encoding
+from .encode import Encoding, stored
 from .errors import PrunecError
 from .graph import Graph, Node, numel, shared_weights
 from .plan import Plan
@@ -335,17 +335,13 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
         elif n.op == "softmax":
             a = n.attrs
             L.call = f"{k.name}({a['outer']}u, {a['n']}u, {a['inner']}u, {x[0]}, {y});"
-        elif n.op == "add":
+        elif n.op in ("add", "mul"):
             xa, xb = x
             if plan.in_place.get(i) == n.inputs[1]:  # the kernel allows y == a: put the overwritten one first
-                xa, xb = xb, xa
-            L.call = f"{k.name}({n.out_size}u, {xa}, {xb}, {y}, {lo}, {hi});"
-        elif n.op == "mul":
-            xa, xb = x
-            if plan.in_place.get(i) == n.inputs[1]:  # same shape: the kernel allows y == a, put the overwritten one first
-                xa, xb = xb, xa
+                xa, xb = xb, xa  # (a mul's b is overwritten only when of a's shape: plan._slots)
             a_ = n.attrs
-            L.call = f"{k.name}({a_['channels']}u, {a_['inner']}u, {a_['b_inner']}u, {xa}, {xb}, {y});"
+            L.call = (f"{k.name}({n.out_size}u, {xa}, {xb}, {y}, {lo}, {hi});" if n.op == "add" else
+                      f"{k.name}({a_['channels']}u, {a_['inner']}u, {a_['b_inner']}u, {xa}, {xb}, {y});")
         elif n.op == "leaky_relu":
             L.call = f"{k.name}({n.out_size}u, {c_float(n.attrs['slope'])}, {x[0]}, {y});"
         elif n.op == "concat":  # one copy per input, each into its place in every run of the output
@@ -420,7 +416,7 @@ def render(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Target,
     node index -> pool node index fused into it (prunec.fuse), `plan` then being the fused plan."""
     if storage not in STORAGES:
         raise PrunecError(f"unknown weight storage {storage!r}; choose one of {', '.join(STORAGES)}")
-    weight_bytes = sum(e.total_bytes for e in {id(e): e for e in encodings.values()}.values()) + sum(
+    weight_bytes = sum(e.total_bytes for e in stored(encodings)) + sum(
         4 * n.bias.size for n in g.nodes if n.bias is not None)
     blob = storage == "blob" or (storage == "auto" and weight_bytes > BLOB_THRESHOLD)
     layers = make_layers(g, encodings, plan, target, name, blob, fused)

@@ -497,12 +497,6 @@ def info_dict(c: C.Checkpoint) -> dict:
     }
 
 
-def _is_pt2(path: Path) -> bool:
-    from .frontend import _is_pt2_archive
-
-    return path.is_file() and (path.suffix == ".pt2" or _is_pt2_archive(path))
-
-
 def info_dict_pt2(path: str | os.PathLike) -> dict:
     """`info_dict` for an exported program (.pt2), e.g. of a model of the user's own, which has no checkpoint:
     the same keys, from the program as `prunec build` reads it (frontend: batch norm folded, which keeps the zeros).
@@ -555,7 +549,9 @@ def info_cmd(ckpt, as_json):
 
     CKPT is a prunec checkpoint or an exported program (.pt2, e.g. of a model of your own); a .pt2 has no
     accuracies (null) unless `prunec export` recorded them."""
-    pt2 = _is_pt2(Path(ckpt))
+    from .frontend import is_pt2
+
+    pt2 = Path(ckpt).is_file() and is_pt2(Path(ckpt))
     d = info_dict_pt2(ckpt) if pt2 else info_dict(C.load(ckpt))
     if as_json:
         click.echo(json.dumps(d, allow_nan=False))

@@ -153,6 +153,12 @@ class Encoding:
         return sum(self.sizes.values())
 
 
+def stored(encodings: dict[str, Encoding]) -> list[Encoding]:
+    """The distinct encodings of a build's layers: a layer that shares another's weight (graph.shared_weights) has
+    that layer's Encoding object, and its matrix is stored (and counted) once."""
+    return list({id(e): e for e in encodings.values()}.values())
+
+
 def layer_bytes(entries: int, rows: int, bits: int, value_bytes: int = 4) -> dict[str, int]:
     return {
         "values": entries * value_bytes,

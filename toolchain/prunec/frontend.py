@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import operator
 import os
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import math
 
 import numpy as np
 import torch
@@ -64,6 +63,11 @@ def _is_pt2_archive(path: Path) -> bool:
         return False
 
 
+def is_pt2(path: Path) -> bool:
+    """Whether MODEL is read as an exported program: named .pt2, or a torch.export archive by its contents."""
+    return path.suffix == ".pt2" or _is_pt2_archive(path)
+
+
 def load_exported(path: str | os.PathLike, **kw):
     """torch.export.load, without the traceback torch logs (logger torch.export, level WARNING) before it tries
     its fallback reader on an archive it cannot read: the caller's one-line error says what went wrong."""
@@ -83,7 +87,7 @@ def load_program(path: str | os.PathLike) -> Loaded:
         raise PrunecError(f"model {path} does not exist")
     if path.is_dir():
         raise PrunecError(f"model {path} is a directory; pass a .pt2 file (prunec export) or a prunec checkpoint")
-    if path.suffix == ".pt2" or _is_pt2_archive(path):
+    if is_pt2(path):
         try:
             program = load_exported(path)
         except Exception as e:  # torch raises many types for a damaged archive
@@ -104,7 +108,7 @@ def reference_module(path: str | os.PathLike) -> torch.nn.Module:
     path = Path(path)
     if not path.exists():
         raise PrunecError(f"reference model {path} does not exist; pass --model with the model the build came from")
-    if path.suffix == ".pt2" or _is_pt2_archive(path):
+    if is_pt2(path):
         try:
             return load_exported(path).module()
         except Exception as e:
@@ -774,15 +778,15 @@ class _Converter:
             self.fail(f"division with rounding_mode={a['rounding_mode']!r} is not supported")
         if k_self is not None:
             self.fail("dividing a constant by a tensor is not supported")
-        return self._affine(node, x, 1.0 / k if np.all(k != 0) else np.full_like(k, np.inf), 0.0)
+        with np.errstate(divide="ignore"):
+            return self._affine(node, x, 1.0 / k, 0.0)  # a zero divisor gives inf, which _affine refuses
 
-    def _mul(self, x: Act, y: Act, shape, part: str = "") -> Act:
+    def _mul(self, x: Act, y: Act, shape) -> Act:
         """x * y of two tensors computed from the input: the same shape, or one of them a per-channel gate
         ([N, C, 1, 1] or [N, C, 1] scaling [N, C, H, W] / [N, C, L]: squeeze-and-excitation)."""
         sx, sy = tuple(int(d) for d in x.shape), tuple(int(d) for d in y.shape)
         if sx == sy:
-            return self.emit("mul", [x, y], {"channels": 1, "inner": numel(sx), "b_inner": numel(sx)}, part=part,
-                             out_shape=sx)
+            return self.emit("mul", [x, y], {"channels": 1, "inner": numel(sx), "b_inner": numel(sx)}, out_shape=sx)
         full, gate = (x, y) if numel(sx) >= numel(sy) else (y, x)
         sf, sg = tuple(int(d) for d in full.shape), tuple(int(d) for d in gate.shape)
         if not (len(sf) in (3, 4) and len(sg) == len(sf) and sg[:2] == sf[:2] and all(d == 1 for d in sg[2:])) \
@@ -790,25 +794,23 @@ class _Converter:
             self.fail(f"mul of tensors of shapes {sx} and {sy} is not supported (the same shape, or a per-channel "
                       f"gate [N, C, 1, 1] times [N, C, H, W])")
         self.batch1(full)
-        return self.emit("mul", [full, gate], {"channels": sf[1], "inner": numel(sf[2:]), "b_inner": 1}, part=part,
-                         out_shape=sf)
+        return self.emit("mul", [full, gate], {"channels": sf[1], "inner": numel(sf[2:]), "b_inner": 1}, out_shape=sf)
 
     def op_silu(self, node, a):  # x * sigmoid(x)
         x = self.act(a["self"])
         return self._mul(x, self.emit("sigmoid", [x], part="_sigmoid"), x.shape)  # layers NAME.sigmoid, NAME
 
-    def op_hardsigmoid(self, node, a):  # relu6(x + 3) / 6 = clamp(x / 6 + 1/2, 0, 1)
-        x = self.act(a["self"])
+    def _hardsigmoid(self, x: Act, part: str = "") -> Act:  # relu6(x + 3) / 6 = clamp(x / 6 + 1/2, 0, 1)
         n = x.shape[1] if len(x.shape) >= 2 else 1
         return self.emit("affine", [x], {"scale": np.full(n, 1.0 / 6.0), "shift": np.full(n, 0.5), "out_min": 0.0,
-                                         "out_max": 1.0})
+                                         "out_max": 1.0}, part=part)
 
-    def op_hardswish(self, node, a):  # x * hardsigmoid(x)
+    def op_hardsigmoid(self, node, a):
+        return self._hardsigmoid(self.act(a["self"]))
+
+    def op_hardswish(self, node, a):  # x * hardsigmoid(x): layers NAME.gate, NAME
         x = self.act(a["self"])
-        n = x.shape[1] if len(x.shape) >= 2 else 1
-        gate = self.emit("affine", [x], {"scale": np.full(n, 1.0 / 6.0), "shift": np.full(n, 0.5), "out_min": 0.0,
-                                         "out_max": 1.0}, part="_gate")
-        return self._mul(x, gate, x.shape)
+        return self._mul(x, self._hardsigmoid(x, part="_gate"), x.shape)
 
     def op_leaky_relu(self, node, a):
         slope = float(a["negative_slope"])
@@ -853,12 +855,11 @@ class _Converter:
         return self.emit("concat", xs, {"outer": outer, "sizes": sizes})
 
     def op_add(self, node, a):
-        if a["alpha"] is not None and a["alpha"] != 1 and isinstance(self.env.get(a["other"]), Act) and \
-                isinstance(self.env.get(a["self"]), Act):
-            self.fail(f"add with alpha={a['alpha']} is not supported (alpha must be 1)")
         if node.target._schema.overload_name != "Tensor" or not isinstance(self.env.get(a["other"]), Act) or \
                 not isinstance(self.env.get(a["self"]), Act):
-            return self._arith(node, a, "add")
+            return self._arith(node, a, "add")  # a constant operand
+        if a["alpha"] not in (None, 1):
+            self.fail(f"add with alpha={a['alpha']} is not supported (alpha must be 1)")
         x, y = self.act(a["self"]), self.act(a["other"])
         if x.shape != y.shape:
             self.fail(f"broadcasting add of shapes {x.shape} and {y.shape} is not supported")

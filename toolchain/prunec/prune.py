@@ -417,7 +417,8 @@ def _pairs(model: nn.Module) -> list[tuple[str, str, bool, bool]]:
         gm = fx.symbolic_trace(model)
     except Exception:  # data-dependent control flow, unsupported constructs: remove nothing rather than guess
         return []
-    prunable = {n for n, _ in prunable_layers(model)}
+    # the layers dead-neuron removal can shrink (Conv1d layers are pruned but not shrunk: never paired)
+    prunable = {n for n, m in prunable_layers(model) if isinstance(m, (nn.Linear, nn.Conv2d))}
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
         if node.op == "call_module" and node.target in prunable:
@@ -536,8 +537,6 @@ def remove_dead_neurons(model: nn.Module, masks: M.Masks | None = None) -> tuple
         changed = False
         for a_name, b_name, relu, flat in pairs:
             a, b = model.get_submodule(a_name), model.get_submodule(b_name)
-            if not (isinstance(a, (nn.Linear, nn.Conv2d)) and isinstance(b, (nn.Linear, nn.Conv2d))):
-                continue  # Conv1d layers are pruned but not shrunk
             if getattr(a, "groups", 1) != 1 or getattr(b, "groups", 1) != 1:
                 continue
             n_out = a.weight.shape[0]

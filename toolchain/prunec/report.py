@@ -52,27 +52,24 @@ def graph_layer_table(g) -> list[dict]:
     fc / conv2d node, in execution order, batch norm already folded into its layer (folding keeps the zeros, so
     the counts are the model's). A weight that several nodes use (one Linear applied twice) is one row under its
     first use's name: its weights counted once, its MACs summed over the uses."""
-    from .graph import WEIGHTED_OPS
+    from .graph import WEIGHTED_OPS, shared_weights
 
-    rows: list[dict] = []
-    seen: dict[tuple, dict] = {}
+    shared = shared_weights(g)
+    rows: dict[str, dict] = {}
     for n in g.nodes:
         if n.op not in WEIGHTED_OPS or n.weight is None:
             continue
         w = n.weight
         pos = int(n.out_shape[2] * n.out_shape[3]) if n.op == "conv2d" and len(n.out_shape) == 4 else 1
         size, nz = int(w.size), int(np.count_nonzero(w))
-        key = (w.__array_interface__["data"][0], w.shape, w.strides)  # the same tensor, not another slice of it
-        if key in seen:
-            seen[key]["macs"] += size * pos
-            seen[key]["macs_nonzero"] += nz * pos
+        if n.name in shared:  # the same weight as an earlier layer's: its MACs go to that row
+            rows[shared[n.name]]["macs"] += size * pos
+            rows[shared[n.name]]["macs_nonzero"] += nz * pos
             continue
-        row = {"name": n.name, "type": "Conv2d" if n.op == "conv2d" else "Linear", "shape": list(w.shape),
-               "weights": size, "nonzero": nz, "remaining": nz / size if size else 0.0, "macs": size * pos,
-               "macs_nonzero": nz * pos, "bias": int(n.bias.size) if n.bias is not None else 0}
-        seen[key] = row
-        rows.append(row)
-    return rows
+        rows[n.name] = {"name": n.name, "type": "Conv2d" if n.op == "conv2d" else "Linear", "shape": list(w.shape),
+                        "weights": size, "nonzero": nz, "remaining": nz / size if size else 0.0, "macs": size * pos,
+                        "macs_nonzero": nz * pos, "bias": int(n.bias.size) if n.bias is not None else 0}
+    return list(rows.values())
 
 
 def weight_histograms(model: nn.Module) -> dict[str, dict]:

@@ -244,15 +244,13 @@ def describe_runner(manifest: dict) -> str:
     if runner == "cffi":
         return f"this machine (cffi, compiled with {os.environ.get('CC', 'cc')})"
     try:
-        from . import targets
+        from . import runners, targets
 
         t = targets.get(manifest["target"])
-        emu = t.extra.get("emulator")
-        if runner == "qemu-system" and emu:
-            return f"{emu} -M {t.extra.get('machine', '?')}"
-        if runner == "qemu-user" and emu:
-            return " ".join([emu, *map(str, t.extra.get("emulator_args", ()))])
-    except (PrunecError, KeyError, AttributeError):  # a target this prunec does not know: its runner's name
+        if t.runner == runner and runner in ("qemu-system", "qemu-user"):
+            cmd = runners.emulator_command(t, "PROGRAM")  # the command the runner runs, less the program's part
+            return " ".join(map(str, cmd[:cmd.index("-nographic")] if runner == "qemu-system" else cmd[:-1]))
+    except (PrunecError, KeyError, AttributeError, ValueError):  # a target this prunec does not know: its runner's name
         pass
     return runner
 
