@@ -77,6 +77,7 @@ typedef struct prunec_pool2d_params {
 # One C signature per op: every kernel of an op (portable or ISA) has the same one (prunec_kernels.h).
 SIGNATURES = {
     "fc_rcsr": "void {}(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float, float);",
+    "fc_rcsc": "void {}(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_dense": "void {}(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "conv2d_rcsr": "void {}(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, "
                    "const float *x, float *y, float, float);",
@@ -204,17 +205,22 @@ class FcCase:
     act: str = "none"
     bias: bool = True
     seed: int = 0
+    x_zeros: float = 0.0  # fraction of the inputs set to zero (+0.0 and -0.0 alike), e.g. a ReLU's output
 
     @property
     def id(self) -> str:
         b = f"-b{self.bits}" if self.bits else ""
         nb = "" if self.bias else "-nobias"
-        return f"fc{self.rows}x{self.cols}-{_pattern_id(self.pattern, self.density)}{b}-{self.act}{nb}-s{self.seed}"
+        z = f"-xz{self.x_zeros:g}" if self.x_zeros else ""
+        return f"fc{self.rows}x{self.cols}-{_pattern_id(self.pattern, self.density)}{b}-{self.act}{nb}{z}-s{self.seed}"
 
     def data(self):
         rng = _rng(self.seed)
         w = _sparse(rng, (self.rows, self.cols), self.density, self.pattern)
         x = rng.standard_normal(self.cols).astype(np.float32)
+        if self.x_zeros:
+            x[rng.random(self.cols) < self.x_zeros] = 0.0
+            x[::7][x[::7] == 0] = -0.0
         b = (rng.standard_normal(self.rows) * 2).astype(np.float32) if self.bias else None
         return w, b, x
 
@@ -522,6 +528,8 @@ def cases_for(op: str) -> list:
         return fc_cases(CASE_BITS)
     if op == "fc_dense":
         return fc_cases()
+    if op == "fc_rcsc":  # the column-major kernels: inputs with no, some and only zeros
+        return [FcCase(**{**c.__dict__, "x_zeros": (0.0, 0.6, 1.0)[i % 3]}) for i, c in enumerate(fc_cases(CASE_BITS))]
     if op == "conv2d_rcsr":
         return conv_cases(CASE_BITS)
     if op == "conv2d_dense":
@@ -619,7 +627,10 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
     if isinstance(case, FcCase):
         w, b, x = case.data()
         y = np.full(case.rows, np.nan, np.float32)
-        ws = rcsr_struct(ffi, keep, encode.encode_rcsr(w, case.bits)) if case.bits else dense_struct(ffi, keep, w)
+        if _op_of(kernel) == "fc_rcsc":  # stored column by column: the relative-indexed CSR of W^T
+            ws = rcsr_struct(ffi, keep, encode.encode_rcsr(np.ascontiguousarray(w.T), case.bits))
+        else:
+            ws = rcsr_struct(ffi, keep, encode.encode_rcsr(w, case.bits)) if case.bits else dense_struct(ffi, keep, w)
         lo, hi = ACTS[case.act]
         fn(ws, _bias(ffi, keep, b), keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True), lo, hi)
         return y

@@ -402,7 +402,7 @@ def test_two_builds_with_different_widths_link_into_one_program(tmp_path):
 
 
 def test_every_rcsr_kernel_has_its_link_name_for_builds_without_odd_widths(tmp_path):
-    """prunec_kernels.h renames every relative-indexed CSR kernel (ops fc_rcsr, conv2d_rcsr, conv2d_rcsr_maxpool2d)
+    """prunec_kernels.h renames every relative-indexed CSR kernel (ops fc_rcsr, fc_rcsc, conv2d_rcsr, conv2d_rcsr_maxpool2d)
     to *_w3 when PRUNEC_RCSR_ODD_WIDTHS is 0; a kernel registered without its line would again be shared by two
     builds of different configurations. And an object compiled with 0 defines only the *_w3 names."""
     import re
@@ -411,10 +411,11 @@ def test_every_rcsr_kernel_has_its_link_name_for_builds_without_odd_widths(tmp_p
 
     header = (RT / "include" / "prunec_kernels.h").read_text()
     renamed = set(re.findall(r"^#define (prunec_f32_\w+) \1_w3$", header, flags=re.M))
-    rcsr = {k.name for k in runtime.kernels() if k.op in ("fc_rcsr", "conv2d_rcsr", "conv2d_rcsr_maxpool2d")}
+    rcsr = {k.name for k in runtime.kernels() if k.op in ("fc_rcsr", "fc_rcsc", "conv2d_rcsr", "conv2d_rcsr_maxpool2d")}
     assert rcsr and renamed == rcsr, sorted(rcsr ^ renamed)
     cc = _cc()
     for src, plain in (("src/portable/f32-fc-rcsr-portable.c", "prunec_f32_fc_rcsr__portable"),
+                       ("src/portable/f32-fc-rcsc-portable.c", "prunec_f32_fc_rcsc__portable"),
                        ("src/portable/f32-conv2d-rcsr-portable.c", "prunec_f32_conv2d_rcsr__portable")):
         for odd, want in (("0", plain + "_w3"), ("1", plain)):
             obj = tmp_path / f"k{odd}.o"

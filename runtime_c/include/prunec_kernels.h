@@ -20,6 +20,7 @@
  * use the plain names; this header maps them. Every registered rcsr kernel has its line (tested). */
 #if !PRUNEC_RCSR_ODD_WIDTHS
 #define prunec_f32_fc_rcsr__portable prunec_f32_fc_rcsr__portable_w3
+#define prunec_f32_fc_rcsc__portable prunec_f32_fc_rcsc__portable_w3
 #define prunec_f32_conv2d_rcsr__portable prunec_f32_conv2d_rcsr__portable_w3
 #define prunec_f32_conv2d_rcsr_maxpool2d__portable prunec_f32_conv2d_rcsr_maxpool2d__portable_w3
 #define prunec_f32_fc_rcsr__avx512 prunec_f32_fc_rcsr__avx512_w3
@@ -44,6 +45,11 @@ extern "C" {
 #define PRUNEC_DECLARE_FC_RCSR(isa) \
   void prunec_f32_fc_rcsr__##isa(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, \
                                  float out_min, float out_max);
+/* The column-major twin (docs/FORMAT.md "Column-major fc layers"): w is the relative-indexed CSR of W^T (w->rows
+ * inputs, w->cols outputs), and inputs equal to zero are skipped. */
+#define PRUNEC_DECLARE_FC_RCSC(isa) \
+  void prunec_f32_fc_rcsc__##isa(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, \
+                                 float out_min, float out_max);
 #define PRUNEC_DECLARE_FC_DENSE(isa) \
   void prunec_f32_fc_dense__##isa(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, \
                                   float out_min, float out_max);
@@ -56,6 +62,26 @@ void prunec_f32_concat__portable(size_t outer, size_t n, size_t y_stride, const 
 void prunec_f32_mul__portable(size_t channels, size_t inner, size_t b_inner, const float *a, const float *b,
                               float *y);
 void prunec_f32_leaky_relu__portable(size_t n, float slope, const float *x, float *y);
+/* PyTorch's gelu, exact (erf) or, tanh_approx, approximate='tanh'; y may be x. */
+void prunec_f32_gelu__portable(size_t n, uint32_t tanh_approx, const float *x, float *y);
+/* y = x > 0 ? x * scale : expm1(x * input_scale) * neg_scale (elu, celu, selu); y may be x. */
+void prunec_f32_elu__portable(size_t n, float scale, float input_scale, float neg_scale, const float *x, float *y);
+/* y = x * beta > threshold ? x : log1p(exp(x * beta)) / beta; y may be x. */
+void prunec_f32_softplus__portable(size_t n, float beta, float threshold, const float *x, float *y);
+/* y = x * tanh(softplus(x)); y may be x. */
+void prunec_f32_mish__portable(size_t n, const float *x, float *y);
+/* Constant padding (negative top / left: cropping) of the last two dims of `planes` planes (x and y disjoint). */
+void prunec_f32_pad2d__portable(size_t planes, size_t in_h, size_t in_w, size_t out_h, size_t out_w, int32_t top,
+                                int32_t left, float value, const float *x, float *y);
+/* Nearest upsampling of `planes` planes by integer factors (x and y disjoint). */
+void prunec_f32_upsample_nearest2d__portable(size_t planes, size_t in_h, size_t in_w, size_t scale_h, size_t scale_w,
+                                             const float *x, float *y);
+/* PyTorch's bilinear upsampling with its float scales (x and y disjoint). */
+void prunec_f32_upsample_bilinear2d__portable(size_t planes, size_t in_h, size_t in_w, size_t out_h, size_t out_w,
+                                              float scale_h, float scale_w, uint32_t align_corners, const float *x,
+                                              float *y);
+/* y = x with its (up to 4) dims permuted: y[i0][i1][i2][i3] = x[sum_k i_k * stride[k]], y contiguous of `shape`. */
+void prunec_f32_permute__portable(const uint32_t shape[4], const uint32_t stride[4], const float *x, float *y);
 /* A convolution with the max pool after it fused: per output channel, the conv (clamp included) into `plane`
  * (one channel's output), then the max pool of that plane into channel c of y; pp->channels is not read. */
 #define PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(isa) \
@@ -68,6 +94,7 @@ void prunec_f32_leaky_relu__portable(size_t n, float slope, const float *x, floa
 
 /* bias may be NULL (no bias). */
 PRUNEC_DECLARE_FC_RCSR(portable)
+PRUNEC_DECLARE_FC_RCSC(portable)
 PRUNEC_DECLARE_FC_DENSE(portable)
 PRUNEC_DECLARE_CONV2D_RCSR(portable)
 PRUNEC_DECLARE_CONV2D_DENSE(portable)

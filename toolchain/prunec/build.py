@@ -27,13 +27,51 @@ MANIFEST_FORMAT = "prunec-build"
 MANIFEST_VERSION = 1
 
 
+SKIP_ZERO_INPUTS = ("none", "relu", "all")
+
+
+def _nonnegative(g: Graph, buffer: str) -> bool:
+    """Whether `buffer` is a ReLU's output (a clamp to [0, ...] fused into the layer that writes it, or a clamp
+    layer), possibly max-pooled since: the inputs whose zeros a column-major fc layer skips."""
+    for n in g.nodes:
+        if n.output == buffer:
+            lo = n.attrs.get("out_min")
+            if lo is not None and lo >= 0:
+                return True
+            return n.op == "maxpool2d" and _nonnegative(g, n.inputs[0])
+    return False
+
+
+def zero_skipping_layers(g: Graph, spec: str | None) -> frozenset[str]:
+    """The fc layers `prunec build --skip-zero-inputs SPEC` stores column by column (their kernel skips zero inputs,
+    docs/BUILD.md "Skipping zero inputs"): 'none', 'relu' (those whose input is a ReLU's output), 'all', or layer
+    names separated by commas."""
+    spec = (spec or "none").strip()
+    fcs = [n.name for n in g.nodes if n.op == "fc"]
+    if spec == "none":
+        return frozenset()
+    if spec == "all":
+        return frozenset(fcs)
+    if spec == "relu":
+        return frozenset(n.name for n in g.nodes if n.op == "fc" and _nonnegative(g, n.inputs[0]))
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [s for s in names if s not in fcs]
+    if bad or not names:
+        raise PrunecError(f"--skip-zero-inputs {spec!r}: this model has no fully connected layer named "
+                          f"{', '.join(map(repr, bad)) or '(empty)'}; give none, relu, all, or names among: "
+                          f"{', '.join(fcs) or '(it has no fully connected layers)'}")
+    return frozenset(names)
+
+
 def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = None,
-                 row_align: int | None = None) -> dict[str, Encoding]:
+                 row_align: int | None = None, columns: frozenset[str] = frozenset()) -> dict[str, Encoding]:
     """Per weighted layer, the smallest storage of its [out x in*kh*kw] matrix (relative-indexed CSR or dense),
     the index width drawn from `index_bits` if given, else from the target's widths for the layer's op
     (Target.index_bits_for: fc layers 8 or 16 bits by default, conv 4, 8 or 16), else from all widths; rows
     padded to a multiple of `row_align` entries if given, else of the target's alignment for the op
-    (Target.row_align_for: 8 for fc on x86_64-avx2, else 1)."""
+    (Target.row_align_for: 8 for fc on x86_64-avx2, else 1). The layers named in `columns` (zero_skipping_layers)
+    store W^T, unpadded unless `row_align` is given: their kernel visits a column's entries only when its input
+    is nonzero."""
     def bits(op: str) -> tuple[int, ...]:
         if index_bits:
             return tuple(index_bits)
@@ -49,8 +87,10 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
     for n in g.nodes:
         if n.weight is None:
             continue
+        cm = n.name in columns
         out[n.name] = out[shared[n.name]] if n.name in shared else choose_encoding(
-            n.weight.reshape(n.weight.shape[0], -1), bits_options=bits(n.op), row_align=align(n.op))
+            n.weight.reshape(n.weight.shape[0], -1), bits_options=bits(n.op),
+            row_align=(row_align or 1) if cm else align(n.op), columns=cm)
     return out  # a layer that shares another's weight has that layer's Encoding object
 
 
@@ -88,6 +128,8 @@ def layer_rows(g: Graph, encodings: dict[str, Encoding], kernels: dict[str, str]
             "index_bits": enc.index_bits if enc else 0,
             "fillers": enc.fillers if enc else 0,
             "row_align": enc.row_align if enc else 0,
+            # relative-indexed CSR of W ("rows") or of W^T ("columns": the kernel skips zero inputs); null if none
+            "orientation": ("columns" if enc.columns else "rows") if enc and enc.format == "rcsr" else None,
             "shares_weights_of": shared.get(n.name),
             "bytes": {"values": own.sizes["values"] if own else 0, "index": own.sizes["index"] if own else 0,
                       "pointers": own.sizes["pointers"] if own else 0,
@@ -128,12 +170,13 @@ ONE_CALL = "one-call"
 
 
 def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto",
-            index_bits=None, row_align: int | None = None, fuse_pool: bool | None = None):
+            index_bits=None, row_align: int | None = None, fuse_pool: bool | None = None,
+            skip_zero_inputs: str | None = None):
     """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph).
     `index_bits`: the index widths every layer may use, `row_align`: the entries per row every relative-indexed
     layer is padded to a multiple of (default for both: the target's per-op choice); `fuse_pool`: run each
     convolution followed by a pool one channel at a time (prunec.fuse; default: the target's
-    `fuse_conv_pool`)."""
+    `fuse_conv_pool`); `skip_zero_inputs`: which fc layers skip zero inputs (zero_skipping_layers; default none)."""
     target = targets_mod.get(target_name)
     if index_bits is not None:
         index_bits = check_index_bits(index_bits, "--index-bits")
@@ -144,7 +187,7 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
     weights0 = loaded.weights0  # per layer, before pruning; None: unknown (a .pt2 that `prunec export` did not write)
-    encodings = encode_graph(g, target, index_bits, row_align)
+    encodings = encode_graph(g, target, index_bits, row_align, zero_skipping_layers(g, skip_zero_inputs))
     keep = None
     if fuse_pool is None:
         fuse_pool = target.extra.get("fuse_conv_pool", False)
@@ -303,7 +346,7 @@ def _is_build_dir(d: Path) -> bool:
 
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
           storage: str = "auto", index_bits=None, row_align: int | None = None,
-          fuse_pool: bool | None = None) -> BuildResult:
+          fuse_pool: bool | None = None, skip_zero_inputs: str | None = None) -> BuildResult:
     out_dir = Path(out_dir)
     model = Path(model_path)
     if model.exists() and out_dir.exists() and out_dir.resolve() in model.resolve().parents:
@@ -312,7 +355,8 @@ def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.Pat
     if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_build_dir(out_dir):
         raise PrunecError(f"--out {out_dir} is a directory with other files in it, not an earlier prunec build (no build "
                           f"manifest.json): the build replaces its --out as a whole; choose a new or empty directory")
-    files, manifest, g = prepare(model_path, target_name, name, storage, index_bits, row_align, fuse_pool)
+    files, manifest, g = prepare(model_path, target_name, name, storage, index_bits, row_align, fuse_pool,
+                                 skip_zero_inputs)
     target = targets_mod.get(target_name)
     if target.extra.get("size"):
         manifest["size"] = _measure_size(files, manifest, target)

@@ -165,6 +165,8 @@ def _buf(plan: Plan, g: Graph, name: str) -> str:
 
 
 def _kernel_op(n: Node, enc: Encoding | None) -> str:
+    if n.op == "fc" and enc.format == "rcsr" and enc.columns:
+        return "fc_rcsc"  # stored column by column, zero inputs skipped
     if n.op in ("fc", "conv2d"):
         return f"{n.op}_{'rcsr' if enc.format == 'rcsr' else 'dense'}"
     return n.op
@@ -365,6 +367,8 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
         if enc is not None:
             what += f", {enc.format}" + (f" {enc.index_bits}-bit, {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense"
                                           if enc.format == "rcsr" else "")
+            if enc.columns:
+                what += ", stored by columns: zero inputs skipped"
         if i in plan.in_place:
             what += ", in place"
         if i in fused:

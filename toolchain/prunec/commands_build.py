@@ -29,13 +29,17 @@ from .codegen import STORAGES
               help="run each convolution that feeds a pool one output channel at a time, pooling each plane at once, "
                    "so that the convolution's output never exists whole: less RAM, one kernel call per channel "
                    "(default: the target's choice, on for the Cortex-M targets)")
-def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool):
+@click.option("--skip-zero-inputs", "skip_zero_inputs", default="none", show_default=True, metavar="WHICH",
+              help="fc layers stored column by column, whose kernel skips the inputs that are zero (after a ReLU, "
+                   "often most): 'relu' (those fed by a ReLU), 'all', 'none', or layer names separated by commas. "
+                   "Faster when enough inputs are zero, slower otherwise (docs/BUILD.md \"Skipping zero inputs\")")
+def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
     from .bench import weights_summary
     from .build import build
 
     bits = None if index_bits is None else [b.strip() for b in index_bits.split(",")]
-    r = build(model, target, out, name, storage, bits, row_align, fuse_pool)
+    r = build(model, target, out, name, storage, bits, row_align, fuse_pool, skip_zero_inputs)
     t = r.manifest["totals"]
     fused = r.manifest["plan"]["fused_conv_pool"]
     arena = f"arena {r.manifest['arena_bytes']:,} bytes"

@@ -147,6 +147,9 @@ class Encoding:
         return self.rcsr.fillers if self.rcsr is not None else 0
 
     row_align: int = 1  # rows padded to a multiple of this many entries (1: not padded)
+    # stored column by column (an fc layer whose kernel skips zero inputs, docs/FORMAT.md "Column-major fc
+    # layers"): `rcsr` is then the relative-indexed CSR of W^T (rcsr.rows = the layer's inputs); rows/cols stay W's
+    columns: bool = False
 
     @property
     def total_bytes(self) -> int:
@@ -354,19 +357,22 @@ def unpack_codes(data: bytes, bits: int, n: int) -> np.ndarray:
 
 
 def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = True,
-                    bits_options: tuple[int, ...] = FAST_INDEX_BITS, row_align: int = 1) -> Encoding:
+                    bits_options: tuple[int, ...] = FAST_INDEX_BITS, row_align: int = 1,
+                    columns: bool = False) -> Encoding:
     """The smallest storage of `w` by exact byte count: rcsr with the best b of `bits_options` (default the three
     widths with fast kernel paths; INDEX_BITS for the fewest bytes) (rows then padded to a multiple of
     `row_align` entries), or dense when that is no larger. With `row_align` > 1 each b is costed with the padding
-    it needs: b's own fillers change how many entries a row holds, so the padding differs from b to b."""
+    it needs: b's own fillers change how many entries a row holds, so the padding differs from b to b.
+    `columns`: the sparse candidates store W^T (Encoding.columns), costed as such; dense stays W, row-major."""
     w = _as_matrix(w)
     rows, cols = w.shape
     nonzero = int(np.count_nonzero(w))
+    src = np.ascontiguousarray(w.T) if columns else w
     best_bits, best_total = None, None
-    gaps = _gaps(w) if bits_options else None  # once for every width costed
+    gaps = _gaps(src) if bits_options else None  # once for every width costed
     for bits in bits_options:
-        entries, _ = _count_from_gaps(w.shape, gaps, bits, row_align)
-        total = sum(layer_bytes(entries, rows, bits, value_bytes).values())
+        entries, _ = _count_from_gaps(src.shape, gaps, bits, row_align)
+        total = sum(layer_bytes(entries, src.shape[0], bits, value_bytes).values())
         if best_total is None or total < best_total:
             best_bits, best_total = bits, total
     if best_bits is None:
@@ -375,6 +381,6 @@ def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = Tru
     if allow_dense and dense_total <= best_total:
         return Encoding("dense", rows, cols, nonzero, dense=np.ascontiguousarray(w), value_bytes=value_bytes,
                         sizes={"values": dense_total, "index": 0, "pointers": 0})
-    r = pad_rows(encode_rcsr(w, best_bits), row_align)
+    r = pad_rows(encode_rcsr(src, best_bits), row_align)
     return Encoding("rcsr", rows, cols, nonzero, rcsr=r, value_bytes=value_bytes, sizes=r.bytes(value_bytes),
-                    row_align=row_align)
+                    row_align=row_align, columns=columns)

@@ -1,0 +1,147 @@
+/*
+ * Sparse fully connected layer that skips zero inputs, portable C99: y = clamp(W x + bias), with W stored
+ * column by column: the relative-indexed CSR of W's transpose (docs/FORMAT.md "Column-major fc layers").
+ *
+ * `w` describes W^T: w->rows is the layer's input width, w->cols its output width; "row" j of w holds the
+ * weights that input x[j] feeds, and an entry's "column" is the output it adds to. So the work is a scatter:
+ * y = bias, then for each input j with x[j] != 0, y[out] += value * x[j] over the entries of column j. An input
+ * that is zero costs one compare: after a ReLU, most of a layer's inputs often are (the dynamic activation
+ * sparsity of Han et al.'s EIE), and the work falls with them; the row-major kernel reads every entry whatever x.
+ *
+ * Each output is summed in input order starting from its bias, the order of prunec_f32_fc_rcsr__portable, so
+ * with finite inputs the two give the same floats (a skipped x[j] == 0 would have added a zero product; the one
+ * difference: a sum that is -0.0 stays -0.0 where adding +0.0 products would have made it +0.0). A NaN or inf
+ * input is never skipped. y must not alias x (it is written while x is read).
+ */
+#include <math.h>
+
+#include "prunec_kernels.h"
+#include "prunec_rcsr_util.h"
+
+static void fc_rcsc_b4(const prunec_rcsr_f32 *w, const float *x, float *y) {
+  const float *values = w->values;
+  const uint8_t *index = w->index;
+  const uint32_t *ptr = w->row_ptr;
+  uint32_t j;
+  for (j = 0; j < w->rows; j++) {
+    const float xj = x[j];
+    float *yp = y; /* at y[next output] */
+    uint32_t e;
+    if (xj == 0.0f) {
+      continue;
+    }
+    for (e = ptr[j]; e < ptr[j + 1]; e++) {
+      yp += (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
+      *yp++ += values[e] * xj;
+    }
+  }
+}
+
+static void fc_rcsc_b8(const prunec_rcsr_f32 *w, const float *x, float *y) {
+  const uint32_t *ptr = w->row_ptr;
+  uint32_t j;
+  for (j = 0; j < w->rows; j++) {
+    const float xj = x[j];
+    const uint32_t end = ptr[j + 1];
+    const float *v;
+    const uint8_t *c;
+    float *yp = y; /* at y[next output] */
+    uint32_t e;
+    if (xj == 0.0f) {
+      continue;
+    }
+    e = ptr[j];
+    v = w->values + e;
+    c = w->index + e;
+    /* four entries per step: the loop's own instructions once per four (a visible share on Cortex-M) */
+    for (; e + 4u <= end; e += 4u, v += 4, c += 4) {
+      yp += c[0];
+      *yp++ += v[0] * xj;
+      yp += c[1];
+      *yp++ += v[1] * xj;
+      yp += c[2];
+      *yp++ += v[2] * xj;
+      yp += c[3];
+      *yp++ += v[3] * xj;
+    }
+    for (; e < end; e++) {
+      yp += *c++;
+      *yp++ += *v++ * xj;
+    }
+  }
+}
+
+static void fc_rcsc_b16(const prunec_rcsr_f32 *w, const float *x, float *y) {
+  const float *values = w->values;
+  const uint8_t *index = w->index;
+  const uint32_t *ptr = w->row_ptr;
+  uint32_t j;
+  for (j = 0; j < w->rows; j++) {
+    const float xj = x[j];
+    float *yp = y;
+    uint32_t e;
+    if (xj == 0.0f) {
+      continue;
+    }
+    for (e = ptr[j]; e < ptr[j + 1]; e++) {
+      /* little-endian 16-bit codes, read bytewise: no alignment or host-endianness assumption */
+      yp += (uint32_t)index[2u * e] | ((uint32_t)index[2u * e + 1u] << 8);
+      *yp++ += values[e] * xj;
+    }
+  }
+}
+
+#if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h */
+static void fc_rcsc_bany(const prunec_rcsr_f32 *w, const float *x, float *y) {
+  const uint32_t *ptr = w->row_ptr;
+  const uint32_t bits = w->index_bits;
+  uint32_t j;
+  for (j = 0; j < w->rows; j++) {
+    const float xj = x[j];
+    float *yp = y;
+    uint32_t e = ptr[j];
+    prunec_rcsr_bitreader rd;
+    if (xj == 0.0f) {
+      continue;
+    }
+    prunec_rcsr_bits_init(&rd, w->index, e, ptr[j + 1] - e, bits);
+    for (; e < ptr[j + 1]; e++) {
+      yp += prunec_rcsr_bits_next(&rd, bits);
+      *yp++ += w->values[e] * xj;
+    }
+  }
+}
+#endif
+
+void prunec_f32_fc_rcsc__portable(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
+                                  float out_min, float out_max) {
+  const uint32_t n = w->cols;
+  uint32_t r;
+  if (prunec_rcsr_bad_bits(w, y, n)) {
+    return;
+  }
+  for (r = 0; r < n; r++) {
+    y[r] = bias != NULL ? bias[r] : 0.0f;
+  }
+  switch (w->index_bits) {
+    case 4:
+      fc_rcsc_b4(w, x, y);
+      break;
+    case 8:
+      fc_rcsc_b8(w, x, y);
+      break;
+    case 16:
+      fc_rcsc_b16(w, x, y);
+      break;
+    default:
+#if PRUNEC_RCSR_ODD_WIDTHS
+      fc_rcsc_bany(w, x, y);
+#endif
+      break;
+  }
+  for (r = 0; r < n; r++) {
+    float v = y[r];
+    v = v < out_min ? out_min : v;
+    y[r] = v > out_max ? out_max : v;
+  }
+}
