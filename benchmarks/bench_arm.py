@@ -68,6 +68,7 @@ def _c_floats(a):
 
 
 ROW_ALIGN = None  # --row-align (None: each target's own, Target.row_align_for)
+X_ZEROS = 0.0  # --x-zeros: share of the fc inputs that are zero; above 0 the zero-skipping kernels are counted too
 INDEX_BITS_OVERRIDE = None  # --index-bits (None: each target's own widths per op, Target.index_bits_for)
 
 
@@ -75,20 +76,26 @@ def widths(t, op: str):
     return INDEX_BITS_OVERRIDE or t.index_bits_for(op)
 
 
-def layer_header(w, bias, sparse: bool, bits=FAST_INDEX_BITS, row_align: int = 1) -> str:
+def layer_header(w, bias, sparse: bool, bits=FAST_INDEX_BITS, row_align: int = 1, columns: bool = False,
+                 x_zeros: float = 0.0) -> str:
     """The layer as C arrays; sparse: relative-indexed CSR with the smallest storage among index widths `bits`
-    (pass target.index_bits_for(op), as `prunec build` does), rows padded to a multiple of `row_align` entries."""
+    (pass target.index_bits_for(op), as `prunec build` does), rows padded to a multiple of `row_align` entries;
+    `columns`: of W^T, for the column-major kernels (fc_rcsc, unpadded as `prunec build` stores them).
+    `x_zeros`: that share of the inputs is zero (insn_main.c's X_ZEROS_PERMILLE)."""
     rows, cols = w.shape
     lines = [f"#define ROWS {rows}", f"#define COLS {cols}",
              f"static const float bias_data[{rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data"]
+    if x_zeros:
+        lines.append(f"#define X_ZEROS_PERMILLE {round(1000 * x_zeros)}u")
     if sparse:
-        enc = choose_encoding(w, allow_dense=False, bits_options=bits, row_align=row_align)
+        enc = choose_encoding(w, allow_dense=False, bits_options=bits, row_align=1 if columns else row_align,
+                              columns=columns)
         r = enc.rcsr
         idx = r.packed_index() + b"\0" * 16
-        lines += [f"#define INDEX_BITS {r.index_bits}",
+        lines += [f"#define STORE_ROWS {r.rows}", f"#define STORE_COLS {r.cols}", f"#define INDEX_BITS {r.index_bits}",
                   f"static const float values_data[{max(1, r.entries)}] = {{{_c_floats(r.values) or '0.0f'}}};",
                   f"static const uint8_t index_data[{len(idx)}] = {{{','.join(map(str, idx))}}};",
-                  f"static const uint32_t row_ptr_data[{rows + 1}] = {{{','.join(map(str, r.row_ptr.tolist()))}}};",
+                  f"static const uint32_t row_ptr_data[{r.rows + 1}] = {{{','.join(map(str, r.row_ptr.tolist()))}}};",
                   "#define VALUES values_data", "#define INDEX index_data", "#define ROW_PTR row_ptr_data"]
     else:
         lines += [f"static const float values_data[{rows * cols}] = {{{_c_floats(w.ravel())}}};",
@@ -108,7 +115,7 @@ def conv_header(layer, w, bias, sparse: bool, bits=FAST_INDEX_BITS) -> str:
 def kernels_for(target) -> dict[str, list]:
     ks = harness.registry()
     return {op: [k for k in ks if k.op == op and k.isa in target.isa and (harness.RUNTIME / k.source).exists()]
-            for op in ("fc_rcsr", "fc_dense", "conv2d_rcsr", "conv2d_dense")}
+            for op in ("fc_rcsr", "fc_rcsc", "fc_dense", "conv2d_rcsr", "conv2d_dense")}
 
 
 def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) -> Path:
@@ -127,7 +134,7 @@ def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) 
         srcs.append(str(harness.RUNTIME / target.extra["startup"]))
     cmd = [target.cc, *target.cflags, "-O3" if target.runner != "qemu-system" else "-O2",
            f"-I{harness.RUNTIME / 'include'}", f"-I{d}", f"-DKERNEL={kernel.name}", f"-DITERS={iters}",
-           *(["-DSPARSE"] if kernel.op.endswith("_rcsr") else []), *srcs, "-o", str(exe), *target.ldflags, *target.libs]
+           *(["-DSPARSE"] if kernel.op.endswith(("_rcsr", "_rcsc")) else []), *srcs, "-o", str(exe), *target.ldflags, *target.libs]
     # No -fPIC for static programs; no --gc-sections: it drops the start-up file's vector table (a static
     # array referenced by nothing but the linker's --section-start), and QEMU then locks up at reset.
     cmd = [c for c in cmd if c not in ("-fPIC", "-Wl,--gc-sections")]
@@ -211,18 +218,27 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                 w, bias, _ = workloads.random_layer(layer, 0)
                 nnz = int(np.count_nonzero(w))
                 res = {"target": tname, "layer": key, "density": d, "nonzero": nnz, "macs": w.size, "counts": {}}
-                for op, sparse in (("fc_dense", False), ("fc_rcsr", True)):
+                res["x_zeros"] = X_ZEROS
+                for op, sparse, columns in (("fc_dense", False, False), ("fc_rcsr", True, False),
+                                            ("fc_rcsc", True, True)):
+                    if columns and not X_ZEROS:
+                        continue  # the zero-skipping kernels are counted with --x-zeros only
                     hdr = layer_header(w, bias, sparse, widths(t, "fc"),
-                                       ROW_ALIGN if ROW_ALIGN is not None else t.row_align_for("fc"))
+                                       ROW_ALIGN if ROW_ALIGN is not None else t.row_align_for("fc"), columns, X_ZEROS)
                     for k in ks[op]:
                         res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
                 dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
                 sparse = min(v for n, v in res["counts"].items() if "_rcsr__" in n)
                 res.update(best_dense=dense, best_sparse=sparse, ratio=sparse / dense, goal=3 * d,
                            dense_per_mac=dense / w.size, sparse_per_nnz=sparse / max(nnz, 1))
+                skip = ""
+                if X_ZEROS:
+                    cs = min(v for n, v in res["counts"].items() if "_rcsc__" in n)
+                    res.update(best_zero_skipping=cs, zero_skipping_ratio=cs / dense)
+                    skip = f"  zero-skipping {cs:9.0f} (ratio {cs / dense:.3f}, {cs / sparse:.2f}x the row kernel's)"
                 print(f"{tname:13s} {key:14s} d={d:5.0%}  dense {dense:10.0f} ({dense / w.size:.2f}/MAC)  sparse "
                       f"{sparse:9.0f} ({sparse / max(nnz, 1):.2f}/nz)  ratio {sparse / dense:.3f}  goal <= {3 * d:.3f}  "
-                      f"{'met' if sparse / dense <= 3 * d else 'MISSED'}   "
+                      f"{'met' if sparse / dense <= 3 * d else 'MISSED'}{skip}   "
                       + "  ".join(f"{n.split('__')[0].replace('prunec_f32_', '')}[{n.split('__')[1]}]={v:.0f}"
                                   for n, v in res["counts"].items()), flush=True)
                 rows.append(res)
@@ -235,13 +251,19 @@ def main(argv=None):
     ap.add_argument("--layers", default=",".join(LAYERS))
     ap.add_argument("--densities", default="", help="override: comma-separated densities (e.g. 0.02,0.1,0.3)")
     ap.add_argument("--json", default="")
+    ap.add_argument("--x-zeros", type=float, default=0.0, metavar="Z",
+                    help="share of the fc inputs that are zero, as after a ReLU (default 0); above 0 the column-major "
+                         "kernels that skip zero inputs (prunec build --skip-zero-inputs) are counted beside the others")
     ap.add_argument("--row-align", type=int, default=None,
                     help="pad sparse fc rows to a multiple of this many entries (default: the target's, as prunec build)")
     ap.add_argument("--index-bits", default="", metavar="B[,B...]",
                     help="index widths every sparse layer may use, as prunec build --index-bits (e.g. 1-16; default: "
                          "the target's per-op widths)")
     a = ap.parse_args(argv)
-    global ROW_ALIGN, INDEX_BITS_OVERRIDE
+    global ROW_ALIGN, INDEX_BITS_OVERRIDE, X_ZEROS
+    if not 0 <= a.x_zeros < 1:
+        ap.error(f"--x-zeros {a.x_zeros}: give the share of zero inputs, in [0, 1)")
+    X_ZEROS = a.x_zeros
     tnames = harness.target_names(ap, "--targets", a.targets, arm_targets())
     layers = harness.layer_keys(ap, "--layers", a.layers)
     try:

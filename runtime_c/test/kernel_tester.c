@@ -321,6 +321,66 @@ static void record(size_t ki, int ok) {
 static const float clamp_lo[3] = {-INFINITY, 0.0f, 0.0f};
 static const float clamp_hi[3] = {INFINITY, INFINITY, 6.0f};
 
+/* ---- the column-major fc (docs/FORMAT.md "Column-major fc layers"): W^T encoded, every third input (and
+ * the first) zero so that the kernels skip them; portable against the reference, the others against portable ---- */
+static void run_fc_columns_case(const triplets *t, uint32_t bits, const float *bias, int clamp, const float *x0,
+                                const char *desc) {
+  const uint32_t rows = t->rows, cols = t->cols;
+  float *x = (float *)malloc((cols ? cols : 1) * sizeof(float));
+  float *ref = alloc_out(rows), *port = alloc_out(rows), *y = alloc_out(rows);
+  double *mag = (double *)calloc(rows ? rows : 1, sizeof(double));
+  double *acc = (double *)calloc(rows ? rows : 1, sizeof(double));
+  const float lo = clamp_lo[clamp], hi = clamp_hi[clamp];
+  triplets tt;
+  encoded enc;
+  uint32_t i, j, r;
+  size_t k;
+  char full[160];
+  for (j = 0; j < cols; j++) x[j] = j % 3 == 0 ? 0.0f : x0[j];
+  for (r = 0; r < rows; r++) {
+    acc[r] = bias ? bias[r] : 0.0;
+    mag[r] = bias ? fabs(bias[r]) : 0.0;
+  }
+  triplets_alloc(&tt, cols, rows, t->n);
+  for (j = 0; j < cols; j++) { /* the transpose, sorted by its rows (the input columns) */
+    for (i = 0; i < t->n; i++) {
+      if (t->c[i] == j) triplets_push(&tt, j, t->r[i], t->v[i]);
+    }
+  }
+  for (i = 0; i < t->n; i++) {
+    acc[t->r[i]] += (double)t->v[i] * x[t->c[i]];
+    mag[t->r[i]] += fabs((double)t->v[i] * x[t->c[i]]);
+  }
+  for (r = 0; r < rows; r++) ref[r] = clampf(acc[r], lo, hi);
+  encode(&tt, bits, &enc);
+  snprintf(full, sizeof full, "%s columns b=%u entries=%u bias=%d clamp=%d", desc, bits, enc.row_ptr[cols],
+           bias != NULL, clamp);
+  if (verbose) printf("case fc_rcsc %s\n", full);
+  for (k = 0; k < NKERNELS; k++) {
+    if (selected(&registry[k], "fc_rcsc") && strcmp(registry[k].isa, "portable") == 0) {
+      ((void (*)(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float))registry[k].fn)(
+          &enc.w, bias, x, port, lo, hi);
+      record(k, compare(registry[k].name, "reference", full, port, ref, mag, rows));
+    }
+  }
+  for (k = 0; k < NKERNELS; k++) {
+    if (selected(&registry[k], "fc_rcsc") && strcmp(registry[k].isa, "portable") != 0) {
+      refill(y, rows);
+      ((void (*)(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float))registry[k].fn)(
+          &enc.w, bias, x, y, lo, hi);
+      record(k, compare(registry[k].name, "prunec_f32_fc_rcsc__portable", full, y, port, mag, rows));
+    }
+  }
+  encoded_free(&enc);
+  triplets_free(&tt);
+  free(x);
+  free(ref);
+  free(port);
+  free(y);
+  free(mag);
+  free(acc);
+}
+
 /* ---- fc over relative-indexed CSR, and dense fc on the same matrix ---- */
 static void run_fc_case(const triplets *t, uint32_t bits, int with_bias, int clamp, const char *desc) {
   const uint32_t rows = t->rows, cols = t->cols;
@@ -367,6 +427,7 @@ static void run_fc_case(const triplets *t, uint32_t bits, int with_bias, int cla
       record(k, compare(registry[k].name, "prunec_f32_fc_rcsr__portable", full, y, port, mag, rows));
     }
   }
+  run_fc_columns_case(t, bits, bias, clamp, x, desc);
   /* dense storage of the same matrix (only for matrices small enough to hold dense) */
   if ((size_t)rows * cols <= (size_t)1 << 16) {
     float *dv = (float *)calloc((size_t)rows * cols + 1, sizeof(float));

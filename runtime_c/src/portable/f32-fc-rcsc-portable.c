@@ -53,16 +53,29 @@ static void fc_rcsc_b8(const prunec_rcsr_f32 *w, const float *x, float *y) {
     e = ptr[j];
     v = w->values + e;
     c = w->index + e;
-    /* four entries per step: the loop's own instructions once per four (a visible share on Cortex-M) */
+    /* Four entries per step, their outputs distinct: all loads first (the values may alias y as far as the
+     * compiler knows, which would order each load after the previous store), then the four stores. p is kept
+     * at y + out(previous entry) + 1 - k for the step's k-th entry, so that entry k is p[k]: one add of the code
+     * per entry and immediate offsets (Cortex-M's FPU loads have no register-offset form). */
     for (; e + 4u <= end; e += 4u, v += 4, c += 4) {
-      yp += c[0];
-      *yp++ += v[0] * xj;
-      yp += c[1];
-      *yp++ += v[1] * xj;
-      yp += c[2];
-      *yp++ += v[2] * xj;
-      yp += c[3];
-      *yp++ += v[3] * xj;
+      float *p = yp;
+      float *p0, *p1, *p2, *p3;
+      float v0, v1, v2, v3, a0, a1, a2, a3;
+      p += c[0];
+      p0 = p;
+      p += c[1];
+      p1 = p + 1;
+      p += c[2];
+      p2 = p + 2;
+      p += c[3];
+      p3 = p + 3;
+      v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
+      a0 = *p0, a1 = *p1, a2 = *p2, a3 = *p3;
+      *p0 = a0 + v0 * xj;
+      *p1 = a1 + v1 * xj;
+      *p2 = a2 + v2 * xj;
+      *p3 = a3 + v3 * xj;
+      yp = p + 4;
     }
     for (; e < end; e++) {
       yp += *c++;
