@@ -134,8 +134,21 @@ def unpack_codes(index: np.ndarray, b: int, n: int) -> np.ndarray:
     return (bits[: n * b].reshape(n, b).astype(np.int64) << np.arange(b)).sum(axis=1)
 
 
+def stored_shape(layer: dict) -> tuple[int, int]:
+    """The [rows x cols] of the matrix a layer's relative-indexed CSR holds: W's, or W^T's when the manifest says
+    "orientation": "columns" (an fc layer whose kernel skips zero inputs)."""
+    rows, cols = layer["shape"][0], int(np.prod(layer["shape"][1:]))
+    return (cols, rows) if layer.get("orientation") == "columns" else (rows, cols)
+
+
 def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
-    """(dense [rows x cols] float32 matrix, entry columns, entry rows, values) of one layer."""
+    """(dense [rows x cols] float32 matrix of W, entry columns, entry rows, values) of one layer; the entries' rows and
+    columns are those of the stored matrix (W^T for a column-major layer)."""
+    if layer["format"] == "rcsr" and layer.get("orientation") == "columns":
+        wt, col, row, values = decode_layer({**layer, "orientation": "rows",
+                                             "shape": list(stored_shape(layer))}, arrays)
+        return np.ascontiguousarray(wt.T), col, row, values
+    assert layer.get("orientation") in (None, "rows")
     rows = layer["shape"][0]
     cols = int(np.prod(layer["shape"][1:]))
     values = arrays["values"]
@@ -181,7 +194,7 @@ def decode_build(build: Path, storage: str):
 
 def check_layer_record(layer: dict, arr: dict, col, row, values) -> None:
     """The manifest's numbers for the layer are those of its arrays."""
-    rows, cols = layer["shape"][0], int(np.prod(layer["shape"][1:]))
+    rows, cols = stored_shape(layer)
     by = layer["bytes"]
     assert layer["weights"] == rows * cols
     assert by["values"] == 4 * len(values) and by["bias"] == (4 * len(arr["bias"]) if "bias" in arr else 0)
@@ -217,9 +230,11 @@ def rcsr_bytes(w: np.ndarray, b: int, align: int) -> int:
 
 def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
     """The layer takes the smallest encoding among `allowed` widths (ties: the narrowest) with rows padded to `align`
-    entries, dense when that is not larger."""
+    entries, dense when that is not larger; a column-major layer costs W^T."""
     if layer["format"] == "rcsr":
         assert layer["row_align"] == align
+        if layer["orientation"] == "columns":
+            w = np.ascontiguousarray(w.T)
     sizes = {b: rcsr_bytes(w, b, align) for b in allowed}
     best = min(sizes, key=lambda b: (sizes[b], b))
     if w.size * 4 <= sizes[best]:
@@ -585,3 +600,23 @@ def test_shared_weights_are_stored_once(tmp_path):
     shares = {l["name"]: l["shares_weights_of"] for l in man["layers"]}
     assert shares == {"c": None, "c.conv2d_1": "c", "fc": None, "fc.linear_1": "fc", "out": None}
     assert man["totals"]["weights"] == 2 * 2 * 9 + 32 * 32 + 32 * 3
+
+
+@pytest.mark.parametrize("opts,allowed,align", [
+    (("--skip-zero-inputs", "all"), DEFAULT, None),
+    (("--skip-zero-inputs", "all", "--index-bits", "1-16"), {"fc": ALL, "conv2d": ALL}, None),
+    (("--skip-zero-inputs", "fc1", "--index-bits", "4", "--row-align", "4"), {"fc": (4,), "conv2d": (4,)},
+     {"fc": 4, "conv2d": 4}),
+])
+def test_column_major_fc_layers(gaps, tmp_path, opts, allowed, align):
+    """"orientation": "columns" (docs/FORMAT.md "Column-major fc layers"): the arrays are the relative-indexed CSR of
+    W^T, every gap of the Gaps model's fc1 now running down its columns; the decoder transposes them back to W."""
+    model, pt2, _ = gaps
+    man = check_model(model, pt2, tmp_path, *opts, allowed=allowed, align=align)
+    layers = {l["name"]: l for l in man["layers"]}
+    cm = {n for n, l in layers.items() if l["orientation"] == "columns"}
+    assert cm == ({"fc1"} if "fc1" in opts else {"fc1", "fc2"})
+    assert layers["conv"]["orientation"] == "rows"
+    for n in cm:
+        assert "_fc_rcsc__" in layers[n]["kernel"]
+        assert layers[n]["bytes"]["pointers"] == 4 * (layers[n]["shape"][1] + 1)

@@ -1,0 +1,148 @@
+"""`prunec build --skip-zero-inputs`: fc layers stored column by column (the relative-indexed CSR of W^T), whose
+kernels skip the inputs that are zero (docs/BUILD.md "Skipping zero inputs"). Which layers each setting picks, the
+manifest, the outputs (equal to the row-major build's and to PyTorch, on the host and under QEMU on Cortex-M4),
+and the refusal of names that are not fc layers. The kernels themselves: kernel_harness (fc_rcsc cases with 0, 60
+and 100 % zero inputs) and runtime_c/test/kernel_tester.c; their byte layout: test_format_spec.py."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import build_models as bm
+from prunec import build as B
+from prunec import frontend, models, targets
+from prunec.cli import main
+from prunec.errors import PrunecError
+
+
+class Net(nn.Module):
+    """conv -> relu -> max pool -> fc1 -> relu -> fc2 -> fc3 (fc3's input is not a ReLU's), and fc4 after a sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(4 * 3 * 3, 40)
+        self.fc2 = nn.Linear(40, 30)
+        self.fc3 = nn.Linear(30, 20)
+        self.fc4 = nn.Linear(20, 5)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv(x))).flatten(1)
+        x = torch.relu(self.fc1(x))
+        x = self.fc3(self.fc2(x))
+        return self.fc4(torch.sigmoid(x))
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sz")
+    torch.manual_seed(0)
+    m = bm.prune_random(Net().eval(), seed=1, lo=0.2, hi=0.5)
+    return m, bm.export(m, (2, 8, 8), d / "net.pt2")
+
+
+def _graph(pt2):
+    return frontend.load(pt2)[0]
+
+
+def test_which_layers(net):
+    _, pt2 = net
+    g = _graph(pt2)
+    assert B.zero_skipping_layers(g, "none") == frozenset() == B.zero_skipping_layers(g, None)
+    assert B.zero_skipping_layers(g, "relu") == {"fc1", "fc2"}  # fc1: relu then max pool; fc2: relu
+    assert B.zero_skipping_layers(g, "all") == {"fc1", "fc2", "fc3", "fc4"}
+    assert B.zero_skipping_layers(g, " fc3, fc4 ") == {"fc3", "fc4"}
+
+
+@pytest.mark.parametrize("spec,words", [("conv", ["'conv'", "fc1, fc2, fc3, fc4"]), ("fc9", ["'fc9'"]),
+                                        (",", ["(empty)"]), ("rows", ["'rows'", "none, relu, all"])])
+def test_unknown_layer_is_refused_with_the_choices(net, tmp_path, spec, words):
+    _, pt2 = net
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "b"), "--skip-zero-inputs", spec])
+    assert r.exit_code != 0 and not (tmp_path / "b").exists()
+    for w in words:
+        assert w in r.output, r.output
+
+
+def test_zoo_models_relu_picks(tmp_path):
+    """LeNet-300-100: fc2 and fc3 (fc1 reads the image); LeNet-5: fc2 only (fc1 reads a max pool of a conv without
+    ReLU, Caffe's LeNet)."""
+    for name, want in (("lenet300", {"fc2", "fc3"}), ("lenet5", {"fc2"})):
+        m = models.create(name).eval()
+        pt2 = bm.export(m, models.input_shape(name), tmp_path / f"{name}.pt2")
+        assert B.zero_skipping_layers(_graph(pt2), "relu") == want, name
+
+
+def _inputs(n=16):
+    x = bm.random_inputs((2, 8, 8), n=n, seed=3)
+    x[: n // 2] = np.maximum(x[: n // 2], 0)  # half the samples with many zero pixels too
+    return x
+
+
+def test_host_build_equals_the_row_major_one_and_pytorch(net, tmp_path):
+    m, pt2 = net
+    rows = B.build(pt2, "host", tmp_path / "rows")
+    cols = B.build(pt2, "host", tmp_path / "cols", skip_zero_inputs="all")
+    by = {l["name"]: l for l in cols.manifest["layers"]}
+    for n in ("fc1", "fc2", "fc3", "fc4"):
+        assert by[n]["orientation"] == "columns" and by[n]["kernel"] == "prunec_f32_fc_rcsc__portable"
+        assert by[n]["nonzero"] == int(np.count_nonzero(m.get_submodule(n).weight.detach().numpy()))
+    assert by["conv"]["orientation"] == "rows"
+    assert {l["name"]: l["orientation"] for l in rows.manifest["layers"] if l["format"] == "rcsr"} == {
+        "conv": "rows", "fc1": "rows", "fc2": "rows", "fc3": "rows", "fc4": "rows"}
+    assert "stored by columns: zero inputs skipped" in (tmp_path / "cols" / "net.c").read_text()
+    x = _inputs()
+    a, b = bm.outputs(tmp_path / "rows", x), bm.outputs(tmp_path / "cols", x)
+    # the portable kernels sum each output in the same order: equal floats (a -0.0 sum may stay -0.0)
+    assert np.array_equal(a, b)
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(b, want, rtol=1e-5, atol=1e-5)
+
+
+def test_verify_on_the_host_and_on_cortex_m4(net, tmp_path):
+    m, pt2 = net
+    x = _inputs(8)
+    np.save(tmp_path / "x.npy", x)
+    runs = [("host", "relu")]
+    t = targets.get("cortex-m4")
+    if not t.missing_tools():
+        runs.append(("cortex-m4", "all"))
+    for target, spec in runs:
+        out = tmp_path / target
+        r = CliRunner().invoke(main, ["build", str(pt2), "-t", target, "--out", str(out), "--skip-zero-inputs", spec])
+        assert r.exit_code == 0, r.output
+        man = json.loads((out / "manifest.json").read_text())
+        kern = {l["name"]: l["kernel"] for l in man["layers"]}
+        if target == "cortex-m4":  # the Cortex-M kernel where it has a path (8-bit codes), else the portable one
+            assert {kern[n] for n in ("fc1", "fc2", "fc3", "fc4")} <= {"prunec_f32_fc_rcsc__cortexm"}
+        r = CliRunner().invoke(main, ["verify", str(out), "--inputs", str(tmp_path / "x.npy"), "--json"])
+        assert r.exit_code == 0, r.output
+        rep = json.loads(r.output)
+        assert rep["ok"] and rep["n"] == 8 and rep["max_rel_err"] < 1e-5, rep
+
+
+def test_index_widths_and_row_alignment_apply(net, tmp_path):
+    """--index-bits picks the width of W^T's gaps; a column-major layer is unpadded unless --row-align says so
+    (x86_64-avx2 pads its row-major fc rows to 8)."""
+    _, pt2 = net
+    r = B.build(pt2, "x86_64-avx2", tmp_path / "a", skip_zero_inputs="fc2")
+    by = {l["name"]: l for l in r.manifest["layers"]}
+    assert by["fc2"]["row_align"] == 1 and by["fc1"]["row_align"] == 8
+    r = B.build(pt2, "host", tmp_path / "b", skip_zero_inputs="fc2", index_bits=["4"], row_align=2)
+    by = {l["name"]: l for l in r.manifest["layers"]}
+    assert by["fc2"]["row_align"] == 2 and by["fc2"]["index_bits"] == 4
+    x = _inputs(4)
+    np.testing.assert_allclose(bm.outputs(tmp_path / "b", x), bm.outputs(tmp_path / "a", x), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_spec_in_python_api(net):
+    _, pt2 = net
+    with pytest.raises(PrunecError, match="no fully connected layer named 'pool'"):
+        B.zero_skipping_layers(_graph(pt2), "pool")
