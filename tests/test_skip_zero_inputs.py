@@ -146,3 +146,19 @@ def test_bad_spec_in_python_api(net):
     _, pt2 = net
     with pytest.raises(PrunecError, match="no fully connected layer named 'pool'"):
         B.zero_skipping_layers(_graph(pt2), "pool")
+
+
+def test_relu_leaves_out_layers_with_few_entries_per_input(tmp_path):
+    """A ReLU-fed fc layer whose columns average under RELU_MIN_PER_INPUT nonzeros stays row-major under 'relu' (the
+    per-input cost outweighs what is skipped there); 'all' and its name still store it by columns."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 40), nn.ReLU(), nn.Linear(40, 10)).eval()
+    with torch.no_grad():
+        m[2].weight[torch.rand(40, 64) < 0.9] = 0  # ~4 per input
+        m[4].weight[torch.rand(10, 40) < 0.1] = 0  # ~9 per input
+    g = _graph(bm.export(m, (16,), tmp_path / "m.pt2"))
+    fcs = [n for n in g.nodes if n.op == "fc"]
+    per_input = {n.name: np.count_nonzero(n.weight) / n.weight.shape[1] for n in fcs}
+    want = {n for n, v in per_input.items() if v >= B.RELU_MIN_PER_INPUT and n != fcs[0].name}
+    assert B.zero_skipping_layers(g, "relu") == want == {fcs[2].name}, per_input
+    assert B.zero_skipping_layers(g, "all") == {n.name for n in fcs}
