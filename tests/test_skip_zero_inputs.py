@@ -162,3 +162,25 @@ def test_relu_leaves_out_layers_with_few_entries_per_input(tmp_path):
     want = {n for n, v in per_input.items() if v >= B.RELU_MIN_PER_INPUT and n != fcs[0].name}
     assert B.zero_skipping_layers(g, "relu") == want == {fcs[2].name}, per_input
     assert B.zero_skipping_layers(g, "all") == {n.name for n in fcs}
+
+
+def test_a_target_sets_its_own_threshold(net, tmp_path, monkeypatch):
+    """zero_skip_min_per_input (NEON targets: 20): Net's fc2 (40 -> 30 at 20-50 %: under 20 per input) is stored by
+    columns for cortex-m4 but not for aarch64-neon; a bad value in a target file is refused by name."""
+    m, pt2 = net
+    per_input = np.count_nonzero(m.fc2.weight.detach().numpy()) / 40
+    assert 8 <= per_input < 20, per_input
+    assert targets.get("aarch64-neon").extra["zero_skip_min_per_input"] == 20
+    g = _graph(pt2)
+    assert "fc2" in B.zero_skipping_layers(g, "relu", 8) and "fc2" not in B.zero_skipping_layers(g, "relu", 20)
+    files, man, _ = B.prepare(pt2, "aarch64-neon", skip_zero_inputs="relu")
+    assert {l["name"]: l["orientation"] for l in man["layers"]}["fc2"] == "rows"
+    files, man, _ = B.prepare(pt2, "cortex-m4", skip_zero_inputs="relu")
+    assert {l["name"]: l["orientation"] for l in man["layers"]}["fc2"] == "columns"
+    bad = tmp_path / "t"
+    bad.mkdir()
+    text = (targets.targets_dir() / "host.toml").read_text().replace('name = "host"', 'name = "host-z"')
+    (bad / "host-z.toml").write_text('zero_skip_min_per_input = "many"\n' + text)  # top level: before any table
+    monkeypatch.setenv(targets.TARGETS_ENV, str(bad))
+    with pytest.raises(PrunecError, match="zero_skip_min_per_input must be a number"):
+        B.prepare(pt2, "host-z", skip_zero_inputs="relu")

@@ -32,7 +32,8 @@ MANIFEST_VERSION = 1
 SKIP_ZERO_INPUTS = ("none", "relu", "all")
 # --skip-zero-inputs relu leaves out layers whose columns hold fewer nonzeros than this on average: there the
 # per-input work (test, pointers) outweighs the entries skipped (LeNet-5 fc2, 3 per input: 2x the row kernel's
-# Cortex-M4 instructions at 66 % zero inputs; LeNet-300-100 fc2, 27 per input: 0.81x; docs/BUILD.md)
+# Cortex-M4 instructions at 66 % zero inputs; lenet300.fc2, 9 per input: 0.82x; docs/BUILD.md). A target may set its
+# own (`zero_skip_min_per_input`: 20 on the NEON targets, whose row kernels are the tightest)
 RELU_MIN_PER_INPUT = 8
 
 
@@ -48,10 +49,10 @@ def _nonnegative(g: Graph, buffer: str) -> bool:
     return False
 
 
-def zero_skipping_layers(g: Graph, spec: str | None) -> frozenset[str]:
+def zero_skipping_layers(g: Graph, spec: str | None, min_per_input: float = RELU_MIN_PER_INPUT) -> frozenset[str]:
     """The fc layers `prunec build --skip-zero-inputs SPEC` stores column by column (their kernel skips zero inputs,
-    docs/BUILD.md "Skipping zero inputs"): 'none', 'relu' (those whose input is a ReLU's output), 'all', or layer
-    names separated by commas."""
+    docs/BUILD.md "Skipping zero inputs"): 'none', 'relu' (those whose input is a ReLU's output and whose columns
+    average at least `min_per_input` nonzeros), 'all', or layer names separated by commas."""
     spec = (spec or "none").strip()
     fcs = [n.name for n in g.nodes if n.op == "fc"]
     if spec == "none":
@@ -60,7 +61,7 @@ def zero_skipping_layers(g: Graph, spec: str | None) -> frozenset[str]:
         return frozenset(fcs)
     if spec == "relu":  # and a column holds enough entries to outweigh the per-input cost of the scatter
         return frozenset(n.name for n in g.nodes if n.op == "fc" and _nonnegative(g, n.inputs[0])
-                         and np.count_nonzero(n.weight) >= RELU_MIN_PER_INPUT * n.weight.shape[1])
+                         and np.count_nonzero(n.weight) >= min_per_input * n.weight.shape[1])
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [s for s in names if s not in fcs]
     if bad or not names:
@@ -194,7 +195,12 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     g, loaded = frontend.load(model_path)
     sha = sha256_file(model_path)
     weights0 = loaded.weights0  # per layer, before pruning; None: unknown (a .pt2 that `prunec export` did not write)
-    encodings = encode_graph(g, target, index_bits, row_align, zero_skipping_layers(g, skip_zero_inputs))
+    min_per_input = target.extra.get("zero_skip_min_per_input", RELU_MIN_PER_INPUT)
+    if isinstance(min_per_input, bool) or not isinstance(min_per_input, (int, float)) or not min_per_input >= 0:
+        raise PrunecError(f"target {target.name!r}: zero_skip_min_per_input must be a number >= 0 (got "
+                          f"{min_per_input!r}); fix the target file")
+    encodings = encode_graph(g, target, index_bits, row_align,
+                             zero_skipping_layers(g, skip_zero_inputs, min_per_input))
     keep = None
     if fuse_pool is None:
         fuse_pool = target.extra.get("fuse_conv_pool", False)
