@@ -98,6 +98,17 @@ SIGNATURES = {
     "concat": "void {}(size_t outer, size_t n, size_t y_stride, const float *x, float *y);",
     "mul": "void {}(size_t channels, size_t inner, size_t b_inner, const float *a, const float *b, float *y);",
     "leaky_relu": "void {}(size_t n, float slope, const float *x, float *y);",
+    "gelu": "void {}(size_t n, uint32_t tanh_approx, const float *x, float *y);",
+    "elu": "void {}(size_t n, float scale, float input_scale, float neg_scale, const float *x, float *y);",
+    "softplus": "void {}(size_t n, float beta, float threshold, const float *x, float *y);",
+    "mish": "void {}(size_t n, const float *x, float *y);",
+    "pad2d": "void {}(size_t planes, size_t in_h, size_t in_w, size_t out_h, size_t out_w, int32_t top, int32_t left, "
+             "float value, const float *x, float *y);",
+    "upsample_nearest2d": "void {}(size_t planes, size_t in_h, size_t in_w, size_t scale_h, size_t scale_w, "
+                          "const float *x, float *y);",
+    "upsample_bilinear2d": "void {}(size_t planes, size_t in_h, size_t in_w, size_t out_h, size_t out_w, float scale_h, "
+                           "float scale_w, uint32_t align_corners, const float *x, float *y);",
+    "permute": "void {}(const uint32_t *shape, const uint32_t *stride, const float *x, float *y);",
 }
 
 
@@ -355,15 +366,86 @@ class EltCase:
     inplace: bool = False
     shape: tuple[int, int, int] | None = None  # softmax (outer, n, inner); affine (channels, inner, 0)
     seed: int = 0
+    variant: str = ""  # gelu's approximate; a key of ELU_VARIANTS / SOFTPLUS_VARIANTS
 
     @property
     def id(self) -> str:
         s = f"{self.shape[0]}x{self.shape[1]}x{self.shape[2]}" if self.shape else str(self.n)
-        return f"elt{s}-x{self.scale:g}-{self.act}{'-inplace' if self.inplace else ''}-s{self.seed}"
+        v = f"-{self.variant}" if self.variant else ""
+        return f"elt{s}-x{self.scale:g}-{self.act}{v}{'-inplace' if self.inplace else ''}-s{self.seed}"
 
     def data(self, count: int = 1):
         rng = _rng(self.seed)
         return [(rng.standard_normal(self.n) * self.scale).astype(np.float32) for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class PadCase:
+    """pad2d: `planes` planes of h x w padded by (top, bottom, left, right); a negative amount crops."""
+    planes: int
+    h: int
+    w: int
+    pads: tuple[int, int, int, int]
+    value: float = 0.0
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"pad{self.planes}-{self.h}x{self.w}-p{'_'.join(map(str, self.pads))}-v{self.value:g}-s{self.seed}"
+
+    def out_hw(self) -> tuple[int, int]:
+        t, b, l, r = self.pads
+        return self.h + t + b, self.w + l + r
+
+    def data(self):
+        return _rng(self.seed).standard_normal((self.planes, self.h, self.w)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class UpsampleCase:
+    """Upsampling `planes` planes of h x w to out_hw: nearest (integer factors) or bilinear, whose `factor`
+    (PyTorch's scale_factor) is what the kernel's scales come from, or, None, in / out (a size was given)."""
+    planes: int
+    h: int
+    w: int
+    out_hw: tuple[int, int]
+    factor: tuple[float, float] | None = None
+    align_corners: bool = False
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        f = f"-f{self.factor[0]:g}x{self.factor[1]:g}" if self.factor else ""
+        return (f"up{self.planes}-{self.h}x{self.w}to{self.out_hw[0]}x{self.out_hw[1]}{f}"
+                f"{'-align' if self.align_corners else ''}-s{self.seed}")
+
+    def scales(self) -> tuple[float, float]:
+        """The bilinear kernel's float32 scales, as PyTorch's area_pixel_compute_scale computes them."""
+        out = []
+        for k, (i, o) in enumerate(zip((self.h, self.w), self.out_hw)):
+            if self.align_corners:
+                out.append(np.float32(i - 1) / np.float32(o - 1) if o > 1 else np.float32(0))
+            else:
+                out.append(np.float32(1.0 / self.factor[k]) if self.factor else np.float32(i) / np.float32(o))
+        return float(out[0]), float(out[1])
+
+    def data(self):
+        return _rng(self.seed).standard_normal((self.planes, self.h, self.w)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PermuteCase:
+    """permute: x of `shape` (4 dims, leading ones 1 for fewer), y = x.permute(perm)."""
+    shape: tuple[int, int, int, int]
+    perm: tuple[int, int, int, int]
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"perm{'x'.join(map(str, self.shape))}-{''.join(map(str, self.perm))}-s{self.seed}"
+
+    def data(self):
+        return _rng(self.seed).standard_normal(self.shape).astype(np.float32)
 
 
 def fc_cases(bits: tuple[int | None, ...] = (None,)) -> list[FcCase]:
@@ -512,14 +594,54 @@ def elementwise_cases(op: str) -> list[EltCase]:
         out = [EltCase(c * i, act=ACT_NAMES[j % 3], shape=(c, i, 0), seed=j) for j, (c, i) in enumerate(shapes)]
         out.append(EltCase(6 * 7, act="relu6", shape=(6, 7, 0), inplace=True, seed=97))
         return out
+    if op in ("gelu", "elu", "softplus"):
+        variants = {"gelu": ("none", "tanh"), "elu": tuple(ELU_VARIANTS), "softplus": tuple(SOFTPLUS_VARIANTS)}[op]
+        out = [EltCase(n, seed=i, variant=variants[i % len(variants)]) for i, n in enumerate(ns)]
+        out += [EltCase(64, scale=30.0, seed=96, variant=v) for v in variants]  # far tails
+        return out + [EltCase(17, inplace=True, seed=95, variant=variants[-1])]
     out = [EltCase(n, seed=i) for i, n in enumerate(ns)]
     if op in ("clamp", "add"):
         out = [EltCase(c.n, act=ACT_NAMES[i % 3], seed=c.seed) for i, c in enumerate(out)]
         out.append(EltCase(33, act="relu6", inplace=True, seed=97))
-    if op in ("sigmoid", "tanh"):
-        out.append(EltCase(64, scale=60.0, seed=96))  # saturation, no overflow
+    if op in ("sigmoid", "tanh", "mish"):
+        out.append(EltCase(64, scale=60.0, seed=96))  # saturation, no overflow (mish: exp overflows to inf)
         out.append(EltCase(17, inplace=True, seed=95))
     return out
+
+
+def pad_cases() -> list[PadCase]:
+    pads = [(0, 0, 0, 0), (1, 1, 1, 1), (0, 0, 2, 1), (2, 0, 0, 3), (3, 3, 0, 0), (0, 1, 5, 0), (4, 4, 4, 4),
+            (-1, 0, 1, -2), (0, -2, -1, 0), (1, -1, -3, 2)]  # negative: crops
+    out = [PadCase(2, 5, 7, p, value=(0.0, 0.5, -np.inf)[i % 3], seed=i) for i, p in enumerate(pads)]
+    out += [PadCase(1, 1, 1, (1, 2, 3, 4), seed=20), PadCase(3, 1, 9, (0, 0, 2, 2), seed=21),
+            PadCase(1, 3, 3, (0, 0, -3, 1), value=2.0, seed=22),  # every input column cropped
+            PadCase(1, 3, 3, (-3, 1, 0, 0), value=2.0, seed=23)]  # every input row cropped
+    out += [PadCase(2, 3, n, (1, 0, 1, 2), seed=30 + i) for i, n in enumerate(WIDTHS)]
+    return out
+
+
+def upsample_cases(bilinear: bool) -> list[UpsampleCase]:
+    if not bilinear:  # integer factors
+        factors = [(1, 1), (2, 2), (3, 1), (1, 3), (2, 3), (4, 4), (1, 5)]
+        out = [UpsampleCase(2, 3, 5, (3 * fh, 5 * fw), seed=i) for i, (fh, fw) in enumerate(factors)]
+        out.append(UpsampleCase(1, 1, 1, (3, 2)))
+        return out + [UpsampleCase(2, 2, n, (4, 2 * n), seed=40 + i) for i, n in enumerate(WIDTHS)]
+    out = []
+    for align in (False, True):
+        out += [UpsampleCase(2, 3, 5, (6, 10), (2.0, 2.0), align), UpsampleCase(2, 4, 4, (12, 8), (3.0, 2.0), align),
+                UpsampleCase(1, 5, 7, (7, 12), None, align), UpsampleCase(2, 1, 6, (1, 18), (1.0, 3.0), align),
+                UpsampleCase(1, 1, 1, (3, 2), (3.0, 2.0), align), UpsampleCase(2, 6, 6, (9, 9), (1.5, 1.5), align),
+                UpsampleCase(1, 8, 5, (4, 3), None, align),  # smaller: also what PyTorch computes
+                UpsampleCase(2, 3, 3, (3, 3), (1.0, 1.0), align)]
+    return out
+
+
+def permute_cases() -> list[PermuteCase]:
+    cases = [((1, 1, 1, 1), (0, 1, 2, 3)), ((1, 1, 3, 5), (0, 1, 3, 2)), ((1, 2, 3, 4), (0, 2, 3, 1)),
+             ((1, 2, 3, 4), (0, 3, 1, 2)), ((2, 3, 4, 5), (3, 2, 1, 0)), ((2, 3, 4, 5), (1, 0, 3, 2)),
+             ((3, 1, 4, 2), (2, 0, 3, 1)), ((1, 4, 2, 9), (0, 2, 1, 3)), ((5, 7, 2, 3), (0, 1, 3, 2)),
+             ((2, 2, 2, 33), (2, 0, 1, 3)), ((1, 16, 1, 17), (0, 3, 2, 1))]
+    return [PermuteCase(s, p, seed=i) for i, (s, p) in enumerate(cases)]
 
 
 def cases_for(op: str) -> list:
@@ -540,8 +662,15 @@ def cases_for(op: str) -> list:
         return pool_cases(avg=op == "avgpool2d")
     if op == "adaptive_avgpool2d":
         return adaptive_cases()
-    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "concat", "mul", "leaky_relu"):
+    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "concat", "mul", "leaky_relu", "gelu", "elu",
+              "softplus", "mish"):
         return elementwise_cases(op)
+    if op == "pad2d":
+        return pad_cases()
+    if op in ("upsample_nearest2d", "upsample_bilinear2d"):
+        return upsample_cases(bilinear=op == "upsample_bilinear2d")
+    if op == "permute":
+        return permute_cases()
     raise KeyError(f"no cases for op {op!r}")
 
 
@@ -717,14 +846,51 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             fn(case.n, xb, yb, *ACTS[case.act])
         elif op == "softmax":
             fn(*case.shape, xb, yb)
+        elif op == "gelu":
+            fn(case.n, int(case.variant == "tanh"), xb, yb)
+        elif op == "elu":
+            fn(case.n, *ELU_VARIANTS[case.variant], xb, yb)
+        elif op == "softplus":
+            fn(case.n, *SOFTPLUS_VARIANTS[case.variant], xb, yb)
         else:
             fn(case.n, xb, yb)
+        return y
+    if isinstance(case, PadCase):
+        x = case.data()
+        oh, ow = case.out_hw()
+        y = np.full((case.planes, oh, ow), np.nan, np.float32)
+        t, _, l, _ = case.pads
+        fn(case.planes, case.h, case.w, oh, ow, t, l, case.value, keep.buf(ffi, "float[]", x),
+           keep.buf(ffi, "float[]", y, True))
+        return y
+    if isinstance(case, UpsampleCase):
+        x = case.data()
+        y = np.full((case.planes, *case.out_hw), np.nan, np.float32)
+        xb, yb = keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True)
+        if _op_of(kernel) == "upsample_nearest2d":
+            fn(case.planes, case.h, case.w, case.out_hw[0] // case.h, case.out_hw[1] // case.w, xb, yb)
+        else:
+            fn(case.planes, case.h, case.w, *case.out_hw, *case.scales(), int(case.align_corners), xb, yb)
+        return y
+    if isinstance(case, PermuteCase):
+        x = case.data()
+        strides = [int(np.prod(case.shape[d + 1:])) for d in range(4)]
+        shape = np.array([case.shape[d] for d in case.perm], np.uint32)
+        stride = np.array([strides[d] for d in case.perm], np.uint32)
+        y = np.full(shape, np.nan, np.float32)
+        fn(keep.buf(ffi, "uint32_t[]", shape), keep.buf(ffi, "uint32_t[]", stride), keep.buf(ffi, "float[]", x),
+           keep.buf(ffi, "float[]", y, True))
         return y
     raise TypeError(f"unknown case type {type(case).__name__}")
 
 
 CONCAT_SENTINEL = 7.25  # what a concat case's output holds outside the run it copies
 LEAKY_SLOPE = 0.1
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+ELU_VARIANTS = {  # the elu kernel's (scale, input_scale, neg_scale)
+    "elu": (1.0, 1.0, 1.0), "elu0.3": (1.0, 1.0, 0.3), "celu2": (1.0, 0.5, 2.0),
+    "selu": (SELU_SCALE, 1.0, SELU_ALPHA * SELU_SCALE)}
+SOFTPLUS_VARIANTS = {"b1t20": (1.0, 20.0), "b2t5": (2.0, 5.0), "b0.5t1": (0.5, 1.0)}  # (beta, threshold)
 
 
 def _mul_operands(case) -> tuple[np.ndarray, np.ndarray]:
@@ -835,9 +1001,33 @@ def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
             o, n, i = case.shape
             want = F.softmax(t(x).reshape(o, n, i), dim=1).reshape(-1).numpy()
             return want, _reduction_tol(np.abs(want), n)
+        elif op == "gelu":
+            want = F.gelu(t(x), approximate=case.variant).numpy()
+        elif op == "elu":  # aten.elu(x, alpha, scale, input_scale), the kernel's float32 coefficients
+            s, i, ng = (float(np.float32(v)) for v in ELU_VARIANTS[case.variant])
+            want = torch.ops.aten.elu(t(x), ng / s, s, i).numpy()
+        elif op == "softplus":
+            want = F.softplus(t(x), *SOFTPLUS_VARIANTS[case.variant]).numpy()
+        elif op == "mish":
+            want = F.mish(t(x)).numpy()
         else:
             raise KeyError(op)
         return want, np.maximum(1e-6, RTOL * np.abs(want))
+    if isinstance(case, PadCase):
+        t_, b_, l_, r_ = case.pads
+        want = F.pad(t(case.data()), (l_, r_, t_, b_), value=case.value).numpy()
+        return want, np.zeros_like(want)
+    if isinstance(case, UpsampleCase):
+        x = t(case.data())[None]
+        if op == "upsample_nearest2d":
+            want = F.interpolate(x, size=case.out_hw, mode="nearest")[0].numpy()
+            return want, np.zeros_like(want)
+        kw = dict(scale_factor=case.factor) if case.factor else dict(size=case.out_hw)
+        want = F.interpolate(x, mode="bilinear", align_corners=case.align_corners, **kw)[0].numpy()
+        return want, np.full(want.shape, max(ATOL, RTOL * float(x.abs().max())))
+    if isinstance(case, PermuteCase):
+        want = np.transpose(case.data(), case.perm).astype(np.float64)
+        return want, np.zeros_like(want)
     raise TypeError(f"unknown case type {type(case).__name__}")
 
 
@@ -854,7 +1044,8 @@ def assert_close(got: np.ndarray, want: np.ndarray, tol: np.ndarray, what: str) 
     got = np.asarray(got, dtype=np.float64)
     if got.shape != want.shape:
         raise AssertionError(f"{what}: output shape {got.shape}, expected {want.shape}")
-    bad = ~(np.abs(got - want) <= tol)  # NaN (an unwritten output) fails here too
+    with np.errstate(invalid="ignore"):  # inf - inf: an infinity is right only where it is the same one
+        bad = ~((got == want) | (np.abs(got - want) <= tol))  # NaN (an unwritten output) fails here too
     bad &= ~(np.isnan(want) & np.isnan(got))
     if bad.any():
         flat = np.flatnonzero(bad)

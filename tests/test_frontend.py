@@ -111,26 +111,26 @@ def test_identity_model_gets_a_copy():
     assert ops(g) == ["clamp"] and g.nodes[0].inputs == [INPUT] and g.nodes[0].output == OUTPUT
 
 
-class Gelu(nn.Module):
+class LogSigmoid(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        return F.gelu(self.fc(x))  # GELU_LINE
+        return F.logsigmoid(self.fc(x))  # LOGSIGMOID_LINE
 
 
 def test_unsupported_op_names_op_and_user_source_line(tmp_path):
     with pytest.raises(PrunecError) as e:
-        graph_of(Gelu(), (4,))
+        graph_of(LogSigmoid(), (4,))
     msg = str(e.value)
-    line = next(i for i, l in enumerate(open(__file__).read().splitlines(), 1) if l.endswith("# GELU_LINE"))
-    assert "aten.gelu.default" in msg and f"test_frontend.py:{line}" in msg
+    line = next(i for i, l in enumerate(open(__file__).read().splitlines(), 1) if l.endswith("# LOGSIGMOID_LINE"))
+    assert "aten.log_sigmoid.default" in msg and f"test_frontend.py:{line}" in msg
 
 
 def test_unsupported_op_survives_save_and_load(tmp_path):
-    p = bm.export(Gelu(), (4,), tmp_path / "g.pt2")
-    with pytest.raises(PrunecError, match=r"aten\.gelu.*test_frontend\.py:\d+"):
+    p = bm.export(LogSigmoid(), (4,), tmp_path / "g.pt2")
+    with pytest.raises(PrunecError, match=r"aten\.log_sigmoid.*test_frontend\.py:\d+"):
         frontend.load(p)
 
 

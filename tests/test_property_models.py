@@ -14,7 +14,11 @@ What the generator draws (with their spellings: module, functional, method, in p
   any divisor of the input channels, depthwise, channel multipliers; bias or not; batch norm after it, affine or
   not) and conv1d (the same in 1-d) on NCL tensors; linear / addmm / mm / x @ W.t() with batch norm after it;
   relu, relu6, hardtanh, clamp (one- or two-sided, also min > max), clamp_min / clamp_max, sigmoid, tanh, silu,
-  hardsigmoid, hardswish, leaky_relu (any slope), softmax over any dim; max_pool2d / max_pool1d (padding,
+  hardsigmoid, hardswish, leaky_relu (any slope), gelu (exact, tanh), elu / celu (any alpha), selu, softplus (beta,
+  threshold), mish, softmax over any dim; constant pad of the last one or two dims (F.pad, ZeroPad2d, ConstantPad1d /
+  2d; asymmetric, negative: a crop; a zero pad before a conv is folded into it where symmetric), nearest upsampling by
+  integer factors and bilinear / linear (align_corners or not, any factor or a size), permute / transpose / channel
+  shuffle of NCHW and NCL tensors (the batch first); max_pool2d / max_pool1d (padding,
   ceil_mode, stride; return_indices in 2-d), avg_pool2d / avg_pool1d (padding, ceil_mode, count_include_pad),
   adaptive_avg_pool2d / 1d (smaller, equal or larger outputs, None dims), mean over H and W (keepdim or not) / over
   L; two branches of the same tensor merged by add (+, torch.add, +=, add_, x + x), mul (same shape, or a
@@ -200,6 +204,15 @@ ACTS = {
     "softmax": lambda x, p: torch.softmax(x, dim=p["dim"]),
     "softmax_method": lambda x, p: x.softmax(p["dim"]),
     "softmax_module": lambda x, p: nn.Softmax(dim=p["dim"])(x),
+    "gelu": lambda x, p: F.gelu(x),
+    "gelu_tanh": lambda x, p: F.gelu(x, approximate="tanh"),
+    "gelu_module": lambda x, p: nn.GELU()(x),
+    "elu": lambda x, p: F.elu(x, p["alpha"]),
+    "celu": lambda x, p: nn.CELU(p["alpha"])(x),
+    "selu": lambda x, p: torch.selu(x),
+    "softplus": lambda x, p: F.softplus(x, p["beta"], p["threshold"]),
+    "mish": lambda x, p: F.mish(x),
+    "mish_module": lambda x, p: nn.Mish()(x),
 }
 INPLACE_ACTS = {  # never drawn on (a view of) the model's input: export would make the mutation a second output
     "relu_": lambda x, p: x.relu_(),
@@ -212,6 +225,9 @@ INPLACE_ACTS = {  # never drawn on (a view of) the model's input: export would m
     "hardsigmoid_inplace": lambda x, p: F.hardsigmoid(x, inplace=True),
     "hardswish_inplace": lambda x, p: F.hardswish(x, inplace=True),
     "leaky_relu_inplace": lambda x, p: F.leaky_relu(x, p["slope"], inplace=True),
+    "elu_inplace": lambda x, p: F.elu(x, p["alpha"], inplace=True),
+    "selu_inplace": lambda x, p: F.selu(x, inplace=True),
+    "mish_inplace": lambda x, p: F.mish(x, inplace=True),
 }
 
 
@@ -235,6 +251,31 @@ def _pool(x, kind, p):
     if kind == "mean":
         return x.mean(p["dims"], keepdim=p["keepdim"]) if p["fn"] == "method" else \
             torch.mean(x, p["dims"], keepdim=p["keepdim"])
+    raise AssertionError(kind)
+
+
+def _move(x, kind, p):
+    """pad, upsample and permute layers (NCHW or NCL)."""
+    if kind == "pad":
+        pads, v, fn = p["pads"], p["value"], p["fn"]
+        if fn == "module":  # ZeroPad2d / ConstantPad1d / ConstantPad2d
+            return (nn.ZeroPad2d(pads) if v == 0 and len(pads) == 4 else
+                    (nn.ConstantPad1d if len(pads) == 2 else nn.ConstantPad2d)(pads, v))(x)
+        return F.pad(x, pads, value=v)
+    if kind == "upsample":
+        kw = {"size": p["size"]} if p.get("size") else {"scale_factor": p["factor"]}
+        if p["mode"] != "nearest":
+            kw["align_corners"] = p["align"]
+        return nn.Upsample(mode=p["mode"], **kw)(x) if p["fn"] == "module" else F.interpolate(x, mode=p["mode"], **kw)
+    if kind == "permute":
+        fn = p["fn"]
+        if fn == "shuffle":  # view, transpose, view: ShuffleNet's channel shuffle
+            n, c, *rest = x.shape
+            g = p["groups"]
+            return x.view(n, g, c // g, *rest).transpose(1, 2).reshape(n, c, *rest)
+        if fn == "transpose":
+            return x.transpose(*p["dims"])
+        return x.permute(*p["perm"])
     raise AssertionError(kind)
 
 
@@ -330,6 +371,8 @@ class Fn(nn.Module):
             return {**ACTS, **INPLACE_ACTS}[self.p["fn"]](x, self.p)
         if self.kind in ("maxpool", "avgpool", "adaptive", "mean"):
             return _pool(x, self.kind, self.p)
+        if self.kind in ("pad", "upsample", "permute"):
+            return _move(x, self.kind, self.p)
         return _view(x, self.kind, self.p)
 
 
@@ -374,10 +417,8 @@ class Bad(nn.Module):
 
 
 UNSUPPORTED = {
-    "gelu": (None, lambda s, x: F.gelu(x), r"aten\.gelu"),
-    "elu": (None, lambda s, x: F.elu(x), r"aten\.elu"),
-    "mish": (None, lambda s, x: F.mish(x), r"aten\.mish"),
-    "softplus": (None, lambda s, x: F.softplus(x), r"aten\.softplus"),
+    "logsigmoid": (None, lambda s, x: F.logsigmoid(x), r"aten\.log_sigmoid"),
+    "hardshrink": (None, lambda s, x: F.hardshrink(x), r"aten\.hardshrink"),
     "log_softmax": (None, lambda s, x: F.log_softmax(x, -1), r"aten\.log_softmax"),
     "softmax_float64": (None, lambda s, x: F.softmax(x, -1, dtype=torch.float64).float(),
                         r"aten\.(softmax|_softmax|_to_copy|to)\b"),
@@ -397,10 +438,11 @@ UNSUPPORTED = {
     "cat_batch": (None, lambda s, x: torch.cat([x, torch.tanh(x)], 0), r"aten\.cat"),
     "slice": (None, lambda s, x: x[:, :1], r"aten\.slice"),
     "linear_on_rows": (None, lambda s, x: s.m(x), r"aten\.linear"),
-    "transpose": (4, lambda s, x: x.transpose(2, 3), r"aten\.transpose"),
-    "permute": (4, lambda s, x: x.permute(0, 2, 3, 1), r"aten\.permute"),
-    "pad": (4, lambda s, x: F.pad(x, (1, 1, 1, 1)), r"aten\.(pad|constant_pad_nd)"),
-    "interpolate": (4, lambda s, x: F.interpolate(x, scale_factor=2), r"aten\.upsample_nearest2d"),
+    "permute_batch": (None, lambda s, x: x.reshape(2, -1).t(), r"aten\.t\b"),
+    "pad_reflect": (4, lambda s, x: F.pad(x, (1, 1, 1, 1), mode="reflect"), r"aten\.pad"),
+    "pad_channels": (4, lambda s, x: F.pad(x, (0, 0, 0, 0, 1, 0)), r"aten\.pad"),
+    "interpolate_frac": (4, lambda s, x: F.interpolate(x, scale_factor=1.5), r"aten\.upsample_nearest2d"),
+    "bicubic": (4, lambda s, x: F.interpolate(x, scale_factor=2, mode="bicubic"), r"aten\.upsample_bicubic2d"),
     "maxpool_dilated": (4, lambda s, x: F.max_pool2d(x, 2, dilation=2), r"aten\.max_pool2d"),
     "maxpool1d_dilated": (3, lambda s, x: F.max_pool1d(x, 2, dilation=2), r"aten\.max_pool1d"),
     "avgpool_divisor": (4, lambda s, x: F.avg_pool2d(x, 1, divisor_override=2), r"aten\.avg_pool2d"),
@@ -428,6 +470,9 @@ def _needs(shape, what) -> bool:
         "maxpool_dilated": lambda: shape[2] >= 3 and shape[3] >= 3,
         "maxpool1d_dilated": lambda: shape[2] >= 3,
         "conv_reflect": lambda: shape[2] >= 2 and shape[3] >= 2,
+        "pad_reflect": lambda: shape[2] >= 2 and shape[3] >= 2,
+        "interpolate_frac": lambda: shape[2] >= 2,
+        "permute_batch": lambda: math.prod(shape) % 2 == 0 and math.prod(shape) >= 4,
         "batch_view_conv": lambda: shape[1] > 1,
         "linear_on_rows": lambda: len(shape) >= 2 and math.prod(shape[:-1]) > 1,
         "broadcast_add": lambda: shape[2] * shape[3] > 1,
@@ -557,6 +602,10 @@ def act_layer(draw, shape, alias_in, fns=None, affine_ok=True):
         p.update(lo=lo, hi=hi)  # lo > hi too: every output is hi, as torch.clamp does it
     elif fn.startswith("leaky_relu"):
         p["slope"] = draw(st.sampled_from([0.01, 0.1, 0.2, 0.0, 1.0, -0.5, 2.0]))
+    elif fn.startswith(("elu", "celu")):
+        p["alpha"] = draw(st.sampled_from([1.0, 0.5, 2.0, 0.1]))
+    elif fn == "softplus":
+        p.update(beta=draw(st.sampled_from([1.0, 0.5, 2.0, 5.0])), threshold=draw(st.sampled_from([20.0, 1.0, 3.0])))
     elif fn.startswith("softmax"):
         p["dim"] = draw(st.integers(-rank, rank - 1))
     return L("act", p)
@@ -600,6 +649,42 @@ def pool_layer(draw, shape, preserve=False):
         p["fn"] = draw(st.sampled_from(["functional", "module"]))
         p["cip"] = draw(st.booleans())
     return L(kind, p)
+
+
+@st.composite
+def move_layer(draw, shape):
+    """pad, upsample or permute of [1, C, H, W] / [1, C, L]."""
+    one_d = len(shape) == 3
+    sizes = shape[2:]
+    kind = draw(st.sampled_from(["pad", "upsample", "permute"]))
+    if kind == "pad":
+        pads = []
+        for size in reversed(sizes):  # F.pad's order: last dim first; negative amounts crop, keeping >= 1
+            lo = draw(st.integers(max(-1, 1 - size), 2))
+            pads += [lo, draw(st.integers(max(-1, 1 - size - lo), 2))]
+        if not one_d and draw(st.booleans()):
+            pads = pads[:2] if draw(st.booleans()) else [max(0, pads[0])] * 4  # last dim only, or symmetric
+        return L("pad", {"pads": tuple(pads), "value": draw(st.sampled_from([0.0, 0.0, 0.5, -1.0])),
+                         "fn": draw(st.sampled_from(["functional", "module"]))})
+    if kind == "upsample":
+        mode = draw(st.sampled_from(["nearest", "nearest", "linear" if one_d else "bilinear"]))
+        p = {"mode": mode, "fn": draw(st.sampled_from(["functional", "module"])), "align": draw(st.booleans())}
+        if mode != "nearest" and draw(st.booleans()):
+            p["size"] = tuple(draw(st.integers(1, 2 * s + 1)) for s in sizes)
+        elif mode != "nearest":
+            p["factor"] = tuple(draw(st.sampled_from([1.0, 1.5, 2.0, 3.0])) for _ in sizes)
+        else:
+            p["factor"] = tuple(float(draw(st.integers(1, 3))) for _ in sizes)
+        if one_d and "factor" in p:
+            p["factor"] = p["factor"][0]
+        return L("upsample", p)
+    c = shape[1]
+    fn = draw(st.sampled_from(["permute", "transpose"] + (["shuffle"] if c > 1 and not one_d else [])))
+    if fn == "shuffle":
+        return L("permute", {"fn": fn, "groups": draw(st.sampled_from(_divisors(c)))})
+    if fn == "transpose":
+        return L("permute", {"fn": fn, "dims": tuple(draw(st.permutations(range(1, len(shape))))[:2])})
+    return L("permute", {"fn": fn, "perm": (0, *draw(st.permutations(range(1, len(shape)))))})
 
 
 @st.composite
@@ -651,7 +736,7 @@ def affine_layer(draw, shape, bn_ok=True):
 
 def _is_alias(layer: L) -> bool:
     """Whether the layer's output may share storage with its input (views, dropout in eval, detach, ...)."""
-    return layer.kind in ("flatten", "view", "unsqueeze", "squeeze", "dropout") or \
+    return layer.kind in ("flatten", "view", "unsqueeze", "squeeze", "dropout", "permute") or \
         (layer.kind == "identity" and layer.p["fn"] != "clone")
 
 
@@ -740,11 +825,12 @@ def any_layer(draw, shape, alias_in, bn_ok=True, wide=False, affine_ok=True):
     rank = len(shape)
     spatial = rank in (3, 4) and shape[0] == 1
     kinds = ["act", "act", "view", "misc"] + (["affine"] if affine_ok else []) + \
-        (["conv"] * 3 + ["pool"] * 3 if spatial else []) + \
+        (["conv"] * 3 + ["pool"] * 3 + ["move"] * 2 if spatial else []) + \
         (["linear"] * 3 if math.prod(shape[:-1]) == 1 else []) + \
         (["merge", "merge"] if shape[0] == 1 and rank >= 2 else [])
     kind = draw(st.sampled_from(kinds))
     return draw({"act": lambda: act_layer(shape, alias_in, affine_ok=affine_ok), "view": lambda: view_layer(shape),
+                 "move": lambda: move_layer(shape),
                  "misc": lambda: misc_layer(shape), "affine": lambda: affine_layer(shape, bn_ok),
                  "conv": lambda: conv_layer(shape, wide=wide), "pool": lambda: pool_layer(shape),
                  "linear": lambda: linear_layer(shape, wide=wide),

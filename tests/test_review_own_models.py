@@ -136,7 +136,16 @@ class UpNet(nn.Module):
         self.c, self.up, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.Upsample(scale_factor=2), nn.Linear(2 * 98 * 20, 3)
 
     def forward(self, x):
-        return self.fc(self.up(self.c(x)).flatten(1))  # <upsample>
+        return self.fc(self.up(self.c(x)).flatten(1))
+
+
+class PixelShuffleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.up, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.PixelShuffle(2), nn.Linear(98 * 20, 3)
+
+    def forward(self, x):
+        return self.fc(self.up(self.c(x)).flatten(1))  # <pixel_shuffle>
 
 
 class ResNetLet(nn.Module):
@@ -322,17 +331,18 @@ def test_residual_and_sigmoid_models_build_and_verify(work):
 
 
 UNSUPPORTED_ACTS = [
-    ("gelu", nn.GELU, "aten.gelu"),
-    ("elu", nn.ELU, "aten.elu"),
-    ("mish", nn.Mish, "aten.mish"),
+    ("logsigmoid", nn.LogSigmoid, "aten.log_sigmoid"),
+    ("hardshrink", nn.Hardshrink, "aten.hardshrink"),
+    ("prelu", nn.PReLU, "aten.prelu"),
 ]
 SUPPORTED_SINCE = [("silu", nn.SiLU), ("hardswish", nn.Hardswish), ("hardsigmoid", nn.Hardsigmoid),
-                   ("leaky_relu", lambda: nn.LeakyReLU(0.1))]
+                   ("leaky_relu", lambda: nn.LeakyReLU(0.1)), ("gelu", nn.GELU), ("elu", nn.ELU), ("mish", nn.Mish)]
 
 
 @pytest.mark.parametrize("name,make", SUPPORTED_SINCE, ids=[a[0] for a in SUPPORTED_SINCE])
 def test_mobile_activations_build_and_verify(work, name, make):
-    """SiLU, Hardswish, Hardsigmoid, LeakyReLU (MobileNetV3 / EfficientNet-lite heads) were refused at first."""
+    """SiLU, Hardswish, Hardsigmoid, LeakyReLU (MobileNetV3 / EfficientNet-lite heads), GELU, ELU, Mish were refused at
+    first."""
     p = _export(MLPAct(make()).eval(), (20,), work / f"mlp_ok_{name}.pt2")
     assert cli("build", p, "--out", work / f"mlp_ok_{name}_out").exit_code == 0
     r = cli("verify", work / f"mlp_ok_{name}_out", "--random", "5")
@@ -341,7 +351,7 @@ def test_mobile_activations_build_and_verify(work, name, make):
 
 @pytest.mark.parametrize("name,make,op", UNSUPPORTED_ACTS, ids=[a[0] for a in UNSUPPORTED_ACTS])
 def test_unsupported_activation_refused_clearly(work, name, make, op):
-    """(b) GELU / ELU / Mish: exit 2, the op and the user's file:line named, the supported ops
+    """(b) LogSigmoid / Hardshrink / PReLU: exit 2, the op and the user's file:line named, the supported ops
     listed, nothing written."""
     p = _export(MLPAct(make()).eval(), (20,), work / f"mlp_{name}.pt2")
     out = work / f"mlp_{name}_out"
@@ -355,23 +365,25 @@ def test_unsupported_activation_refused_clearly(work, name, make, op):
 
 def test_unsupported_activation_in_sequential_names_the_module(work):
     """In a plain nn.Sequential every frame is torch's; the message adds the module path and type."""
-    p = _export(nn.Sequential(nn.Linear(20, 16), nn.GELU(), nn.Linear(16, 4)).eval(), (20,), work / "seq_gelu.pt2")
-    r = cli("build", p, "--out", work / "seq_gelu_out")
+    p = _export(nn.Sequential(nn.Linear(20, 16), nn.LogSigmoid(), nn.Linear(16, 4)).eval(), (20,),
+                work / "seq_logsigmoid.pt2")
+    r = cli("build", p, "--out", work / "seq_logsigmoid_out")
     assert r.exit_code == 2
-    assert "(module 1, GELU)" in r.output
-    assert not (work / "seq_gelu_out").exists()
+    assert "(module 1, LogSigmoid)" in r.output
+    assert not (work / "seq_logsigmoid_out").exists()
 
 
 UNSUPPORTED_LAYERS = [
     ("lstm", LSTMNet, (49, 10), "aten.lstm", "# <lstm>"),
-    ("upsample", UpNet, KWS_SHAPE, "aten.upsample_nearest2d", "# <upsample>"),
+    ("pixel_shuffle", PixelShuffleNet, KWS_SHAPE, "aten.pixel_shuffle", "# <pixel_shuffle>"),
 ]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name,cls,shape,op,marker", UNSUPPORTED_LAYERS, ids=[a[0] for a in UNSUPPORTED_LAYERS])
 def test_unsupported_layer_refused_clearly(work, name, cls, shape, op, marker):
-    """(c) LSTM, Upsample: exit 2, op and file:line named, nothing written (Conv1d and torch.cat are supported since)."""
+    """(c) LSTM, PixelShuffle: exit 2, op and file:line named, nothing written (Conv1d, torch.cat and Upsample are
+    supported since)."""
     torch.manual_seed(0)
     p = _export(cls().eval(), shape, work / f"{name}.pt2")
     out = work / f"{name}_out"
@@ -391,11 +403,20 @@ def test_a_channel_concatenation_builds_and_verifies(work):
     assert r.exit_code == 0 and "verify: PASS" in r.output, r.output
 
 
+def test_an_upsample_builds_and_verifies(work):
+    """nn.Upsample (nearest, factor 2) was refused at first."""
+    torch.manual_seed(0)
+    p = _export(UpNet().eval(), KWS_SHAPE, work / "up.pt2")
+    assert cli("build", p, "--out", work / "up_out").exit_code == 0
+    r = cli("verify", work / "up_out", "--random", "3")
+    assert r.exit_code == 0 and "verify: PASS" in r.output, r.output
+
+
 def test_failed_build_leaves_an_earlier_build_untouched(work, kws_pt2):
     out = work / "rebuild"
     assert cli("build", kws_pt2, "--out", out).exit_code == 0
     before = {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()}
-    p = _export(MLPAct(nn.GELU()).eval(), (20,), work / "gelu_again.pt2")
+    p = _export(MLPAct(nn.LogSigmoid()).eval(), (20,), work / "logsigmoid_again.pt2")
     r = cli("build", p, "--out", out)
     assert r.exit_code == 2
     assert {f.relative_to(out): f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
@@ -580,9 +601,9 @@ def test_prunec_info_counts_a_shared_layer_once(tmp_path):
 
 
 def test_prunec_info_on_a_pt2_build_refuses_names_the_op(tmp_path):
-    p = _export(MLPAct(nn.GELU()).eval(), (20,), tmp_path / "gelu.pt2")
+    p = _export(MLPAct(nn.LogSigmoid()).eval(), (20,), tmp_path / "logsigmoid.pt2")
     r = cli("info", p)
-    assert r.exit_code == 2 and "aten.gelu" in r.output and "prunec build" in r.output, r.output
+    assert r.exit_code == 2 and "aten.log_sigmoid" in r.output and "prunec build" in r.output, r.output
     assert "Nothing was written" not in r.output and "Traceback" not in r.output
 
 

@@ -285,6 +285,15 @@ static void elementwise_case(size_t n) {
   expect_written("add", y, n);
   prunec_f32_add__portable(n, y, b, y, 0.0f, 6.0f); /* in place */
   prunec_f32_sigmoid__portable(n, y, y);
+  prunec_f32_gelu__portable(n, 0u, x, y);
+  expect_written("gelu", y, n);
+  prunec_f32_gelu__portable(n, 1u, y, y);
+  prunec_f32_elu__portable(n, 1.0507f, 1.0f, 1.7581f, x, y);
+  expect_written("elu", y, n);
+  prunec_f32_softplus__portable(n, 0.5f, 20.0f, x, y);
+  expect_written("softplus", y, n);
+  prunec_f32_mish__portable(n, x, y);
+  expect_written("mish", y, n);
   prunec_f32_softmax__portable(1, n, 1, x, y);
   expect_written("softmax", y, n);
   if (n > 0) {
@@ -302,6 +311,28 @@ static void elementwise_case(size_t n) {
   free(x);
   free(b);
   free(y);
+}
+
+/* pad2d (crops too), both upsamplings and a permutation, on buffers of exactly their sizes. */
+static void layout_case(uint32_t h, uint32_t w, int32_t top, int32_t bottom, int32_t left, int32_t right) {
+  const size_t oh = (size_t)((int32_t)h + top + bottom), ow = (size_t)((int32_t)w + left + right);
+  float *x = random_buffer((size_t)3 * h * w);
+  float *y = nan_buffer(3 * oh * ow);
+  float *u = nan_buffer((size_t)3 * h * w * 6);
+  const uint32_t shape[4] = {w, 1u, 3u, h}, stride[4] = {1u, 0u, h * w, w};
+  prunec_f32_pad2d__portable(3, h, w, oh, ow, top, left, -INFINITY, x, y);
+  expect_written("pad2d", y, 3 * oh * ow);
+  prunec_f32_upsample_nearest2d__portable(3, h, w, 2, 3, x, u);
+  expect_written("upsample_nearest2d", u, (size_t)3 * h * w * 6);
+  prunec_f32_upsample_bilinear2d__portable(3, h, w, 2 * h, 3 * w, 0.5f, 1.0f / 3.0f, 0u, x, u);
+  expect_written("upsample_bilinear2d", u, (size_t)3 * h * w * 6);
+  prunec_f32_upsample_bilinear2d__portable(3, h, w, 3 * h, 2 * w, h > 1 ? (float)(h - 1) / (float)(3 * h - 1) : 0.0f,
+                                           (float)(w - 1) / (float)(2 * w - 1), 1u, x, u);
+  prunec_f32_permute__portable(shape, stride, x, u);
+  expect_written("permute", u, (size_t)3 * h * w);
+  free(x);
+  free(y);
+  free(u);
 }
 
 int main(void) {
@@ -322,7 +353,12 @@ int main(void) {
     conv_case(2, 2, 5, widths[i], 3, 1, 1, 1, 1, 0);
     pool_case(2, 4, widths[i], 2, 2, 0, 1);
     elementwise_case(widths[i]);
+    layout_case(3, widths[i], 1, 2, 2, 1);
+    layout_case(widths[i], 2, -1, 0, 3, -1);
   }
+  layout_case(1, 1, 0, 0, 0, 0);
+  layout_case(4, 4, -4, 1, 0, 0); /* every input row cropped */
+  layout_case(4, 4, 0, 0, -4, 1); /* every input column cropped */
   conv_case(1, 1, 1, 1, 1, 1, 0, 1, 1, 0);
   conv_case(3, 4, 9, 9, 3, 2, 1, 1, 1, 0);
   conv_case(3, 4, 11, 10, 3, 2, 2, 2, 1, 0);

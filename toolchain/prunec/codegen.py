@@ -346,6 +346,36 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                       f"{k.name}({a_['channels']}u, {a_['inner']}u, {a_['b_inner']}u, {xa}, {xb}, {y});")
         elif n.op == "leaky_relu":
             L.call = f"{k.name}({n.out_size}u, {c_float(n.attrs['slope'])}, {x[0]}, {y});"
+        elif n.op == "gelu":
+            L.call = f"{k.name}({n.out_size}u, {int(n.attrs['approximate'] == 'tanh')}u, {x[0]}, {y});"
+        elif n.op == "elu":
+            a_ = n.attrs
+            L.call = (f"{k.name}({n.out_size}u, {c_float(a_['scale'])}, {c_float(a_['input_scale'])}, "
+                      f"{c_float(a_['neg_scale'])}, {x[0]}, {y});")
+        elif n.op == "softplus":
+            L.call = (f"{k.name}({n.out_size}u, {c_float(n.attrs['beta'])}, {c_float(n.attrs['threshold'])}, "
+                      f"{x[0]}, {y});")
+        elif n.op == "mish":
+            L.call = f"{k.name}({n.out_size}u, {x[0]}, {y});"
+        elif n.op == "pad2d":
+            a_ = n.attrs
+            (ih, iw), (top, bottom, left, right) = a_["in_hw"], a_["pads"]
+            L.call = (f"{k.name}({a_['planes']}u, {ih}u, {iw}u, {ih + top + bottom}u, {iw + left + right}u, {top}, "
+                      f"{left}, {c_float(a_['value'])}, {x[0]}, {y});")
+        elif n.op == "upsample_nearest2d":
+            _, c, ih, iw = n.in_shapes[0]
+            L.call = f"{k.name}({c}u, {ih}u, {iw}u, {n.attrs['scale'][0]}u, {n.attrs['scale'][1]}u, {x[0]}, {y});"
+        elif n.op == "upsample_bilinear2d":
+            _, c, ih, iw = n.in_shapes[0]
+            _, _, oh, ow = n.out_shape
+            sh, sw = n.attrs["scale"]
+            L.call = (f"{k.name}({c}u, {ih}u, {iw}u, {oh}u, {ow}u, {c_float(sh)}, {c_float(sw)}, "
+                      f"{int(n.attrs['align_corners'])}u, {x[0]}, {y});")
+        elif n.op == "permute":
+            for what in ("shape", "stride"):
+                vals = ", ".join(f"{v}u" for v in n.attrs[what])
+                L.structs.append(f"static const uint32_t {ident}_{what}[4] = {{{vals}}};")
+            L.call = f"{k.name}({ident}_shape, {ident}_stride, {x[0]}, {y});"
         elif n.op == "concat":  # one copy per input, each into its place in every run of the output
             outer, sizes = n.attrs["outer"], n.attrs["sizes"]
             calls, off = [], 0

@@ -8,8 +8,9 @@ _native_batch_norm_legit_no_training, max_pool2d_with_indices are matched too). 
 identities (flatten, view, reshape, clone, dropout, ...) only relabel a buffer. In-place ops (relu_, add_)
 produce a new SSA buffer and every alias of the mutated tensor is redirected to it.
 
-Passes after the walk: batch norm folded into the conv/linear it follows, clamps (relu, relu6, hardtanh)
-fused into the fc/conv/add they follow, dead nodes dropped, the result renamed `output`.
+Passes after the walk: a symmetric zero pad folded into the convolution that reads it, batch norm folded into the
+conv/linear it follows, clamps (relu, relu6, hardtanh) fused into the fc/conv/add they follow, dead nodes dropped,
+the result renamed `output`.
 
 Any other op is refused with its name and the user's source line, before anything is written.
 """
@@ -35,7 +36,10 @@ INF = float("inf")
 
 SUPPORTED = (
     "linear, addmm, mm (x @ W.t()), conv2d / conv1d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
-    "silu, hardsigmoid, hardswish, leaky_relu, mul of two tensors (same shape, or a per-channel gate), "
+    "silu, hardsigmoid, hardswish, leaky_relu, gelu (exact or tanh), elu / celu / selu, softplus, mish, mul of two "
+    "tensors (same shape, or a per-channel gate), constant pad of the last two dims (F.pad, ZeroPad2d, ConstantPad1d/2d), "
+    "nearest upsampling by integer factors and bilinear / linear upsampling (interpolate, Upsample), permute / transpose "
+    "/ t / channel_shuffle (up to 4 moved dims, the batch staying first), "
     "max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool1d/2d, mean over H and W or over L (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
     "tensors of one shape, alpha 1), batch_norm (folded into the conv2d/linear before it, else per-channel), add / sub / mul / div with a scalar or a per-channel "
     "constant, cat (not along the batch), dropout, clone / contiguous / detach"
@@ -820,6 +824,205 @@ class _Converter:
 
     op_silu_, op_hardsigmoid_, op_hardswish_, op_leaky_relu_ = op_silu, op_hardsigmoid, op_hardswish, op_leaky_relu
 
+    def op_gelu(self, node, a):
+        approx = a.get("approximate") or "none"
+        if approx not in ("none", "tanh"):
+            self.fail(f"gelu with approximate={approx!r} (only 'none' and 'tanh')")
+        return self.emit("gelu", [self.act(a["self"])], {"approximate": approx})
+
+    def _elu(self, x, scale: float, input_scale: float, neg_scale: float, what: str) -> Act:
+        """y = x > 0 ? x * scale : expm1(x * input_scale) * neg_scale, PyTorch's elu with its three coefficients."""
+        if not all(math.isfinite(v) for v in (scale, input_scale, neg_scale)):
+            self.fail(f"{what} gives the coefficients scale {scale}, input_scale {input_scale}, alpha * scale "
+                      f"{neg_scale}: they must be finite")
+        return self.emit("elu", [self.act(x)], {"scale": scale, "input_scale": input_scale, "neg_scale": neg_scale})
+
+    def op_elu(self, node, a):
+        alpha, scale = float(a["alpha"]), float(a["scale"])
+        return self._elu(a["self"], scale, float(a["input_scale"]), alpha * scale, f"elu with alpha {alpha}")
+
+    def op_celu(self, node, a):  # elu(x, alpha) on x / alpha
+        alpha = float(a["alpha"])
+        if alpha == 0:
+            self.fail("celu with alpha 0")
+        return self._elu(a["self"], 1.0, 1.0 / alpha, alpha, f"celu with alpha {alpha}")
+
+    def op_selu(self, node, a):  # ATen's SELU_ALPHA, SELU_SCALE
+        alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+        return self._elu(a["self"], scale, 1.0, alpha * scale, "selu")
+
+    def op_softplus(self, node, a):
+        beta, threshold = float(a["beta"]), float(a["threshold"])
+        if beta == 0 or not math.isfinite(beta) or math.isnan(threshold):
+            self.fail(f"softplus with beta {beta}, threshold {threshold} (beta must be finite and nonzero)")
+        return self.emit("softplus", [self.act(a["self"])], {"beta": beta, "threshold": threshold})
+
+    def op_mish(self, node, a):
+        return self.emit("mish", [self.act(a["self"])])
+
+    op_gelu_, op_elu_, op_celu_, op_selu_, op_mish_ = op_gelu, op_elu, op_celu, op_selu, op_mish
+
+    # --- data movement: pad, upsample, permute -------------------------------------------------------------
+
+    def _pad(self, x: Act, pad, value: float) -> Act:
+        """Constant padding (negative amounts crop) of the last one or two dims, never the batch: one pad2d node over
+        `planes` planes of in_hw, pads (top, bottom, left, right); a one-dim pad is a pad of planes of height 1."""
+        pad = [int(p) for p in pad]
+        shape = tuple(int(d) for d in x.shape)
+        if len(pad) % 2 or len(pad) // 2 > len(shape):
+            self.fail(f"pad {pad} for a tensor of shape {shape}")
+        if any(pad[4:]):
+            self.fail(f"padding of more than the last two dims (pad {pad}) is not supported")
+        pad = (pad + [0, 0, 0, 0])[:4]
+        if len(shape) < 2 or (len(shape) < 3 and any(pad[2:])):
+            self.fail(f"pad {pad} of a tensor of shape {shape} pads the batch dimension")
+        if math.isnan(value):
+            self.fail("pad with value NaN")
+        left, right, top, bottom = pad
+        two = any(pad[2:])
+        planes = numel(shape[:-2] if two else shape[:-1])
+        in_hw = (shape[-2], shape[-1]) if two else (1, shape[-1])
+        return self.emit("pad2d", [x], {"planes": planes, "in_hw": in_hw, "pads": (top, bottom, left, right),
+                                        "value": float(value)})
+
+    def op_constant_pad_nd(self, node, a):
+        return self._pad(self.act(a["self"]), a["pad"], float(a["value"]))
+
+    def op_pad(self, node, a):
+        mode = a.get("mode") or "constant"
+        if mode != "constant":
+            self.fail(f"pad mode {mode!r} is not supported (only 'constant': F.pad with a value, nn.ZeroPad2d, "
+                      f"nn.ConstantPad1d/2d)")
+        return self._pad(self.act(a["self"]), a["pad"], 0.0 if a.get("value") is None else float(a["value"]))
+
+    @staticmethod
+    def _scales(a, n: int) -> list:
+        """The upsampling op's scale factor per spatial dim (None where it gives none): `scale_factors` of a .vec
+        spelling, scales_h / scales_w (scales in 1-d) of the other."""
+        if "scale_factors" in a:
+            return list(a["scale_factors"]) if a["scale_factors"] is not None else [None] * n
+        return [a.get("scales")] if n == 1 else [a.get("scales_h"), a.get("scales_w")]
+
+    def _upsample_nearest(self, node, a, one_d: bool) -> Act:
+        """Nearest upsampling by an integer factor per dim, checked against PyTorch's own source index (nearest_idx:
+        floor(i * float(1 / scale)) or floor(i * float(in / out))): other factors are refused."""
+        x = self._pool_in({"self": a["input" if "input" in a else "self"]}, one_d)
+        out = self.val_shape(node)
+        ins, outs = x.shape[2:], out[2:]
+        factors = []
+        for i, o, s in zip(ins, outs, self._scales(a, len(ins))):
+            if o == i or o == 2 * i:
+                src = np.arange(o) // (o // i)
+            else:
+                step = np.float32(1.0 / s) if s is not None and s > 0 else np.float32(i) / np.float32(o)
+                src = np.minimum(np.floor(np.arange(o, dtype=np.float32) * step).astype(np.int64), i - 1)
+            if o % i or not np.array_equal(src, np.arange(o) // (o // i)):
+                self.fail(f"nearest upsampling from {i} to {o} (scale factor {s}) is not a whole-number factor; only "
+                          f"integer scale factors are supported")
+            factors.append(o // i)
+        if one_d:
+            return self._emit_1d(node, "upsample_nearest2d", x, {"scale": (1, factors[0])})
+        return self.emit("upsample_nearest2d", [x], {"scale": tuple(factors)})
+
+    def op_upsample_nearest2d(self, node, a):
+        return self._upsample_nearest(node, a, one_d=False)
+
+    def op_upsample_nearest1d(self, node, a):
+        return self._upsample_nearest(node, a, one_d=True)
+
+    def _upsample_linear(self, node, a, one_d: bool) -> Act:
+        """Bilinear (linear in 1-d) upsampling; the kernel takes PyTorch's float scale per dim (area_pixel_compute_scale:
+        align_corners (in - 1) / (out - 1), else 1 / scale_factor, or in / out without one)."""
+        x = self._pool_in({"self": a["input" if "input" in a else "self"]}, one_d)
+        out = self.val_shape(node)
+        align = bool(a["align_corners"])
+        scales = []
+        for i, o, s in zip(x.shape[2:], out[2:], self._scales(a, len(out) - 2)):
+            if align:
+                scales.append(float(np.float32(i - 1) / np.float32(o - 1)) if o > 1 else 0.0)
+            else:
+                scales.append(float(np.float32(1.0 / s)) if s is not None and s > 0 else
+                              float(np.float32(i) / np.float32(o)))
+        if one_d:
+            return self._emit_1d(node, "upsample_bilinear2d", x, {"scale": (1.0, scales[0]), "align_corners": align})
+        return self.emit("upsample_bilinear2d", [x], {"scale": tuple(scales), "align_corners": align})
+
+    def op_upsample_bilinear2d(self, node, a):
+        return self._upsample_linear(node, a, one_d=False)
+
+    def op_upsample_linear1d(self, node, a):
+        return self._upsample_linear(node, a, one_d=True)
+
+    def _permute(self, node, x: Act, perm) -> Act:
+        """Output dim k is input dim perm[k]. Dims of size 1 are dropped and runs of input dims that stay together
+        merged: what is left is identity (the same bytes: a view) or a permutation of at most 4 dims, one permute
+        node (y contiguous of `shape`, strides into x per output dim), the batch dimension staying first."""
+        shape = tuple(int(d) for d in x.shape)
+        rank = len(shape)
+        perm = [int(p) % rank if rank else 0 for p in perm]
+        if sorted(perm) != list(range(rank)):
+            self.fail(f"permutation {perm} of a tensor of shape {shape}")
+        keep = [d for d in perm if shape[d] > 1]
+        if shape and shape[0] > 1 and keep and keep[0] != 0:
+            self.fail(f"permutation {perm} of a tensor of shape {shape} moves its batch dimension (dim 0, which a view "
+                      f"made {shape[0]}): the batch dimension must stay first")
+        kept = sorted(keep)
+        runs: list[list[int]] = []  # in output order, each run input dims that are next to each other in x too
+        for d in keep:
+            if runs and kept.index(d) == kept.index(runs[-1][-1]) + 1:
+                runs[-1].append(d)
+            else:
+                runs.append([d])
+        order = sorted(range(len(runs)), key=lambda k: runs[k][0])  # the runs in input order
+        if order == list(range(len(runs))):
+            return Act(x.buffer, self.val_shape(node), x.group)  # only size-1 dims move: a view
+        if len(runs) > 4:
+            self.fail(f"permutation {perm} of a tensor of shape {shape} moves {len(runs)} groups of dims (at most 4)")
+        sizes = [numel([shape[d] for d in r]) for r in runs]
+        in_stride = {}
+        acc = 1
+        for k in reversed(order):
+            in_stride[k] = acc
+            acc *= sizes[k]
+        pad = 4 - len(runs)
+        return self.emit("permute", [x], {"shape": (1,) * pad + tuple(sizes),
+                                          "stride": (0,) * pad + tuple(in_stride[k] for k in range(len(runs)))})
+
+    def op_permute(self, node, a):
+        return self._permute(node, self.act(a["self"]), a["dims"])
+
+    def _swap(self, node, x: Act, d0: int, d1: int) -> Act:
+        rank = len(x.shape)
+        perm = list(range(rank))
+        if rank:
+            d0, d1 = int(d0) % rank, int(d1) % rank
+            perm[d0], perm[d1] = perm[d1], perm[d0]
+        return self._permute(node, x, perm)
+
+    def op_transpose(self, node, a):
+        return self._swap(node, self.act(a["self"]), a["dim0"], a["dim1"])
+
+    def op_swapaxes(self, node, a):
+        return self._swap(node, self.act(a["self"]), a["axis0"], a["axis1"])
+
+    def op_swapdims(self, node, a):
+        return self._swap(node, self.act(a["self"]), a["dim0"], a["dim1"])
+
+    def op_t(self, node, a):  # 2-d and smaller
+        x = self.act(a["self"])
+        return self._swap(node, x, 0, 1) if len(x.shape) == 2 else Act(x.buffer, x.shape, x.group)
+
+    def op_mT(self, node, a):
+        return self._swap(node, self.act(a["self"]), -2, -1)
+
+    def op_channel_shuffle(self, node, a):  # [N, C, ...] seen as [N, g, C / g, ...], dims 1 and 2 swapped
+        x = self.act(a["self"])
+        g, shape = int(a["groups"]), tuple(int(d) for d in x.shape)
+        if len(shape) < 3 or g < 1 or shape[1] % g:
+            self.fail(f"channel_shuffle with {g} groups of a tensor of shape {shape}")
+        split = Act(x.buffer, (shape[0], g, shape[1] // g, numel(shape[2:])), x.group)
+        return self._swap(node, split, 1, 2)
+
     def op_sub(self, node, a):
         return self._arith(node, a, "sub")
 
@@ -977,6 +1180,24 @@ def fold_batchnorm(g: Graph) -> None:
         _absorb(g, p, bn)
 
 
+def fold_pads(g: Graph) -> None:
+    """A zero pad2d of a convolution's H and W, the same amount on both sides of each (the conv kernels pad
+    symmetrically), whose output only that convolution reads, becomes part of the convolution's padding."""
+    for p in [n for n in g.nodes if n.op == "pad2d"]:
+        top, bottom, left, right = p.attrs["pads"]
+        if p.attrs["value"] != 0 or top != bottom or left != right or min(top, left) < 0 \
+                or not _sole_consumer(g, p.output):
+            continue
+        c = g.consumers(p.output)[0]
+        ih, iw = p.attrs["in_hw"]
+        if c.op != "conv2d" or tuple(c.in_shapes[0][1:]) != (p.attrs["planes"], ih + 2 * top, iw + 2 * left):
+            continue
+        c.attrs["padding"] = (c.attrs["padding"][0] + top, c.attrs["padding"][1] + left)
+        c.inputs[0], c.in_shapes[0] = p.inputs[0], (c.in_shapes[0][0], p.attrs["planes"], ih, iw)
+        del g.buffers[p.output]
+        g.nodes.remove(p)
+
+
 def _fuse_into_producers(g: Graph, op: str, fits, merge) -> None:
     """Every node of `op` whose input's producer p it is the only reader of, and for which fits(p, n), becomes part
     of p (merge(p, n) updates p's attributes), until no more do."""
@@ -1043,6 +1264,7 @@ def drop_dead(g: Graph) -> None:
 def from_program(ep: torch.export.ExportedProgram) -> Graph:
     g = _Converter(ep).run()
     drop_dead(g)
+    fold_pads(g)
     fold_batchnorm(g)
     merge_affines(g)
     fuse_clamps(g)

@@ -22,6 +22,16 @@ Ops (`Node.op`) and their attributes:
   mul                 channels, inner, b_inner: y = a * b, b of a's shape (b_inner = inner) or one value per
                       channel (b_inner = 1, inputs [full, gate])
   leaky_relu          slope
+  gelu                approximate ("none": erf, or "tanh")
+  elu                 scale, input_scale, neg_scale: y = x > 0 ? x * scale : expm1(x * input_scale) * neg_scale
+                      (elu: 1, 1, alpha; celu: 1, 1/alpha, alpha; selu: its constants)
+  softplus            beta, threshold
+  mish                -
+  pad2d               planes, in_hw (pair), pads (top, bottom, left, right; negative: a crop), value: constant
+                      padding of the last two dims, seen as `planes` planes of in_hw (a 1-d pad: planes of height 1)
+  upsample_nearest2d  scale (integer pair); NCHW, 1-d ones on the [N, C, 1, L] view
+  upsample_bilinear2d scale (PyTorch's float scale per dim), align_corners; NCHW, linear 1-d on [N, C, 1, L]
+  permute             shape, stride (4 each): y, contiguous of `shape`, takes element sum(i_k * stride[k]) of x
   concat              outer, sizes (per input): torch.cat along a dim d > 0, outer = the product of the dims before
                       d, sizes[i] = input i's product of the dims from d on
   batchnorm           scale, shift per channel (only between frontend passes: folded, or made an affine node)
@@ -38,7 +48,8 @@ OUTPUT = "output"
 
 WEIGHTED_OPS = ("fc", "conv2d")
 # Ops whose kernel accepts y == x (y == a for add): each element is read before it is written.
-IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "mul", "leaky_relu")
+IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "mul", "leaky_relu", "gelu", "elu",
+                "softplus", "mish")
 CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add", "affine")
 
 

@@ -135,3 +135,51 @@ void prunec_f32_leaky_relu__portable(size_t n, float slope, const float *x, floa
     y[i] = v > 0.0f ? v : v * slope;
   }
 }
+
+/* PyTorch's gelu: x/2 (1 + erf(x / sqrt 2)), or with tanh_approx (approximate='tanh')
+ * x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). y may be x. */
+void prunec_f32_gelu__portable(size_t n, uint32_t tanh_approx, const float *x, float *y) {
+  size_t i;
+  if (tanh_approx) {
+    for (i = 0; i < n; i++) {
+      const float v = x[i];
+      const float cube = v * v * v;
+      const float inner = 0.7978845608028654f * (v + 0.044715f * cube);
+      y[i] = 0.5f * v * (1.0f + tanhf(inner));
+    }
+  } else {
+    for (i = 0; i < n; i++) {
+      const float v = x[i];
+      y[i] = v * 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+    }
+  }
+}
+
+/* PyTorch's elu with its scales: y = x > 0 ? x * scale : expm1(x * input_scale) * neg_scale. elu: scale 1,
+ * input_scale 1, neg_scale alpha; celu: input_scale 1/alpha; selu: selu's constants. y may be x. */
+void prunec_f32_elu__portable(size_t n, float scale, float input_scale, float neg_scale, const float *x, float *y) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float v = x[i];
+    y[i] = v > 0.0f ? v * scale : expm1f(v * input_scale) * neg_scale;
+  }
+}
+
+/* PyTorch's softplus: x * beta > threshold ? x : log1p(exp(x * beta)) / beta. y may be x. */
+void prunec_f32_softplus__portable(size_t n, float beta, float threshold, const float *x, float *y) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float v = x[i];
+    const float b = v * beta;
+    y[i] = b > threshold ? v : log1pf(expf(b)) / beta;
+  }
+}
+
+/* PyTorch's mish: x * tanh(log1p(exp(x))) (exp overflows to inf for large x: tanh(inf) = 1, y = x). y may be x. */
+void prunec_f32_mish__portable(size_t n, const float *x, float *y) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float v = x[i];
+    y[i] = v * tanhf(log1pf(expf(v)));
+  }
+}
