@@ -11,7 +11,7 @@ LiteRT and PyTorch through their Python APIs (their per-call Python overhead is 
 each runtime's floor is reported: an Identity model's call time for ONNX Runtime, a one-RESHAPE model's for
 LiteRT, both with the same copy in / run / copy out per call). Medians of >= 5 interleaved repetitions.
 
-    .venv/bin/python benchmarks/bench_models.py --pruned lenet5=P.pt[,lenet300=Q.pt] [--dense lenet5=B.pt,...]
+    .venv/bin/python benchmarks/bench_models.py --pruned lenet5=P.pt[,lenet300=Q.pt] [--dense lenet5=B.pt,...] [--input test]
 """
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def ort_floor(tmp: Path):
 def build(model_path: Path, target: str, out: Path, name: str):
     """`prunec build`; target "x86_64-avx2+x4" is x86_64-avx2 with the avx512x4 kernels preferred (the target
     file's ISA order is the codegen's kernel choice; this tries another order without a new target file), and
-    "T@ra1" is target T built with `--row-align 1` (rows not padded: the fewest bytes)."""
+    "T@ra1" is target T built with `--row-align 1` (rows not padded: the fewest bytes), "T@sz" with
+    `--skip-zero-inputs relu` (docs/BUILD.md "Skipping zero inputs")."""
     from dataclasses import replace
 
     from prunec import targets
@@ -76,6 +77,8 @@ def build(model_path: Path, target: str, out: Path, name: str):
 
     if target.endswith("@ra1"):
         return do_build(model_path, target[:-4], out, name, row_align=1)
+    if target.endswith("@sz"):
+        return do_build(model_path, target[:-3], out, name, skip_zero_inputs="relu")
     if target != "x86_64-avx2+x4":
         return do_build(model_path, target, out, name)
     orig = targets.get
@@ -126,7 +129,7 @@ def litert_contenders(dm, pm, shape, x, tmp: Path, key: str, builtin: bool) -> t
 
 
 def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path, reps: int, target_s: float,
-                litert_builtin: bool = False):
+                litert_builtin: bool = False, test_input: bool = False):
     import torch
 
     from prunec import checkpoint
@@ -144,19 +147,25 @@ def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path,
     else:  # same architecture, dense random weights: timing does not depend on the values
         from prunec import models
         dm = models.create(key).eval()
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, *shape)).astype(np.float32)
+    if test_input:  # the first Fashion-MNIST test image, normalised as in training: a ReLU's zeros as in use
+        from prunec import data
+        x = data.load("fashion-mnist").test.x[:1].numpy().reshape(1, *shape).astype(np.float32)
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1, *shape)).astype(np.float32)
     xt = torch.from_numpy(x)
     with torch.inference_mode():
         ref = pm(xt).numpy().ravel()
 
     cs = []
-    results = {"model": key, "pruned": str(pruned_ckpt), "dense": str(dense_ckpt) if dense_ckpt else "random"}
+    results = {"model": key, "pruned": str(pruned_ckpt), "dense": str(dense_ckpt) if dense_ckpt else "random",
+               "input": "fashion-mnist test image 0" if test_input else "random normal (seed 0)"}
     builds = {}
     for label, ckpt, target in (("prunec pruned [host: portable]", pruned_ckpt, "host"),
                                 ("prunec pruned [x86_64-avx2]", pruned_ckpt, "x86_64-avx2"),
                                 ("prunec pruned [x86_64-avx2, avx512x4 first]", pruned_ckpt, "x86_64-avx2+x4"),
                                 ("prunec pruned [x86_64-avx2, --row-align 1]", pruned_ckpt, "x86_64-avx2@ra1"),
+                                ("prunec pruned [x86_64-avx2, --skip-zero-inputs relu]", pruned_ckpt, "x86_64-avx2@sz"),
                                 ("prunec dense [x86_64-avx2]", dense_ckpt, "x86_64-avx2")):
         if ckpt is None:
             continue
@@ -238,6 +247,10 @@ def main(argv=None):
     ap.add_argument("--reps", type=harness.positive_int, default=9)
     ap.add_argument("--target-ms", type=float, default=40.0)
     ap.add_argument("--json", default="")
+    ap.add_argument("--input", choices=("random", "test"), default="random",
+                    help="the input every contender runs: random normal (the default; what the goals are measured on) "
+                         "or the first Fashion-MNIST test image (a ReLU's zeros as in use: what --skip-zero-inputs "
+                         "meets)")
     ap.add_argument("--litert-builtin", action="store_true",
                     help="also time LiteRT with its builtin kernels (no default XNNPACK delegate)")
     a = ap.parse_args(argv)
@@ -257,7 +270,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="prunec-models-") as tmp:
         for key, p in pruned.items():
             r = bench_model(key, Path(p), Path(dense[key]) if key in dense else None, Path(tmp), a.reps,
-                            a.target_ms / 1e3, a.litert_builtin)
+                            a.target_ms / 1e3, a.litert_builtin, a.input == "test")
             print_results(r)
             allr.append(r)
     if a.json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -341,3 +342,47 @@ def test_a_refusal_names_the_users_line(tmp_path):
     line = next(i for i, t in enumerate(open(__file__).read().splitlines(), 1) if t.endswith("# <reflect>"))
     with pytest.raises(PrunecError, match=rf"cannot build aten\.pad\.default at \S*{HERE}:{line}: pad mode 'reflect'"):
         build(bm.export(ReflectPadNet(), (2, 5, 5), tmp_path / "m.pt2"), "host", tmp_path / "out")
+
+
+class _InPlaceOnPermuted(nn.Module):  # PyTorch's permute is a view: relu_ on it changes x too
+    def forward(self, x):
+        y = x.permute(0, 2, 3, 1)
+        y.relu_()
+        return x + 1
+
+
+class _InPlaceOnBase(nn.Module):  # ... and relu_ on x changes the permuted view taken before
+    def forward(self, x):
+        x = x * 2
+        y = x.permute(0, 2, 3, 1)
+        x.relu_()
+        return y.flatten(1)
+
+
+class _InPlaceOnCopies(nn.Module):  # contiguous() / clone() of a permuted view are copies: nothing reaches x
+    def forward(self, x):
+        y = x.permute(0, 2, 3, 1).contiguous()
+        y.relu_()
+        z = x.permute(0, 3, 1, 2).clone()
+        z.sigmoid_()
+        return y.flatten(1) + x.flatten(1) + z.flatten(1)
+
+
+@pytest.mark.parametrize("cls", [_InPlaceOnPermuted, _InPlaceOnBase])
+def test_in_place_through_a_permuted_view_is_refused(cls, tmp_path):
+    """The build's permute is a copy, so an in-place op could not reach the other side as PyTorch's does: refused by
+    name (before the refusal, the first model built and gave x + 1 without the ReLU)."""
+    pt2 = bm.export(cls().eval(), (2, 3, 4), tmp_path / "m.pt2")
+    with pytest.raises(PrunecError, match="in-place relu_ on a tensor that is a permuted view"):
+        build(pt2, "host", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_in_place_on_copies_of_a_permuted_view_builds(tmp_path):
+    m = _InPlaceOnCopies().eval()
+    pt2 = bm.export(m, (2, 3, 4), tmp_path / "m.pt2")
+    build(pt2, "host", tmp_path / "b")
+    x = bm.random_inputs((2, 3, 4), n=4)
+    with torch.no_grad():
+        want = m(torch.from_numpy(x.copy())).numpy()
+    np.testing.assert_allclose(bm.outputs(tmp_path / "b", x), want.reshape(4, -1), rtol=1e-6, atol=1e-6)

@@ -243,6 +243,8 @@ class _Converter:
         self.buffers: dict[str, int] = {}
         self.names: set[str] = set()
         self.groups = itertools.count()
+        # alias group of a permute's output (a copy here, a strided view in PyTorch) -> the group of its input
+        self.permuted: dict[int, int] = {}
         self.fx_node: torch.fx.Node | None = None
         self.input_shape: tuple[int, ...] | None = None
 
@@ -419,6 +421,11 @@ class _Converter:
         if isinstance(target, torch._ops.OpOverload) and target._schema.is_mutable and name.endswith("_"):
             # In-place op: every alias of the mutated tensor now reads the result.
             base = self.act(args[target._schema.arguments[0].name])
+            if base.group in self.permuted or base.group in self.permuted.values():
+                # PyTorch's permute is a view: the change would reach the other side, which here is a copy
+                self.fail(f"in-place {name} on a tensor that is a permuted view of another (or has one) is not "
+                          f"supported: in PyTorch it changes both, in the build only one; use the out-of-place op "
+                          f"({name.rstrip('_')}) or .contiguous() before it")
             for k, v in list(self.env.items()):
                 if isinstance(v, Act) and v.group == base.group:
                     self.env[k] = Act(result.buffer, v.shape, result.group)
@@ -985,8 +992,10 @@ class _Converter:
             in_stride[k] = acc
             acc *= sizes[k]
         pad = 4 - len(runs)
-        return self.emit("permute", [x], {"shape": (1,) * pad + tuple(sizes),
-                                          "stride": (0,) * pad + tuple(in_stride[k] for k in range(len(runs)))})
+        y = self.emit("permute", [x], {"shape": (1,) * pad + tuple(sizes),
+                                       "stride": (0,) * pad + tuple(in_stride[k] for k in range(len(runs)))})
+        self.permuted[y.group] = x.group
+        return y
 
     def op_permute(self, node, a):
         return self._permute(node, self.act(a["self"]), a["dims"])
@@ -1116,8 +1125,9 @@ class _Converter:
             self.fail("dropout in training mode: call model.eval() before torch.export")
         if name in ("_to_copy", "to"):
             self.val_shape(node)  # refuses a dtype change
-        if name in ("clone", "_to_copy", "to", "lift_fresh_copy"):
-            return Act(x.buffer, x.shape, next(self.groups))  # a copy: mutations of it do not reach x
+        if name in ("clone", "_to_copy", "to", "lift_fresh_copy") or (name == "contiguous" and x.group in self.permuted):
+            # a copy (contiguous of a permuted view copies too): mutations of it do not reach x
+            return Act(x.buffer, x.shape, next(self.groups))
         return x
 
     def _view(self, node, a):
