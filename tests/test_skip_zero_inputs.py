@@ -97,6 +97,9 @@ def test_host_build_equals_the_row_major_one_and_pytorch(net, tmp_path):
     assert {l["name"]: l["orientation"] for l in rows.manifest["layers"] if l["format"] == "rcsr"} == {
         "conv": "rows", "fc1": "rows", "fc2": "rows", "fc3": "rows", "fc4": "rows"}
     assert "stored by columns: zero inputs skipped" in (tmp_path / "cols" / "net.c").read_text()
+    from prunec import bench
+    t = bench.table(bench.bench(tmp_path / "cols", reps=1, target_s=0.001))
+    assert sum("rcsr 8b cols" in line and "fc_rcsc" in line for line in t.splitlines()) == 4, t
     x = _inputs()
     a, b = bm.outputs(tmp_path / "rows", x), bm.outputs(tmp_path / "cols", x)
     # the portable kernels sum each output in the same order: equal floats (a -0.0 sum may stay -0.0)

@@ -306,6 +306,8 @@ def table(res: BenchResult) -> str:
                 continue
             b = sum(l["bytes"].values()) if l.get("bytes") else 0
             storage = f"{l['format']} {l['index_bits']}b" if l.get("format") == "rcsr" else (l.get("format") or "-")
+            if l.get("orientation") == "columns":  # W^T stored: the kernel skips zero inputs
+                storage += " cols"
             dens = f"{l['density']:.1%}" if l.get("density") is not None else "-"
             gmacs = f"{l['macs'] / t * 1e-9:.2f}" if l.get("macs") and t > 0 else "-"
             out.append(f"{i:2d} {l['name'][:12]:12s} {l['op'][:10]:10s} {l['kernel'][:34]:34s} {storage:10s} {dens:>7s} "
