@@ -10,6 +10,8 @@ Outputs are checked against a float64 reference before timing.
 
     .venv/bin/python benchmarks/bench_layers.py [--layers KEY,...] [--batch 1,8] [--reps 7] [--json OUT]
     .venv/bin/python benchmarks/bench_layers.py --sweep   # 4096x4096 fc, density 1% .. 100%
+    .venv/bin/python benchmarks/bench_layers.py --layers alexnet.fc7 --batch 1 --x-zeros 0.65
+        # inputs as after a ReLU, 65 % zeros: the column-major kernels of --skip-zero-inputs beside the others
     .venv/bin/python benchmarks/bench_layers.py --index-bits 6,8 --layers lenet5.fc1,lenet5.conv1
         # each layer stored with every listed index width (fc rows aligned as x86_64-avx2 does), every x86 kernel
         # on each, all interleaved in one run: medians and the ratio to the first width's time, kernel by kernel
@@ -84,7 +86,7 @@ def _check(name, got, ref, tol=CHECK_TOL):
         raise AssertionError(f"{name}: output differs from the reference (max rel err {err:.2e})")
 
 
-def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=True, relu=True):
+def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=True, relu=True, x_zeros=0.0):
     import scipy.sparse
     import torch
     import torch.nn.functional as F
@@ -94,7 +96,7 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
     lo, hi = (0.0, INF) if relu else (-INF, INF)
     rows, cols = w.shape
     rng = np.random.default_rng(1)
-    X = x1[None, :] if batch == 1 else np.vstack([x1] + [rng.standard_normal(cols, dtype=np.float32)
+    X = x1[None, :] if batch == 1 else np.vstack([x1] + [_relu_like(rng.standard_normal(cols, dtype=np.float32), x_zeros, rng)
                                                          for _ in range(batch - 1)])
     X = keep(np.ascontiguousarray(X))
     ref = X.astype(np.float64) @ w.T.astype(np.float64) + bias
@@ -109,14 +111,21 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
     bb = keep(ffi.from_buffer("float[]", keep(bias.copy())))
     rs = _rcsr_struct(ffi, keep, enc)
     rs_al = _rcsr_struct(ffi, keep, enc_al) if enc_al is not None else None
+    # the column-major storage of --skip-zero-inputs (W^T, unpadded), timed when the inputs have zeros
+    cs_ = _rcsr_struct(ffi, keep, choose_encoding(w, allow_dense=False, bits_options=index_bits_for("fc"),
+                                                  columns=True)) if x_zeros else None
     ds = _dense_struct(ffi, keep, w)
     for k, aligned in [(k, False) for k in ks] + [(k, True) for k in ks if rs_al is not None and k.isa in X86_TARGET.isa and k.isa != "portable"]:
-        if k.op not in ("fc_rcsr", "fc_dense") or (aligned and k.op != "fc_rcsr"):
+        if k.op not in ("fc_rcsr", "fc_dense", "fc_rcsc") or (aligned and k.op != "fc_rcsr") or \
+                (k.op == "fc_rcsc" and cs_ is None):
             continue
         Y = keep(np.full((batch, rows), np.nan, dtype=np.float32))
         yb = keep(ffi.from_buffer("float[]", Y, require_writable=True))
         fn = ffi.addressof(lib, k.name)
-        if k.op == "fc_rcsr":
+        if k.op == "fc_rcsc":  # same signature as fc_rcsr
+            run = (lambda fn, yb: lambda n: lib.bench_fc_rcsr(fn, cs_, bb, xb, yb, batch, n, lo, hi))(fn, yb)
+            c = Contender(f"prunec sparse, zero inputs skipped [{k.isa}]", run, "prunec-sparse")
+        elif k.op == "fc_rcsr":
             st = rs_al if aligned else rs
             run = (lambda fn, yb, st: lambda n: lib.bench_fc_rcsr(fn, st, bb, xb, yb, batch, n, lo, hi))(fn, yb, st)
             c = Contender(f"prunec sparse [{k.isa}{f', rows aligned to {align}' if aligned else ''}]", run, "prunec-sparse")
@@ -245,12 +254,23 @@ def layer_bound(layer, enc, lim, batch=1):
     return {"sparse_bound_s": tb_s, "sparse_bound_by": why_s, "dense_bound_s": tb_d, "dense_bound_by": why_d}
 
 
-def bench_layer(layer, batch, lib_t, lim, reps, target_s, seed=0, extra=None):
+def _relu_like(x, zeros, rng):
+    """x itself (zeros 0), else |x| with a `zeros` share of it set to 0: a ReLU's output, as an fc layer after one
+    sees it."""
+    if not zeros:
+        return x
+    x = np.abs(x)
+    x[rng.random(x.shape) < zeros] = 0.0
+    return x
+
+
+def bench_layer(layer, batch, lib_t, lim, reps, target_s, seed=0, extra=None, x_zeros=0.0):
     w, bias, x = workloads.random_layer(layer, seed)
     if layer.conv:
         cs, enc = conv_contenders(layer, w, bias, x, lib_t)
     else:
-        cs, enc = fc_contenders(layer, w, bias, x, batch, lib_t)
+        x = _relu_like(x, x_zeros, np.random.default_rng(seed + 7))
+        cs, enc = fc_contenders(layer, w, bias, x, batch, lib_t, x_zeros=x_zeros)
     harness.measure(cs, reps=reps, target_s=target_s)
     rows, cols = layer.matrix_shape()
     res = {
@@ -259,7 +279,7 @@ def bench_layer(layer, batch, lib_t, lim, reps, target_s, seed=0, extra=None):
         "index_bits": enc.index_bits, "fillers": enc.fillers,
         "sparse_bytes": enc.total_bytes, "dense_bytes": rows * cols * 4, "dense_macs": layer.dense_macs() * batch,
         "median_s": {c.name: c.median for c in cs}, "times_s": {c.name: c.times for c in cs},
-        "group": {c.name: c.group for c in cs}, "reps": reps,
+        "group": {c.name: c.group for c in cs}, "reps": reps, "x_zeros": x_zeros,
     }
     res.update(layer_bound(layer, enc, lim, batch))
     return res
@@ -408,6 +428,9 @@ def main(argv=None):
     ap.add_argument("--sweep", action="store_true", help="density sweep of a 4096x4096 fc instead")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--core", type=int, default=None)
+    ap.add_argument("--x-zeros", type=float, default=0.0, metavar="Z",
+                    help="fc inputs as a ReLU's output with this share of zeros (default 0: random normal); above 0 "
+                         "the column-major kernels of --skip-zero-inputs are timed too")
     ap.add_argument("--index-bits", default="", help="e.g. 6,8: time the sparse kernels on each layer stored with "
                     "each of these index widths, interleaved (no PyTorch/scipy); ratios to the first width")
     ap.add_argument("--row-align", type=int, default=None, help="with --index-bits: fc row alignment (default: "
@@ -432,6 +455,8 @@ def main(argv=None):
             check_row_align(a.row_align, "--row-align")
         except PrunecError as e:
             ap.error(str(e))
+    if not 0 <= a.x_zeros < 1:
+        ap.error(f"--x-zeros {a.x_zeros}: give the share of zero inputs, in [0, 1)")
     if a.core is not None and a.core not in os.sched_getaffinity(0):
         ap.error(f"--core {a.core}: this process may run on cores {', '.join(map(str, sorted(os.sched_getaffinity(0))))}")
     core = harness.pin_one_core(a.core)
@@ -452,7 +477,7 @@ def main(argv=None):
                 layer = workloads.by_key(key)
                 if b > 1 and layer.conv:
                     continue
-                r = bench_layer(layer, b, lib_t, lim, a.reps, a.target_ms / 1e3)
+                r = bench_layer(layer, b, lib_t, lim, a.reps, a.target_ms / 1e3, x_zeros=a.x_zeros)
                 results.append(r)
                 s = summary_rows([r])[0]
                 print(f"{key:18s} b{b} {fmt_t(s['sparse_s']):>10} ({s['sparse_kernel']}); × prunec dense "

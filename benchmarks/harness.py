@@ -31,7 +31,7 @@ RUNTIME = ROOT / "runtime_c"
 BENCH = ROOT / "benchmarks"
 CACHE = ROOT / "build" / "bench-cache"
 X86_ISAS = ("portable", "avx2", "avx512", "avx512x4")
-OPS = ("fc_rcsr", "fc_dense", "conv2d_rcsr", "conv2d_dense")
+OPS = ("fc_rcsr", "fc_rcsc", "fc_dense", "conv2d_rcsr", "conv2d_dense")
 CFLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC"]
 if os.environ.get("PRUNEC_BENCH_CFLAGS"):  # e.g. the x86_64-avx2 target's own flags, what `prunec build` compiles with
     CFLAGS = os.environ["PRUNEC_BENCH_CFLAGS"].split()
@@ -88,6 +88,7 @@ double bench_conv_dense(bench_conv_dense_fn f, const prunec_conv2d_params *p, co
 
 _SIG = {
     "fc_rcsr": "void {n}(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);",
+    "fc_rcsc": "void {n}(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);",
     "fc_dense": "void {n}(const prunec_dense_f32 *, const float *, const float *, float *, float, float);",
     "conv2d_rcsr": "void {n}(const prunec_conv2d_params *, const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);",
     "conv2d_dense": "void {n}(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *, const float *, float *, float, float);",
