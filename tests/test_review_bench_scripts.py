@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,8 @@ def test_report_arm_conv_per_nonzero_mac_and_size_before_pruning(tmp_path):
     ("bench_arm.py", ["--targets", "host"], "target host"),
     ("bench_arm.py", ["--densities", "1.5"], "(0, 1]"),
     ("bench_arm.py", ["--index-bits", "17"], "--index-bits"),
+    ("bench_arm.py", ["--x-zeros", "1"], "--x-zeros 1.0: give the share of zero inputs, in [0, 1)"),
+    ("bench_layers.py", ["--x-zeros", "-0.1"], "--x-zeros -0.1: give the share of zero inputs, in [0, 1)"),
     ("bench_fuse.py", ["--model", "lenet5={model}", "--iters", "0"], "--iters"),
     ("bench_fuse.py", ["--model", "{model}"], "give KEY=PATH"),
     ("bench_fuse.py", ["--model", "lenet5={model}", "--targets", "host,bogus"], "target bogus"),
@@ -197,3 +200,21 @@ def test_run_all_relative_out_is_taken_from_the_current_directory(tmp_path):
     assert p.returncode != 0 and "nothing to plot" in p.stdout + p.stderr, (p.stdout, p.stderr)
     assert (tmp_path / "rel").is_dir()
     assert not (ROOT / "rel").exists()
+
+
+def test_bench_layers_times_the_zero_skipping_kernels_with_zero_inputs():
+    """--x-zeros: the fc inputs are a ReLU's output with that share of zeros, and every fc_rcsc kernel runs on the
+    layer stored by columns, checked against the float64 reference before timing (a wrong kernel raises)."""
+    import harness
+    import bench_layers as bl
+    import workloads
+
+    lib_t = harness.kernels_lib()
+    layer = workloads.by_key("lenet300.fc2")
+    w, bias, x = workloads.random_layer(layer, 0)
+    for z, want in ((0.0, 0), (0.65, sum(k.op == "fc_rcsc" for k in lib_t[2]))):
+        xz = bl._relu_like(x, z, np.random.default_rng(7))
+        assert z == 0 or 0.5 < float(np.mean(xz == 0)) < 0.8
+        cs, _ = bl.fc_contenders(layer, w, bias, xz, 1, lib_t, torch_csr=False, scipy_csr=False, x_zeros=z)
+        names = [c.name for c in cs if "zero inputs skipped" in c.name]
+        assert len(names) == want >= (1 if z else 0), names
