@@ -109,22 +109,21 @@ def test_host_build_equals_the_row_major_one_and_pytorch(net, tmp_path):
     np.testing.assert_allclose(b, want, rtol=1e-5, atol=1e-5)
 
 
-def test_verify_on_the_host_and_on_cortex_m4(net, tmp_path):
+def test_verify_on_the_host_and_on_cortex_m4_and_m55(net, tmp_path):
     m, pt2 = net
     x = _inputs(8)
     np.save(tmp_path / "x.npy", x)
     runs = [("host", "relu")]
-    t = targets.get("cortex-m4")
-    if not t.missing_tools():
-        runs.append(("cortex-m4", "all"))
+    runs += [(t, "all") for t in ("cortex-m4", "cortex-m55") if not targets.get(t).missing_tools()]
     for target, spec in runs:
         out = tmp_path / target
         r = CliRunner().invoke(main, ["build", str(pt2), "-t", target, "--out", str(out), "--skip-zero-inputs", spec])
         assert r.exit_code == 0, r.output
         man = json.loads((out / "manifest.json").read_text())
         kern = {l["name"]: l["kernel"] for l in man["layers"]}
-        if target == "cortex-m4":  # the Cortex-M kernel where it has a path (8-bit codes), else the portable one
-            assert {kern[n] for n in ("fc1", "fc2", "fc3", "fc4")} <= {"prunec_f32_fc_rcsc__cortexm"}
+        if target != "host":  # the ISA's kernel (8-bit codes here): Cortex-M4 scalar, Cortex-M55 Helium
+            isa = "cortexm" if target == "cortex-m4" else "mve"
+            assert {kern[n] for n in ("fc1", "fc2", "fc3", "fc4")} == {f"prunec_f32_fc_rcsc__{isa}"}, kern
         r = CliRunner().invoke(main, ["verify", str(out), "--inputs", str(tmp_path / "x.npy"), "--json"])
         assert r.exit_code == 0, r.output
         rep = json.loads(r.output)

@@ -33,6 +33,7 @@
 #define prunec_f32_fc_rcsc__cortexm prunec_f32_fc_rcsc__cortexm_w3
 #define prunec_f32_fc_rcsc__avx2 prunec_f32_fc_rcsc__avx2_w3
 #define prunec_f32_fc_rcsc__neon prunec_f32_fc_rcsc__neon_w3
+#define prunec_f32_fc_rcsc__mve prunec_f32_fc_rcsc__mve_w3
 #define prunec_f32_conv2d_rcsr__cortexm prunec_f32_conv2d_rcsr__cortexm_w3
 #define prunec_f32_fc_rcsr__mve prunec_f32_fc_rcsr__mve_w3
 #define prunec_f32_conv2d_rcsr__mve prunec_f32_conv2d_rcsr__mve_w3
@@ -127,6 +128,7 @@ PRUNEC_DECLARE_FC_RCSR(mve)
 PRUNEC_DECLARE_FC_RCSC(avx2)
 PRUNEC_DECLARE_FC_RCSC(neon)
 PRUNEC_DECLARE_FC_RCSC(cortexm)
+PRUNEC_DECLARE_FC_RCSC(mve)
 PRUNEC_DECLARE_CONV2D_RCSR(avx2)
 PRUNEC_DECLARE_CONV2D_RCSR(avx512)
 PRUNEC_DECLARE_CONV2D_RCSR(neon)
