@@ -66,7 +66,7 @@ def zero_skipping_layers(g: Graph, spec: str | None, min_per_input: float = RELU
     bad = [s for s in names if s not in fcs]
     if bad or not names:
         raise PrunecError(f"--skip-zero-inputs {spec!r}: this model has no fully connected layer named "
-                          f"{', '.join(map(repr, bad)) or '(empty)'}; give none, relu, all, or names among: "
+                          f"{', '.join(map(repr, bad)) or '(empty)'}; give {', '.join(SKIP_ZERO_INPUTS)}, or names among: "
                           f"{', '.join(fcs) or '(it has no fully connected layers)'}")
     return frozenset(names)
 
