@@ -87,7 +87,6 @@ def _check(name, got, ref, tol=CHECK_TOL):
 
 
 def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=True, relu=True, x_zeros=0.0):
-    import scipy.sparse
     import torch
     import torch.nn.functional as F
 
@@ -162,6 +161,8 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
             _check(label, got.reshape(rows, -1).T if batch > 1 else got[None, :], ref)
             out.append(Contender(label, py_timer(f), "pytorch"))
     if scipy_csr:
+        import scipy.sparse  # the bench extra: only where it is timed
+
         S = scipy.sparse.csr_matrix(w)
         if batch == 1:
             f = lambda xv=X[0]: np.maximum(S @ xv + bias, 0) if relu else S @ xv + bias  # noqa: E731

@@ -147,16 +147,9 @@ PRUNEC_ALWAYS_INLINE void prunec_rcsc_fma_b8(const prunec_rcsr_f32 *w, const flo
 PRUNEC_ALWAYS_INLINE void prunec_rcsc_fma(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                           float out_min, float out_max) {
   const uint32_t n = w->cols;
-  uint32_t r;
-  for (r = 0; r < n; r++) {
-    y[r] = bias != NULL ? bias[r] : 0.0f;
-  }
+  prunec_rcsc_start(y, bias, n);
   prunec_rcsc_fma_b8(w, x, y);
-  for (r = 0; r < n; r++) {
-    float t = y[r];
-    t = t < out_min ? out_min : t;
-    y[r] = t > out_max ? out_max : t;
-  }
+  prunec_rcsc_finish(y, n, out_min, out_max);
 }
 
 #endif /* PRUNEC_RCSC_FMA_H */

@@ -301,4 +301,22 @@ static inline uint32_t prunec_conv_decode_taps(const prunec_conv2d_params *p, co
   return k;
 }
 
+/* The frame of every column-major fc kernel (docs/FORMAT.md "Column-major fc layers"): y = bias (0 without one)
+ * before the scatter of the columns, the fused clamp (as in the row kernels) after it. */
+static inline void prunec_rcsc_start(float *y, const float *bias, uint32_t n) {
+  uint32_t r;
+  for (r = 0; r < n; r++) {
+    y[r] = bias != NULL ? bias[r] : 0.0f;
+  }
+}
+
+static inline void prunec_rcsc_finish(float *y, uint32_t n, float lo, float hi) {
+  uint32_t r;
+  for (r = 0; r < n; r++) {
+    float t = y[r];
+    t = t < lo ? lo : t;
+    y[r] = t > hi ? hi : t;
+  }
+}
+
 #endif /* PRUNEC_RCSR_UTIL_H */

@@ -99,20 +99,13 @@ static void fc_rcsc_mve_b8(const prunec_rcsr_f32 *w, const float *x, float *y) {
 void prunec_f32_fc_rcsc__mve(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float out_min,
                              float out_max) {
   const uint32_t n = w->cols;
-  uint32_t r;
   if (w->index_bits != 8u) { /* the widths without a path here */
     prunec_f32_fc_rcsc__portable(w, bias, x, y, out_min, out_max);
     return;
   }
-  for (r = 0; r < n; r++) {
-    y[r] = bias != NULL ? bias[r] : 0.0f;
-  }
+  prunec_rcsc_start(y, bias, n);
   fc_rcsc_mve_b8(w, x, y);
-  for (r = 0; r < n; r++) {
-    float t = y[r];
-    t = t < out_min ? out_min : t;
-    y[r] = t > out_max ? out_max : t;
-  }
+  prunec_rcsc_finish(y, n, out_min, out_max);
 }
 #else
 /* ISO C forbids an empty translation unit. */

@@ -129,13 +129,10 @@ static void fc_rcsc_bany(const prunec_rcsr_f32 *w, const float *x, float *y) {
 void prunec_f32_fc_rcsc__portable(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
                                   float out_min, float out_max) {
   const uint32_t n = w->cols;
-  uint32_t r;
   if (prunec_rcsr_bad_bits(w, y, n)) {
     return;
   }
-  for (r = 0; r < n; r++) {
-    y[r] = bias != NULL ? bias[r] : 0.0f;
-  }
+  prunec_rcsc_start(y, bias, n);
   switch (w->index_bits) {
     case 4:
       fc_rcsc_b4(w, x, y);
@@ -152,9 +149,5 @@ void prunec_f32_fc_rcsc__portable(const prunec_rcsr_f32 *w, const float *bias, c
 #endif
       break;
   }
-  for (r = 0; r < n; r++) {
-    float v = y[r];
-    v = v < out_min ? out_min : v;
-    y[r] = v > out_max ? out_max : v;
-  }
+  prunec_rcsc_finish(y, n, out_min, out_max);
 }
