@@ -31,7 +31,8 @@ from .codegen import STORAGES
                    "(default: the target's choice, on for the Cortex-M targets)")
 @click.option("--skip-zero-inputs", "skip_zero_inputs", default="none", show_default=True, metavar="WHICH",
               help="fc layers stored column by column, whose kernel skips the inputs that are zero (after a ReLU, "
-                   "often most): 'relu' (those fed by a ReLU), 'all', 'none', or layer names separated by commas. "
+                   "often most): 'relu' (those fed by a ReLU whose columns hold enough weights: at least the target's "
+                   "zero_skip_min_per_input, 8 by default), 'all', 'none', or layer names separated by commas. "
                    "Faster when enough inputs are zero, slower otherwise (docs/BUILD.md \"Skipping zero inputs\")")
 def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
