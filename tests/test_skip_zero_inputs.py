@@ -61,7 +61,7 @@ def test_which_layers(net):
 
 
 @pytest.mark.parametrize("spec,words", [("conv", ["'conv'", "fc1, fc2, fc3, fc4"]), ("fc9", ["'fc9'"]),
-                                        (",", ["(empty)"]), ("rows", ["'rows'", "none, relu, all"])])
+                                        (",", ["(empty)"]), ("rows", ["'rows'", "none, relu, auto, all"])])
 def test_unknown_layer_is_refused_with_the_choices(net, tmp_path, spec, words):
     _, pt2 = net
     r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "b"), "--skip-zero-inputs", spec])
@@ -186,3 +186,78 @@ def test_a_target_sets_its_own_threshold(net, tmp_path, monkeypatch):
     monkeypatch.setenv(targets.TARGETS_ENV, str(bad))
     with pytest.raises(PrunecError, match="zero_skip_min_per_input must be a number"):
         B.prepare(pt2, "host-z", skip_zero_inputs="relu")
+
+
+def _hook_shares(m, x):
+    """Each fc layer's input zero share on samples x, by forward hooks on the PyTorch modules."""
+    seen = {}
+
+    def hook(name):
+        def f(mod, args, out):
+            z, n = seen.get(name, (0, 0))
+            seen[name] = (z + int((args[0] == 0).sum()), n + args[0].numel())
+        return f
+    hs = [m.get_submodule(n).register_forward_hook(hook(n)) for n in ("fc1", "fc2", "fc3", "fc4")]
+    with torch.no_grad():
+        for s in x:
+            m(torch.from_numpy(s[None]))
+    for h in hs:
+        h.remove()
+    return {n: z / c for n, (z, c) in seen.items()}
+
+
+def test_auto_measures_the_input_zero_shares_on_the_calibration_samples(net, tmp_path):
+    """--skip-zero-inputs auto --calibration X.npy: each fc layer's share of zero inputs, from the PyTorch program
+    run on the samples, equals what hooks on the modules see; the manifest records it (null without calibration)."""
+    m, pt2 = net
+    x = _inputs(12)
+    np.save(tmp_path / "cal.npy", x)
+    want = _hook_shares(m, x)
+    got = B.input_zero_shares(frontend.load(pt2)[1].program, _graph(pt2), x)
+    assert got.keys() == want.keys() and all(abs(got[k] - want[k]) < 1e-12 for k in want), (got, want)
+    assert want["fc3"] == want["fc4"] == 0.0 and want["fc2"] > 0.3, want
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "b"), "--skip-zero-inputs", "auto",
+                                  "--calibration", str(tmp_path / "cal.npy")])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    layers = {l["name"]: l for l in man["layers"]}
+    for n, share in want.items():
+        assert layers[n]["input_zero_share"] == pytest.approx(share, abs=1e-6)
+        assert layers[n]["orientation"] == ("columns" if share >= 0.1 else "rows"), (n, share)  # host: 0.1
+    assert layers["conv"]["input_zero_share"] is None
+    plain = B.build(pt2, "host", tmp_path / "c").manifest
+    assert {l["input_zero_share"] for l in plain["layers"]} == {None}
+
+
+def test_auto_follows_each_targets_break_even(net, tmp_path):
+    """The same measured share picks a layer on a target whose break-even it reaches and not on another:
+    zero_skip_break_even is 0.25 on cortex-m55, 0.4 on cortex-m4, 0.55 on x86_64-avx2."""
+    m, pt2 = net
+    x = _inputs(12)
+    share = _hook_shares(m, x)["fc2"]
+    g = _graph(pt2)
+    shares = {"fc2": share}
+    assert "fc2" in B.zero_skipping_layers(g, "auto", 8, shares, share)
+    assert "fc2" not in B.zero_skipping_layers(g, "auto", 8, shares, share + 1e-9)
+    np.save(tmp_path / "cal.npy", x)
+    for t in ("cortex-m55", "cortex-m4", "x86_64-avx2"):
+        be = targets.get(t).extra["zero_skip_break_even"]
+        _, man, _ = B.prepare(pt2, t, skip_zero_inputs="auto", calibration=tmp_path / "cal.npy")
+        orient = {l["name"]: l["orientation"] for l in man["layers"]}["fc2"]
+        assert orient == ("columns" if share >= be else "rows"), (t, be, share)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--skip-zero-inputs", "auto"], "give them with --calibration X.npy"),
+    (["--calibration", "{cal}"], "add --skip-zero-inputs auto, or leave --calibration out"),
+    (["--skip-zero-inputs", "auto", "--calibration", "{bad}"], "--calibration {bad} has shape (1, 8, 8, 2)"),
+    (["--skip-zero-inputs", "auto", "--calibration", "{missing}"], "cannot read --calibration"),
+])
+def test_auto_and_calibration_refusals(net, tmp_path, args, says):
+    _, pt2 = net
+    np.save(tmp_path / "cal.npy", _inputs(2))
+    np.save(tmp_path / "bad.npy", np.zeros((1, 8, 8, 2), np.float32))  # channels last: not the model's layout
+    fill = {"cal": str(tmp_path / "cal.npy"), "bad": str(tmp_path / "bad.npy"), "missing": str(tmp_path / "no.npy")}
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "b"), *(a.format(**fill) for a in args)])
+    assert r.exit_code != 0 and not (tmp_path / "b").exists()
+    assert says.format(**fill) in r.output, r.output

@@ -29,7 +29,11 @@ MANIFEST_FORMAT = "prunec-build"
 MANIFEST_VERSION = 1
 
 
-SKIP_ZERO_INPUTS = ("none", "relu", "all")
+SKIP_ZERO_INPUTS = ("none", "relu", "auto", "all")
+# --skip-zero-inputs auto: a layer is stored by columns when the measured share of zeros in its input is at least the
+# target's break-even (`zero_skip_break_even`, docs/BUILD.md "Skipping zero inputs"; this default where a target
+# gives none) and its columns hold at least min_per_input nonzeros
+BREAK_EVEN = 0.5
 # --skip-zero-inputs relu leaves out layers whose columns hold fewer nonzeros than this on average: there the
 # per-input work (test, pointers) outweighs the entries skipped (LeNet-5 fc2, 3 per input: 2x the row kernel's
 # Cortex-M4 instructions at 66 % zero inputs; lenet300.fc2, 9 per input: 0.82x; docs/BUILD.md). A target may set its
@@ -49,19 +53,65 @@ def _nonnegative(g: Graph, buffer: str) -> bool:
     return False
 
 
-def zero_skipping_layers(g: Graph, spec: str | None, min_per_input: float = RELU_MIN_PER_INPUT) -> frozenset[str]:
+def input_zero_shares(program, g: Graph, samples: np.ndarray) -> dict[str, float]:
+    """Per fc layer, the share of its input's elements that are exactly zero over `samples` [N, *sample], measured by
+    running the PyTorch program (its fx graph, one sample at a time) and reading the tensor each layer's input buffer
+    holds (buffers are named after the fx node that writes them; views keep the writer's). Layers whose input cannot
+    be traced back are left out."""
+    import torch
+
+    where: dict[str, list[str]] = {}  # fx node name (or the graph input) -> fc layers reading it
+    for n in g.nodes:
+        if n.op == "fc":
+            b = n.inputs[0]
+            where.setdefault(g.input if b == g.input else b[2:] if b.startswith("t_") else "", []).append(n.name)
+    counts = {k: [0, 0] for k in where if k}
+    gm = program.module()
+
+    class _Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            out = super().run_node(node)
+            c = counts.get(node.name)
+            if c is not None and torch.is_tensor(out):
+                c[0] += int((out == 0).sum())
+                c[1] += out.numel()
+            return out
+
+    with torch.no_grad():
+        for x in samples:
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(g.input_shape)
+            if g.input in counts:
+                counts[g.input][0] += int((t == 0).sum())
+                counts[g.input][1] += t.numel()
+            _Recorder(gm).run(t)
+    return {layer: counts[k][0] / counts[k][1] for k, layers in where.items() if k in counts and counts[k][1]
+            for layer in layers}
+
+
+def zero_skipping_layers(g: Graph, spec: str | None, min_per_input: float = RELU_MIN_PER_INPUT,
+                         shares: dict[str, float] | None = None, break_even: float = BREAK_EVEN) -> frozenset[str]:
     """The fc layers `prunec build --skip-zero-inputs SPEC` stores column by column (their kernel skips zero inputs,
     docs/BUILD.md "Skipping zero inputs"): 'none', 'relu' (those whose input is a ReLU's output and whose columns
-    average at least `min_per_input` nonzeros), 'all', or layer names separated by commas."""
+    average at least `min_per_input` nonzeros), 'auto' (those whose measured input zero share, `shares`, is at least
+    `break_even`, with the same minimum per column), 'all', or layer names separated by commas."""
     spec = (spec or "none").strip()
     fcs = [n.name for n in g.nodes if n.op == "fc"]
     if spec == "none":
         return frozenset()
     if spec == "all":
         return frozenset(fcs)
-    if spec == "relu":  # and a column holds enough entries to outweigh the per-input cost of the scatter
-        return frozenset(n.name for n in g.nodes if n.op == "fc" and _nonnegative(g, n.inputs[0])
-                         and np.count_nonzero(n.weight) >= min_per_input * n.weight.shape[1])
+
+    def dense_enough(n) -> bool:  # a column holds enough entries to outweigh the per-input cost of the scatter
+        return np.count_nonzero(n.weight) >= min_per_input * n.weight.shape[1]
+    if spec == "relu":
+        return frozenset(n.name for n in g.nodes if n.op == "fc" and _nonnegative(g, n.inputs[0]) and dense_enough(n))
+    if spec == "auto":
+        if shares is None:
+            raise PrunecError("--skip-zero-inputs auto measures how many of each fc layer's inputs are zero on sample "
+                              "inputs: give them with --calibration X.npy ([N, *input shape] or [N, numel], e.g. "
+                              "a few hundred test samples), or choose relu / all / layer names")
+        return frozenset(n.name for n in g.nodes if n.op == "fc" and shares.get(n.name, 0.0) >= break_even
+                         and dense_enough(n))
     names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [s for s in names if s not in fcs]
     if bad or not names:
@@ -179,12 +229,13 @@ ONE_CALL = "one-call"
 
 def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = None, storage: str = "auto",
             index_bits=None, row_align: int | None = None, fuse_pool: bool | None = None,
-            skip_zero_inputs: str | None = None):
+            skip_zero_inputs: str | None = None, calibration=None):
     """Everything `build` writes, computed in memory: (files: relative path -> bytes, manifest, graph).
     `index_bits`: the index widths every layer may use, `row_align`: the entries per row every relative-indexed
     layer is padded to a multiple of (default for both: the target's per-op choice); `fuse_pool`: run each
     convolution followed by a pool one channel at a time (prunec.fuse; default: the target's
-    `fuse_conv_pool`); `skip_zero_inputs`: which fc layers skip zero inputs (zero_skipping_layers; default none)."""
+    `fuse_conv_pool`); `skip_zero_inputs`: which fc layers skip zero inputs (zero_skipping_layers; default none),
+    `calibration`: a .npy of sample inputs, which 'auto' measures each fc layer's input zero share on."""
     target = targets_mod.get(target_name)
     if index_bits is not None:
         index_bits = check_index_bits(index_bits, "--index-bits")
@@ -199,8 +250,21 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     if isinstance(min_per_input, bool) or not isinstance(min_per_input, (int, float)) or not min_per_input >= 0:
         raise PrunecError(f"target {target.name!r}: zero_skip_min_per_input must be a number >= 0 (got "
                           f"{min_per_input!r}); fix the target file")
+    break_even = target.extra.get("zero_skip_break_even", BREAK_EVEN)
+    if isinstance(break_even, bool) or not isinstance(break_even, (int, float)) or not 0 <= break_even <= 1:
+        raise PrunecError(f"target {target.name!r}: zero_skip_break_even must be a share in [0, 1] (got "
+                          f"{break_even!r}); fix the target file")
+    shares = None
+    if calibration is not None:
+        if (skip_zero_inputs or "none").strip() != "auto":
+            raise PrunecError("--calibration gives the samples that --skip-zero-inputs auto measures; add "
+                              "--skip-zero-inputs auto, or leave --calibration out")
+        from .verify import load_samples
+
+        samples = load_samples(calibration, g.input_shape, "--calibration")
+        shares = input_zero_shares(loaded.program, g, samples)
     encodings = encode_graph(g, target, index_bits, row_align,
-                             zero_skipping_layers(g, skip_zero_inputs, min_per_input))
+                             zero_skipping_layers(g, skip_zero_inputs, min_per_input, shares, break_even))
     keep = None
     if fuse_pool is None:
         fuse_pool = target.extra.get("fuse_conv_pool", False)
@@ -218,6 +282,8 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     files, kernels, facts = codegen.render(g, encodings, plan, target, name, sha, storage, pairs)
 
     rows = layer_rows(g, encodings, facts["layer_kernels"], weights0)
+    for r in rows:  # measured with --calibration; null otherwise
+        r["input_zero_share"] = _r(shares[r["name"]]) if shares is not None and r["name"] in shares else None
     distinct = stored(encodings)  # a shared weight is stored (and counted) once
     weights_bytes = sum(e.total_bytes for e in distinct)
     dense_bytes = sum(4 * e.rows * e.cols for e in distinct)
@@ -359,7 +425,7 @@ def _is_build_dir(d: Path) -> bool:
 
 def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.PathLike, name: str | None = None,
           storage: str = "auto", index_bits=None, row_align: int | None = None,
-          fuse_pool: bool | None = None, skip_zero_inputs: str | None = None) -> BuildResult:
+          fuse_pool: bool | None = None, skip_zero_inputs: str | None = None, calibration=None) -> BuildResult:
     out_dir = Path(out_dir)
     model = Path(model_path)
     if model.exists() and out_dir.exists() and out_dir.resolve() in model.resolve().parents:
@@ -369,7 +435,7 @@ def build(model_path: str | os.PathLike, target_name: str, out_dir: str | os.Pat
         raise PrunecError(f"--out {out_dir} is a directory with other files in it, not an earlier prunec build (no build "
                           f"manifest.json): the build replaces its --out as a whole; choose a new or empty directory")
     files, manifest, g = prepare(model_path, target_name, name, storage, index_bits, row_align, fuse_pool,
-                                 skip_zero_inputs)
+                                 skip_zero_inputs, calibration)
     target = targets_mod.get(target_name)
     if target.extra.get("size"):
         manifest["size"] = _measure_size(files, manifest, target)

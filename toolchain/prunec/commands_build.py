@@ -32,15 +32,20 @@ from .codegen import STORAGES
 @click.option("--skip-zero-inputs", "skip_zero_inputs", default="none", show_default=True, metavar="WHICH",
               help="fc layers stored column by column, whose kernel skips the inputs that are zero (after a ReLU, "
                    "often most): 'relu' (those fed by a ReLU whose columns hold enough weights: at least the target's "
-                   "zero_skip_min_per_input, 8 by default), 'all', 'none', or layer names separated by commas. "
-                   "Faster when enough inputs are zero, slower otherwise (docs/BUILD.md \"Skipping zero inputs\")")
-def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs):
+                   "zero_skip_min_per_input, 8 by default), 'auto' (with --calibration: those whose inputs were zero "
+                   "often enough there to pay on the target: its zero_skip_break_even), 'all', 'none', or layer names "
+                   "separated by commas. Faster when enough inputs are zero, slower otherwise (docs/BUILD.md "
+                   "\"Skipping zero inputs\")")
+@click.option("--calibration", "calibration", type=click.Path(), default=None, metavar="X.npy",
+              help="sample inputs ([N, *input shape] or [N, numel]) on which --skip-zero-inputs auto measures each fc "
+                   "layer's share of zero inputs")
+def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs, calibration):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
     from .bench import weights_summary
     from .build import build
 
     bits = None if index_bits is None else [b.strip() for b in index_bits.split(",")]
-    r = build(model, target, out, name, storage, bits, row_align, fuse_pool, skip_zero_inputs)
+    r = build(model, target, out, name, storage, bits, row_align, fuse_pool, skip_zero_inputs, calibration)
     t = r.manifest["totals"]
     fused = r.manifest["plan"]["fused_conv_pool"]
     arena = f"arena {r.manifest['arena_bytes']:,} bytes"

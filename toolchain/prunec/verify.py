@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PrunecError
+from .graph import numel
 
 ATOL = 1e-4
 _MODULES: dict[str, object] = {}  # compiled host extensions, by content hash (one compile per process)
@@ -457,6 +458,31 @@ def _data_seed(model_path) -> int:
         return 0
 
 
+def load_samples(path, shape, option: str) -> np.ndarray:
+    """The samples of the .npy at `path` as float32 [N, *shape[1:]] for a model whose input is `shape` (batch 1):
+    [N, *sample] or [N, numel] (each sample flattened in C order); anything else is refused, naming `option`."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise PrunecError(f"cannot read {option} {path}: {e}") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        what = "an .npz archive" if not isinstance(x, np.ndarray) else f"an array of dtype {x.dtype}"
+        raise PrunecError(f"{option} {path} is {what}; give one numeric array [N, ...] saved with np.save")
+    size = numel(shape)
+    if x.size % size or x.size == 0:
+        raise PrunecError(f"{option} {path} holds {x.size} values, not a whole number of inputs of {size}")
+    sample = tuple(int(d) for d in shape[1:])
+    # [N, *sample], or [N, numel] (each sample flattened in C order); any other layout with the right number of
+    # values (a transposed 10x49 for a 49x10 model) would be reshaped into wrong samples and compared as if right
+    if not (x.ndim == 1 + len(sample) and tuple(x.shape[1:]) == sample) and not (x.ndim == 2 and x.shape[1] == size):
+        raise PrunecError(
+            f"{option} {path} has shape {tuple(x.shape)}, but the model takes samples of shape {sample} "
+            f"(its input is {tuple(shape)}, batch 1): give an array [N, {', '.join(map(str, sample))}] or [N, {size}] "
+            f"(each sample flattened in C order). Not reshaped: samples of another shape would be silently misread; "
+            f"if the values are in another layout, transpose them (e.g. np.transpose) before np.save")
+    return x.astype(np.float32).reshape(-1, *shape[1:])
+
+
 def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: int | None, data_dir, limit, seed,
             model_path=None):
     shape = tuple(manifest["input_shape"])
@@ -479,26 +505,7 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
         if tuple(x.shape[1:]) != shape[1:]:
             raise PrunecError(f"data set {data} has inputs of shape {tuple(x.shape[1:])}, the build takes {shape[1:]}")
     elif inputs_path is not None:
-        try:
-            x = np.load(inputs_path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise PrunecError(f"cannot read --inputs {inputs_path}: {e}") from None
-        if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
-            what = "an .npz archive" if not isinstance(x, np.ndarray) else f"an array of dtype {x.dtype}"
-            raise PrunecError(f"--inputs {inputs_path} is {what}; give one numeric array [N, ...] saved with np.save")
-        size = int(manifest["input_size"])
-        if x.size % size or x.size == 0:
-            raise PrunecError(f"--inputs {inputs_path} holds {x.size} values, not a whole number of inputs of {size}")
-        sample = tuple(int(d) for d in shape[1:])
-        # [N, *sample], or [N, numel] (each sample flattened in C order); any other layout with the right number of
-        # values (a transposed 10x49 for a 49x10 model) would be reshaped into wrong samples and compared as if right
-        if not (x.ndim == 1 + len(sample) and tuple(x.shape[1:]) == sample) and not (x.ndim == 2 and x.shape[1] == size):
-            raise PrunecError(
-                f"--inputs {inputs_path} has shape {tuple(x.shape)}, but the build takes samples of shape {sample} "
-                f"(its input is {tuple(shape)}, batch 1): give an array [N, {', '.join(map(str, sample))}] or [N, {size}] "
-                f"(each sample flattened in C order). Not reshaped: samples of another shape would be silently misread; "
-                f"if the values are in another layout, transpose them (e.g. np.transpose) before np.save")
-        x = x.astype(np.float32).reshape(-1, *shape[1:])
+        x = load_samples(inputs_path, shape, "--inputs")
     else:
         n = 100 if random is None else int(random)
         x = np.random.default_rng(seed).standard_normal((n, *shape[1:])).astype(np.float32)
