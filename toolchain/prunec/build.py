@@ -77,13 +77,14 @@ def input_zero_shares(program, g: Graph, samples: np.ndarray) -> dict[str, float
                 c[1] += out.numel()
             return out
 
+    rec = _Recorder(gm)
     with torch.no_grad():
         for x in samples:
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(g.input_shape)
             if g.input in counts:
                 counts[g.input][0] += int((t == 0).sum())
                 counts[g.input][1] += t.numel()
-            _Recorder(gm).run(t)
+            rec.run(t)
     return {layer: counts[k][0] / counts[k][1] for k, layers in where.items() if k in counts and counts[k][1]
             for layer in layers}
 

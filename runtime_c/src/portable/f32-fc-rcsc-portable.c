@@ -18,7 +18,9 @@
 #include "prunec_kernels.h"
 #include "prunec_rcsr_util.h"
 
-static void fc_rcsc_b4(const prunec_rcsr_f32 *w, const float *x, float *y) {
+/* 4- and 16-bit codes, read by prunec_rcsr_code (nibbles; little-endian halfwords bytewise, no alignment or
+ * host-endianness assumption); `bits` is a constant at each call, so each width gets its own loop. */
+PRUNEC_ALWAYS_INLINE void fc_rcsc_coded(const prunec_rcsr_f32 *w, const float *x, float *y, const uint32_t bits) {
   const float *values = w->values;
   const uint8_t *index = w->index;
   const uint32_t *ptr = w->row_ptr;
@@ -31,7 +33,7 @@ static void fc_rcsc_b4(const prunec_rcsr_f32 *w, const float *x, float *y) {
       continue;
     }
     for (e = ptr[j]; e < ptr[j + 1]; e++) {
-      yp += (uint32_t)(index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu;
+      yp += prunec_rcsr_code(index, e, bits);
       *yp++ += values[e] * xj;
     }
   }
@@ -84,26 +86,6 @@ static void fc_rcsc_b8(const prunec_rcsr_f32 *w, const float *x, float *y) {
   }
 }
 
-static void fc_rcsc_b16(const prunec_rcsr_f32 *w, const float *x, float *y) {
-  const float *values = w->values;
-  const uint8_t *index = w->index;
-  const uint32_t *ptr = w->row_ptr;
-  uint32_t j;
-  for (j = 0; j < w->rows; j++) {
-    const float xj = x[j];
-    float *yp = y;
-    uint32_t e;
-    if (xj == 0.0f) {
-      continue;
-    }
-    for (e = ptr[j]; e < ptr[j + 1]; e++) {
-      /* little-endian 16-bit codes, read bytewise: no alignment or host-endianness assumption */
-      yp += (uint32_t)index[2u * e] | ((uint32_t)index[2u * e + 1u] << 8);
-      *yp++ += values[e] * xj;
-    }
-  }
-}
-
 #if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h */
 static void fc_rcsc_bany(const prunec_rcsr_f32 *w, const float *x, float *y) {
   const uint32_t *ptr = w->row_ptr;
@@ -135,13 +117,13 @@ void prunec_f32_fc_rcsc__portable(const prunec_rcsr_f32 *w, const float *bias, c
   prunec_rcsc_start(y, bias, n);
   switch (w->index_bits) {
     case 4:
-      fc_rcsc_b4(w, x, y);
+      fc_rcsc_coded(w, x, y, 4);
       break;
     case 8:
       fc_rcsc_b8(w, x, y);
       break;
     case 16:
-      fc_rcsc_b16(w, x, y);
+      fc_rcsc_coded(w, x, y, 16);
       break;
     default:
 #if PRUNEC_RCSR_ODD_WIDTHS
