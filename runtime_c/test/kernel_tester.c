@@ -732,6 +732,14 @@ static void conv_cases(int quick) {
       {20, 12, 12, 4, 5, 5, 1, 1, 0, 0, 1, 1, 1, 0.05f},   /* sparse: gaps > 16 (fillers at b = 4) */
       {3, 33, 17, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0.6f},     /* stride 2 both ways */
       {1, 9, 40, 2, 1, 3, 1, 1, 0, 1, 1, 1, 1, 1.0f},      /* 1 x 3 kernel, wide rows */
+      /* strided tiles of the AVX-512 kernel (lanes compacted from stride_w vectors), several column tiles */
+      {3, 21, 70, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0.5f},     /* ResNet's 3x3 stride 2: 35 output columns */
+      {4, 18, 66, 5, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0.8f},     /* 1x1 stride 2 shortcut */
+      {2, 23, 100, 3, 3, 5, 3, 3, 1, 2, 1, 1, 1, 0.6f},    /* stride 3: two vector pairs per row */
+      {3, 35, 79, 2, 11, 11, 4, 4, 2, 2, 1, 1, 1, 0.5f},   /* AlexNet conv1's 11x11 stride 4 */
+      {6, 25, 49, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6, 0.8f},     /* depthwise 3x3 stride 2 (MobileNet) */
+      {2, 30, 61, 3, 3, 3, 2, 2, 2, 2, 2, 2, 1, 0.6f},     /* stride 2 with dilation 2 */
+      {2, 12, 90, 3, 3, 3, 1, 5, 1, 1, 1, 1, 1, 0.6f},     /* stride_w 5: the generic loop */
   };
   static const uint32_t bits_list[] = {4, 8, 16};
   uint32_t i, n = 0;

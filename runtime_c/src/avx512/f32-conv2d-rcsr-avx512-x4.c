@@ -1,8 +1,10 @@
 /*
  * Sparse 2-D convolution over relative-indexed CSR, x86-64 AVX-512 (F, VL), NCHW, batch 1. Twin of
  * prunec_f32_conv2d_rcsr__portable (same signature, same result up to fp32 summation order). Stride 1 and
- * dilation 1 (the paper's LeNet-5, AlexNet conv2-5, VGG-16) take one of three paths; other geometries take a
- * plain direct loop, the portable algorithm.
+ * dilation 1 (the paper's LeNet-5, AlexNet conv2-5, VGG-16) take one of three paths; other strides and dilations
+ * take the register tiles (conv_tiled), stride_w > 4 and kernels wider than 16 a plain direct loop, the portable
+ * algorithm (strided layers ran that loop at ~2 GMAC/s until the tiles took them: ResNet-8's stride-2 3x3 at
+ * 32x32 263 -> 46 us, MobileNet's stride-2 stem 107 -> ~15 us).
  *
  * Small problems (the group's input, packed below, <= 12288 floats; LeNet-5): the input is packed once per
  * call into kw copies shifted by kx, cut to the output width and padded, so that the input of any tap for the
@@ -14,7 +16,8 @@
  * pairs, so that every load is one aligned line (conv_paired8); rows of 8 mod 16 floats otherwise read a
  * copy shifted by 8 floats for half of the taps, when it fits. The bound is then one (L1) load per FMA.
  *
- * Larger problems (conv_tiled): per output channel oc, the row's nonzeros are decoded once into (input
+ * Larger problems and strided or dilated convolutions (conv_tiled): per output channel oc, the row's nonzeros
+ * are decoded once into (input
  * offset, value) pairs, the offset of weight (ci, ky, kx) being ci*in_h*in_w + ky*in_w + kx (fillers
  * dropped), through a per-call table indexed by column. The output plane is cut into tiles
  * of 8 output rows x 16 output columns; a tile's accumulators stay in 8 zmm registers while every
@@ -22,7 +25,9 @@
  * input read by one masked load per row. The mask keeps lanes that are inside both the input row (padding
  * reads nothing) and the output row, from a table per (kx, column tile). Rows of a border tile whose input
  * row lies in the padding load nothing (all-false mask). Output planes at most 8 wide use 8-column tiles.
- * Nonzeros are processed in chunks of CHUNK (the tile is stored and reloaded between chunks).
+ * Nonzeros are processed in chunks of CHUNK (the tile is stored and reloaded between chunks). Stride_h and the
+ * dilations only move the rows and taps read; stride_w 2..4 reads each tile row as stride_w vectors compacted by
+ * permutes (strided_row).
  *
  * Index widths other than 4/8/16 (docs/FORMAT.md: 1..16): b < 8 codes are widened to bytes (once per call for
  * layers of <= WIDE_MAX entries, else per row or chunk) and take the 8-bit paths (the fused decode, row pairs);
@@ -55,6 +60,7 @@
 #define MAX_KH 255  /* the tiles keep ky in a byte (col_ky, eky): taller kernels take the generic loop */
 #define MAX_TILES 32
 #define MAX_COLS 4608 /* in_c/groups*kh*kw of VGG-16's 3x3x512; larger rows take the generic loop */
+#define MAX_SW 4      /* the tiles' widest stride_w (AlexNet conv1's); wider strides take the generic loop */
 
 static uint32_t code_at(const prunec_rcsr_f32 *w, uint32_t e) {
   switch (w->index_bits) {
@@ -136,9 +142,10 @@ static void conv_generic(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w
   }
 }
 
-/* Masks of the valid lanes of column tile t for a tap at kx: inside the input row and the output row. */
-static __mmask16 col_mask(int32_t kx, int32_t ox0, int32_t in_w, int32_t out_w, int32_t pad_w) {
-  return lane_range(0, out_w - ox0) & lane_range(pad_w - kx - ox0, in_w + pad_w - kx - ox0);
+/* Masks of the valid lanes of column tile t for a tap at input column offset dx = kx*dil_w (stride_w 1): inside
+ * the input row and the output row. */
+static __mmask16 col_mask(int32_t dx, int32_t ox0, int32_t in_w, int32_t out_w, int32_t pad_w) {
+  return lane_range(0, out_w - ox0) & lane_range(pad_w - dx - ox0, in_w + pad_w - dx - ox0);
 }
 
 /* Output planes at most 8 wide (LeNet-5's conv2): tiles of 8 rows x 8 columns in ymm registers, so that no
@@ -148,15 +155,18 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
                    int last, float b, float out_min, float out_max) {
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
   const int32_t out_h = (int32_t)p->out_h, pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h;
+  const int32_t sh = (int32_t)p->stride_h, dh = (int32_t)p->dil_h;
+  const long rstep = (long)sh * in_w; /* input floats from one output row to the next */
   const __mmask8 out_mask = (__mmask8)((1u << out_w) - 1u);
   const __m256 vb = _mm256_set1_ps(b), vlo = _mm256_set1_ps(out_min), vhi = _mm256_set1_ps(out_max);
   int32_t oy0, r;
   uint32_t j;
   for (oy0 = 0; oy0 < out_h; oy0 += ROWS) {
     const int32_t nrows = out_h - oy0 < ROWS ? out_h - oy0 : ROWS;
-    const int interior = nrows == ROWS && oy0 - pad_h >= 0 && oy0 + ROWS - 1 + (int32_t)p->kh - 1 - pad_h < in_h;
+    const int interior = nrows == ROWS && oy0 * sh - pad_h >= 0 &&
+                         (oy0 + ROWS - 1) * sh + ((int32_t)p->kh - 1) * dh - pad_h < in_h;
     float *yt = yp + (size_t)oy0 * p->out_w;
-    const float *base = xg + (long)(oy0 - pad_h) * in_w - pad_w;
+    const float *base = xg + (long)(oy0 * sh - pad_h) * in_w - pad_w;
     __m256 acc[ROWS];
     for (r = 0; r < ROWS; r++) {
       acc[r] = first || r >= nrows ? vb : _mm256_maskz_loadu_ps(out_mask, yt + (long)r * out_w);
@@ -168,19 +178,19 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
         const __m256 v = _mm256_set1_ps(val[j]);
 #pragma GCC unroll 8
         for (r = 0; r < ROWS; r++) {
-          acc[r] = _mm256_fmadd_ps(v, _mm256_maskz_loadu_ps(m, src + (long)r * in_w), acc[r]);
+          acc[r] = _mm256_fmadd_ps(v, _mm256_maskz_loadu_ps(m, src + r * rstep), acc[r]);
         }
       }
     } else {
       for (j = 0; j < n; j++) {
         const __mmask8 m = mtab8[ekx[j]];
         const float *src = base + off[j];
-        const int32_t iy0 = oy0 - pad_h + eky[j];
+        const int32_t iy0 = oy0 * sh - pad_h + eky[j] * dh;
         const __m256 v = _mm256_set1_ps(val[j]);
 #pragma GCC unroll 8
         for (r = 0; r < ROWS; r++) {
-          const __mmask8 mr = (uint32_t)(iy0 + r) < (uint32_t)in_h ? m : 0;
-          acc[r] = _mm256_fmadd_ps(v, _mm256_maskz_loadu_ps(mr, src + (long)r * in_w), acc[r]);
+          const __mmask8 mr = (uint32_t)(iy0 + r * sh) < (uint32_t)in_h ? m : 0;
+          acc[r] = _mm256_fmadd_ps(v, _mm256_maskz_loadu_ps(mr, src + r * rstep), acc[r]);
         }
       }
     }
@@ -782,7 +792,53 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   }
 }
 
-/* Register tiles of 8 rows x 16 (or 8) columns: stride 1, planes too large for the packed paths. */
+/* Tile rows of a strided convolution (stride_w = SW in 2..MAX_SW): lane l of a tile row is input column
+ * (ox0 + l)*SW + dx - pad_w, i.e. every SW-th of the 16*SW contiguous cells from the tile's first: loaded as SW
+ * vectors (masked to the cells inside the input row that a lane needs, so padding reads 0 and nothing outside
+ * the row is touched) and compacted by permutes: one two-source permute per pair of vectors, and a blend for
+ * SW > 2. */
+typedef struct x4_slanes {
+  __m512i idx[2];  /* per pair of vectors: lane l takes cell l*SW - 32*pair of the pair */
+  __mmask16 pair1; /* lanes taken from the second pair (SW > 2) */
+} x4_slanes;
+
+static inline __attribute__((always_inline)) __m512 strided_row(const int SW, const float *src, const __mmask16 *m,
+                                                               const x4_slanes *sl) {
+  __m512 a = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m[0], src), sl->idx[0], _mm512_maskz_loadu_ps(m[1], src + 16));
+  if (SW > 2) {
+    const __m512 c = _mm512_maskz_loadu_ps(m[2], src + 32);
+    const __m512 d = SW > 3 ? _mm512_maskz_loadu_ps(m[3], src + 48) : _mm512_setzero_ps();
+    a = _mm512_mask_blend_ps(sl->pair1, a, _mm512_permutex2var_ps(c, sl->idx[1], d));
+  }
+  return a;
+}
+
+/* One tile (rows oy0.., columns ox0..ox0+15) of a strided convolution: n nonzeros into acc. `smask` holds, per
+ * (kx, tile), the SW load masks; rows whose input row is in the padding load nothing. */
+static inline __attribute__((always_inline)) void strided_tile(const int SW, const float *base, long rstep,
+                                                              int32_t iy_base, int32_t sh, int32_t dh, int32_t in_h,
+                                                              uint32_t n, const int32_t *off, const uint8_t *eky,
+                                                              const uint8_t *ekx, const float *val,
+                                                              __mmask16 (*smask)[MAX_TILES][MAX_SW], int32_t t,
+                                                              const x4_slanes *sl, int interior, __m512 *acc) {
+  uint32_t j;
+  int32_t r;
+  for (j = 0; j < n; j++) {
+    const __mmask16 *m = smask[ekx[j]][t];
+    const float *src = base + off[j];
+    const __m512 v = _mm512_set1_ps(val[j]);
+    const int32_t iy0 = iy_base + eky[j] * dh;
+#pragma GCC unroll 8
+    for (r = 0; r < ROWS; r++) {
+      if (interior || (uint32_t)(iy0 + r * sh) < (uint32_t)in_h) {
+        acc[r] = _mm512_fmadd_ps(v, strided_row(SW, src + r * rstep, m, sl), acc[r]);
+      }
+    }
+  }
+}
+
+/* Register tiles of 8 rows x 16 (or 8) columns: planes too large for the packed paths, any stride (stride_w up to
+ * MAX_SW; wider ones take the generic loop) and dilation. */
 static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                                                  const float *bias, const float *x, float *y, float out_min,
                                                  float out_max) {
@@ -790,10 +846,14 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
   const int32_t out_h = (int32_t)p->out_h, pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h;
+  const int32_t sw = (int32_t)p->stride_w, sh = (int32_t)p->stride_h, dw = (int32_t)p->dil_w, dh = (int32_t)p->dil_h;
+  const long rstep = (long)sh * in_w; /* input floats from one output row to the next */
   const int32_t ntiles = (out_w + 15) / 16;
   const __m512 vlo = _mm512_set1_ps(out_min), vhi = _mm512_set1_ps(out_max);
   __mmask16 mtab[MAX_KW][MAX_TILES];
+  __mmask16 smask[MAX_KW][MAX_TILES][MAX_SW]; /* sw > 1 */
   __mmask8 mtab8[MAX_KW];
+  x4_slanes sl;
   int32_t col_off[MAX_COLS];
   uint8_t col_ky[MAX_COLS], col_kx[MAX_COLS];
   int32_t off[CHUNK];
@@ -801,20 +861,41 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
   float val[CHUNK];
   uint32_t oc;
   {
-    int32_t kx, t;
+    int32_t kx, t, k, l;
     uint32_t ci, ky, c = 0;
     for (kx = 0; kx < (int32_t)p->kw; kx++) {
       for (t = 0; t < ntiles; t++) {
-        mtab[kx][t] = col_mask(kx, 16 * t, in_w, out_w, pad_w);
+        const int32_t ox0 = 16 * t, nl = out_w - ox0 < 16 ? out_w - ox0 : 16;
+        mtab[kx][t] = col_mask(kx * dw, ox0, in_w, out_w, pad_w);
+        if (sw > 1) {
+          /* vector k holds cells 16k .. 16k+15 from input column ox0*sw + kx*dw - pad_w; the lanes use cells
+           * 0, sw, .., (nl-1)*sw */
+          for (k = 0; k < MAX_SW; k++) {
+            const int32_t c0 = ox0 * sw + kx * dw - pad_w + 16 * k;
+            smask[kx][t][k] = k < sw ? lane_range(-c0, in_w - c0) & lane_range(0, (nl - 1) * sw - 16 * k + 1) : 0;
+          }
+        }
       }
       mtab8[kx] = (__mmask8)mtab[kx][0];
+    }
+    {
+      int32_t ia[16], ib[16];
+      uint32_t pm = 0;
+      for (l = 0; l < 16; l++) {
+        ia[l] = (l * sw) & 31;
+        ib[l] = (l * sw - 32) & 31;
+        pm |= (uint32_t)(l * sw >= 32) << l;
+      }
+      sl.idx[0] = _mm512_loadu_si512(ia);
+      sl.idx[1] = _mm512_loadu_si512(ib);
+      sl.pair1 = (__mmask16)pm;
     }
     /* Column -> (input offset, ky, kx), once per call: decoding a nonzero is then table look-ups, without
      * the divisions or the data-dependent carry loops that mispredict on random gaps. */
     for (ci = 0; ci < cin_g; ci++) {
       for (ky = 0; ky < p->kh; ky++) {
         for (kx = 0; kx < (int32_t)p->kw; kx++, c++) {
-          col_off[c] = (int32_t)(ci * in_plane + ky * p->in_w + (uint32_t)kx);
+          col_off[c] = (int32_t)(ci * in_plane + ky * (uint32_t)dh * p->in_w + (uint32_t)(kx * dw));
           col_ky[c] = (uint8_t)ky;
           col_kx[c] = (uint8_t)kx;
         }
@@ -856,44 +937,54 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
       }
 #undef PRUNEC_X4_DECODE
       last = e >= end;
-      if (out_w <= 8) {
+      if (out_w <= 8 && sw == 1) {
         tiles8(p, xg, yp, n, off, eky, mtab8, ekx, val, first, last, bias != NULL ? bias[oc] : 0.0f, out_min, out_max);
         first = 0;
         continue;
       }
       for (oy0 = 0; oy0 < out_h; oy0 += ROWS) {
         const int32_t nrows = out_h - oy0 < ROWS ? out_h - oy0 : ROWS;
-        const int interior = nrows == ROWS && oy0 - pad_h >= 0 && oy0 + ROWS - 1 + (int32_t)p->kh - 1 - pad_h < in_h;
+        const int interior = nrows == ROWS && oy0 * sh - pad_h >= 0 &&
+                             (oy0 + ROWS - 1) * sh + ((int32_t)p->kh - 1) * dh - pad_h < in_h;
         for (t = 0; t < ntiles; t++) {
           const int32_t ox0 = 16 * t;
           const __mmask16 out_mask = lane_range(0, out_w - ox0);
           float *yt = yp + (size_t)oy0 * p->out_w + ox0;
-          const float *base = xg + (long)(oy0 - pad_h) * in_w + (ox0 - pad_w);
+          const float *base = xg + (long)(oy0 * sh - pad_h) * in_w + (ox0 * sw - pad_w);
           __m512 acc[ROWS];
           for (r = 0; r < ROWS; r++) {
             acc[r] = first || r >= nrows ? vb : _mm512_maskz_loadu_ps(out_mask, yt + (long)r * out_w);
           }
-          if (interior) {
+          if (sw == 2) {
+            strided_tile(2, base, rstep, oy0 * sh - pad_h, sh, dh, in_h, n, off, eky, ekx, val, smask, t, &sl,
+                         interior, acc);
+          } else if (sw == 3) {
+            strided_tile(3, base, rstep, oy0 * sh - pad_h, sh, dh, in_h, n, off, eky, ekx, val, smask, t, &sl,
+                         interior, acc);
+          } else if (sw == 4) {
+            strided_tile(4, base, rstep, oy0 * sh - pad_h, sh, dh, in_h, n, off, eky, ekx, val, smask, t, &sl,
+                         interior, acc);
+          } else if (interior) {
             for (j = 0; j < n; j++) {
               const __mmask16 m = mtab[ekx[j]][t];
               const float *src = base + off[j];
               const __m512 v = _mm512_set1_ps(val[j]);
 #pragma GCC unroll 8
               for (r = 0; r < ROWS; r++) {
-                acc[r] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, src + (long)r * in_w), acc[r]);
+                acc[r] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m, src + r * rstep), acc[r]);
               }
             }
           } else {
             for (j = 0; j < n; j++) {
               const __mmask16 m = mtab[ekx[j]][t];
               const float *src = base + off[j];
-              const int32_t iy0 = oy0 - pad_h + eky[j]; /* input row of the tile's first row */
+              const int32_t iy0 = oy0 * sh - pad_h + eky[j] * dh; /* input row of the tile's first row */
               const __m512 v = _mm512_set1_ps(val[j]);
 #pragma GCC unroll 8
               for (r = 0; r < ROWS; r++) {
                 /* Rows in the padding (or past the plane) read nothing: an all-false mask. */
-                const __mmask16 mr = (uint32_t)(iy0 + r) < (uint32_t)in_h ? m : 0;
-                acc[r] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mr, src + (long)r * in_w), acc[r]);
+                const __mmask16 mr = (uint32_t)(iy0 + r * sh) < (uint32_t)in_h ? m : 0;
+                acc[r] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mr, src + r * rstep), acc[r]);
               }
             }
           }
@@ -925,7 +1016,7 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     conv_paired8(p, w, bias, x, y, out_min, out_max, NULL);
   } else if (unit && packed_fits(p)) {
     conv_packed(p, w, bias, x, y, out_min, out_max, NULL);
-  } else if (!unit || p->kw > MAX_KW || p->kh > MAX_KH || (p->out_w + 15) / 16 > MAX_TILES ||
+  } else if (p->stride_w > MAX_SW || p->kw > MAX_KW || p->kh > MAX_KH || (p->out_w + 15) / 16 > MAX_TILES ||
              (p->in_c / p->groups) * p->kh * p->kw > MAX_COLS) {
     conv_generic(p, w, bias, x, y, out_min, out_max);
   } else {
