@@ -122,6 +122,34 @@ def test_avx512x4_conv_paths(built, case):
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx512x4", case)
 
 
+# Strided and dilated convolutions take the register tiles too: stride_w 2..4 reads each tile row as stride_w vectors
+# compacted by permutes, stride_w > 4 the direct loop. The same tiles serve the dense kernel (bits None: every weight,
+# zeros included). Shapes of ResNet-8, MobileNet and AlexNet conv1, plus borders, groups, several column tiles.
+_X4_STRIDED = [
+    dict(in_c=16, out_c=6, h=32, w=32, k=(3, 3), stride=(2, 2), pad=(1, 1), density=0.5, seed=20),
+    dict(in_c=16, out_c=5, h=32, w=34, k=(1, 1), stride=(2, 2), density=0.8, seed=21),
+    dict(in_c=8, out_c=8, h=50, w=66, k=(3, 3), stride=(2, 2), pad=(1, 1), groups=8, density=0.8, seed=22),
+    dict(in_c=3, out_c=4, h=47, w=95, k=(3, 3), stride=(2, 2), pad=(1, 1), density=0.7, seed=23),
+    dict(in_c=3, out_c=3, h=45, w=101, k=(11, 11), stride=(4, 4), pad=(2, 2), density=0.4, seed=24),
+    dict(in_c=2, out_c=3, h=23, w=100, k=(3, 5), stride=(3, 3), pad=(1, 2), density=0.6, seed=25),
+    dict(in_c=2, out_c=3, h=30, w=61, k=(3, 3), stride=(2, 2), pad=(2, 2), dil=(2, 2), density=0.6, seed=26),
+    dict(in_c=2, out_c=3, h=30, w=40, k=(3, 3), stride=(2, 1), pad=(1, 1), density=0.6, seed=27),
+    dict(in_c=4, out_c=3, h=33, w=30, k=(3, 3), pad=(2, 2), dil=(2, 3), density=0.6, seed=28),
+    dict(in_c=1, out_c=16, h=49, w=10, k=(10, 4), stride=(2, 2), pad=(5, 1), density=0.5, seed=29),  # DS-CNN's first
+    dict(in_c=4, out_c=3, h=12, w=90, k=(3, 3), stride=(1, 5), pad=(1, 1), density=0.6, seed=30),  # the direct loop
+    dict(in_c=8, out_c=8, h=9, w=9, k=(3, 3), stride=(2, 2), pad=(1, 1), groups=8, density=0.9, seed=31),
+]
+X4_STRIDED = [kh.ConvCase(**{**c, "bits": b, "act": kh.ACT_NAMES[(i + (b or 0)) % 3]})
+              for i, c in enumerate(_X4_STRIDED) for b in (None, 4, 8, 16)]
+
+
+@pytest.mark.parametrize("case", X4_STRIDED, ids=[c.id for c in X4_STRIDED])
+def test_avx512x4_conv_strided_and_dense_tiles(built, case):
+    ffi, lib = built
+    name = "prunec_f32_conv2d_dense__avx512x4" if case.bits is None else "prunec_f32_conv2d_rcsr__avx512x4"
+    kh.check(ffi, lib, name, case)
+
+
 # Special values through every packed path (the C tester's special case, 3x12x20, reaches only the
 # single-accumulator segments): NaN of both signs, +-inf and -0.0 in the input; one output channel reads only
 # input channel 0, all -0.0, with positive weights on a -0.0 bias (its all-zero sums must stay -0.0, as in the

@@ -840,8 +840,8 @@ static inline __attribute__((always_inline)) void strided_tile(const int SW, con
 /* Register tiles of 8 rows x 16 (or 8) columns: planes too large for the packed paths, any stride (stride_w up to
  * MAX_SW; wider ones take the generic loop) and dilation. */
 static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
-                                                 const float *bias, const float *x, float *y, float out_min,
-                                                 float out_max) {
+                                                 const prunec_dense_f32 *wd, const float *bias, const float *x,
+                                                 float *y, float out_min, float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
@@ -906,8 +906,10 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
     float *yp = y + (size_t)oc * out_plane;
     const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
     const __m512 vb = _mm512_set1_ps(bias != NULL ? bias[oc] : 0.0f);
-    uint32_t e = w->row_ptr[oc];
-    const uint32_t end = w->row_ptr[oc + 1];
+    /* w: entries row_ptr[oc] .. row_ptr[oc+1]-1; wd (dense weights, w NULL): the row's columns */
+    uint32_t e = w != NULL ? w->row_ptr[oc] : 0u;
+    const uint32_t end = w != NULL ? w->row_ptr[oc + 1] : wd->cols;
+    const float *drow = w != NULL ? NULL : wd->values + (size_t)oc * wd->cols;
     uint32_t next = 0;
     int first = 1;
     do {
@@ -926,7 +928,15 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
     val[n] = v;                                                                           \
     n += v != 0.0f; /* fillers are overwritten by the next entry */                       \
   }
-      if (w->index_bits == 8) {
+      if (drow != NULL) { /* dense: every weight of the row, zeros included (0 * inf is NaN, as in PyTorch and
+                           * the portable twin) */
+        for (; e < end && n < CHUNK; e++, n++) {
+          off[n] = col_off[e];
+          eky[n] = col_ky[e];
+          ekx[n] = col_kx[e];
+          val[n] = drow[e];
+        }
+      } else if (w->index_bits == 8) {
         PRUNEC_X4_DECODE(w->index[e])
       } else if (w->index_bits == 4) {
         PRUNEC_X4_DECODE((uint32_t)(w->index[e >> 1] >> ((e & 1u) << 2)) & 0x0Fu)
@@ -1002,6 +1012,12 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
   }
 }
 
+/* Geometries the register tiles take (the rest: the direct loop). */
+static int tiles_fit(const prunec_conv2d_params *p) {
+  return p->stride_w <= MAX_SW && p->kw <= MAX_KW && p->kh <= MAX_KH && (p->out_w + 15) / 16 <= MAX_TILES &&
+         (p->in_c / p->groups) * p->kh * p->kw <= MAX_COLS;
+}
+
 void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                       const float *x, float *y, float out_min, float out_max) {
   const int unit = p->stride_w == 1 && p->stride_h == 1 && p->dil_w == 1 && p->dil_h == 1;
@@ -1016,11 +1032,23 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
     conv_paired8(p, w, bias, x, y, out_min, out_max, NULL);
   } else if (unit && packed_fits(p)) {
     conv_packed(p, w, bias, x, y, out_min, out_max, NULL);
-  } else if (p->stride_w > MAX_SW || p->kw > MAX_KW || p->kh > MAX_KH || (p->out_w + 15) / 16 > MAX_TILES ||
-             (p->in_c / p->groups) * p->kh * p->kw > MAX_COLS) {
+  } else if (!tiles_fit(p)) {
     conv_generic(p, w, bias, x, y, out_min, out_max);
   } else {
-    conv_tiled(p, w, bias, x, y, out_min, out_max);
+    conv_tiled(p, w, NULL, bias, x, y, out_min, out_max);
+  }
+}
+
+/* Dense weights (a layer that `prunec build` stores dense because that is smaller: MobileNet's depthwise 3x3, whose
+ * 9 taps per channel cost as many bytes in relative-indexed CSR): the register tiles over every weight of the row.
+ * Twin of prunec_f32_conv2d_dense__portable, which takes the geometries the tiles do not
+ * (MobileNetV1-0.25's eight dense depthwise layers: 145 -> ~25 us, docs/BENCHMARKS.md). */
+void prunec_f32_conv2d_dense__avx512x4(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias,
+                                       const float *x, float *y, float out_min, float out_max) {
+  if (tiles_fit(p)) {
+    conv_tiled(p, NULL, w, bias, x, y, out_min, out_max);
+  } else {
+    prunec_f32_conv2d_dense__portable(p, w, bias, x, y, out_min, out_max);
   }
 }
 
