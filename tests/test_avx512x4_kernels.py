@@ -79,7 +79,7 @@ def test_avx512x4_fc_wide_x_four_row_path(built, case):
 
 
 # The avx512x4 conv has three stride-1 paths: small problems (the group's input packed into kw shifted copies,
-# at most 12288 floats, and in_c/groups*kh*kw <= 2048) take the packed path, with 8-bit rows of planes of
+# at most 12288 floats, and 16 <= in_c/groups*kh*kw <= 2048) take the packed path, with 8-bit rows of planes of
 # <= 4 vectors decoded inside the FMA loop (8x8-like planes in row pairs), other rows decoded in chunks of 512 entries into an offset list
 # and the plane cut into segments of <= 24 vectors; larger ones take the register tiles (16 columns, or 8
 # when out_w <= 8). These shapes reach each path with odd widths, padding, groups, fillers and every b.
@@ -90,9 +90,9 @@ _X4_CONV = [
     # packed, padding, groups, odd widths, several segments with a partial last vector
     dict(in_c=4, out_c=6, h=20, w=21, k=(5, 5), pad=(2, 2), groups=2, density=0.5, seed=3),
     dict(in_c=3, out_c=5, h=7, w=11, k=(3, 5), pad=(1, 2), density=0.6, seed=4),
-    dict(in_c=6, out_c=6, h=9, w=9, k=(3, 3), pad=(1, 1), groups=6, density=0.8, seed=5),
-    dict(in_c=2, out_c=3, h=33, w=17, k=(2, 2), pad=(0, 1), density=0.7, seed=6),
-    dict(in_c=3, out_c=4, h=40, w=40, k=(1, 1), density=0.9, seed=7),  # 100 vectors: 5 segments of 20
+    dict(in_c=12, out_c=6, h=9, w=9, k=(3, 3), pad=(1, 1), groups=3, density=0.8, seed=5),
+    dict(in_c=4, out_c=3, h=33, w=17, k=(2, 2), pad=(0, 1), density=0.7, seed=6),
+    dict(in_c=4, out_c=4, h=40, w=40, k=(4, 1), density=0.9, seed=7),  # 93 vectors: 4 segments of 24
     # 8 columns, an even number of rows <= 8, 8-bit codes: the row-pair layout (S = 3, 1, 4 with padding)
     dict(in_c=4, out_c=4, h=6, w=8, k=(3, 3), pad=(1, 1), groups=2, density=0.6, seed=16),
     dict(in_c=3, out_c=5, h=4, w=10, k=(3, 3), density=0.5, pattern="far", seed=17),
@@ -100,7 +100,7 @@ _X4_CONV = [
     dict(in_c=3, out_c=3, h=9, w=10, k=(3, 3), density=0.5, seed=19),  # 7 rows: not paired
     # packed, rows of 8 mod 16 floats: a second copy shifted by 8 floats (fused and list decode)
     dict(in_c=3, out_c=2, h=6, w=8, k=(3, 3), pad=(1, 1), density=0.7, seed=14),
-    dict(in_c=2, out_c=4, h=10, w=8, k=(3, 3), pad=(1, 1), groups=2, density=0.8, seed=15),
+    dict(in_c=4, out_c=4, h=10, w=8, k=(3, 3), pad=(1, 1), groups=2, density=0.8, seed=15),
     # packed, rows longer than one chunk of 512 entries (1x1 kernel over 600 channels)
     dict(in_c=600, out_c=3, h=4, w=5, k=(1, 1), density=0.95, seed=8),
     dict(in_c=600, out_c=3, h=4, w=5, k=(1, 1), pattern="far", seed=9),

@@ -6,7 +6,9 @@
  * algorithm (strided layers ran that loop at ~2 GMAC/s until the tiles took them: ResNet-8's stride-2 3x3 at
  * 32x32 263 -> 46 us, MobileNet's stride-2 stem 107 -> ~15 us).
  *
- * Small problems (the group's input, packed below, <= 12288 floats; LeNet-5): the input is packed once per
+ * Small problems (the group's input, packed below, <= 12288 floats, and at least 16 columns per row; LeNet-5,
+ * DS-CNN's 10x4 stride-2 first conv; any stride_w <= 4 and dilation: the copies then hold the input columns each
+ * output column reads and, for stride_h > 1, one copy per row phase): the input is packed once per
  * call into kw copies shifted by kx, cut to the output width and padded, so that the input of any tap for the
  * whole output plane is one contiguous block laid out like the plane. Each nonzero is then an axpy of the
  * plane, its segment (<= 24 vectors) held in registers: unmasked full-width loads, no lane lost at tile
@@ -215,6 +217,10 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
  * The plane (up to PK_SEGMAX vectors at a time) stays in registers while all of a channel's nonzeros pass. */
 #define PK_MAX 12288  /* floats of packed input per group (48 KB) */
 #define PK_COLS 2048  /* cin_g*kh*kw of the column -> offset table */
+#define PK_MIN_TAPS 16 /* columns per row (cin_g*kh*kw) from which the packing pays: depthwise 3x3 (9) packs as many
+                        * floats per channel as it has MACs, and runs 1.6-2.7x faster in the tiles (MobileNetV1-0.25);
+                        * a property of the geometry, not of out_c, so that the one-channel calls of a fused conv +
+                        * pool loop take the path of the whole layer (same sums, bit for bit) */
 #define PK_SEGMAX 24  /* accumulators of one plane segment */
 #define PK2_MAX 16384 /* floats of the row-pair packed input (64 KB; LeNet-5 conv2 uses 12800) */
 #define WIDE_MAX 16384 /* b < 8: layers of at most this many entries have their codes widened to bytes once per call */
@@ -233,16 +239,129 @@ static inline void fuse_pool(const x4_fuse *fz, uint32_t oc) {
   prunec_f32_maxpool2d__avx512x4(&fz->pp, fz->plane, fz->y + (size_t)oc * fz->pool_plane);
 }
 
+/* Tile rows of a strided convolution (stride_w = SW in 2..MAX_SW): lane l of a tile row is input column
+ * (ox0 + l)*SW + dx - pad_w, i.e. every SW-th of the 16*SW contiguous cells from the tile's first: loaded as SW
+ * vectors (masked to the cells inside the input row that a lane needs, so padding reads 0 and nothing outside
+ * the row is touched) and compacted by permutes: one two-source permute per pair of vectors, and a blend for
+ * SW > 2. */
+typedef struct x4_slanes {
+  __m512i idx[2];  /* per pair of vectors: lane l takes cell l*SW - 32*pair of the pair */
+  __mmask16 pair1; /* lanes taken from the second pair (SW > 2) */
+} x4_slanes;
+
+static void slanes_init(x4_slanes *sl, int32_t sw) {
+  int32_t ia[16], ib[16], l;
+  uint32_t pm = 0;
+  for (l = 0; l < 16; l++) {
+    ia[l] = (l * sw) & 31;
+    ib[l] = (l * sw - 32) & 31;
+    pm |= (uint32_t)(l * sw >= 32) << l;
+  }
+  sl->idx[0] = _mm512_loadu_si512(ia);
+  sl->idx[1] = _mm512_loadu_si512(ib);
+  sl->pair1 = (__mmask16)pm;
+}
+
+static inline __attribute__((always_inline)) __m512 strided_row(const int SW, const float *src, const __mmask16 *m,
+                                                               const x4_slanes *sl) {
+  __m512 a = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m[0], src), sl->idx[0], _mm512_maskz_loadu_ps(m[1], src + 16));
+  if (SW > 2) {
+    const __m512 c = _mm512_maskz_loadu_ps(m[2], src + 32);
+    const __m512 d = SW > 3 ? _mm512_maskz_loadu_ps(m[3], src + 48) : _mm512_setzero_ps();
+    a = _mm512_mask_blend_ps(sl->pair1, a, _mm512_permutex2var_ps(c, sl->idx[1], d));
+  }
+  return a;
+}
+
+/* Rows of packed input per (ci, kx): stride_h phases of pk_rows rows each (1 phase, out_h + kh - 1 rows at stride 1
+ * and dilation 1). Phase q row j is input row j*stride_h + q - pad_h; tap ky reads phase (ky*dil_h) % stride_h from
+ * its row (ky*dil_h) / stride_h on, out_h rows. */
+static uint32_t pk_rows(const prunec_conv2d_params *p) {
+  return p->out_h + ((p->kh - 1) * p->dil_h) / p->stride_h;
+}
+
 static int packed_fits(const prunec_conv2d_params *p) {
-  const uint64_t ph = (uint64_t)p->out_h + p->kh - 1;
+  const uint64_t ph = (uint64_t)p->stride_h * pk_rows(p);
   const uint64_t cin_g = p->in_c / p->groups;
-  return (uint64_t)cin_g * p->kw * ph * p->out_w <= PK_MAX && cin_g * p->kh * p->kw <= PK_COLS;
+  return p->stride_w <= MAX_SW && cin_g * p->kh * p->kw >= PK_MIN_TAPS && (uint64_t)cin_g * p->kw * ph * p->out_w <= PK_MAX &&
+         cin_g * p->kh * p->kw <= PK_COLS;
+}
+
+/* pack_group for other strides and dilations (one store per 16 output columns of a packed row; the columns read
+ * are ox*stride_w + kx*dil_w - pad_w, stride_w > 1 through strided_row). Same layout and zero slack. */
+static void pack_group_any(const prunec_conv2d_params *p, const float *xg, uint32_t cin_g, float *pk, size_t twin) {
+  const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
+  const int32_t pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h, kw = (int32_t)p->kw;
+  const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w, dw = (int32_t)p->dil_w;
+  const int32_t rows = (int32_t)pk_rows(p);
+  const size_t in_plane = (size_t)p->in_h * p->in_w;
+  x4_slanes sl;
+  uint32_t ci;
+  int32_t kx, q, j, ox0, k;
+  slanes_init(&sl, sw);
+  for (ci = 0; ci < cin_g; ci++) {
+    const float *xc = xg + ci * in_plane;
+    for (kx = 0; kx < kw; kx++) {
+      for (ox0 = 0; ox0 < out_w; ox0 += 16) {
+        const int32_t nl = out_w - ox0 < 16 ? out_w - ox0 : 16, c0 = ox0 * sw + kx * dw - pad_w;
+        const __mmask16 keep = lane_range(0, nl);
+        __mmask16 m[MAX_SW];
+        for (k = 0; k < MAX_SW; k++) { /* vector k: cells c0 + 16k .. (sw 1: the lanes themselves) */
+          m[k] = sw == 1 ? (k == 0 ? keep & lane_range(-c0, in_w - c0) : 0)
+                         : (k < sw ? lane_range(-(c0 + 16 * k), in_w - (c0 + 16 * k)) &
+                                         lane_range(0, (nl - 1) * sw - 16 * k + 1)
+                                   : 0);
+        }
+        for (q = 0; q < sh; q++) {
+          float *dst = pk + (((size_t)ci * (size_t)kw + (size_t)kx) * (size_t)sh + (size_t)q) * (size_t)rows *
+                                (size_t)out_w + (size_t)ox0;
+          for (j = 0; j < rows; j++, dst += out_w) {
+            const int32_t iy = j * sh + q - pad_h;
+            const float *src = xc + (long)iy * in_w + c0;
+            __m512 v = _mm512_setzero_ps();
+            if (iy >= 0 && iy < in_h) {
+              switch (sw) {
+                case 1:
+                  v = _mm512_maskz_loadu_ps(m[0], src);
+                  break;
+                case 2:
+                  v = strided_row(2, src, m, &sl);
+                  break;
+                case 3:
+                  v = strided_row(3, src, m, &sl);
+                  break;
+                default:
+                  v = strided_row(4, src, m, &sl);
+                  break;
+              }
+            }
+            _mm512_mask_storeu_ps(dst, keep, v);
+            if (twin) {
+              _mm512_mask_storeu_ps(dst + twin, keep, v);
+            }
+          }
+        }
+      }
+    }
+  }
+  {
+    const size_t total = (size_t)cin_g * (size_t)kw * (size_t)sh * (size_t)rows * (size_t)out_w;
+    _mm512_storeu_ps(pk + total, _mm512_setzero_ps()); /* slack of the last vector */
+    if (twin) {
+      _mm512_storeu_ps(pk + twin + total, _mm512_setzero_ps());
+      _mm512_storeu_ps(pk + twin + total + 16, _mm512_setzero_ps());
+    }
+  }
 }
 
 /* `twin` > 0: every store is also made at pk + twin (the copy shifted by 8 floats of conv_packed), from the same
  * register: copying the packed block afterwards reloaded what masked stores had just written, which the CPU
  * cannot forward (LeNet-5 conv1: ~0.25 us of stalls per call). */
 static void pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t cin_g, float *pk, size_t twin) {
+  if (p->stride_h != 1 || p->stride_w != 1 || p->dil_h != 1 || p->dil_w != 1) {
+    pack_group_any(p, xg, cin_g, pk, twin);
+    return;
+  }
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
   const int32_t pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h, kw = (int32_t)p->kw;
   const int32_t ph = (int32_t)(p->out_h + p->kh - 1);
@@ -525,7 +644,7 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
                                                   float out_max, const x4_fuse *fz) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
-  const uint32_t kw = p->kw, kh = p->kh, ph = p->out_h + p->kh - 1, out_w = p->out_w;
+  const uint32_t kw = p->kw, kh = p->kh, rows = pk_rows(p), ph = p->stride_h * rows, out_w = p->out_w;
   const uint32_t nv = (uint32_t)((out_plane + 15) / 16);
   const uint32_t nseg = (nv + PK_SEGMAX - 1) / PK_SEGMAX, seg = nseg ? (nv + nseg - 1) / nseg : 0;
   const __mmask16 tail = lane_range(0, (int32_t)(out_plane - 16 * (size_t)(nv ? nv - 1 : 0)));
@@ -553,7 +672,8 @@ static __attribute__((noinline)) void conv_packed(const prunec_conv2d_params *p,
     for (ci = 0; ci < cin_g; ci++) {
       for (ky = 0; ky < kh; ky++) {
         for (kx = 0; kx < kw; kx++, c++) {
-          const uint32_t o = ((ci * kw + kx) * ph + ky) * out_w;
+          const uint32_t dy = ky * p->dil_h; /* phase dy % stride_h, from its row dy / stride_h */
+          const uint32_t o = ((ci * kw + kx) * ph + (dy % p->stride_h) * rows + dy / p->stride_h) * out_w;
           col_off[c] = (int32_t)(twin && o % 16 == 8 ? shift_base + 8 + o : o);
         }
       }
@@ -792,27 +912,6 @@ static __attribute__((noinline)) void conv_paired8(const prunec_conv2d_params *p
   }
 }
 
-/* Tile rows of a strided convolution (stride_w = SW in 2..MAX_SW): lane l of a tile row is input column
- * (ox0 + l)*SW + dx - pad_w, i.e. every SW-th of the 16*SW contiguous cells from the tile's first: loaded as SW
- * vectors (masked to the cells inside the input row that a lane needs, so padding reads 0 and nothing outside
- * the row is touched) and compacted by permutes: one two-source permute per pair of vectors, and a blend for
- * SW > 2. */
-typedef struct x4_slanes {
-  __m512i idx[2];  /* per pair of vectors: lane l takes cell l*SW - 32*pair of the pair */
-  __mmask16 pair1; /* lanes taken from the second pair (SW > 2) */
-} x4_slanes;
-
-static inline __attribute__((always_inline)) __m512 strided_row(const int SW, const float *src, const __mmask16 *m,
-                                                               const x4_slanes *sl) {
-  __m512 a = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m[0], src), sl->idx[0], _mm512_maskz_loadu_ps(m[1], src + 16));
-  if (SW > 2) {
-    const __m512 c = _mm512_maskz_loadu_ps(m[2], src + 32);
-    const __m512 d = SW > 3 ? _mm512_maskz_loadu_ps(m[3], src + 48) : _mm512_setzero_ps();
-    a = _mm512_mask_blend_ps(sl->pair1, a, _mm512_permutex2var_ps(c, sl->idx[1], d));
-  }
-  return a;
-}
-
 /* One tile (rows oy0.., columns ox0..ox0+15) of a strided convolution: n nonzeros into acc. `smask` holds, per
  * (kx, tile), the SW load masks; rows whose input row is in the padding load nothing. */
 static inline __attribute__((always_inline)) void strided_tile(const int SW, const float *base, long rstep,
@@ -861,7 +960,7 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
   float val[CHUNK];
   uint32_t oc;
   {
-    int32_t kx, t, k, l;
+    int32_t kx, t, k;
     uint32_t ci, ky, c = 0;
     for (kx = 0; kx < (int32_t)p->kw; kx++) {
       for (t = 0; t < ntiles; t++) {
@@ -878,18 +977,7 @@ static __attribute__((noinline)) void conv_tiled(const prunec_conv2d_params *p, 
       }
       mtab8[kx] = (__mmask8)mtab[kx][0];
     }
-    {
-      int32_t ia[16], ib[16];
-      uint32_t pm = 0;
-      for (l = 0; l < 16; l++) {
-        ia[l] = (l * sw) & 31;
-        ib[l] = (l * sw - 32) & 31;
-        pm |= (uint32_t)(l * sw >= 32) << l;
-      }
-      sl.idx[0] = _mm512_loadu_si512(ia);
-      sl.idx[1] = _mm512_loadu_si512(ib);
-      sl.pair1 = (__mmask16)pm;
-    }
+    slanes_init(&sl, sw);
     /* Column -> (input offset, ky, kx), once per call: decoding a nonzero is then table look-ups, without
      * the divisions or the data-dependent carry loops that mispredict on random gaps. */
     for (ci = 0; ci < cin_g; ci++) {
@@ -1030,7 +1118,7 @@ void prunec_f32_conv2d_rcsr__avx512x4(const prunec_conv2d_params *p, const prune
   }
   if (unit && paired_fits(p, w) && (w->index_bits == 8 || rows_at_most(w, p->out_c, PK_COLS))) {
     conv_paired8(p, w, bias, x, y, out_min, out_max, NULL);
-  } else if (unit && packed_fits(p)) {
+  } else if (packed_fits(p)) {
     conv_packed(p, w, bias, x, y, out_min, out_max, NULL);
   } else if (!tiles_fit(p)) {
     conv_generic(p, w, bias, x, y, out_min, out_max);
@@ -1078,7 +1166,7 @@ void prunec_f32_conv2d_rcsr_maxpool2d__avx512x4(const prunec_conv2d_params *p, c
   }
   if (unit && paired_fits(p, w) && (w->index_bits == 8 || rows_at_most(w, p->out_c, PK_COLS))) {
     conv_paired8(p, w, bias, x, NULL, out_min, out_max, &fz);
-  } else if (unit && packed_fits(p)) {
+  } else if (packed_fits(p)) {
     conv_packed(p, w, bias, x, NULL, out_min, out_max, &fz);
   } else {
     const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
