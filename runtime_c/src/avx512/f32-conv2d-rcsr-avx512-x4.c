@@ -215,7 +215,7 @@ static void tiles8(const prunec_conv2d_params *p, const float *xg, float *yp, ui
  * dense axpy of the plane, y += v * pk[off .. off + P), in unmasked 16-lane loads (the plane's last vector
  * over-reads into zeroed slack and is stored masked). No lane is wasted on tile borders, no mask per load.
  * The plane (up to PK_SEGMAX vectors at a time) stays in registers while all of a channel's nonzeros pass. */
-#define PK_MAX 12288  /* floats of packed input per group (48 KB) */
+#define PK_MAX 16384  /* floats of packed input per group (64 KB) */
 #define PK_COLS 2048  /* cin_g*kh*kw of the column -> offset table */
 #define PK_MIN_TAPS 16 /* columns per row (cin_g*kh*kw) from which the packing pays: depthwise 3x3 (9) packs as many
                         * floats per channel as it has MACs, and runs 1.6-2.7x faster in the tiles (MobileNetV1-0.25);
