@@ -18,8 +18,13 @@ with interleaved repetitions (medians), batch 1, one thread:
   onnxruntime dense / pruned    ONNX Runtime 1 intra-op thread, all graph optimisations (its MLAS kernels are
                                 dense: the pruned model runs at the dense model's speed)
 
+With --arm TARGETS (e.g. cortex-m4,aarch64-neon) the pruned and the dense model are also built for each Arm
+target and their instructions per inference counted under QEMU with the project's counter plugin (as
+benchmarks/bench_fuse.py counts whole models: a program calls NAME_run N times, (insns(N) - insns(0)) / N), each
+each build verified against PyTorch first (`prunec verify`, 8 random inputs under QEMU).
+
   .venv/bin/python benchmarks/bench_tiny.py [--models resnet8,dscnn,mbv1,ae] [--sparsity 0.8] [--reps 7]
-                                            [--core 1] [--json OUT.json]
+                                            [--core 1] [--arm cortex-m4,...] [--json OUT.json]
 Needs the bench extra (onnxruntime, onnx): `pip install -e .[test,bench]`.
 """
 from __future__ import annotations
@@ -145,7 +150,7 @@ def make(key: str, sparsity: float, seed: int = 0):
     return dense, pruned.eval(), shape
 
 
-def bench_model(key: str, sparsity: float, tmp: Path, reps: int, target_s: float) -> dict:
+def bench_model(key: str, sparsity: float, tmp: Path, reps: int, target_s: float, arm=()) -> dict:
     import torch
 
     from bench_models import ort_session
@@ -180,7 +185,42 @@ def bench_model(key: str, sparsity: float, tmp: Path, reps: int, target_s: float
     measure(cs, reps=reps, target_s=target_s)
     res["median_s"] = {c.name: c.median for c in cs}
     res["times_s"] = {c.name: c.times for c in cs}
+    for t in arm:
+        res.setdefault("arm_insns_per_inference", {})[t] = arm_counts(key, t, {"pruned": pruned, "dense": dense},
+                                                                      tmp, arm_plugin(tmp))
     return res
+
+
+_PLUGIN: list = []
+
+
+def arm_plugin(tmp: Path) -> Path:
+    import bench_arm
+
+    if not _PLUGIN:
+        _PLUGIN.append(bench_arm.build_plugin(tmp))
+    return _PLUGIN[0]
+
+
+def arm_counts(key: str, target: str, models: dict, tmp: Path, plugin: Path) -> dict:
+    """Instructions per inference of each model built for `target`; each build verified first (`prunec verify`:
+    8 random inputs under QEMU against the PyTorch model)."""
+    from bench_fuse import arm_counts as count
+    from prunec import targets as T
+    from prunec.build import build
+    from prunec.verify import verify
+
+    out = {}
+    for label in models:
+        pt2 = tmp / f"{key}-{label}.pt2"
+        d = tmp / f"{key}-{label}-{target}"
+        build(pt2, target, d, key)
+        rep = verify(d, random=8)
+        assert rep.ok, f"{key} {label} on {target}: verify failed\n{rep.text()}"
+        work = tmp / f"{key}-{label}-{target}-count"
+        work.mkdir(exist_ok=True)
+        out[label] = count(T.get(target), d, key, 2, work, plugin)[0]
+    return out
 
 
 def main(argv=None) -> int:
@@ -190,8 +230,15 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=harness.int_at_least(1), default=7)
     ap.add_argument("--target-ms", type=float, default=30.0, help="milliseconds per contender per repetition")
     ap.add_argument("--core", type=int, default=None, help="pin to this CPU core")
+    ap.add_argument("--arm", default="", help="Arm targets to count instructions on (e.g. cortex-m4,aarch64-neon)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
+    arm = [t.strip() for t in a.arm.split(",") if t.strip()]
+    from prunec import targets as T
+    arm_ok = [n for n, t in T.all_targets().items() if t.runner != "cffi"]
+    bad_t = [t for t in arm if t not in arm_ok]
+    if bad_t:
+        ap.error(f"--arm: {', '.join(bad_t)} is not an Arm target (choose from {', '.join(sorted(arm_ok))})")
     keys = [k.strip() for k in a.models.split(",") if k.strip()]
     bad = [k for k in keys if k not in MODELS]
     if bad:
@@ -203,7 +250,7 @@ def main(argv=None) -> int:
     out = {"machine": harness.machine_description(), "command": " ".join(sys.argv), "models": []}
     with tempfile.TemporaryDirectory(prefix="prunec-tiny-") as td:
         for k in keys:
-            r = bench_model(k, a.sparsity, Path(td), a.reps, a.target_ms / 1e3)
+            r = bench_model(k, a.sparsity, Path(td), a.reps, a.target_ms / 1e3, arm)
             out["models"].append(r)
             m = r["median_s"]
             b = r["builds"]["prunec pruned [x86_64-avx2]"]
@@ -215,6 +262,9 @@ def main(argv=None) -> int:
             p = m["prunec pruned [x86_64-avx2]"]
             print(f"  prunec pruned: x{m['onnxruntime dense'] / p:.2f} ONNX Runtime dense, "
                   f"x{m['prunec dense [x86_64-avx2]'] / p:.2f} prunec dense")
+            for t, c in r.get("arm_insns_per_inference", {}).items():
+                print(f"  {t}: pruned {c['pruned']:,.0f} instructions per inference, dense {c['dense']:,.0f} "
+                      f"(x{c['dense'] / c['pruned']:.2f} fewer)")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

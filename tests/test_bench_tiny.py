@@ -58,6 +58,7 @@ def test_pruned_model_builds_and_verifies_for_x86(key, sparsity, tmp_path):
 @pytest.mark.parametrize("args, says", [
     (["--models", "resnet9"], "unknown resnet9"),
     (["--sparsity", "1.0"], "--sparsity must be in [0, 1)"),
+    (["--arm", "x86_64-avx2"], "--arm: x86_64-avx2 is not an Arm target"),
 ])
 def test_bad_arguments_one_error_line(args, says):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_tiny.py"), *args], capture_output=True,
