@@ -20,8 +20,9 @@
  * stride_w: strided convolutions, planes too narrow for a tile, column tails, border rows) run in 8- or 4-pixel
  * runs along the row with one input-row check per tap; border columns of the interior rows in runs down the
  * column with one column check per tap; only corner pixels and narrow remainders are checked tap by tap (before,
- * every pixel outside the tiles was: Cortex-M4 ResNet-8 at 80 % 26.6 M -> 18.9 M instructions per inference,
- * MobileNetV1-0.25 23.8 M -> 21.6 M, DS-CNN 9.4 M -> 9.0 M; benchmarks/bench_tiny.py --arm cortex-m4). prunec_f32_conv2d_dense__cortexm runs the same
+ * every pixel outside the tiles was: Cortex-M4 ResNet-8 at 80 % 26.6 M -> 14.2 M instructions per inference,
+ * MobileNetV1-0.25 23.8 M -> 16.2 M, DS-CNN 9.4 M -> 7.5 M, for ~4 KB more code; benchmarks/bench_tiny.py --arm
+ * cortex-m4). Runs are 8, 4, 2 or 1 pixels long, so that an interior pixel is never checked tap by tap. prunec_f32_conv2d_dense__cortexm runs the same
  * tiles over every weight.
  */
 #include "prunec_isa.h"
@@ -702,7 +703,7 @@ static inline float prunec_cortexm_clamp(const prunec_cortexm_conv *c, float a) 
   return a > c->out_max ? c->out_max : a;
 }
 
-/* A run of N (8 or 4, compile-time after inlining) output pixels ow .. ow+N-1 of row oh whose taps all read inside
+/* A run of N (8, 4, 2 or 1, compile-time after inlining) output pixels ow .. ow+N-1 of row oh whose taps all read inside
  * their input row (ow .. ow+N-1 inside [ow_lo, ow_hi)), any stride_w: per tap one input-row check, then N loads
  * and FMAs. Each pixel sums its taps in order, as the tiles and the portable kernel do. */
 static inline __attribute__((always_inline)) void prunec_cortexm_conv_run(const prunec_cortexm_conv *c,
@@ -711,15 +712,27 @@ static inline __attribute__((always_inline)) void prunec_cortexm_conv_run(const 
                                                                          float *yr, int32_t ow, int first, int final) {
   const uint32_t in_h = (uint32_t)c->in_h;
   const float *xb = c->xg + ((ptrdiff_t)iy0 * c->in_w - c->pw + (ptrdiff_t)ow * sw);
-  float a0, a1, a2, a3, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
+  float a0, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
   uint32_t k;
   if (first) {
-    a0 = a1 = a2 = a3 = c->b;
+    a0 = c->b;
+    if (N > 1) {
+      a1 = c->b;
+    }
+    if (N > 2) {
+      a2 = a3 = c->b;
+    }
     if (N > 4) {
       a4 = a5 = a6 = a7 = c->b;
     }
   } else {
-    a0 = yr[ow], a1 = yr[ow + 1], a2 = yr[ow + 2], a3 = yr[ow + 3];
+    a0 = yr[ow];
+    if (N > 1) {
+      a1 = yr[ow + 1];
+    }
+    if (N > 2) {
+      a2 = yr[ow + 2], a3 = yr[ow + 3];
+    }
     if (N > 4) {
       a4 = yr[ow + 4], a5 = yr[ow + 5], a6 = yr[ow + 6], a7 = yr[ow + 7];
     }
@@ -729,9 +742,13 @@ static inline __attribute__((always_inline)) void prunec_cortexm_conv_run(const 
       const float *xs = xb + t->off[k];
       const float wk = t->w[k];
       a0 = __builtin_fmaf(wk, xs[0], a0);
-      a1 = __builtin_fmaf(wk, xs[sw], a1);
-      a2 = __builtin_fmaf(wk, xs[2 * sw], a2);
-      a3 = __builtin_fmaf(wk, xs[3 * sw], a3);
+      if (N > 1) {
+        a1 = __builtin_fmaf(wk, xs[sw], a1);
+      }
+      if (N > 2) {
+        a2 = __builtin_fmaf(wk, xs[2 * sw], a2);
+        a3 = __builtin_fmaf(wk, xs[3 * sw], a3);
+      }
       if (N > 4) {
         a4 = __builtin_fmaf(wk, xs[4 * sw], a4);
         a5 = __builtin_fmaf(wk, xs[5 * sw], a5);
@@ -741,14 +758,25 @@ static inline __attribute__((always_inline)) void prunec_cortexm_conv_run(const 
     }
   }
   if (final) {
-    a0 = prunec_cortexm_clamp(c, a0), a1 = prunec_cortexm_clamp(c, a1);
-    a2 = prunec_cortexm_clamp(c, a2), a3 = prunec_cortexm_clamp(c, a3);
+    a0 = prunec_cortexm_clamp(c, a0);
+    if (N > 1) {
+      a1 = prunec_cortexm_clamp(c, a1);
+    }
+    if (N > 2) {
+      a2 = prunec_cortexm_clamp(c, a2), a3 = prunec_cortexm_clamp(c, a3);
+    }
     if (N > 4) {
       a4 = prunec_cortexm_clamp(c, a4), a5 = prunec_cortexm_clamp(c, a5);
       a6 = prunec_cortexm_clamp(c, a6), a7 = prunec_cortexm_clamp(c, a7);
     }
   }
-  yr[ow] = a0, yr[ow + 1] = a1, yr[ow + 2] = a2, yr[ow + 3] = a3;
+  yr[ow] = a0;
+  if (N > 1) {
+    yr[ow + 1] = a1;
+  }
+  if (N > 2) {
+    yr[ow + 2] = a2, yr[ow + 3] = a3;
+  }
   if (N > 4) {
     yr[ow + 4] = a4, yr[ow + 5] = a5, yr[ow + 6] = a6, yr[ow + 7] = a7;
   }
@@ -768,21 +796,34 @@ static void prunec_cortexm_conv_row(const prunec_cortexm_conv *c, const prunec_c
   float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
   while (ow < ow_end) {
     uint32_t k;
-    if (ow >= c->ow_lo && ow + 4 <= run_end) {
+    if (ow >= c->ow_lo && ow < run_end) {
+      const int32_t n = run_end - ow;
       if (sw == 1) { /* the loads' offsets are immediates */
-        if (ow + 8 <= run_end) {
+        if (n >= 8) {
           prunec_cortexm_conv_run(c, t, nt, 8, 1, iy0, yr, ow, first, final);
           ow += 8;
-        } else {
+        } else if (n >= 4) {
           prunec_cortexm_conv_run(c, t, nt, 4, 1, iy0, yr, ow, first, final);
           ow += 4;
+        } else if (n >= 2) {
+          prunec_cortexm_conv_run(c, t, nt, 2, 1, iy0, yr, ow, first, final);
+          ow += 2;
+        } else {
+          prunec_cortexm_conv_run(c, t, nt, 1, 1, iy0, yr, ow, first, final);
+          ow += 1;
         }
-      } else if (ow + 8 <= run_end) {
+      } else if (n >= 8) {
         prunec_cortexm_conv_run(c, t, nt, 8, sw, iy0, yr, ow, first, final);
         ow += 8;
-      } else {
+      } else if (n >= 4) {
         prunec_cortexm_conv_run(c, t, nt, 4, sw, iy0, yr, ow, first, final);
         ow += 4;
+      } else if (n >= 2) {
+        prunec_cortexm_conv_run(c, t, nt, 2, sw, iy0, yr, ow, first, final);
+        ow += 2;
+      } else {
+        prunec_cortexm_conv_run(c, t, nt, 1, sw, iy0, yr, ow, first, final);
+        ow += 1;
       }
     } else {
       float a = first ? b : yr[ow];
