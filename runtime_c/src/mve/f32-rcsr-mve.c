@@ -24,8 +24,9 @@
  * decoded (64 at a time, fillers dropped, division-free through the per-call tap table of prunec_rcsr_util.h, any
  * index width) into (weight, input offset, ky*dil_h, kx*dil_w). Interior blocks with stride 1 use plain loads
  * (8 pixels, then 4); in output rows whose taps all lie in the input the 8-pixel tap loop is inline asm (9 instructions
- * per tap, prunec_mve_conv_taps8). Border blocks, stride > 1 and the last partial block use a predicated
- * gather (lanes outside the input or past the row are off) and a predicated store.
+ * per tap, prunec_mve_conv_taps8). Blocks of 4 with stride_w > 1 whose taps all read inside the row gather lanes
+ * l*stride_w without column checks. Border blocks, the other strided ones and the last partial block use a
+ * predicated gather (lanes outside the input or past the row are off) and a predicated store.
  */
 #include "prunec_isa.h"
 
@@ -457,7 +458,11 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
   const int32_t dy_max = (int32_t)((p->kh - 1) * p->dil_h);
   const int32_t ow_lo = pw;
   int32_t ow_hi = in_w - span + pw;
+  /* any stride: output columns whose taps all read inside their input row, [sw_lo, sw_hi) */
+  const int32_t sw_lo = (pw + sw - 1) / sw, sw_hi0 = in_w - 1 + pw - span;
+  const int32_t sw_hi = sw_hi0 < 0 ? 0 : (sw_hi0 / sw + 1 < out_w ? sw_hi0 / sw + 1 : out_w);
   const int32x4_t lane = vld1q_s32(lane_ids);
+  const uint32x4_t soff = vreinterpretq_u32_s32(vmulq_n_s32(lane, sw)); /* lane l reads cell l*sw */
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
     return;
@@ -513,6 +518,20 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p, const prunec_rcs
             for (k = 0; k < nt; k++) {
               if ((uint32_t)(iy0 + t.dy[k]) < (uint32_t)in_h) {
                 acc = vfmaq_n_f32(acc, vld1q_f32(xg + (rbase + t.off[k] + ow)), t.w[k]);
+              }
+            }
+            if (final) {
+              acc = prunec_mve_clamp(acc, out_min, out_max);
+            }
+            vst1q_f32(yr + ow, acc);
+            ow += 4;
+          } else if (sw > 1 && ow >= sw_lo && ow + 4 <= sw_hi) {
+            /* stride_w > 1, every tap inside the row: one gather of lanes l*sw per tap, no column checks */
+            const ptrdiff_t base = (ptrdiff_t)iy0 * in_w - pw + (ptrdiff_t)ow * sw;
+            float32x4_t acc = first ? vb : vld1q_f32(yr + ow);
+            for (k = 0; k < nt; k++) {
+              if ((uint32_t)(iy0 + t.dy[k]) < (uint32_t)in_h) {
+                acc = vfmaq_n_f32(acc, vldrwq_gather_shifted_offset_f32(xg + (base + t.off[k]), soff), t.w[k]);
               }
             }
             if (final) {
