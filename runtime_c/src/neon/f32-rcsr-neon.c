@@ -667,6 +667,20 @@ static void prunec_neon_conv_geometry(const prunec_conv2d_params *p, prunec_neon
   c->oh_hi = c->oh_hi > c->out_h ? c->out_h : c->oh_hi;
 }
 
+/* The first m lanes of acc (clamped on the final chunk) to y[0 .. m). */
+static inline void prunec_neon_store_lanes(float *y, float32x4_t acc, int32_t m, int final, float32x4_t vmin,
+                                           float32x4_t vmax) {
+  float buf[4];
+  int32_t l;
+  if (final) {
+    acc = prunec_neon_clamp(acc, vmin, vmax);
+  }
+  vst1q_f32(buf, acc);
+  for (l = 0; l < m; l++) {
+    y[l] = buf[l];
+  }
+}
+
 /* Input cells xs[0], xs[sw], xs[2 sw], xs[3 sw] (four lane loads: nothing read beyond the last one). */
 static inline float32x4_t prunec_neon_ld_strided(const float *xs, int32_t sw) {
   float32x4_t v = vld1q_dup_f32(xs);
@@ -772,13 +786,7 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
           acc = vfmaq_f32(acc, xv, vld1q_dup_f32(t->w + k));
         }
       }
-      if (final) {
-        acc = prunec_neon_clamp(acc, vmin, vmax);
-      }
-      vst1q_f32(buf, acc);
-      for (l = 0; l < m; l++) {
-        yr[ow + l] = buf[l];
-      }
+      prunec_neon_store_lanes(yr + ow, acc, m, final, vmin, vmax);
       ow += m;
     } else {
       const int32_t m0 = ow_end - ow < 4 ? ow_end - ow : 4;
@@ -803,13 +811,7 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
           acc = vfmaq_f32(acc, vld1q_f32(xv), vld1q_dup_f32(t->w + k));
         }
       }
-      if (final) {
-        acc = prunec_neon_clamp(acc, vmin, vmax);
-      }
-      vst1q_f32(buf, acc);
-      for (l = 0; l < m; l++) {
-        yr[ow + l] = buf[l];
-      }
+      prunec_neon_store_lanes(yr + ow, acc, m, final, vmin, vmax);
       ow += m;
     }
   }
