@@ -245,10 +245,38 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
     return rows
 
 
+def adhoc_convs(ap, spec: str) -> list:
+    """--conv: 'NAME=IN_C,IN_HW,OUT_C,K[,STRIDE[,PAD[,GROUPS]]]@DENSITY;...' as workload layers (net 'adhoc'), added
+    to workloads.LAYERS so that the counting code finds them by key."""
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(";"))):
+        try:
+            name, rest = item.split("=", 1)
+            dims, dens = rest.split("@", 1)
+            v = [int(x) for x in dims.split(",")]
+            d = float(dens)
+        except ValueError:
+            ap.error(f"--conv {item!r}: write NAME=IN_C,IN_HW,OUT_C,K[,STRIDE[,PAD[,GROUPS]]]@DENSITY, "
+                     f"e.g. dw6=64,6,64,3,1,1,64@0.2")
+        if not name.isidentifier() or not 4 <= len(v) <= 7:
+            ap.error(f"--conv {item!r}: a name of letters, digits and _, then 4 to 7 integers")
+        in_c, in_hw, out_c, k = v[:4]
+        stride, pad, groups = (v[4:] + [1, 0, 1][len(v) - 4:])[:3]
+        if min(in_c, in_hw, out_c, k, stride, groups) < 1 or pad < 0 or in_c % groups or out_c % groups \
+                or in_hw + 2 * pad < k or not 0 < d <= 1:
+            ap.error(f"--conv {item!r}: sizes must be positive, groups must divide in_c and out_c, the kernel must fit "
+                     f"the padded input and the density must be in (0, 1]")
+        layer = workloads.conv("adhoc", name, d, in_c=in_c, in_hw=in_hw, out_c=out_c, k=k, stride=stride, pad=pad,
+                               groups=groups)
+        workloads.LAYERS.append(layer)
+        out.append(layer)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", default="aarch64-neon,armv7a-neon,cortex-m4")
-    ap.add_argument("--layers", default=",".join(LAYERS))
+    ap.add_argument("--layers", default=None, help=f"workload layer keys (default: {','.join(LAYERS)})")
     ap.add_argument("--densities", default="", help="override: comma-separated densities (e.g. 0.02,0.1,0.3)")
     ap.add_argument("--json", default="")
     ap.add_argument("--x-zeros", type=float, default=0.0, metavar="Z",
@@ -256,6 +284,9 @@ def main(argv=None):
                          "kernels that skip zero inputs (prunec build --skip-zero-inputs) are counted beside the others")
     ap.add_argument("--row-align", type=int, default=None,
                     help="pad sparse fc rows to a multiple of this many entries (default: the target's, as prunec build)")
+    ap.add_argument("--conv", default="", metavar="NAME=IN_C,IN_HW,OUT_C,K[,STRIDE[,PAD[,GROUPS]]]@DENSITY[;...]",
+                    help="ad-hoc square conv layers to count beside (or, without --layers, instead of) the workloads', "
+                         "e.g. 'dw6=64,6,64,3,1,1,64@0.2;pw6=64,6,64,1@0.2' (keys adhoc.NAME)")
     ap.add_argument("--index-bits", default="", metavar="B[,B...]",
                     help="index widths every sparse layer may use, as prunec build --index-bits (e.g. 1-16; default: "
                          "the target's per-op widths)")
@@ -265,7 +296,9 @@ def main(argv=None):
         ap.error(f"--x-zeros {a.x_zeros}: give the share of zero inputs, in [0, 1)")
     X_ZEROS = a.x_zeros
     tnames = harness.target_names(ap, "--targets", a.targets, arm_targets())
-    layers = harness.layer_keys(ap, "--layers", a.layers)
+    adhoc = adhoc_convs(ap, a.conv) if a.conv else []
+    listed = harness.layer_keys(ap, "--layers", a.layers) if a.layers else [] if adhoc else list(LAYERS)
+    layers = listed + [l.key for l in adhoc]
     try:
         dens = tuple(float(v) for v in a.densities.split(",") if v) or None
     except ValueError:

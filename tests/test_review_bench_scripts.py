@@ -168,6 +168,10 @@ def test_report_arm_conv_per_nonzero_mac_and_size_before_pruning(tmp_path):
     ("bench_arm.py", ["--densities", "1.5"], "(0, 1]"),
     ("bench_arm.py", ["--index-bits", "17"], "--index-bits"),
     ("bench_arm.py", ["--x-zeros", "1"], "--x-zeros 1.0: give the share of zero inputs, in [0, 1)"),
+    ("bench_arm.py", ["--conv", "x=1,2,3@0.5"], "then 4 to 7 integers"),
+    ("bench_arm.py", ["--conv", "dw=4,6,6,3,1,0,3@0.5"], "groups must divide in_c and out_c"),
+    ("bench_arm.py", ["--conv", "pw=4,6,4,1@1.5"], "density must be in (0, 1]"),
+    ("bench_arm.py", ["--conv", "pw 4,6,4,1"], "write NAME=IN_C,IN_HW,OUT_C,K"),
     ("bench_layers.py", ["--x-zeros", "-0.1"], "--x-zeros -0.1: give the share of zero inputs, in [0, 1)"),
     ("bench_fuse.py", ["--model", "lenet5={model}", "--iters", "0"], "--iters"),
     ("bench_fuse.py", ["--model", "{model}"], "give KEY=PATH"),
@@ -218,3 +222,19 @@ def test_bench_layers_times_the_zero_skipping_kernels_with_zero_inputs():
         cs, _ = bl.fc_contenders(layer, w, bias, xz, 1, lib_t, torch_csr=False, scipy_csr=False, x_zeros=z)
         names = [c.name for c in cs if "zero inputs skipped" in c.name]
         assert len(names) == want >= (1 if z else 0), names
+
+
+def test_bench_arm_counts_an_adhoc_conv(tmp_path):
+    """--conv NAME=...: an ad-hoc conv shape counted like the workloads' (the MLPerf Tiny layers of
+    docs/BENCHMARKS.md were measured this way), alone when --layers is not given."""
+    import shutil as sh
+
+    if not (sh.which("qemu-system-arm") and sh.which("arm-none-eabi-gcc")):
+        pytest.skip("needs qemu-system-arm and arm-none-eabi-gcc (make setup)")
+    out = tmp_path / "a.json"
+    p = subprocess.run([sys.executable, str(BENCH / "bench_arm.py"), "--targets", "cortex-m4", "--conv",
+                        "pw3=8,3,8,1@0.5", "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())
+    assert [r["layer"] for r in rows] == ["adhoc.pw3"]
+    assert 0 < rows[0]["nonzero"] < 64 and rows[0]["macs"] == 64 * 9 and rows[0]["best_sparse"] > 0
