@@ -79,7 +79,7 @@ def test_avx512x4_fc_wide_x_four_row_path(built, case):
 
 
 # The avx512x4 conv has three stride-1 paths: small problems (the group's input packed into kw shifted copies,
-# at most 12288 floats, and 16 <= in_c/groups*kh*kw <= 2048) take the packed path, with 8-bit rows of planes of
+# at most 16384 floats, and 16 <= in_c/groups*kh*kw <= 2048) take the packed path, with 8-bit rows of planes of
 # <= 4 vectors decoded inside the FMA loop (8x8-like planes in row pairs), other rows decoded in chunks of 512 entries into an offset list
 # and the plane cut into segments of <= 24 vectors; larger ones take the register tiles (16 columns, or 8
 # when out_w <= 8). These shapes reach each path with odd widths, padding, groups, fillers and every b.

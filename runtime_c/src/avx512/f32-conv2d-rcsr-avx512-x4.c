@@ -2,11 +2,12 @@
  * Sparse 2-D convolution over relative-indexed CSR, x86-64 AVX-512 (F, VL), NCHW, batch 1. Twin of
  * prunec_f32_conv2d_rcsr__portable (same signature, same result up to fp32 summation order). Stride 1 and
  * dilation 1 (the paper's LeNet-5, AlexNet conv2-5, VGG-16) take one of three paths; other strides and dilations
- * take the register tiles (conv_tiled), stride_w > 4 and kernels wider than 16 a plain direct loop, the portable
+ * the packed path where it fits, else the register tiles (conv_tiled); stride_w > 4 and kernels wider than 16 a
+ * plain direct loop, the portable
  * algorithm (strided layers ran that loop at ~2 GMAC/s until the tiles took them: ResNet-8's stride-2 3x3 at
- * 32x32 263 -> 46 us, MobileNet's stride-2 stem 107 -> ~15 us).
+ * 32x32 263 -> 46 us, MobileNet's stride-2 stem 107 -> 24 us; MLPerf Tiny models pruned globally to 80 %).
  *
- * Small problems (the group's input, packed below, <= 12288 floats, and at least 16 columns per row; LeNet-5,
+ * Small problems (the group's input, packed below, <= 16384 floats, and at least 16 columns per row; LeNet-5,
  * DS-CNN's 10x4 stride-2 first conv; any stride_w <= 4 and dilation: the copies then hold the input columns each
  * output column reads and, for stride_h > 1, one copy per row phase): the input is packed once per
  * call into kw copies shifted by kx, cut to the output width and padded, so that the input of any tap for the
