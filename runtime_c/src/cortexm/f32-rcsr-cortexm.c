@@ -676,18 +676,12 @@ static void prunec_cortexm_conv_geometry(const prunec_conv2d_params *p, prunec_c
                                          float out_max) {
   const int32_t span_w = (int32_t)((p->kw - 1) * p->dil_w), span_h = (int32_t)((p->kh - 1) * p->dil_h);
   int32_t hi;
-  c->in_h = (int32_t)p->in_h;
-  c->in_w = (int32_t)p->in_w;
-  c->out_h = (int32_t)p->out_h;
-  c->out_w = (int32_t)p->out_w;
-  if (p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
-      p->out_w < 8) {
-    /* 1x1, stride 1, no padding, planes too narrow for a tile (MobileNet's 6x6 and 3x3 pointwise layers): input
-     * and output planes have one layout, so the plane is run as one row of out_h*out_w pixels (runs of 8 across
-     * rows instead of one short run per row: 6x6 1x1 on Cortex-M4 10.2 -> 6.8 instructions per nonzero MAC) */
-    c->in_w = c->out_w = (int32_t)(p->out_h * p->out_w);
-    c->in_h = c->out_h = 1;
-  }
+  prunec_conv2d_params flat;
+  const prunec_conv2d_params *q = prunec_conv_plane_as_row(p, &flat); /* narrow 1x1 planes as one row */
+  c->in_h = (int32_t)q->in_h;
+  c->in_w = (int32_t)q->in_w;
+  c->out_h = (int32_t)q->out_h;
+  c->out_w = (int32_t)q->out_w;
   c->sh = (int32_t)p->stride_h;
   c->sw = (int32_t)p->stride_w;
   c->ph = (int32_t)p->pad_h;

@@ -445,15 +445,8 @@ typedef struct prunec_mve_taps {
 void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rcsr_f32 *w, const float *bias,
                                  const float *x, float *y, float out_min, float out_max) {
   static const int32_t lane_ids[4] = {0, 1, 2, 3};
-  /* 1x1, stride 1, no padding, planes narrower than 8 (MobileNet's 6x6 and 3x3 pointwise layers): input and output
-   * planes share one layout, so the plane runs as one row of out_h*out_w pixels (blocks of 8 across rows) */
-  prunec_conv2d_params flat = *p0;
-  const prunec_conv2d_params *const p = &flat;
-  if (p0->kh == 1 && p0->kw == 1 && p0->stride_h == 1 && p0->stride_w == 1 && p0->pad_h == 0 && p0->pad_w == 0 &&
-      p0->out_w < 8) {
-    flat.in_w = flat.out_w = p0->out_h * p0->out_w;
-    flat.in_h = flat.out_h = 1u;
-  }
+  prunec_conv2d_params flat;
+  const prunec_conv2d_params *const p = prunec_conv_plane_as_row(p0, &flat); /* narrow 1x1 planes as one row */
   prunec_mve_taps t;
   prunec_conv_tap_table tab;
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
