@@ -317,6 +317,21 @@ static inline const prunec_conv2d_params *prunec_conv_plane_as_row(const prunec_
   return flat;
 }
 
+/* Output columns [*ow_lo, *ow_hi) and rows [*oh_lo, *oh_hi) of p whose taps all read inside their input row / inside
+ * the input's rows (any stride and dilation): there the Arm conv kernels skip the per-tap column / row checks.
+ * ow_lo, ow_hi and oh_hi are clamped to the plane; an empty range has hi <= lo. */
+static inline void prunec_conv_interior(const prunec_conv2d_params *p, int32_t *ow_lo, int32_t *ow_hi, int32_t *oh_lo,
+                                        int32_t *oh_hi) {
+  const int32_t sw = (int32_t)p->stride_w, sh = (int32_t)p->stride_h, pw = (int32_t)p->pad_w;
+  const int32_t ph = (int32_t)p->pad_h, out_w = (int32_t)p->out_w, out_h = (int32_t)p->out_h;
+  const int32_t hw = (int32_t)p->in_w - 1 + pw - (int32_t)((p->kw - 1) * p->dil_w); /* ow*sw <= hw */
+  const int32_t hh = (int32_t)p->in_h - 1 + ph - (int32_t)((p->kh - 1) * p->dil_h); /* oh*sh <= hh */
+  *ow_lo = (pw + sw - 1) / sw < out_w ? (pw + sw - 1) / sw : out_w; /* ow*sw >= pw */
+  *ow_hi = hw < 0 ? 0 : (hw / sw + 1 < out_w ? hw / sw + 1 : out_w);
+  *oh_lo = (ph + sh - 1) / sh;
+  *oh_hi = hh < 0 ? 0 : (hh / sh + 1 < out_h ? hh / sh + 1 : out_h);
+}
+
 /* The frame of every column-major fc kernel (docs/FORMAT.md "Column-major fc layers"): y = bias (0 without one)
  * before the scatter of the columns, the fused clamp (as in the row kernels) after it. */
 static inline void prunec_rcsc_start(float *y, const float *bias, uint32_t n) {

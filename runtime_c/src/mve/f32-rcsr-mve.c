@@ -456,22 +456,14 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rc
   const int32_t ph = (int32_t)p->pad_h, pw = (int32_t)p->pad_w;
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
-  const int32_t span = (int32_t)((p->kw - 1) * p->dil_w);
-  const int32_t dy_max = (int32_t)((p->kh - 1) * p->dil_h);
-  const int32_t ow_lo = pw;
-  int32_t ow_hi = in_w - span + pw;
-  /* any stride: output columns whose taps all read inside their input row, [sw_lo, sw_hi) */
-  const int32_t sw_lo = (pw + sw - 1) / sw, sw_hi0 = in_w - 1 + pw - span;
-  const int32_t sw_hi = sw_hi0 < 0 ? 0 : (sw_hi0 / sw + 1 < out_w ? sw_hi0 / sw + 1 : out_w);
+  int32_t ow_lo, ow_hi, oh_lo, oh_hi; /* output columns / rows whose taps all read inside the input row / rows */
   const int32x4_t lane = vld1q_s32(lane_ids);
   const uint32x4_t soff = vreinterpretq_u32_s32(vmulq_n_s32(lane, sw)); /* lane l reads cell l*sw */
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
     return;
   }
-  if (ow_hi > out_w) {
-    ow_hi = out_w;
-  }
+  prunec_conv_interior(p, &ow_lo, &ow_hi, &oh_lo, &oh_hi);
   for (oc = 0; oc < p->out_c; oc++) {
     const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
     float *yp = y + (size_t)oc * out_plane;
@@ -490,7 +482,7 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rc
         const int32_t iy0 = oh * sh - ph;
         const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
         float *yr = yp + (size_t)oh * (size_t)out_w;
-        const int rows_in = iy0 >= 0 && iy0 + dy_max < in_h; /* every tap's input row exists */
+        const int rows_in = oh >= oh_lo && oh < oh_hi; /* every tap's input row exists */
         int32_t ow = 0;
         while (ow < out_w) {
           uint32_t k;
@@ -527,7 +519,7 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rc
             }
             vst1q_f32(yr + ow, acc);
             ow += 4;
-          } else if (sw > 1 && ow >= sw_lo && ow + 4 <= sw_hi) {
+          } else if (sw > 1 && ow >= ow_lo && ow + 4 <= ow_hi) {
             /* stride_w > 1, every tap inside the row: one gather of lanes l*sw per tap, no column checks */
             const ptrdiff_t base = (ptrdiff_t)iy0 * in_w - pw + (ptrdiff_t)ow * sw;
             float32x4_t acc = first ? vb : vld1q_f32(yr + ow);

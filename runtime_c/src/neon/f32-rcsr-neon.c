@@ -638,8 +638,6 @@ typedef struct prunec_neon_conv {
 } prunec_neon_conv;
 
 static void prunec_neon_conv_geometry(const prunec_conv2d_params *p, prunec_neon_conv *c) {
-  const int32_t span_w = (int32_t)((p->kw - 1) * p->dil_w), span_h = (int32_t)((p->kh - 1) * p->dil_h);
-  int32_t hi;
   prunec_conv2d_params flat;
   const prunec_conv2d_params *q = prunec_conv_plane_as_row(p, &flat); /* narrow 1x1 planes as one row */
   c->in_h = (int32_t)q->in_h;
@@ -650,15 +648,7 @@ static void prunec_neon_conv_geometry(const prunec_conv2d_params *p, prunec_neon
   c->sw = (int32_t)p->stride_w;
   c->ph = (int32_t)p->pad_h;
   c->pw = (int32_t)p->pad_w;
-  c->ow_lo = (c->pw + c->sw - 1) / c->sw; /* ow*sw >= pw */
-  c->ow_lo = c->ow_lo < c->out_w ? c->ow_lo : c->out_w;
-  hi = c->in_w - 1 + c->pw - span_w; /* ow*sw <= hi */
-  c->ow_hi = hi < 0 ? 0 : hi / c->sw + 1;
-  c->ow_hi = c->ow_hi > c->out_w ? c->out_w : c->ow_hi;
-  c->oh_lo = (c->ph + c->sh - 1) / c->sh;
-  hi = c->in_h - 1 + c->ph - span_h; /* oh*sh <= hi */
-  c->oh_hi = hi < 0 ? 0 : hi / c->sh + 1;
-  c->oh_hi = c->oh_hi > c->out_h ? c->out_h : c->oh_hi;
+  prunec_conv_interior(q, &c->ow_lo, &c->ow_hi, &c->oh_lo, &c->oh_hi);
 }
 
 /* The first m lanes of acc (clamped on the final chunk) to y[0 .. m). */
