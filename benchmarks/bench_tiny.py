@@ -150,7 +150,9 @@ def make(key: str, sparsity: float, seed: int = 0):
     return dense, pruned.eval(), shape
 
 
-def bench_model(key: str, sparsity: float, tmp: Path, reps: int, target_s: float, arm=()) -> dict:
+def bench_model(key: str, sparsity: float, tmp: Path, reps: int, target_s: float, arm=(),
+                plugin: Path | None = None) -> dict:
+    """One model's contenders timed, plus its instruction counts on the `arm` targets (QEMU counter `plugin`)."""
     import torch
 
     from bench_models import ort_session
@@ -187,19 +189,8 @@ def bench_model(key: str, sparsity: float, tmp: Path, reps: int, target_s: float
     res["times_s"] = {c.name: c.times for c in cs}
     for t in arm:
         res.setdefault("arm_insns_per_inference", {})[t] = arm_counts(key, t, {"pruned": pruned, "dense": dense},
-                                                                      tmp, arm_plugin(tmp))
+                                                                      tmp, plugin)
     return res
-
-
-_PLUGIN: list = []
-
-
-def arm_plugin(tmp: Path) -> Path:
-    import bench_arm
-
-    if not _PLUGIN:
-        _PLUGIN.append(bench_arm.build_plugin(tmp))
-    return _PLUGIN[0]
 
 
 def arm_counts(key: str, target: str, models: dict, tmp: Path, plugin: Path) -> dict:
@@ -249,8 +240,13 @@ def main(argv=None) -> int:
         harness.pin_one_core(a.core)
     out = {"machine": harness.machine_description(), "command": " ".join(sys.argv), "models": []}
     with tempfile.TemporaryDirectory(prefix="prunec-tiny-") as td:
+        plugin = None
+        if arm:
+            import bench_arm
+
+            plugin = bench_arm.build_plugin(Path(td))  # the QEMU counter plugin, built once for every count
         for k in keys:
-            r = bench_model(k, a.sparsity, Path(td), a.reps, a.target_ms / 1e3, arm)
+            r = bench_model(k, a.sparsity, Path(td), a.reps, a.target_ms / 1e3, arm, plugin)
             out["models"].append(r)
             m = r["median_s"]
             b = r["builds"]["prunec pruned [x86_64-avx2]"]
