@@ -774,6 +774,37 @@ static inline __attribute__((always_inline)) void prunec_cortexm_conv_run(const 
   }
 }
 
+/* The longest run (8, 4, 2 or 1 pixels, at most n) from ow: its length. stride_w 1 has its own instances, whose loads
+ * take immediate offsets. */
+static inline __attribute__((always_inline)) int32_t prunec_cortexm_conv_runs(const prunec_cortexm_conv *c,
+                                                                             const prunec_cortexm_taps *t,
+                                                                             uint32_t nt, int32_t n, int32_t sw,
+                                                                             int32_t iy0, float *yr, int32_t ow,
+                                                                             int first, int final) {
+#define PRUNEC_CM_RUNS(SW)                                                    \
+  do {                                                                        \
+    if (n >= 8) {                                                             \
+      prunec_cortexm_conv_run(c, t, nt, 8, SW, iy0, yr, ow, first, final);    \
+      return 8;                                                               \
+    }                                                                         \
+    if (n >= 4) {                                                             \
+      prunec_cortexm_conv_run(c, t, nt, 4, SW, iy0, yr, ow, first, final);    \
+      return 4;                                                               \
+    }                                                                         \
+    if (n >= 2) {                                                             \
+      prunec_cortexm_conv_run(c, t, nt, 2, SW, iy0, yr, ow, first, final);    \
+      return 2;                                                               \
+    }                                                                         \
+    prunec_cortexm_conv_run(c, t, nt, 1, SW, iy0, yr, ow, first, final);      \
+    return 1;                                                                 \
+  } while (0)
+  if (sw == 1) {
+    PRUNEC_CM_RUNS(1);
+  }
+  PRUNEC_CM_RUNS(sw);
+#undef PRUNEC_CM_RUNS
+}
+
 /* Columns [ow, ow_end) of output row oh outside the register tiles (border rows and columns, planes too narrow for a
  * tile, stride_w > 1, column tails): pixels whose taps all read inside their input row ([ow_lo, ow_hi), any stride)
  * in runs of 8, then 4 (one input-row check per tap and run), the others one at a time with full bounds checks.
@@ -789,34 +820,7 @@ static void prunec_cortexm_conv_row(const prunec_cortexm_conv *c, const prunec_c
   while (ow < ow_end) {
     uint32_t k;
     if (ow >= c->ow_lo && ow < run_end) {
-      const int32_t n = run_end - ow;
-      if (sw == 1) { /* the loads' offsets are immediates */
-        if (n >= 8) {
-          prunec_cortexm_conv_run(c, t, nt, 8, 1, iy0, yr, ow, first, final);
-          ow += 8;
-        } else if (n >= 4) {
-          prunec_cortexm_conv_run(c, t, nt, 4, 1, iy0, yr, ow, first, final);
-          ow += 4;
-        } else if (n >= 2) {
-          prunec_cortexm_conv_run(c, t, nt, 2, 1, iy0, yr, ow, first, final);
-          ow += 2;
-        } else {
-          prunec_cortexm_conv_run(c, t, nt, 1, 1, iy0, yr, ow, first, final);
-          ow += 1;
-        }
-      } else if (n >= 8) {
-        prunec_cortexm_conv_run(c, t, nt, 8, sw, iy0, yr, ow, first, final);
-        ow += 8;
-      } else if (n >= 4) {
-        prunec_cortexm_conv_run(c, t, nt, 4, sw, iy0, yr, ow, first, final);
-        ow += 4;
-      } else if (n >= 2) {
-        prunec_cortexm_conv_run(c, t, nt, 2, sw, iy0, yr, ow, first, final);
-        ow += 2;
-      } else {
-        prunec_cortexm_conv_run(c, t, nt, 1, sw, iy0, yr, ow, first, final);
-        ow += 1;
-      }
+      ow += prunec_cortexm_conv_runs(c, t, nt, run_end - ow, sw, iy0, yr, ow, first, final);
     } else {
       float a = first ? b : yr[ow];
       const int32_t ix0 = ow * sw - c->pw;
