@@ -17,6 +17,22 @@
 #if PRUNEC_HAVE_MVE_F
 #include <arm_mve.h>
 
+/* The C paths' address step over four 8-bit codes c[0..3] (PRUNEC_MVE_NO_ASM): lane k of a advances by 4 bytes
+ * per code of entries k-3 .. k (prev: the previous step's last three codes, updated) and by 16 for the four
+ * entries themselves, so that lane k addresses entry k's float. */
+static inline uint32x4_t prunec_mve_addr_step(uint32x4_t a, const uint32_t c[4], uint32_t prev[3]) {
+  const uint32_t s1[4] = {prev[2], c[0], c[1], c[2]}, s2[4] = {prev[1], prev[2], c[0], c[1]},
+                 s3[4] = {prev[0], prev[1], prev[2], c[0]};
+  a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(c), 4));
+  a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s1), 4));
+  a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s2), 4));
+  a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s3), 4));
+  prev[0] = c[1];
+  prev[1] = c[2];
+  prev[2] = c[3];
+  return vaddq_n_u32(a, 16u);
+}
+
 static inline float prunec_mve_hsum(float32x4_t v) {
   return (vgetq_lane_f32(v, 0) + vgetq_lane_f32(v, 1)) + (vgetq_lane_f32(v, 2) + vgetq_lane_f32(v, 3));
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "prunec_kernels.h"
+#include "prunec_mve_util.h"
 #include "prunec_rcsr_util.h"
 
 static void fc_rcsc_mve_b8(const prunec_rcsr_f32 *w, const float *x, float *y) {
@@ -77,18 +78,7 @@ static void fc_rcsc_mve_b8(const prunec_rcsr_f32 *w, const float *x, float *y) {
         for (i = 0; i < 4; i++) {
           ca[i] = k + i < n ? c[i] : 0u;
         }
-        {
-          const uint32_t s1[4] = {prev[2], ca[0], ca[1], ca[2]}, s2[4] = {prev[1], prev[2], ca[0], ca[1]},
-                         s3[4] = {prev[0], prev[1], prev[2], ca[0]};
-          a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(ca), 4));
-          a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s1), 4));
-          a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s2), 4));
-          a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s3), 4));
-        }
-        prev[0] = ca[1];
-        prev[1] = ca[2];
-        prev[2] = ca[3];
-        a = vaddq_n_u32(a, 16u);
+        a = prunec_mve_addr_step(a, ca, prev);
         vstrwq_scatter_base_p_f32(a, 0, vfmaq_n_f32(vldrwq_gather_base_z_f32(a, 0, p), vldrwq_z_f32(v, p), xj), p);
       }
     }

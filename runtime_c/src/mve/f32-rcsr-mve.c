@@ -196,19 +196,7 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_row(const uint8_
         }
       }
     }
-    /* col_k = col_(k-4) + gaps k-3 .. k */
-    {
-      const uint32_t s1[4] = {prev[2], c[0], c[1], c[2]}, s2[4] = {prev[1], prev[2], c[0], c[1]},
-                     s3[4] = {prev[0], prev[1], prev[2], c[0]};
-      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(c), 4));
-      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s1), 4));
-      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s2), 4));
-      a = vaddq_u32(a, vmulq_n_u32(vld1q_u32(s3), 4));
-    }
-    prev[0] = c[1];
-    prev[1] = c[2];
-    prev[2] = c[3];
-    a = vaddq_n_u32(a, 16u);
+    a = prunec_mve_addr_step(a, c, prev); /* col_k = col_(k-4) + gaps k-3 .. k */
     acc = vfmaq_f32(acc, vldrwq_z_f32(vp + j, p), vldrwq_gather_base_z_f32(a, 0, p));
     j += 4;
   }
