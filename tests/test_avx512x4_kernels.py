@@ -78,6 +78,52 @@ def test_avx512x4_fc_wide_x_four_row_path(built, case):
     kh.check(ffi, lib, "prunec_f32_fc_rcsr__avx512x4", case)
 
 
+# The avx512x4 fc has two paths for 8-bit, b <= 7 and 16-bit codes, chosen at run time by the CPU's vendor (the
+# gather path on Intel cores, the broadcast path elsewhere) unless PRUNEC_X86_FC_GATHER fixes it at compile time.
+# Each is compiled here with the macro forced, so both are tested on any machine with AVX-512, on every fc case
+# (every width 1..16, tails of 1..15 entries, empty rows, 16-row blocks and their remainders) and the wide shapes.
+FC_CASES = kh.cases_for("fc_rcsr") + WIDE_FC
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["broadcast", "gather"])
+def built_fc_forced(request, tmp_path_factory):
+    return kh.build_kernels(["src/avx512/f32-fc-rcsr-avx512-x4.c"],
+                            [*AVX512_FLAGS, f"-DPRUNEC_X86_FC_GATHER={request.param}"],
+                            tmpdir=tmp_path_factory.mktemp(f"x4fc{request.param}"))
+
+
+@pytest.mark.parametrize("case", FC_CASES, ids=[c.id for c in FC_CASES])
+def test_avx512x4_fc_both_paths(built_fc_forced, case):
+    ffi, lib = built_fc_forced
+    kh.check(ffi, lib, "prunec_f32_fc_rcsr__avx512x4", case)
+
+
+def test_avx512x4_fc_paths_agree_on_a_lenet_layer(tmp_path):
+    """The two paths on the same 300x784 layer at 7 % (rows of ~55 entries: full groups of 16 and every tail) give
+    the same outputs to fp32 rounding; each against the float64 reference is what the tests above check."""
+    import numpy as np
+
+    from prunec import encode
+
+    outs = []
+    rng = np.random.default_rng(5)
+    wt = (rng.standard_normal((300, 784)) * (rng.random((300, 784)) < 0.07)).astype(np.float32)
+    b = rng.standard_normal(300).astype(np.float32)
+    x = rng.standard_normal(784).astype(np.float32)
+    for g in (0, 1):
+        ffi, lib = kh.build_kernels(["src/avx512/f32-fc-rcsr-avx512-x4.c"],
+                                    [*AVX512_FLAGS, f"-DPRUNEC_X86_FC_GATHER={g}"], tmpdir=tmp_path / str(g))
+        keep = kh._Keep()
+        y = np.full(300, 7.0, np.float32)
+        lib.prunec_f32_fc_rcsr__avx512x4(kh.rcsr_struct(ffi, keep, encode.encode_rcsr(wt, 8)),
+                                         keep.buf(ffi, "float[]", b), keep.buf(ffi, "float[]", x),
+                                         keep.buf(ffi, "float[]", y, True), -np.inf, np.inf)
+        outs.append(y)
+    want = wt.astype(np.float64) @ x.astype(np.float64) + b
+    assert np.allclose(outs[0], want, rtol=1e-5, atol=1e-5) and np.allclose(outs[1], want, rtol=1e-5, atol=1e-5)
+    assert np.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5) and not np.array_equal(outs[0], 7.0)
+
+
 # The avx512x4 conv has three stride-1 paths: small problems (the group's input packed into kw shifted copies,
 # at most 16384 floats, and 16 <= in_c/groups*kh*kw <= 2048) take the packed path, with 8-bit rows of planes of
 # <= 4 vectors decoded inside the FMA loop (8x8-like planes in row pairs), other rows decoded in chunks of 512 entries into an offset list
