@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "toolchain"))
 import harness  # noqa: E402
 import workloads  # noqa: E402
 from harness import Contender, py_timer  # noqa: E402
-from prunec.encode import choose_encoding, index_bits_for  # noqa: E402
+from prunec.encode import choose_encoding, encode_bsell, index_bits_for  # noqa: E402
 from prunec import targets as _targets  # noqa: E402
 
 X86_TARGET = _targets.get("x86_64-avx2")
@@ -63,6 +63,24 @@ def _rcsr_struct(ffi, keep, enc):
     s.values = keep(ffi.from_buffer("float[]", vals))
     s.index = keep(ffi.from_buffer("uint8_t[]", idx))
     s.row_ptr = keep(ffi.from_buffer("uint32_t[]", ptr))
+    return s
+
+
+def _aligned64(a: np.ndarray) -> np.ndarray:
+    """A copy of `a` whose data starts on a 64-byte boundary (what `prunec build` gives a blocked layout's values)."""
+    raw = np.zeros(a.nbytes + 64, dtype=np.uint8)
+    off = (-raw.ctypes.data) % 64
+    out = raw[off:off + a.nbytes].view(a.dtype)
+    out[:] = a.reshape(-1)
+    return out
+
+
+def _bsell_struct(ffi, keep, b):
+    s = keep(ffi.new("prunec_bsell_f32 *"))
+    s.rows, s.cols = b.rows, b.cols
+    s.steps = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.steps, dtype=np.uint8))))
+    s.index = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.index, dtype=np.uint8))))
+    s.values = keep(ffi.from_buffer("float[]", keep(_aligned64(np.asarray(b.values, dtype=np.float32)))))
     return s
 
 
@@ -114,8 +132,9 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
     cs_ = _rcsr_struct(ffi, keep, choose_encoding(w, allow_dense=False, bits_options=index_bits_for("fc"),
                                                   columns=True)) if x_zeros else None
     ds = _dense_struct(ffi, keep, w)
+    bs = _bsell_struct(ffi, keep, encode_bsell(w))  # the blocked sliced layout (docs/FORMAT.md "Blocked fc layers")
     for k, aligned in [(k, False) for k in ks] + [(k, True) for k in ks if rs_al is not None and k.isa in X86_TARGET.isa and k.isa != "portable"]:
-        if k.op not in ("fc_rcsr", "fc_dense", "fc_rcsc") or (aligned and k.op != "fc_rcsr") or \
+        if k.op not in ("fc_rcsr", "fc_dense", "fc_rcsc", "fc_bsell") or (aligned and k.op != "fc_rcsr") or \
                 (k.op == "fc_rcsc" and cs_ is None):
             continue
         Y = keep(np.full((batch, rows), np.nan, dtype=np.float32))
@@ -124,6 +143,9 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
         if k.op == "fc_rcsc":  # same signature as fc_rcsr
             run = (lambda fn, yb: lambda n: lib.bench_fc_rcsr(fn, cs_, bb, xb, yb, batch, n, lo, hi))(fn, yb)
             c = Contender(f"prunec sparse, zero inputs skipped [{k.isa}]", run, "prunec-sparse")
+        elif k.op == "fc_bsell":
+            run = (lambda fn, yb: lambda n: lib.bench_fc_bsell(fn, bs, bb, xb, yb, batch, n, lo, hi))(fn, yb)
+            c = Contender(f"prunec sparse, blocked layout [{k.isa}]", run, "prunec-sparse")
         elif k.op == "fc_rcsr":
             st = rs_al if aligned else rs
             run = (lambda fn, yb, st: lambda n: lib.bench_fc_rcsr(fn, st, bb, xb, yb, batch, n, lo, hi))(fn, yb, st)

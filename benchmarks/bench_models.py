@@ -65,16 +65,27 @@ def ort_floor(tmp: Path):
     return s
 
 
+# compile flags of a build variant beyond its target's own (CompiledBuild's extra_cflags), by the target's suffix
+EXTRA_CFLAGS = {"bc": ("-O3", "-DPRUNEC_X86_FC_GATHER=0")}
+
+
 def build(model_path: Path, target: str, out: Path, name: str):
     """`prunec build`; target "x86_64-avx2+x4" is x86_64-avx2 with the avx512x4 kernels preferred (the target
     file's ISA order is the codegen's kernel choice; this tries another order without a new target file), and
     "T@ra1" is target T built with `--row-align 1` (rows not padded: the fewest bytes), "T@sz" with
-    `--skip-zero-inputs relu` (docs/BUILD.md "Skipping zero inputs")."""
+    `--skip-zero-inputs relu` (docs/BUILD.md "Skipping zero inputs"), "T@csr" with `--fc-layout rcsr` (every fc
+    layer relative-indexed, none in the blocked sliced layout), "T@bc" that build compiled with
+    -DPRUNEC_X86_FC_GATHER=0 (the avx512x4 fc's broadcast path on any CPU: on Intel cores the kernel otherwise
+    takes its gather path; docs/BENCHMARKS.md "Intel")."""
     from dataclasses import replace
 
     from prunec import targets
     from prunec.build import build as do_build
 
+    if target.endswith("@bc"):  # relative-indexed fc, compiled with -DPRUNEC_X86_FC_GATHER=0 (EXTRA_CFLAGS)
+        return do_build(model_path, target[:-3], out, name, fc_layout="rcsr")
+    if target.endswith("@csr"):
+        return do_build(model_path, target[:-4], out, name, fc_layout="rcsr")
     if target.endswith("@ra1"):
         return do_build(model_path, target[:-4], out, name, row_align=1)
     if target.endswith("@sz"):
@@ -165,13 +176,16 @@ def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path,
                                 ("prunec pruned [x86_64-avx2]", pruned_ckpt, "x86_64-avx2"),
                                 ("prunec pruned [x86_64-avx2, avx512x4 first]", pruned_ckpt, "x86_64-avx2+x4"),
                                 ("prunec pruned [x86_64-avx2, --row-align 1]", pruned_ckpt, "x86_64-avx2@ra1"),
+                                ("prunec pruned [x86_64-avx2, --fc-layout rcsr]", pruned_ckpt, "x86_64-avx2@csr"),
+                                ("prunec pruned [x86_64-avx2, --fc-layout rcsr, fc broadcast path]", pruned_ckpt,
+                                 "x86_64-avx2@bc"),
                                 ("prunec pruned [x86_64-avx2, --skip-zero-inputs relu]", pruned_ckpt, "x86_64-avx2@sz"),
                                 ("prunec dense [x86_64-avx2]", dense_ckpt, "x86_64-avx2")):
         if ckpt is None:
             continue
         out = tmp / f"{key}-{target.replace('+', '-').replace('@', '-')}-{'p' if ckpt == pruned_ckpt else 'd'}"
         r = build(ckpt, target, out, key)
-        cb = CompiledBuild(out)
+        cb = CompiledBuild(out, EXTRA_CFLAGS.get(target.rpartition("@")[2], ("-O3",)))
         cb.set_input(x)
         cb.run_total(1)
         if ckpt == pruned_ckpt:

@@ -64,6 +64,9 @@ typedef struct prunec_rcsr_f32 {
   const float *values; const uint8_t *index; const uint32_t *row_ptr;
 } prunec_rcsr_f32;
 typedef struct prunec_dense_f32 { uint32_t rows; uint32_t cols; const float *values; } prunec_dense_f32;
+typedef struct prunec_bsell_f32 {
+  uint32_t rows; uint32_t cols; const uint8_t *steps; const uint8_t *index; const float *values;
+} prunec_bsell_f32;
 typedef struct prunec_conv2d_params {
   uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
   uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups;
@@ -79,6 +82,7 @@ SIGNATURES = {
     "fc_rcsr": "void {}(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_rcsc": "void {}(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_dense": "void {}(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, float, float);",
+    "fc_bsell": "void {}(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "conv2d_rcsr": "void {}(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, "
                    "const float *x, float *y, float, float);",
     "conv2d_dense": "void {}(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, "
@@ -470,6 +474,20 @@ def fc_cases(bits: tuple[int | None, ...] = (None,)) -> list[FcCase]:
     return out
 
 
+def bsell_cases() -> list[FcCase]:
+    """Shapes for the blocked sliced layout: rows around multiples of 16 (slices), columns around multiples of 32
+    (blocks; the last block's inputs are loaded masked), blocks holding 0 to 32 entries of a row (odd and even
+    step counts), empty rows and all-zero slices."""
+    out = []
+    shapes = [(15, 31, 0.3), (16, 32, 1.0), (17, 33, 0.5), (31, 63, 0.2), (33, 65, 0.9), (48, 96, 0.05),
+              (5, 200, 0.6), (40, 7, 0.8), (300, 784, 0.07), (20, 1000, 0.01)]
+    for i, (r, c, d) in enumerate(shapes):
+        out.append(FcCase(r, c, density=d, act=ACT_NAMES[i % 3], bias=i % 4 != 3, seed=100 + i))
+    out.append(FcCase(37, 70, pattern="empty_rows", act="relu", seed=120))
+    out.append(FcCase(18, 40, pattern="zero", seed=121))
+    return out
+
+
 def conv_cases(bits: tuple[int | None, ...] = (None,)) -> list[ConvCase]:
     """Edge geometries for conv2d kernels, once per entry of `bits` (None: dense)."""
     out: list[ConvCase] = []
@@ -650,6 +668,8 @@ def cases_for(op: str) -> list:
         return fc_cases(CASE_BITS)
     if op == "fc_dense":
         return fc_cases()
+    if op == "fc_bsell":  # the layout has no index width: the dense kernels' shapes, plus slices and blocks cut
+        return fc_cases() + bsell_cases()  # at every remainder
     if op == "fc_rcsc":  # the column-major kernels: inputs with no, some and only zeros
         return [FcCase(**{**c.__dict__, "x_zeros": (0.0, 0.6, 1.0)[i % 3]}) for i, c in enumerate(fc_cases(CASE_BITS))]
     if op == "conv2d_rcsr":
@@ -713,6 +733,18 @@ def rcsr_struct(ffi, keep: _Keep, r: encode.RCSR):
     return s
 
 
+def bsell_struct(ffi, keep: _Keep, b: encode.BSELL):
+    """The blocked sliced layout as C sees it; each array gets a private copy of exactly its size (a kernel that
+    reads past one is caught by the sanitizer build, and by the guard words of the layout tests)."""
+    s = ffi.new("prunec_bsell_f32 *", {
+        "rows": b.rows, "cols": b.cols,
+        "steps": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(b.steps, dtype=np.uint8).copy()),
+        "index": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(b.index, dtype=np.uint8).copy()),
+        "values": keep.buf(ffi, "float[]", np.ascontiguousarray(b.values, dtype=np.float32).copy())})
+    keep.items.append(s)
+    return s
+
+
 def dense_struct(ffi, keep: _Keep, w: np.ndarray):
     m = np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32)
     s = ffi.new("prunec_dense_f32 *", {"rows": m.shape[0], "cols": m.shape[1],
@@ -756,7 +788,9 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
     if isinstance(case, FcCase):
         w, b, x = case.data()
         y = np.full(case.rows, np.nan, np.float32)
-        if _op_of(kernel) == "fc_rcsc":  # stored column by column: the relative-indexed CSR of W^T
+        if _op_of(kernel) == "fc_bsell":  # the blocked sliced layout
+            ws = bsell_struct(ffi, keep, encode.encode_bsell(w))
+        elif _op_of(kernel) == "fc_rcsc":  # stored column by column: the relative-indexed CSR of W^T
             ws = rcsr_struct(ffi, keep, encode.encode_rcsr(np.ascontiguousarray(w.T), case.bits))
         else:
             ws = rcsr_struct(ffi, keep, encode.encode_rcsr(w, case.bits)) if case.bits else dense_struct(ffi, keep, w)

@@ -414,8 +414,8 @@ def test_index_widths_follow_the_op_the_target_and_the_flag(tmp_path):
 
 
 def test_row_alignment_follows_the_target_and_the_flag(tmp_path):
-    """x86_64-avx2 pads fc rows to a multiple of 8 entries (its [row_align_by_op]); --row-align overrides it on
-    any target; every build computes what PyTorch computes (trailing zero entries through the real kernels)."""
+    """x86_64-avx2 pads relative-indexed fc rows (--fc-layout rcsr: none in the blocked sliced layout) to a multiple
+    of 8 entries (its [row_align_by_op]); --row-align overrides it on any target; every build computes what PyTorch computes (trailing zero entries through the real kernels)."""
     from click.testing import CliRunner
 
     from prunec import targets as T
@@ -427,7 +427,7 @@ def test_row_alignment_follows_the_target_and_the_flag(tmp_path):
     for tag, target, align in (("x86", "x86_64-avx2", None), ("x86-1", "x86_64-avx2", 1), ("host-8", "host", 8),
                                ("host", "host", None)):
         d = tmp_path / tag
-        layer[tag] = B.build(pt2, target, d, name="fc25", row_align=align).manifest["layers"][0]
+        layer[tag] = B.build(pt2, target, d, name="fc25", row_align=align, fc_layout="rcsr").manifest["layers"][0]
         r = verify.compare(verify.run_host(d, x), ref)
         assert r.ok and r.top1_agreement == 1.0, (tag, r.text())
     assert layer["x86"]["row_align"] == 8 and layer["host-8"]["row_align"] == 8
@@ -435,7 +435,8 @@ def test_row_alignment_follows_the_target_and_the_flag(tmp_path):
     assert (layer["x86"]["nonzero"] + layer["x86"]["fillers"]) % 8 == 0
     assert sum(layer["x86"]["bytes"].values()) > sum(layer["x86-1"]["bytes"].values())
     assert layer["x86-1"]["bytes"] == layer["host"]["bytes"]
-    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "cli"), "-t", "x86_64-avx2", "--row-align", "1"])
+    r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "cli"), "-t", "x86_64-avx2", "--row-align", "1",
+                                  "--fc-layout", "rcsr"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["layers"][0]["row_align"] == 1
     r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "bad"), "--row-align", "0"])

@@ -26,7 +26,7 @@ from prunec.cli import main
 
 ALIGN = 16  # blob: every array starts at a multiple of 16 bytes
 C_TYPES = {"float": np.float32, "uint8_t": np.uint8, "uint32_t": np.uint32}
-DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr": np.uint32}
+DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr": np.uint32, "steps": np.uint8}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,7 +53,12 @@ def c_idents(manifest: dict) -> dict[str, str]:
 
 
 def array_bytes(layer: dict, array: str) -> int:
-    return layer["bytes"][{"row_ptr": "pointers"}.get(array, array)]
+    return layer["bytes"][{"row_ptr": "pointers", "steps": "pointers"}.get(array, array)]
+
+
+def array_align(layer: dict, array: str) -> int:
+    """Bytes a blob array's offset is a multiple of: 16, or 64 for the values of a blocked layout."""
+    return 64 if layer["format"] == "bsell" and array == "values" else ALIGN
 
 
 def array_names(layer: dict) -> list[str]:
@@ -65,18 +70,22 @@ def array_names(layer: dict) -> list[str]:
     names.append("values")
     if layer["format"] == "rcsr":
         names += ["index", "row_ptr"]
+    if layer["format"] == "bsell":
+        names += ["index", "steps"]
     return names
 
 
 def weighted(manifest: dict) -> list[dict]:
-    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense")]
+    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense", "bsell")]
 
 
 def read_c_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndarray]]:
     """{layer name: {array: values}} from the `static const T ID_ARRAY[N] = {...};` initialisers of NAME.c."""
     text = (build / f"{manifest['name']}.c").read_text()
     found = {}
-    for ctype, sym, n, body in re.findall(r"static const (\w+) (\w+)\[(\d+)\] = \{(.*?)\};", text, flags=re.S):
+    # a blocked layout's values carry __attribute__((aligned(64))) (FORMAT.md "In a build")
+    for ctype, sym, n, body in re.findall(r"static const (\w+) (\w+)\[(\d+)\](?: __attribute__\(\(aligned\(64\)\)\))? = "
+                                          r"\{(.*?)\};", text, flags=re.S):
         toks = [t for t in body.replace("\n", " ").split(",") if t.strip()]
         if ctype == "float":
             arr = np.array([np.float32(t.strip().rstrip("f")) for t in toks], np.float32)
@@ -106,7 +115,7 @@ def blob_layout(manifest: dict) -> list[tuple[str, str, int, int]]:
         for a in array_names(layer):
             n = array_bytes(layer, a)
             if n:
-                off = -(-off // ALIGN) * ALIGN
+                off = -(-off // array_align(layer, a)) * array_align(layer, a)
             out.append((layer["name"], a, off, n))
             off += n
     return out
@@ -141,6 +150,41 @@ def stored_shape(layer: dict) -> tuple[int, int]:
     return (cols, rows) if layer.get("orientation") == "columns" else (rows, cols)
 
 
+def decode_bsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: int):
+    """FORMAT.md "Blocked fc layers": steps per (slice of 16 rows, block of 32 columns), slice-major; then per pair
+    its steps of 16 slots, slot (j, l) = row 16s + l's j-th nonzero in the block (columns ascending); fillers index 0,
+    value 0."""
+    steps, index, values = arrays["steps"].astype(np.int64), arrays["index"], arrays["values"]
+    slices, blocks = -(-rows // 16), -(-cols // 32)
+    assert len(steps) == slices * blocks and steps.max(initial=0) <= 32
+    assert len(index) == len(values) == 16 * steps.sum() and index.max(initial=0) < 32
+    assert layer["index_bits"] == 8 and layer["row_align"] == 1 and layer.get("orientation") is None
+    w = np.zeros((rows, cols), np.float32)
+    ent_row, ent_col = [], []
+    t = 0
+    for i, k in enumerate(steps):
+        s, b = divmod(i, blocks)
+        last, done, used = {}, set(), False
+        for j in range(k):
+            used = False
+            for lane in range(16):
+                v, c, r = values[16 * t + lane], b * 32 + int(index[16 * t + lane]), s * 16 + lane
+                if v == 0:  # a filler (a zero weight is never stored): index 0, and the lane's last in this block
+                    assert index[16 * t + lane] == 0
+                    done.add(lane)
+                    continue
+                assert lane not in done, "a row's nonzeros in a block fill its lane's first steps"
+                assert r < rows and c < cols and c > last.get(lane, -1), "columns ascend within a row's block"
+                last[lane] = c
+                w[r, c] = v
+                ent_row.append(r), ent_col.append(c)
+                used = True
+            t += 1
+        assert k == 0 or used, "k is the most nonzeros of a row in the block: its last step holds one"
+    assert layer["nonzero"] == np.count_nonzero(w) and layer["fillers"] == len(values) - layer["nonzero"]
+    return w, np.array(ent_col), np.array(ent_row), values
+
+
 def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
     """(dense [rows x cols] float32 matrix of W, entry columns, entry rows, values) of one layer; the entries' rows and
     columns are those of the stored matrix (W^T for a column-major layer)."""
@@ -152,6 +196,8 @@ def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
     rows = layer["shape"][0]
     cols = int(np.prod(layer["shape"][1:]))
     values = arrays["values"]
+    if layer["format"] == "bsell":
+        return decode_bsell(layer, arrays, rows, cols)
     if layer["format"] == "dense":
         assert len(values) == rows * cols
         return values.reshape(rows, cols).copy(), None, None, values
@@ -204,6 +250,10 @@ def check_layer_record(layer: dict, arr: dict, col, row, values) -> None:
         return
     nz = int(np.count_nonzero(values))
     assert layer["nonzero"] == nz and layer["fillers"] == len(values) - nz
+    if layer["format"] == "bsell":  # pointers: the steps bytes, one per (slice, block)
+        assert by["index"] == len(arr["index"]) == len(values) and by["pointers"] == len(arr["steps"])
+        assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
+        return
     assert by["index"] == len(arr["index"]) and by["pointers"] == 4 * (rows + 1)
     zeros = values[values == 0]
     assert not np.signbit(zeros).any(), "fillers hold +0.0"
@@ -239,6 +289,10 @@ def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
     best = min(sizes, key=lambda b: (sizes[b], b))
     if w.size * 4 <= sizes[best]:
         assert layer["format"] == "dense", (layer["name"], sizes, w.size * 4)
+    elif layer["format"] == "bsell":  # FORMAT.md "Blocked fc layers": an fc layer that would be relative-indexed,
+        # on x86_64-avx2 (fc_bsell_max_bytes 1 MiB), whose slots (5 bytes each) fit the limit
+        slots = layer["nonzero"] + layer["fillers"]
+        assert layer["op"] == "fc" and 5 * slots <= 1 << 20 and layer["bytes"]["values"] == 4 * slots
     else:
         assert (layer["format"], layer["index_bits"]) == ("rcsr", best), (layer["name"], sizes)
         stored = layer["bytes"]["values"] + layer["bytes"]["index"] + layer["bytes"]["pointers"]
@@ -282,7 +336,7 @@ def check_model(model: nn.Module, pt2: Path, tmp: Path, *opts: str, allowed=None
         for name, (w, bias) in layers.items():
             want_w, want_b = model_weights(model, (modules or {}).get(name, name))
             layer = next(l for l in manifest["layers"] if l["name"] == name)
-            assert same_bits(w, want_w, layer["format"] == "rcsr"), (storage, name)
+            assert same_bits(w, want_w, layer["format"] in ("rcsr", "bsell")), (storage, name)
             assert (bias is None) == (want_b is None) and (bias is None or same_bits(bias, want_b, False)), name
             if allowed is not None:
                 check_choice(layer, want_w, allowed[layer["op"]], (align or {}).get(layer["op"], 1))
@@ -439,8 +493,23 @@ def test_every_forced_width(gaps, tmp_path, b):
 
 def test_gaps_row_aligned_on_x86_64_avx2(gaps, tmp_path):
     model, pt2, _ = gaps
-    man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
+    man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", "--fc-layout", "rcsr", allowed=DEFAULT,
+                      align={"fc": 8})
     assert {l["op"]: l["row_align"] for l in weighted(man)} == {"fc": 8, "conv2d": 1}
+
+
+def test_gaps_blocked_on_x86_64_avx2(gaps, tmp_path):
+    """The default x86 build stores the fc layer in the blocked sliced layout when the AVX-512 kernels are compiled
+    in (FORMAT.md "Blocked fc layers"); it decodes from the page, as C arrays and as a blob (values 64-byte aligned)."""
+    from prunec import build as B, targets
+
+    model, pt2, _ = gaps
+    man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
+    blocked = B.bsell_limit(targets.get("x86_64-avx2"), "auto") > 0
+    assert {l["op"]: l["format"] for l in weighted(man)}["fc"] == ("bsell" if blocked else "rcsr")
+    if blocked:
+        text = (tmp_path / f"{pt2.stem}_c" / f"{man['name']}.c").read_text()
+        assert re.search(r"static const float fc1_values\[\d+\] __attribute__\(\(aligned\(64\)\)\) = \{", text)
 
 
 @pytest.mark.parametrize("opts", [("--row-align", "8", "--index-bits", "1-16"), ("--row-align", "3", "--index-bits", "5")])

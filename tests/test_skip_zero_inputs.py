@@ -134,7 +134,7 @@ def test_index_widths_and_row_alignment_apply(net, tmp_path):
     """--index-bits picks the width of W^T's gaps; a column-major layer is unpadded unless --row-align says so
     (x86_64-avx2 pads its row-major fc rows to 8)."""
     _, pt2 = net
-    r = B.build(pt2, "x86_64-avx2", tmp_path / "a", skip_zero_inputs="fc2")
+    r = B.build(pt2, "x86_64-avx2", tmp_path / "a", skip_zero_inputs="fc2", fc_layout="rcsr")
     by = {l["name"]: l for l in r.manifest["layers"]}
     assert by["fc2"]["row_align"] == 1 and by["fc1"]["row_align"] == 8
     r = B.build(pt2, "host", tmp_path / "b", skip_zero_inputs="fc2", index_bits=["4"], row_align=2)
@@ -242,7 +242,7 @@ def test_auto_follows_each_targets_break_even(net, tmp_path):
     np.save(tmp_path / "cal.npy", x)
     for t in ("cortex-m55", "cortex-m4", "x86_64-avx2"):
         be = targets.get(t).extra["zero_skip_break_even"]
-        _, man, _ = B.prepare(pt2, t, skip_zero_inputs="auto", calibration=tmp_path / "cal.npy")
+        _, man, _ = B.prepare(pt2, t, skip_zero_inputs="auto", calibration=tmp_path / "cal.npy", fc_layout="rcsr")
         orient = {l["name"]: l["orientation"] for l in man["layers"]}["fc2"]
         assert orient == ("columns" if share >= be else "rows"), (t, be, share)
 

@@ -40,6 +40,19 @@ double bench_fc_dense(bench_fc_dense_fn f, const prunec_dense_f32 *w, const floa
   return (now() - t0) / (double)iters;
 }
 
+double bench_fc_bsell(bench_fc_bsell_fn f, const prunec_bsell_f32 *w, const float *bias, const float *x, float *y,
+                      int batch, long iters, float lo, float hi) {
+  const double t0 = now();
+  long i;
+  int b;
+  for (i = 0; i < iters; i++) {
+    for (b = 0; b < batch; b++) {
+      f(w, bias, x + (size_t)b * w->cols, y + (size_t)b * w->rows, lo, hi);
+    }
+  }
+  return (now() - t0) / (double)iters;
+}
+
 double bench_conv_rcsr(bench_conv_rcsr_fn f, const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                        const float *bias, const float *x, float *y, long iters, float lo, float hi) {
   const double t0 = now();

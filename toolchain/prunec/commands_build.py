@@ -39,13 +39,18 @@ from .codegen import STORAGES
 @click.option("--calibration", "calibration", type=click.Path(), default=None, metavar="X.npy",
               help="sample inputs ([N, *input shape] or [N, numel]) on which --skip-zero-inputs auto measures each fc "
                    "layer's share of zero inputs")
-def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs, calibration):
+@click.option("--fc-layout", "fc_layout", type=click.Choice(["auto", "rcsr"]), default="auto", show_default=True,
+              help="'auto': fc layers small enough (the target's fc_bsell_max_bytes; x86_64-avx2 with AVX-512: 1 MiB) "
+                   "are stored in the blocked sliced layout, 3-4x faster there for ~2x the bytes (docs/FORMAT.md "
+                   "\"Blocked fc layers\"); 'rcsr': every sparse layer in relative-indexed CSR, the fewest bytes")
+def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs, calibration,
+              fc_layout):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""
     from .bench import weights_summary
     from .build import build
 
     bits = None if index_bits is None else [b.strip() for b in index_bits.split(",")]
-    r = build(model, target, out, name, storage, bits, row_align, fuse_pool, skip_zero_inputs, calibration)
+    r = build(model, target, out, name, storage, bits, row_align, fuse_pool, skip_zero_inputs, calibration, fc_layout)
     t = r.manifest["totals"]
     fused = r.manifest["plan"]["fused_conv_pool"]
     arena = f"arena {r.manifest['arena_bytes']:,} bytes"

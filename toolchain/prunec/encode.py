@@ -125,9 +125,98 @@ class RCSR:
         return layer_bytes(self.entries, self.rows, self.index_bits, value_bytes)
 
 
+BSELL_ROWS = 16  # rows per slice of the blocked sliced layout (prunec_types.h PRUNEC_BSELL_ROWS)
+BSELL_COLS = 32  # columns per block (PRUNEC_BSELL_COLS): one two-register permute reaches them
+
+
+@dataclass
+class BSELL:
+    """The blocked sliced layout of a sparse fc matrix (docs/FORMAT.md "Blocked fc layers"; prunec_bsell_f32)."""
+
+    rows: int
+    cols: int
+    steps: np.ndarray  # uint8 [slices * blocks], slice-major
+    index: np.ndarray  # uint8 [16 * sum(steps)]: column offset in the block, fillers 0
+    values: np.ndarray  # [16 * sum(steps)] of the matrix's dtype, fillers 0
+    nonzero: int
+
+    @property
+    def slots(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def fillers(self) -> int:
+        return self.slots - self.nonzero
+
+    def bytes(self, value_bytes: int = 4) -> dict[str, int]:
+        return bsell_bytes(self.slots, self.steps.size, value_bytes)
+
+    def to_dense(self) -> np.ndarray:
+        """The matrix it stores (tests, and a check of the encoder)."""
+        out = np.zeros((self.rows, self.cols), dtype=self.values.dtype)
+        blocks = -(-self.cols // BSELL_COLS)
+        pos = 0
+        for i, k in enumerate(self.steps.astype(np.int64)):
+            s, b = divmod(i, blocks)
+            for j in range(int(k)):
+                for lane in range(BSELL_ROWS):
+                    v = self.values[pos]
+                    if v != 0:
+                        out[s * BSELL_ROWS + lane, b * BSELL_COLS + int(self.index[pos])] = v
+                    pos += 1
+        return out
+
+
+def bsell_bytes(slots: int, steps: int, value_bytes: int = 4) -> dict[str, int]:
+    """Bytes of a blocked sliced layout: values and one index byte per slot, one step count per slice and block
+    (reported as the layer's "pointers", the per-row-group metadata)."""
+    return {"values": slots * value_bytes, "index": slots, "pointers": steps}
+
+
+def _bsell_plan(w: np.ndarray):
+    """(rows_idx, cols_idx, steps [slices, blocks], rank of each nonzero among its row's in its block)."""
+    rows, cols = w.shape
+    slices, blocks = -(-rows // BSELL_ROWS), -(-cols // BSELL_COLS)
+    r, c = np.nonzero(w)  # row-major: rows ascending, columns ascending within a row
+    key = r.astype(np.int64) * blocks + c // BSELL_COLS  # (row, block), ascending in this order
+    counts = np.bincount(key, minlength=rows * blocks).reshape(rows, blocks)
+    first = np.searchsorted(key, key, side="left")
+    rank = np.arange(key.size) - first
+    pad = slices * BSELL_ROWS - rows
+    steps = np.pad(counts, ((0, pad), (0, 0))).reshape(slices, BSELL_ROWS, blocks).max(axis=1)
+    return r, c, steps, rank
+
+
+def bsell_slots(w: np.ndarray) -> int:
+    """Slots of `w` in the blocked sliced layout, without building it."""
+    w = _as_matrix(w)
+    return int(_bsell_plan(w)[2].sum()) * BSELL_ROWS
+
+
+def encode_bsell(w: np.ndarray) -> BSELL:
+    """`w` [rows, cols] in the blocked sliced layout (BSELL)."""
+    w = _as_matrix(w)
+    rows, cols = w.shape
+    blocks = -(-cols // BSELL_COLS)
+    r, c, steps, rank = _bsell_plan(w)
+    if steps.size and steps.max() > 255:  # cannot happen (a block has 32 columns); the uint8 below relies on it
+        raise ValueError("blocked layout: more than 255 steps in a block")
+    flat = steps.reshape(-1).astype(np.int64)
+    off = np.zeros(flat.size, dtype=np.int64)
+    off[1:] = np.cumsum(flat)[:-1] * BSELL_ROWS  # first slot of each (slice, block)
+    n = int(flat.sum()) * BSELL_ROWS
+    index = np.zeros(n, dtype=np.uint8)
+    values = np.zeros(n, dtype=w.dtype)
+    slot = off[(r // BSELL_ROWS) * blocks + c // BSELL_COLS] + rank * BSELL_ROWS + r % BSELL_ROWS
+    index[slot] = (c % BSELL_COLS).astype(np.uint8)
+    values[slot] = w[r, c]
+    return BSELL(rows, cols, flat.astype(np.uint8), index, values, int(r.size))
+
+
 @dataclass
 class Encoding:
-    """How one layer's weight matrix is stored: 'rcsr' (with `rcsr`) or 'dense' (with `dense`)."""
+    """How one layer's weight matrix is stored: 'rcsr' (with `rcsr`), 'dense' (with `dense`) or 'bsell' (with
+    `bsell`: the blocked sliced layout of fc layers on AVX-512 x86, docs/FORMAT.md "Blocked fc layers")."""
 
     format: str
     rows: int
@@ -135,15 +224,20 @@ class Encoding:
     nonzero: int
     rcsr: RCSR | None = None
     dense: np.ndarray | None = None  # [rows, cols], the matrix's dtype
+    bsell: BSELL | None = None
     value_bytes: int = 4
     sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def index_bits(self) -> int:
+        if self.bsell is not None:
+            return 8  # one byte per slot (a column offset 0..31 in its block)
         return self.rcsr.index_bits if self.rcsr is not None else 0
 
     @property
     def fillers(self) -> int:
+        if self.bsell is not None:
+            return self.bsell.fillers
         return self.rcsr.fillers if self.rcsr is not None else 0
 
     row_align: int = 1  # rows padded to a multiple of this many entries (1: not padded)
@@ -384,3 +478,11 @@ def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = Tru
     r = pad_rows(encode_rcsr(src, best_bits), row_align)
     return Encoding("rcsr", rows, cols, nonzero, rcsr=r, value_bytes=value_bytes, sizes=r.bytes(value_bytes),
                     row_align=row_align, columns=columns)
+
+
+def as_bsell(enc: Encoding, w: np.ndarray) -> Encoding:
+    """The blocked sliced layout of fc weight `w` (rows x cols), in place of encoding `enc` (its rows, cols and
+    nonzero count)."""
+    b = encode_bsell(w)
+    return Encoding("bsell", enc.rows, enc.cols, enc.nonzero, bsell=b, value_bytes=enc.value_bytes,
+                    sizes=b.bytes(enc.value_bytes))

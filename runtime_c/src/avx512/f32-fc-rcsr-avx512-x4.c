@@ -884,6 +884,10 @@ static inline __attribute__((always_inline)) __m512i g_cols(const uint8_t *cb, u
   return _mm512_add_epi32(_mm512_add_epi32(x4_prefix_sum(c), iota1), last);
 }
 
+/* Unoptimised, GCC's gather intrinsics are macros that pass the mask and scale through builtins taking signed types
+ * (-Wsign-conversion under -Wconversion -Werror at -O0); no code changes with the pragma. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
 /* acc + the products of a row's entries e .. e+n-1 (n >= 16: the next 16; n < 16: the row's last n, masked). `last`
  * is the column before entry e, in every lane, and becomes the column of entry e+15 (full groups only). */
 static inline __attribute__((always_inline)) __m512 g_step(const float *values, const uint8_t *cb, uint32_t e,
@@ -903,14 +907,12 @@ static inline __attribute__((always_inline)) __m512 g_step(const float *values, 
                              acc);
     }
     {
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wsign-conversion"
       const __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, c, x, 4);
-#pragma GCC diagnostic pop
       return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, values + e), xv, acc);
     }
   }
 }
+#pragma GCC diagnostic pop
 
 /* Lane r of the result: the sum of the 16 lanes of t[r] (a transpose tree: 256-bit halves, 128-bit quarters, then a
  * 4x4 transpose per quarter). */
