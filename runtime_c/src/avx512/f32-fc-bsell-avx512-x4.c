@@ -8,9 +8,11 @@
  * x[cols - 1] is read), then per step one 16-byte load of the slot indices widened to 32-bit lanes, one
  * two-register permute (vpermt2ps) that gives lane l the input of its column, one 64-byte load of the weights
  * and an FMA: 16 slots for about 4 instructions and no gather. Bias, clamp and a masked store end the slice.
- * On this project's Intel Xeon (docs/BENCHMARKS.md, "Blocked fc layers"): LeNet-300-100 fc1's shape at 7 %
- * (300x784) 1.8 us against 5.9 us for the relative-indexed CSR kernel's gather path and 7.1 us for its
- * broadcast path, although the slots are ~2.3x the nonzeros.
+ * On this project's Intel Xeon (docs/BENCHMARKS.md, "Twelfth session"): LeNet-300-100 fc1's shape at 8 % (300x784,
+ * random mask) 2.5 us against 8.8 us for the relative-indexed CSR kernel (its gather path there), although the slots
+ * are ~2.3x the nonzeros. What is left per block: the step loop's exit, mispredicted when the step counts of
+ * consecutive blocks differ (real layers: 2 to 19), ~1 us of LeNet-300-100 fc1's 3 us; a flattened loop with a
+ * block number per step (two more loads per step) was slower (4.6 against 3.1 us in a C loop).
  */
 #include "prunec_isa.h"
 
