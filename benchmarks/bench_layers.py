@@ -78,6 +78,7 @@ def _aligned64(a: np.ndarray) -> np.ndarray:
 def _bsell_struct(ffi, keep, b):
     s = keep(ffi.new("prunec_bsell_f32 *"))
     s.rows, s.cols = b.rows, b.cols
+    s.perm = keep(ffi.from_buffer("uint16_t[]", keep(np.ascontiguousarray(b.perm, dtype=np.uint16))))
     s.steps = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.steps, dtype=np.uint8))))
     s.index = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.index, dtype=np.uint8))))
     s.values = keep(ffi.from_buffer("float[]", keep(_aligned64(np.asarray(b.values, dtype=np.float32)))))

@@ -68,8 +68,8 @@ _CDEF_TYPES = """
 typedef struct prunec_rcsr_f32 { uint32_t rows; uint32_t cols; uint32_t index_bits; const float *values;
   const uint8_t *index; const uint32_t *row_ptr; } prunec_rcsr_f32;
 typedef struct prunec_dense_f32 { uint32_t rows; uint32_t cols; const float *values; } prunec_dense_f32;
-typedef struct prunec_bsell_f32 { uint32_t rows; uint32_t cols; const uint8_t *steps; const uint8_t *index;
-  const float *values; } prunec_bsell_f32;
+typedef struct prunec_bsell_f32 { uint32_t rows; uint32_t cols; const uint16_t *perm; const uint8_t *steps;
+  const uint8_t *index; const float *values; } prunec_bsell_f32;
 typedef struct prunec_conv2d_params { uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
   uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups; } prunec_conv2d_params;
 typedef void (*bench_fc_rcsr_fn)(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);

@@ -65,7 +65,7 @@ typedef struct prunec_rcsr_f32 {
 } prunec_rcsr_f32;
 typedef struct prunec_dense_f32 { uint32_t rows; uint32_t cols; const float *values; } prunec_dense_f32;
 typedef struct prunec_bsell_f32 {
-  uint32_t rows; uint32_t cols; const uint8_t *steps; const uint8_t *index; const float *values;
+  uint32_t rows; uint32_t cols; const uint16_t *perm; const uint8_t *steps; const uint8_t *index; const float *values;
 } prunec_bsell_f32;
 typedef struct prunec_conv2d_params {
   uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
@@ -738,6 +738,7 @@ def bsell_struct(ffi, keep: _Keep, b: encode.BSELL):
     reads past one is caught by the sanitizer build, and by the guard words of the layout tests)."""
     s = ffi.new("prunec_bsell_f32 *", {
         "rows": b.rows, "cols": b.cols,
+        "perm": keep.buf(ffi, "uint16_t[]", np.ascontiguousarray(b.perm, dtype=np.uint16).copy()),
         "steps": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(b.steps, dtype=np.uint8).copy()),
         "index": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(b.index, dtype=np.uint8).copy()),
         "values": keep.buf(ffi, "float[]", np.ascontiguousarray(b.values, dtype=np.float32).copy())})

@@ -34,26 +34,32 @@ def test_encoder_round_trip_and_counts(shape, density):
     assert b.slots == 16 * int(b.steps.sum()) == encode.bsell_slots(w) == b.index.size
     assert b.nonzero == np.count_nonzero(w) and b.fillers == b.slots - b.nonzero
     assert b.index.max(initial=0) < 32 and b.bytes() == {"values": 4 * b.slots, "index": b.slots,
-                                                          "pointers": slices * blocks}
+                                                          "pointers": slices * blocks + 2 * 16 * slices}
+    # the rows by nonzero count, most first (ties: lower row first), then 0 for the lanes past the last row
+    counts = np.count_nonzero(w, axis=1)
+    assert sorted(b.perm[:shape[0]]) == list(range(shape[0])) and not b.perm[shape[0]:].any()
+    assert list(b.perm[:shape[0]]) == sorted(range(shape[0]), key=lambda r: (-counts[r], r))
     # step count of a (slice, block): the most nonzeros any row of the slice has in the block
-    nz = np.pad(w != 0, ((0, slices * 16 - shape[0]), (0, blocks * 32 - shape[1])))
+    nz = np.pad(w[b.perm[:shape[0]]] != 0, ((0, slices * 16 - shape[0]), (0, blocks * 32 - shape[1])))
     per_row = nz.reshape(slices, 16, blocks, 32).sum(axis=3)
     assert np.array_equal(b.steps.reshape(slices, blocks), per_row.max(axis=1))
 
 
 def test_encoder_slot_order_is_slice_block_step_lane():
-    """Slot (step j, lane l) of (slice s, block b): row 16s+l's j-th nonzero in the block, columns ascending."""
+    """Slot (step j, lane l) of (slice s, block b): the j-th nonzero in the block of lane l's row (perm[16s + l]),
+    columns ascending; rows by nonzero count, most first."""
     w = np.zeros((17, 40), np.float32)
-    w[0, [1, 5]] = [1, 2]      # slice 0, block 0: 2 steps
-    w[3, 4] = 3                # slice 0, block 0, lane 3, step 0
-    w[2, 33] = 4               # slice 0, block 1
-    w[16, 39] = 5              # slice 1, block 1, lane 0
+    w[0, [1, 5]] = [1, 2]      # 2 nonzeros: lane 0 of slice 0; block 0: 2 steps
+    w[3, 4] = 3                # 1 nonzero each, in row order: rows 2, 3, 16 -> lanes 1, 2, 3
+    w[2, 33] = 4               # block 1
+    w[16, 39] = 5              # block 1
     b = encode.encode_bsell(w)
-    assert list(b.steps) == [2, 1, 0, 1]
+    assert list(b.perm[:5]) == [0, 2, 3, 16, 1] and list(b.perm[16:]) == [15] + [0] * 15
+    assert list(b.steps) == [2, 1, 0, 0]  # slice 1 holds row 15 only (no nonzeros)
     v, i = b.values.reshape(-1, 16), b.index.reshape(-1, 16)
-    assert v[0, 0] == 1 and i[0, 0] == 1 and v[1, 0] == 2 and i[1, 0] == 5 and v[0, 3] == 3 and i[0, 3] == 4
-    assert v[2, 2] == 4 and i[2, 2] == 1 and v[3, 0] == 5 and i[3, 0] == 7
-    assert np.count_nonzero(v) == 5
+    assert v[0, 0] == 1 and i[0, 0] == 1 and v[1, 0] == 2 and i[1, 0] == 5 and v[0, 2] == 3 and i[0, 2] == 4
+    assert v[2, 1] == 4 and i[2, 1] == 1 and v[2, 3] == 5 and i[2, 3] == 7
+    assert np.count_nonzero(v) == 5 and np.array_equal(b.to_dense(), w)
 
 
 class _Mlp(nn.Module):

@@ -25,8 +25,9 @@ import build_models as bm
 from prunec.cli import main
 
 ALIGN = 16  # blob: every array starts at a multiple of 16 bytes
-C_TYPES = {"float": np.float32, "uint8_t": np.uint8, "uint32_t": np.uint32}
-DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr": np.uint32, "steps": np.uint8}
+C_TYPES = {"float": np.float32, "uint8_t": np.uint8, "uint16_t": np.uint16, "uint32_t": np.uint32}
+DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr": np.uint32, "steps": np.uint8,
+          "perm": np.uint16}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,7 +54,12 @@ def c_idents(manifest: dict) -> dict[str, str]:
 
 
 def array_bytes(layer: dict, array: str) -> int:
-    return layer["bytes"][{"row_ptr": "pointers", "steps": "pointers"}.get(array, array)]
+    if array in ("steps", "perm"):  # a bsell layer's "pointers" are its steps (one byte per slice and block) and its
+        rows, cols = layer["shape"][0], int(np.prod(layer["shape"][1:]))  # perm (two bytes per lane, 16 per slice)
+        slices, blocks = -(-rows // 16), -(-cols // 32)
+        assert layer["bytes"]["pointers"] == slices * blocks + 32 * slices
+        return slices * blocks if array == "steps" else 32 * slices
+    return layer["bytes"][{"row_ptr": "pointers"}.get(array, array)]
 
 
 def array_align(layer: dict, array: str) -> int:
@@ -71,7 +77,7 @@ def array_names(layer: dict) -> list[str]:
     if layer["format"] == "rcsr":
         names += ["index", "row_ptr"]
     if layer["format"] == "bsell":
-        names += ["index", "steps"]
+        names += ["index", "steps", "perm"]
     return names
 
 
@@ -155,8 +161,10 @@ def decode_bsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: in
     its steps of 16 slots, slot (j, l) = row 16s + l's j-th nonzero in the block (columns ascending); fillers index 0,
     value 0."""
     steps, index, values = arrays["steps"].astype(np.int64), arrays["index"], arrays["values"]
+    perm = arrays["perm"].astype(np.int64)
     slices, blocks = -(-rows // 16), -(-cols // 32)
     assert len(steps) == slices * blocks and steps.max(initial=0) <= 32
+    assert sorted(perm[:rows]) == list(range(rows)) and not perm[rows:].any(), "perm: each row once, then 0"
     assert len(index) == len(values) == 16 * steps.sum() and index.max(initial=0) < 32
     assert layer["index_bits"] == 8 and layer["row_align"] == 1 and layer.get("orientation") is None
     w = np.zeros((rows, cols), np.float32)
@@ -169,6 +177,7 @@ def decode_bsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: in
             used = False
             for lane in range(16):
                 v, c, r = values[16 * t + lane], b * 32 + int(index[16 * t + lane]), s * 16 + lane
+                r = int(perm[r]) if r < rows else rows  # the lane's row; lanes past the last hold only fillers
                 if v == 0:  # a filler (a zero weight is never stored): index 0, and the lane's last in this block
                     assert index[16 * t + lane] == 0
                     done.add(lane)
@@ -250,8 +259,8 @@ def check_layer_record(layer: dict, arr: dict, col, row, values) -> None:
         return
     nz = int(np.count_nonzero(values))
     assert layer["nonzero"] == nz and layer["fillers"] == len(values) - nz
-    if layer["format"] == "bsell":  # pointers: the steps bytes, one per (slice, block)
-        assert by["index"] == len(arr["index"]) == len(values) and by["pointers"] == len(arr["steps"])
+    if layer["format"] == "bsell":  # pointers: the steps bytes, one per (slice, block), and perm's, 2 per lane
+        assert by["index"] == len(arr["index"]) == len(values) and by["pointers"] == len(arr["steps"]) + 2 * len(arr["perm"])
         assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
         return
     assert by["index"] == len(arr["index"]) and by["pointers"] == 4 * (rows + 1)

@@ -29,19 +29,22 @@ typedef struct prunec_rcsr_f32 {
   const uint32_t *row_ptr;  /* [rows + 1] */
 } prunec_rcsr_f32;
 
-/* Blocked sliced layout of a sparse fc matrix (docs/FORMAT.md "Blocked fc layers", x86 with AVX-512): rows in slices
- * of PRUNEC_BSELL_ROWS = 16, columns in blocks of PRUNEC_BSELL_COLS = 32. For slice s and block b (s-major, then b),
- * steps[s * blocks + b] = k, the most nonzeros any row of the slice has in the block (0..32); then k steps of 16
- * slots follow in `index` and `values`, slot (step j, lane l) holding row 16s+l's j-th nonzero in the block (columns
- * ascending): index = its column's offset in the block (0..31, one byte), values = its weight. A row with fewer
- * nonzeros in the block, and the lanes of rows past the last, get fillers: index 0, value 0. So a kernel loads the
- * block's 32 inputs once and serves 16 rows with one two-register permute per step, no gather. Slots: 16 * the sum
- * of steps; more than the nonzeros (LeNet fc1 at 7 %: ~2.3x), so it is used for layers whose slots fit a core's L2. */
+/* Blocked sliced layout of a sparse fc matrix (docs/FORMAT.md "Blocked fc layers", x86 with AVX-512): the rows, in the
+ * order perm gives (by nonzero count, most first), in slices of PRUNEC_BSELL_ROWS = 16, columns in blocks of
+ * PRUNEC_BSELL_COLS = 32. Lane l of slice s holds row perm[16s + l] (lanes past the last row: perm 0, all fillers).
+ * For slice s and block b (s-major, then b), steps[s * blocks + b] = k, the most nonzeros any row of the slice has in
+ * the block (0..32); then k steps of 16 slots follow in `index` and `values`, slot (step j, lane l) holding lane l's
+ * row's j-th nonzero in the block (columns ascending): index = its column's offset in the block (0..31, one byte),
+ * values = its weight. A row with fewer nonzeros in the block, and the lanes past the last row, get fillers: index 0,
+ * value 0. So a kernel loads the block's 32 inputs once and serves 16 rows with one two-register permute per step,
+ * no gather. Slots: 16 * the sum of steps; more than the nonzeros (LeNet fc1 at 7 %: ~2.3-2.6x), so it is used for
+ * layers whose slots fit a core's L2. */
 #define PRUNEC_BSELL_ROWS 16u
 #define PRUNEC_BSELL_COLS 32u
 typedef struct prunec_bsell_f32 {
   uint32_t rows;
   uint32_t cols;
+  const uint16_t *perm;     /* [ceil(rows / 16) * 16] the row of each lane */
   const uint8_t *steps;     /* [ceil(rows / 16) * ceil(cols / 32)] */
   const uint8_t *index;     /* [16 * sum of steps] column offsets in the block, 0..31 */
   const float *values;      /* [16 * sum of steps] weights, fillers 0.0f */

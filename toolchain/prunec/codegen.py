@@ -123,7 +123,7 @@ class Array:
     """One constant array of the model: a C type, a symbol, the bytes."""
 
     symbol: str
-    ctype: str  # float, uint8_t, uint32_t
+    ctype: str  # float, uint8_t, uint16_t, uint32_t
     data: np.ndarray
     align: int = 16  # bytes; more than 16 only for a blocked layout's values (a kernel loads them 64 bytes at a time)
 
@@ -302,9 +302,10 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                 if own:
                     L.arrays += [Array(sym("values"), "float", bs.values.astype(np.float32), align=BSELL_ALIGN),
                                  Array(sym("index"), "uint8_t", bs.index.astype(np.uint8)),
-                                 Array(sym("steps"), "uint8_t", bs.steps.astype(np.uint8))]
+                                 Array(sym("steps"), "uint8_t", bs.steps.astype(np.uint8)),
+                                 Array(sym("perm"), "uint16_t", bs.perm.astype(np.uint16))]
                 L.structs.append(f"static const prunec_bsell_f32 {ident}_w = {{{bs.rows}u, {bs.cols}u, "
-                                 f"{wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
+                                 f"{wsym('perm')}, {wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
             elif enc.format == "rcsr":
                 r = enc.rcsr
                 if own:

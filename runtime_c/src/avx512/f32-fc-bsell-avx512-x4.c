@@ -7,12 +7,14 @@
  * four FMA chains, so the FMA latency (4 cycles) does not bound the step rate; with two it did, 2 cycles per step). Per column block: its 32 inputs in two registers (the last block loaded masked, so nothing past
  * x[cols - 1] is read), then per step one 16-byte load of the slot indices widened to 32-bit lanes, one
  * two-register permute (vpermt2ps) that gives lane l the input of its column, one 64-byte load of the weights
- * and an FMA: 16 slots for about 4 instructions and no gather. Bias, clamp and a masked store end the slice.
+ * and an FMA: 16 slots for about 4 instructions and no gather. The slice's biases gathered by perm, clamp, and a
+ * scatter to y[perm[...]] end the slice (the rows are stored by nonzero count, not in order).
  * On this project's Intel Xeon (docs/BENCHMARKS.md, "Twelfth session"): LeNet-300-100 fc1's shape at 8 % (300x784,
  * random mask) 2.5 us against 8.8 us for the relative-indexed CSR kernel (its gather path there), although the slots
- * are ~2.3x the nonzeros. What is left per block: the step loop's exit, mispredicted when the step counts of
- * consecutive blocks differ (real layers: 2 to 19), ~1 us of LeNet-300-100 fc1's 3 us; a flattened loop with a
- * block number per step (two more loads per step) was slower (4.6 against 3.1 us in a C loop).
+ * are ~2.3x the nonzeros. The bound: 2 cycles per step, the two port-5 instructions of a step (the permute and the
+ * widening of the index bytes); the real LeNet-300-100 fc1 (2,695 steps) takes 2.1 us. Blocks sorted by step count
+ * (predictable loop exits) changed nothing, and a flattened loop with a block number per step (two more loads per
+ * step) was slower.
  */
 #include "prunec_isa.h"
 
@@ -28,6 +30,10 @@
                       xl, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(index + (o)))), xh), \
                   acc)
 
+/* Unoptimised, GCC's gather and scatter intrinsics are macros that pass the mask and scale through builtins taking
+ * signed types (-Wsign-conversion under -Wconversion -Werror at -O0); no code changes with the pragma. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
 void prunec_f32_fc_bsell__avx512x4(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y,
                                    float out_min, float out_max) {
   const uint32_t slices = (w->rows + PRUNEC_BSELL_ROWS - 1u) / PRUNEC_BSELL_ROWS;
@@ -43,6 +49,7 @@ void prunec_f32_fc_bsell__avx512x4(const prunec_bsell_f32 *w, const float *bias,
     const uint32_t r0 = s * PRUNEC_BSELL_ROWS;
     const uint32_t n = w->rows - r0 < PRUNEC_BSELL_ROWS ? w->rows - r0 : PRUNEC_BSELL_ROWS;
     const __mmask16 m = (__mmask16)(n >= 16u ? 0xFFFFu : (1u << n) - 1u);
+    const __m512i rows = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(w->perm + r0)));
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     __m512 sum;
     for (b = 0; b < blocks; b++) {
@@ -81,12 +88,13 @@ void prunec_f32_fc_bsell__avx512x4(const prunec_bsell_f32 *w, const float *bias,
     }
     sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
     if (bias != NULL) {
-      sum = _mm512_add_ps(sum, _mm512_maskz_loadu_ps(m, bias + r0));
+      sum = _mm512_add_ps(sum, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, rows, bias, 4));
     }
     sum = _mm512_min_ps(hi, _mm512_max_ps(lo, sum)); /* max(lo, s): s where s is NaN, as the portable clampf */
-    _mm512_mask_storeu_ps(y + r0, m, sum);
+    _mm512_mask_i32scatter_ps(y, m, rows, sum, 4);   /* lane l to y[perm[16s + l]] */
   }
 }
+#pragma GCC diagnostic pop
 
 #else
 /* ISO C forbids an empty translation unit. */
