@@ -16,9 +16,11 @@ import hashlib
 import importlib.util
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +127,16 @@ def kernels_lib():
                        sources=[str(RUNTIME / s) for s in sources] + [str(BENCH / "c" / "bench_driver.c")],
                        include_dirs=[str(RUNTIME / "include"), str(BENCH / "c")],
                        extra_compile_args=CFLAGS, libraries=["m"])
-        so = ffi.compile(tmpdir=str(CACHE), verbose=False)
-        built = [Path(so)]
+        # compiled in a private folder, then moved into the cache in one rename: two processes (pytest-xdist
+        # workers, two benchmark runs) building the same module never see each other's half-written files
+        work = Path(tempfile.mkdtemp(prefix=f"{modname}-", dir=CACHE))
+        try:
+            so = Path(ffi.compile(tmpdir=str(work), verbose=False))
+            dest = CACHE / so.name
+            os.replace(so, dest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        built = [dest]
     spec = importlib.util.spec_from_file_location(modname, built[0])
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -194,7 +204,9 @@ def machine_limits(quick: bool = False) -> dict[str, float]:
     exe = CACHE / "probe_machine"
     src = BENCH / "probe_machine.c"
     if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
-        subprocess.run(["cc", "-O3", "-march=native", str(src), "-o", str(exe)], check=True)
+        tmp = exe.with_name(f"{exe.name}.{os.getpid()}")  # then one rename: concurrent runs never exec a partial file
+        subprocess.run(["cc", "-O3", "-march=native", str(src), "-o", str(tmp)], check=True)
+        os.replace(tmp, exe)
     out = subprocess.run([str(exe)] + (["--quick"] if quick else []), check=True, capture_output=True, text=True).stdout
     return {k: float(v) for k, v in (line.split() for line in out.splitlines() if line.strip())}
 
