@@ -20,7 +20,8 @@ from .codegen import STORAGES
               help="index widths (1 to 16 bits; ranges like 4-16 allowed) every layer may be stored with, the smallest "
                    "storage among them chosen per layer (default: the target's per-op widths: fc 8 or 16, conv 4, 8 "
                    "or 16; --index-bits 1-16 gives the fewest bytes, 4,8,16 the fewest among the widths every "
-                   "kernel has a fast path for)")
+                   "kernel has a fast path for; on x86_64-avx2 add --fc-layout rcsr, or small fc layers take the "
+                   "blocked layout)")
 @click.option("--row-align", "row_align", type=int, default=None, metavar="A",
               help="pad every relative-indexed row to a multiple of A entries with zero fillers, for kernels that take "
                    "entries in groups (default: the target's per-op choice, 8 for fc on x86_64-avx2; 1 = none, the "
