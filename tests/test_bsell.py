@@ -122,7 +122,7 @@ def test_blocked_layout_needs_the_avx512_kernel_and_stays_under_the_targets_limi
     if not _cpu_has_avx512():
         return
     t = targets.get("x86_64-avx2")
-    assert B.bsell_limit(t, "auto") == t.extra["fc_bsell_max_bytes"] == 1 << 20 and B.bsell_limit(t, "rcsr") == 0
+    assert B.bsell_limit(t, "auto") == t.extra["fc_bsell_max_bytes"] == 4 << 20 and B.bsell_limit(t, "rcsr") == 0
     # fc1 (300 -> 200 at 30 %) takes 16 * sum(steps) slots of 5 bytes; a limit just below it keeps it relative-indexed
     from prunec import frontend
 

@@ -299,9 +299,9 @@ def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
     if w.size * 4 <= sizes[best]:
         assert layer["format"] == "dense", (layer["name"], sizes, w.size * 4)
     elif layer["format"] == "bsell":  # FORMAT.md "Blocked fc layers": an fc layer that would be relative-indexed,
-        # on x86_64-avx2 (fc_bsell_max_bytes 1 MiB), whose slots (5 bytes each) fit the limit
+        # on x86_64-avx2 (fc_bsell_max_bytes 4 MiB), whose slots (5 bytes each) fit the limit
         slots = layer["nonzero"] + layer["fillers"]
-        assert layer["op"] == "fc" and 5 * slots <= 1 << 20 and layer["bytes"]["values"] == 4 * slots
+        assert layer["op"] == "fc" and 5 * slots <= 4 << 20 and layer["bytes"]["values"] == 4 * slots
     else:
         assert (layer["format"], layer["index_bits"]) == ("rcsr", best), (layer["name"], sizes)
         stored = layer["bytes"]["values"] + layer["bytes"]["index"] + layer["bytes"]["pointers"]

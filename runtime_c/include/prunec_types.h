@@ -38,7 +38,7 @@ typedef struct prunec_rcsr_f32 {
  * values = its weight. A row with fewer nonzeros in the block, and the lanes past the last row, get fillers: index 0,
  * value 0. So a kernel loads the block's 32 inputs once and serves 16 rows with one two-register permute per step,
  * no gather. Slots: 16 * the sum of steps; more than the nonzeros (LeNet fc1 at 7 %: ~2.3-2.6x), so it is used for
- * layers whose slots fit a core's L2. */
+ * layers whose slots stay near a core's L2 (x86_64-avx2: at most 4 MiB). */
 #define PRUNEC_BSELL_ROWS 16u
 #define PRUNEC_BSELL_COLS 32u
 typedef struct prunec_bsell_f32 {

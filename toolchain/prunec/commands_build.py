@@ -41,7 +41,7 @@ from .codegen import STORAGES
               help="sample inputs ([N, *input shape] or [N, numel]) on which --skip-zero-inputs auto measures each fc "
                    "layer's share of zero inputs")
 @click.option("--fc-layout", "fc_layout", type=click.Choice(["auto", "rcsr"]), default="auto", show_default=True,
-              help="'auto': fc layers small enough (the target's fc_bsell_max_bytes; x86_64-avx2 with AVX-512: 1 MiB) "
+              help="'auto': fc layers small enough (the target's fc_bsell_max_bytes; x86_64-avx2 with AVX-512: 4 MiB) "
                    "are stored in the blocked sliced layout, 3-4x faster there for ~2x the bytes (docs/FORMAT.md "
                    "\"Blocked fc layers\"); 'rcsr': every sparse layer in relative-indexed CSR, the fewest bytes")
 def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs, calibration,
