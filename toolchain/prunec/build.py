@@ -180,7 +180,8 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
             continue
         w = n.weight.reshape(n.weight.shape[0], -1)
         enc = choose_encoding(w, bits_options=bits(n.op), row_align=(row_align or 1) if cm else align(n.op), columns=cm)
-        if n.op == "fc" and enc.format == "rcsr" and not cm and limit:
+        # (slots >= nonzeros: a layer whose nonzeros alone exceed the limit is not laid out to find out)
+        if n.op == "fc" and enc.format == "rcsr" and not cm and (enc.value_bytes + 1) * enc.nonzero <= limit:
             slots = bsell_slots(w) if w.shape[0] <= BSELL_MAX_ROWS else 0
             if slots and sum(bsell_bytes(slots, bsell_pointer_bytes(*w.shape), enc.value_bytes).values()) <= limit:
                 enc = as_bsell(enc, w)
