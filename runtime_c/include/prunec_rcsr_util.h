@@ -332,6 +332,29 @@ static inline void prunec_conv_interior(const prunec_conv2d_params *p, int32_t *
   *oh_hi = hh < 0 ? 0 : (hh / sh + 1 < out_h ? hh / sh + 1 : out_h);
 }
 
+/* One output plane's geometry as the Arm conv kernels (Cortex-M, NEON) use it, signed for tap offsets that go
+ * negative: the planes' sizes (a narrow 1x1 plane as one row, prunec_conv_plane_as_row), stride, padding, and the
+ * interior column and row ranges of prunec_conv_interior. */
+typedef struct prunec_conv_geom {
+  int32_t in_h, in_w, out_h, out_w, sh, sw, ph, pw;
+  int32_t ow_lo, ow_hi; /* output columns whose taps all lie inside their input row (any stride_w) */
+  int32_t oh_lo, oh_hi; /* output rows whose taps all lie inside the input (any stride_h) */
+} prunec_conv_geom;
+
+static inline void prunec_conv_geom_init(const prunec_conv2d_params *p, prunec_conv_geom *g) {
+  prunec_conv2d_params flat;
+  const prunec_conv2d_params *q = prunec_conv_plane_as_row(p, &flat); /* narrow 1x1 planes as one row */
+  g->in_h = (int32_t)q->in_h;
+  g->in_w = (int32_t)q->in_w;
+  g->out_h = (int32_t)q->out_h;
+  g->out_w = (int32_t)q->out_w;
+  g->sh = (int32_t)p->stride_h;
+  g->sw = (int32_t)p->stride_w;
+  g->ph = (int32_t)p->pad_h;
+  g->pw = (int32_t)p->pad_w;
+  prunec_conv_interior(q, &g->ow_lo, &g->ow_hi, &g->oh_lo, &g->oh_hi);
+}
+
 /* The frame of every column-major fc kernel (docs/FORMAT.md "Column-major fc layers"): y = bias (0 without one)
  * before the scatter of the columns, the fused clamp (as in the row kernels) after it. */
 static inline void prunec_rcsc_start(float *y, const float *bias, uint32_t n) {

@@ -664,9 +664,7 @@ typedef struct prunec_cortexm_taps {
 typedef struct prunec_cortexm_conv {
   const float *xg; /* the channel's group of input planes */
   float *yp;       /* the output plane */
-  int32_t in_h, in_w, out_h, out_w, sh, sw, ph, pw;
-  int32_t ow_lo, ow_hi; /* output columns whose taps all lie inside their input row (any stride_w) */
-  int32_t oh_lo, oh_hi; /* output rows whose taps all lie inside the input (any stride_h) */
+  prunec_conv_geom g; /* the plane's geometry (prunec_rcsr_util.h) */
   float b, out_min, out_max;
   float bb[8]; /* the bias, 8 times: a tile's starting row */
   int relu;    /* out_min == +0.0, out_max == +inf */
@@ -674,17 +672,7 @@ typedef struct prunec_cortexm_conv {
 
 static void prunec_cortexm_conv_geometry(const prunec_conv2d_params *p, prunec_cortexm_conv *c, float out_min,
                                          float out_max) {
-  prunec_conv2d_params flat;
-  const prunec_conv2d_params *q = prunec_conv_plane_as_row(p, &flat); /* narrow 1x1 planes as one row */
-  c->in_h = (int32_t)q->in_h;
-  c->in_w = (int32_t)q->in_w;
-  c->out_h = (int32_t)q->out_h;
-  c->out_w = (int32_t)q->out_w;
-  c->sh = (int32_t)p->stride_h;
-  c->sw = (int32_t)p->stride_w;
-  c->ph = (int32_t)p->pad_h;
-  c->pw = (int32_t)p->pad_w;
-  prunec_conv_interior(q, &c->ow_lo, &c->ow_hi, &c->oh_lo, &c->oh_hi);
+  prunec_conv_geom_init(p, &c->g);
   c->out_min = out_min;
   c->out_max = out_max;
   c->relu = out_min == 0.0f && !signbit(out_min) && out_max > 3.4028235e38f; /* not -0.0: a < -0 gives -0 */
@@ -702,8 +690,8 @@ static inline __attribute__((always_inline)) void prunec_cortexm_conv_run(const 
                                                                          const prunec_cortexm_taps *t, uint32_t nt,
                                                                          const int N, const int32_t sw, int32_t iy0,
                                                                          float *yr, int32_t ow, int first, int final) {
-  const uint32_t in_h = (uint32_t)c->in_h;
-  const float *xb = c->xg + ((ptrdiff_t)iy0 * c->in_w - c->pw + (ptrdiff_t)ow * sw);
+  const uint32_t in_h = (uint32_t)c->g.in_h;
+  const float *xb = c->xg + ((ptrdiff_t)iy0 * c->g.in_w - c->g.pw + (ptrdiff_t)ow * sw);
   float a0, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f;
   uint32_t k;
   if (first) {
@@ -812,18 +800,18 @@ static inline __attribute__((always_inline)) int32_t prunec_cortexm_conv_runs(co
  * instructions per MAC on Cortex-M4: ResNet-8, DS-CNN and MobileNet had most of their pixels there). */
 static void prunec_cortexm_conv_row(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t, uint32_t nt,
                                     int32_t oh, int32_t ow, int32_t ow_end, int first, int final) {
-  const int32_t iy0 = oh * c->sh - c->ph, in_h = c->in_h, in_w = c->in_w, sw = c->sw;
-  const int32_t run_end = ow_end < c->ow_hi ? ow_end : c->ow_hi;
+  const int32_t iy0 = oh * c->g.sh - c->g.ph, in_h = c->g.in_h, in_w = c->g.in_w, sw = c->g.sw;
+  const int32_t run_end = ow_end < c->g.ow_hi ? ow_end : c->g.ow_hi;
   const float *xg = c->xg;
   const float b = c->b;
-  float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
+  float *yr = c->yp + (size_t)oh * (size_t)c->g.out_w;
   while (ow < ow_end) {
     uint32_t k;
-    if (ow >= c->ow_lo && ow < run_end) {
+    if (ow >= c->g.ow_lo && ow < run_end) {
       ow += prunec_cortexm_conv_runs(c, t, nt, run_end - ow, sw, iy0, yr, ow, first, final);
     } else {
       float a = first ? b : yr[ow];
-      const int32_t ix0 = ow * sw - c->pw;
+      const int32_t ix0 = ow * sw - c->g.pw;
       for (k = 0; k < nt; k++) {
         const int32_t iy = iy0 + t->dy[k], ix = ix0 + t->dx[k];
         if ((uint32_t)iy < (uint32_t)in_h && (uint32_t)ix < (uint32_t)in_w) {
@@ -843,11 +831,11 @@ static inline __attribute__((always_inline)) void prunec_cortexm_conv_colrun(con
                                                                             const prunec_cortexm_taps *t,
                                                                             uint32_t nt, const int N, int32_t ow,
                                                                             int32_t oh, int first, int final) {
-  const int32_t ix0 = ow * c->sw - c->pw, in_w = c->in_w;
-  const ptrdiff_t vs = (ptrdiff_t)c->sh * in_w; /* input floats from one output row to the next */
-  const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * in_w + ix0);
-  float *y0 = c->yp + (size_t)oh * (size_t)c->out_w + ow;
-  const size_t ys = (size_t)c->out_w;
+  const int32_t ix0 = ow * c->g.sw - c->g.pw, in_w = c->g.in_w;
+  const ptrdiff_t vs = (ptrdiff_t)c->g.sh * in_w; /* input floats from one output row to the next */
+  const float *xb = c->xg + ((ptrdiff_t)(oh * c->g.sh - c->g.ph) * in_w + ix0);
+  float *y0 = c->yp + (size_t)oh * (size_t)c->g.out_w + ow;
+  const size_t ys = (size_t)c->g.out_w;
   float a[8];
   uint32_t k;
   int j;
@@ -926,9 +914,9 @@ static void prunec_cortexm_conv_col(const prunec_cortexm_conv *c, const prunec_c
 #endif
 static __attribute__((noinline)) void prunec_cortexm_conv_tile(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t,
                                             uint32_t nt, int32_t oh, int32_t ow, int first, int final) {
-  const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * c->in_w + (ow - c->pw));
-  const int32_t rs = c->sh * c->in_w * 4;
-  float *y0 = c->yp + (size_t)oh * (size_t)c->out_w + (size_t)ow, *y1 = y0 + c->out_w;
+  const float *xb = c->xg + ((ptrdiff_t)(oh * c->g.sh - c->g.ph) * c->g.in_w + (ow - c->g.pw));
+  const int32_t rs = c->g.sh * c->g.in_w * 4;
+  float *y0 = c->yp + (size_t)oh * (size_t)c->g.out_w + (size_t)ow, *y1 = y0 + c->g.out_w;
   const float *w = t->w;
   const int32_t *off = t->off;
   const float *p = c->bb;
@@ -985,9 +973,9 @@ static __attribute__((noinline)) void prunec_cortexm_conv_tile(const prunec_cort
 #else
 static inline void prunec_cortexm_conv_tile(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t,
                                             uint32_t nt, int32_t oh, int32_t ow, int first, int final) {
-  const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * c->in_w + (ow - c->pw));
-  const ptrdiff_t rs = (ptrdiff_t)c->sh * c->in_w;
-  float *y0 = c->yp + (size_t)oh * (size_t)c->out_w + (size_t)ow, *y1 = y0 + c->out_w;
+  const float *xb = c->xg + ((ptrdiff_t)(oh * c->g.sh - c->g.ph) * c->g.in_w + (ow - c->g.pw));
+  const ptrdiff_t rs = (ptrdiff_t)c->g.sh * c->g.in_w;
+  float *y0 = c->yp + (size_t)oh * (size_t)c->g.out_w + (size_t)ow, *y1 = y0 + c->g.out_w;
   float a[16];
   uint32_t k;
   int j;
@@ -1016,17 +1004,17 @@ static inline void prunec_cortexm_conv_tile(const prunec_cortexm_conv *c, const 
  * else (border rows and columns, stride_w > 1, column tails) through prunec_cortexm_conv_row. */
 static void prunec_cortexm_conv_plane(const prunec_cortexm_conv *c, const prunec_cortexm_taps *t, uint32_t nt,
                                       int first, int final) {
-  const int32_t out_h = c->out_h, out_w = c->out_w;
-  const int32_t oh_lo = c->oh_lo < out_h ? c->oh_lo : out_h;
-  const int32_t oh_hi = c->oh_hi < oh_lo ? oh_lo : c->oh_hi;           /* interior rows [oh_lo, oh_hi) */
-  const int32_t ow_lo = c->ow_lo, ow_hi = c->ow_hi < ow_lo ? ow_lo : c->ow_hi; /* interior columns */
+  const int32_t out_h = c->g.out_h, out_w = c->g.out_w;
+  const int32_t oh_lo = c->g.oh_lo < out_h ? c->g.oh_lo : out_h;
+  const int32_t oh_hi = c->g.oh_hi < oh_lo ? oh_lo : c->g.oh_hi;           /* interior rows [oh_lo, oh_hi) */
+  const int32_t ow_lo = c->g.ow_lo, ow_hi = c->g.ow_hi < ow_lo ? ow_lo : c->g.ow_hi; /* interior columns */
   int32_t oh, ow;
   for (oh = 0; oh < oh_lo; oh++) { /* border rows: every column, one input-row check per tap and run */
     prunec_cortexm_conv_row(c, t, nt, oh, 0, out_w, first, final);
   }
   oh = oh_lo;
   while (oh < oh_hi) { /* interior rows, interior columns */
-    if (c->sw == 1 && nt > 0 && oh + 2 <= oh_hi && ow_lo + 8 <= ow_hi) {
+    if (c->g.sw == 1 && nt > 0 && oh + 2 <= oh_hi && ow_lo + 8 <= ow_hi) {
       int32_t r;
       for (ow = ow_lo; ow + 8 <= ow_hi; ow += 8) {
         prunec_cortexm_conv_tile(c, t, nt, oh, ow, first, final);

@@ -629,27 +629,11 @@ typedef struct prunec_neon_taps {
 typedef struct prunec_neon_conv {
   const float *xg; /* the channel's group of input planes */
   float *yp;       /* the output plane */
-  int32_t in_h, in_w, out_h, out_w, sh, sw, ph, pw;
-  int32_t ow_lo, ow_hi; /* output columns whose taps all lie inside their input row (any stride_w) */
-  int32_t oh_lo, oh_hi; /* output rows whose taps all lie inside the input (any stride_h) */
+  prunec_conv_geom g; /* the plane's geometry (prunec_rcsr_util.h) */
   float b;
   float32x4_t vb, vmin, vmax;
   uint32_t clamp_lo, clamp_hi; /* out_min > -inf, out_max < +inf */
 } prunec_neon_conv;
-
-static void prunec_neon_conv_geometry(const prunec_conv2d_params *p, prunec_neon_conv *c) {
-  prunec_conv2d_params flat;
-  const prunec_conv2d_params *q = prunec_conv_plane_as_row(p, &flat); /* narrow 1x1 planes as one row */
-  c->in_h = (int32_t)q->in_h;
-  c->in_w = (int32_t)q->in_w;
-  c->out_h = (int32_t)q->out_h;
-  c->out_w = (int32_t)q->out_w;
-  c->sh = (int32_t)p->stride_h;
-  c->sw = (int32_t)p->stride_w;
-  c->ph = (int32_t)p->pad_h;
-  c->pw = (int32_t)p->pad_w;
-  prunec_conv_interior(q, &c->ow_lo, &c->ow_hi, &c->oh_lo, &c->oh_hi);
-}
 
 /* The first m lanes of acc (clamped on the final chunk) to y[0 .. m). */
 static inline void prunec_neon_store_lanes(float *y, float32x4_t acc, int32_t m, int final, float32x4_t vmin,
@@ -679,19 +663,19 @@ static inline float32x4_t prunec_neon_ld_strided(const float *xs, int32_t sw) {
  * code. */
 static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_taps *t, uint32_t nt, int32_t oh,
                                  int32_t ow, int32_t ow_end, int first, int final) {
-  const int32_t iy0 = oh * c->sh - c->ph;
-  const ptrdiff_t rbase = (ptrdiff_t)iy0 * c->in_w - c->pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
+  const int32_t iy0 = oh * c->g.sh - c->g.ph;
+  const ptrdiff_t rbase = (ptrdiff_t)iy0 * c->g.in_w - c->g.pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
   const float *xg = c->xg;
-  float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
+  float *yr = c->yp + (size_t)oh * (size_t)c->g.out_w;
   const float32x4_t vb = c->vb, vmin = c->vmin, vmax = c->vmax;
   while (ow < ow_end) {
     uint32_t k;
-    if (c->sw == 1 && ow >= c->ow_lo && ow + 8 <= c->ow_hi && ow + 8 <= ow_end) {
+    if (c->g.sw == 1 && ow >= c->g.ow_lo && ow + 8 <= c->g.ow_hi && ow + 8 <= ow_end) {
       float32x4_t acc0 = first ? vb : vld1q_f32(yr + ow);
       float32x4_t acc1 = first ? vb : vld1q_f32(yr + ow + 4);
       for (k = 0; k < nt; k++) {
         const int32_t iy = iy0 + t->dy[k];
-        if ((uint32_t)iy < (uint32_t)c->in_h) {
+        if ((uint32_t)iy < (uint32_t)c->g.in_h) {
           const float *xs = xg + (rbase + t->off[k] + ow);
           const float32x4_t wv = vld1q_dup_f32(t->w + k);
           acc0 = vfmaq_f32(acc0, vld1q_f32(xs), wv);
@@ -705,15 +689,15 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
       vst1q_f32(yr + ow, acc0);
       vst1q_f32(yr + ow + 4, acc1);
       ow += 8;
-    } else if (c->sw > 1 && ow >= c->ow_lo && ow + 4 <= c->ow_hi && ow + 4 <= ow_end) {
-      const int32_t sw = c->sw;
+    } else if (c->g.sw > 1 && ow >= c->g.ow_lo && ow + 4 <= c->g.ow_hi && ow + 4 <= ow_end) {
+      const int32_t sw = c->g.sw;
       const ptrdiff_t base = rbase + (ptrdiff_t)ow * sw; /* xg[base + off[k]]: the block's first input cell */
-      const int two = ow + 8 <= c->ow_hi && ow + 8 <= ow_end;
+      const int two = ow + 8 <= c->g.ow_hi && ow + 8 <= ow_end;
       float32x4_t acc0 = first ? vb : vld1q_f32(yr + ow);
       float32x4_t acc1 = two ? (first ? vb : vld1q_f32(yr + ow + 4)) : vb;
       for (k = 0; k < nt; k++) {
         const int32_t iy = iy0 + t->dy[k];
-        if ((uint32_t)iy < (uint32_t)c->in_h) {
+        if ((uint32_t)iy < (uint32_t)c->g.in_h) {
           const float *xs = xg + (base + t->off[k]);
           const float32x4_t wv = vld1q_dup_f32(t->w + k);
           acc0 = vfmaq_f32(acc0, prunec_neon_ld_strided(xs, sw), wv);
@@ -731,11 +715,11 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
         vst1q_f32(yr + ow + 4, acc1);
       }
       ow += two ? 8 : 4;
-    } else if (c->sw == 1 && ow >= c->ow_lo && ow + 4 <= c->ow_hi && ow + 4 <= ow_end) {
+    } else if (c->g.sw == 1 && ow >= c->g.ow_lo && ow + 4 <= c->g.ow_hi && ow + 4 <= ow_end) {
       float32x4_t acc = first ? vb : vld1q_f32(yr + ow);
       for (k = 0; k < nt; k++) {
         const int32_t iy = iy0 + t->dy[k];
-        if ((uint32_t)iy < (uint32_t)c->in_h) {
+        if ((uint32_t)iy < (uint32_t)c->g.in_h) {
           acc = vfmaq_f32(acc, vld1q_f32(xg + (rbase + t->off[k] + ow)), vld1q_dup_f32(t->w + k));
         }
       }
@@ -744,9 +728,9 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
       }
       vst1q_f32(yr + ow, acc);
       ow += 4;
-    } else if (ow >= c->ow_lo && ow < c->ow_hi) {
+    } else if (ow >= c->g.ow_lo && ow < c->g.ow_hi) {
       /* 1-3 interior pixels (a block's tail): their taps read inside the row, lanes loaded one by one */
-      const int32_t sw = c->sw, hi = c->ow_hi < ow_end ? c->ow_hi : ow_end;
+      const int32_t sw = c->g.sw, hi = c->g.ow_hi < ow_end ? c->g.ow_hi : ow_end;
       const int32_t m = hi - ow < 4 ? hi - ow : 4;
       const ptrdiff_t base = rbase + (ptrdiff_t)ow * sw;
       float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -758,7 +742,7 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
       acc = vld1q_f32(buf);
       for (k = 0; k < nt; k++) {
         const int32_t iy = iy0 + t->dy[k];
-        if ((uint32_t)iy < (uint32_t)c->in_h) {
+        if ((uint32_t)iy < (uint32_t)c->g.in_h) {
           const float *xs = xg + (base + t->off[k]);
           float32x4_t xv = vld1q_dup_f32(xs);
           if (m > 1) {
@@ -775,7 +759,7 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
     } else {
       const int32_t m0 = ow_end - ow < 4 ? ow_end - ow : 4;
       /* border pixels only: stop at the first interior one */
-      const int32_t m = ow < c->ow_lo && c->ow_lo - ow < m0 ? c->ow_lo - ow : m0;
+      const int32_t m = ow < c->g.ow_lo && c->g.ow_lo - ow < m0 ? c->g.ow_lo - ow : m0;
       float buf[4];
       int32_t l;
       float32x4_t acc;
@@ -785,12 +769,12 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
       acc = vld1q_f32(buf);
       for (k = 0; k < nt; k++) {
         const int32_t iy = iy0 + t->dy[k];
-        if ((uint32_t)iy < (uint32_t)c->in_h) {
-          const float *xr = xg + (t->off[k] - t->dx[k] + (ptrdiff_t)(iy - t->dy[k]) * c->in_w); /* input row iy */
+        if ((uint32_t)iy < (uint32_t)c->g.in_h) {
+          const float *xr = xg + (t->off[k] - t->dx[k] + (ptrdiff_t)(iy - t->dy[k]) * c->g.in_w); /* input row iy */
           float xv[4];
           for (l = 0; l < 4; l++) {
-            const int32_t ix = (ow + l) * c->sw - c->pw + t->dx[k];
-            xv[l] = (l < m && (uint32_t)ix < (uint32_t)c->in_w) ? xr[ix] : 0.0f;
+            const int32_t ix = (ow + l) * c->g.sw - c->g.pw + t->dx[k];
+            xv[l] = (l < m && (uint32_t)ix < (uint32_t)c->g.in_w) ? xr[ix] : 0.0f;
           }
           acc = vfmaq_f32(acc, vld1q_f32(xv), vld1q_dup_f32(t->w + k));
         }
@@ -805,11 +789,11 @@ static void prunec_neon_conv_row(const prunec_neon_conv *c, const prunec_neon_ta
  * vector (lane loads down the column), one column check per tap; the last 1-3 rows through prunec_neon_conv_row. */
 static void prunec_neon_conv_col(const prunec_neon_conv *c, const prunec_neon_taps *t, uint32_t nt, int32_t ow,
                                  int32_t oh, int32_t oh_end, int first, int final) {
-  const int32_t ix0 = ow * c->sw - c->pw, in_w = c->in_w;
-  const ptrdiff_t vs = (ptrdiff_t)c->sh * in_w;
-  const size_t ys = (size_t)c->out_w;
+  const int32_t ix0 = ow * c->g.sw - c->g.pw, in_w = c->g.in_w;
+  const ptrdiff_t vs = (ptrdiff_t)c->g.sh * in_w;
+  const size_t ys = (size_t)c->g.out_w;
   for (; oh + 4 <= oh_end; oh += 4) {
-    const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * in_w + ix0);
+    const float *xb = c->xg + ((ptrdiff_t)(oh * c->g.sh - c->g.ph) * in_w + ix0);
     float *y0 = c->yp + (size_t)oh * ys + (size_t)ow;
     float32x4_t acc;
     uint32_t k;
@@ -953,9 +937,9 @@ static inline void prunec_neon_conv_taps_asm(const float *xb, ptrdiff_t rs, cons
 PRUNEC_ALWAYS_INLINE void prunec_neon_conv_tile(const prunec_neon_conv *c, const prunec_neon_taps *t, uint32_t nt,
                                                 int32_t oh, int32_t ow, int first, int final, const int R,
                                                 const int V) {
-  const ptrdiff_t rs = (ptrdiff_t)c->sh * c->in_w;
-  const float *xb = c->xg + ((ptrdiff_t)(oh * c->sh - c->ph) * c->in_w + (ow - c->pw));
-  float *yb = c->yp + (size_t)oh * (size_t)c->out_w + (size_t)ow;
+  const ptrdiff_t rs = (ptrdiff_t)c->g.sh * c->g.in_w;
+  const float *xb = c->xg + ((ptrdiff_t)(oh * c->g.sh - c->g.ph) * c->g.in_w + (ow - c->g.pw));
+  float *yb = c->yp + (size_t)oh * (size_t)c->g.out_w + (size_t)ow;
   float32x4_t acc[PRUNEC_NEON_TR][2];
   uint32_t k;
   int r, v;
@@ -964,14 +948,14 @@ PRUNEC_ALWAYS_INLINE void prunec_neon_conv_tile(const prunec_neon_conv *c, const
     float bb[8];
     vst1q_f32(bb, c->vb);
     vst1q_f32(bb + 4, c->vb);
-    prunec_neon_conv_tile_asm(xb, rs, t->w, t->off, nt, first ? bb : yb, first ? 0 : c->out_w, yb, c->out_w,
+    prunec_neon_conv_tile_asm(xb, rs, t->w, t->off, nt, first ? bb : yb, first ? 0 : c->g.out_w, yb, c->g.out_w,
                               c->vmin, c->vmax, final && c->clamp_lo, final && c->clamp_hi);
     return;
   }
 #endif
   for (r = 0; r < R; r++) {
     for (v = 0; v < V; v++) {
-      acc[r][v] = first ? c->vb : vld1q_f32(yb + (size_t)r * (size_t)c->out_w + 4 * v);
+      acc[r][v] = first ? c->vb : vld1q_f32(yb + (size_t)r * (size_t)c->g.out_w + 4 * v);
     }
   }
 #if !defined(PRUNEC_NEON_NO_ASM) && !PRUNEC_HAVE_AARCH64
@@ -997,7 +981,7 @@ PRUNEC_ALWAYS_INLINE void prunec_neon_conv_tile(const prunec_neon_conv *c, const
       if (final) {
         a = prunec_neon_clamp(a, c->vmin, c->vmax);
       }
-      vst1q_f32(yb + (size_t)r * (size_t)c->out_w + 4 * v, a);
+      vst1q_f32(yb + (size_t)r * (size_t)c->g.out_w + 4 * v, a);
     }
   }
 }
@@ -1007,16 +991,16 @@ PRUNEC_ALWAYS_INLINE void prunec_neon_conv_tile(const prunec_neon_conv *c, const
  * prunec_neon_conv_row. */
 static void prunec_neon_conv_plane(const prunec_neon_conv *c, const prunec_neon_taps *t, uint32_t nt, int first,
                                    int final) {
-  const int32_t out_h = c->out_h, out_w = c->out_w;
-  const int32_t oh_lo = c->oh_lo < out_h ? c->oh_lo : out_h;
-  const int32_t oh_hi = c->oh_hi < oh_lo ? oh_lo : c->oh_hi;           /* interior rows [oh_lo, oh_hi) */
-  const int32_t ow_lo = c->ow_lo, ow_hi = c->ow_hi < ow_lo ? ow_lo : c->ow_hi; /* interior columns */
+  const int32_t out_h = c->g.out_h, out_w = c->g.out_w;
+  const int32_t oh_lo = c->g.oh_lo < out_h ? c->g.oh_lo : out_h;
+  const int32_t oh_hi = c->g.oh_hi < oh_lo ? oh_lo : c->g.oh_hi;           /* interior rows [oh_lo, oh_hi) */
+  const int32_t ow_lo = c->g.ow_lo, ow_hi = c->g.ow_hi < ow_lo ? ow_lo : c->g.ow_hi; /* interior columns */
   int32_t oh = 0, ow;
   for (; oh < oh_lo; oh++) { /* border rows */
     prunec_neon_conv_row(c, t, nt, oh, 0, out_w, first, final);
   }
   while (oh < oh_hi) { /* interior rows, interior columns */
-    if (c->sw == 1 && nt > 0 && oh + PRUNEC_NEON_TR <= oh_hi && ow_lo + 4 <= ow_hi) {
+    if (c->g.sw == 1 && nt > 0 && oh + PRUNEC_NEON_TR <= oh_hi && ow_lo + 4 <= ow_hi) {
       int32_t r;
       for (ow = ow_lo; ow + 8 <= ow_hi; ow += 8) {
         prunec_neon_conv_tile(c, t, nt, oh, ow, first, final, PRUNEC_NEON_TR, 2);
@@ -1068,7 +1052,7 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * p->out_h * p->out_w)) {
     return;
   }
-  prunec_neon_conv_geometry(p, &c);
+  prunec_conv_geom_init(p, &c.g);
   c.vmin = vdupq_n_f32(out_min);
   c.vmax = vdupq_n_f32(out_max);
   c.clamp_lo = !(out_min < -3.4028235e38f);
@@ -1099,7 +1083,7 @@ void prunec_f32_conv2d_dense__neon(const prunec_conv2d_params *p, const prunec_d
   prunec_conv_tap_table tab;
   const int use_tab = prunec_conv_tap_table_init(p, &tab);
   uint32_t oc;
-  prunec_neon_conv_geometry(p, &c);
+  prunec_conv_geom_init(p, &c.g);
   c.vmin = vdupq_n_f32(out_min);
   c.vmax = vdupq_n_f32(out_max);
   c.clamp_lo = !(out_min < -3.4028235e38f);
