@@ -20,8 +20,8 @@ from . import codegen, frontend, fuse, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
-from .encode import (BSELL_MAX_ROWS, Encoding, as_bsell, bsell_bytes, bsell_pointer_bytes, bsell_slots,
-                     check_index_bits, check_row_align, choose_encoding, index_bits_for, stored)
+from .encode import (BSELL_MAX_ROWS, Encoding, as_bsell, check_index_bits, check_row_align, choose_encoding,
+                     index_bits_for, stored)
 from .errors import PrunecError
 from .graph import Graph, numel, shared_weights
 from .resources import runtime_dir
@@ -181,10 +181,11 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
         w = n.weight.reshape(n.weight.shape[0], -1)
         enc = choose_encoding(w, bits_options=bits(n.op), row_align=(row_align or 1) if cm else align(n.op), columns=cm)
         # (slots >= nonzeros: a layer whose nonzeros alone exceed the limit is not laid out to find out)
-        if n.op == "fc" and enc.format == "rcsr" and not cm and (enc.value_bytes + 1) * enc.nonzero <= limit:
-            slots = bsell_slots(w) if w.shape[0] <= BSELL_MAX_ROWS else 0
-            if slots and sum(bsell_bytes(slots, bsell_pointer_bytes(*w.shape), enc.value_bytes).values()) <= limit:
-                enc = as_bsell(enc, w)
+        if n.op == "fc" and enc.format == "rcsr" and not cm and (enc.value_bytes + 1) * enc.nonzero <= limit \
+                and w.shape[0] <= BSELL_MAX_ROWS:
+            blocked = as_bsell(enc, w)  # laid out once: its bytes decide, and it is what the build then stores
+            if blocked.bsell.slots and blocked.total_bytes <= limit:
+                enc = blocked
         out[n.name] = enc
     return out  # a layer that shares another's weight has that layer's Encoding object
 

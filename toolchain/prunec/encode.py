@@ -175,12 +175,6 @@ def bsell_bytes(slots: int, pointer_bytes: int, value_bytes: int = 4) -> dict[st
     return {"values": slots * value_bytes, "index": slots, "pointers": pointer_bytes}
 
 
-def bsell_pointer_bytes(rows: int, cols: int) -> int:
-    """The `steps` and `perm` bytes of a rows x cols layer."""
-    slices, blocks = -(-rows // BSELL_ROWS), -(-cols // BSELL_COLS)
-    return slices * blocks + 2 * slices * BSELL_ROWS
-
-
 def bsell_row_order(w: np.ndarray) -> np.ndarray:
     """The rows in the order the layout stores them: by nonzero count, most first (ties: lower row first), so that
     the rows of a slice have similar counts and a slice's fullest row, which sets its step counts, pays less for the
