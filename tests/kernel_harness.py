@@ -67,6 +67,9 @@ typedef struct prunec_dense_f32 { uint32_t rows; uint32_t cols; const float *val
 typedef struct prunec_bsell_f32 {
   uint32_t rows; uint32_t cols; const uint16_t *perm; const uint8_t *steps; const uint8_t *index; const float *values;
 } prunec_bsell_f32;
+typedef struct prunec_rsell_f32 {
+  uint32_t rows; uint32_t cols; const uint16_t *perm; const uint32_t *steps; const uint8_t *index; const float *values;
+} prunec_rsell_f32;
 typedef struct prunec_conv2d_params {
   uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
   uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups;
@@ -83,6 +86,7 @@ SIGNATURES = {
     "fc_rcsc": "void {}(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_dense": "void {}(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_bsell": "void {}(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
+    "fc_rsell": "void {}(const prunec_rsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "conv2d_rcsr": "void {}(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, "
                    "const float *x, float *y, float, float);",
     "conv2d_dense": "void {}(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, "
@@ -488,6 +492,22 @@ def bsell_cases() -> list[FcCase]:
     return out
 
 
+def rsell_cases() -> list[FcCase]:
+    """Shapes for the relative-indexed sliced layout: rows around multiples of 16 (slices; lanes past the last row),
+    step counts around multiples of 4 (the AVX-512 kernel's unrolling), rows of very different lengths in one slice
+    (fillers at the lowest free columns), gaps over 256 (fillers inside a row), rows as long as the matrix is wide,
+    empty rows and all-zero slices."""
+    out = []
+    shapes = [(15, 31, 0.3), (16, 32, 1.0), (17, 33, 0.5), (31, 63, 0.2), (33, 65, 0.9), (48, 96, 0.05),
+              (5, 200, 0.6), (40, 7, 0.8), (300, 784, 0.07), (20, 1000, 0.01), (64, 3000, 0.004), (16, 4, 1.0)]
+    for i, (r, c, d) in enumerate(shapes):
+        out.append(FcCase(r, c, density=d, act=ACT_NAMES[i % 3], bias=i % 4 != 3, seed=200 + i))
+    out.append(FcCase(37, 70, pattern="empty_rows", act="relu", seed=220))
+    out.append(FcCase(18, 40, pattern="zero", seed=221))
+    out.append(FcCase(2, 70000, pattern="far", seed=222))
+    return out
+
+
 def conv_cases(bits: tuple[int | None, ...] = (None,)) -> list[ConvCase]:
     """Edge geometries for conv2d kernels, once per entry of `bits` (None: dense)."""
     out: list[ConvCase] = []
@@ -670,6 +690,8 @@ def cases_for(op: str) -> list:
         return fc_cases()
     if op == "fc_bsell":  # the layout has no index width: the dense kernels' shapes, plus slices and blocks cut
         return fc_cases() + bsell_cases()  # at every remainder
+    if op == "fc_rsell":  # 8-bit gaps always: the dense kernels' shapes, plus slices, step counts and gaps
+        return fc_cases() + rsell_cases()
     if op == "fc_rcsc":  # the column-major kernels: inputs with no, some and only zeros
         return [FcCase(**{**c.__dict__, "x_zeros": (0.0, 0.6, 1.0)[i % 3]}) for i, c in enumerate(fc_cases(CASE_BITS))]
     if op == "conv2d_rcsr":
@@ -746,6 +768,18 @@ def bsell_struct(ffi, keep: _Keep, b: encode.BSELL):
     return s
 
 
+def rsell_struct(ffi, keep: _Keep, r: encode.RSELL):
+    """The relative-indexed sliced layout as C sees it; each array a private copy of exactly its size."""
+    s = ffi.new("prunec_rsell_f32 *", {
+        "rows": r.rows, "cols": r.cols,
+        "perm": keep.buf(ffi, "uint16_t[]", np.ascontiguousarray(r.perm, dtype=np.uint16).copy()),
+        "steps": keep.buf(ffi, "uint32_t[]", np.ascontiguousarray(r.steps, dtype=np.uint32).copy()),
+        "index": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(r.index, dtype=np.uint8).copy()),
+        "values": keep.buf(ffi, "float[]", np.ascontiguousarray(r.values, dtype=np.float32).copy())})
+    keep.items.append(s)
+    return s
+
+
 def dense_struct(ffi, keep: _Keep, w: np.ndarray):
     m = np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32)
     s = ffi.new("prunec_dense_f32 *", {"rows": m.shape[0], "cols": m.shape[1],
@@ -791,6 +825,8 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
         y = np.full(case.rows, np.nan, np.float32)
         if _op_of(kernel) == "fc_bsell":  # the blocked sliced layout
             ws = bsell_struct(ffi, keep, encode.encode_bsell(w))
+        elif _op_of(kernel) == "fc_rsell":  # the relative-indexed sliced layout
+            ws = rsell_struct(ffi, keep, encode.encode_rsell(w))
         elif _op_of(kernel) == "fc_rcsc":  # stored column by column: the relative-indexed CSR of W^T
             ws = rcsr_struct(ffi, keep, encode.encode_rcsr(np.ascontiguousarray(w.T), case.bits))
         else:

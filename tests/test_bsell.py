@@ -124,6 +124,7 @@ def test_blocked_layout_needs_the_avx512_kernel_and_stays_under_the_targets_limi
     t = targets.get("x86_64-avx2")
     assert B.bsell_limit(t, "auto") == t.extra["fc_bsell_max_bytes"] == 4 << 20 and B.bsell_limit(t, "rcsr") == 0
     # fc1 (300 -> 200 at 30 %) takes 16 * sum(steps) slots of 5 bytes; a limit just below it keeps it relative-indexed
+    # (when the sliced layout is off)
     from prunec import frontend
 
     enc = B.encode_graph(frontend.load(pt2)[0], t)
@@ -132,6 +133,7 @@ def test_blocked_layout_needs_the_avx512_kernel_and_stays_under_the_targets_limi
     patched = dataclasses.replace(t, extra={**t.extra, "fc_bsell_max_bytes": 5 * first.bsell.slots - 1})
     get = targets.get
     monkeypatch.setattr(targets, "get", lambda name: patched if name == "x86_64-avx2" else get(name))
+    monkeypatch.setenv("PRUNEC_FC_RSELL", "0")  # on an Intel CPU the layer would take the sliced layout (test_rsell.py)
     man = B.build(pt2, "x86_64-avx2", tmp_path / "limit", name="mlp").manifest
     assert [l["format"] for l in man["layers"]] == ["rcsr", "bsell"]
     r = verify.compare(verify.run_host(tmp_path / "limit", x), ref)

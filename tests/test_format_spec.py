@@ -30,6 +30,11 @@ DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr"
           "perm": np.uint16}
 
 
+def dtype_of(layer: dict, array: str):
+    """The element type of one of a layer's arrays: DTYPES, but a sliced layout's steps are uint32 (one per slice)."""
+    return np.uint32 if layer["format"] == "rsell" and array == "steps" else DTYPES[array]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the decoder (docs/FORMAT.md only)
 
@@ -54,6 +59,10 @@ def c_idents(manifest: dict) -> dict[str, str]:
 
 
 def array_bytes(layer: dict, array: str) -> int:
+    if layer["format"] == "rsell" and array in ("steps", "perm"):  # a uint32 step count and 16 uint16 perm per slice
+        slices = -(-layer["shape"][0] // 16)
+        assert layer["bytes"]["pointers"] == 4 * slices + 32 * slices
+        return 4 * slices if array == "steps" else 32 * slices
     if array in ("steps", "perm"):  # a bsell layer's "pointers" are its steps (one byte per slice and block) and its
         rows, cols = layer["shape"][0], int(np.prod(layer["shape"][1:]))  # perm (two bytes per lane, 16 per slice)
         slices, blocks = -(-rows // 16), -(-cols // 32)
@@ -63,8 +72,8 @@ def array_bytes(layer: dict, array: str) -> int:
 
 
 def array_align(layer: dict, array: str) -> int:
-    """Bytes a blob array's offset is a multiple of: 16, or 64 for the values of a blocked layout."""
-    return 64 if layer["format"] == "bsell" and array == "values" else ALIGN
+    """Bytes a blob array's offset is a multiple of: 16, or 64 for the values of a blocked or sliced layout."""
+    return 64 if layer["format"] in ("bsell", "rsell") and array == "values" else ALIGN
 
 
 def array_names(layer: dict) -> list[str]:
@@ -76,13 +85,13 @@ def array_names(layer: dict) -> list[str]:
     names.append("values")
     if layer["format"] == "rcsr":
         names += ["index", "row_ptr"]
-    if layer["format"] == "bsell":
+    if layer["format"] in ("bsell", "rsell"):
         names += ["index", "steps", "perm"]
     return names
 
 
 def weighted(manifest: dict) -> list[dict]:
-    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense", "bsell")]
+    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense", "bsell", "rsell")]
 
 
 def read_c_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -105,7 +114,7 @@ def read_c_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndarray
         arrays = out[layer["name"]] = {}
         for a in array_names(layer):
             arr = found[f"{idents[layer['name']]}_{a}"]
-            assert arr.dtype == DTYPES[a]
+            assert arr.dtype == dtype_of(layer, a)
             n = array_bytes(layer, a) // arr.itemsize
             assert len(arr) == max(n, 1), "an empty array is written as one element 0 (C has no empty arrays)"
             arrays[a] = arr[:n]
@@ -131,8 +140,9 @@ def read_blob_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndar
     blob = (build / f"{manifest['name']}_weights.bin").read_bytes()
     out: dict[str, dict[str, np.ndarray]] = {}
     end = 0
+    layers = {l["name"]: l for l in weighted(manifest)}
     for name, a, off, n in blob_layout(manifest):
-        dt = np.dtype(DTYPES[a]).newbyteorder("<")
+        dt = np.dtype(dtype_of(layers[name], a)).newbyteorder("<")
         assert n % dt.itemsize == 0 and off + n <= len(blob)
         assert not any(blob[end:off]), "the bytes skipped to align are 0"
         out.setdefault(name, {})[a] = np.frombuffer(blob, dt, count=n // dt.itemsize, offset=off).astype(dt.newbyteorder("="))
@@ -194,6 +204,39 @@ def decode_bsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: in
     return w, np.array(ent_col), np.array(ent_row), values
 
 
+def decode_rsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: int):
+    """FORMAT.md "Sliced fc layers": a uint32 step count k per slice of 16 rows (lane l: row perm[16s + l]); then per
+    slice its k steps of 16 slots, slot (j, l) = lane l's j-th entry: a code (its column minus the lane's previous
+    entry's, minus 1; the first: its column) and a weight; fillers are weight 0 at columns the row has no nonzero in,
+    and every column is below cols."""
+    steps, index, values = arrays["steps"].astype(np.int64), arrays["index"].astype(np.int64), arrays["values"]
+    perm = arrays["perm"].astype(np.int64)
+    slices = -(-rows // 16)
+    assert len(steps) == slices and len(perm) == 16 * slices
+    assert sorted(perm[:rows]) == list(range(rows)) and not perm[rows:].any(), "perm: each row once, then 0"
+    assert len(index) == len(values) == 16 * steps.sum()
+    assert layer["index_bits"] == 8 and layer["row_align"] == 1 and layer.get("orientation") is None
+    w = np.zeros((rows, cols), np.float32)
+    ent_row, ent_col = [], []
+    t = 0
+    for s, k in enumerate(steps):
+        col = np.full(16, -1, np.int64)
+        for j in range(k):
+            for lane in range(16):
+                col[lane] += index[16 * t + lane] + 1
+                c, v, r = int(col[lane]), values[16 * t + lane], s * 16 + lane
+                assert c < cols, "every entry's column is inside the row"
+                if r >= rows:  # lanes past the last row: fillers only, at columns 0 .. k-1
+                    assert v == 0 and c == j
+                    continue
+                if v != 0:
+                    w[int(perm[r]), c] = v
+                    ent_row.append(int(perm[r])), ent_col.append(c)
+            t += 1
+    assert layer["nonzero"] == np.count_nonzero(w) and layer["fillers"] == len(values) - layer["nonzero"]
+    return w, np.array(ent_col), np.array(ent_row), values
+
+
 def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
     """(dense [rows x cols] float32 matrix of W, entry columns, entry rows, values) of one layer; the entries' rows and
     columns are those of the stored matrix (W^T for a column-major layer)."""
@@ -207,6 +250,8 @@ def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
     values = arrays["values"]
     if layer["format"] == "bsell":
         return decode_bsell(layer, arrays, rows, cols)
+    if layer["format"] == "rsell":
+        return decode_rsell(layer, arrays, rows, cols)
     if layer["format"] == "dense":
         assert len(values) == rows * cols
         return values.reshape(rows, cols).copy(), None, None, values
@@ -263,6 +308,10 @@ def check_layer_record(layer: dict, arr: dict, col, row, values) -> None:
         assert by["index"] == len(arr["index"]) == len(values) and by["pointers"] == len(arr["steps"]) + 2 * len(arr["perm"])
         assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
         return
+    if layer["format"] == "rsell":  # pointers: a uint32 step count per slice, and perm's 2 bytes per lane
+        assert by["index"] == len(arr["index"]) == len(values) and by["pointers"] == 4 * len(arr["steps"]) + 2 * len(arr["perm"])
+        assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
+        return
     assert by["index"] == len(arr["index"]) and by["pointers"] == 4 * (rows + 1)
     zeros = values[values == 0]
     assert not np.signbit(zeros).any(), "fillers hold +0.0"
@@ -302,6 +351,10 @@ def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
         # on x86_64-avx2 (fc_bsell_max_bytes 4 MiB), whose slots (5 bytes each) fit the limit
         slots = layer["nonzero"] + layer["fillers"]
         assert layer["op"] == "fc" and 5 * slots <= 4 << 20 and layer["bytes"]["values"] == 4 * slots
+    elif layer["format"] == "rsell":  # FORMAT.md "Sliced fc layers": an fc layer that would be relative-indexed,
+        # under --fc-layout rsell (or auto where the target names the build machine's CPU vendor); 8-bit gaps
+        slots = layer["nonzero"] + layer["fillers"]
+        assert layer["op"] == "fc" and layer["bytes"]["values"] == 4 * slots and layer["index_bits"] == 8
     else:
         assert (layer["format"], layer["index_bits"]) == ("rcsr", best), (layer["name"], sizes)
         stored = layer["bytes"]["values"] + layer["bytes"]["index"] + layer["bytes"]["pointers"]
@@ -345,7 +398,7 @@ def check_model(model: nn.Module, pt2: Path, tmp: Path, *opts: str, allowed=None
         for name, (w, bias) in layers.items():
             want_w, want_b = model_weights(model, (modules or {}).get(name, name))
             layer = next(l for l in manifest["layers"] if l["name"] == name)
-            assert same_bits(w, want_w, layer["format"] in ("rcsr", "bsell")), (storage, name)
+            assert same_bits(w, want_w, layer["format"] in ("rcsr", "bsell", "rsell")), (storage, name)
             assert (bias is None) == (want_b is None) and (bias is None or same_bits(bias, want_b, False)), name
             if allowed is not None:
                 check_choice(layer, want_w, allowed[layer["op"]], (align or {}).get(layer["op"], 1))
@@ -519,6 +572,18 @@ def test_gaps_blocked_on_x86_64_avx2(gaps, tmp_path):
     if blocked:
         text = (tmp_path / f"{pt2.stem}_c" / f"{man['name']}.c").read_text()
         assert re.search(r"static const float fc1_values\[\d+\] __attribute__\(\(aligned\(64\)\)\) = \{", text)
+
+
+def test_gaps_sliced_on_x86_64_avx2(gaps, tmp_path):
+    """--fc-layout rsell stores the fc layer in the relative-indexed sliced layout (FORMAT.md "Sliced fc layers"); it
+    decodes from the page, as C arrays and as a blob (values 64-byte aligned), gaps over 256 included."""
+    model, pt2, _ = gaps
+    man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", "--fc-layout", "rsell", allowed=DEFAULT,
+                      align={"fc": 8})
+    assert {l["op"]: l["format"] for l in weighted(man)}["fc"] == "rsell"
+    text = (tmp_path / f"{pt2.stem}_c" / f"{man['name']}.c").read_text()
+    assert re.search(r"static const float fc1_values\[\d+\] __attribute__\(\(aligned\(64\)\)\) = \{", text)
+    assert "static const prunec_rsell_f32 fc1_w" in text
 
 
 @pytest.mark.parametrize("opts", [("--row-align", "8", "--index-bits", "1-16"), ("--row-align", "3", "--index-bits", "5")])

@@ -58,6 +58,10 @@ extern "C" {
 #define PRUNEC_DECLARE_FC_BSELL(isa) \
   void prunec_f32_fc_bsell__##isa(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y, \
                                   float out_min, float out_max);
+/* The relative-indexed sliced layout (prunec_rsell_f32, docs/FORMAT.md "Sliced fc layers"). */
+#define PRUNEC_DECLARE_FC_RSELL(isa) \
+  void prunec_f32_fc_rsell__##isa(const prunec_rsell_f32 *w, const float *bias, const float *x, float *y, \
+                                  float out_min, float out_max);
 #define PRUNEC_DECLARE_FC_DENSE(isa) \
   void prunec_f32_fc_dense__##isa(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, \
                                   float out_min, float out_max);
@@ -105,6 +109,7 @@ PRUNEC_DECLARE_FC_RCSR(portable)
 PRUNEC_DECLARE_FC_RCSC(portable)
 PRUNEC_DECLARE_FC_DENSE(portable)
 PRUNEC_DECLARE_FC_BSELL(portable)
+PRUNEC_DECLARE_FC_RSELL(portable)
 PRUNEC_DECLARE_CONV2D_RCSR(portable)
 PRUNEC_DECLARE_CONV2D_DENSE(portable)
 PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(portable)
@@ -149,6 +154,7 @@ PRUNEC_DECLARE_CONV2D_DENSE(cortexm)
 /* AVX-512 register-tiled variants (fc: 4 rows interleaved; conv: 8 output rows x 16 columns per tile). */
 PRUNEC_DECLARE_FC_RCSR(avx512x4)
 PRUNEC_DECLARE_FC_BSELL(avx512x4)
+PRUNEC_DECLARE_FC_RSELL(avx512x4)
 PRUNEC_DECLARE_CONV2D_RCSR(avx512x4)
 void prunec_f32_maxpool2d__avx512x4(const prunec_pool2d_params *p, const float *x, float *y);
 PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(avx512x4)

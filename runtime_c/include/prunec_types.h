@@ -50,6 +50,26 @@ typedef struct prunec_bsell_f32 {
   const float *values;      /* [16 * sum of steps] weights, fillers 0.0f */
 } prunec_bsell_f32;
 
+/* Relative-indexed sliced layout of a sparse fc matrix (docs/FORMAT.md "Sliced fc layers", x86 with AVX-512 and fast
+ * gathers): the rows, in the order perm gives (by nonzero count, most first), in slices of PRUNEC_RSELL_ROWS = 16.
+ * Lane l of slice s holds row perm[16s + l] (lanes past the last row: perm 0, all fillers). Slice s has steps[s] = k
+ * steps of 16 slots in `index` and `values`, slot (step j, lane l) holding lane l's row's j-th entry, columns
+ * ascending: index = its column minus the lane's previous entry's column, minus 1 (the first entry: its column), one
+ * byte as in 8-bit relative-indexed CSR, values = its weight. A lane's k entries are its row's nonzeros, plus fillers
+ * (value 0) at columns where the row has no nonzero: one where a gap exceeds 256, and as many as the lane has fewer
+ * entries than the slice's fullest row (lanes past the last row: columns 0 .. k-1). Every entry's column is thus
+ * below cols, and a kernel serves 16 rows per step with one 16-lane gather of x, no per-row loop or reduction.
+ * Slots: 16 * the sum of steps, about the nonzeros for rows of hundreds of entries (4096x4096 at 10 %: 1.001x). */
+#define PRUNEC_RSELL_ROWS 16u
+typedef struct prunec_rsell_f32 {
+  uint32_t rows;
+  uint32_t cols;
+  const uint16_t *perm;     /* [ceil(rows / 16) * 16] the row of each lane */
+  const uint32_t *steps;    /* [ceil(rows / 16)] entries per lane of each slice */
+  const uint8_t *index;     /* [16 * sum of steps] column gaps minus 1 */
+  const float *values;      /* [16 * sum of steps] weights, fillers 0.0f */
+} prunec_rsell_f32;
+
 typedef struct prunec_dense_f32 {
   uint32_t rows;
   uint32_t cols;

@@ -20,11 +20,12 @@ from . import codegen, frontend, fuse, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
-from .encode import (BSELL_MAX_ROWS, Encoding, as_bsell, check_index_bits, check_row_align, choose_encoding,
+from .encode import (BSELL_MAX_ROWS, Encoding, as_bsell, as_rsell, check_index_bits, check_row_align, choose_encoding,
                      index_bits_for, stored)
 from .errors import PrunecError
 from .graph import Graph, numel, shared_weights
 from .resources import runtime_dir
+from .verify import cpu_vendor
 
 MANIFEST_FORMAT = "prunec-build"
 MANIFEST_VERSION = 1
@@ -124,8 +125,38 @@ def zero_skipping_layers(g: Graph, spec: str | None, min_per_input: float = RELU
 
 
 # --fc-layout: "auto" stores an fc layer in the blocked sliced layout (docs/FORMAT.md "Blocked fc layers") where the
-# target allows it (its fc_bsell_max_bytes, and a non-portable fc_bsell kernel on this build machine); "rcsr" never
-FC_LAYOUTS = ("auto", "rcsr")
+# target allows it (its fc_bsell_max_bytes, and a non-portable fc_bsell kernel on this build machine), and the other
+# sparse fc layers in the relative-indexed sliced layout ("Sliced fc layers") where the target allows that (rsell_allowed);
+# "rcsr" never uses either; "rsell" stores every sparse fc layer in the sliced layout
+FC_LAYOUTS = ("auto", "rcsr", "rsell")
+RSELL_ENV = "PRUNEC_FC_RSELL"  # 1 or 0: take the sliced layout under --fc-layout auto, or not, whatever the CPU
+
+
+def rsell_allowed(target, fc_layout: str | None) -> bool:
+    """Whether sparse fc layers that do not take the blocked layout are stored in the relative-indexed sliced layout:
+    always with --fc-layout rsell; with auto, when the target names CPU vendors whose gathers are fast
+    (fc_rsell_vendors: x86_64-avx2 ["GenuineIntel"]), its fc_rsell kernel is an ISA kernel on this build machine, and
+    this machine's vendor is one of them (PRUNEC_FC_RSELL=1/0 decides instead), as the AVX-512 kernels themselves are
+    chosen by the build machine (an x86_64-avx2 build is for the machine it is made on)."""
+    fc_layout = fc_layout or "auto"
+    if fc_layout not in FC_LAYOUTS:
+        raise PrunecError(f"--fc-layout {fc_layout!r}: choose one of {', '.join(FC_LAYOUTS)}")
+    if fc_layout == "rsell":
+        return True
+    if fc_layout == "rcsr" or target is None:
+        return False
+    vendors = target.extra.get("fc_rsell_vendors", [])
+    if not isinstance(vendors, list) or not all(isinstance(v, str) for v in vendors):
+        raise PrunecError(f"target {target.name!r}: fc_rsell_vendors must be a list of CPU vendor strings such as "
+                          f"[\"GenuineIntel\"] (got {vendors!r}); fix the target file")
+    if not vendors or runtime.select("fc_rsell", target.isa_for("fc_rsell")).isa == runtime.PORTABLE:
+        return False
+    force = os.environ.get(RSELL_ENV, "").strip()
+    if force in ("0", "1"):
+        return force == "1"
+    if force:
+        raise PrunecError(f"{RSELL_ENV}={force!r}: set it to 1 (use the sliced fc layout) or 0 (do not), or unset it")
+    return cpu_vendor() in vendors
 
 
 def bsell_limit(target, fc_layout: str | None) -> int:
@@ -135,7 +166,7 @@ def bsell_limit(target, fc_layout: str | None) -> int:
     fc_layout = fc_layout or "auto"
     if fc_layout not in FC_LAYOUTS:
         raise PrunecError(f"--fc-layout {fc_layout!r}: choose one of {', '.join(FC_LAYOUTS)}")
-    if fc_layout == "rcsr" or target is None:
+    if fc_layout in ("rcsr", "rsell") or target is None:
         return 0
     limit = target.extra.get("fc_bsell_max_bytes", 0)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -157,7 +188,9 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
     store W^T, unpadded unless `row_align` is given: their kernel visits a column's entries only when its input
     is nonzero. A sparse fc layer (not in `columns`) whose blocked sliced layout takes at most bsell_limit bytes is
     stored in that layout instead (`fc_layout` "auto"; x86 with AVX-512: 3-4x faster on LeNet-size layers for
-    ~2x the bytes of relative-indexed CSR)."""
+    ~2x the bytes of relative-indexed CSR); the other sparse fc layers not in `columns` are stored in the
+    relative-indexed sliced layout where rsell_allowed (x86 with AVX-512 on a CPU with fast gathers: about the bytes
+    of 8-bit relative-indexed CSR, 4096x4096 at 10 % 1.3x faster), whatever `index_bits` says."""
     def bits(op: str) -> tuple[int, ...]:
         if index_bits:
             return tuple(index_bits)
@@ -170,6 +203,7 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
 
     shared = shared_weights(g)
     limit = bsell_limit(target, fc_layout)
+    sliced = rsell_allowed(target, fc_layout)
     out: dict[str, Encoding] = {}
     for n in g.nodes:
         if n.weight is None:
@@ -186,6 +220,8 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
             blocked = as_bsell(enc, w)  # laid out once: its bytes decide, and it is what the build then stores
             if blocked.bsell.slots and blocked.total_bytes <= limit:
                 enc = blocked
+        if sliced and n.op == "fc" and enc.format == "rcsr" and not cm and w.shape[0] <= BSELL_MAX_ROWS:
+            enc = as_rsell(enc, w)
         out[n.name] = enc
     return out  # a layer that shares another's weight has that layer's Encoding object
 
@@ -274,10 +310,11 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     convolution followed by a pool one channel at a time (prunec.fuse; default: the target's
     `fuse_conv_pool`); `skip_zero_inputs`: which fc layers skip zero inputs (zero_skipping_layers; default none),
     `calibration`: a .npy of sample inputs, which 'auto' measures each fc layer's input zero share on;
-    `fc_layout`: 'auto' (default: the blocked sliced layout for the fc layers the target allows it for, bsell_limit)
-    or 'rcsr'."""
+    `fc_layout`: 'auto' (default: the blocked sliced layout for the fc layers the target allows it for, bsell_limit,
+    and the relative-indexed sliced layout for the other sparse fc layers where rsell_allowed), 'rcsr' or 'rsell'."""
     target = targets_mod.get(target_name)
     bsell_limit(target, fc_layout)  # a bad --fc-layout is refused before the model is loaded
+    rsell_allowed(target, fc_layout)  # and so are a bad fc_rsell_vendors or PRUNEC_FC_RSELL
     if index_bits is not None:
         index_bits = check_index_bits(index_bits, "--index-bits")
     if row_align is not None:

@@ -38,8 +38,9 @@ from .targets import Target
 BLOB_THRESHOLD = 1 << 20  # bytes of weight arrays above which storage "auto" picks the blob
 STORAGES = ("auto", "c", "blob")
 BLOB_ALIGN = 16
-# the values of a blocked sliced layout (docs/FORMAT.md "Blocked fc layers"): 64-byte aligned, so that none of the
-# kernel's 64-byte loads of 16 slots crosses a cache line (the real LeNet-300-100 fc1 in a C loop: 4.1 -> 3.1 us)
+# the values of a blocked or relative-indexed sliced layout (docs/FORMAT.md "Blocked fc layers", "Sliced fc layers"):
+# 64-byte aligned, so that none of the kernels' 64-byte loads of 16 slots crosses a cache line (the real
+# LeNet-300-100 fc1 in the blocked layout, in a C loop: 4.1 -> 3.1 us)
 BSELL_ALIGN = 64
 C_KEYWORDS = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
@@ -125,7 +126,7 @@ class Array:
     symbol: str
     ctype: str  # float, uint8_t, uint16_t, uint32_t
     data: np.ndarray
-    align: int = 16  # bytes; more than 16 only for a blocked layout's values (a kernel loads them 64 bytes at a time)
+    align: int = 16  # bytes; more than 16 only for a sliced layout's values (a kernel loads them 64 bytes at a time)
 
     @property
     def count(self) -> int:
@@ -171,6 +172,8 @@ def _buf(plan: Plan, g: Graph, name: str) -> str:
 def _kernel_op(n: Node, enc: Encoding | None) -> str:
     if n.op == "fc" and enc.format == "bsell":
         return "fc_bsell"  # the blocked sliced layout (docs/FORMAT.md "Blocked fc layers")
+    if n.op == "fc" and enc.format == "rsell":
+        return "fc_rsell"  # the relative-indexed sliced layout (docs/FORMAT.md "Sliced fc layers")
     if n.op == "fc" and enc.format == "rcsr" and enc.columns:
         return "fc_rcsc"  # stored column by column, zero inputs skipped
     if n.op in ("fc", "conv2d"):
@@ -306,6 +309,15 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                                  Array(sym("perm"), "uint16_t", bs.perm.astype(np.uint16))]
                 L.structs.append(f"static const prunec_bsell_f32 {ident}_w = {{{bs.rows}u, {bs.cols}u, "
                                  f"{wsym('perm')}, {wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
+            elif enc.format == "rsell":
+                rs = enc.rsell
+                if own:
+                    L.arrays += [Array(sym("values"), "float", rs.values.astype(np.float32), align=BSELL_ALIGN),
+                                 Array(sym("index"), "uint8_t", rs.index.astype(np.uint8)),
+                                 Array(sym("steps"), "uint32_t", rs.steps.astype(np.uint32)),
+                                 Array(sym("perm"), "uint16_t", rs.perm.astype(np.uint16))]
+                L.structs.append(f"static const prunec_rsell_f32 {ident}_w = {{{rs.rows}u, {rs.cols}u, "
+                                 f"{wsym('perm')}, {wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
             elif enc.format == "rcsr":
                 r = enc.rcsr
                 if own:
@@ -415,6 +427,9 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             if enc.format == "bsell":
                 what += (f" (blocked sliced layout), {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense, "
                          f"{enc.bsell.slots} slots")
+            if enc.format == "rsell":
+                what += (f" (relative-indexed sliced layout) 8-bit, {enc.nonzero / max(1, enc.rows * enc.cols):.1%} "
+                         f"dense, {enc.rsell.slots} slots")
             if enc.columns:
                 what += ", stored by columns: zero inputs skipped"
         if i in plan.in_place:

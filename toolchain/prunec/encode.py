@@ -229,10 +229,117 @@ def encode_bsell(w: np.ndarray) -> BSELL:
     return BSELL(rows, cols, perm, flat.astype(np.uint8), index, values, int(r.size))
 
 
+RSELL_ROWS = 16  # rows per slice of the relative-indexed sliced layout (prunec_types.h PRUNEC_RSELL_ROWS)
+RSELL_BITS = 8  # one code byte per slot, the gap minus 1 as in 8-bit relative-indexed CSR
+
+
+@dataclass
+class RSELL:
+    """The relative-indexed sliced layout of a sparse fc matrix (docs/FORMAT.md "Sliced fc layers"; prunec_rsell_f32)."""
+
+    rows: int
+    cols: int
+    perm: np.ndarray  # uint16 [slices * 16]: the matrix row each lane holds (rows by entries, most first); pad 0
+    steps: np.ndarray  # uint32 [slices]: entries per lane of each slice
+    index: np.ndarray  # uint8 [16 * sum(steps)]: column gap minus 1 from the lane's previous entry
+    values: np.ndarray  # [16 * sum(steps)] of the matrix's dtype, fillers 0
+    nonzero: int
+
+    @property
+    def slots(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def fillers(self) -> int:
+        return self.slots - self.nonzero
+
+    def bytes(self, value_bytes: int = 4) -> dict[str, int]:
+        return rsell_bytes(self.slots, 4 * self.steps.size + 2 * self.perm.size, value_bytes)
+
+    def columns(self) -> np.ndarray:
+        """int64 [16 * sum(steps)]: the column of each slot (what a kernel computes from the codes)."""
+        out = np.zeros(self.slots, dtype=np.int64)
+        pos = 0
+        for k in self.steps.astype(np.int64):
+            n = int(k) * RSELL_ROWS
+            out[pos:pos + n] = np.cumsum(self.index[pos:pos + n].reshape(-1, RSELL_ROWS).astype(np.int64) + 1,
+                                         axis=0).reshape(-1) - 1
+            pos += n
+        return out
+
+    def to_dense(self) -> np.ndarray:
+        """The matrix it stores (tests, and a check of the encoder)."""
+        out = np.zeros((self.rows, self.cols), dtype=self.values.dtype)
+        cols = self.columns()
+        lane_row = np.repeat(np.arange(self.steps.size), self.steps.astype(np.int64) * RSELL_ROWS)
+        lane = np.concatenate([np.tile(np.arange(RSELL_ROWS), int(k)) for k in self.steps] or [np.zeros(0, int)])
+        rows = self.perm.astype(np.int64)[lane_row * RSELL_ROWS + lane] if self.slots else np.zeros(0, np.int64)
+        nz = self.values != 0
+        out[rows[nz], cols[nz]] = self.values[nz]
+        return out
+
+
+def rsell_bytes(slots: int, pointer_bytes: int, value_bytes: int = 4) -> dict[str, int]:
+    """Bytes of a relative-indexed sliced layout: values and one code byte per slot; as the layer's "pointers" (the
+    per-slice metadata), `pointer_bytes`: a uint32 step count per slice and two bytes of `perm` per lane."""
+    return {"values": slots * value_bytes, "index": slots, "pointers": pointer_bytes}
+
+
+def encode_rsell(w: np.ndarray) -> RSELL:
+    """`w` [rows, cols] in the relative-indexed sliced layout (RSELL): each row's entries as in 8-bit relative-indexed
+    CSR (its nonzeros, and a filler where a gap exceeds 256), the rows by entry count (most first, ties: lower row
+    first) in slices of 16, each lane padded to the slice's fullest with fillers at the lowest columns the row has no
+    entry in (its first k columns hold at least k - entries of them, so every column stays below cols and merging
+    them in only shortens gaps)."""
+    w = _as_matrix(w)
+    rows, cols = w.shape
+    if rows > BSELL_MAX_ROWS:
+        raise ValueError(f"sliced layout: {rows} rows, at most {BSELL_MAX_ROWS} (uint16 row numbers)")
+    r8 = encode_rcsr(w, RSELL_BITS)
+    rp = r8.row_ptr.astype(np.int64)
+    lens = np.diff(rp)
+    cum = np.cumsum(r8.codes.astype(np.int64) + 1)
+    starts = np.concatenate([[0], cum])[rp[:-1]]  # running column sum before each row
+    colabs = cum - np.repeat(starts, lens) - 1 if cum.size else cum  # the column of every entry
+    order = np.argsort(-lens, kind="stable")
+    slices = -(-rows // RSELL_ROWS)
+    lane_len = np.zeros(slices * RSELL_ROWS, dtype=np.int64)
+    lane_len[:rows] = lens[order]
+    steps = lane_len.reshape(slices, RSELL_ROWS).max(axis=1) if slices else np.zeros(0, np.int64)
+    n = int(steps.sum()) * RSELL_ROWS
+    index = np.zeros(n, dtype=np.uint8)
+    values = np.zeros(n, dtype=w.dtype)
+    off = 0
+    for s in range(slices):
+        k = int(steps[s])
+        for lane in range(RSELL_ROWS):
+            i = s * RSELL_ROWS + lane
+            if i >= rows:  # past the last row: columns 0 .. k-1 (codes 0), weights 0
+                continue
+            r = int(order[i])
+            c = colabs[rp[r]:rp[r + 1]]
+            v = r8.values[rp[r]:rp[r + 1]]
+            p = k - c.size
+            if p:
+                free = np.setdiff1d(np.arange(k, dtype=np.int64), c, assume_unique=True)[:p]
+                c = np.concatenate([c, free])
+                v = np.concatenate([v, np.zeros(p, dtype=w.dtype)])
+                at = np.argsort(c, kind="stable")
+                c, v = c[at], v[at]
+            codes = np.diff(c, prepend=-1) - 1
+            index[off + lane:off + lane + k * RSELL_ROWS:RSELL_ROWS] = codes.astype(np.uint8)
+            values[off + lane:off + lane + k * RSELL_ROWS:RSELL_ROWS] = v
+        off += k * RSELL_ROWS
+    perm = np.zeros(slices * RSELL_ROWS, dtype=np.uint16)
+    perm[:rows] = order
+    return RSELL(rows, cols, perm, steps.astype(np.uint32), index, values, r8.nonzero)
+
+
 @dataclass
 class Encoding:
-    """How one layer's weight matrix is stored: 'rcsr' (with `rcsr`), 'dense' (with `dense`) or 'bsell' (with
-    `bsell`: the blocked sliced layout of fc layers on AVX-512 x86, docs/FORMAT.md "Blocked fc layers")."""
+    """How one layer's weight matrix is stored: 'rcsr' (with `rcsr`), 'dense' (with `dense`), 'bsell' (with
+    `bsell`: the blocked sliced layout of fc layers on AVX-512 x86, docs/FORMAT.md "Blocked fc layers") or 'rsell'
+    (with `rsell`: the relative-indexed sliced layout, docs/FORMAT.md "Sliced fc layers")."""
 
     format: str
     rows: int
@@ -241,6 +348,7 @@ class Encoding:
     rcsr: RCSR | None = None
     dense: np.ndarray | None = None  # [rows, cols], the matrix's dtype
     bsell: BSELL | None = None
+    rsell: RSELL | None = None
     value_bytes: int = 4
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -248,12 +356,16 @@ class Encoding:
     def index_bits(self) -> int:
         if self.bsell is not None:
             return 8  # one byte per slot (a column offset 0..31 in its block)
+        if self.rsell is not None:
+            return RSELL_BITS
         return self.rcsr.index_bits if self.rcsr is not None else 0
 
     @property
     def fillers(self) -> int:
         if self.bsell is not None:
             return self.bsell.fillers
+        if self.rsell is not None:
+            return self.rsell.fillers
         return self.rcsr.fillers if self.rcsr is not None else 0
 
     row_align: int = 1  # rows padded to a multiple of this many entries (1: not padded)
@@ -502,3 +614,11 @@ def as_bsell(enc: Encoding, w: np.ndarray) -> Encoding:
     b = encode_bsell(w)
     return Encoding("bsell", enc.rows, enc.cols, enc.nonzero, bsell=b, value_bytes=enc.value_bytes,
                     sizes=b.bytes(enc.value_bytes))
+
+
+def as_rsell(enc: Encoding, w: np.ndarray) -> Encoding:
+    """The relative-indexed sliced layout of fc weight `w` (rows x cols), in place of encoding `enc` (its rows, cols
+    and nonzero count)."""
+    r = encode_rsell(w)
+    return Encoding("rsell", enc.rows, enc.cols, enc.nonzero, rsell=r, value_bytes=enc.value_bytes,
+                    sizes=r.bytes(enc.value_bytes))

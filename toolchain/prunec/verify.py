@@ -120,6 +120,18 @@ def cpu_flags() -> set[str] | None:
     return None
 
 
+def cpu_vendor() -> str | None:
+    """This CPU's vendor string as CPUID gives it (Linux: "GenuineIntel", "AuthenticAMD"), or None when unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip() or None
+    return None
+
+
 def check_host_isa(build_dir: Path, manifest: dict) -> None:
     """PrunecError if the build's kernels need CPU features this machine lacks (an x86_64-avx2 build made on a
     machine with AVX-512 picks AVX-512 kernels; run here, it would die of an illegal instruction)."""
