@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "toolchain"))
 import harness  # noqa: E402
 import workloads  # noqa: E402
 from harness import Contender, py_timer  # noqa: E402
-from prunec.encode import choose_encoding, encode_bsell, index_bits_for  # noqa: E402
+from prunec.encode import choose_encoding, encode_bsell, encode_rsell, index_bits_for  # noqa: E402
 from prunec import targets as _targets  # noqa: E402
 
 X86_TARGET = _targets.get("x86_64-avx2")
@@ -82,6 +82,16 @@ def _bsell_struct(ffi, keep, b):
     s.steps = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.steps, dtype=np.uint8))))
     s.index = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.index, dtype=np.uint8))))
     s.values = keep(ffi.from_buffer("float[]", keep(_aligned64(np.asarray(b.values, dtype=np.float32)))))
+    return s
+
+
+def _rsell_struct(ffi, keep, r):
+    s = keep(ffi.new("prunec_rsell_f32 *"))
+    s.rows, s.cols = r.rows, r.cols
+    s.perm = keep(ffi.from_buffer("uint16_t[]", keep(np.ascontiguousarray(r.perm, dtype=np.uint16))))
+    s.steps = keep(ffi.from_buffer("uint32_t[]", keep(np.ascontiguousarray(r.steps, dtype=np.uint32))))
+    s.index = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(r.index, dtype=np.uint8))))
+    s.values = keep(ffi.from_buffer("float[]", keep(_aligned64(np.asarray(r.values, dtype=np.float32)))))
     return s
 
 
@@ -134,8 +144,9 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
                                                   columns=True)) if x_zeros else None
     ds = _dense_struct(ffi, keep, w)
     bs = _bsell_struct(ffi, keep, encode_bsell(w))  # the blocked sliced layout (docs/FORMAT.md "Blocked fc layers")
+    ss = _rsell_struct(ffi, keep, encode_rsell(w))  # the relative-indexed sliced layout ("Sliced fc layers")
     for k, aligned in [(k, False) for k in ks] + [(k, True) for k in ks if rs_al is not None and k.isa in X86_TARGET.isa and k.isa != "portable"]:
-        if k.op not in ("fc_rcsr", "fc_dense", "fc_rcsc", "fc_bsell") or (aligned and k.op != "fc_rcsr") or \
+        if k.op not in ("fc_rcsr", "fc_dense", "fc_rcsc", "fc_bsell", "fc_rsell") or (aligned and k.op != "fc_rcsr") or \
                 (k.op == "fc_rcsc" and cs_ is None):
             continue
         Y = keep(np.full((batch, rows), np.nan, dtype=np.float32))
@@ -147,6 +158,9 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
         elif k.op == "fc_bsell":
             run = (lambda fn, yb: lambda n: lib.bench_fc_bsell(fn, bs, bb, xb, yb, batch, n, lo, hi))(fn, yb)
             c = Contender(f"prunec sparse, blocked layout [{k.isa}]", run, "prunec-sparse")
+        elif k.op == "fc_rsell":
+            run = (lambda fn, yb: lambda n: lib.bench_fc_rsell(fn, ss, bb, xb, yb, batch, n, lo, hi))(fn, yb)
+            c = Contender(f"prunec sparse, sliced layout [{k.isa}]", run, "prunec-sparse")
         elif k.op == "fc_rcsr":
             st = rs_al if aligned else rs
             run = (lambda fn, yb, st: lambda n: lib.bench_fc_rcsr(fn, st, bb, xb, yb, batch, n, lo, hi))(fn, yb, st)

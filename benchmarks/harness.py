@@ -33,7 +33,7 @@ RUNTIME = ROOT / "runtime_c"
 BENCH = ROOT / "benchmarks"
 CACHE = ROOT / "build" / "bench-cache"
 X86_ISAS = ("portable", "avx2", "avx512", "avx512x4")
-OPS = ("fc_rcsr", "fc_rcsc", "fc_dense", "fc_bsell", "conv2d_rcsr", "conv2d_dense")
+OPS = ("fc_rcsr", "fc_rcsc", "fc_dense", "fc_bsell", "fc_rsell", "conv2d_rcsr", "conv2d_dense")
 CFLAGS = ["-O3", "-march=native", "-std=c99", "-fPIC"]
 if os.environ.get("PRUNEC_BENCH_CFLAGS"):  # e.g. the x86_64-avx2 target's own flags, what `prunec build` compiles with
     CFLAGS = os.environ["PRUNEC_BENCH_CFLAGS"].split()
@@ -72,6 +72,8 @@ typedef struct prunec_rcsr_f32 { uint32_t rows; uint32_t cols; uint32_t index_bi
 typedef struct prunec_dense_f32 { uint32_t rows; uint32_t cols; const float *values; } prunec_dense_f32;
 typedef struct prunec_bsell_f32 { uint32_t rows; uint32_t cols; const uint16_t *perm; const uint8_t *steps;
   const uint8_t *index; const float *values; } prunec_bsell_f32;
+typedef struct prunec_rsell_f32 { uint32_t rows; uint32_t cols; const uint16_t *perm; const uint32_t *steps;
+  const uint8_t *index; const float *values; } prunec_rsell_f32;
 typedef struct prunec_conv2d_params { uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
   uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups; } prunec_conv2d_params;
 typedef void (*bench_fc_rcsr_fn)(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);
@@ -79,6 +81,7 @@ typedef void (*bench_fc_dense_fn)(const prunec_dense_f32 *, const float *, const
 typedef void (*bench_conv_rcsr_fn)(const prunec_conv2d_params *, const prunec_rcsr_f32 *, const float *,
                                    const float *, float *, float, float);
 typedef void (*bench_fc_bsell_fn)(const prunec_bsell_f32 *, const float *, const float *, float *, float, float);
+typedef void (*bench_fc_rsell_fn)(const prunec_rsell_f32 *, const float *, const float *, float *, float, float);
 typedef void (*bench_conv_dense_fn)(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *,
                                     const float *, float *, float, float);
 double bench_fc_rcsr(bench_fc_rcsr_fn f, const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y,
@@ -86,6 +89,8 @@ double bench_fc_rcsr(bench_fc_rcsr_fn f, const prunec_rcsr_f32 *w, const float *
 double bench_fc_dense(bench_fc_dense_fn f, const prunec_dense_f32 *w, const float *bias, const float *x, float *y,
                       int batch, long iters, float lo, float hi);
 double bench_fc_bsell(bench_fc_bsell_fn f, const prunec_bsell_f32 *w, const float *bias, const float *x, float *y,
+                      int batch, long iters, float lo, float hi);
+double bench_fc_rsell(bench_fc_rsell_fn f, const prunec_rsell_f32 *w, const float *bias, const float *x, float *y,
                       int batch, long iters, float lo, float hi);
 double bench_conv_rcsr(bench_conv_rcsr_fn f, const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                        const float *bias, const float *x, float *y, long iters, float lo, float hi);
@@ -98,6 +103,7 @@ _SIG = {
     "fc_rcsc": "void {n}(const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);",
     "fc_dense": "void {n}(const prunec_dense_f32 *, const float *, const float *, float *, float, float);",
     "fc_bsell": "void {n}(const prunec_bsell_f32 *, const float *, const float *, float *, float, float);",
+    "fc_rsell": "void {n}(const prunec_rsell_f32 *, const float *, const float *, float *, float, float);",
     "conv2d_rcsr": "void {n}(const prunec_conv2d_params *, const prunec_rcsr_f32 *, const float *, const float *, float *, float, float);",
     "conv2d_dense": "void {n}(const prunec_conv2d_params *, const prunec_dense_f32 *, const float *, const float *, float *, float, float);",
 }

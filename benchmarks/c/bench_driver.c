@@ -32,6 +32,7 @@ static double now(void) {
 BENCH_FC(bench_fc_rcsr, bench_fc_rcsr_fn, prunec_rcsr_f32)
 BENCH_FC(bench_fc_dense, bench_fc_dense_fn, prunec_dense_f32)
 BENCH_FC(bench_fc_bsell, bench_fc_bsell_fn, prunec_bsell_f32)
+BENCH_FC(bench_fc_rsell, bench_fc_rsell_fn, prunec_rsell_f32)
 
 double bench_conv_rcsr(bench_conv_rcsr_fn f, const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                        const float *bias, const float *x, float *y, long iters, float lo, float hi) {
