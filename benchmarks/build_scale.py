@@ -5,13 +5,14 @@ per-layer densities (random weights pruned at random positions to those densitie
 Each step runs as its own process and is measured from outside (wall time, peak RSS of the process tree's
 largest member, from getrusage of the waited children):
   export   the pruned model -> .pt2 (torch.export; not part of `prunec build`, shown for scale)
-  build    `prunec build MODEL.pt2 --target host --out DIR` (weights as a .incbin blob: the "auto" choice)
+  build    `prunec build MODEL.pt2 --target T --out DIR` (T: --target, default host; weights as a .incbin blob: the
+           "auto" choice)
   compile  `make -C DIR` (static library)
   build-c / compile-c  with --c-arrays: the same with the weights as C initialisers, for comparison
 
 Target: build and compile each under 2 minutes and 4 GB.
 
-    python benchmarks/build_scale.py [--models alexnet vgg16] [--c-arrays] [--verify] [--work DIR]
+    python benchmarks/build_scale.py [--models alexnet vgg16] [--target T] [--c-arrays] [--verify] [--work DIR]
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ torch.export.save(ep, out)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["alexnet", "vgg16"], choices=list(DENSITIES))
+    ap.add_argument("--target", default="host", help="the build's target (x86_64-avx2: its fc layouts, AVX-512 kernels)")
     ap.add_argument("--c-arrays", action="store_true", help="also build and compile with weights as C arrays")
     ap.add_argument("--verify", action="store_true", help="also `prunec verify --random 2` each build")
     ap.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
@@ -88,13 +90,14 @@ def main() -> None:
             storages = ["auto"] + (["c"] if a.c_arrays else [])
             for storage in storages:
                 out = work / f"{name}_{storage}"
-                t, mb = measure([*prunec, "build", str(pt2), "--target", "host", "--out", str(out), "--name", name,
+                t, mb = measure([*prunec, "build", str(pt2), "--target", a.target, "--out", str(out), "--name", name,
                                  "--weights", storage])
                 m = json.loads((out / "manifest.json").read_text())
                 tot = m["totals"]
                 what = (f"{tot['nonzero'] / 1e6:.2f} M nonzeros, weights {tot['weights_bytes'] / 2**20:.1f} MiB "
                         f"(dense {tot['dense_weights_bytes'] / 2**20:.0f} MiB), storage {m['storage']}")
-                rows.append((name, f"prunec build --weights {storage}", t, mb, what))
+                fmts = sorted({l["format"] for l in m["layers"] if l["op"] == "fc"})
+                rows.append((name, f"prunec build --weights {storage}", t, mb, f"{what}, fc {'/'.join(fmts)}"))
                 t, mb = measure(["make", "-s", "-C", str(out), "-j2"])
                 rows.append((name, f"make (compile, --weights {storage})", t, mb,
                              f"lib{name}.a {(out / f'lib{name}.a').stat().st_size / 2**20:.1f} MiB"))
