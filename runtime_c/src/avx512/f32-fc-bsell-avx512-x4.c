@@ -11,10 +11,12 @@
  * scatter to y[perm[...]] end the slice (the rows are stored by nonzero count, not in order).
  * On this project's Intel Xeon (docs/BENCHMARKS.md, "Twelfth session"): LeNet-300-100 fc1's shape at 8 % (300x784,
  * random mask) 2.5 us against 8.8 us for the relative-indexed CSR kernel (its gather path there), although the slots
- * are ~2.3x the nonzeros. The bound: 2 cycles per step, the two port-5 instructions of a step (the permute and the
- * widening of the index bytes); the real LeNet-300-100 fc1 (2,695 steps) takes 2.1 us. Blocks sorted by step count
- * (predictable loop exits) changed nothing, and a flattened loop with a block number per step (two more loads per
- * step) was slower.
+ * are ~2.3x the nonzeros. The bound is the bytes read from L2: the real LeNet-300-100 fc1 (2,695 steps, 216 KB of
+ * slots) takes 1.77 us in a C loop, against 1.47 us for 216 KB at this core's measured L2 read rate (147 GB/s); 32-bit
+ * indices (no widening, no port-5 work for them, 8 bytes per slot) ran slower, 2.26 us, and four steps' index bytes
+ * in one load with shifts instead of the widening the same, 1.82 us (docs/BENCHMARKS.md, "Thirteenth session").
+ * Blocks sorted by step count (predictable loop exits) changed nothing, and a flattened loop with a block number per
+ * step (two more loads per step) was slower.
  */
 #include "prunec_isa.h"
 
