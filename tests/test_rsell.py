@@ -130,7 +130,7 @@ def test_fc_layout_rsell_builds_compute_what_pytorch_computes(tmp_path, target):
     r = verify.compare(verify.run_host(d, x), ref)
     assert r.ok and r.top1_agreement == 1.0, r.text()
     src = (d / "mlp.c").read_text()
-    assert "static const prunec_rsell_f32 fc_0_w" in src or "prunec_rsell_f32" in src
+    assert "static const prunec_rsell_f32 fcs_0_w = {300u, 700u, fcs_0_perm, fcs_0_steps," in src  # rows, cols
 
 
 def test_auto_takes_the_sliced_layout_by_cpu_vendor_and_env(tmp_path, monkeypatch):
@@ -148,11 +148,16 @@ def test_auto_takes_the_sliced_layout_by_cpu_vendor_and_env(tmp_path, monkeypatc
     if not _cpu_has_avx512():
         assert not B.rsell_allowed(t, "auto")
         return
+    monkeypatch.setattr(B, "gathers_slowed", lambda: False)
     for vendor, want in (("GenuineIntel", True), ("AuthenticAMD", False), (None, False)):
         monkeypatch.setattr(B, "cpu_vendor", lambda v=vendor: v)
         assert B.rsell_allowed(t, "auto") is want, vendor
         assert B.rsell_allowed(t, "rsell") and not B.rsell_allowed(t, "rcsr")
-    monkeypatch.setenv("PRUNEC_FC_RSELL", "1")  # AMD still set: the variable decides
+    monkeypatch.setattr(B, "cpu_vendor", lambda: "GenuineIntel")  # an Intel core under the GDS microcode mitigation
+    monkeypatch.setattr(B, "gathers_slowed", lambda: True)          # (Skylake .. Tiger Lake): gathers several times slower
+    assert not B.rsell_allowed(t, "auto")
+    monkeypatch.setattr(B, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setenv("PRUNEC_FC_RSELL", "1")  # AMD and slowed gathers still set: the variable decides
     assert B.rsell_allowed(t, "auto")
     man = B.build(pt2, "x86_64-avx2", tmp_path / "forced", name="mlp").manifest
     assert [l["format"] for l in man["layers"]] == ["rsell"] * 3
@@ -163,6 +168,7 @@ def test_auto_takes_the_sliced_layout_by_cpu_vendor_and_env(tmp_path, monkeypatc
     assert [l["format"] for l in man["layers"]] == ["rcsr"] * 3
     monkeypatch.setenv("PRUNEC_FC_RSELL", "0")
     monkeypatch.setattr(B, "cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(B, "gathers_slowed", lambda: False)
     assert not B.rsell_allowed(t, "auto")
 
 
@@ -206,3 +212,13 @@ def test_cli_fc_layout_rsell(tmp_path):
     layer = json.loads((tmp_path / "a" / "manifest.json").read_text())["layers"][0]
     assert layer["format"] == "rsell" and layer["kernel"] == "prunec_f32_fc_rsell__portable"
     assert "relative-indexed sliced layout" in (tmp_path / "a" / "mlp.c").read_text()
+
+
+def test_gathers_slowed_reads_the_kernels_gds_status(tmp_path, monkeypatch):
+    f = tmp_path / "gather_data_sampling"
+    monkeypatch.setattr(verify, "GDS_STATUS", f)
+    assert not verify.gathers_slowed()  # no such file (not Linux, an old kernel): not known to be slowed
+    for text, want in (("Not affected\n", False), ("Vulnerable\n", False), ("Vulnerable: No microcode\n", False),
+                       ("Mitigation: Microcode\n", True), ("Mitigation: AVX disabled, no microcode\n", True)):
+        f.write_text(text)
+        assert verify.gathers_slowed() is want, text

@@ -25,7 +25,7 @@ from .encode import (BSELL_MAX_ROWS, Encoding, as_bsell, as_rsell, check_index_b
 from .errors import PrunecError
 from .graph import Graph, numel, shared_weights
 from .resources import runtime_dir
-from .verify import cpu_vendor
+from .verify import cpu_vendor, gathers_slowed
 
 MANIFEST_FORMAT = "prunec-build"
 MANIFEST_VERSION = 1
@@ -136,8 +136,9 @@ def rsell_allowed(target, fc_layout: str | None) -> bool:
     """Whether sparse fc layers that do not take the blocked layout are stored in the relative-indexed sliced layout:
     always with --fc-layout rsell; with auto, when the target names CPU vendors whose gathers are fast
     (fc_rsell_vendors: x86_64-avx2 ["GenuineIntel"]), its fc_rsell kernel is an ISA kernel on this build machine, and
-    this machine's vendor is one of them (PRUNEC_FC_RSELL=1/0 decides instead), as the AVX-512 kernels themselves are
-    chosen by the build machine (an x86_64-avx2 build is for the machine it is made on)."""
+    this machine's vendor is one of them and its gathers are not slowed by the Gather Data Sampling mitigation
+    (verify.gathers_slowed; PRUNEC_FC_RSELL=1/0 decides instead), as the AVX-512 kernels themselves are chosen by the
+    build machine (an x86_64-avx2 build is for the machine it is made on)."""
     fc_layout = fc_layout or "auto"
     if fc_layout not in FC_LAYOUTS:
         raise PrunecError(f"--fc-layout {fc_layout!r}: choose one of {', '.join(FC_LAYOUTS)}")
@@ -156,7 +157,7 @@ def rsell_allowed(target, fc_layout: str | None) -> bool:
         return force == "1"
     if force:
         raise PrunecError(f"{RSELL_ENV}={force!r}: set it to 1 (use the sliced fc layout) or 0 (do not), or unset it")
-    return cpu_vendor() in vendors
+    return cpu_vendor() in vendors and not gathers_slowed()
 
 
 def bsell_limit(target, fc_layout: str | None) -> int:

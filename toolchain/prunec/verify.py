@@ -132,6 +132,19 @@ def cpu_vendor() -> str | None:
     return None
 
 
+GDS_STATUS = Path("/sys/devices/system/cpu/vulnerabilities/gather_data_sampling")
+
+
+def gathers_slowed() -> bool:
+    """Whether this CPU's vector gathers run under the Gather Data Sampling ("Downfall") microcode mitigation, which
+    makes them several times slower (Intel Skylake to Tiger Lake; Linux says "Mitigation: ..." in GDS_STATUS). False
+    where the file is missing or says "Not affected" / "Vulnerable"."""
+    try:
+        return GDS_STATUS.read_text().strip().startswith("Mitigation")
+    except OSError:
+        return False
+
+
 def check_host_isa(build_dir: Path, manifest: dict) -> None:
     """PrunecError if the build's kernels need CPU features this machine lacks (an x86_64-avx2 build made on a
     machine with AVX-512 picks AVX-512 kernels; run here, it would die of an illegal instruction)."""
