@@ -222,3 +222,20 @@ def test_gathers_slowed_reads_the_kernels_gds_status(tmp_path, monkeypatch):
                        ("Mitigation: Microcode\n", True), ("Mitigation: AVX disabled, no microcode\n", True)):
         f.write_text(text)
         assert verify.gathers_slowed() is want, text
+
+
+@pytest.mark.parametrize("target", ["aarch64-neon", "cortex-m4"])
+def test_fc_layout_rsell_cross_builds_verify_under_qemu(tmp_path, target):
+    """The portable kernel of the sliced layout compiles with an embedded target's own (strict) flags and computes what
+    PyTorch computes under QEMU (`--fc-layout rsell` is the only way an Arm build takes this layout)."""
+    t = targets.get(target)
+    missing = t.missing_tools()
+    if missing:
+        pytest.skip(", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
+    pt2, _, _ = _mlp_case(tmp_path, widths=(300, 70, 10), density=0.1, seed=4)
+    out = tmp_path / target
+    man = B.build(pt2, target, out, name="mlp", fc_layout="rsell").manifest
+    assert [l["format"] for l in man["layers"]] == ["rsell"] * 2
+    assert set(man["kernels"]) >= {"prunec_f32_fc_rsell__portable"}
+    rep = verify.verify(out, random=3)
+    assert rep.ok and rep.n == 3, rep.text()
