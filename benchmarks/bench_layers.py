@@ -75,23 +75,15 @@ def _aligned64(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bsell_struct(ffi, keep, b):
-    s = keep(ffi.new("prunec_bsell_f32 *"))
-    s.rows, s.cols = b.rows, b.cols
-    s.perm = keep(ffi.from_buffer("uint16_t[]", keep(np.ascontiguousarray(b.perm, dtype=np.uint16))))
-    s.steps = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.steps, dtype=np.uint8))))
-    s.index = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(b.index, dtype=np.uint8))))
-    s.values = keep(ffi.from_buffer("float[]", keep(_aligned64(np.asarray(b.values, dtype=np.float32)))))
-    return s
-
-
-def _rsell_struct(ffi, keep, r):
-    s = keep(ffi.new("prunec_rsell_f32 *"))
-    s.rows, s.cols = r.rows, r.cols
-    s.perm = keep(ffi.from_buffer("uint16_t[]", keep(np.ascontiguousarray(r.perm, dtype=np.uint16))))
-    s.steps = keep(ffi.from_buffer("uint32_t[]", keep(np.ascontiguousarray(r.steps, dtype=np.uint32))))
-    s.index = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(r.index, dtype=np.uint8))))
-    s.values = keep(ffi.from_buffer("float[]", keep(_aligned64(np.asarray(r.values, dtype=np.float32)))))
+def _sliced_struct(ffi, keep, sl, kind):
+    """prunec_bsell_f32 or prunec_rsell_f32 (`kind` "bsell" / "rsell") of a sliced layout; values 64-byte aligned."""
+    s = keep(ffi.new(f"prunec_{kind}_f32 *"))
+    s.rows, s.cols = sl.rows, sl.cols
+    steps_t = "uint8_t" if kind == "bsell" else "uint32_t"
+    s.perm = keep(ffi.from_buffer("uint16_t[]", keep(np.ascontiguousarray(sl.perm, dtype=np.uint16))))
+    s.steps = keep(ffi.from_buffer(f"{steps_t}[]", keep(np.ascontiguousarray(sl.steps, dtype=np.dtype(steps_t[:-2])))))
+    s.index = keep(ffi.from_buffer("uint8_t[]", keep(np.ascontiguousarray(sl.index, dtype=np.uint8))))
+    s.values = keep(ffi.from_buffer("float[]", keep(_aligned64(np.asarray(sl.values, dtype=np.float32)))))
     return s
 
 
@@ -143,8 +135,8 @@ def fc_contenders(layer, w, bias, x1, batch, lib_t, torch_csr=True, scipy_csr=Tr
     cs_ = _rcsr_struct(ffi, keep, choose_encoding(w, allow_dense=False, bits_options=index_bits_for("fc"),
                                                   columns=True)) if x_zeros else None
     ds = _dense_struct(ffi, keep, w)
-    bs = _bsell_struct(ffi, keep, encode_bsell(w))  # the blocked sliced layout (docs/FORMAT.md "Blocked fc layers")
-    ss = _rsell_struct(ffi, keep, encode_rsell(w))  # the relative-indexed sliced layout ("Sliced fc layers")
+    bs = _sliced_struct(ffi, keep, encode_bsell(w), "bsell")  # the blocked sliced layout (docs/FORMAT.md "Blocked fc
+    ss = _sliced_struct(ffi, keep, encode_rsell(w), "rsell")  # layers") and the relative-indexed one ("Sliced fc layers")
     for k, aligned in [(k, False) for k in ks] + [(k, True) for k in ks if rs_al is not None and k.isa in X86_TARGET.isa and k.isa != "portable"]:
         if k.op not in ("fc_rcsr", "fc_dense", "fc_rcsc", "fc_bsell", "fc_rsell") or (aligned and k.op != "fc_rcsr") or \
                 (k.op == "fc_rcsc" and cs_ is None):

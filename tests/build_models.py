@@ -150,6 +150,36 @@ def make(case: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     return prune_random(ctor(), seed), shape
 
 
+class ReluMLP(nn.Module):
+    """Linear layers of the given widths with a ReLU between them (the sliced fc layout tests)."""
+
+    def __init__(self, widths):
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+
+    def forward(self, x):
+        for i, f in enumerate(self.fcs):
+            x = f(x)
+            if i + 1 < len(self.fcs):
+                x = torch.relu(x)
+        return x
+
+
+def sparse_mlp_case(tmp_path, widths, density: float, seed: int = 0):
+    """(.pt2, 8 random inputs [8, widths[0]], PyTorch's outputs on them) of a ReluMLP whose weights keep `density`."""
+    from prunec import verify
+
+    torch.manual_seed(seed)
+    m = ReluMLP(widths).eval()
+    with torch.no_grad():
+        for f in m.fcs:
+            f.weight.mul_((torch.rand_like(f.weight) < density).float())
+    pt2 = Path(tmp_path) / "mlp.pt2"
+    export(m, (widths[0],), pt2)
+    x = random_inputs((widths[0],), n=8, seed=seed + 1).reshape(8, -1)
+    return pt2, x, verify.reference_outputs(pt2, x, [1, widths[0]])
+
+
 def random_inputs(shape, n: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
 

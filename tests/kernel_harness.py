@@ -755,27 +755,17 @@ def rcsr_struct(ffi, keep: _Keep, r: encode.RCSR):
     return s
 
 
-def bsell_struct(ffi, keep: _Keep, b: encode.BSELL):
-    """The blocked sliced layout as C sees it; each array gets a private copy of exactly its size (a kernel that
-    reads past one is caught by the sanitizer build, and by the guard words of the layout tests)."""
-    s = ffi.new("prunec_bsell_f32 *", {
-        "rows": b.rows, "cols": b.cols,
-        "perm": keep.buf(ffi, "uint16_t[]", np.ascontiguousarray(b.perm, dtype=np.uint16).copy()),
-        "steps": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(b.steps, dtype=np.uint8).copy()),
-        "index": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(b.index, dtype=np.uint8).copy()),
-        "values": keep.buf(ffi, "float[]", np.ascontiguousarray(b.values, dtype=np.float32).copy())})
-    keep.items.append(s)
-    return s
-
-
-def rsell_struct(ffi, keep: _Keep, r: encode.RSELL):
-    """The relative-indexed sliced layout as C sees it; each array a private copy of exactly its size."""
-    s = ffi.new("prunec_rsell_f32 *", {
-        "rows": r.rows, "cols": r.cols,
-        "perm": keep.buf(ffi, "uint16_t[]", np.ascontiguousarray(r.perm, dtype=np.uint16).copy()),
-        "steps": keep.buf(ffi, "uint32_t[]", np.ascontiguousarray(r.steps, dtype=np.uint32).copy()),
-        "index": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(r.index, dtype=np.uint8).copy()),
-        "values": keep.buf(ffi, "float[]", np.ascontiguousarray(r.values, dtype=np.float32).copy())})
+def sliced_struct(ffi, keep: _Keep, sl, kind: str):
+    """A sliced layout as C sees it (`kind` "bsell": prunec_bsell_f32, uint8 steps; "rsell": prunec_rsell_f32,
+    uint32 steps); each array gets a private copy of exactly its size (a kernel that reads past one is caught by the
+    sanitizer build, and by the guard words of the layout tests)."""
+    steps = np.uint8 if kind == "bsell" else np.uint32
+    s = ffi.new(f"prunec_{kind}_f32 *", {
+        "rows": sl.rows, "cols": sl.cols,
+        "perm": keep.buf(ffi, "uint16_t[]", np.ascontiguousarray(sl.perm, dtype=np.uint16).copy()),
+        "steps": keep.buf(ffi, f"{np.dtype(steps).name}_t[]", np.ascontiguousarray(sl.steps, dtype=steps).copy()),
+        "index": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(sl.index, dtype=np.uint8).copy()),
+        "values": keep.buf(ffi, "float[]", np.ascontiguousarray(sl.values, dtype=np.float32).copy())})
     keep.items.append(s)
     return s
 
@@ -824,9 +814,9 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
         w, b, x = case.data()
         y = np.full(case.rows, np.nan, np.float32)
         if _op_of(kernel) == "fc_bsell":  # the blocked sliced layout
-            ws = bsell_struct(ffi, keep, encode.encode_bsell(w))
+            ws = sliced_struct(ffi, keep, encode.encode_bsell(w), "bsell")
         elif _op_of(kernel) == "fc_rsell":  # the relative-indexed sliced layout
-            ws = rsell_struct(ffi, keep, encode.encode_rsell(w))
+            ws = sliced_struct(ffi, keep, encode.encode_rsell(w), "rsell")
         elif _op_of(kernel) == "fc_rcsc":  # stored column by column: the relative-indexed CSR of W^T
             ws = rcsr_struct(ffi, keep, encode.encode_rcsr(np.ascontiguousarray(w.T), case.bits))
         else:

@@ -9,8 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 import build_models as bm
 from prunec import build as B
@@ -62,29 +60,8 @@ def test_encoder_slot_order_is_slice_block_step_lane():
     assert np.count_nonzero(v) == 5 and np.array_equal(b.to_dense(), w)
 
 
-class _Mlp(nn.Module):
-    def __init__(self, widths):
-        super().__init__()
-        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
-
-    def forward(self, x):
-        for i, f in enumerate(self.fcs):
-            x = f(x)
-            if i + 1 < len(self.fcs):
-                x = torch.relu(x)
-        return x
-
-
 def _mlp_case(tmp_path, widths=(200, 70, 33, 10), density=0.1, seed=0):
-    torch.manual_seed(seed)
-    m = _Mlp(widths).eval()
-    with torch.no_grad():
-        for f in m.fcs:
-            f.weight.mul_((torch.rand_like(f.weight) < density).float())
-    pt2 = tmp_path / "mlp.pt2"
-    bm.export(m, (widths[0],), pt2)
-    x = bm.random_inputs((widths[0],), n=8, seed=seed + 1).reshape(8, -1)
-    return pt2, x, verify.reference_outputs(pt2, x, [1, widths[0]])
+    return bm.sparse_mlp_case(tmp_path, widths, density, seed)
 
 
 @pytest.mark.skipif(not _cpu_has_avx512(), reason="this CPU lacks AVX-512: the x86 build keeps relative-indexed CSR")

@@ -9,8 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 import build_models as bm
 from prunec import build as B
@@ -80,29 +78,8 @@ def test_encoder_refuses_more_rows_than_uint16_numbers():
         encode.encode_rsell(np.zeros((65537, 1), np.float32))
 
 
-class _Mlp(nn.Module):
-    def __init__(self, widths):
-        super().__init__()
-        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
-
-    def forward(self, x):
-        for i, f in enumerate(self.fcs):
-            x = f(x)
-            if i + 1 < len(self.fcs):
-                x = torch.relu(x)
-        return x
-
-
 def _mlp_case(tmp_path, widths=(700, 300, 33, 10), density=0.1, seed=0):
-    torch.manual_seed(seed)
-    m = _Mlp(widths).eval()
-    with torch.no_grad():
-        for f in m.fcs:
-            f.weight.mul_((torch.rand_like(f.weight) < density).float())
-    pt2 = tmp_path / "mlp.pt2"
-    bm.export(m, (widths[0],), pt2)
-    x = bm.random_inputs((widths[0],), n=8, seed=seed + 1).reshape(8, -1)
-    return pt2, x, verify.reference_outputs(pt2, x, [1, widths[0]])
+    return bm.sparse_mlp_case(tmp_path, widths, density, seed)
 
 
 def _no_bsell(monkeypatch, limit=0):

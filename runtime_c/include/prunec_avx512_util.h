@@ -63,4 +63,23 @@ static inline void prunec_avx512_widen8(const uint8_t *index, size_t len, uint32
   }
 }
 
+/* The end of a sliced fc layout's slice (docs/FORMAT.md "Blocked fc layers", "Sliced fc layers"): lane l of `sum` is
+ * row perm[l]'s dot product; the first n lanes get bias[perm[l]] added (bias may be NULL), are clamped to [lo, hi]
+ * (max(lo, s) keeps s where s is NaN, as prunec_clampf does) and go to y[perm[l]]. Unoptimised, GCC's gather and
+ * scatter intrinsics are macros that pass the mask and scale through builtins taking signed types
+ * (-Wsign-conversion under -Wconversion -Werror at -O0); no code changes with the pragma. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-conversion"
+static inline void prunec_avx512_slice_store(const uint16_t *perm, uint32_t n, __m512 sum, const float *bias,
+                                             __m512 lo, __m512 hi, float *y) {
+  const __mmask16 m = (__mmask16)(n >= 16u ? 0xFFFFu : (1u << n) - 1u);
+  const __m512i rows = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)perm));
+  if (bias != NULL) {
+    sum = _mm512_add_ps(sum, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, rows, bias, 4));
+  }
+  sum = _mm512_min_ps(hi, _mm512_max_ps(lo, sum));
+  _mm512_mask_i32scatter_ps(y, m, rows, sum, 4); /* lane l to y[perm[l]] */
+}
+#pragma GCC diagnostic pop
+
 #endif /* PRUNEC_AVX512_UTIL_H */

@@ -13,6 +13,12 @@
 #include "prunec_config.h"
 #include "prunec_types.h"
 
+/* The fused output clamp of the portable kernels: NaN passes through (both comparisons are false), as in PyTorch. */
+static inline float prunec_clampf(float v, float lo, float hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
 /* A runtime compiled without the other index widths (PRUNEC_RCSR_ODD_WIDTHS 0 in prunec_config.h, what
  * `prunec build` writes when every layer uses 4, 8 or 16 bits) gives its relative-indexed CSR kernels other link
  * names (suffix _w3: three widths), so that two builds of different configurations linked into one program each

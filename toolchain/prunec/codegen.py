@@ -300,23 +300,15 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             bias = sym("bias")
         if n.op in ("fc", "conv2d"):
             own = n.name not in shared  # a layer sharing an earlier one's weight references its arrays
-            if enc.format == "bsell":
-                bs = enc.bsell
+            if enc.format in ("bsell", "rsell"):  # the sliced layouts (docs/FORMAT.md "Blocked fc layers", "Sliced
+                sl = enc.bsell if enc.format == "bsell" else enc.rsell  # fc layers"): the same arrays, other steps
                 if own:
-                    L.arrays += [Array(sym("values"), "float", bs.values.astype(np.float32), align=BSELL_ALIGN),
-                                 Array(sym("index"), "uint8_t", bs.index.astype(np.uint8)),
-                                 Array(sym("steps"), "uint8_t", bs.steps.astype(np.uint8)),
-                                 Array(sym("perm"), "uint16_t", bs.perm.astype(np.uint16))]
-                L.structs.append(f"static const prunec_bsell_f32 {ident}_w = {{{bs.rows}u, {bs.cols}u, "
-                                 f"{wsym('perm')}, {wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
-            elif enc.format == "rsell":
-                rs = enc.rsell
-                if own:
-                    L.arrays += [Array(sym("values"), "float", rs.values.astype(np.float32), align=BSELL_ALIGN),
-                                 Array(sym("index"), "uint8_t", rs.index.astype(np.uint8)),
-                                 Array(sym("steps"), "uint32_t", rs.steps.astype(np.uint32)),
-                                 Array(sym("perm"), "uint16_t", rs.perm.astype(np.uint16))]
-                L.structs.append(f"static const prunec_rsell_f32 {ident}_w = {{{rs.rows}u, {rs.cols}u, "
+                    L.arrays += [Array(sym("values"), "float", sl.values.astype(np.float32), align=BSELL_ALIGN),
+                                 Array(sym("index"), "uint8_t", sl.index.astype(np.uint8)),
+                                 Array(sym("steps"), *(("uint8_t", sl.steps.astype(np.uint8)) if enc.format == "bsell"
+                                                       else ("uint32_t", sl.steps.astype(np.uint32)))),
+                                 Array(sym("perm"), "uint16_t", sl.perm.astype(np.uint16))]
+                L.structs.append(f"static const prunec_{enc.format}_f32 {ident}_w = {{{sl.rows}u, {sl.cols}u, "
                                  f"{wsym('perm')}, {wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
             elif enc.format == "rcsr":
                 r = enc.rcsr

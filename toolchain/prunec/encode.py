@@ -131,14 +131,15 @@ BSELL_MAX_ROWS = 65536  # rows are numbered by uint16 in `perm`
 
 
 @dataclass
-class BSELL:
-    """The blocked sliced layout of a sparse fc matrix (docs/FORMAT.md "Blocked fc layers"; prunec_bsell_f32)."""
+class _Slices:
+    """What the two sliced layouts share: rows in slices of 16 lanes (`perm`), per-slice step counts (`steps`), and
+    16 slots per step, each an index byte and a value."""
 
     rows: int
     cols: int
-    perm: np.ndarray  # uint16 [slices * 16]: the matrix row each lane holds (rows by nonzeros, most first); pad 0
-    steps: np.ndarray  # uint8 [slices * blocks], slice-major
-    index: np.ndarray  # uint8 [16 * sum(steps)]: column offset in the block, fillers 0
+    perm: np.ndarray  # uint16 [slices * 16]: the matrix row each lane holds (most entries first); pad 0
+    steps: np.ndarray  # step counts (the layout says of what)
+    index: np.ndarray  # uint8 [16 * sum(steps)]
     values: np.ndarray  # [16 * sum(steps)] of the matrix's dtype, fillers 0
     nonzero: int
 
@@ -151,7 +152,16 @@ class BSELL:
         return self.slots - self.nonzero
 
     def bytes(self, value_bytes: int = 4) -> dict[str, int]:
-        return bsell_bytes(self.slots, self.steps.size + 2 * self.perm.size, value_bytes)
+        """Values and one index byte per slot; as the layer's "pointers" (the per-slice metadata) the `steps` bytes
+        and two bytes of `perm` per lane."""
+        return {"values": self.slots * value_bytes, "index": self.slots,
+                "pointers": self.steps.nbytes + 2 * self.perm.size}
+
+
+@dataclass
+class BSELL(_Slices):
+    """The blocked sliced layout of a sparse fc matrix (docs/FORMAT.md "Blocked fc layers"; prunec_bsell_f32): steps
+    uint8 [slices * blocks], slice-major; index: the column offset in the block, fillers 0."""
 
     def to_dense(self) -> np.ndarray:
         """The matrix it stores (tests, and a check of the encoder)."""
@@ -167,12 +177,6 @@ class BSELL:
                         out[int(self.perm[s * BSELL_ROWS + lane]), b * BSELL_COLS + int(self.index[pos])] = v
                     pos += 1
         return out
-
-
-def bsell_bytes(slots: int, pointer_bytes: int, value_bytes: int = 4) -> dict[str, int]:
-    """Bytes of a blocked sliced layout: values and one index byte per slot; as the layer's "pointers" (the per-slice
-    metadata), `pointer_bytes`: one step count per slice and block and two bytes of `perm` per lane (16 per slice)."""
-    return {"values": slots * value_bytes, "index": slots, "pointers": pointer_bytes}
 
 
 def bsell_row_order(w: np.ndarray) -> np.ndarray:
@@ -234,27 +238,10 @@ RSELL_BITS = 8  # one code byte per slot, the gap minus 1 as in 8-bit relative-i
 
 
 @dataclass
-class RSELL:
-    """The relative-indexed sliced layout of a sparse fc matrix (docs/FORMAT.md "Sliced fc layers"; prunec_rsell_f32)."""
-
-    rows: int
-    cols: int
-    perm: np.ndarray  # uint16 [slices * 16]: the matrix row each lane holds (rows by entries, most first); pad 0
-    steps: np.ndarray  # uint32 [slices]: entries per lane of each slice
-    index: np.ndarray  # uint8 [16 * sum(steps)]: column gap minus 1 from the lane's previous entry
-    values: np.ndarray  # [16 * sum(steps)] of the matrix's dtype, fillers 0
-    nonzero: int
-
-    @property
-    def slots(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def fillers(self) -> int:
-        return self.slots - self.nonzero
-
-    def bytes(self, value_bytes: int = 4) -> dict[str, int]:
-        return rsell_bytes(self.slots, 4 * self.steps.size + 2 * self.perm.size, value_bytes)
+class RSELL(_Slices):
+    """The relative-indexed sliced layout of a sparse fc matrix (docs/FORMAT.md "Sliced fc layers"; prunec_rsell_f32):
+    steps uint32 [slices], the entries per lane of each slice; index: the column gap minus 1 from the lane's previous
+    entry."""
 
     def columns(self) -> np.ndarray:
         """int64 [16 * sum(steps)]: the column of each slot (what a kernel computes from the codes)."""
@@ -277,12 +264,6 @@ class RSELL:
         nz = self.values != 0
         out[rows[nz], cols[nz]] = self.values[nz]
         return out
-
-
-def rsell_bytes(slots: int, pointer_bytes: int, value_bytes: int = 4) -> dict[str, int]:
-    """Bytes of a relative-indexed sliced layout: values and one code byte per slot; as the layer's "pointers" (the
-    per-slice metadata), `pointer_bytes`: a uint32 step count per slice and two bytes of `perm` per lane."""
-    return {"values": slots * value_bytes, "index": slots, "pointers": pointer_bytes}
 
 
 def encode_rsell(w: np.ndarray) -> RSELL:

@@ -108,28 +108,27 @@ _MFLAG_CPU_FLAGS = {"-mavx": "avx", "-mavx2": "avx2", "-mfma": "fma", "-mf16c": 
                     "-mavx512dq": "avx512dq", "-mavx512cd": "avx512cd"}
 
 
-def cpu_flags() -> set[str] | None:
-    """This CPU's feature flags (Linux), or None when they cannot be read (then nothing is checked)."""
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first `field` line of /proc/cpuinfo (Linux), or None when it cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
+        if line.startswith(field):
+            return line.split(":", 1)[1]
     return None
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags (Linux), or None when they cannot be read (then nothing is checked)."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
 
 
 def cpu_vendor() -> str | None:
     """This CPU's vendor string as CPUID gives it (Linux: "GenuineIntel", "AuthenticAMD"), or None when unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("vendor_id"):
-            return line.split(":", 1)[1].strip() or None
-    return None
+    return (_cpuinfo("vendor_id") or "").strip() or None
 
 
 GDS_STATUS = Path("/sys/devices/system/cpu/vulnerabilities/gather_data_sampling")

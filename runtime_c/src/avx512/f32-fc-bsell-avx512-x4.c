@@ -23,6 +23,7 @@
 #if PRUNEC_HAVE_AVX512 && defined(__AVX512VL__) && defined(__AVX512BW__)
 #include <immintrin.h>
 
+#include "prunec_avx512_util.h"
 #include "prunec_kernels.h"
 
 /* acc + the step at slot offset o: weights times the inputs their indices pick from the block (xl, xh) */
@@ -32,10 +33,6 @@
                       xl, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(index + (o)))), xh), \
                   acc)
 
-/* Unoptimised, GCC's gather and scatter intrinsics are macros that pass the mask and scale through builtins taking
- * signed types (-Wsign-conversion under -Wconversion -Werror at -O0); no code changes with the pragma. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wsign-conversion"
 void prunec_f32_fc_bsell__avx512x4(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y,
                                    float out_min, float out_max) {
   const uint32_t slices = (w->rows + PRUNEC_BSELL_ROWS - 1u) / PRUNEC_BSELL_ROWS;
@@ -50,8 +47,6 @@ void prunec_f32_fc_bsell__avx512x4(const prunec_bsell_f32 *w, const float *bias,
   for (s = 0; s < slices; s++) {
     const uint32_t r0 = s * PRUNEC_BSELL_ROWS;
     const uint32_t n = w->rows - r0 < PRUNEC_BSELL_ROWS ? w->rows - r0 : PRUNEC_BSELL_ROWS;
-    const __mmask16 m = (__mmask16)(n >= 16u ? 0xFFFFu : (1u << n) - 1u);
-    const __m512i rows = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(w->perm + r0)));
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     __m512 sum;
     for (b = 0; b < blocks; b++) {
@@ -89,14 +84,9 @@ void prunec_f32_fc_bsell__avx512x4(const prunec_bsell_f32 *w, const float *bias,
       }
     }
     sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-    if (bias != NULL) {
-      sum = _mm512_add_ps(sum, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, rows, bias, 4));
-    }
-    sum = _mm512_min_ps(hi, _mm512_max_ps(lo, sum)); /* max(lo, s): s where s is NaN, as the portable clampf */
-    _mm512_mask_i32scatter_ps(y, m, rows, sum, 4);   /* lane l to y[perm[16s + l]] */
+    prunec_avx512_slice_store(w->perm + r0, n, sum, bias, lo, hi, y);
   }
 }
-#pragma GCC diagnostic pop
 
 #else
 /* ISO C forbids an empty translation unit. */

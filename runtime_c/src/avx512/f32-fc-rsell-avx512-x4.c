@@ -20,6 +20,7 @@
 #if PRUNEC_HAVE_AVX512 && defined(__AVX512VL__) && defined(__AVX512BW__)
 #include <immintrin.h>
 
+#include "prunec_avx512_util.h"
 #include "prunec_kernels.h"
 
 /* acc + the step at slot offset o, its gather base xj: t moves on by the codes, then x[xj + t] times the weights */
@@ -27,8 +28,8 @@
   (t = _mm512_add_epi32(t, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(index + (o))))), \
    _mm512_fmadd_ps(_mm512_loadu_ps(values + (o)), _mm512_i32gather_ps(t, (xj), 4), acc))
 
-/* Unoptimised, GCC's gather and scatter intrinsics are macros that pass the mask and scale through builtins taking
- * signed types (-Wsign-conversion under -Wconversion -Werror at -O0); no code changes with the pragma. */
+/* Unoptimised, GCC's gather intrinsic is a macro that passes the scale through a builtin taking a signed type
+ * (-Wsign-conversion under -Wconversion -Werror at -O0); no code changes with the pragma. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wsign-conversion"
 void prunec_f32_fc_rsell__avx512x4(const prunec_rsell_f32 *w, const float *bias, const float *x, float *y,
@@ -41,13 +42,10 @@ void prunec_f32_fc_rsell__avx512x4(const prunec_rsell_f32 *w, const float *bias,
   for (s = 0; s < slices; s++) {
     const uint32_t r0 = s * PRUNEC_RSELL_ROWS;
     const uint32_t n = w->rows - r0 < PRUNEC_RSELL_ROWS ? w->rows - r0 : PRUNEC_RSELL_ROWS;
-    const __mmask16 m = (__mmask16)(n >= 16u ? 0xFFFFu : (1u << n) - 1u);
-    const __m512i rows = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(w->perm + r0)));
     const uint32_t k = w->steps[s];
     const float *xj = x;
     __m512i t = _mm512_setzero_si512();
     __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    __m512 sum;
     uint32_t j = 0;
     for (; j + 4u <= k; j += 4u, index += 64, values += 64, xj += 4) {
       a0 = RSELL_STEP(a0, 0, xj);
@@ -58,12 +56,7 @@ void prunec_f32_fc_rsell__avx512x4(const prunec_rsell_f32 *w, const float *bias,
     for (; j < k; j++, index += 16, values += 16, xj++) {
       a0 = RSELL_STEP(a0, 0, xj);
     }
-    sum = _mm512_add_ps(a0, a1);
-    if (bias != NULL) {
-      sum = _mm512_add_ps(sum, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, rows, bias, 4));
-    }
-    sum = _mm512_min_ps(hi, _mm512_max_ps(lo, sum)); /* max(lo, s): s where s is NaN, as the portable clampf */
-    _mm512_mask_i32scatter_ps(y, m, rows, sum, 4);   /* lane l to y[perm[16s + l]] */
+    prunec_avx512_slice_store(w->perm + r0, n, _mm512_add_ps(a0, a1), bias, lo, hi, y);
   }
 }
 #pragma GCC diagnostic pop

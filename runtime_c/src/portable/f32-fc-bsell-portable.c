@@ -12,11 +12,6 @@
  */
 #include "prunec_kernels.h"
 
-static float clampf(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 void prunec_f32_fc_bsell__portable(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y,
                                    float out_min, float out_max) {
   const uint32_t slices = (w->rows + PRUNEC_BSELL_ROWS - 1u) / PRUNEC_BSELL_ROWS;
@@ -42,7 +37,7 @@ void prunec_f32_fc_bsell__portable(const prunec_bsell_f32 *w, const float *bias,
       }
     }
     for (l = 0; l < n; l++) {
-      y[perm[l]] = clampf(acc[l], out_min, out_max);
+      y[perm[l]] = prunec_clampf(acc[l], out_min, out_max);
     }
   }
 }

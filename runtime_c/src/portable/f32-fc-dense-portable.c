@@ -7,11 +7,6 @@
  */
 #include "prunec_kernels.h"
 
-static float clampf(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 void prunec_f32_fc_dense__portable(const prunec_dense_f32 *w, const float *bias, const float *x, float *y,
                                    float out_min, float out_max) {
   const size_t cols = w->cols;
@@ -37,10 +32,10 @@ void prunec_f32_fc_dense__portable(const prunec_dense_f32 *w, const float *bias,
       a2 += w2[c] * xc;
       a3 += w3[c] * xc;
     }
-    y[r] = clampf(a0, out_min, out_max);
-    y[r + 1] = clampf(a1, out_min, out_max);
-    y[r + 2] = clampf(a2, out_min, out_max);
-    y[r + 3] = clampf(a3, out_min, out_max);
+    y[r] = prunec_clampf(a0, out_min, out_max);
+    y[r + 1] = prunec_clampf(a1, out_min, out_max);
+    y[r + 2] = prunec_clampf(a2, out_min, out_max);
+    y[r + 3] = prunec_clampf(a3, out_min, out_max);
   }
   for (; r < rows; r++) {
     const float *wr = w->values + (size_t)r * cols;
@@ -48,6 +43,6 @@ void prunec_f32_fc_dense__portable(const prunec_dense_f32 *w, const float *bias,
     for (c = 0; c < cols; c++) {
       acc += wr[c] * x[c];
     }
-    y[r] = clampf(acc, out_min, out_max);
+    y[r] = prunec_clampf(acc, out_min, out_max);
   }
 }

@@ -15,11 +15,6 @@
 #include "prunec_kernels.h"
 #include "prunec_rcsr_util.h"
 
-static float clampf(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 static void fc_rcsr_b4(const prunec_rcsr_f32 *w, const float *bias, const float *x, float *y, float lo,
                        float hi) {
   const float *values = w->values;
@@ -36,7 +31,7 @@ static void fc_rcsr_b4(const prunec_rcsr_f32 *w, const float *bias, const float 
       acc += values[e] * x[col];
       next = col + 1;
     }
-    y[r] = clampf(acc, lo, hi);
+    y[r] = prunec_clampf(acc, lo, hi);
   }
 }
 
@@ -55,7 +50,7 @@ static void fc_rcsr_b8(const prunec_rcsr_f32 *w, const float *bias, const float 
       acc += values[e] * x[col];
       next = col + 1;
     }
-    y[r] = clampf(acc, lo, hi);
+    y[r] = prunec_clampf(acc, lo, hi);
   }
 }
 
@@ -76,7 +71,7 @@ static void fc_rcsr_b16(const prunec_rcsr_f32 *w, const float *bias, const float
       acc += values[e] * x[col];
       next = col + 1;
     }
-    y[r] = clampf(acc, lo, hi);
+    y[r] = prunec_clampf(acc, lo, hi);
   }
 }
 
@@ -100,7 +95,7 @@ static void fc_rcsr_bany(const prunec_rcsr_f32 *w, const float *bias, const floa
       acc += values[e] * x[col];
       next = col + 1;
     }
-    y[r] = clampf(acc, lo, hi);
+    y[r] = prunec_clampf(acc, lo, hi);
   }
 }
 #endif

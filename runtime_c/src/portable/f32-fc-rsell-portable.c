@@ -11,11 +11,6 @@
  */
 #include "prunec_kernels.h"
 
-static float clampf(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 void prunec_f32_fc_rsell__portable(const prunec_rsell_f32 *w, const float *bias, const float *x, float *y,
                                    float out_min, float out_max) {
   const uint32_t slices = (w->rows + PRUNEC_RSELL_ROWS - 1u) / PRUNEC_RSELL_ROWS;
@@ -40,7 +35,7 @@ void prunec_f32_fc_rsell__portable(const prunec_rsell_f32 *w, const float *bias,
       }
     }
     for (l = 0; l < n; l++) {
-      y[perm[l]] = clampf(acc[l], out_min, out_max);
+      y[perm[l]] = prunec_clampf(acc[l], out_min, out_max);
     }
   }
 }
