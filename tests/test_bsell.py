@@ -33,10 +33,16 @@ def test_encoder_round_trip_and_counts(shape, density):
     assert b.nonzero == np.count_nonzero(w) and b.fillers == b.slots - b.nonzero
     assert b.index.max(initial=0) < 32 and b.bytes() == {"values": 4 * b.slots, "index": b.slots,
                                                           "pointers": slices * blocks + 2 * 16 * slices}
-    # the rows by nonzero count, most first (ties: lower row first), then 0 for the lanes past the last row
+    # every row once, then 0 for the lanes past the last row; no more steps than with the rows by nonzero count (most
+    # first, ties: lower row first), whose order the swaps start from; the last, partial slice holds the same rows
     counts = np.count_nonzero(w, axis=1)
     assert sorted(b.perm[:shape[0]]) == list(range(shape[0])) and not b.perm[shape[0]:].any()
-    assert list(b.perm[:shape[0]]) == sorted(range(shape[0]), key=lambda r: (-counts[r], r))
+    by_count = sorted(range(shape[0]), key=lambda r: (-counts[r], r))
+    cnt = np.zeros((slices * 16, blocks), np.int64)
+    cnt[:shape[0]] = encode._block_counts(w)[by_count]
+    assert b.slots <= 16 * int(cnt.reshape(slices, 16, blocks).max(axis=1).sum())
+    full = shape[0] // 16 * 16
+    assert sorted(b.perm[full:shape[0]]) == sorted(by_count[full:])
     # step count of a (slice, block): the most nonzeros any row of the slice has in the block
     nz = np.pad(w[b.perm[:shape[0]]] != 0, ((0, slices * 16 - shape[0]), (0, blocks * 32 - shape[1])))
     per_row = nz.reshape(slices, 16, blocks, 32).sum(axis=3)
@@ -58,6 +64,21 @@ def test_encoder_slot_order_is_slice_block_step_lane():
     assert v[0, 0] == 1 and i[0, 0] == 1 and v[1, 0] == 2 and i[1, 0] == 5 and v[0, 2] == 3 and i[0, 2] == 4
     assert v[2, 1] == 4 and i[2, 1] == 1 and v[2, 3] == 5 and i[2, 3] == 7
     assert np.count_nonzero(v) == 5 and np.array_equal(b.to_dense(), w)
+
+
+def test_row_order_swaps_rows_between_slices_that_fill_other_blocks():
+    """Rows 0-14 and 31 fill block 0, rows 15-30 block 1, one nonzero each: by count (all 1, so row order) each slice
+    holds both kinds and pays a step in both blocks (64 slots); one swap, row 15 for row 31, halves that."""
+    w = np.zeros((32, 64), np.float32)
+    w[list(range(15)) + [31], 0] = 1
+    w[range(15, 31), 32] = 2
+    order = encode.bsell_row_order(w, rounds=0)
+    assert list(order) == list(range(32))
+    c = encode._block_counts(w)[order].reshape(2, 16, 2)
+    assert 16 * int(c.max(axis=1).sum()) == 64  # without the swaps
+    b = encode.encode_bsell(w)
+    assert b.slots == 32 and list(b.steps) == [1, 0, 0, 1] and np.array_equal(b.to_dense(), w)
+    assert sorted(b.perm[:16]) == list(range(15)) + [31] and sorted(b.perm[16:]) == list(range(15, 31))
 
 
 def _mlp_case(tmp_path, widths=(200, 70, 33, 10), density=0.1, seed=0):
