@@ -109,14 +109,17 @@ def test_x86_build_stores_small_fc_layers_blocked_and_computes_what_pytorch_comp
 
 
 def test_blocked_layout_needs_the_avx512_kernel_and_stays_under_the_targets_limit(tmp_path, monkeypatch):
-    """Without the AVX-512 kernels (PRUNEC_AVX512=0) the x86 build keeps relative-indexed CSR (the portable twin is
-    slower than the CSR kernels); a layer whose slots exceed fc_bsell_max_bytes stays relative-indexed too."""
+    """Without the AVX-512 kernels (PRUNEC_AVX512=0) the x86 build never uses the blocked layout (its portable twin
+    is slower than the CSR kernels; the sliced one, which has an AVX2 kernel, is turned off here by
+    PRUNEC_FC_RSELL=0: test_rsell.py); a layer whose slots exceed fc_bsell_max_bytes stays relative-indexed too."""
     pt2, x, ref = _mlp_case(tmp_path, widths=(300, 200, 10), density=0.3, seed=3)
     monkeypatch.setenv("PRUNEC_AVX512", "0")
+    monkeypatch.setenv("PRUNEC_FC_RSELL", "0")
     man = B.build(pt2, "x86_64-avx2", tmp_path / "noavx512", name="mlp").manifest
     assert [l["format"] for l in man["layers"]] == ["rcsr", "rcsr"]
     assert B.bsell_limit(targets.get("x86_64-avx2"), "auto") == 0
     monkeypatch.delenv("PRUNEC_AVX512")
+    monkeypatch.delenv("PRUNEC_FC_RSELL")
     if not _cpu_has_avx512():
         return
     t = targets.get("x86_64-avx2")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import build_models as bm
+import kernel_harness as kh
 from prunec import build as B
-from prunec import encode, targets, verify
+from prunec import encode, runtime, targets, verify
 from prunec.errors import PrunecError
 
 
@@ -112,12 +113,22 @@ def test_fc_layout_rsell_builds_compute_what_pytorch_computes(tmp_path, target):
 
 def test_auto_takes_the_sliced_layout_by_cpu_vendor_and_env(tmp_path, monkeypatch):
     """--fc-layout auto on x86_64-avx2: fc layers too big for the blocked layout go sliced when the build machine's
-    vendor is in the target's fc_rsell_vendors (Intel) and the AVX-512 kernel is compiled in; PRUNEC_FC_RSELL=1/0
-    decides instead of the vendor; --fc-layout rcsr never."""
+    vendor is in the target's fc_rsell_vendors (Intel), its gathers are not slowed, and an ISA kernel of the layout
+    is compiled in (AVX-512 or AVX2); PRUNEC_FC_RSELL=1/0 decides instead of the vendor; --fc-layout rcsr never."""
     pt2, x, ref = _mlp_case(tmp_path, seed=2)
-    monkeypatch.setenv("PRUNEC_AVX512", "0")  # no AVX-512 kernel: the portable twin is slower than the CSR kernels
+    monkeypatch.setenv("PRUNEC_AVX512", "0")
     monkeypatch.setenv("PRUNEC_FC_RSELL", "1")
-    assert not B.rsell_allowed(targets.get("x86_64-avx2"), "auto")
+    flags = verify.cpu_flags() or set()
+    # without the AVX-512 kernels the AVX2 one runs the layout (where the compiler has AVX2); only a build without
+    # any ISA kernel for it (the portable twin is slower than the CSR kernels) keeps relative-indexed CSR
+    assert B.rsell_allowed(targets.get("x86_64-avx2"), "auto") == (
+        B.runtime.select("fc_rsell", targets.get("x86_64-avx2").isa_for("fc_rsell")).isa == "avx2")
+    if {"avx2", "fma"} <= flags:
+        man = B.build(pt2, "x86_64-avx2", tmp_path / "avx2", name="mlp").manifest
+        assert [l["format"] for l in man["layers"]] == ["rsell"] * 3  # no blocked layout without AVX-512: all sliced
+        assert all(l["kernel"] == "prunec_f32_fc_rsell__avx2" for l in man["layers"])
+        r = verify.compare(verify.run_host(tmp_path / "avx2", x), ref)
+        assert r.ok and r.top1_agreement == 1.0, r.text()
     monkeypatch.delenv("PRUNEC_AVX512")
     monkeypatch.delenv("PRUNEC_FC_RSELL")
     t = _no_bsell(monkeypatch)
@@ -216,3 +227,54 @@ def test_fc_layout_rsell_cross_builds_verify_under_qemu(tmp_path, target):
     assert set(man["kernels"]) >= {"prunec_f32_fc_rsell__portable"}
     rep = verify.verify(out, random=3)
     assert rep.ok and rep.n == 3, rep.text()
+
+
+AVX2_RSELL = [k for k in runtime.kernels() if k.op == "fc_rsell" and k.isa == "avx2"]
+
+
+@pytest.fixture(scope="module")
+def avx2_built(tmp_path_factory):
+    if not {"avx2", "fma"} <= (verify.cpu_flags() or set()):
+        pytest.skip("this CPU lacks AVX2/FMA")
+    return kh.build_kernels(sorted({k.source for k in AVX2_RSELL}), ["-mavx2", "-mfma"],
+                            tmpdir=tmp_path_factory.mktemp("rsell_avx2"))
+
+
+@pytest.mark.parametrize("kernel,case", [pytest.param(k, c, id=i) for k, c, i in kh.case_params(AVX2_RSELL)])
+def test_avx2_kernel_on_every_fc_edge_case(avx2_built, kernel, case):
+    """The AVX2 kernel of the sliced layout (x86 without AVX-512) on the cases of its op (kernel_harness.rsell_cases
+    and every fc shape), against the float64 reference; its AVX-512 and portable twins run the same cases in
+    test_avx512x4_kernels.py and test_kernels_portable.py."""
+    ffi, lib = avx2_built
+    kh.check(ffi, lib, kernel, case)
+
+
+def test_no_kernel_reads_an_input_outside_the_row(tmp_path):
+    """Every column a sliced layer's slots name lies in [0, cols): x is placed between NaN guard words, so a read past
+    either end would turn an output into NaN (fillers multiply 0 by what they read). The portable kernel and the ISA
+    kernels this CPU runs, on layers whose lanes need padding, fillers for long gaps and lanes past the last row."""
+    flags = verify.cpu_flags() or set()
+    ks = [k for k in runtime.kernels() if k.op == "fc_rsell" and (
+        k.isa == "portable" or (k.isa == "avx2" and {"avx2", "fma"} <= flags)
+        or (k.isa == "avx512x4" and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags))]
+    cflags = ["-mavx2", "-mfma"] + (["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
+                                    if any(k.isa == "avx512x4" for k in ks) else [])
+    ffi, lib = kh.build_kernels(sorted({k.source for k in ks}), cflags, tmpdir=tmp_path)
+    rng = np.random.default_rng(7)
+    for rows, cols, d in ((37, 300, 0.05), (16, 1000, 0.004), (5, 33, 0.9), (50, 600, 0.02)):
+        w = (rng.standard_normal((rows, cols)) * (rng.random((rows, cols)) < d)).astype(np.float32)
+        w[0, [0, cols - 1]] = 1.0  # a row reaching both ends
+        enc = encode.encode_rsell(w)
+        guard = 64
+        buf = np.full(cols + 2 * guard, np.nan, np.float32)
+        buf[guard:guard + cols] = rng.standard_normal(cols).astype(np.float32)
+        x = buf[guard:guard + cols]
+        want = w.astype(np.float64) @ x.astype(np.float64)
+        keep = kh._Keep()
+        st = kh.sliced_struct(ffi, keep, enc, "rsell")
+        xb = ffi.from_buffer("float[]", buf)
+        for k in ks:
+            y = np.full(rows, 7.0, np.float32)
+            getattr(lib, k.name)(st, ffi.NULL, xb + guard, ffi.from_buffer("float[]", y, require_writable=True),
+                                 float("-inf"), float("inf"))
+            assert np.isfinite(y).all() and np.allclose(y, want, rtol=1e-4, atol=1e-4), (k.name, rows, cols)
