@@ -172,6 +172,9 @@ def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path,
     results = {"model": key, "pruned": str(pruned_ckpt), "dense": str(dense_ckpt) if dense_ckpt else "random",
                "input": "fashion-mnist test image 0" if test_input else "random normal (seed 0)"}
     builds = {}
+    from prunec import targets as targets_mod
+
+    x86_isas = targets_mod.get("x86_64-avx2").isa  # after the AVX-512 probe
     for label, ckpt, target in (("prunec pruned [host: portable]", pruned_ckpt, "host"),
                                 ("prunec pruned [x86_64-avx2]", pruned_ckpt, "x86_64-avx2"),
                                 ("prunec pruned [x86_64-avx2, avx512x4 first]", pruned_ckpt, "x86_64-avx2+x4"),
@@ -183,6 +186,8 @@ def bench_model(key: str, pruned_ckpt: Path, dense_ckpt: Path | None, tmp: Path,
                                 ("prunec dense [x86_64-avx2]", dense_ckpt, "x86_64-avx2")):
         if ckpt is None:
             continue
+        if target.endswith(("+x4", "@bc")) and "avx512x4" not in x86_isas:  # (PRUNEC_AVX512=0, or a CPU without it:
+            continue  # these two variants are about the avx512x4 kernels)
         out = tmp / f"{key}-{target.replace('+', '-').replace('@', '-')}-{'p' if ckpt == pruned_ckpt else 'd'}"
         r = build(ckpt, target, out, key)
         cb = CompiledBuild(out, EXTRA_CFLAGS.get(target.rpartition("@")[2], ("-O3",)))

@@ -229,26 +229,6 @@ def test_fc_layout_rsell_cross_builds_verify_under_qemu(tmp_path, target):
     assert rep.ok and rep.n == 3, rep.text()
 
 
-AVX2_RSELL = [k for k in runtime.kernels() if k.op == "fc_rsell" and k.isa == "avx2"]
-
-
-@pytest.fixture(scope="module")
-def avx2_built(tmp_path_factory):
-    if not {"avx2", "fma"} <= (verify.cpu_flags() or set()):
-        pytest.skip("this CPU lacks AVX2/FMA")
-    return kh.build_kernels(sorted({k.source for k in AVX2_RSELL}), ["-mavx2", "-mfma"],
-                            tmpdir=tmp_path_factory.mktemp("rsell_avx2"))
-
-
-@pytest.mark.parametrize("kernel,case", [pytest.param(k, c, id=i) for k, c, i in kh.case_params(AVX2_RSELL)])
-def test_avx2_kernel_on_every_fc_edge_case(avx2_built, kernel, case):
-    """The AVX2 kernel of the sliced layout (x86 without AVX-512) on the cases of its op (kernel_harness.rsell_cases
-    and every fc shape), against the float64 reference; its AVX-512 and portable twins run the same cases in
-    test_avx512x4_kernels.py and test_kernels_portable.py."""
-    ffi, lib = avx2_built
-    kh.check(ffi, lib, kernel, case)
-
-
 def test_no_kernel_reads_an_input_outside_the_row(tmp_path):
     """Every column a sliced layer's slots name lies in [0, cols): x is placed between NaN guard words, so a read past
     either end would turn an output into NaN (fillers multiply 0 by what they read). The portable kernel and the ISA

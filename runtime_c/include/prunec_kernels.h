@@ -164,6 +164,7 @@ PRUNEC_DECLARE_FC_BSELL(avx512x4)
 PRUNEC_DECLARE_FC_RSELL(avx512x4)
 PRUNEC_DECLARE_CONV2D_RCSR(avx512x4)
 void prunec_f32_maxpool2d__avx512x4(const prunec_pool2d_params *p, const float *x, float *y);
+void prunec_f32_maxpool2d__avx2(const prunec_pool2d_params *p, const float *x, float *y);
 PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(avx512x4)
 PRUNEC_DECLARE_CONV2D_DENSE(avx512x4)
 
