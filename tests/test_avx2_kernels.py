@@ -1,7 +1,7 @@
 """The AVX2 kernels (runtime_c/src/avx2) on every edge case of their op, against the float64 references of
 kernel_harness (the same cases as their portable twins), built with -mavx2 -mfma only: what an x86_64-avx2 build runs
 on a machine without AVX-512. The fc and conv ones also run in the C tester of test_isa_kernels.py; this covers the
-ops that tester does not (the sliced fc layout, max pooling)."""
+ops that tester does not (the sliced fc layout, max pooling) and the conv kernel's cases here too."""
 from __future__ import annotations
 
 import math
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not {"avx2", "fma"} <= (verify.cpu_flags() or se
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     srcs = sorted({k.source for k in AVX2} | {k.source for k in runtime.kernels()
-                                                if k.isa == runtime.PORTABLE and k.op in ("fc_rcsr", "fc_rcsc", "maxpool2d")})
+                                                if k.isa == runtime.PORTABLE and k.op in ("fc_rcsr", "fc_rcsc", "maxpool2d", "conv2d_rcsr")})
     return kh.build_kernels(srcs, ["-mavx2", "-mfma"], tmpdir=tmp_path_factory.mktemp("avx2"))
 
 
@@ -29,7 +29,7 @@ def test_there_are_avx2_kernels_for_the_sliced_fc_layout_and_max_pooling():
 
 
 @pytest.mark.parametrize("kernel,case", [pytest.param(k, c, id=i) for k, c, i in kh.case_params(
-    [k for k in AVX2 if k.op in ("fc_rsell", "maxpool2d")])])
+    [k for k in AVX2 if k.op in ("fc_rsell", "maxpool2d", "conv2d_rcsr")])])
 def test_avx2_kernel(built, kernel, case):
     ffi, lib = built
     kh.check(ffi, lib, kernel, case)
@@ -46,3 +46,24 @@ def test_maxpool_fast_path_propagates_nan_like_the_portable_twin(built):
     lib.prunec_f32_maxpool2d__avx2(p, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True))
     want = x.reshape(2, 3, 2, 19, 2).max(axis=(2, 4)).ravel()
     assert math.isnan(y[2]) and math.isnan(y[0]) and np.array_equal(np.nan_to_num(y, nan=0.5), np.nan_to_num(want, nan=0.5))
+
+
+# Geometries that reach the conv kernel's four-row tiles (rows whose taps all lie inside the input, stride 1 across,
+# at least 8 interior columns), with row counts around multiples of 4, border columns on both sides, stride 2 down,
+# dilation, groups, and channels of more than 256 taps (later chunks add onto the stored partial sums).
+TILE_CONV = [
+    kh.ConvCase(1, 20, 28, 28, k=(5, 5), density=0.66, bits=8, act="relu", seed=1),       # LeNet-5 conv1
+    kh.ConvCase(20, 50, 12, 12, k=(5, 5), density=0.12, bits=8, act="relu", seed=2),      # LeNet-5 conv2
+    kh.ConvCase(3, 5, 21, 19, k=(3, 3), pad=(1, 1), density=0.5, bits=4, seed=3),         # 21 rows: 4 tiles + 1
+    kh.ConvCase(2, 3, 23, 30, k=(3, 3), stride=(2, 1), pad=(1, 2), density=0.7, bits=8, act="relu6", seed=4),
+    kh.ConvCase(2, 4, 20, 20, k=(3, 3), dil=(2, 2), pad=(2, 2), density=0.6, bits=16, seed=5),
+    kh.ConvCase(4, 6, 14, 17, k=(3, 3), groups=2, density=0.8, bits=8, bias=False, seed=6),
+    kh.ConvCase(20, 3, 13, 13, k=(5, 5), density=0.9, bits=8, seed=7),                     # 450 taps: 2 chunks
+    kh.ConvCase(3, 3, 16, 16, k=(1, 1), density=1.0, bits=8, seed=8),
+]
+
+
+@pytest.mark.parametrize("case", TILE_CONV, ids=[c.id for c in TILE_CONV])
+def test_avx2_conv_four_row_tiles(built, case):
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)

@@ -14,8 +14,10 @@
  * (256 at a time) into (weight, input offset, ky*dil_h, kx*dil_w); then for each output row and each block
  * of 8 output columns, acc += broadcast(weight) * input row segment. Blocks whose every tap lies inside
  * the input with stride 1 use plain unaligned loads (two blocks at a time); border blocks, stride > 1 and
- * the last partial block use a masked gather (masked-off lanes are not read) and a masked store. With
- * more than 256 nonzeros in a channel, later chunks accumulate onto the stored partial sums.
+ * the last partial block use a masked gather (masked-off lanes are not read) and a masked store. Rows whose
+ * taps all lie inside the input go four at a time through their interior columns (four independent FMA
+ * chains; one row alone is bound by the FMA latency). With more than 256 nonzeros in a channel, later chunks
+ * accumulate onto the stored partial sums.
  */
 #include "prunec_isa.h"
 
@@ -183,107 +185,175 @@ static uint32_t prunec_avx2_decode_taps(const prunec_conv2d_params *p, const pru
   return k;
 }
 
+/* What one chunk of an output channel's taps needs, shared by the row and tile loops below. */
+typedef struct prunec_avx2_conv_ctx {
+  const prunec_avx2_taps *t;
+  uint32_t nt;
+  const float *xg; /* the channel group's input planes */
+  float *yp;       /* the output plane */
+  int32_t in_h, in_w, out_w, sh, sw, ph, pw;
+  int32_t ow_lo, ow_hi; /* columns whose taps all lie inside their input row (stride 1) */
+  __m256 vb, vmin, vmax;
+  int first, final; /* the chunk starts from the bias / ends with the clamp */
+} prunec_avx2_conv_ctx;
+
+/* Columns [from, to) of output row oh, every tap of the chunk: interior blocks (stride 1, all taps inside the
+ * row) by plain loads, 16 or 8 columns at a time; the rest by masked gathers (lanes past `to` neither read nor
+ * written). Rows whose taps fall above or below the input skip those taps. */
+static void prunec_avx2_conv_cols(const prunec_avx2_conv_ctx *c, int32_t oh, int32_t from, int32_t to) {
+  const prunec_avx2_taps *t = c->t;
+  const int32_t iy0 = oh * c->sh - c->ph;
+  const ptrdiff_t rbase = (ptrdiff_t)iy0 * c->in_w - c->pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
+  float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int32_t ow = from;
+  while (ow < to) {
+    uint32_t k;
+    if (c->sw == 1 && ow >= c->ow_lo && ow + 16 <= c->ow_hi && ow + 16 <= to) {
+      __m256 acc0 = c->first ? c->vb : _mm256_loadu_ps(yr + ow);
+      __m256 acc1 = c->first ? c->vb : _mm256_loadu_ps(yr + ow + 8);
+      for (k = 0; k < c->nt; k++) {
+        const int32_t iy = iy0 + t->dy[k];
+        if ((uint32_t)iy < (uint32_t)c->in_h) {
+          const float *xs = c->xg + (rbase + t->off[k] + ow);
+          const __m256 wv = _mm256_broadcast_ss(t->w + k);
+          acc0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), acc0);
+          acc1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), acc1);
+        }
+      }
+      if (c->final) {
+        acc0 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, acc0));
+        acc1 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, acc1));
+      }
+      _mm256_storeu_ps(yr + ow, acc0);
+      _mm256_storeu_ps(yr + ow + 8, acc1);
+      ow += 16;
+    } else if (c->sw == 1 && ow >= c->ow_lo && ow + 8 <= c->ow_hi && ow + 8 <= to) {
+      __m256 acc = c->first ? c->vb : _mm256_loadu_ps(yr + ow);
+      for (k = 0; k < c->nt; k++) {
+        const int32_t iy = iy0 + t->dy[k];
+        if ((uint32_t)iy < (uint32_t)c->in_h) {
+          acc = _mm256_fmadd_ps(_mm256_broadcast_ss(t->w + k), _mm256_loadu_ps(c->xg + (rbase + t->off[k] + ow)), acc);
+        }
+      }
+      if (c->final) {
+        acc = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, acc));
+      }
+      _mm256_storeu_ps(yr + ow, acc);
+      ow += 8;
+    } else {
+      /* Lanes: output column ow+l, valid when < to; its input column for tap k is ix + dx[k]. */
+      const __m256i ox = _mm256_add_epi32(_mm256_set1_epi32(ow), lane);
+      const __m256i out_ok = _mm256_cmpgt_epi32(_mm256_set1_epi32(to), ox);
+      const __m256i ix = _mm256_sub_epi32(_mm256_mullo_epi32(ox, _mm256_set1_epi32(c->sw)), _mm256_set1_epi32(c->pw));
+      __m256 acc = c->first ? c->vb : _mm256_maskload_ps(yr + ow, out_ok);
+      for (k = 0; k < c->nt; k++) {
+        const int32_t iy = iy0 + t->dy[k];
+        if ((uint32_t)iy < (uint32_t)c->in_h) {
+          const __m256i col = _mm256_add_epi32(ix, _mm256_set1_epi32(t->dx[k]));
+          const __m256i ok = _mm256_and_si256(
+              out_ok, _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), col),
+                                          _mm256_cmpgt_epi32(_mm256_set1_epi32(c->in_w), col)));
+          const float *xr = c->xg + (t->off[k] - t->dx[k] + (ptrdiff_t)(iy - t->dy[k]) * c->in_w); /* input row iy */
+          const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, col, _mm256_castsi256_ps(ok), 4);
+          acc = _mm256_fmadd_ps(_mm256_broadcast_ss(t->w + k), xv, acc);
+        }
+      }
+      if (c->final) {
+        acc = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, acc));
+      }
+      _mm256_maskstore_ps(yr + ow, out_ok, acc);
+      ow += 8;
+    }
+  }
+}
+
+/* Four output rows oh .. oh+3 whose taps all lie inside the input rows, stride 1 across: their interior columns in
+ * blocks of 8, one accumulator per row, so that four FMA chains run side by side (one row's chain alone is bound by
+ * the FMA latency: LeNet-5 conv2, 8 columns wide, ran at one FMA per 4 cycles); each output sums its taps in tap
+ * order, as in prunec_avx2_conv_cols. Returns the first column it did not do (the caller does the rest, and the
+ * columns before ow_lo). */
+static int32_t prunec_avx2_conv_tile4(const prunec_avx2_conv_ctx *c, int32_t oh) {
+  const prunec_avx2_taps *t = c->t;
+  const ptrdiff_t rs = (ptrdiff_t)c->sh * c->in_w; /* input rows between two output rows */
+  const ptrdiff_t rbase = (ptrdiff_t)(oh * c->sh - c->ph) * c->in_w - c->pw;
+  float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
+  const size_t ys = (size_t)c->out_w;
+  int32_t ow = c->ow_lo;
+  for (; ow + 8 <= c->ow_hi; ow += 8) {
+    __m256 a0 = c->first ? c->vb : _mm256_loadu_ps(yr + ow);
+    __m256 a1 = c->first ? c->vb : _mm256_loadu_ps(yr + ys + ow);
+    __m256 a2 = c->first ? c->vb : _mm256_loadu_ps(yr + 2 * ys + ow);
+    __m256 a3 = c->first ? c->vb : _mm256_loadu_ps(yr + 3 * ys + ow);
+    uint32_t k;
+    for (k = 0; k < c->nt; k++) {
+      const float *xs = c->xg + (rbase + t->off[k] + ow);
+      const __m256 wv = _mm256_broadcast_ss(t->w + k);
+      a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), a0);
+      a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + rs), a1);
+      a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 2 * rs), a2);
+      a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 3 * rs), a3);
+    }
+    if (c->final) {
+      a0 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a0));
+      a1 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a1));
+      a2 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a2));
+      a3 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a3));
+    }
+    _mm256_storeu_ps(yr + ow, a0);
+    _mm256_storeu_ps(yr + ys + ow, a1);
+    _mm256_storeu_ps(yr + 2 * ys + ow, a2);
+    _mm256_storeu_ps(yr + 3 * ys + ow, a3);
+  }
+  return ow;
+}
+
 void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                   const float *x, float *y, float out_min, float out_max) {
   prunec_avx2_taps t;
-  const int32_t in_h = (int32_t)p->in_h, in_w = (int32_t)p->in_w;
-  const int32_t out_w = (int32_t)p->out_w;
-  const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w;
-  const int32_t ph = (int32_t)p->pad_h, pw = (int32_t)p->pad_w;
+  prunec_avx2_conv_ctx c;
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
-  /* Output columns whose every tap column lies inside the input (the unmasked fast path, stride 1). */
-  const int32_t span = (int32_t)((p->kw - 1) * p->dil_w);
-  const int32_t ow_lo = pw;
-  int32_t ow_hi = in_w - span + pw;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256 vmin = _mm256_set1_ps(out_min), vmax = _mm256_set1_ps(out_max);
+  const int32_t out_h = (int32_t)p->out_h;
+  int32_t oh_lo, oh_hi; /* rows whose taps all lie inside the input (the four-row tiles) */
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * out_plane)) {
     return;
   }
-  if (ow_hi > out_w) {
-    ow_hi = out_w;
-  }
+  /* ow_lo, ow_hi: the output columns whose every tap column lies inside the input (the unmasked paths, stride 1) */
+  prunec_conv_interior(p, &c.ow_lo, &c.ow_hi, &oh_lo, &oh_hi);
+  c.t = &t;
+  c.in_h = (int32_t)p->in_h, c.in_w = (int32_t)p->in_w, c.out_w = (int32_t)p->out_w;
+  c.sh = (int32_t)p->stride_h, c.sw = (int32_t)p->stride_w, c.ph = (int32_t)p->pad_h, c.pw = (int32_t)p->pad_w;
+  c.vmin = _mm256_set1_ps(out_min), c.vmax = _mm256_set1_ps(out_max);
   for (oc = 0; oc < p->out_c; oc++) {
-    const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
-    float *yp = y + (size_t)oc * out_plane;
-    const __m256 vb = _mm256_set1_ps(bias != NULL ? bias[oc] : 0.0f);
     const uint32_t end = w->row_ptr[oc + 1];
     uint32_t e = w->row_ptr[oc];
     int32_t last = -1;
-    int first = 1;
+    c.xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
+    c.yp = y + (size_t)oc * out_plane;
+    c.vb = _mm256_set1_ps(bias != NULL ? bias[oc] : 0.0f);
+    c.first = 1;
     do {
       const uint32_t n = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
-      const uint32_t nt = prunec_avx2_decode_taps(p, w, e, n, &last, &t);
-      const int final = e + n >= end;
-      int32_t oh;
-      for (oh = 0; oh < (int32_t)p->out_h; oh++) {
-        const int32_t iy0 = oh * sh - ph;
-        const ptrdiff_t rbase = (ptrdiff_t)iy0 * in_w - pw; /* xg[rbase + off[k] + ow]: tap k's input (stride 1) */
-        float *yr = yp + (size_t)oh * (size_t)out_w;
-        int32_t ow = 0;
-        while (ow < out_w) {
-          uint32_t k;
-          if (sw == 1 && ow >= ow_lo && ow + 16 <= ow_hi) {
-            __m256 acc0 = first ? vb : _mm256_loadu_ps(yr + ow);
-            __m256 acc1 = first ? vb : _mm256_loadu_ps(yr + ow + 8);
-            for (k = 0; k < nt; k++) {
-              const int32_t iy = iy0 + t.dy[k];
-              if ((uint32_t)iy < (uint32_t)in_h) {
-                const float *xs = xg + (rbase + t.off[k] + ow);
-                const __m256 wv = _mm256_broadcast_ss(t.w + k);
-                acc0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), acc0);
-                acc1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), acc1);
-              }
-            }
-            if (final) {
-              acc0 = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc0));
-              acc1 = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc1));
-            }
-            _mm256_storeu_ps(yr + ow, acc0);
-            _mm256_storeu_ps(yr + ow + 8, acc1);
-            ow += 16;
-          } else if (sw == 1 && ow >= ow_lo && ow + 8 <= ow_hi) {
-            __m256 acc = first ? vb : _mm256_loadu_ps(yr + ow);
-            for (k = 0; k < nt; k++) {
-              const int32_t iy = iy0 + t.dy[k];
-              if ((uint32_t)iy < (uint32_t)in_h) {
-                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(t.w + k), _mm256_loadu_ps(xg + (rbase + t.off[k] + ow)), acc);
-              }
-            }
-            if (final) {
-              acc = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc));
-            }
-            _mm256_storeu_ps(yr + ow, acc);
-            ow += 8;
-          } else {
-            /* Lanes: output column ow+l, valid when < out_w; its input column for tap k is ix + dx[k]. */
-            const __m256i ox = _mm256_add_epi32(_mm256_set1_epi32(ow), lane);
-            const __m256i out_ok = _mm256_cmpgt_epi32(_mm256_set1_epi32(out_w), ox);
-            const __m256i ix = _mm256_sub_epi32(_mm256_mullo_epi32(ox, _mm256_set1_epi32(sw)), _mm256_set1_epi32(pw));
-            __m256 acc = first ? vb : _mm256_maskload_ps(yr + ow, out_ok);
-            for (k = 0; k < nt; k++) {
-              const int32_t iy = iy0 + t.dy[k];
-              if ((uint32_t)iy < (uint32_t)in_h) {
-                const __m256i c = _mm256_add_epi32(ix, _mm256_set1_epi32(t.dx[k]));
-                const __m256i ok = _mm256_and_si256(
-                    out_ok, _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), c),
-                                                _mm256_cmpgt_epi32(_mm256_set1_epi32(in_w), c)));
-                const float *xr = xg + (t.off[k] - t.dx[k] + (ptrdiff_t)(iy - t.dy[k]) * in_w); /* input row iy */
-                const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, c, _mm256_castsi256_ps(ok), 4);
-                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(t.w + k), xv, acc);
-              }
-            }
-            if (final) {
-              acc = _mm256_min_ps(vmax, _mm256_max_ps(vmin, acc));
-            }
-            _mm256_maskstore_ps(yr + ow, out_ok, acc);
-            ow += 8;
+      int32_t oh = 0;
+      c.nt = prunec_avx2_decode_taps(p, w, e, n, &last, &t);
+      c.final = e + n >= end;
+      while (oh < out_h) {
+        if (c.sw == 1 && oh >= oh_lo && oh + 4 <= oh_hi && c.ow_lo + 8 <= c.ow_hi) {
+          const int32_t done = prunec_avx2_conv_tile4(&c, oh); /* columns ow_lo .. done-1 of the four rows */
+          int32_t r;
+          for (r = oh; r < oh + 4; r++) {
+            prunec_avx2_conv_cols(&c, r, 0, c.ow_lo);
+            prunec_avx2_conv_cols(&c, r, done, c.out_w);
           }
+          oh += 4;
+        } else {
+          prunec_avx2_conv_cols(&c, oh, 0, c.out_w);
+          oh++;
         }
       }
-      first = 0;
+      c.first = 0;
       e += n;
     } while (e < end);
   }
