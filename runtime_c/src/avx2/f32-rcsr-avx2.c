@@ -11,7 +11,8 @@
  * loads its values masked (zeros beyond the row) and runs only the FMAs of its entries.
  *
  * conv2d (NCHW, batch 1): vectorised across output pixels. The nonzeros of an output channel are decoded
- * (256 at a time) into (weight, input offset, ky*dil_h, kx*dil_w); then for each output row and each block
+ * (256 at a time; through a table of one input channel's taps, no division, when kh*kw <= 64) into (weight,
+ * input offset, ky*dil_h, kx*dil_w); then for each output row and each block
  * of 8 output columns, acc += broadcast(weight) * input row segment. Blocks whose every tap lies inside
  * the input with stride 1 use plain unaligned loads (two blocks at a time); border blocks, stride > 1 and
  * the last partial block use a masked gather (masked-off lanes are not read) and a masked store. Rows whose
@@ -312,6 +313,8 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
                                   const float *x, float *y, float out_min, float out_max) {
   prunec_avx2_taps t;
   prunec_avx2_conv_ctx c;
+  prunec_conv_tap_table tab; /* division-free decoding of the taps (kh*kw <= 64) */
+  const int use_tab = prunec_conv_tap_table_init(p, &tab);
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
   const int32_t out_h = (int32_t)p->out_h;
@@ -330,6 +333,7 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
     const uint32_t end = w->row_ptr[oc + 1];
     uint32_t e = w->row_ptr[oc];
     int32_t last = -1;
+    uint32_t ulast = (uint32_t)-1;
     c.xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
     c.yp = y + (size_t)oc * out_plane;
     c.vb = _mm256_set1_ps(bias != NULL ? bias[oc] : 0.0f);
@@ -337,7 +341,8 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
     do {
       const uint32_t n = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
       int32_t oh = 0;
-      c.nt = prunec_avx2_decode_taps(p, w, e, n, &last, &t);
+      c.nt = use_tab ? prunec_conv_decode_taps_tab(&tab, w, e, n, &ulast, t.w, t.off, t.dy, t.dx)
+                     : prunec_avx2_decode_taps(p, w, e, n, &last, &t);
       c.final = e + n >= end;
       while (oh < out_h) {
         if (c.sw == 1 && oh >= oh_lo && oh + 4 <= oh_hi && c.ow_lo + 8 <= c.ow_hi) {
