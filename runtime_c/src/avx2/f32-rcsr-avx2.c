@@ -270,7 +270,8 @@ static void prunec_avx2_conv_cols(const prunec_avx2_conv_ctx *c, int32_t oh, int
 }
 
 /* Four output rows oh .. oh+3 whose taps all lie inside the input rows, stride 1 across: their interior columns in
- * blocks of 8, one accumulator per row, so that four FMA chains run side by side (one row's chain alone is bound by
+ * blocks of 16 (eight accumulators) and then 8, one accumulator per row and block, so that four or eight FMA chains
+ * run side by side (one row's chain alone is bound by
  * the FMA latency: LeNet-5 conv2, 8 columns wide, ran at one FMA per 4 cycles); each output sums its taps in tap
  * order, as in prunec_avx2_conv_cols. Returns the first column it did not do (the caller does the rest, and the
  * columns before ow_lo). */
@@ -281,6 +282,31 @@ static int32_t prunec_avx2_conv_tile4(const prunec_avx2_conv_ctx *c, int32_t oh)
   float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
   const size_t ys = (size_t)c->out_w;
   int32_t ow = c->ow_lo;
+  for (; ow + 16 <= c->ow_hi; ow += 16) { /* 16 columns: eight accumulators share each broadcast */
+    __m256 a[8];
+    uint32_t k, i;
+    for (i = 0; i < 8u; i++) {
+      a[i] = c->first ? c->vb : _mm256_loadu_ps(yr + (i >> 1) * ys + (size_t)ow + 8u * (i & 1u));
+    }
+    for (k = 0; k < c->nt; k++) {
+      const float *xs = c->xg + (rbase + t->off[k] + ow);
+      const __m256 wv = _mm256_broadcast_ss(t->w + k);
+      a[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), a[0]);
+      a[1] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), a[1]);
+      a[2] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + rs), a[2]);
+      a[3] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + rs + 8), a[3]);
+      a[4] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 2 * rs), a[4]);
+      a[5] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 2 * rs + 8), a[5]);
+      a[6] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 3 * rs), a[6]);
+      a[7] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 3 * rs + 8), a[7]);
+    }
+    for (i = 0; i < 8u; i++) {
+      if (c->final) {
+        a[i] = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a[i]));
+      }
+      _mm256_storeu_ps(yr + (i >> 1) * ys + (size_t)ow + 8u * (i & 1u), a[i]);
+    }
+  }
   for (; ow + 8 <= c->ow_hi; ow += 8) {
     __m256 a0 = c->first ? c->vb : _mm256_loadu_ps(yr + ow);
     __m256 a1 = c->first ? c->vb : _mm256_loadu_ps(yr + ys + ow);
