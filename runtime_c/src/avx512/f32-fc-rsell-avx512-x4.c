@@ -8,12 +8,13 @@
  * of the codes widened to 32-bit lanes and added to t, one 16-lane gather of x at base x + j with indices t, one
  * 64-byte load of the weights and an FMA; no prefix sum across lanes, no per-row tail and no reduction, unlike the
  * relative-indexed CSR kernel's gather path. The slice's biases gathered by perm, clamp, and a scatter to
- * y[perm[...]] end the slice (the rows are stored by nonzero count, not in order).
- * The bound is the gather: on this project's Intel Xeon (docs/BENCHMARKS.md, "Sliced fc layers") a 16-lane gather
+ * y[perm[...]] end the slice (the rows are stored by entry count, not in order).
+ * The bound is the gather: on this project's Intel Xeon (docs/BENCHMARKS.md, "Thirteenth session") a 16-lane gather
  * from L1 issues every ~11 cycles, 0.26 ns per entry, and the 4096x4096 layer at 10 % runs at ~0.26 ns per nonzero
  * (the relative-indexed CSR kernel's gather path: ~0.35-0.43). CPUs with slow gathers (AMD Zen; Intel cores with the
  * Gather Data Sampling microcode mitigation) are better served by that kernel's broadcast path: `prunec build`
- * chooses this layout only where the target and the build machine say so (build.rsell_allowed).
+ * chooses this layout only where the target and the build machine say so (build.rsell_allowed). The AVX2 twin
+ * (src/avx2/f32-fc-rsell-avx2.c) runs as fast on the same cores.
  */
 #include "prunec_isa.h"
 
