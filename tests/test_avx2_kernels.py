@@ -60,6 +60,9 @@ TILE_CONV = [
     kh.ConvCase(4, 6, 14, 17, k=(3, 3), groups=2, density=0.8, bits=8, bias=False, seed=6),
     kh.ConvCase(20, 3, 13, 13, k=(5, 5), density=0.9, bits=8, seed=7),                     # 450 taps: 2 chunks
     kh.ConvCase(3, 3, 16, 16, k=(1, 1), density=1.0, bits=8, seed=8),
+    kh.ConvCase(2, 3, 30, 30, k=(3, 3), density=0.5, bits=8, seed=9),      # 28 columns: a 24-column tile + 4
+    kh.ConvCase(2, 3, 14, 10, k=(3, 3), density=0.5, bits=8, seed=10),     # 8 interior columns: 8-row tiles
+    kh.ConvCase(1, 2, 44, 60, k=(5, 5), pad=(2, 2), density=0.7, bits=8, seed=11),  # 56 interior columns + borders
 ]
 
 

@@ -16,8 +16,8 @@
  * of 8 output columns, acc += broadcast(weight) * input row segment. Blocks whose every tap lies inside
  * the input with stride 1 use plain unaligned loads (two blocks at a time); border blocks, stride > 1 and
  * the last partial block use a masked gather (masked-off lanes are not read) and a masked store. Rows whose
- * taps all lie inside the input go four at a time through their interior columns (four independent FMA
- * chains; one row alone is bound by the FMA latency). With more than 256 nonzeros in a channel, later chunks
+ * taps all lie inside the input go four (or eight) at a time through their interior columns, up to 12
+ * accumulators per tile (independent FMA chains; one row alone is bound by the FMA latency). With more than 256 nonzeros in a channel, later chunks
  * accumulate onto the stored partial sums.
  */
 #include "prunec_isa.h"
@@ -269,68 +269,62 @@ static void prunec_avx2_conv_cols(const prunec_avx2_conv_ctx *c, int32_t oh, int
   }
 }
 
-/* Four output rows oh .. oh+3 whose taps all lie inside the input rows, stride 1 across: their interior columns in
- * blocks of 16 (eight accumulators) and then 8, one accumulator per row and block, so that four or eight FMA chains
- * run side by side (one row's chain alone is bound by
- * the FMA latency: LeNet-5 conv2, 8 columns wide, ran at one FMA per 4 cycles); each output sums its taps in tap
- * order, as in prunec_avx2_conv_cols. Returns the first column it did not do (the caller does the rest, and the
- * columns before ow_lo). */
-static int32_t prunec_avx2_conv_tile4(const prunec_avx2_conv_ctx *c, int32_t oh) {
+/* R output rows oh .. oh+R-1 whose taps all lie inside the input rows, stride 1 across, B blocks of 8 interior
+ * columns from ow: R*B accumulators (at most 12 of the 16 registers), each tap broadcast once and FMAed into all of
+ * them, so that R*B FMA chains run side by side (one row's chain alone is bound by the FMA latency: LeNet-5 conv2, 8
+ * columns wide, ran at one FMA per 4 cycles). Each output sums its taps in tap order, as in prunec_avx2_conv_cols.
+ * R and B are constants at every call (the loops unroll). */
+PRUNEC_ALWAYS_INLINE void prunec_avx2_conv_tile(const prunec_avx2_conv_ctx *c, int32_t oh, int32_t ow, const uint32_t R,
+                                                const uint32_t B) {
   const prunec_avx2_taps *t = c->t;
   const ptrdiff_t rs = (ptrdiff_t)c->sh * c->in_w; /* input rows between two output rows */
-  const ptrdiff_t rbase = (ptrdiff_t)(oh * c->sh - c->ph) * c->in_w - c->pw;
-  float *yr = c->yp + (size_t)oh * (size_t)c->out_w;
+  const ptrdiff_t rbase = (ptrdiff_t)(oh * c->sh - c->ph) * c->in_w - c->pw + ow;
+  float *yr = c->yp + (size_t)oh * (size_t)c->out_w + (size_t)ow;
   const size_t ys = (size_t)c->out_w;
-  int32_t ow = c->ow_lo;
-  for (; ow + 16 <= c->ow_hi; ow += 16) { /* 16 columns: eight accumulators share each broadcast */
-    __m256 a[8];
-    uint32_t k, i;
-    for (i = 0; i < 8u; i++) {
-      a[i] = c->first ? c->vb : _mm256_loadu_ps(yr + (i >> 1) * ys + (size_t)ow + 8u * (i & 1u));
-    }
-    for (k = 0; k < c->nt; k++) {
-      const float *xs = c->xg + (rbase + t->off[k] + ow);
-      const __m256 wv = _mm256_broadcast_ss(t->w + k);
-      a[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), a[0]);
-      a[1] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 8), a[1]);
-      a[2] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + rs), a[2]);
-      a[3] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + rs + 8), a[3]);
-      a[4] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 2 * rs), a[4]);
-      a[5] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 2 * rs + 8), a[5]);
-      a[6] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 3 * rs), a[6]);
-      a[7] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 3 * rs + 8), a[7]);
-    }
-    for (i = 0; i < 8u; i++) {
-      if (c->final) {
-        a[i] = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a[i]));
-      }
-      _mm256_storeu_ps(yr + (i >> 1) * ys + (size_t)ow + 8u * (i & 1u), a[i]);
+  __m256 a[12];
+  uint32_t i, r, b, k;
+  for (r = 0; r < R; r++) {
+    for (b = 0; b < B; b++) {
+      a[r * B + b] = c->first ? c->vb : _mm256_loadu_ps(yr + r * ys + 8u * b);
     }
   }
-  for (; ow + 8 <= c->ow_hi; ow += 8) {
-    __m256 a0 = c->first ? c->vb : _mm256_loadu_ps(yr + ow);
-    __m256 a1 = c->first ? c->vb : _mm256_loadu_ps(yr + ys + ow);
-    __m256 a2 = c->first ? c->vb : _mm256_loadu_ps(yr + 2 * ys + ow);
-    __m256 a3 = c->first ? c->vb : _mm256_loadu_ps(yr + 3 * ys + ow);
-    uint32_t k;
-    for (k = 0; k < c->nt; k++) {
-      const float *xs = c->xg + (rbase + t->off[k] + ow);
-      const __m256 wv = _mm256_broadcast_ss(t->w + k);
-      a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs), a0);
-      a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + rs), a1);
-      a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 2 * rs), a2);
-      a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + 3 * rs), a3);
+  for (k = 0; k < c->nt; k++) {
+    const float *xs = c->xg + (rbase + t->off[k]);
+    const __m256 wv = _mm256_broadcast_ss(t->w + k);
+    for (r = 0; r < R; r++) {
+      for (b = 0; b < B; b++) {
+        a[r * B + b] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs + (ptrdiff_t)r * rs + 8 * (ptrdiff_t)b), a[r * B + b]);
+      }
     }
+  }
+  for (i = 0; i < R * B; i++) {
     if (c->final) {
-      a0 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a0));
-      a1 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a1));
-      a2 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a2));
-      a3 = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a3));
+      a[i] = _mm256_min_ps(c->vmax, _mm256_max_ps(c->vmin, a[i]));
     }
-    _mm256_storeu_ps(yr + ow, a0);
-    _mm256_storeu_ps(yr + ys + ow, a1);
-    _mm256_storeu_ps(yr + 2 * ys + ow, a2);
-    _mm256_storeu_ps(yr + 3 * ys + ow, a3);
+    _mm256_storeu_ps(yr + (i / B) * ys + 8u * (i % B), a[i]);
+  }
+}
+
+/* Rows oh .. oh+R-1 (R = 8 or 4) of the tiles: their interior columns from ow_lo, 24, 16 or 8 at a time (8 rows: 8 at
+ * a time, for planes whose interior is narrower than 16 columns). Returns the first column not done. */
+static int32_t prunec_avx2_conv_tiles(const prunec_avx2_conv_ctx *c, int32_t oh, uint32_t R) {
+  int32_t ow = c->ow_lo;
+  if (R == 8u) {
+    for (; ow + 8 <= c->ow_hi; ow += 8) {
+      prunec_avx2_conv_tile(c, oh, ow, 8u, 1u);
+    }
+    return ow;
+  }
+  for (; ow + 24 <= c->ow_hi; ow += 24) {
+    prunec_avx2_conv_tile(c, oh, ow, 4u, 3u);
+  }
+  if (ow + 16 <= c->ow_hi) {
+    prunec_avx2_conv_tile(c, oh, ow, 4u, 2u);
+    ow += 16;
+  }
+  if (ow + 8 <= c->ow_hi) {
+    prunec_avx2_conv_tile(c, oh, ow, 4u, 1u);
+    ow += 8;
   }
   return ow;
 }
@@ -372,13 +366,15 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
       c.final = e + n >= end;
       while (oh < out_h) {
         if (c.sw == 1 && oh >= oh_lo && oh + 4 <= oh_hi && c.ow_lo + 8 <= c.ow_hi) {
-          const int32_t done = prunec_avx2_conv_tile4(&c, oh); /* columns ow_lo .. done-1 of the four rows */
+          /* 8 rows where the interior is too narrow for 16 columns per tile, else 4 */
+          const uint32_t R = c.ow_hi - c.ow_lo < 16 && oh + 8 <= oh_hi ? 8u : 4u;
+          const int32_t done = prunec_avx2_conv_tiles(&c, oh, R); /* columns ow_lo .. done-1 of the R rows */
           int32_t r;
-          for (r = oh; r < oh + 4; r++) {
+          for (r = oh; r < oh + (int32_t)R; r++) {
             prunec_avx2_conv_cols(&c, r, 0, c.ow_lo);
             prunec_avx2_conv_cols(&c, r, done, c.out_w);
           }
-          oh += 4;
+          oh += (int32_t)R;
         } else {
           prunec_avx2_conv_cols(&c, oh, 0, c.out_w);
           oh++;
