@@ -70,3 +70,18 @@ TILE_CONV = [
 def test_avx2_conv_four_row_tiles(built, case):
     ffi, lib = built
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+def test_maxpool_four_output_tail_keeps_nan(built):
+    """out_w mod 8 >= 4 (LeNet-5 pool1: 12 outputs, pool2: 4): the 4-output step keeps NaN and -inf as PyTorch."""
+    ffi, lib = built
+    for w_in, bad in ((24, (17, 24 + 22)), (8, (5, 8 + 2)), (26, (18, 26 + 21))):
+        p = ffi.new("prunec_pool2d_params *")
+        p.channels, p.in_h, p.in_w, p.out_h, p.out_w = 1, 2, w_in, 1, w_in // 2
+        p.kh = p.kw = p.stride_h = p.stride_w = 2
+        x = np.random.default_rng(w_in).standard_normal(2 * w_in).astype(np.float32)
+        x[bad[0]], x[bad[1]] = np.nan, -np.inf
+        y = np.full(w_in // 2, 7.0, np.float32)
+        lib.prunec_f32_maxpool2d__avx2(p, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True))
+        want = x.reshape(2, w_in // 2, 2).max(axis=(0, 2))
+        assert math.isnan(y[bad[0] // 2]) and np.array_equal(np.nan_to_num(y, nan=0.5), np.nan_to_num(want, nan=0.5)), w_in

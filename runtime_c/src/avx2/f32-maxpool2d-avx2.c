@@ -4,8 +4,8 @@
  *
  * Fast path, the 2x2 window with stride 2 and no padding whose windows all lie inside the input (LeNet-5, VGG-16):
  * per output row, its two input rows; per 8 outputs the rows' 16 cells maxed elementwise, then even and odd cells
- * paired by two in-lane shuffles, maxed, and put in order by one cross-lane permute; the last outputs of a row (out_w
- * mod 8) one at a time. Every max keeps NaN (MAXPS returns its second operand when either is NaN, so lanes where
+ * paired by two in-lane shuffles, maxed, and put in order by one cross-lane permute; then 4 outputs the same way
+ * from 8 cells per row where out_w mod 8 >= 4, and the last ones one at a time. Every max keeps NaN (MAXPS returns its second operand when either is NaN, so lanes where
  * the first is NaN are blended back). Every other geometry is handed to prunec_f32_maxpool2d__portable (registered
  * in kernels.inc with PRUNEC_KERNEL_USES). Without it, an x86 build on a machine without AVX-512 ran LeNet-5's pools
  * in the portable kernel: pool1 (20 x 24 x 24) 47 us of the network's 128 us (docs/BENCHMARKS.md, "Thirteenth
@@ -46,7 +46,14 @@ void prunec_f32_maxpool2d__avx2(const prunec_pool2d_params *p, const float *x, f
         const __m256 m = nmax8(_mm256_shuffle_ps(v0, v1, 0x88), _mm256_shuffle_ps(v0, v1, 0xDD));
         _mm256_storeu_ps(y + 8u * b, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8)));
       }
-      for (ox = 8u * full; ox < p->out_w; ox++) {
+      ox = 8u * full;
+      if (ox + 4u <= p->out_w) { /* 4 more outputs from 8 cells of each row (LeNet-5 pool2: 8 -> 4 wide) */
+        const __m256 v = nmax8(_mm256_loadu_ps(r0 + 2u * ox), _mm256_loadu_ps(r1 + 2u * ox));
+        const __m256 m = nmax8(_mm256_shuffle_ps(v, v, 0x88), _mm256_shuffle_ps(v, v, 0xDD)); /* o0 o1 . . | o2 o3 . . */
+        _mm_storeu_ps(y + ox, _mm256_castps256_ps128(_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0x08))));
+        ox += 4u;
+      }
+      for (; ox < p->out_w; ox++) {
         y[ox] = nmax1(nmax1(r0[2u * ox], r0[2u * ox + 1u]), nmax1(r1[2u * ox], r1[2u * ox + 1u]));
       }
     }
