@@ -17,11 +17,6 @@ static inline float prunec_avx2_dense_hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-static inline float prunec_avx2_dense_clamp(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 void prunec_f32_fc_dense__avx2(const prunec_dense_f32 *w, const float *bias, const float *x, float *y,
                                float out_min, float out_max) {
   const size_t cols = w->cols;
@@ -58,10 +53,10 @@ void prunec_f32_fc_dense__avx2(const prunec_dense_f32 *w, const float *bias, con
       a2 = _mm256_fmadd_ps(_mm256_maskload_ps(w2 + c, tmask), x0, a2);
       a3 = _mm256_fmadd_ps(_mm256_maskload_ps(w3 + c, tmask), x0, a3);
     }
-    y[r] = prunec_avx2_dense_clamp(prunec_avx2_dense_hsum(_mm256_add_ps(a0, b0)) + (bias ? bias[r] : 0.0f), out_min, out_max);
-    y[r + 1] = prunec_avx2_dense_clamp(prunec_avx2_dense_hsum(_mm256_add_ps(a1, b1)) + (bias ? bias[r + 1] : 0.0f), out_min, out_max);
-    y[r + 2] = prunec_avx2_dense_clamp(prunec_avx2_dense_hsum(_mm256_add_ps(a2, b2)) + (bias ? bias[r + 2] : 0.0f), out_min, out_max);
-    y[r + 3] = prunec_avx2_dense_clamp(prunec_avx2_dense_hsum(_mm256_add_ps(a3, b3)) + (bias ? bias[r + 3] : 0.0f), out_min, out_max);
+    y[r] = prunec_clampf(prunec_avx2_dense_hsum(_mm256_add_ps(a0, b0)) + (bias ? bias[r] : 0.0f), out_min, out_max);
+    y[r + 1] = prunec_clampf(prunec_avx2_dense_hsum(_mm256_add_ps(a1, b1)) + (bias ? bias[r + 1] : 0.0f), out_min, out_max);
+    y[r + 2] = prunec_clampf(prunec_avx2_dense_hsum(_mm256_add_ps(a2, b2)) + (bias ? bias[r + 2] : 0.0f), out_min, out_max);
+    y[r + 3] = prunec_clampf(prunec_avx2_dense_hsum(_mm256_add_ps(a3, b3)) + (bias ? bias[r + 3] : 0.0f), out_min, out_max);
   }
   for (; r < rows; r++) {
     const float *wr = w->values + (size_t)r * cols;
@@ -73,7 +68,7 @@ void prunec_f32_fc_dense__avx2(const prunec_dense_f32 *w, const float *bias, con
     if (tail) {
       a0 = _mm256_fmadd_ps(_mm256_maskload_ps(wr + c, tmask), _mm256_maskload_ps(x + c, tmask), a0);
     }
-    y[r] = prunec_avx2_dense_clamp(prunec_avx2_dense_hsum(a0) + (bias ? bias[r] : 0.0f), out_min, out_max);
+    y[r] = prunec_clampf(prunec_avx2_dense_hsum(a0) + (bias ? bias[r] : 0.0f), out_min, out_max);
   }
 }
 

@@ -605,11 +605,6 @@ static __attribute__((noinline)) void fc_rows_t(const prunec_rcsr_f32 *w, const 
   }
 }
 
-static inline float clampf(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 /* 8-bit codes (the common case: b = 8 at 4-25% density): row pairs in order. `unroll` (a constant in each of
  * the two instances below): the pair loop takes 16 entries of each row per pass. */
 static inline __attribute__((always_inline)) void fc_b8_body(const prunec_rcsr_f32 *w, const float *bias, const float *x,
@@ -640,7 +635,7 @@ static inline __attribute__((always_inline)) void fc_b8_body(const prunec_rcsr_f
         y_quad(vl, cd, n, x, 0, part);
       }
       for (k = 0; k < 4u; k++) {
-        y[r + k] = clampf(part[k] + (bias != NULL ? bias[r + k] : 0.0f), out_min, out_max);
+        y[r + k] = prunec_clampf(part[k] + (bias != NULL ? bias[r + k] : 0.0f), out_min, out_max);
       }
     }
   }
@@ -653,9 +648,9 @@ static inline __attribute__((always_inline)) void fc_b8_body(const prunec_rcsr_f
     } else {
       y_pair(values + b0, index + b0, b1 - b0, values + b1, index + b1, b2 - b1, x, 0, unroll, part);
     }
-    y[r] = clampf(part[0] + (bias != NULL ? bias[r] : 0.0f), out_min, out_max);
+    y[r] = prunec_clampf(part[0] + (bias != NULL ? bias[r] : 0.0f), out_min, out_max);
     if (r + 1u < w->rows) {
-      y[r + 1] = clampf(part[1] + (bias != NULL ? bias[r + 1] : 0.0f), out_min, out_max);
+      y[r + 1] = prunec_clampf(part[1] + (bias != NULL ? bias[r + 1] : 0.0f), out_min, out_max);
     }
   }
 }
@@ -710,7 +705,7 @@ static inline __attribute__((always_inline)) void fc_b8_block_body(const prunec_
         y_quad(vl, cd, n, x, 0, part);
       }
       for (k = 0; k < 4u; k++) {
-        y[r + k] = clampf(part[k] + (bias != NULL ? bias[r + k] : 0.0f), out_min, out_max);
+        y[r + k] = prunec_clampf(part[k] + (bias != NULL ? bias[r + k] : 0.0f), out_min, out_max);
       }
     }
   }
@@ -723,9 +718,9 @@ static inline __attribute__((always_inline)) void fc_b8_block_body(const prunec_
     } else {
       y_pair(values + b0, index + (b0 - base), b1 - b0, values + b1, index + (b1 - base), b2 - b1, x, 0, unroll, part);
     }
-    y[r] = clampf(part[0] + (bias != NULL ? bias[r] : 0.0f), out_min, out_max);
+    y[r] = prunec_clampf(part[0] + (bias != NULL ? bias[r] : 0.0f), out_min, out_max);
     if (r + 1u < r1) {
-      y[r + 1] = clampf(part[1] + (bias != NULL ? bias[r + 1] : 0.0f), out_min, out_max);
+      y[r + 1] = prunec_clampf(part[1] + (bias != NULL ? bias[r + 1] : 0.0f), out_min, out_max);
     }
   }
 }
@@ -812,7 +807,7 @@ static __attribute__((noinline)) void fc_rcsr_cols(const prunec_rcsr_f32 *w, uin
     }
     for (k = 0; k < nr; k++) {
       const float s = diag_sum(acc[k][0], acc[k][1], acc[k][2], acc[k][3]) + (bias != NULL ? bias[r + k] : 0.0f);
-      y[r + k] = clampf(s, out_min, out_max);
+      y[r + k] = prunec_clampf(s, out_min, out_max);
     }
   }
 }

@@ -17,11 +17,6 @@
 
 #include "prunec_kernels.h"
 
-static inline float prunec_cortexm_dense_clamp(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 #if defined(__GNUC__) && defined(__thumb2__) && !defined(PRUNEC_CORTEXM_NO_ASM)
 /* a_i += sum_k w_i[k] * x[k], k = 0..7, in order k = 0..7 (w0/w1 and w2/w3 interleaved). */
 static inline __attribute__((always_inline)) void prunec_cortexm_dense_4x8(const float **xp, const float **wp0,
@@ -140,10 +135,10 @@ void prunec_f32_fc_dense__cortexm(const prunec_dense_f32 *w, const float *bias, 
       a2 = __builtin_fmaf(w2[c], xc, a2);
       a3 = __builtin_fmaf(w3[c], xc, a3);
     }
-    y[r] = prunec_cortexm_dense_clamp(a0, out_min, out_max);
-    y[r + 1] = prunec_cortexm_dense_clamp(a1, out_min, out_max);
-    y[r + 2] = prunec_cortexm_dense_clamp(a2, out_min, out_max);
-    y[r + 3] = prunec_cortexm_dense_clamp(a3, out_min, out_max);
+    y[r] = prunec_clampf(a0, out_min, out_max);
+    y[r + 1] = prunec_clampf(a1, out_min, out_max);
+    y[r + 2] = prunec_clampf(a2, out_min, out_max);
+    y[r + 3] = prunec_clampf(a3, out_min, out_max);
   }
   for (; r < rows; r++) {
     const float *wr = w->values + (size_t)r * cols;
@@ -156,7 +151,7 @@ void prunec_f32_fc_dense__cortexm(const prunec_dense_f32 *w, const float *bias, 
     if (c < cols) {
       a0 = __builtin_fmaf(wr[c], x[c], a0);
     }
-    y[r] = prunec_cortexm_dense_clamp(a0 + a1, out_min, out_max);
+    y[r] = prunec_clampf(a0 + a1, out_min, out_max);
   }
 }
 

@@ -19,11 +19,6 @@ static inline float prunec_neon_dense_hsum(float32x4_t v) {
 }
 #endif
 
-static inline float prunec_neon_dense_clamp(float v, float lo, float hi) {
-  v = v < lo ? lo : v;
-  return v > hi ? hi : v;
-}
-
 void prunec_f32_fc_dense__neon(const prunec_dense_f32 *w, const float *bias, const float *x, float *y,
                                float out_min, float out_max) {
   const size_t cols = w->cols;
@@ -57,10 +52,10 @@ void prunec_f32_fc_dense__neon(const prunec_dense_f32 *w, const float *bias, con
       s2 += bias[r + 2];
       s3 += bias[r + 3];
     }
-    y[r] = prunec_neon_dense_clamp(s0, out_min, out_max);
-    y[r + 1] = prunec_neon_dense_clamp(s1, out_min, out_max);
-    y[r + 2] = prunec_neon_dense_clamp(s2, out_min, out_max);
-    y[r + 3] = prunec_neon_dense_clamp(s3, out_min, out_max);
+    y[r] = prunec_clampf(s0, out_min, out_max);
+    y[r + 1] = prunec_clampf(s1, out_min, out_max);
+    y[r + 2] = prunec_clampf(s2, out_min, out_max);
+    y[r + 3] = prunec_clampf(s3, out_min, out_max);
   }
   for (; r < rows; r++) {
     const float *wr = w->values + (size_t)r * cols;
@@ -75,7 +70,7 @@ void prunec_f32_fc_dense__neon(const prunec_dense_f32 *w, const float *bias, con
       s += wr[c] * x[c];
     }
     s += bias != NULL ? bias[r] : 0.0f;
-    y[r] = prunec_neon_dense_clamp(s, out_min, out_max);
+    y[r] = prunec_clampf(s, out_min, out_max);
   }
 }
 
