@@ -132,6 +132,14 @@ FC_LAYOUTS = ("auto", "rcsr", "rsell")
 RSELL_ENV = "PRUNEC_FC_RSELL"  # 1 or 0: take the sliced layout under --fc-layout auto, or not, whatever the CPU
 
 
+def _fc_layout(fc_layout: str | None) -> str:
+    """--fc-layout as given (default "auto"), or a PrunecError naming the choices."""
+    fc_layout = fc_layout or "auto"
+    if fc_layout not in FC_LAYOUTS:
+        raise PrunecError(f"--fc-layout {fc_layout!r}: choose one of {', '.join(FC_LAYOUTS)}")
+    return fc_layout
+
+
 def rsell_allowed(target, fc_layout: str | None) -> bool:
     """Whether sparse fc layers that do not take the blocked layout are stored in the relative-indexed sliced layout:
     always with --fc-layout rsell; with auto, when the target names CPU vendors whose gathers are fast
@@ -139,9 +147,7 @@ def rsell_allowed(target, fc_layout: str | None) -> bool:
     this machine's vendor is one of them and its gathers are not slowed by the Gather Data Sampling mitigation
     (verify.gathers_slowed; PRUNEC_FC_RSELL=1/0 decides instead), as the AVX-512 kernels themselves are chosen by the
     build machine (an x86_64-avx2 build is for the machine it is made on)."""
-    fc_layout = fc_layout or "auto"
-    if fc_layout not in FC_LAYOUTS:
-        raise PrunecError(f"--fc-layout {fc_layout!r}: choose one of {', '.join(FC_LAYOUTS)}")
+    fc_layout = _fc_layout(fc_layout)
     if fc_layout == "rsell":
         return True
     if fc_layout == "rcsr" or target is None:
@@ -164,9 +170,7 @@ def bsell_limit(target, fc_layout: str | None) -> int:
     """The most bytes an fc layer may take in the blocked sliced layout on `target` (0: the layout is not used):
     the target's fc_bsell_max_bytes when its fc_bsell kernel is an ISA kernel on this build machine (the portable
     twin is slower than the relative-indexed CSR kernels) and --fc-layout is auto."""
-    fc_layout = fc_layout or "auto"
-    if fc_layout not in FC_LAYOUTS:
-        raise PrunecError(f"--fc-layout {fc_layout!r}: choose one of {', '.join(FC_LAYOUTS)}")
+    fc_layout = _fc_layout(fc_layout)
     if fc_layout in ("rcsr", "rsell") or target is None:
         return 0
     limit = target.extra.get("fc_bsell_max_bytes", 0)

@@ -300,13 +300,12 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             bias = sym("bias")
         if n.op in ("fc", "conv2d"):
             own = n.name not in shared  # a layer sharing an earlier one's weight references its arrays
-            if enc.format in ("bsell", "rsell"):  # the sliced layouts (docs/FORMAT.md "Blocked fc layers", "Sliced
-                sl = enc.bsell if enc.format == "bsell" else enc.rsell  # fc layers"): the same arrays, other steps
+            if enc.sliced is not None:  # the sliced layouts (docs/FORMAT.md "Blocked fc layers", "Sliced fc layers"):
+                sl = enc.sliced  # the same arrays; steps uint8 (bsell) or uint32 (rsell), as the encoder made them
                 if own:
                     L.arrays += [Array(sym("values"), "float", sl.values.astype(np.float32), align=BSELL_ALIGN),
                                  Array(sym("index"), "uint8_t", sl.index.astype(np.uint8)),
-                                 Array(sym("steps"), *(("uint8_t", sl.steps.astype(np.uint8)) if enc.format == "bsell"
-                                                       else ("uint32_t", sl.steps.astype(np.uint32)))),
+                                 Array(sym("steps"), f"{sl.steps.dtype.name}_t", sl.steps),
                                  Array(sym("perm"), "uint16_t", sl.perm.astype(np.uint16))]
                 L.structs.append(f"static const prunec_{enc.format}_f32 {ident}_w = {{{sl.rows}u, {sl.cols}u, "
                                  f"{wsym('perm')}, {wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
@@ -416,12 +415,9 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
         if enc is not None:
             what += f", {enc.format}" + (f" {enc.index_bits}-bit, {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense"
                                           if enc.format == "rcsr" else "")
-            if enc.format == "bsell":
-                what += (f" (blocked sliced layout), {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense, "
-                         f"{enc.bsell.slots} slots")
-            if enc.format == "rsell":
-                what += (f" (relative-indexed sliced layout) 8-bit, {enc.nonzero / max(1, enc.rows * enc.cols):.1%} "
-                         f"dense, {enc.rsell.slots} slots")
+            if enc.sliced is not None:
+                kind = "(blocked sliced layout)," if enc.format == "bsell" else "(relative-indexed sliced layout) 8-bit,"
+                what += f" {kind} {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense, {enc.sliced.slots} slots"
             if enc.columns:
                 what += ", stored by columns: zero inputs skipped"
         if i in plan.in_place:

@@ -383,19 +383,20 @@ class Encoding:
     sizes: dict[str, int] = field(default_factory=dict)
 
     @property
+    def sliced(self) -> BSELL | RSELL | None:
+        """The layout of a 'bsell' or 'rsell' layer (None for the others)."""
+        return self.bsell if self.bsell is not None else self.rsell
+
+    @property
     def index_bits(self) -> int:
-        if self.bsell is not None:
-            return 8  # one byte per slot (a column offset 0..31 in its block)
-        if self.rsell is not None:
-            return RSELL_BITS
+        if self.sliced is not None:
+            return 8  # one byte per slot (bsell: a column offset 0..31 in its block; rsell: a gap minus 1)
         return self.rcsr.index_bits if self.rcsr is not None else 0
 
     @property
     def fillers(self) -> int:
-        if self.bsell is not None:
-            return self.bsell.fillers
-        if self.rsell is not None:
-            return self.rsell.fillers
+        if self.sliced is not None:
+            return self.sliced.fillers
         return self.rcsr.fillers if self.rcsr is not None else 0
 
     row_align: int = 1  # rows padded to a multiple of this many entries (1: not padded)
