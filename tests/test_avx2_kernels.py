@@ -48,28 +48,104 @@ def test_maxpool_fast_path_propagates_nan_like_the_portable_twin(built):
     assert math.isnan(y[2]) and math.isnan(y[0]) and np.array_equal(np.nan_to_num(y, nan=0.5), np.nan_to_num(want, nan=0.5))
 
 
+def packed(case: kh.ConvCase) -> bool:
+    """Whether prunec_f32_conv2d_rcsr__avx2 takes its packed path (prunec_avx2_packed_fits: stride and dilation 1,
+    16..2048 taps per output, the group's kw shifted copies of the padded input within 16384 floats)."""
+    cin_g = case.in_c // case.groups
+    taps = cin_g * case.k[0] * case.k[1]
+    out_h, out_w = case.out_hw()
+    return (case.stride == (1, 1) and case.dil == (1, 1) and 16 <= taps <= 2048
+            and cin_g * case.k[1] * (out_h + case.k[0] - 1) * out_w <= 16384)
+
+
 # Geometries that reach the conv kernel's four-row tiles (rows whose taps all lie inside the input, stride 1 across,
 # at least 8 interior columns), with row counts around multiples of 4, border columns on both sides, stride 2 down,
-# dilation, groups, and channels of more than 256 taps (later chunks add onto the stored partial sums).
+# dilation, groups, and channels of more than 256 taps (later chunks add onto the stored partial sums). None of them
+# fits the packed path (too few taps per output, a plane too large to pack, or a stride or dilation).
 TILE_CONV = [
-    kh.ConvCase(1, 20, 28, 28, k=(5, 5), density=0.66, bits=8, act="relu", seed=1),       # LeNet-5 conv1
-    kh.ConvCase(20, 50, 12, 12, k=(5, 5), density=0.12, bits=8, act="relu", seed=2),      # LeNet-5 conv2
-    kh.ConvCase(3, 5, 21, 19, k=(3, 3), pad=(1, 1), density=0.5, bits=4, seed=3),         # 21 rows: 4 tiles + 1
+    kh.ConvCase(1, 4, 72, 72, k=(5, 5), density=0.66, bits=8, act="relu", seed=1),       # LeNet-5 conv1's taps, 68 wide
+    kh.ConvCase(70, 6, 12, 12, k=(5, 5), density=0.12, bits=8, act="relu", seed=2),      # 8 columns: 8-row tiles
+    kh.ConvCase(1, 5, 21, 19, k=(3, 3), pad=(1, 1), density=0.5, bits=4, seed=3),         # 21 rows: 4 tiles + 1
     kh.ConvCase(2, 3, 23, 30, k=(3, 3), stride=(2, 1), pad=(1, 2), density=0.7, bits=8, act="relu6", seed=4),
     kh.ConvCase(2, 4, 20, 20, k=(3, 3), dil=(2, 2), pad=(2, 2), density=0.6, bits=16, seed=5),
-    kh.ConvCase(4, 6, 14, 17, k=(3, 3), groups=2, density=0.8, bits=8, bias=False, seed=6),
-    kh.ConvCase(20, 3, 13, 13, k=(5, 5), density=0.9, bits=8, seed=7),                     # 450 taps: 2 chunks
+    kh.ConvCase(4, 8, 14, 17, k=(3, 3), groups=4, density=0.8, bits=8, bias=False, seed=6),
+    kh.ConvCase(20, 3, 40, 40, k=(5, 5), density=0.9, bits=8, seed=7),                     # 450 taps: 2 chunks
     kh.ConvCase(3, 3, 16, 16, k=(1, 1), density=1.0, bits=8, seed=8),
-    kh.ConvCase(2, 3, 30, 30, k=(3, 3), density=0.5, bits=8, seed=9),      # 28 columns: a 24-column tile + 4
-    kh.ConvCase(2, 3, 14, 10, k=(3, 3), density=0.5, bits=8, seed=10),     # 8 interior columns: 8-row tiles
-    kh.ConvCase(1, 2, 44, 60, k=(5, 5), pad=(2, 2), density=0.7, bits=8, seed=11),  # 56 interior columns + borders
+    kh.ConvCase(1, 3, 30, 30, k=(3, 3), density=0.5, bits=8, seed=9),      # 28 columns: a 24-column tile + 4
+    kh.ConvCase(1, 3, 14, 10, k=(3, 3), density=0.5, bits=8, seed=10),     # 8 interior columns: 8-row tiles
+    kh.ConvCase(1, 2, 64, 60, k=(5, 5), pad=(2, 2), density=0.7, bits=8, seed=11),  # 56 interior columns + borders
 ]
 
 
 @pytest.mark.parametrize("case", TILE_CONV, ids=[c.id for c in TILE_CONV])
 def test_avx2_conv_four_row_tiles(built, case):
+    assert not packed(case)
     ffi, lib = built
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+# Geometries of the packed path (the input packed into kw shifted copies, every nonzero an axpy of the plane held in
+# registers): LeNet-5's two convs, padding on both sides (masked loads at the borders), rows not a multiple of 8
+# (planes whose blocks start mid-vector, the last vector partial), a plane smaller than one vector, segments of
+# every size from 1 to 12 vectors (the two- and four-tap paths), groups, fillers (dropped), more than 256 entries
+# per channel (the decode in chunks), index widths 4, 6, 8 and 16, and the 16384-float bound exactly.
+PACKED_CONV = [
+    kh.ConvCase(1, 20, 28, 28, k=(5, 5), density=0.66, bits=4, act="relu", seed=21),     # LeNet-5 conv1: 9 x 8 vectors
+    kh.ConvCase(20, 50, 12, 12, k=(5, 5), density=0.12, bits=8, act="relu", seed=22),    # LeNet-5 conv2: one of 8
+    kh.ConvCase(3, 5, 21, 19, k=(3, 3), pad=(1, 1), density=0.5, bits=4, seed=23),
+    kh.ConvCase(2, 3, 9, 13, k=(5, 5), pad=(2, 3), density=0.8, bits=8, act="relu6", seed=24),  # pad past the taps
+    kh.ConvCase(2, 2, 4, 4, k=(3, 3), density=1.0, bits=8, seed=25),                     # 2x2 plane: 4 of 8 lanes
+    kh.ConvCase(4, 6, 14, 17, k=(3, 3), groups=2, density=0.8, bits=8, bias=False, seed=26),
+    kh.ConvCase(20, 3, 13, 13, k=(5, 5), density=0.9, bits=16, seed=27),                 # 450 entries per channel
+    kh.ConvCase(32, 3, 5, 5, k=(3, 3), pattern="far", bits=4, seed=28),                   # fillers
+    kh.ConvCase(32, 3, 5, 5, k=(3, 3), pattern="far", bits=6, act="relu", seed=29),
+    kh.ConvCase(4, 5, 6, 6, k=(3, 3), pattern="empty_rows", bits=8, seed=30),
+    kh.ConvCase(16, 2, 32, 32, k=(1, 1), density=0.7, bits=8, seed=31),                   # exactly 16384 floats
+    *[kh.ConvCase(2, 2, 3 + s, 10, k=(3, 3), density=0.9, bits=8, seed=40 + s) for s in range(1, 13)],  # 1..12 vectors
+]
+
+
+@pytest.mark.parametrize("case", PACKED_CONV, ids=[c.id for c in PACKED_CONV])
+def test_avx2_conv_packed(built, case):
+    assert packed(case)
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+def test_avx2_conv_packed_bound():
+    assert not packed(kh.ConvCase(16, 2, 33, 32, k=(1, 1)))  # one row over: the tiles
+    assert not packed(kh.ConvCase(1, 2, 28, 28, k=(3, 3)))   # 9 taps: the tiles
+
+
+def test_avx2_conv_packed_keeps_nan_and_inf(built):
+    """Input NaN and infinities reach exactly the outputs whose windows read them, as in PyTorch (the packed copies
+    hold them at every kx shift; padding is 0, not a read)."""
+    import torch
+    import torch.nn.functional as F
+
+    from prunec import encode
+
+    ffi, lib = built
+    case = kh.ConvCase(2, 3, 10, 12, k=(3, 3), pad=(1, 1), pattern="full", seed=50)
+    assert packed(case)
+    w, b, x = case.data()
+    x = x.copy()
+    x[0, 0, 5], x[1, 4, 7], x[0, 9, 11] = np.nan, np.inf, -np.inf
+    oh, ow = case.out_hw()
+    y = np.full((case.out_c, oh, ow), 7.0, np.float32)
+    keep = kh._Keep()
+    ws = kh.rcsr_struct(ffi, keep, encode.encode_rcsr(w, 8))
+    p = ffi.new("prunec_conv2d_params *", {
+        "in_c": 2, "in_h": 10, "in_w": 12, "out_c": 3, "out_h": oh, "out_w": ow, "kh": 3, "kw": 3,
+        "stride_h": 1, "stride_w": 1, "pad_h": 1, "pad_w": 1, "dil_h": 1, "dil_w": 1, "groups": 1})
+    bias = ffi.from_buffer("float[]", b)
+    lib.prunec_f32_conv2d_rcsr__avx2(p, ws, bias, ffi.from_buffer("float[]", x),
+                                     ffi.from_buffer("float[]", y, require_writable=True), -np.inf, np.inf)
+    want = F.conv2d(torch.from_numpy(x.astype(np.float64))[None], torch.from_numpy(w.astype(np.float64)),
+                    torch.from_numpy(b.astype(np.float64)), padding=1)[0].numpy()
+    assert np.isnan(want).sum() > 9  # the infinities meet weights of both signs: NaN too
+    assert np.array_equal(np.isnan(y), np.isnan(want))
+    assert np.allclose(y[~np.isnan(y)], want[~np.isnan(want)], rtol=1e-4, atol=1e-4)
 
 
 def test_maxpool_four_output_tail_keeps_nan(built):

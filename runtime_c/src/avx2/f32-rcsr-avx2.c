@@ -329,6 +329,208 @@ static int32_t prunec_avx2_conv_tiles(const prunec_avx2_conv_ctx *c, int32_t oh,
   return ow;
 }
 
+/* ---- Small planes, stride 1: the input packed once per call into kw shifted copies (the avx512x4 kernel's
+ * conv_packed, in 8-float vectors) ----
+ *
+ * For a group's cin_g channels, pk holds, per (ci, kx), the padded input rows shifted left by kx and cut to out_w
+ * columns: pk[((ci*kw + kx)*PH + r)*out_w + ox] = x[ci][r - pad_h][ox + kx - pad_w] (0 in the padding), PH = out_h +
+ * kh - 1. The input of tap (ci, ky, kx) for the whole output plane is then the contiguous block of out_h*out_w floats
+ * at ((ci*kw + kx)*PH + ky)*out_w, laid out like the output plane: every nonzero is an axpy of the plane in unmasked
+ * 8-lane loads, its segment (up to PK_SEG vectors) held in registers while all of the channel's nonzeros pass. Where
+ * out_w is a multiple of 8 (LeNet-5: 24 and 8) every block starts on a 32-byte boundary, so that no load is split
+ * across two cache lines (the row tiles below load unaligned input rows, about half of them split: their bound).
+ * The plane's last vector over-reads into the next block or zeroed slack; those lanes are not stored. */
+#define PK_MAX 16384   /* floats of packed input per group (64 KB) */
+#define PK_COLS 2048   /* cin_g*kh*kw: the column -> block table and the decoded taps */
+#define PK_MIN_TAPS 16 /* the avx512x4 kernel's bound: fewer taps per output (depthwise 3x3) pack as many floats as
+                        * they compute with, and run faster in the row tiles */
+#define PK_SEG 12      /* accumulators of one plane segment (of the 16 ymm registers) */
+
+static int prunec_avx2_packed_fits(const prunec_conv2d_params *p) {
+  const uint64_t cin_g = p->in_c / p->groups, taps = cin_g * p->kh * p->kw;
+  const uint64_t ph = (uint64_t)p->out_h + p->kh - 1;
+  return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 && taps >= PK_MIN_TAPS &&
+         taps <= PK_COLS && cin_g * p->kw * ph * p->out_w <= PK_MAX && p->out_h > 0 && p->out_w > 0;
+}
+
+/* pk (the layout above) for one group; every store is a full 8-lane one in increasing address order, so that a
+ * row's last store, spilling past out_w, is overwritten by the next row's first (the block's end spills into the
+ * slack). */
+static void prunec_avx2_pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t cin_g, float *pk) {
+  const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
+  const int32_t pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h, kw = (int32_t)p->kw;
+  const int32_t ph = (int32_t)(p->out_h + p->kh - 1);
+  const int32_t r_lo = pad_h < ph ? pad_h : ph, r_hi = in_h + pad_h < ph ? in_h + pad_h : ph; /* rows with input */
+  const size_t in_plane = (size_t)p->in_h * p->in_w;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 zero = _mm256_setzero_ps();
+  float *dst = pk;
+  uint32_t ci;
+  int32_t kx, r, ox0;
+  for (ci = 0; ci < cin_g; ci++) {
+    const float *xc = xg + ci * in_plane;
+    for (kx = 0; kx < kw; kx++) {
+      /* valid output columns: 0 <= ox + kx - pad_w < in_w */
+      const int32_t lo = pad_w - kx, hi = in_w + pad_w - kx;
+      for (r = 0; r < r_lo; r++, dst += out_w) {
+        for (ox0 = 0; ox0 < out_w; ox0 += 8) {
+          _mm256_storeu_ps(dst + ox0, zero);
+        }
+      }
+      for (; r < r_hi; r++, dst += out_w) {
+        const float *src = xc + (ptrdiff_t)(r - pad_h) * in_w + (kx - pad_w);
+        for (ox0 = 0; ox0 < out_w; ox0 += 8) {
+          if (ox0 >= lo && ox0 + 8 <= hi) {
+            _mm256_storeu_ps(dst + ox0, _mm256_loadu_ps(src + ox0));
+          } else {
+            const __m256i ox = _mm256_add_epi32(_mm256_set1_epi32(ox0), lane);
+            const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), ox),
+                                                   _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), ox));
+            _mm256_storeu_ps(dst + ox0, _mm256_maskload_ps(src + ox0, ok)); /* masked-off lanes: 0, not read */
+          }
+        }
+      }
+      for (; r < ph; r++, dst += out_w) {
+        for (ox0 = 0; ox0 < out_w; ox0 += 8) {
+          _mm256_storeu_ps(dst + ox0, zero);
+        }
+      }
+    }
+  }
+  _mm256_storeu_ps(dst, zero); /* slack: what the last block's last vector over-reads */
+  _mm256_storeu_ps(dst + 8, zero);
+}
+
+/* One segment of S vectors of the output plane (S a constant after inlining): acc = bias, then y += val[j] *
+ * pk[off[j] ..] for the n taps; with S <= 6 two taps at a time into two accumulator sets and with S <= 3 four, so
+ * that at least 8 FMA chains are in flight (the second and later sets start at -0.0, the additive identity that
+ * keeps a -0.0 sum). Clamped and stored; the last vector's lanes past the plane (`tail`) are not stored. */
+PRUNEC_ALWAYS_INLINE void prunec_avx2_pk_segment(const uint32_t S, const float *pk, const int32_t *off,
+                                                 const float *val, uint32_t n, float *yt, int last_seg,
+                                                 __m256i tail, __m256 vb, __m256 vlo, __m256 vhi) {
+  __m256 a[PK_SEG], c[PK_SEG], d[PK_SEG], f[PK_SEG];
+  uint32_t i, j = 0;
+#pragma GCC unroll 12
+  for (i = 0; i < S; i++) {
+    a[i] = vb;
+    c[i] = d[i] = f[i] = _mm256_set1_ps(-0.0f);
+  }
+  if (S <= 3) {
+    for (; j + 3 < n; j += 4) {
+      const float *s0 = pk + off[j], *s1 = pk + off[j + 1], *s2 = pk + off[j + 2], *s3 = pk + off[j + 3];
+      const __m256 v0 = _mm256_broadcast_ss(val + j), v1 = _mm256_broadcast_ss(val + j + 1);
+      const __m256 v2 = _mm256_broadcast_ss(val + j + 2), v3 = _mm256_broadcast_ss(val + j + 3);
+#pragma GCC unroll 12
+    for (i = 0; i < S; i++) {
+        a[i] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(s0 + 8 * i), a[i]);
+        c[i] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(s1 + 8 * i), c[i]);
+        d[i] = _mm256_fmadd_ps(v2, _mm256_loadu_ps(s2 + 8 * i), d[i]);
+        f[i] = _mm256_fmadd_ps(v3, _mm256_loadu_ps(s3 + 8 * i), f[i]);
+      }
+    }
+  }
+  if (S <= 6) {
+    for (; j + 1 < n; j += 2) {
+      const float *s0 = pk + off[j], *s1 = pk + off[j + 1];
+      const __m256 v0 = _mm256_broadcast_ss(val + j), v1 = _mm256_broadcast_ss(val + j + 1);
+#pragma GCC unroll 12
+    for (i = 0; i < S; i++) {
+        a[i] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(s0 + 8 * i), a[i]);
+        c[i] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(s1 + 8 * i), c[i]);
+      }
+    }
+  }
+  for (; j < n; j++) {
+    const float *s0 = pk + off[j];
+    const __m256 v0 = _mm256_broadcast_ss(val + j);
+#pragma GCC unroll 12
+    for (i = 0; i < S; i++) {
+      a[i] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(s0 + 8 * i), a[i]);
+    }
+  }
+#pragma GCC unroll 12
+  for (i = 0; i < S; i++) {
+    __m256 v = a[i];
+    if (S <= 6) {
+      v = S <= 3 ? _mm256_add_ps(_mm256_add_ps(v, c[i]), _mm256_add_ps(d[i], f[i])) : _mm256_add_ps(v, c[i]);
+    }
+    v = _mm256_min_ps(vhi, _mm256_max_ps(vlo, v));
+    if (last_seg && i == S - 1) {
+      _mm256_maskstore_ps(yt + 8 * i, tail, v);
+    } else {
+      _mm256_storeu_ps(yt + 8 * i, v);
+    }
+  }
+}
+
+static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                              const float *bias, const float *x, float *y,
+                                                              float out_min, float out_max) {
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
+  const uint32_t kw = p->kw, kh = p->kh, ph = p->out_h + p->kh - 1, out_w = p->out_w;
+  const uint32_t nv = (uint32_t)((out_plane + 7) / 8);
+  const uint32_t nseg = (nv + PK_SEG - 1) / PK_SEG, seg = (nv + nseg - 1) / nseg;
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)(out_plane - 8 * (size_t)(nv - 1))),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256 vlo = _mm256_set1_ps(out_min), vhi = _mm256_set1_ps(out_max);
+  float pk[PK_MAX + 16] __attribute__((aligned(32)));
+  int32_t col_off[PK_COLS], off[PK_COLS + PRUNEC_AVX2_CHUNK], cols[PRUNEC_AVX2_CHUNK];
+  float val[PK_COLS + PRUNEC_AVX2_CHUNK];
+  uint32_t g, oc;
+  {
+    uint32_t ci, ky, kx, c = 0;
+    for (ci = 0; ci < cin_g; ci++) {
+      for (ky = 0; ky < kh; ky++) {
+        for (kx = 0; kx < kw; kx++, c++) {
+          col_off[c] = (int32_t)(((ci * kw + kx) * ph + ky) * out_w);
+        }
+      }
+    }
+  }
+  for (g = 0; g < p->groups; g++) {
+    prunec_avx2_pack_group(p, x + (size_t)g * cin_g * in_plane, cin_g, pk);
+    for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
+      float *yp = y + (size_t)oc * out_plane;
+      const __m256 vb = _mm256_set1_ps(bias != NULL ? bias[oc] : 0.0f);
+      const uint32_t end = w->row_ptr[oc + 1];
+      uint32_t e = w->row_ptr[oc], n = 0, v0;
+      int32_t last = -1;
+      while (e < end) { /* the channel's taps (fillers dropped: at most cin_g*kh*kw, one per column) */
+        const uint32_t m = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
+        uint32_t i;
+        last = prunec_avx2_decode_cols(w, e, m, last, cols);
+        for (i = 0; i < m; i++) {
+          const float v = w->values[e + i];
+          if (v != 0.0f) {
+            off[n] = col_off[cols[i]];
+            val[n++] = v;
+          }
+        }
+        e += m;
+      }
+      for (v0 = 0; v0 < nv; v0 += seg) {
+        const uint32_t S = nv - v0 < seg ? nv - v0 : seg;
+        const int last_seg = v0 + S == nv;
+        const float *pks = pk + 8 * (size_t)v0;
+        float *yt = yp + 8 * (size_t)v0;
+        switch (S) {
+#define PK_CASE(K) \
+  case K:          \
+    prunec_avx2_pk_segment(K, pks, off, val, n, yt, last_seg, tail, vb, vlo, vhi); \
+    break;
+          PK_CASE(1) PK_CASE(2) PK_CASE(3) PK_CASE(4) PK_CASE(5) PK_CASE(6)
+          PK_CASE(7) PK_CASE(8) PK_CASE(9) PK_CASE(10) PK_CASE(11)
+          default:
+            prunec_avx2_pk_segment(PK_SEG, pks, off, val, n, yt, last_seg, tail, vb, vlo, vhi);
+            break;
+#undef PK_CASE
+        }
+      }
+    }
+  }
+}
+
 void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                   const float *x, float *y, float out_min, float out_max) {
   prunec_avx2_taps t;
@@ -341,6 +543,10 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
   int32_t oh_lo, oh_hi; /* rows whose taps all lie inside the input (the four-row tiles) */
   uint32_t oc;
   if (prunec_rcsr_bad_bits(w, y, (size_t)p->out_c * out_plane)) {
+    return;
+  }
+  if (prunec_avx2_packed_fits(p)) {
+    prunec_avx2_conv_packed(p, w, bias, x, y, out_min, out_max);
     return;
   }
   /* ow_lo, ow_hi: the output columns whose every tap column lies inside the input (the unmasked paths, stride 1) */
