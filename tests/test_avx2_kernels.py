@@ -49,27 +49,37 @@ def test_maxpool_fast_path_propagates_nan_like_the_portable_twin(built):
 
 
 def packed(case: kh.ConvCase) -> bool:
-    """Whether prunec_f32_conv2d_rcsr__avx2 takes its packed path (prunec_avx2_packed_fits: stride and dilation 1,
-    16..2048 taps per output, the group's kw shifted copies of the padded input within 16384 floats)."""
+    """Whether prunec_f32_conv2d_rcsr__avx2 takes its packed path (prunec_avx2_packed_fits: at least 16 taps per
+    output, at most 1024 output channels per group, one input channel's kw shifted copies (stride_h phases of
+    out_h + (kh-1)*dil_h/stride_h rows of out_w) within 16384 floats)."""
     cin_g = case.in_c // case.groups
-    taps = cin_g * case.k[0] * case.k[1]
     out_h, out_w = case.out_hw()
-    return (case.stride == (1, 1) and case.dil == (1, 1) and 16 <= taps <= 2048
-            and cin_g * case.k[1] * (out_h + case.k[0] - 1) * out_w <= 16384)
+    rows = out_h + (case.k[0] - 1) * case.dil[0] // case.stride[0]
+    return (cin_g * case.k[0] * case.k[1] >= 16 and case.out_c // case.groups <= 1024
+            and case.k[0] * case.k[1] <= 2048 and case.k[1] * case.stride[0] * rows * out_w <= 16384)
+
+
+def chunks(case: kh.ConvCase) -> int:
+    """How many chunks of input channels the packed path packs one group in."""
+    out_h, out_w = case.out_hw()
+    rows = out_h + (case.k[0] - 1) * case.dil[0] // case.stride[0]
+    cpc = min(16384 // (case.k[1] * case.stride[0] * rows * out_w), 2048 // (case.k[0] * case.k[1]),
+              case.in_c // case.groups)
+    return -(-(case.in_c // case.groups) // cpc)
 
 
 # Geometries that reach the conv kernel's four-row tiles (rows whose taps all lie inside the input, stride 1 across,
 # at least 8 interior columns), with row counts around multiples of 4, border columns on both sides, stride 2 down,
 # dilation, groups, and channels of more than 256 taps (later chunks add onto the stored partial sums). None of them
-# fits the packed path (too few taps per output, a plane too large to pack, or a stride or dilation).
+# takes the packed path (fewer than 16 taps per output, or one input channel's copies over 16384 floats).
 TILE_CONV = [
     kh.ConvCase(1, 4, 72, 72, k=(5, 5), density=0.66, bits=8, act="relu", seed=1),       # LeNet-5 conv1's taps, 68 wide
-    kh.ConvCase(70, 6, 12, 12, k=(5, 5), density=0.12, bits=8, act="relu", seed=2),      # 8 columns: 8-row tiles
+    kh.ConvCase(1, 6, 12, 12, k=(3, 3), density=0.5, bits=8, act="relu", seed=2),        # 10 columns: 8-row tiles
     kh.ConvCase(1, 5, 21, 19, k=(3, 3), pad=(1, 1), density=0.5, bits=4, seed=3),         # 21 rows: 4 tiles + 1
-    kh.ConvCase(2, 3, 23, 30, k=(3, 3), stride=(2, 1), pad=(1, 2), density=0.7, bits=8, act="relu6", seed=4),
-    kh.ConvCase(2, 4, 20, 20, k=(3, 3), dil=(2, 2), pad=(2, 2), density=0.6, bits=16, seed=5),
-    kh.ConvCase(4, 8, 14, 17, k=(3, 3), groups=4, density=0.8, bits=8, bias=False, seed=6),
-    kh.ConvCase(20, 3, 40, 40, k=(5, 5), density=0.9, bits=8, seed=7),                     # 450 taps: 2 chunks
+    kh.ConvCase(1, 3, 23, 30, k=(3, 3), stride=(2, 1), pad=(1, 2), density=0.7, bits=8, act="relu6", seed=4),
+    kh.ConvCase(1, 4, 20, 20, k=(3, 3), dil=(2, 2), pad=(2, 2), density=0.6, bits=16, seed=5),
+    kh.ConvCase(4, 8, 14, 17, k=(3, 3), groups=4, density=0.8, bits=8, bias=False, seed=6),  # depthwise, multiplier 2
+    kh.ConvCase(20, 3, 64, 64, k=(5, 5), density=0.9, bits=8, seed=7),                     # 450 taps: 2 chunks
     kh.ConvCase(3, 3, 16, 16, k=(1, 1), density=1.0, bits=8, seed=8),
     kh.ConvCase(1, 3, 30, 30, k=(3, 3), density=0.5, bits=8, seed=9),      # 28 columns: a 24-column tile + 4
     kh.ConvCase(1, 3, 14, 10, k=(3, 3), density=0.5, bits=8, seed=10),     # 8 interior columns: 8-row tiles
@@ -85,10 +95,12 @@ def test_avx2_conv_four_row_tiles(built, case):
 
 
 # Geometries of the packed path (the input packed into kw shifted copies, every nonzero an axpy of the plane held in
-# registers): LeNet-5's two convs, padding on both sides (masked loads at the borders), rows not a multiple of 8
-# (planes whose blocks start mid-vector, the last vector partial), a plane smaller than one vector, segments of
-# every size from 1 to 12 vectors (the two- and four-tap paths), groups, fillers (dropped), more than 256 entries
-# per channel (the decode in chunks), index widths 4, 6, 8 and 16, and the 16384-float bound exactly.
+# registers): LeNet-5's two convs, padding on both sides (masked loads at the borders) and past the taps, rows not a
+# multiple of 8 (blocks that start mid-vector, the last vector partial), a plane smaller than one vector, segments
+# of every size from 1 to 12 vectors (the two- and four-tap paths), groups, fillers (dropped), more than 256 entries
+# per channel (the decode in batches), index widths 4, 6, 8 and 16, the 16384-float bound exactly; strides 2 to 4
+# (row phases, columns copied one by one) and dilation; and groups packed in several chunks of input channels (the
+# partial sums stored between chunks, each row's position kept, fillers and empty rows across chunk borders).
 PACKED_CONV = [
     kh.ConvCase(1, 20, 28, 28, k=(5, 5), density=0.66, bits=4, act="relu", seed=21),     # LeNet-5 conv1: 9 x 8 vectors
     kh.ConvCase(20, 50, 12, 12, k=(5, 5), density=0.12, bits=8, act="relu", seed=22),    # LeNet-5 conv2: one of 8
@@ -102,6 +114,19 @@ PACKED_CONV = [
     kh.ConvCase(4, 5, 6, 6, k=(3, 3), pattern="empty_rows", bits=8, seed=30),
     kh.ConvCase(16, 2, 32, 32, k=(1, 1), density=0.7, bits=8, seed=31),                   # exactly 16384 floats
     *[kh.ConvCase(2, 2, 3 + s, 10, k=(3, 3), density=0.9, bits=8, seed=40 + s) for s in range(1, 13)],  # 1..12 vectors
+    kh.ConvCase(3, 4, 17, 19, k=(3, 3), stride=(2, 2), pad=(1, 1), density=0.6, bits=8, act="relu", seed=60),
+    kh.ConvCase(2, 3, 16, 15, k=(3, 3), stride=(2, 1), pad=(1, 0), density=0.7, bits=4, seed=61),
+    kh.ConvCase(2, 3, 15, 16, k=(3, 3), stride=(1, 2), pad=(0, 1), density=0.7, bits=16, seed=62),
+    kh.ConvCase(2, 4, 20, 20, k=(3, 3), dil=(2, 2), pad=(2, 2), density=0.6, bits=8, seed=63),
+    kh.ConvCase(2, 3, 19, 22, k=(3, 3), stride=(2, 3), dil=(1, 2), pad=(1, 2), density=0.8, bits=8, seed=64),
+    kh.ConvCase(1, 4, 49, 10, k=(10, 4), stride=(2, 2), pad=(5, 1), density=0.8, bits=8, act="relu", seed=65),  # DS-CNN's first
+    kh.ConvCase(16, 4, 9, 9, k=(1, 1), stride=(2, 2), density=0.8, bits=8, seed=66),      # 1x1 stride 2 (a shortcut)
+    kh.ConvCase(2, 4, 23, 27, k=(3, 3), stride=(4, 4), pad=(1, 1), density=0.9, bits=8, seed=67),
+    kh.ConvCase(4, 6, 18, 18, k=(3, 3), stride=(2, 2), pad=(1, 1), groups=2, density=0.9, bits=8, seed=68),
+    kh.ConvCase(16, 4, 32, 32, k=(3, 3), pad=(1, 1), density=0.3, bits=8, act="relu", seed=69),  # 4 chunks (5+5+5+1)
+    kh.ConvCase(40, 3, 40, 40, k=(3, 3), pattern="far", bits=4, seed=70),                 # 14 chunks, fillers across
+    kh.ConvCase(24, 5, 30, 30, k=(3, 3), pad=(1, 1), pattern="empty_rows", bits=8, seed=71),    # 5 chunks
+    kh.ConvCase(24, 4, 60, 60, k=(3, 3), stride=(2, 2), pad=(1, 1), groups=2, density=0.3, bits=6, seed=72),  # 6 per group
 ]
 
 
@@ -112,9 +137,20 @@ def test_avx2_conv_packed(built, case):
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
 
 
+def test_avx2_conv_packed_cases_reach_several_chunks():
+    assert [chunks(c) for c in PACKED_CONV[-4:]] == [4, 14, 5, 6]
+    assert all(chunks(c) == 1 for c in PACKED_CONV[:-4])
+
+
 def test_avx2_conv_packed_bound():
-    assert not packed(kh.ConvCase(16, 2, 33, 32, k=(1, 1)))  # one row over: the tiles
-    assert not packed(kh.ConvCase(1, 2, 28, 28, k=(3, 3)))   # 9 taps: the tiles
+    assert packed(kh.ConvCase(16, 2, 128, 128, k=(1, 1))) and not packed(kh.ConvCase(16, 2, 129, 128, k=(1, 1)))
+    assert not packed(kh.ConvCase(1, 2, 28, 28, k=(3, 3)))     # 9 taps: the tiles
+    assert not packed(kh.ConvCase(16, 1025, 4, 4, k=(1, 1)))   # 1025 output channels per group
+
+
+def test_avx2_conv_many_output_channels(built):
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", kh.ConvCase(16, 1025, 4, 4, k=(1, 1), density=0.3, bits=8))
 
 
 def test_avx2_conv_packed_keeps_nan_and_inf(built):

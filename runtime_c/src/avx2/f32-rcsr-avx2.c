@@ -10,7 +10,11 @@
  * partial sum of entry j of every group; the row is the sum of those diagonal lanes. A last partial group
  * loads its values masked (zeros beyond the row) and runs only the FMAs of its entries.
  *
- * conv2d (NCHW, batch 1): vectorised across output pixels. The nonzeros of an output channel are decoded
+ * conv2d (NCHW, batch 1): vectorised across output pixels. Layers of at least 16 taps per output whose one input
+ * channel packs into 16384 floats (any stride, padding and dilation: LeNet-5, ResNet-8, DS-CNN's first conv) take
+ * the packed path below (the input packed into kw shifted copies laid out like the output plane, in chunks of input
+ * channels; every nonzero an aligned axpy of the plane held in registers). Otherwise (depthwise 3x3, huge planes):
+ * the nonzeros of an output channel are decoded
  * (256 at a time; through a table of one input channel's taps, no division, when kh*kw <= 64) into (weight,
  * input offset, ky*dil_h, kx*dil_w); then for each output row and each block
  * of 8 output columns, acc += broadcast(weight) * input row segment. Blocks whose every tap lies inside
@@ -329,70 +333,112 @@ static int32_t prunec_avx2_conv_tiles(const prunec_avx2_conv_ctx *c, int32_t oh,
   return ow;
 }
 
-/* ---- Small planes, stride 1: the input packed once per call into kw shifted copies (the avx512x4 kernel's
- * conv_packed, in 8-float vectors) ----
+/* ---- Packed path: the input packed into kw shifted copies (the avx512x4 kernel's conv_packed, in 8-float vectors,
+ * in chunks of input channels) ----
  *
- * For a group's cin_g channels, pk holds, per (ci, kx), the padded input rows shifted left by kx and cut to out_w
- * columns: pk[((ci*kw + kx)*PH + r)*out_w + ox] = x[ci][r - pad_h][ox + kx - pad_w] (0 in the padding), PH = out_h +
- * kh - 1. The input of tap (ci, ky, kx) for the whole output plane is then the contiguous block of out_h*out_w floats
- * at ((ci*kw + kx)*PH + ky)*out_w, laid out like the output plane: every nonzero is an axpy of the plane in unmasked
- * 8-lane loads, its segment (up to PK_SEG vectors) held in registers while all of the channel's nonzeros pass. Where
- * out_w is a multiple of 8 (LeNet-5: 24 and 8) every block starts on a 32-byte boundary, so that no load is split
- * across two cache lines (the row tiles below load unaligned input rows, about half of them split: their bound).
- * The plane's last vector over-reads into the next block or zeroed slack; those lanes are not stored. */
-#define PK_MAX 16384   /* floats of packed input per group (64 KB) */
-#define PK_COLS 2048   /* cin_g*kh*kw: the column -> block table and the decoded taps */
+ * For input channels c0 .. c1-1 of a group, pk holds per (ci, kx) the input rows that tap column kx reads, cut to
+ * out_w columns and laid out like the output plane: in stride_h phases of R = out_h + (kh-1)*dil_h/stride_h rows,
+ * pk[(((ci-c0)*kw + kx)*stride_h + q)*R*out_w + j*out_w + ox] = x[ci][j*stride_h + q - pad_h][ox*stride_w +
+ * kx*dil_w - pad_w] (0 in the padding). The input of tap (ci, ky, kx) for the whole output plane is then the
+ * contiguous block of out_h*out_w floats from row (ky*dil_h)/stride_h of phase (ky*dil_h) % stride_h: every nonzero is
+ * an axpy of the plane in unmasked 8-lane loads, its segment (up to PK_SEG vectors) held in registers while all of
+ * the chunk's nonzeros of the output channel pass; no border, stride or narrow-plane case is left to per-pixel code.
+ * Where out_w is a multiple of 8 (LeNet-5: 24 and 8) every block starts on a 32-byte boundary, so that no load is split
+ * across two cache lines (the row tiles below load unaligned input rows, about half of them split: their bound). The
+ * plane's last vector over-reads into the next block or zeroed slack; those lanes are not stored.
+ * A group whose copies exceed PK_MAX floats is packed PK_MAX at a time, in whole input channels: the first chunk's
+ * sums start from the bias, later ones from the stored partial sums, the last one is clamped. Each output channel's
+ * entries are decoded once (its position in the row kept from one chunk to the next). */
+#define PK_MAX 16384  /* floats of packed input per chunk (64 KB) */
+#define PK_COLS 2048  /* taps of one chunk of one output channel (decoded offsets and values) */
+#define PK_OC 1024    /* output channels per group (the per-channel row positions) */
+#define PK_SEG 12     /* accumulators of one plane segment (of the 16 ymm registers) */
 #define PK_MIN_TAPS 16 /* the avx512x4 kernel's bound: fewer taps per output (depthwise 3x3) pack as many floats as
-                        * they compute with, and run faster in the row tiles */
-#define PK_SEG 12      /* accumulators of one plane segment (of the 16 ymm registers) */
+                        * they compute with (per tap, 1 to 2 with 80 % of the weights pruned), and run faster in the
+                        * row tiles (MobileNetV1-0.25's and DS-CNN's depthwise layers: 2-3x) */
 
-static int prunec_avx2_packed_fits(const prunec_conv2d_params *p) {
-  const uint64_t cin_g = p->in_c / p->groups, taps = cin_g * p->kh * p->kw;
-  const uint64_t ph = (uint64_t)p->out_h + p->kh - 1;
-  return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 && taps >= PK_MIN_TAPS &&
-         taps <= PK_COLS && cin_g * p->kw * ph * p->out_w <= PK_MAX && p->out_h > 0 && p->out_w > 0;
+static uint32_t prunec_avx2_pk_rows(const prunec_conv2d_params *p) {
+  return p->out_h + ((p->kh - 1) * p->dil_h) / p->stride_h;
 }
 
-/* pk (the layout above) for one group; every store is a full 8-lane one in increasing address order, so that a
- * row's last store, spilling past out_w, is overwritten by the next row's first (the block's end spills into the
- * slack). */
-static void prunec_avx2_pack_group(const prunec_conv2d_params *p, const float *xg, uint32_t cin_g, float *pk) {
+/* Floats of one input channel's copies. */
+static size_t prunec_avx2_pk_chan(const prunec_conv2d_params *p) {
+  return (size_t)p->kw * p->stride_h * prunec_avx2_pk_rows(p) * p->out_w;
+}
+
+static int prunec_avx2_packed_fits(const prunec_conv2d_params *p) {
+  const uint64_t khkw = (uint64_t)p->kh * p->kw;
+  return p->out_h > 0 && p->out_w > 0 && p->out_c / p->groups <= PK_OC && khkw <= PK_COLS &&
+         (uint64_t)(p->in_c / p->groups) * khkw >= PK_MIN_TAPS &&
+         (uint64_t)p->kw * p->stride_h * ((uint64_t)p->out_h + ((uint64_t)(p->kh - 1) * p->dil_h) / p->stride_h) *
+                 p->out_w <= PK_MAX;
+}
+
+/* Input channels per chunk: whole channels within PK_MAX floats and PK_COLS taps. */
+static uint32_t prunec_avx2_pk_chunk(const prunec_conv2d_params *p) {
+  const uint32_t cin_g = p->in_c / p->groups;
+  uint32_t n = (uint32_t)(PK_MAX / prunec_avx2_pk_chan(p));
+  if (n > PK_COLS / (p->kh * p->kw)) {
+    n = PK_COLS / (p->kh * p->kw);
+  }
+  return n < cin_g ? n : cin_g;
+}
+
+/* pk (the layout above) for input channels c0 .. c1-1 of the group at xg. Rows of stride_w 1 are copied in full
+ * 8-lane stores in increasing address order, so that a row's last store, spilling past out_w, is overwritten by the
+ * next row's first (the last row spills into the slack); other strides and dilations column by column. */
+static void prunec_avx2_pack(const prunec_conv2d_params *p, const float *xg, uint32_t c0, uint32_t c1, float *pk) {
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
   const int32_t pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h, kw = (int32_t)p->kw;
-  const int32_t ph = (int32_t)(p->out_h + p->kh - 1);
-  const int32_t r_lo = pad_h < ph ? pad_h : ph, r_hi = in_h + pad_h < ph ? in_h + pad_h : ph; /* rows with input */
+  const int32_t sh = (int32_t)p->stride_h, sw = (int32_t)p->stride_w, dw = (int32_t)p->dil_w;
+  const int32_t rows = (int32_t)prunec_avx2_pk_rows(p);
   const size_t in_plane = (size_t)p->in_h * p->in_w;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 zero = _mm256_setzero_ps();
   float *dst = pk;
   uint32_t ci;
-  int32_t kx, r, ox0;
-  for (ci = 0; ci < cin_g; ci++) {
+  int32_t kx, q, j, ox;
+  for (ci = c0; ci < c1; ci++) {
     const float *xc = xg + ci * in_plane;
     for (kx = 0; kx < kw; kx++) {
-      /* valid output columns: 0 <= ox + kx - pad_w < in_w */
-      const int32_t lo = pad_w - kx, hi = in_w + pad_w - kx;
-      for (r = 0; r < r_lo; r++, dst += out_w) {
-        for (ox0 = 0; ox0 < out_w; ox0 += 8) {
-          _mm256_storeu_ps(dst + ox0, zero);
-        }
-      }
-      for (; r < r_hi; r++, dst += out_w) {
-        const float *src = xc + (ptrdiff_t)(r - pad_h) * in_w + (kx - pad_w);
-        for (ox0 = 0; ox0 < out_w; ox0 += 8) {
-          if (ox0 >= lo && ox0 + 8 <= hi) {
-            _mm256_storeu_ps(dst + ox0, _mm256_loadu_ps(src + ox0));
-          } else {
-            const __m256i ox = _mm256_add_epi32(_mm256_set1_epi32(ox0), lane);
-            const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), ox),
-                                                   _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), ox));
-            _mm256_storeu_ps(dst + ox0, _mm256_maskload_ps(src + ox0, ok)); /* masked-off lanes: 0, not read */
+      const int32_t dx = kx * dw - pad_w;
+      /* output columns whose input column ox*sw + dx lies inside the row */
+      const int32_t lo = dx >= 0 ? 0 : (-dx + sw - 1) / sw, hi = in_w - dx <= 0 ? 0 : (in_w - dx + sw - 1) / sw;
+      for (q = 0; q < sh; q++) {
+        /* rows j_lo .. j_hi-1 of this phase read input rows (0 <= j*sh + q - pad_h < in_h) */
+        const int32_t j_lo = pad_h - q <= 0 ? 0 : (pad_h - q + sh - 1) / sh;
+        const int32_t j_end = in_h + pad_h - q <= 0 ? 0 : (in_h + pad_h - q + sh - 1) / sh;
+        const int32_t j_hi = j_end < rows ? j_end : rows, j_mid = j_lo < j_hi ? j_lo : j_hi;
+        const float *src = xc + (ptrdiff_t)(j_mid * sh + q - pad_h) * in_w + dx;
+        for (j = 0; j < j_mid; j++, dst += out_w) {
+          for (ox = 0; ox < out_w; ox += 8) {
+            _mm256_storeu_ps(dst + ox, zero);
           }
         }
-      }
-      for (; r < ph; r++, dst += out_w) {
-        for (ox0 = 0; ox0 < out_w; ox0 += 8) {
-          _mm256_storeu_ps(dst + ox0, zero);
+        if (sw == 1) {
+          for (; j < j_hi; j++, dst += out_w, src += (ptrdiff_t)sh * in_w) {
+            for (ox = 0; ox < out_w; ox += 8) {
+              if (ox >= lo && ox + 8 <= hi) {
+                _mm256_storeu_ps(dst + ox, _mm256_loadu_ps(src + ox));
+              } else {
+                const __m256i o = _mm256_add_epi32(_mm256_set1_epi32(ox), lane);
+                const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), o),
+                                                       _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), o));
+                _mm256_storeu_ps(dst + ox, _mm256_maskload_ps(src + ox, ok)); /* masked-off lanes: 0, not read */
+              }
+            }
+          }
+        } else {
+          for (; j < j_hi; j++, dst += out_w, src += (ptrdiff_t)sh * in_w) {
+            for (ox = 0; ox < out_w; ox++) {
+              dst[ox] = ox >= lo && ox < hi ? src[(ptrdiff_t)ox * sw] : 0.0f;
+            }
+          }
+        }
+        for (; j < rows; j++, dst += out_w) {
+          for (ox = 0; ox < out_w; ox += 8) {
+            _mm256_storeu_ps(dst + ox, zero);
+          }
         }
       }
     }
@@ -401,18 +447,24 @@ static void prunec_avx2_pack_group(const prunec_conv2d_params *p, const float *x
   _mm256_storeu_ps(dst + 8, zero);
 }
 
-/* One segment of S vectors of the output plane (S a constant after inlining): acc = bias, then y += val[j] *
- * pk[off[j] ..] for the n taps; with S <= 6 two taps at a time into two accumulator sets and with S <= 3 four, so
- * that at least 8 FMA chains are in flight (the second and later sets start at -0.0, the additive identity that
- * keeps a -0.0 sum). Clamped and stored; the last vector's lanes past the plane (`tail`) are not stored. */
+/* One segment of S vectors of the output plane (S a constant after inlining): acc = bias (first chunk) or the stored
+ * partial sums, then y += val[j] * pk[off[j] ..] for the n taps; with S <= 6 two taps at a time into two accumulator
+ * sets and with S <= 3 four, so that at least 8 FMA chains are in flight (the extra sets start at -0.0, the additive
+ * identity that keeps a -0.0 sum). Clamped on the last chunk and stored; the last vector's lanes past the plane
+ * (`tail`) are neither loaded nor stored. */
 PRUNEC_ALWAYS_INLINE void prunec_avx2_pk_segment(const uint32_t S, const float *pk, const int32_t *off,
                                                  const float *val, uint32_t n, float *yt, int last_seg,
-                                                 __m256i tail, __m256 vb, __m256 vlo, __m256 vhi) {
+                                                 const int32_t *tail, int first, int final, const float *b3) {
   __m256 a[PK_SEG], c[PK_SEG], d[PK_SEG], f[PK_SEG];
   uint32_t i, j = 0;
+  /* b3: bias, min, max; tail: the last vector's lane mask. Broadcast where used, so that no constant holds one of the
+   * 16 registers through the tap loops (12 accumulators + the broadcast value: a constant kept there spilled an
+   * accumulator in every iteration) */
 #pragma GCC unroll 12
   for (i = 0; i < S; i++) {
-    a[i] = vb;
+    a[i] = first ? _mm256_broadcast_ss(b3)
+                 : (last_seg && i == S - 1 ? _mm256_maskload_ps(yt + 8 * i, _mm256_loadu_si256((const __m256i *)tail))
+                                           : _mm256_loadu_ps(yt + 8 * i));
     c[i] = d[i] = f[i] = _mm256_set1_ps(-0.0f);
   }
   if (S <= 3) {
@@ -421,7 +473,7 @@ PRUNEC_ALWAYS_INLINE void prunec_avx2_pk_segment(const uint32_t S, const float *
       const __m256 v0 = _mm256_broadcast_ss(val + j), v1 = _mm256_broadcast_ss(val + j + 1);
       const __m256 v2 = _mm256_broadcast_ss(val + j + 2), v3 = _mm256_broadcast_ss(val + j + 3);
 #pragma GCC unroll 12
-    for (i = 0; i < S; i++) {
+      for (i = 0; i < S; i++) {
         a[i] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(s0 + 8 * i), a[i]);
         c[i] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(s1 + 8 * i), c[i]);
         d[i] = _mm256_fmadd_ps(v2, _mm256_loadu_ps(s2 + 8 * i), d[i]);
@@ -434,7 +486,7 @@ PRUNEC_ALWAYS_INLINE void prunec_avx2_pk_segment(const uint32_t S, const float *
       const float *s0 = pk + off[j], *s1 = pk + off[j + 1];
       const __m256 v0 = _mm256_broadcast_ss(val + j), v1 = _mm256_broadcast_ss(val + j + 1);
 #pragma GCC unroll 12
-    for (i = 0; i < S; i++) {
+      for (i = 0; i < S; i++) {
         a[i] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(s0 + 8 * i), a[i]);
         c[i] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(s1 + 8 * i), c[i]);
       }
@@ -454,77 +506,111 @@ PRUNEC_ALWAYS_INLINE void prunec_avx2_pk_segment(const uint32_t S, const float *
     if (S <= 6) {
       v = S <= 3 ? _mm256_add_ps(_mm256_add_ps(v, c[i]), _mm256_add_ps(d[i], f[i])) : _mm256_add_ps(v, c[i]);
     }
-    v = _mm256_min_ps(vhi, _mm256_max_ps(vlo, v));
+    if (final) {
+      v = _mm256_min_ps(_mm256_broadcast_ss(b3 + 2), _mm256_max_ps(_mm256_broadcast_ss(b3 + 1), v));
+    }
     if (last_seg && i == S - 1) {
-      _mm256_maskstore_ps(yt + 8 * i, tail, v);
+      _mm256_maskstore_ps(yt + 8 * i, _mm256_loadu_si256((const __m256i *)tail), v);
     } else {
       _mm256_storeu_ps(yt + 8 * i, v);
     }
   }
 }
 
+/* Where an output channel's row stands between chunks: the next entry, the column before it. */
+typedef struct prunec_avx2_pk_pos {
+  uint32_t e;
+  int32_t last;
+} prunec_avx2_pk_pos;
+
 static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                                                               const float *bias, const float *x, float *y,
                                                               float out_min, float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
-  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups;
-  const uint32_t kw = p->kw, kh = p->kh, ph = p->out_h + p->kh - 1, out_w = p->out_w;
+  const size_t chan = prunec_avx2_pk_chan(p);
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups, cpc = prunec_avx2_pk_chunk(p);
+  const uint32_t kw = p->kw, kh = p->kh, khkw = p->kh * p->kw, rows = prunec_avx2_pk_rows(p), out_w = p->out_w;
   const uint32_t nv = (uint32_t)((out_plane + 7) / 8);
   const uint32_t nseg = (nv + PK_SEG - 1) / PK_SEG, seg = (nv + nseg - 1) / nseg;
-  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)(out_plane - 8 * (size_t)(nv - 1))),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  const __m256 vlo = _mm256_set1_ps(out_min), vhi = _mm256_set1_ps(out_max);
   float pk[PK_MAX + 16] __attribute__((aligned(32)));
-  int32_t col_off[PK_COLS], off[PK_COLS + PRUNEC_AVX2_CHUNK], cols[PRUNEC_AVX2_CHUNK];
-  float val[PK_COLS + PRUNEC_AVX2_CHUNK];
-  uint32_t g, oc;
+  int32_t koff[PK_COLS], col_off[PK_COLS], off[PK_COLS], cols[PRUNEC_AVX2_CHUNK], tail[8];
+  float val[PK_COLS];
+  prunec_avx2_pk_pos pos[PK_OC];
+  uint32_t g, oc, c0;
   {
-    uint32_t ci, ky, kx, c = 0;
-    for (ci = 0; ci < cin_g; ci++) {
-      for (ky = 0; ky < kh; ky++) {
-        for (kx = 0; kx < kw; kx++, c++) {
-          col_off[c] = (int32_t)(((ci * kw + kx) * ph + ky) * out_w);
-        }
+    uint32_t ky, kx, l;
+    for (l = 0; l < 8; l++) {
+      tail[l] = 8 * (size_t)(nv - 1) + l < out_plane ? -1 : 0;
+    }
+    for (ky = 0; ky < kh; ky++) {
+      for (kx = 0; kx < kw; kx++) {
+        const uint32_t dy = ky * p->dil_h; /* phase dy % stride_h, from its row dy / stride_h */
+        koff[ky * kw + kx] = (int32_t)(((kx * p->stride_h + dy % p->stride_h) * rows + dy / p->stride_h) * out_w);
       }
     }
   }
   for (g = 0; g < p->groups; g++) {
-    prunec_avx2_pack_group(p, x + (size_t)g * cin_g * in_plane, cin_g, pk);
-    for (oc = g * cout_g; oc < (g + 1) * cout_g; oc++) {
-      float *yp = y + (size_t)oc * out_plane;
-      const __m256 vb = _mm256_set1_ps(bias != NULL ? bias[oc] : 0.0f);
-      const uint32_t end = w->row_ptr[oc + 1];
-      uint32_t e = w->row_ptr[oc], n = 0, v0;
-      int32_t last = -1;
-      while (e < end) { /* the channel's taps (fillers dropped: at most cin_g*kh*kw, one per column) */
-        const uint32_t m = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
-        uint32_t i;
-        last = prunec_avx2_decode_cols(w, e, m, last, cols);
-        for (i = 0; i < m; i++) {
-          const float v = w->values[e + i];
-          if (v != 0.0f) {
-            off[n] = col_off[cols[i]];
-            val[n++] = v;
+    for (oc = 0; oc < cout_g; oc++) {
+      pos[oc].e = w->row_ptr[g * cout_g + oc];
+      pos[oc].last = -1;
+    }
+    for (c0 = 0; c0 < cin_g; c0 += cpc) {
+      const uint32_t c1 = c0 + cpc < cin_g ? c0 + cpc : cin_g;
+      const int32_t lo = (int32_t)(c0 * khkw), hi = (int32_t)(c1 * khkw); /* the chunk's columns */
+      const int first = c0 == 0, final = c1 == cin_g;
+      if (c0 == 0 || c1 - c0 != cpc) { /* the chunk's column -> block table (the same for every full chunk) */
+        uint32_t k, c = 0;
+        for (k = 0; k < c1 - c0; k++) {
+          for (c = 0; c < khkw; c++) {
+            col_off[k * khkw + c] = (int32_t)(k * chan) + koff[c];
           }
         }
-        e += m;
       }
-      for (v0 = 0; v0 < nv; v0 += seg) {
-        const uint32_t S = nv - v0 < seg ? nv - v0 : seg;
-        const int last_seg = v0 + S == nv;
-        const float *pks = pk + 8 * (size_t)v0;
-        float *yt = yp + 8 * (size_t)v0;
-        switch (S) {
-#define PK_CASE(K) \
-  case K:          \
-    prunec_avx2_pk_segment(K, pks, off, val, n, yt, last_seg, tail, vb, vlo, vhi); \
-    break;
-          PK_CASE(1) PK_CASE(2) PK_CASE(3) PK_CASE(4) PK_CASE(5) PK_CASE(6)
-          PK_CASE(7) PK_CASE(8) PK_CASE(9) PK_CASE(10) PK_CASE(11)
-          default:
-            prunec_avx2_pk_segment(PK_SEG, pks, off, val, n, yt, last_seg, tail, vb, vlo, vhi);
+      prunec_avx2_pack(p, x + (size_t)g * cin_g * in_plane, c0, c1, pk);
+      for (oc = 0; oc < cout_g; oc++) {
+        float *yp = y + (size_t)(g * cout_g + oc) * out_plane;
+        const float b3[3] = {bias != NULL ? bias[g * cout_g + oc] : 0.0f, out_min, out_max};
+        const uint32_t end = w->row_ptr[g * cout_g + oc + 1];
+        uint32_t e = pos[oc].e, n = 0, v0;
+        int32_t last = pos[oc].last;
+        while (e < end) { /* the chunk's taps (fillers dropped), up to the first column of the next chunk */
+          const uint32_t m = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
+          const int32_t before = last;
+          uint32_t i;
+          last = prunec_avx2_decode_cols(w, e, m, last, cols);
+          for (i = 0; i < m && cols[i] < hi; i++) {
+            const float v = w->values[e + i];
+            if (v != 0.0f) {
+              off[n] = col_off[cols[i] - lo];
+              val[n++] = v;
+            }
+          }
+          if (i < m) { /* stopped at the next chunk's first entry */
+            last = i > 0 ? cols[i - 1] : before;
+            e += i;
             break;
+          }
+          e += m;
+        }
+        pos[oc].e = e;
+        pos[oc].last = last;
+        for (v0 = 0; v0 < nv; v0 += seg) {
+          const uint32_t S = nv - v0 < seg ? nv - v0 : seg;
+          const int last_seg = v0 + S == nv;
+          const float *pks = pk + 8 * (size_t)v0;
+          float *yt = yp + 8 * (size_t)v0;
+          switch (S) {
+#define PK_CASE(K)                                                                                     \
+  case K:                                                                                              \
+    prunec_avx2_pk_segment(K, pks, off, val, n, yt, last_seg, tail, first, final, b3);               \
+    break;
+            PK_CASE(1) PK_CASE(2) PK_CASE(3) PK_CASE(4) PK_CASE(5) PK_CASE(6)
+            PK_CASE(7) PK_CASE(8) PK_CASE(9) PK_CASE(10) PK_CASE(11)
+            default:
+              prunec_avx2_pk_segment(PK_SEG, pks, off, val, n, yt, last_seg, tail, first, final, b3);
+              break;
 #undef PK_CASE
+          }
         }
       }
     }
