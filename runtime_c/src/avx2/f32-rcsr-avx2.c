@@ -386,7 +386,8 @@ static uint32_t prunec_avx2_pk_chunk(const prunec_conv2d_params *p) {
 
 /* pk (the layout above) for input channels c0 .. c1-1 of the group at xg. Rows of stride_w 1 are copied in full
  * 8-lane stores in increasing address order, so that a row's last store, spilling past out_w, is overwritten by the
- * next row's first (the last row spills into the slack); other strides and dilations column by column. */
+ * next row's first (the last row spills into the slack); stride_w 2 from pairs of loads (even lanes by a shuffle and
+ * a permute), larger strides column by column. */
 static void prunec_avx2_pack(const prunec_conv2d_params *p, const float *xg, uint32_t c0, uint32_t c1, float *pk) {
   const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w;
   const int32_t pad_w = (int32_t)p->pad_w, pad_h = (int32_t)p->pad_h, kw = (int32_t)p->kw;
@@ -425,6 +426,20 @@ static void prunec_avx2_pack(const prunec_conv2d_params *p, const float *xg, uin
                 const __m256i ok = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), o),
                                                        _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), o));
                 _mm256_storeu_ps(dst + ox, _mm256_maskload_ps(src + ox, ok)); /* masked-off lanes: 0, not read */
+              }
+            }
+          }
+        } else if (sw == 2) { /* 8 columns from 16 cells read whole: even lanes, by one shuffle and one permute */
+          for (; j < j_hi; j++, dst += out_w, src += (ptrdiff_t)sh * in_w) {
+            for (ox = 0; ox < out_w; ox += 8) {
+              if (ox >= lo && 2 * ox + 15 + dx < in_w) {
+                const __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(src + 2 * ox), _mm256_loadu_ps(src + 2 * ox + 8), 0x88);
+                _mm256_storeu_ps(dst + ox, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+              } else {
+                int32_t k;
+                for (k = ox; k < ox + 8 && k < out_w; k++) {
+                  dst[k] = k >= lo && k < hi ? src[2 * k] : 0.0f;
+                }
               }
             }
           }
