@@ -59,6 +59,16 @@ def packed(case: kh.ConvCase) -> bool:
             and case.k[0] * case.k[1] <= 2048 and case.k[1] * case.stride[0] * rows * out_w <= 16384)
 
 
+def flat(case: kh.ConvCase) -> bool:
+    """Whether prunec_f32_conv2d_rcsr__avx2 takes its flat path (prunec_avx2_flat_fits: stride and dilation 1, rows
+    as wide as the input's, fewer than 16 taps per output, at most 1024 output pixels, kw * the plane rounded up to 8
+    within 8192)."""
+    out_h, out_w = case.out_hw()
+    return (case.stride == (1, 1) and case.dil == (1, 1) and out_w == case.w
+            and case.in_c // case.groups * case.k[0] * case.k[1] < 16 and out_h * out_w <= 1024
+            and case.k[1] * -(-out_h * out_w // 8) * 8 <= 8192)
+
+
 def chunks(case: kh.ConvCase) -> int:
     """How many chunks of input channels the packed path packs one group in."""
     out_h, out_w = case.out_hw()
@@ -71,16 +81,17 @@ def chunks(case: kh.ConvCase) -> int:
 # Geometries that reach the conv kernel's four-row tiles (rows whose taps all lie inside the input, stride 1 across,
 # at least 8 interior columns), with row counts around multiples of 4, border columns on both sides, stride 2 down,
 # dilation, groups, and channels of more than 256 taps (later chunks add onto the stored partial sums). None of them
-# takes the packed path (fewer than 16 taps per output, or one input channel's copies over 16384 floats).
+# takes the packed path (fewer than 16 taps per output, or one input channel's copies over 16384 floats) or the flat
+# one (rows narrower than the input's, or planes of more than 1024 pixels).
 TILE_CONV = [
     kh.ConvCase(1, 4, 72, 72, k=(5, 5), density=0.66, bits=8, act="relu", seed=1),       # LeNet-5 conv1's taps, 68 wide
     kh.ConvCase(1, 6, 12, 12, k=(3, 3), density=0.5, bits=8, act="relu", seed=2),        # 10 columns: 8-row tiles
-    kh.ConvCase(1, 5, 21, 19, k=(3, 3), pad=(1, 1), density=0.5, bits=4, seed=3),         # 21 rows: 4 tiles + 1
+    kh.ConvCase(1, 5, 45, 39, k=(3, 3), pad=(1, 1), density=0.5, bits=4, seed=3),         # 45 rows: 11 tiles + 1
     kh.ConvCase(1, 3, 23, 30, k=(3, 3), stride=(2, 1), pad=(1, 2), density=0.7, bits=8, act="relu6", seed=4),
     kh.ConvCase(1, 4, 20, 20, k=(3, 3), dil=(2, 2), pad=(2, 2), density=0.6, bits=16, seed=5),
     kh.ConvCase(4, 8, 14, 17, k=(3, 3), groups=4, density=0.8, bits=8, bias=False, seed=6),  # depthwise, multiplier 2
     kh.ConvCase(20, 3, 64, 64, k=(5, 5), density=0.9, bits=8, seed=7),                     # 450 taps: 2 chunks
-    kh.ConvCase(3, 3, 16, 16, k=(1, 1), density=1.0, bits=8, seed=8),
+    kh.ConvCase(3, 3, 40, 40, k=(1, 1), density=1.0, bits=8, seed=8),
     kh.ConvCase(1, 3, 30, 30, k=(3, 3), density=0.5, bits=8, seed=9),      # 28 columns: a 24-column tile + 4
     kh.ConvCase(1, 3, 14, 10, k=(3, 3), density=0.5, bits=8, seed=10),     # 8 interior columns: 8-row tiles
     kh.ConvCase(1, 2, 64, 60, k=(5, 5), pad=(2, 2), density=0.7, bits=8, seed=11),  # 56 interior columns + borders
@@ -89,7 +100,7 @@ TILE_CONV = [
 
 @pytest.mark.parametrize("case", TILE_CONV, ids=[c.id for c in TILE_CONV])
 def test_avx2_conv_four_row_tiles(built, case):
-    assert not packed(case)
+    assert not packed(case) and not flat(case)
     ffi, lib = built
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
 
@@ -135,6 +146,74 @@ def test_avx2_conv_packed(built, case):
     assert packed(case)
     ffi, lib = built
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+# Geometries of the flat path (fewer than 16 taps per output, stride 1, rows as wide as the input's, at most 1024
+# pixels: every tap an axpy of the plane read from the input under column and row masks): depthwise layers of DS-CNN
+# (25x5) and MobileNetV1 (12x12, 6x6, 3x3), a depthwise multiplier of 2, two input channels per group, 1x1 and 1xk /
+# kx1 kernels, padding rows above the taps (out_h above in_h) and none (out_h below), fillers at index widths 1 and 2,
+# empty rows, every segment size from 1 to 12 vectors and two segments (13 vectors).
+FLAT_CONV = [
+    kh.ConvCase(8, 8, 25, 5, k=(3, 3), pad=(1, 1), groups=8, density=0.3, bits=8, act="relu", seed=80),
+    kh.ConvCase(16, 16, 12, 12, k=(3, 3), pad=(1, 1), groups=16, density=0.3, bits=4, act="relu6", seed=81),
+    kh.ConvCase(8, 8, 6, 6, k=(3, 3), pad=(1, 1), groups=8, density=0.5, bits=8, act="relu6", seed=82),
+    kh.ConvCase(8, 8, 3, 3, k=(3, 3), pad=(1, 1), groups=8, pattern="full", bits=8, seed=83),
+    kh.ConvCase(4, 8, 7, 7, k=(3, 3), pad=(1, 1), groups=4, density=0.7, bits=16, seed=84),
+    kh.ConvCase(4, 6, 9, 11, k=(3, 1), pad=(1, 0), groups=2, density=0.8, bits=8, bias=False, seed=85),
+    kh.ConvCase(3, 5, 16, 16, k=(1, 1), density=0.8, bits=8, seed=86),
+    kh.ConvCase(2, 3, 9, 13, k=(1, 5), pad=(0, 2), density=0.8, bits=8, seed=87),
+    kh.ConvCase(2, 3, 9, 13, k=(5, 1), pad=(2, 0), density=0.8, bits=6, seed=88),
+    kh.ConvCase(1, 3, 10, 10, k=(3, 3), pad=(2, 1), density=0.9, bits=8, seed=89),       # out_h 12 > in_h
+    kh.ConvCase(1, 3, 10, 10, k=(3, 3), pad=(0, 1), density=0.9, bits=8, seed=90),       # out_h 8 < in_h
+    kh.ConvCase(1, 2, 6, 7, k=(3, 5), pad=(1, 2), pattern="far", bits=1, seed=91),        # fillers
+    kh.ConvCase(1, 2, 6, 7, k=(3, 5), pad=(1, 2), pattern="far", bits=2, act="relu", seed=92),
+    kh.ConvCase(4, 4, 5, 5, k=(3, 3), pad=(1, 1), groups=4, pattern="empty_rows", bits=8, seed=93),
+    kh.ConvCase(4, 4, 5, 5, k=(3, 3), pad=(1, 1), groups=4, pattern="zero", bits=8, seed=94),
+    *[kh.ConvCase(2, 2, s + 1, 8, k=(3, 3), pad=(1, 1), groups=2, density=0.9, bits=8, seed=100 + s) for s in range(1, 14)],
+    kh.ConvCase(2, 2, 32, 32, k=(3, 3), pad=(1, 1), groups=2, density=0.9, bits=8, seed=120),  # 1024 pixels: 11 segments
+]
+
+
+@pytest.mark.parametrize("case", FLAT_CONV, ids=[c.id for c in FLAT_CONV])
+def test_avx2_conv_flat(built, case):
+    assert flat(case) and not packed(case)
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+def test_avx2_conv_flat_bound():
+    assert not flat(kh.ConvCase(2, 2, 33, 32, k=(3, 3), pad=(1, 1), groups=2))   # 1056 pixels: the tiles
+    assert not flat(kh.ConvCase(2, 2, 12, 12, k=(3, 3), groups=2))               # no padding: rows narrower
+    assert not flat(kh.ConvCase(2, 2, 12, 12, k=(3, 3), pad=(1, 1), stride=(2, 2), groups=2))
+
+
+def test_avx2_conv_flat_masks_the_row_wrap(built):
+    """A NaN at the start or end of an input row reaches only the outputs whose windows hold it: the flat shift of a
+    tap at the plane's left or right border would read it from the neighbouring row unmasked."""
+    import torch
+    import torch.nn.functional as F
+
+    from prunec import encode
+
+    ffi, lib = built
+    case = kh.ConvCase(2, 2, 6, 7, k=(3, 3), pad=(1, 1), groups=2, pattern="full", seed=130)
+    assert flat(case)
+    w, b, x = case.data()
+    x = x.copy()
+    x[0, 2, 0], x[0, 4, 6], x[1, 0, 6], x[1, 5, 0] = np.nan, np.nan, np.inf, -np.inf
+    y = np.full((2, 6, 7), 7.0, np.float32)
+    ws = kh.rcsr_struct(ffi, kh._Keep(), encode.encode_rcsr(w, 8))
+    p = ffi.new("prunec_conv2d_params *", {
+        "in_c": 2, "in_h": 6, "in_w": 7, "out_c": 2, "out_h": 6, "out_w": 7, "kh": 3, "kw": 3, "stride_h": 1,
+        "stride_w": 1, "pad_h": 1, "pad_w": 1, "dil_h": 1, "dil_w": 1, "groups": 2})
+    lib.prunec_f32_conv2d_rcsr__avx2(p, ws, ffi.from_buffer("float[]", b), ffi.from_buffer("float[]", x),
+                                     ffi.from_buffer("float[]", y, require_writable=True), -np.inf, np.inf)
+    want = F.conv2d(torch.from_numpy(x.astype(np.float64))[None], torch.from_numpy(w.astype(np.float64)),
+                    torch.from_numpy(b.astype(np.float64)), padding=1, groups=2)[0].numpy()
+    assert 0 < np.isnan(want).sum() < want.size // 2
+    assert np.array_equal(np.isnan(y), np.isnan(want)) and np.array_equal(np.isinf(y), np.isinf(want))
+    ok = np.isfinite(want)
+    assert np.allclose(y[ok], want[ok], rtol=1e-4, atol=1e-4)
 
 
 def test_avx2_conv_packed_cases_reach_several_chunks():

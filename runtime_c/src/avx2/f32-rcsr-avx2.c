@@ -13,7 +13,9 @@
  * conv2d (NCHW, batch 1): vectorised across output pixels. Layers of at least 16 taps per output whose one input
  * channel packs into 16384 floats (any stride, padding and dilation: LeNet-5, ResNet-8, DS-CNN's first conv) take
  * the packed path below (the input packed into kw shifted copies laid out like the output plane, in chunks of input
- * channels; every nonzero an aligned axpy of the plane held in registers). Otherwise (depthwise 3x3, huge planes):
+ * channels; every nonzero an aligned axpy of the plane held in registers). Layers of fewer taps (depthwise 3x3) on
+ * planes of at most 1024 pixels whose rows are as wide as the input's take the flat path (every tap an axpy of the
+ * plane read from the input itself under column and row masks). Otherwise (larger depthwise planes, huge planes):
  * the nonzeros of an output channel are decoded
  * (256 at a time; through a table of one input channel's taps, no division, when kh*kw <= 64) into (weight,
  * input offset, ky*dil_h, kx*dil_w); then for each output row and each block
@@ -588,18 +590,17 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
         const uint32_t end = w->row_ptr[g * cout_g + oc + 1];
         uint32_t e = pos[oc].e, n = 0, v0;
         int32_t last = pos[oc].last;
-        while (e < end) { /* the chunk's taps (fillers dropped), up to the first column of the next chunk */
+        while (e < end) { /* the chunk's entries, up to the first column of the next chunk; fillers are multiplied
+                           * like the others (0 * x, FORMAT.md), which costs less than testing every value */
           const uint32_t m = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
           const int32_t before = last;
           uint32_t i;
           last = prunec_avx2_decode_cols(w, e, m, last, cols);
           for (i = 0; i < m && cols[i] < hi; i++) {
-            const float v = w->values[e + i];
-            if (v != 0.0f) {
-              off[n] = col_off[cols[i] - lo];
-              val[n++] = v;
-            }
+            off[n + i] = col_off[cols[i] - lo];
+            val[n + i] = w->values[e + i];
           }
+          n += i;
           if (i < m) { /* stopped at the next chunk's first entry */
             last = i > 0 ? cols[i - 1] : before;
             e += i;
@@ -632,6 +633,134 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
   }
 }
 
+/* ---- Flat planes: fewer than 16 taps per output (depthwise 3x3), stride 1, rows as wide as the input's ----
+ *
+ * With stride 1, no dilation and out_w == in_w (padding 2*pad_w = kw - 1), output pixel f = oy*out_w + ox of the
+ * flattened plane reads, for tap (ci, ky, kx), the input cell ci*in_h*in_w + f + (ky - pad_h)*in_w + (kx - pad_w): a
+ * constant shift of the flat index. Every tap is then an axpy of the plane from the input itself (no packing, which
+ * costs depthwise layers as much as their one or two taps), each lane loaded under a mask: its column (the shift
+ * wraps into the neighbouring row at the left and right borders; a mask per kx, made once per call) and its row
+ * (taps above or below the input: a range of f per tap). Masked-off lanes are not read and add 0. The plane's
+ * segments (up to PK_SEG vectors) stay in registers while the channel's taps pass; planes of any width, 6x6 and
+ * 3x3 included, use every lane (the row tiles need 8 interior columns and run narrower planes pixel-gather by
+ * pixel-gather). */
+#define FL_TAPS 16       /* taps per output channel: below the packed path's PK_MIN_TAPS */
+#define FL_MASK 8192     /* kw * (plane rounded up to 8) column-mask words (32 KB) */
+#define FL_PLANE 1024    /* output pixels: larger planes keep the row tiles (MobileNetV1's 48x48 depthwise layer 8.9 us
+                          * there against 31 us flat, its 24x24 one 15.7 against 11.1, 12x12 13.9 against 4.7) */
+
+static int prunec_avx2_flat_fits(const prunec_conv2d_params *p) {
+  const uint64_t plane = ((uint64_t)p->out_h * p->out_w + 7) / 8 * 8;
+  return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 && p->out_w == p->in_w &&
+         p->out_h > 0 && p->out_w > 0 && (uint64_t)(p->in_c / p->groups) * p->kh * p->kw < FL_TAPS &&
+         (uint64_t)p->out_h * p->out_w <= FL_PLANE && (uint64_t)p->kw * plane <= FL_MASK;
+}
+
+/* One tap of the flat path: value, input shift, the flat range of output pixels whose input row exists, kx. */
+typedef struct prunec_avx2_fl_tap {
+  float v;
+  int32_t shift, f_lo, f_hi, kx;
+} prunec_avx2_fl_tap;
+
+PRUNEC_ALWAYS_INLINE void prunec_avx2_fl_segment(const uint32_t S, const float *xg, const prunec_avx2_fl_tap *t,
+                                                 uint32_t n, const int32_t *cmask, size_t nv8, uint32_t v0, float *yt,
+                                                 int last_seg, const int32_t *tail, const float *b3) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256 a[PK_SEG];
+  uint32_t i, j;
+#pragma GCC unroll 12
+  for (i = 0; i < S; i++) {
+    a[i] = _mm256_broadcast_ss(b3);
+  }
+  for (j = 0; j < n; j++) {
+    const __m256 v = _mm256_broadcast_ss(&t[j].v);
+    const float *src = xg + t[j].shift + 8 * (ptrdiff_t)v0;
+    const int32_t *cm = cmask + (size_t)t[j].kx * nv8 + 8 * (size_t)v0;
+    /* lanes l of vector i are flat pixel 8*(v0 + i) + l: inside [f_lo, f_hi) */
+    const __m256i lo = _mm256_set1_epi32(t[j].f_lo - 1 - 8 * (int32_t)v0), hi = _mm256_set1_epi32(t[j].f_hi - 8 * (int32_t)v0);
+#pragma GCC unroll 12
+    for (i = 0; i < S; i++) {
+      const __m256i f = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * (int32_t)i));
+      const __m256i m = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(cm + 8 * i)),
+                                         _mm256_and_si256(_mm256_cmpgt_epi32(f, lo), _mm256_cmpgt_epi32(hi, f)));
+      a[i] = _mm256_fmadd_ps(v, _mm256_maskload_ps(src + 8 * i, m), a[i]);
+    }
+  }
+#pragma GCC unroll 12
+  for (i = 0; i < S; i++) {
+    const __m256 r = _mm256_min_ps(_mm256_broadcast_ss(b3 + 2), _mm256_max_ps(_mm256_broadcast_ss(b3 + 1), a[i]));
+    if (last_seg && i == S - 1) {
+      _mm256_maskstore_ps(yt + 8 * i, _mm256_loadu_si256((const __m256i *)tail), r);
+    } else {
+      _mm256_storeu_ps(yt + 8 * i, r);
+    }
+  }
+}
+
+static __attribute__((noinline)) void prunec_avx2_conv_flat(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                            const float *bias, const float *x, float *y, float out_min,
+                                                            float out_max) {
+  const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
+  const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups, kw = p->kw, khkw = p->kh * p->kw;
+  const int32_t in_w = (int32_t)p->in_w, in_h = (int32_t)p->in_h, out_w = (int32_t)p->out_w, out_h = (int32_t)p->out_h;
+  const int32_t pad_h = (int32_t)p->pad_h, pad_w = (int32_t)p->pad_w;
+  const uint32_t nv = (uint32_t)((out_plane + 7) / 8);
+  const uint32_t nseg = (nv + PK_SEG - 1) / PK_SEG, seg = (nv + nseg - 1) / nseg;
+  const size_t nv8 = 8 * (size_t)nv;
+  int32_t cmask[FL_MASK], tail[8], cols[FL_TAPS + 8];
+  prunec_avx2_fl_tap t[FL_TAPS + 8];
+  uint32_t oc, kx, l;
+  size_t f;
+  for (kx = 0; kx < kw; kx++) { /* lane f reads column f % out_w + kx - pad_w of its row */
+    for (f = 0; f < nv8; f++) {
+      const int32_t ix = (int32_t)(f % (size_t)out_w) + (int32_t)kx - pad_w;
+      cmask[kx * nv8 + f] = ix >= 0 && ix < in_w && f < out_plane ? -1 : 0;
+    }
+  }
+  for (l = 0; l < 8; l++) {
+    tail[l] = 8 * (size_t)(nv - 1) + l < out_plane ? -1 : 0;
+  }
+  for (oc = 0; oc < p->out_c; oc++) {
+    const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
+    const float b3[3] = {bias != NULL ? bias[oc] : 0.0f, out_min, out_max};
+    const uint32_t e0 = w->row_ptr[oc], m = w->row_ptr[oc + 1] - e0;
+    uint32_t n = 0, i, v0;
+    /* a row holds at most cin_g*kh*kw < FL_TAPS entries, fillers included (a gap never exceeds the row) */
+    prunec_avx2_decode_cols(w, e0, m, -1, cols);
+    for (i = 0; i < m; i++) {
+      const float v = w->values[e0 + i];
+      if (v != 0.0f) {
+        const int32_t c = cols[i], ci = c / (int32_t)khkw, r = c % (int32_t)khkw;
+        const int32_t ky = r / (int32_t)kw, kxx = r % (int32_t)kw;
+        const int32_t oy_lo = pad_h - ky > 0 ? pad_h - ky : 0;
+        const int32_t oy_hi = in_h + pad_h - ky < out_h ? in_h + pad_h - ky : out_h;
+        t[n].v = v;
+        t[n].shift = ci * (int32_t)in_plane + (ky - pad_h) * in_w + (kxx - pad_w);
+        t[n].f_lo = oy_lo * out_w;
+        t[n].f_hi = oy_hi > oy_lo ? oy_hi * out_w : oy_lo * out_w;
+        t[n++].kx = kxx;
+      }
+    }
+    for (v0 = 0; v0 < nv; v0 += seg) {
+      const uint32_t S = nv - v0 < seg ? nv - v0 : seg;
+      const int last_seg = v0 + S == nv;
+      float *yt = y + (size_t)oc * out_plane + 8 * (size_t)v0;
+      switch (S) {
+#define FL_CASE(K)                                                                      \
+  case K:                                                                               \
+    prunec_avx2_fl_segment(K, xg, t, n, cmask, nv8, v0, yt, last_seg, tail, b3); \
+    break;
+        FL_CASE(1) FL_CASE(2) FL_CASE(3) FL_CASE(4) FL_CASE(5) FL_CASE(6)
+        FL_CASE(7) FL_CASE(8) FL_CASE(9) FL_CASE(10) FL_CASE(11)
+        default:
+          prunec_avx2_fl_segment(PK_SEG, xg, t, n, cmask, nv8, v0, yt, last_seg, tail, b3);
+          break;
+#undef FL_CASE
+      }
+    }
+  }
+}
+
 void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                   const float *x, float *y, float out_min, float out_max) {
   prunec_avx2_taps t;
@@ -648,6 +777,10 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
   }
   if (prunec_avx2_packed_fits(p)) {
     prunec_avx2_conv_packed(p, w, bias, x, y, out_min, out_max);
+    return;
+  }
+  if (prunec_avx2_flat_fits(p)) {
+    prunec_avx2_conv_flat(p, w, bias, x, y, out_min, out_max);
     return;
   }
   /* ow_lo, ow_hi: the output columns whose every tap column lies inside the input (the unmasked paths, stride 1) */
