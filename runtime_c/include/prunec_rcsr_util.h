@@ -301,6 +301,17 @@ static inline uint32_t prunec_conv_decode_taps(const prunec_conv2d_params *p, co
   return k;
 }
 
+/* 1 for a depthwise convolution (one input channel per group, several groups) of fewer than 16 taps (3x3) with at most max_plane
+ * output pixels: the Arm conv kernels hand those to prunec_f32_conv2d_rcsr__portable, whose loop over each nonzero's
+ * valid output rectangle does less per output channel than their tiles, border runs and tap tables around the one
+ * or two nonzeros such a channel keeps (bench_arm.py counts, MobileNetV1 depthwise shapes at 20 %: 6x6 on Cortex-M4
+ * 262,566 -> 147,486, on AArch64 207,529 -> 93,179; 3x3 315,614 -> 106,882 and 436,102 -> 97,569). With more
+ * nonzeros per channel the tiles win (1 -> 8 3x3 on 28x28 at 66 %, one group: 127,276 against 363,907 on Cortex-M4). */
+static inline int prunec_conv_few_taps(const prunec_conv2d_params *p, uint32_t max_plane) {
+  return p->groups > 1 && p->in_c == p->groups && (uint64_t)p->kh * p->kw < 16 &&
+         (uint64_t)p->out_h * p->out_w <= max_plane;
+}
+
 /* A 1x1, stride-1, unpadded convolution on a plane narrower than 8 columns (MobileNet's 6x6 and 3x3 pointwise
  * layers): input and output planes share one layout, so the Arm conv kernels run the plane as one row of
  * out_h*out_w pixels (runs of 8 across rows instead of one short run per row: 64->64 1x1 on 6x6 at 20 % on

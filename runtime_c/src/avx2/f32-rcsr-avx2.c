@@ -435,7 +435,8 @@ static void prunec_avx2_pack(const prunec_conv2d_params *p, const float *xg, uin
           for (; j < j_hi; j++, dst += out_w, src += (ptrdiff_t)sh * in_w) {
             for (ox = 0; ox < out_w; ox += 8) {
               if (ox >= lo && 2 * ox + 15 + dx < in_w) {
-                const __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(src + 2 * ox), _mm256_loadu_ps(src + 2 * ox + 8), 0x88);
+                const __m256 e =
+                    _mm256_shuffle_ps(_mm256_loadu_ps(src + 2 * ox), _mm256_loadu_ps(src + 2 * ox + 8), 0x88);
                 _mm256_storeu_ps(dst + ox, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
               } else {
                 int32_t k;
@@ -677,7 +678,8 @@ PRUNEC_ALWAYS_INLINE void prunec_avx2_fl_segment(const uint32_t S, const float *
     const float *src = xg + t[j].shift + 8 * (ptrdiff_t)v0;
     const int32_t *cm = cmask + (size_t)t[j].kx * nv8 + 8 * (size_t)v0;
     /* lanes l of vector i are flat pixel 8*(v0 + i) + l: inside [f_lo, f_hi) */
-    const __m256i lo = _mm256_set1_epi32(t[j].f_lo - 1 - 8 * (int32_t)v0), hi = _mm256_set1_epi32(t[j].f_hi - 8 * (int32_t)v0);
+    const __m256i lo = _mm256_set1_epi32(t[j].f_lo - 1 - 8 * (int32_t)v0);
+    const __m256i hi = _mm256_set1_epi32(t[j].f_hi - 8 * (int32_t)v0);
 #pragma GCC unroll 12
     for (i = 0; i < S; i++) {
       const __m256i f = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * (int32_t)i));

@@ -1055,8 +1055,10 @@ static void prunec_cortexm_conv_channel_setup(const prunec_conv2d_params *p, pru
   }
 }
 
-void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
-                                     const float *x, float *y, float out_min, float out_max) {
+/* The tiled kernel (the entry below hands it every layer but depthwise ones on small planes). */
+static __attribute__((noinline)) void prunec_conv_impl_cortexm(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                          const float *bias, const float *x, float *y,
+                                                          float out_min, float out_max) {
   prunec_cortexm_taps t;
   prunec_cortexm_conv c;
   prunec_conv_tap_table tab;
@@ -1081,6 +1083,20 @@ void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec
       e += n;
     } while (e < end);
   }
+}
+
+/* The entry: depthwise layers on small planes go to the portable kernel from here, before the frame of the tiled kernel (its
+ * tap tables) is taken, so that the two frames never nest (the stack bound counts the deeper of the two paths). */
+void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
+                                     const float *x, float *y, float out_min, float out_max) {
+  /* depthwise 3x3 on planes up to 10x10: the portable kernel's tap rectangles (6x6 at 20 % 262,566 -> 147,305
+   * instructions, at 50 % 348,522 -> 260,723; 12x12 wins at 20 %, 312k -> 271k, but loses at 50 %, 400,854 against
+   * 471,829; 24x24 loses, 452,850 against 545,966) */
+  if (prunec_conv_few_taps(p, 100u)) {
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
+    return;
+  }
+  prunec_conv_impl_cortexm(p, w, bias, x, y, out_min, out_max);
 }
 
 /* Dense conv2d: the same tiles over every weight of the row (zeros included), PRUNEC_CORTEXM_CHUNK at a time. */

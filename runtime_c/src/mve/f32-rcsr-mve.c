@@ -430,8 +430,10 @@ typedef struct prunec_mve_taps {
   int32_t dx[PRUNEC_MVE_CHUNK];  /* kx*dil_w */
 } prunec_mve_taps;
 
-void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rcsr_f32 *w, const float *bias,
-                                 const float *x, float *y, float out_min, float out_max) {
+/* The tiled kernel (the entry below hands it every layer but depthwise ones on small planes). */
+static __attribute__((noinline)) void prunec_conv_impl_mve(const prunec_conv2d_params *p0, const prunec_rcsr_f32 *w,
+                                                          const float *bias, const float *x, float *y,
+                                                          float out_min, float out_max) {
   static const int32_t lane_ids[4] = {0, 1, 2, 3};
   prunec_conv2d_params flat;
   const prunec_conv2d_params *const p = prunec_conv_plane_as_row(p0, &flat); /* narrow 1x1 planes as one row */
@@ -548,6 +550,19 @@ void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rc
       e += n;
     } while (e < end);
   }
+}
+
+/* The entry: depthwise layers on small planes go to the portable kernel from here, before the frame of the tiled kernel (its
+ * tap tables) is taken, so that the two frames never nest (the stack bound counts the deeper of the two paths). */
+void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rcsr_f32 *w, const float *bias,
+                                 const float *x, float *y, float out_min, float out_max) {
+  /* depthwise 3x3 on planes up to 10x10: the portable kernel's tap rectangles (6x6 at 20 %: 208,065 ->
+   * 144,666 instructions; 12x12 ties, 249,880 against 255,188; 16x16 loses, 87,112 against 114,552) */
+  if (prunec_conv_few_taps(p0, 100u)) {
+    prunec_f32_conv2d_rcsr__portable(p0, w, bias, x, y, out_min, out_max);
+    return;
+  }
+  prunec_conv_impl_mve(p0, w, bias, x, y, out_min, out_max);
 }
 
 #else

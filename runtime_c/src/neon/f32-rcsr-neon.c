@@ -1042,8 +1042,10 @@ static void prunec_neon_conv_channel_setup(const prunec_conv2d_params *p, prunec
   c->vb = vdupq_n_f32(c->b);
 }
 
-void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
-                                  const float *x, float *y, float out_min, float out_max) {
+/* The tiled kernel (the entry below hands it every layer but depthwise ones on small planes). */
+static __attribute__((noinline)) void prunec_conv_impl_neon(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
+                                                          const float *bias, const float *x, float *y,
+                                                          float out_min, float out_max) {
   prunec_neon_taps t;
   prunec_neon_conv c;
   prunec_conv_tap_table tab;
@@ -1072,6 +1074,20 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
       e += n;
     } while (e < end);
   }
+}
+
+/* The entry: depthwise layers on small planes go to the portable kernel from here, before the frame of the tiled kernel (its
+ * tap tables) is taken, so that the two frames never nest (the stack bound counts the deeper of the two paths). */
+void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
+                                  const float *x, float *y, float out_min, float out_max) {
+  /* depthwise 3x3: the portable kernel's tap rectangles, on every plane on AArch64 (GCC vectorises their rows; at
+   * 20 %: 6x6 207,529 -> 92,981 instructions, 48x48 158,666 -> 147,518), on planes up to 12x12 on Armv7-A (6x6
+   * 198,944 -> 132,035; 16x16 ties; 24x24 loses, 309,363 against 443,540) */
+  if (prunec_conv_few_taps(p, PRUNEC_HAVE_AARCH64 ? UINT32_MAX : 144u)) {
+    prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
+    return;
+  }
+  prunec_conv_impl_neon(p, w, bias, x, y, out_min, out_max);
 }
 
 /* Dense conv2d: the same tiles over every weight of the row (zeros included), PRUNEC_NEON_CHUNK at a time. */

@@ -16,6 +16,8 @@
 #include "prunec_kernels.h"
 #include "prunec_rcsr_util.h"
 
+#define RECTS 49 /* taps whose output rectangles are computed once per call (7x7) */
+
 /* Outputs o in [*lo, *hi) with 0 <= o*stride - pad + off < n_in, clipped to [0, n_out). */
 static void valid_range(uint32_t n_out, uint32_t n_in, uint32_t stride, uint32_t pad, uint32_t off,
                         uint32_t *lo, uint32_t *hi) {
@@ -33,22 +35,34 @@ static void valid_range(uint32_t n_out, uint32_t n_in, uint32_t stride, uint32_t
   *hi = (uint32_t)h;
 }
 
-/* y_plane += v * (input plane xc sampled at tap (ky, kx)) over the valid output rectangle. */
-static void accumulate_tap(const prunec_conv2d_params *p, const float *xc, float *y_plane, float v, uint32_t ky,
-                           uint32_t kx) {
-  uint32_t oy0, oy1, ox0, ox1, oy, ox;
-  valid_range(p->out_h, p->in_h, p->stride_h, p->pad_h, ky * p->dil_h, &oy0, &oy1);
-  valid_range(p->out_w, p->in_w, p->stride_w, p->pad_w, kx * p->dil_w, &ox0, &ox1);
-  if (ox0 >= ox1) {
+/* The valid output rectangle of tap (ky, kx), [oy0, oy1) x [ox0, ox1), and the input cell its first output reads
+ * (relative to the input channel's plane). */
+typedef struct tap_rect {
+  uint32_t oy0, oy1, ox0, n; /* n = ox1 - ox0, 0 when the rectangle is empty */
+  size_t x0;
+} tap_rect;
+
+static void tap_rect_init(const prunec_conv2d_params *p, uint32_t ky, uint32_t kx, tap_rect *r) {
+  uint32_t ox1;
+  valid_range(p->out_h, p->in_h, p->stride_h, p->pad_h, ky * p->dil_h, &r->oy0, &r->oy1);
+  valid_range(p->out_w, p->in_w, p->stride_w, p->pad_w, kx * p->dil_w, &r->ox0, &ox1);
+  r->n = r->oy0 < r->oy1 ? ox1 - r->ox0 : 0;
+  r->x0 = r->n ? ((size_t)r->oy0 * p->stride_h + ky * p->dil_h - p->pad_h) * p->in_w +
+                     (size_t)r->ox0 * p->stride_w + kx * p->dil_w - p->pad_w
+               : 0;
+}
+
+/* y_plane += v * (input plane xc sampled at the tap of rectangle r) over r. */
+static void accumulate_tap(const prunec_conv2d_params *p, const float *xc, float *y_plane, float v, const tap_rect *r) {
+  const size_t sw = p->stride_w, xs = (size_t)p->stride_h * p->in_w, n = r->n;
+  const float *xr = xc + r->x0;
+  float *yr = y_plane + (size_t)r->oy0 * p->out_w + r->ox0;
+  uint32_t oy;
+  size_t ox;
+  if (n == 0) {
     return;
   }
-  for (oy = oy0; oy < oy1; oy++) {
-    const size_t iy = (size_t)oy * p->stride_h + ky * p->dil_h - p->pad_h;
-    const size_t ix0 = (size_t)ox0 * p->stride_w + kx * p->dil_w - p->pad_w;
-    const float *xr = xc + iy * p->in_w + ix0;
-    float *yr = y_plane + (size_t)oy * p->out_w + ox0;
-    const uint32_t n = ox1 - ox0;
-    const size_t sw = p->stride_w;
+  for (oy = r->oy0; oy < r->oy1; oy++, xr += xs, yr += p->out_w) {
     for (ox = 0; ox < n; ox++) {
       yr[ox] += v * xr[ox * sw];
     }
@@ -76,6 +90,7 @@ void prunec_f32_conv2d_rcsr__portable(const prunec_conv2d_params *p, const prune
   const uint32_t cout_g = p->out_c / p->groups;
   const uint32_t taps = p->kh * p->kw;
   const int valid_bits = prunec_rcsr_valid_bits(w->index_bits);
+  tap_rect rects[RECTS];
   uint32_t oc;
   size_t i;
   if (!valid_bits) {
@@ -84,6 +99,19 @@ void prunec_f32_conv2d_rcsr__portable(const prunec_conv2d_params *p, const prune
       y[i] = NAN;
     }
     return;
+  }
+  /* the taps' rectangles once per call when the kernel has at most RECTS taps (3x3, 5x5, 7x7: every layer of the
+   * model zoo and MLPerf Tiny but DS-CNN's 10x4 stem) and the call has at least as many entries (not the one-channel
+   * calls of the fused conv + pool), else per nonzero: depthwise layers, one or two nonzeros per output channel on
+   * small planes, spent most of their instructions recomputing them (MobileNetV1's 3x3 planes) */
+  const int use_rects = taps <= RECTS && w->row_ptr[p->out_c] - w->row_ptr[0] >= taps; /* amortised */
+  if (use_rects) {
+    uint32_t ky, kx;
+    for (ky = 0; ky < p->kh; ky++) {
+      for (kx = 0; kx < p->kw; kx++) {
+        tap_rect_init(p, ky, kx, &rects[ky * p->kw + kx]);
+      }
+    }
   }
   for (oc = 0; oc < p->out_c; oc++) {
     float *yp = y + (size_t)oc * out_plane;
@@ -102,7 +130,13 @@ void prunec_f32_conv2d_rcsr__portable(const prunec_conv2d_params *p, const prune
       if (v != 0.0f) {
         const uint32_t ci = col / taps;
         const uint32_t t = col - ci * taps;
-        accumulate_tap(p, xg + (size_t)ci * in_plane, yp, v, t / p->kw, t % p->kw);
+        if (use_rects) {
+          accumulate_tap(p, xg + (size_t)ci * in_plane, yp, v, &rects[t]);
+        } else {
+          tap_rect r;
+          tap_rect_init(p, t / p->kw, t % p->kw, &r);
+          accumulate_tap(p, xg + (size_t)ci * in_plane, yp, v, &r);
+        }
       }
     }
     for (i = 0; i < out_plane; i++) {
