@@ -355,6 +355,24 @@ static int32_t prunec_avx2_conv_tiles(const prunec_avx2_conv_ctx *c, int32_t oh,
 #define PK_COLS 2048  /* taps of one chunk of one output channel (decoded offsets and values) */
 #define PK_OC 1024    /* output channels per group (the per-channel row positions) */
 #define PK_SEG 12     /* accumulators of one plane segment (of the 16 ymm registers) */
+/* CALL(K) for the segment size S (1 .. PK_SEG) as a constant, so that the segment's loops unroll into registers */
+#define PRUNEC_AVX2_BY_SEGMENT(S, CALL)                                                                      \
+  do {                                                                                                       \
+    switch (S) {                                                                                             \
+      case 1: CALL(1); break;                                                                                \
+      case 2: CALL(2); break;                                                                                \
+      case 3: CALL(3); break;                                                                                \
+      case 4: CALL(4); break;                                                                                \
+      case 5: CALL(5); break;                                                                                \
+      case 6: CALL(6); break;                                                                                \
+      case 7: CALL(7); break;                                                                                \
+      case 8: CALL(8); break;                                                                                \
+      case 9: CALL(9); break;                                                                                \
+      case 10: CALL(10); break;                                                                              \
+      case 11: CALL(11); break;                                                                              \
+      default: CALL(PK_SEG); break;                                                                          \
+    }                                                                                                        \
+  } while (0)
 #define PK_MIN_TAPS 16 /* the avx512x4 kernel's bound: fewer taps per output (depthwise 3x3) pack as many floats as
                         * they compute with (per tap, 1 to 2 with 80 % of the weights pruned), and run faster in the
                         * row tiles (MobileNetV1-0.25's and DS-CNN's depthwise layers: 2-3x) */
@@ -616,18 +634,9 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
           const int last_seg = v0 + S == nv;
           const float *pks = pk + 8 * (size_t)v0;
           float *yt = yp + 8 * (size_t)v0;
-          switch (S) {
-#define PK_CASE(K)                                                                                     \
-  case K:                                                                                              \
-    prunec_avx2_pk_segment(K, pks, off, val, n, yt, last_seg, tail, first, final, b3);               \
-    break;
-            PK_CASE(1) PK_CASE(2) PK_CASE(3) PK_CASE(4) PK_CASE(5) PK_CASE(6)
-            PK_CASE(7) PK_CASE(8) PK_CASE(9) PK_CASE(10) PK_CASE(11)
-            default:
-              prunec_avx2_pk_segment(PK_SEG, pks, off, val, n, yt, last_seg, tail, first, final, b3);
-              break;
-#undef PK_CASE
-          }
+#define PK_CALL(K) prunec_avx2_pk_segment(K, pks, off, val, n, yt, last_seg, tail, first, final, b3)
+          PRUNEC_AVX2_BY_SEGMENT(S, PK_CALL);
+#undef PK_CALL
         }
       }
     }
@@ -747,18 +756,9 @@ static __attribute__((noinline)) void prunec_avx2_conv_flat(const prunec_conv2d_
       const uint32_t S = nv - v0 < seg ? nv - v0 : seg;
       const int last_seg = v0 + S == nv;
       float *yt = y + (size_t)oc * out_plane + 8 * (size_t)v0;
-      switch (S) {
-#define FL_CASE(K)                                                                      \
-  case K:                                                                               \
-    prunec_avx2_fl_segment(K, xg, t, n, cmask, nv8, v0, yt, last_seg, tail, b3); \
-    break;
-        FL_CASE(1) FL_CASE(2) FL_CASE(3) FL_CASE(4) FL_CASE(5) FL_CASE(6)
-        FL_CASE(7) FL_CASE(8) FL_CASE(9) FL_CASE(10) FL_CASE(11)
-        default:
-          prunec_avx2_fl_segment(PK_SEG, xg, t, n, cmask, nv8, v0, yt, last_seg, tail, b3);
-          break;
-#undef FL_CASE
-      }
+#define FL_CALL(K) prunec_avx2_fl_segment(K, xg, t, n, cmask, nv8, v0, yt, last_seg, tail, b3)
+      PRUNEC_AVX2_BY_SEGMENT(S, FL_CALL);
+#undef FL_CALL
     }
   }
 }
