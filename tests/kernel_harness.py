@@ -524,9 +524,10 @@ def conv_cases(bits: tuple[int | None, ...] = (None,)) -> list[ConvCase]:
             ConvCase(4, 4, 9, 9, groups=4, pad=(1, 1), density=0.7),  # depthwise
             ConvCase(3, 6, 8, 9, groups=3, stride=(2, 2), pad=(1, 1), density=0.7),  # depthwise, multiplier 2
             # depthwise planes on both sides of the Arm kernels' hand-over to the portable one (prunec_conv_few_taps:
-            # 100 / 144 pixels; AArch64 every plane)
+            # 100 / 144 pixels or narrower than 8 columns; AArch64 every plane)
             ConvCase(3, 3, 10, 10, groups=3, pad=(1, 1), density=0.5),
             ConvCase(3, 3, 13, 13, groups=3, pad=(1, 1), density=0.5),
+            ConvCase(3, 3, 31, 5, groups=3, pad=(1, 1), density=0.5),
             ConvCase(5, 7, 6, 6, k=(1, 1)),
             ConvCase(5, 7, 6, 6, k=(1, 1), stride=(2, 2)),
             ConvCase(3, 2, 5, 5, k=(5, 5)),  # kernel == input

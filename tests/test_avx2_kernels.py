@@ -4,6 +4,7 @@ on a machine without AVX-512. The fc and conv ones also run in the C tester of t
 ops that tester does not (the sliced fc layout, max pooling) and the conv kernel's cases here too."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.skipif(not {"avx2", "fma"} <= (verify.cpu_flags() or se
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     srcs = sorted({k.source for k in AVX2} | {k.source for k in runtime.kernels()
-                                                if k.isa == runtime.PORTABLE and k.op in ("fc_rcsr", "fc_rcsc", "maxpool2d", "conv2d_rcsr")})
+                                                if k.isa == runtime.PORTABLE and k.op in ("fc_rcsr", "fc_rcsc", "maxpool2d", "conv2d_rcsr",
+                                                                                     "conv2d_dense")})
     return kh.build_kernels(srcs, ["-mavx2", "-mfma"], tmpdir=tmp_path_factory.mktemp("avx2"))
 
 
@@ -214,6 +216,17 @@ def test_avx2_conv_flat_masks_the_row_wrap(built):
     assert np.array_equal(np.isnan(y), np.isnan(want)) and np.array_equal(np.isinf(y), np.isinf(want))
     ok = np.isfinite(want)
     assert np.allclose(y[ok], want[ok], rtol=1e-4, atol=1e-4)
+
+
+DENSE_CONV = [dataclasses.replace(c, bits=None) for c in PACKED_CONV[:8] + PACKED_CONV[-4:] + FLAT_CONV[:2] + TILE_CONV[:2]]
+
+
+@pytest.mark.parametrize("case", DENSE_CONV, ids=[c.id for c in DENSE_CONV])
+def test_avx2_conv_dense(built, case):
+    """Layers stored dense: the packed path over every weight where it applies (the chunked and strided cases too),
+    the portable kernel elsewhere."""
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_dense__avx2", case)
 
 
 def test_avx2_conv_packed_cases_reach_several_chunks():

@@ -306,7 +306,8 @@ static inline uint32_t prunec_conv_decode_taps(const prunec_conv2d_params *p, co
  * valid output rectangle does less per output channel than their tiles, border runs and tap tables around the one
  * or two nonzeros such a channel keeps (bench_arm.py counts, MobileNetV1 depthwise shapes at 20 %: 6x6 on Cortex-M4
  * 262,566 -> 147,486, on AArch64 207,529 -> 93,179; 3x3 315,614 -> 106,882 and 436,102 -> 97,569). With more
- * nonzeros per channel the tiles win (1 -> 8 3x3 on 28x28 at 66 %, one group: 127,276 against 363,907 on Cortex-M4). */
+ * nonzeros per channel the tiles win (1 -> 8 3x3 on 28x28 at 66 %, one group: 127,276 against 363,907 on Cortex-M4).
+ * The callers pass the largest plane for their ISA (planes narrower than their tiles: any size). */
 static inline int prunec_conv_few_taps(const prunec_conv2d_params *p, uint32_t max_plane) {
   return p->groups > 1 && p->in_c == p->groups && (uint64_t)p->kh * p->kw < 16 &&
          (uint64_t)p->out_h * p->out_w <= max_plane;

@@ -559,9 +559,11 @@ typedef struct prunec_avx2_pk_pos {
   int32_t last;
 } prunec_avx2_pk_pos;
 
+/* w (relative-indexed CSR) or, w NULL, wd (dense: every column an entry, read in place) */
 static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
-                                                              const float *bias, const float *x, float *y,
-                                                              float out_min, float out_max) {
+                                                              const prunec_dense_f32 *wd, const float *bias,
+                                                              const float *x, float *y, float out_min,
+                                                              float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
   const size_t chan = prunec_avx2_pk_chan(p);
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups, cpc = prunec_avx2_pk_chunk(p);
@@ -586,7 +588,7 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
     }
   }
   for (g = 0; g < p->groups; g++) {
-    for (oc = 0; oc < cout_g; oc++) {
+    for (oc = 0; oc < cout_g && w != NULL; oc++) {
       pos[oc].e = w->row_ptr[g * cout_g + oc];
       pos[oc].last = -1;
     }
@@ -606,8 +608,16 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
       for (oc = 0; oc < cout_g; oc++) {
         float *yp = y + (size_t)(g * cout_g + oc) * out_plane;
         const float b3[3] = {bias != NULL ? bias[g * cout_g + oc] : 0.0f, out_min, out_max};
+        const int32_t *offs = off;
+        const float *vals = val;
+        uint32_t n = 0, v0;
+        if (wd != NULL) { /* the chunk's columns of the dense row: the table itself, the values in place */
+          offs = col_off;
+          vals = wd->values + (size_t)(g * cout_g + oc) * wd->cols + (uint32_t)lo;
+          n = (uint32_t)(hi - lo);
+        } else {
         const uint32_t end = w->row_ptr[g * cout_g + oc + 1];
-        uint32_t e = pos[oc].e, n = 0, v0;
+        uint32_t e = pos[oc].e;
         int32_t last = pos[oc].last;
         while (e < end) { /* the chunk's entries, up to the first column of the next chunk; fillers are multiplied
                            * like the others (0 * x, FORMAT.md), which costs less than testing every value */
@@ -629,12 +639,13 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
         }
         pos[oc].e = e;
         pos[oc].last = last;
+        }
         for (v0 = 0; v0 < nv; v0 += seg) {
           const uint32_t S = nv - v0 < seg ? nv - v0 : seg;
           const int last_seg = v0 + S == nv;
           const float *pks = pk + 8 * (size_t)v0;
           float *yt = yp + 8 * (size_t)v0;
-#define PK_CALL(K) prunec_avx2_pk_segment(K, pks, off, val, n, yt, last_seg, tail, first, final, b3)
+#define PK_CALL(K) prunec_avx2_pk_segment(K, pks, offs, vals, n, yt, last_seg, tail, first, final, b3)
           PRUNEC_AVX2_BY_SEGMENT(S, PK_CALL);
 #undef PK_CALL
         }
@@ -778,7 +789,7 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
     return;
   }
   if (prunec_avx2_packed_fits(p)) {
-    prunec_avx2_conv_packed(p, w, bias, x, y, out_min, out_max);
+    prunec_avx2_conv_packed(p, w, NULL, bias, x, y, out_min, out_max);
     return;
   }
   if (prunec_avx2_flat_fits(p)) {
@@ -825,6 +836,18 @@ void prunec_f32_conv2d_rcsr__avx2(const prunec_conv2d_params *p, const prunec_rc
       c.first = 0;
       e += n;
     } while (e < end);
+  }
+}
+
+/* Dense conv2d (a layer stored dense: denser than relative-indexed CSR pays): the packed path over every weight of the
+ * row, zeros included, where it applies (>= 16 taps per output, one input channel's copies within 16384 floats);
+ * else the portable kernel. */
+void prunec_f32_conv2d_dense__avx2(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias,
+                                   const float *x, float *y, float out_min, float out_max) {
+  if (prunec_avx2_packed_fits(p)) {
+    prunec_avx2_conv_packed(p, NULL, w, bias, x, y, out_min, out_max);
+  } else {
+    prunec_f32_conv2d_dense__portable(p, w, bias, x, y, out_min, out_max);
   }
 }
 

@@ -1089,10 +1089,11 @@ static __attribute__((noinline)) void prunec_conv_impl_cortexm(const prunec_conv
  * tap tables) is taken, so that the two frames never nest (the stack bound counts the deeper of the two paths). */
 void prunec_f32_conv2d_rcsr__cortexm(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias,
                                      const float *x, float *y, float out_min, float out_max) {
-  /* depthwise 3x3 on planes up to 10x10: the portable kernel's tap rectangles (6x6 at 20 % 262,566 -> 147,305
-   * instructions, at 50 % 348,522 -> 260,723; 12x12 wins at 20 %, 312k -> 271k, but loses at 50 %, 400,854 against
-   * 471,829; 24x24 loses, 452,850 against 545,966) */
-  if (prunec_conv_few_taps(p, 100u)) {
+  /* depthwise 3x3 on planes up to 10x10 or narrower than the 8-column tiles: the portable kernel's tap rectangles
+   * (6x6 at 20 % 262,566 -> 147,305 instructions, at 50 % 348,522 -> 260,723; DS-CNN's 25x5 layers: the model
+   * 5,483,595 -> 4,260,629; 12x12 wins at 20 %, 312k -> 271k, but loses at 50 %, 400,854 against 471,829; 24x24
+   * loses, 452,850 against 545,966) */
+  if (prunec_conv_few_taps(p, p->out_w < 8 ? UINT32_MAX : 100u)) {
     prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }

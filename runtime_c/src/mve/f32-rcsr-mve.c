@@ -556,9 +556,10 @@ static __attribute__((noinline)) void prunec_conv_impl_mve(const prunec_conv2d_p
  * tap tables) is taken, so that the two frames never nest (the stack bound counts the deeper of the two paths). */
 void prunec_f32_conv2d_rcsr__mve(const prunec_conv2d_params *p0, const prunec_rcsr_f32 *w, const float *bias,
                                  const float *x, float *y, float out_min, float out_max) {
-  /* depthwise 3x3 on planes up to 10x10: the portable kernel's tap rectangles (6x6 at 20 %: 208,065 ->
-   * 144,666 instructions; 12x12 ties, 249,880 against 255,188; 16x16 loses, 87,112 against 114,552) */
-  if (prunec_conv_few_taps(p0, 100u)) {
+  /* depthwise 3x3 on planes up to 10x10 or narrower than 8 columns: the portable kernel's tap rectangles (6x6 at
+   * 20 %: 208,065 -> 144,666 instructions; DS-CNN's 25x5 layers: the model 3,517,954 -> 2,905,467; 12x12 ties,
+   * 249,880 against 255,188; 16x16 loses, 87,112 against 114,552) */
+  if (prunec_conv_few_taps(p0, p0->out_w < 8 ? UINT32_MAX : 100u)) {
     prunec_f32_conv2d_rcsr__portable(p0, w, bias, x, y, out_min, out_max);
     return;
   }

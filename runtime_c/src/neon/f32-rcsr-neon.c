@@ -1082,8 +1082,8 @@ void prunec_f32_conv2d_rcsr__neon(const prunec_conv2d_params *p, const prunec_rc
                                   const float *x, float *y, float out_min, float out_max) {
   /* depthwise 3x3: the portable kernel's tap rectangles, on every plane on AArch64 (GCC vectorises their rows; at
    * 20 %: 6x6 207,529 -> 92,981 instructions, 48x48 158,666 -> 147,518), on planes up to 12x12 on Armv7-A (6x6
-   * 198,944 -> 132,035; 16x16 ties; 24x24 loses, 309,363 against 443,540) */
-  if (prunec_conv_few_taps(p, PRUNEC_HAVE_AARCH64 ? UINT32_MAX : 144u)) {
+   * 198,944 -> 132,035; 16x16 ties; 24x24 loses, 309,363 against 443,540) and on narrower planes than 8 columns */
+  if (prunec_conv_few_taps(p, PRUNEC_HAVE_AARCH64 || p->out_w < 8 ? UINT32_MAX : 144u)) {
     prunec_f32_conv2d_rcsr__portable(p, w, bias, x, y, out_min, out_max);
     return;
   }
