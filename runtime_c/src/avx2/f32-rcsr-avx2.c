@@ -559,6 +559,34 @@ typedef struct prunec_avx2_pk_pos {
   int32_t last;
 } prunec_avx2_pk_pos;
 
+/* The row's entries from *pos up to the first one of column >= hi (the next chunk's), end at most: their blocks
+ * col_off[column - lo] into off; *pos moves past them. Fillers are multiplied like the others (0 * x, FORMAT.md),
+ * which costs less than testing every value. Returns their number. */
+static uint32_t prunec_avx2_pk_decode(const prunec_rcsr_f32 *w, uint32_t end, int32_t lo, int32_t hi,
+                                      const int32_t *col_off, prunec_avx2_pk_pos *pos, int32_t *cols, int32_t *off) {
+  uint32_t e = pos->e, n = 0;
+  int32_t last = pos->last;
+  while (e < end) {
+    const uint32_t m = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
+    const int32_t before = last;
+    uint32_t i;
+    last = prunec_avx2_decode_cols(w, e, m, last, cols);
+    for (i = 0; i < m && cols[i] < hi; i++) {
+      off[n + i] = col_off[cols[i] - lo];
+    }
+    n += i;
+    if (i < m) { /* stopped at the next chunk's first entry */
+      last = i > 0 ? cols[i - 1] : before;
+      e += i;
+      break;
+    }
+    e += m;
+  }
+  pos->e = e;
+  pos->last = last;
+  return n;
+}
+
 /* w (relative-indexed CSR) or, w NULL, wd (dense: every column an entry, read in place) */
 static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w,
                                                               const prunec_dense_f32 *wd, const float *bias,
@@ -572,7 +600,6 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
   const uint32_t nseg = (nv + PK_SEG - 1) / PK_SEG, seg = (nv + nseg - 1) / nseg;
   float pk[PK_MAX + 16] __attribute__((aligned(32)));
   int32_t koff[PK_COLS], col_off[PK_COLS], off[PK_COLS], cols[PRUNEC_AVX2_CHUNK], tail[8];
-  float val[PK_COLS];
   prunec_avx2_pk_pos pos[PK_OC];
   uint32_t g, oc, c0;
   {
@@ -609,36 +636,15 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
         float *yp = y + (size_t)(g * cout_g + oc) * out_plane;
         const float b3[3] = {bias != NULL ? bias[g * cout_g + oc] : 0.0f, out_min, out_max};
         const int32_t *offs = off;
-        const float *vals = val;
-        uint32_t n = 0, v0;
+        const float *vals;
+        uint32_t n, v0;
         if (wd != NULL) { /* the chunk's columns of the dense row: the table itself, the values in place */
           offs = col_off;
           vals = wd->values + (size_t)(g * cout_g + oc) * wd->cols + (uint32_t)lo;
           n = (uint32_t)(hi - lo);
-        } else {
-        const uint32_t end = w->row_ptr[g * cout_g + oc + 1];
-        uint32_t e = pos[oc].e;
-        int32_t last = pos[oc].last;
-        while (e < end) { /* the chunk's entries, up to the first column of the next chunk; fillers are multiplied
-                           * like the others (0 * x, FORMAT.md), which costs less than testing every value */
-          const uint32_t m = end - e < PRUNEC_AVX2_CHUNK ? end - e : PRUNEC_AVX2_CHUNK;
-          const int32_t before = last;
-          uint32_t i;
-          last = prunec_avx2_decode_cols(w, e, m, last, cols);
-          for (i = 0; i < m && cols[i] < hi; i++) {
-            off[n + i] = col_off[cols[i] - lo];
-            val[n + i] = w->values[e + i];
-          }
-          n += i;
-          if (i < m) { /* stopped at the next chunk's first entry */
-            last = i > 0 ? cols[i - 1] : before;
-            e += i;
-            break;
-          }
-          e += m;
-        }
-        pos[oc].e = e;
-        pos[oc].last = last;
+        } else { /* the chunk's entries: their values in place (contiguous), their blocks looked up */
+          vals = w->values + pos[oc].e;
+          n = prunec_avx2_pk_decode(w, w->row_ptr[g * cout_g + oc + 1], lo, hi, col_off, &pos[oc], cols, off);
         }
         for (v0 = 0; v0 < nv; v0 += seg) {
           const uint32_t S = nv - v0 < seg ? nv - v0 : seg;
