@@ -346,13 +346,13 @@ static int32_t prunec_avx2_conv_tiles(const prunec_avx2_conv_ctx *c, int32_t oh,
  * an axpy of the plane in unmasked 8-lane loads, its segment (up to PK_SEG vectors) held in registers while all of
  * the chunk's nonzeros of the output channel pass; no border, stride or narrow-plane case is left to per-pixel code.
  * Where out_w is a multiple of 8 (LeNet-5: 24 and 8) every block starts on a 32-byte boundary, so that no load is split
- * across two cache lines (the row tiles below load unaligned input rows, about half of them split: their bound). The
+ * across two cache lines (the row tiles above load unaligned input rows, about half of them split: their bound). The
  * plane's last vector over-reads into the next block or zeroed slack; those lanes are not stored.
  * A group whose copies exceed PK_MAX floats is packed PK_MAX at a time, in whole input channels: the first chunk's
  * sums start from the bias, later ones from the stored partial sums, the last one is clamped. Each output channel's
  * entries are decoded once (its position in the row kept from one chunk to the next). */
 #define PK_MAX 16384  /* floats of packed input per chunk (64 KB) */
-#define PK_COLS 2048  /* taps of one chunk of one output channel (decoded offsets and values) */
+#define PK_COLS 2048  /* entries of one chunk of one output channel (their decoded block offsets) */
 #define PK_OC 1024    /* output channels per group (the per-channel row positions) */
 #define PK_SEG 12     /* accumulators of one plane segment (of the 16 ymm registers) */
 /* CALL(K) for the segment size S (1 .. PK_SEG) as a constant, so that the segment's loops unroll into registers */
