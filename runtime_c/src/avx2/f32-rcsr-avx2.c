@@ -377,21 +377,20 @@ static int32_t prunec_avx2_conv_tiles(const prunec_avx2_conv_ctx *c, int32_t oh,
                         * they compute with (per tap, 1 to 2 with 80 % of the weights pruned), and run faster in the
                         * row tiles (MobileNetV1-0.25's and DS-CNN's depthwise layers: 2-3x) */
 
-static uint32_t prunec_avx2_pk_rows(const prunec_conv2d_params *p) {
-  return p->out_h + ((p->kh - 1) * p->dil_h) / p->stride_h;
+/* Rows of one phase of one (ci, kx) copy (64-bit: the fit test below runs on any geometry). */
+static uint64_t prunec_avx2_pk_rows(const prunec_conv2d_params *p) {
+  return (uint64_t)p->out_h + ((uint64_t)(p->kh - 1) * p->dil_h) / p->stride_h;
 }
 
 /* Floats of one input channel's copies. */
-static size_t prunec_avx2_pk_chan(const prunec_conv2d_params *p) {
-  return (size_t)p->kw * p->stride_h * prunec_avx2_pk_rows(p) * p->out_w;
+static uint64_t prunec_avx2_pk_chan(const prunec_conv2d_params *p) {
+  return (uint64_t)p->kw * p->stride_h * prunec_avx2_pk_rows(p) * p->out_w;
 }
 
 static int prunec_avx2_packed_fits(const prunec_conv2d_params *p) {
   const uint64_t khkw = (uint64_t)p->kh * p->kw;
   return p->out_h > 0 && p->out_w > 0 && p->out_c / p->groups <= PK_OC && khkw <= PK_COLS &&
-         (uint64_t)(p->in_c / p->groups) * khkw >= PK_MIN_TAPS &&
-         (uint64_t)p->kw * p->stride_h * ((uint64_t)p->out_h + ((uint64_t)(p->kh - 1) * p->dil_h) / p->stride_h) *
-                 p->out_w <= PK_MAX;
+         (uint64_t)(p->in_c / p->groups) * khkw >= PK_MIN_TAPS && prunec_avx2_pk_chan(p) <= PK_MAX;
 }
 
 /* Input channels per chunk: whole channels within PK_MAX floats and PK_COLS taps. */
@@ -481,6 +480,14 @@ static void prunec_avx2_pack(const prunec_conv2d_params *p, const float *xg, uin
   }
   _mm256_storeu_ps(dst, zero); /* slack: what the last block's last vector over-reads */
   _mm256_storeu_ps(dst + 8, zero);
+}
+
+/* Lane masks of the plane's last vector (vector nv - 1): -1 for the lanes inside the out_plane pixels. */
+static void prunec_avx2_tail_mask(size_t out_plane, uint32_t nv, int32_t *tail) {
+  uint32_t l;
+  for (l = 0; l < 8; l++) {
+    tail[l] = 8 * (size_t)(nv - 1) + l < out_plane ? -1 : 0;
+  }
 }
 
 /* One segment of S vectors of the output plane (S a constant after inlining): acc = bias (first chunk) or the stored
@@ -593,27 +600,31 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
                                                               const float *x, float *y, float out_min,
                                                               float out_max) {
   const size_t in_plane = (size_t)p->in_h * p->in_w, out_plane = (size_t)p->out_h * p->out_w;
-  const size_t chan = prunec_avx2_pk_chan(p);
+  const size_t chan = (size_t)prunec_avx2_pk_chan(p);
   const uint32_t cin_g = p->in_c / p->groups, cout_g = p->out_c / p->groups, cpc = prunec_avx2_pk_chunk(p);
-  const uint32_t kw = p->kw, kh = p->kh, khkw = p->kh * p->kw, rows = prunec_avx2_pk_rows(p), out_w = p->out_w;
+  const uint32_t kw = p->kw, kh = p->kh, khkw = p->kh * p->kw, rows = (uint32_t)prunec_avx2_pk_rows(p);
+  const uint32_t out_w = p->out_w;
   const uint32_t nv = (uint32_t)((out_plane + 7) / 8);
   const uint32_t nseg = (nv + PK_SEG - 1) / PK_SEG, seg = (nv + nseg - 1) / nseg;
   float pk[PK_MAX + 16] __attribute__((aligned(32)));
-  int32_t koff[PK_COLS], col_off[PK_COLS], off[PK_COLS], cols[PRUNEC_AVX2_CHUNK], tail[8];
+  int32_t col_off[PK_COLS], off[PK_COLS], cols[PRUNEC_AVX2_CHUNK], tail[8];
   prunec_avx2_pk_pos pos[PK_OC];
   uint32_t g, oc, c0;
   {
-    uint32_t ky, kx, l;
-    for (l = 0; l < 8; l++) {
-      tail[l] = 8 * (size_t)(nv - 1) + l < out_plane ? -1 : 0;
-    }
-    for (ky = 0; ky < kh; ky++) {
-      for (kx = 0; kx < kw; kx++) {
-        const uint32_t dy = ky * p->dil_h; /* phase dy % stride_h, from its row dy / stride_h */
-        koff[ky * kw + kx] = (int32_t)(((kx * p->stride_h + dy % p->stride_h) * rows + dy / p->stride_h) * out_w);
+    /* column -> block of a chunk's columns (k*kh*kw + ky*kw + kx for its k-th channel), the same for every chunk (a
+     * shorter last chunk uses a prefix) */
+    uint32_t k, ky, kx;
+    for (k = 0; k < cpc; k++) {
+      for (ky = 0; ky < kh; ky++) {
+        for (kx = 0; kx < kw; kx++) {
+          const uint32_t dy = ky * p->dil_h; /* phase dy % stride_h, from its row dy / stride_h */
+          col_off[(k * kh + ky) * kw + kx] =
+              (int32_t)(k * chan + ((kx * p->stride_h + dy % p->stride_h) * rows + dy / p->stride_h) * out_w);
+        }
       }
     }
   }
+  prunec_avx2_tail_mask(out_plane, nv, tail);
   for (g = 0; g < p->groups; g++) {
     for (oc = 0; oc < cout_g && w != NULL; oc++) {
       pos[oc].e = w->row_ptr[g * cout_g + oc];
@@ -623,14 +634,6 @@ static __attribute__((noinline)) void prunec_avx2_conv_packed(const prunec_conv2
       const uint32_t c1 = c0 + cpc < cin_g ? c0 + cpc : cin_g;
       const int32_t lo = (int32_t)(c0 * khkw), hi = (int32_t)(c1 * khkw); /* the chunk's columns */
       const int first = c0 == 0, final = c1 == cin_g;
-      if (c0 == 0 || c1 - c0 != cpc) { /* the chunk's column -> block table (the same for every full chunk) */
-        uint32_t k, c = 0;
-        for (k = 0; k < c1 - c0; k++) {
-          for (c = 0; c < khkw; c++) {
-            col_off[k * khkw + c] = (int32_t)(k * chan) + koff[c];
-          }
-        }
-      }
       prunec_avx2_pack(p, x + (size_t)g * cin_g * in_plane, c0, c1, pk);
       for (oc = 0; oc < cout_g; oc++) {
         float *yp = y + (size_t)(g * cout_g + oc) * out_plane;
@@ -737,7 +740,7 @@ static __attribute__((noinline)) void prunec_avx2_conv_flat(const prunec_conv2d_
   const size_t nv8 = 8 * (size_t)nv;
   int32_t cmask[FL_MASK], tail[8], cols[FL_TAPS + 8];
   prunec_avx2_fl_tap t[FL_TAPS + 8];
-  uint32_t oc, kx, l;
+  uint32_t oc, kx;
   size_t f;
   for (kx = 0; kx < kw; kx++) { /* lane f reads column f % out_w + kx - pad_w of its row */
     for (f = 0; f < nv8; f++) {
@@ -745,9 +748,7 @@ static __attribute__((noinline)) void prunec_avx2_conv_flat(const prunec_conv2d_
       cmask[kx * nv8 + f] = ix >= 0 && ix < in_w && f < out_plane ? -1 : 0;
     }
   }
-  for (l = 0; l < 8; l++) {
-    tail[l] = 8 * (size_t)(nv - 1) + l < out_plane ? -1 : 0;
-  }
+  prunec_avx2_tail_mask(out_plane, nv, tail);
   for (oc = 0; oc < p->out_c; oc++) {
     const float *xg = x + (size_t)(oc / cout_g) * cin_g * in_plane;
     const float b3[3] = {bias != NULL ? bias[oc] : 0.0f, out_min, out_max};
