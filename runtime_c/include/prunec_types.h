@@ -70,6 +70,31 @@ typedef struct prunec_rsell_f32 {
   const float *values;      /* [16 * sum of steps] weights, fillers 0.0f */
 } prunec_rsell_f32;
 
+/* Windowed sliced layout of a sparse fc matrix (docs/FORMAT.md "Windowed fc layers", AArch64 NEON): the rows, in the
+ * order perm gives, in slices of PRUNEC_WSELL_ROWS = 4 (one NEON register of lanes). Lane l of slice s holds row
+ * perm[4s + l] (lanes past the last row: perm 0, all fillers). Slice s has steps[s] steps; each step reads a window
+ * of PRUNEC_WSELL_COLS = 16 consecutive inputs (64 bytes: what one four-register table lookup, TBL, reaches) and
+ * gives every lane one of them and one weight. The slice's first window starts at column start[s]; advance[t] is
+ * the distance in bytes of x from step t's window to the next one of its slice (0 after a slice's last step).
+ * index holds 16 bytes per step, 4 per slot: the bytes 4o .. 4o+3 of the slot's input at offset o in the window,
+ * i.e. the table indices that pick that float out of the 64 loaded bytes; values holds 4 weights per step. Lanes
+ * without a nonzero in the window get fillers: offset 0, value 0. Every window lies inside x (the encoder moves a
+ * window that would reach past x[cols - 1] left; the layout needs cols >= 16). Slots: 4 * the sum of steps, ~1.4-1.6
+ * times the nonzeros of LeNet fc layers at 8 %: used where instructions, not bytes, decide (aarch64-neon: fc layers
+ * of at most fc_wsell_max_bytes). */
+#define PRUNEC_WSELL_ROWS 4u
+#define PRUNEC_WSELL_COLS 16u
+typedef struct prunec_wsell_f32 {
+  uint32_t rows;
+  uint32_t cols;
+  const uint16_t *perm;     /* [ceil(rows / 4) * 4] the row of each lane */
+  const uint32_t *steps;    /* [ceil(rows / 4)] steps of each slice */
+  const uint32_t *start;    /* [ceil(rows / 4)] the first column of each slice's first window */
+  const uint32_t *advance;  /* [sum of steps] bytes of x to the next window of the slice */
+  const uint8_t *index;     /* [16 * sum of steps] table bytes: 4 per slot */
+  const float *values;      /* [4 * sum of steps] weights, fillers 0.0f */
+} prunec_wsell_f32;
+
 typedef struct prunec_dense_f32 {
   uint32_t rows;
   uint32_t cols;

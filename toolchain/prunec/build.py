@@ -20,8 +20,8 @@ from . import codegen, frontend, fuse, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
-from .encode import (BSELL_MAX_ROWS, Encoding, as_bsell, as_rsell, check_index_bits, check_row_align, choose_encoding,
-                     index_bits_for, stored)
+from .encode import (BSELL_MAX_ROWS, Encoding, as_bsell, as_rsell, as_wsell, check_index_bits, check_row_align,
+                     choose_encoding, index_bits_for, stored, wsell_cols)
 from .errors import PrunecError
 from .graph import Graph, numel, shared_weights
 from .resources import runtime_dir
@@ -125,10 +125,17 @@ def zero_skipping_layers(g: Graph, spec: str | None, min_per_input: float = RELU
 
 
 # --fc-layout: "auto" stores an fc layer in the blocked sliced layout (docs/FORMAT.md "Blocked fc layers") where the
-# target allows it (its fc_bsell_max_bytes, and a non-portable fc_bsell kernel on this build machine), and the other
-# sparse fc layers in the relative-indexed sliced layout ("Sliced fc layers") where the target allows that (rsell_allowed);
-# "rcsr" never uses either; "rsell" stores every sparse fc layer in the sliced layout
-FC_LAYOUTS = ("auto", "rcsr", "rsell")
+# target allows it (its fc_bsell_max_bytes, and a non-portable fc_bsell kernel on this build machine), or in the
+# windowed sliced layout ("Windowed fc layers") where the target allows that (fc_wsell_max_bytes, a non-portable
+# fc_wsell kernel), and the other sparse fc layers in the relative-indexed sliced layout ("Sliced fc layers") where the
+# target allows that (rsell_allowed); "rcsr" never uses any; "rsell" stores every sparse fc layer in the sliced layout,
+# "wsell" every sparse fc layer of at least 16 inputs in the windowed one (whatever the target: the portable kernel
+# runs it where no ISA kernel does)
+FC_LAYOUTS = ("auto", "rcsr", "rsell", "wsell")
+# the windowed layout is chosen (auto) only where it holds at most this many slots per nonzero: its NEON kernel takes
+# 5 instructions per step of 4 slots, the relative-indexed CSR kernel ~3 per nonzero (docs/BENCHMARKS.md "Windowed
+# fc layers on AArch64"), so beyond ~2.4 slots per nonzero (very sparse rows spread over many windows) it loses
+WSELL_MAX_SLOTS_PER_NONZERO = 2.0
 RSELL_ENV = "PRUNEC_FC_RSELL"  # 1 or 0: take the sliced layout under --fc-layout auto, or not, whatever the CPU
 
 
@@ -150,7 +157,7 @@ def rsell_allowed(target, fc_layout: str | None) -> bool:
     fc_layout = _fc_layout(fc_layout)
     if fc_layout == "rsell":
         return True
-    if fc_layout == "rcsr" or target is None:
+    if fc_layout != "auto" or target is None:
         return False
     vendors = target.extra.get("fc_rsell_vendors", [])
     if not isinstance(vendors, list) or not all(isinstance(v, str) for v in vendors):
@@ -171,7 +178,7 @@ def bsell_limit(target, fc_layout: str | None) -> int:
     the target's fc_bsell_max_bytes when its fc_bsell kernel is an ISA kernel on this build machine (the portable
     twin is slower than the relative-indexed CSR kernels) and --fc-layout is auto."""
     fc_layout = _fc_layout(fc_layout)
-    if fc_layout in ("rcsr", "rsell") or target is None:
+    if fc_layout != "auto" or target is None:
         return 0
     limit = target.extra.get("fc_bsell_max_bytes", 0)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -180,6 +187,40 @@ def bsell_limit(target, fc_layout: str | None) -> int:
     if limit == 0 or runtime.select("fc_bsell", target.isa_for("fc_bsell")).isa == runtime.PORTABLE:
         return 0
     return limit
+
+
+def wsell_limit(target, fc_layout: str | None) -> int:
+    """The most bytes an fc layer may take in the windowed sliced layout on `target` (0: not used; -1: every sparse fc
+    layer, --fc-layout wsell): the target's fc_wsell_max_bytes when its fc_wsell kernel is an ISA kernel on this build
+    machine and --fc-layout is auto."""
+    fc_layout = _fc_layout(fc_layout)
+    if fc_layout == "wsell":
+        return -1
+    if fc_layout != "auto" or target is None:
+        return 0
+    limit = target.extra.get("fc_wsell_max_bytes", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise PrunecError(f"target {target.name!r}: fc_wsell_max_bytes must be a whole number of bytes >= 0 (got "
+                          f"{limit!r}); fix the target file")
+    if limit == 0 or runtime.select("fc_wsell", target.isa_for("fc_wsell")).isa == runtime.PORTABLE:
+        return 0
+    return limit
+
+
+def _wsell_or(enc: Encoding, w: np.ndarray, limit: int) -> Encoding:
+    """`enc` (a sparse fc layer in relative-indexed CSR), or its windowed sliced layout where `limit` allows it
+    (wsell_limit; -1: whenever the layer has the window's 16 inputs) and, under a byte limit, where it holds at most
+    WSELL_MAX_SLOTS_PER_NONZERO slots per nonzero."""
+    if limit == 0 or w.shape[1] < wsell_cols(enc.value_bytes) or w.shape[0] > BSELL_MAX_ROWS:
+        return enc
+    if limit > 0 and 2 * enc.value_bytes * enc.nonzero > limit:  # slots >= nonzeros: too big without laying it out
+        return enc
+    windowed = as_wsell(enc, w)
+    if limit < 0:
+        return windowed
+    if windowed.total_bytes <= limit and windowed.wsell.slots <= WSELL_MAX_SLOTS_PER_NONZERO * max(1, enc.nonzero):
+        return windowed
+    return enc
 
 
 def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = None,
@@ -208,6 +249,7 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
 
     shared = shared_weights(g)
     limit = bsell_limit(target, fc_layout)
+    wlimit = wsell_limit(target, fc_layout)
     sliced = rsell_allowed(target, fc_layout)
     out: dict[str, Encoding] = {}
     for n in g.nodes:
@@ -225,6 +267,8 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
             blocked = as_bsell(enc, w)  # laid out once: its bytes decide, and it is what the build then stores
             if blocked.bsell.slots and blocked.total_bytes <= limit:
                 enc = blocked
+        if n.op == "fc" and enc.format == "rcsr" and not cm:
+            enc = _wsell_or(enc, w, wlimit)
         if sliced and n.op == "fc" and enc.format == "rcsr" and not cm and w.shape[0] <= BSELL_MAX_ROWS:
             enc = as_rsell(enc, w)
         out[n.name] = enc
@@ -316,10 +360,12 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     `fuse_conv_pool`); `skip_zero_inputs`: which fc layers skip zero inputs (zero_skipping_layers; default none),
     `calibration`: a .npy of sample inputs, which 'auto' measures each fc layer's input zero share on;
     `fc_layout`: 'auto' (default: the blocked sliced layout for the fc layers the target allows it for, bsell_limit,
-    and the relative-indexed sliced layout for the other sparse fc layers where rsell_allowed), 'rcsr' or 'rsell'."""
+    the windowed sliced layout for those the target allows it for, wsell_limit, and the relative-indexed sliced layout
+    for the other sparse fc layers where rsell_allowed), 'rcsr', 'rsell' or 'wsell'."""
     target = targets_mod.get(target_name)
     bsell_limit(target, fc_layout)  # a bad --fc-layout is refused before the model is loaded
     rsell_allowed(target, fc_layout)  # and so are a bad fc_rsell_vendors or PRUNEC_FC_RSELL
+    wsell_limit(target, fc_layout)  # and a bad fc_wsell_max_bytes
     if index_bits is not None:
         index_bits = check_index_bits(index_bits, "--index-bits")
     if row_align is not None:

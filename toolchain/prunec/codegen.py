@@ -174,6 +174,8 @@ def _kernel_op(n: Node, enc: Encoding | None) -> str:
         return "fc_bsell"  # the blocked sliced layout (docs/FORMAT.md "Blocked fc layers")
     if n.op == "fc" and enc.format == "rsell":
         return "fc_rsell"  # the relative-indexed sliced layout (docs/FORMAT.md "Sliced fc layers")
+    if n.op == "fc" and enc.format == "wsell":
+        return "fc_wsell"  # the windowed sliced layout (docs/FORMAT.md "Windowed fc layers")
     if n.op == "fc" and enc.format == "rcsr" and enc.columns:
         return "fc_rcsc"  # stored column by column, zero inputs skipped
     if n.op in ("fc", "conv2d"):
@@ -309,6 +311,18 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                                  Array(sym("perm"), "uint16_t", sl.perm.astype(np.uint16))]
                 L.structs.append(f"static const prunec_{enc.format}_f32 {ident}_w = {{{sl.rows}u, {sl.cols}u, "
                                  f"{wsym('perm')}, {wsym('steps')}, {wsym('index')}, {wsym('values')}}};")
+            elif enc.format == "wsell":  # docs/FORMAT.md "Windowed fc layers"
+                ws = enc.wsell
+                if own:
+                    L.arrays += [Array(sym("values"), "float", ws.values.astype(np.float32)),
+                                 Array(sym("index"), "uint8_t", ws.index.astype(np.uint8)),
+                                 Array(sym("advance"), "uint32_t", ws.advance.astype(np.uint32)),
+                                 Array(sym("start"), "uint32_t", ws.start.astype(np.uint32)),
+                                 Array(sym("steps"), "uint32_t", ws.steps.astype(np.uint32)),
+                                 Array(sym("perm"), "uint16_t", ws.perm.astype(np.uint16))]
+                L.structs.append(f"static const prunec_wsell_f32 {ident}_w = {{{ws.rows}u, {ws.cols}u, "
+                                 f"{wsym('perm')}, {wsym('steps')}, {wsym('start')}, {wsym('advance')}, "
+                                 f"{wsym('index')}, {wsym('values')}}};")
             elif enc.format == "rcsr":
                 r = enc.rcsr
                 if own:
@@ -418,6 +432,9 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             if enc.sliced is not None:
                 kind = "(blocked sliced layout)," if enc.format == "bsell" else "(relative-indexed sliced layout) 8-bit,"
                 what += f" {kind} {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense, {enc.sliced.slots} slots"
+            if enc.wsell is not None:
+                what += (f" (windowed sliced layout), {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense, "
+                         f"{enc.wsell.slots} slots")
             if enc.columns:
                 what += ", stored by columns: zero inputs skipped"
         if i in plan.in_place:

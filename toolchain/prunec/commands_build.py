@@ -40,15 +40,17 @@ from .codegen import STORAGES
 @click.option("--calibration", "calibration", type=click.Path(), default=None, metavar="X.npy",
               help="sample inputs ([N, *input shape] or [N, numel]) on which --skip-zero-inputs auto measures each fc "
                    "layer's share of zero inputs")
-@click.option("--fc-layout", "fc_layout", type=click.Choice(["auto", "rcsr", "rsell"]), default="auto",
+@click.option("--fc-layout", "fc_layout", type=click.Choice(["auto", "rcsr", "rsell", "wsell"]), default="auto",
               show_default=True,
               help="'auto': fc layers small enough (the target's fc_bsell_max_bytes; x86_64-avx2 with AVX-512: 4 MiB) "
                    "are stored in the blocked sliced layout, 3-4x faster there for ~2x the bytes (docs/FORMAT.md "
-                   "\"Blocked fc layers\"), and the other sparse fc layers, where the target names the build "
+                   "\"Blocked fc layers\"); on aarch64-neon those of at most fc_wsell_max_bytes (1 MiB) in the "
+                   "windowed sliced layout (\"Windowed fc layers\": one table lookup per 4 rows, ~2.5x the bytes of "
+                   "CSR); the other sparse fc layers, where the target names the build "
                    "machine's CPU vendor (fc_rsell_vendors; x86_64-avx2: Intel), in the relative-indexed sliced "
                    "layout (\"Sliced fc layers\": 8-bit gaps, about the bytes of CSR, one gather per 16 rows); 'rcsr': "
                    "every sparse layer in relative-indexed CSR, the fewest bytes; 'rsell': every sparse fc layer in "
-                   "the sliced layout")
+                   "the sliced layout; 'wsell': every sparse fc layer of at least 16 inputs in the windowed layout")
 def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_pool, skip_zero_inputs, calibration,
               fc_layout):
     """Generate C for MODEL (a .pt2 from `prunec export`/torch.export.save, or a prunec checkpoint)."""

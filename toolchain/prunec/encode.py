@@ -183,29 +183,31 @@ BSELL_SWAP_ROUNDS = 8  # passes of bsell_row_order's pairwise row swaps
 BSELL_SWAP_WINDOW = 32  # each slice is paired with the next this many (by nonzero count, the likeliest partners)
 
 
-def _block_counts(w: np.ndarray) -> np.ndarray:
-    """int32 [rows, blocks]: each row's nonzeros in each block of BSELL_COLS columns."""
+def _block_counts(w: np.ndarray, block_cols: int = BSELL_COLS) -> np.ndarray:
+    """int32 [rows, blocks]: each row's nonzeros in each block of `block_cols` columns."""
     rows, cols = w.shape
-    blocks = -(-cols // BSELL_COLS)
-    nz = np.zeros((rows, blocks * BSELL_COLS), dtype=np.int32)
+    blocks = -(-cols // block_cols)
+    nz = np.zeros((rows, blocks * block_cols), dtype=np.int32)
     nz[:, :cols] = w != 0
-    return nz.reshape(rows, blocks, BSELL_COLS).sum(axis=2, dtype=np.int32)
+    return nz.reshape(rows, blocks, block_cols).sum(axis=2, dtype=np.int32)
 
 
-def bsell_row_order(w: np.ndarray, rounds: int = BSELL_SWAP_ROUNDS) -> np.ndarray:
-    """The rows in the order the layout stores them, 16 to a slice. A slice pays, in every block, for the most nonzeros
-    any of its rows has there, so rows that fill the same blocks belong together: first by nonzero count, most first
-    (ties: lower row first), then improved by swapping rows between two slices wherever that lowers the pair's steps,
-    the best swap of each pair of slices (a slice and the next BSELL_SWAP_WINDOW), for up to `rounds` passes
-    (LeNet-300-100 fc1: 53,968 slots in row order, 43,120 by count, 38,112 after the swaps; LeNet-5 fc1 61,648 ->
-    56,384). Deterministic; the last, partial slice keeps its rows."""
+def bsell_row_order(w: np.ndarray, rounds: int = BSELL_SWAP_ROUNDS, slice_rows: int = BSELL_ROWS,
+                    block_cols: int = BSELL_COLS) -> np.ndarray:
+    """The rows in the order the layout stores them, `slice_rows` (16) to a slice. A slice pays, in every block of
+    `block_cols` (32) columns, for the most nonzeros any of its rows has there, so rows that fill the same blocks
+    belong together: first by nonzero count, most first (ties: lower row first), then improved by swapping rows
+    between two slices wherever that lowers the pair's steps, the best swap of each pair of slices (a slice and the
+    next BSELL_SWAP_WINDOW), for up to `rounds` passes (LeNet-300-100 fc1: 53,968 slots in row order, 43,120 by
+    count, 38,112 after the swaps; LeNet-5 fc1 61,648 -> 56,384). Deterministic; the last, partial slice keeps its
+    rows. The windowed layout (encode_wsell) orders its 4-row slices by the same rule with 16-column blocks."""
     order = np.argsort(-np.count_nonzero(w, axis=1), kind="stable")
     rows = order.size
-    slices = rows // BSELL_ROWS  # full slices only: the last, partial one keeps its rows (the fewest nonzeros)
+    slices = rows // slice_rows  # full slices only: the last, partial one keeps its rows (the fewest nonzeros)
     if slices < 2 or rounds <= 0:
         return order
-    cnt = _block_counts(w)
-    grp = order[:slices * BSELL_ROWS].reshape(slices, BSELL_ROWS).copy()
+    cnt = _block_counts(w, block_cols)
+    grp = order[:slices * slice_rows].reshape(slices, slice_rows).copy()
 
     def without(c):  # [16, blocks]: the slice's per-block maximum with row i left out
         top = c.max(axis=0)
@@ -231,7 +233,7 @@ def bsell_row_order(w: np.ndarray, rounds: int = BSELL_SWAP_ROUNDS) -> np.ndarra
                     changed = True
         if not changed:
             break
-    order[:slices * BSELL_ROWS] = grp.reshape(-1)
+    order[:slices * slice_rows] = grp.reshape(-1)
     return order
 
 
@@ -365,11 +367,138 @@ def encode_rsell(w: np.ndarray) -> RSELL:
     return RSELL(rows, cols, perm, steps.astype(np.uint32), index, values, r8.nonzero)
 
 
+WSELL_ROWS = 4  # rows per slice of the windowed sliced layout (prunec_types.h PRUNEC_WSELL_ROWS): one NEON register
+WSELL_TABLE_BYTES = 64  # a window is what one four-register table lookup (AArch64 TBL) reaches: 64 bytes of x
+WSELL_SWAP_ROUNDS = 2  # passes of the row swaps (bsell_row_order) for its slices: most of the gain, a fraction of the time
+
+
+def wsell_cols(value_bytes: int = 4) -> int:
+    """Columns per window of the windowed sliced layout: 64 bytes of x, 16 fp32 inputs (PRUNEC_WSELL_COLS)."""
+    return WSELL_TABLE_BYTES // value_bytes
+
+
+@dataclass
+class WSELL:
+    """The windowed sliced layout of a sparse fc matrix (docs/FORMAT.md "Windowed fc layers"; prunec_wsell_f32): the
+    rows in slices of 4 lanes (`perm`), each slice a run of steps; a step reads a window of wsell_cols consecutive
+    inputs and gives each lane one of them and one weight. Stored in the form the AArch64 kernel consumes: per slot
+    the window offset o as the value_bytes table-lookup bytes value_bytes*o .. value_bytes*o + value_bytes-1, and
+    the move from one window to the next in bytes of x."""
+
+    rows: int
+    cols: int
+    perm: np.ndarray  # uint16 [slices * 4]: the matrix row each lane holds; pad 0
+    steps: np.ndarray  # uint32 [slices]: steps of each slice
+    start: np.ndarray  # uint32 [slices]: the first column of the slice's first window (0 for a slice without steps)
+    advance: np.ndarray  # uint32 [sum(steps)]: bytes of x from this step's window to the next's (0 after a slice's last)
+    index: np.ndarray  # uint8 [value_bytes * 4 * sum(steps)]: per slot the table bytes of its input in the window
+    values: np.ndarray  # [4 * sum(steps)] of the matrix's dtype, fillers 0
+    nonzero: int
+    value_bytes: int = 4
+
+    @property
+    def slots(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def fillers(self) -> int:
+        return self.slots - self.nonzero
+
+    def bytes(self, value_bytes: int = 4) -> dict[str, int]:
+        """Values and value_bytes table bytes per slot; as the layer's "pointers" the per-slice `steps`, `start` and
+        `perm` and the per-step `advance`."""
+        return {"values": self.slots * value_bytes, "index": self.index.size,
+                "pointers": self.steps.nbytes + self.start.nbytes + 2 * self.perm.size + self.advance.nbytes}
+
+    def columns(self) -> np.ndarray:
+        """int64 [slots]: the column of each slot (what a kernel reads), from start, advance and the offsets."""
+        out = np.zeros(self.slots, dtype=np.int64)
+        off = (self.index[::self.value_bytes].astype(np.int64) // self.value_bytes) if self.slots else out
+        t = 0
+        for s, k in enumerate(self.steps.astype(np.int64)):
+            base = int(self.start[s])
+            for _ in range(int(k)):
+                out[WSELL_ROWS * t:WSELL_ROWS * (t + 1)] = base + off[WSELL_ROWS * t:WSELL_ROWS * (t + 1)]
+                base += int(self.advance[t]) // self.value_bytes
+                t += 1
+        return out
+
+    def to_dense(self) -> np.ndarray:
+        """The matrix it stores (tests, and a check of the encoder)."""
+        out = np.zeros((self.rows, self.cols), dtype=self.values.dtype)
+        cols = self.columns()
+        slice_of = np.repeat(np.arange(self.steps.size), self.steps.astype(np.int64) * WSELL_ROWS)
+        lane = np.tile(np.arange(WSELL_ROWS), int(self.steps.sum()))
+        rows = self.perm.astype(np.int64)[slice_of * WSELL_ROWS + lane] if self.slots else np.zeros(0, np.int64)
+        nz = self.values != 0
+        out[rows[nz], cols[nz]] = self.values[nz]
+        return out
+
+
+def encode_wsell(w: np.ndarray, value_bytes: int = 4, rounds: int = WSELL_SWAP_ROUNDS) -> WSELL:
+    """`w` [rows, cols] (cols >= the window, wsell_cols) in the windowed sliced layout (WSELL). Rows ordered as
+    bsell_row_order does it for 4-row slices and 16-column blocks; then per slice, greedily: the next window starts
+    at the lowest column any lane still has a nonzero in (moved left to cols - window where it would reach past the
+    last input), and every lane whose next nonzero lies in the window takes it; the other lanes hold a filler
+    (offset 0, weight 0). Windows of a slice only move right, so `advance` is never negative."""
+    w = _as_matrix(w)
+    rows, cols = w.shape
+    win = wsell_cols(value_bytes)
+    if rows > BSELL_MAX_ROWS:
+        raise ValueError(f"windowed layout: {rows} rows, at most {BSELL_MAX_ROWS} (uint16 row numbers)")
+    if cols < win:
+        raise ValueError(f"windowed layout: {cols} columns, at least {win} (one window of x)")
+    order = bsell_row_order(w, rounds=rounds, slice_rows=WSELL_ROWS, block_cols=win)
+    slices = -(-rows // WSELL_ROWS)
+    r_idx, c_idx = np.nonzero(w)
+    row_start = np.searchsorted(r_idx, np.arange(rows + 1))
+    steps = np.zeros(slices, dtype=np.uint32)
+    start = np.zeros(slices, dtype=np.uint32)
+    bases: list[int] = []
+    offs: list[list[int]] = []
+    vals: list[list] = []
+    for s in range(slices):
+        lanes = [c_idx[row_start[r]:row_start[r + 1]].tolist() for r in order[s * WSELL_ROWS:(s + 1) * WSELL_ROWS]]
+        lane_rows = order[s * WSELL_ROWS:(s + 1) * WSELL_ROWS].tolist()
+        ptr = [0] * len(lanes)
+        first = len(bases)
+        while True:
+            pending = [ln[p] for ln, p in zip(lanes, ptr) if p < len(ln)]
+            if not pending:
+                break
+            base = min(min(pending), cols - win)
+            o, v = [0] * WSELL_ROWS, [0] * WSELL_ROWS
+            for i, ln in enumerate(lanes):
+                if ptr[i] < len(ln) and ln[ptr[i]] < base + win:
+                    o[i] = ln[ptr[i]] - base
+                    v[i] = w[lane_rows[i], ln[ptr[i]]]
+                    ptr[i] += 1
+            bases.append(base)
+            offs.append(o)
+            vals.append(v)
+        steps[s] = len(bases) - first
+        start[s] = bases[first] if steps[s] else 0
+    n = len(bases)
+    b = np.asarray(bases, dtype=np.int64)
+    advance = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        advance[:-1] = (b[1:] - b[:-1]) * value_bytes
+    ends = np.cumsum(steps.astype(np.int64)) - 1
+    advance[ends[steps > 0]] = 0  # a slice's last step: the next slice starts from its own `start`
+    o = np.asarray(offs, dtype=np.int64).reshape(-1)
+    index = (o[:, None] * value_bytes + np.arange(value_bytes)[None, :]).astype(np.uint8).reshape(-1)
+    values = np.asarray(vals, dtype=w.dtype).reshape(-1) if n else np.zeros(0, dtype=w.dtype)
+    perm = np.zeros(slices * WSELL_ROWS, dtype=np.uint16)
+    perm[:rows] = order
+    return WSELL(rows, cols, perm, steps, start, advance.astype(np.uint32), index, values, int(r_idx.size), value_bytes)
+
+
 @dataclass
 class Encoding:
     """How one layer's weight matrix is stored: 'rcsr' (with `rcsr`), 'dense' (with `dense`), 'bsell' (with
-    `bsell`: the blocked sliced layout of fc layers on AVX-512 x86, docs/FORMAT.md "Blocked fc layers") or 'rsell'
-    (with `rsell`: the relative-indexed sliced layout, docs/FORMAT.md "Sliced fc layers")."""
+    `bsell`: the blocked sliced layout of fc layers on AVX-512 x86, docs/FORMAT.md "Blocked fc layers"), 'rsell'
+    (with `rsell`: the relative-indexed sliced layout, docs/FORMAT.md "Sliced fc layers") or 'wsell' (with `wsell`:
+    the windowed sliced layout of fc layers on AArch64, docs/FORMAT.md "Windowed fc layers")."""
 
     format: str
     rows: int
@@ -379,6 +508,7 @@ class Encoding:
     dense: np.ndarray | None = None  # [rows, cols], the matrix's dtype
     bsell: BSELL | None = None
     rsell: RSELL | None = None
+    wsell: WSELL | None = None
     value_bytes: int = 4
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -391,12 +521,16 @@ class Encoding:
     def index_bits(self) -> int:
         if self.sliced is not None:
             return 8  # one byte per slot (bsell: a column offset 0..31 in its block; rsell: a gap minus 1)
+        if self.wsell is not None:
+            return 8 * self.wsell.value_bytes  # the table bytes of the slot's input in its window
         return self.rcsr.index_bits if self.rcsr is not None else 0
 
     @property
     def fillers(self) -> int:
         if self.sliced is not None:
             return self.sliced.fillers
+        if self.wsell is not None:
+            return self.wsell.fillers
         return self.rcsr.fillers if self.rcsr is not None else 0
 
     row_align: int = 1  # rows padded to a multiple of this many entries (1: not padded)
@@ -645,6 +779,14 @@ def as_bsell(enc: Encoding, w: np.ndarray) -> Encoding:
     b = encode_bsell(w)
     return Encoding("bsell", enc.rows, enc.cols, enc.nonzero, bsell=b, value_bytes=enc.value_bytes,
                     sizes=b.bytes(enc.value_bytes))
+
+
+def as_wsell(enc: Encoding, w: np.ndarray) -> Encoding:
+    """The windowed sliced layout of fc weight `w` (rows x cols), in place of encoding `enc` (its rows, cols and
+    nonzero count)."""
+    ws = encode_wsell(w, enc.value_bytes)
+    return Encoding("wsell", enc.rows, enc.cols, enc.nonzero, wsell=ws, value_bytes=enc.value_bytes,
+                    sizes=ws.bytes(enc.value_bytes))
 
 
 def as_rsell(enc: Encoding, w: np.ndarray) -> Encoding:

@@ -91,7 +91,8 @@ _KNOWN = {"name", "description", "isa", "cc", "ar", "cflags", "ldflags", "libs",
 # Optional keys that runners, codegen and the build read from Target.extra (docs/TARGETS.md).
 _OPTIONAL = {"emulator", "emulator_args", "machine", "size", "startup", "part", "isa_by_op", "probe",
              "index_bits_by_op", "row_align_by_op", "fuse_conv_pool", "zero_skip_min_per_input",
-             "zero_skip_break_even", "fc_bsell_max_bytes", "fc_rsell_vendors"}
+             "zero_skip_break_even", "fc_bsell_max_bytes", "fc_rsell_vendors",
+             "fc_wsell_max_bytes"}
 # Folders of the user's own target files, searched after prunec's targets/ (os.pathsep-separated), so that adding a
 # target is adding a file also for an installed prunec (docs/TARGETS.md)
 TARGETS_ENV = "PRUNEC_TARGETS"
