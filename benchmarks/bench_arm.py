@@ -37,7 +37,8 @@ sys.path.insert(0, str(HERE.parent / "toolchain"))
 
 import harness  # noqa: E402
 import workloads  # noqa: E402
-from prunec.encode import FAST_INDEX_BITS, choose_encoding  # noqa: E402
+from prunec.build import wsell_limit  # noqa: E402
+from prunec.encode import FAST_INDEX_BITS, choose_encoding, encode_wsell, wsell_cols  # noqa: E402
 
 DYNAMIC_QEMU = {"aarch64-neon": "qemu-aarch64", "armv7a-neon": "qemu-arm"}
 CPU = {"aarch64-neon": "cortex-a53", "armv7a-neon": "cortex-a7"}
@@ -103,6 +104,25 @@ def layer_header(w, bias, sparse: bool, bits=FAST_INDEX_BITS, row_align: int = 1
     return "\n".join(lines) + "\n"
 
 
+def wsell_header(w, bias) -> str:
+    """The layer in the windowed sliced layout (docs/FORMAT.md "Windowed fc layers"), as `prunec build` stores it."""
+    rows, cols = w.shape
+    ws = encode_wsell(w)
+
+    def arr(ctype, name, a):
+        a = np.asarray(a).ravel()
+        body = _c_floats(a) if ctype == "float" else ",".join(map(str, a.tolist()))
+        return f"static const {ctype} {name}[{max(1, a.size)}] = {{{body or '0'}}};"
+    lines = [f"#define ROWS {rows}", f"#define COLS {cols}", "#define WSELL 1",
+             f"static const float bias_data[{rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data",
+             arr("uint16_t", "perm_data", ws.perm), arr("uint32_t", "steps_data", ws.steps),
+             arr("uint32_t", "start_data", ws.start), arr("uint32_t", "advance_data", ws.advance),
+             arr("uint8_t", "index_data", ws.index), arr("float", "values_data", ws.values),
+             "#define PERM perm_data", "#define STEPS steps_data", "#define START start_data",
+             "#define ADVANCE advance_data", "#define INDEX index_data", "#define VALUES values_data"]
+    return "\n".join(lines) + "\n"
+
+
 def conv_header(layer, w, bias, sparse: bool, bits=FAST_INDEX_BITS) -> str:
     c = layer.conv
     head = [f"#define IN_C {c.in_c}", f"#define IN_H {c.in_hw}", f"#define IN_W {c.in_hw}", f"#define OUT_C {c.out_c}",
@@ -115,7 +135,7 @@ def conv_header(layer, w, bias, sparse: bool, bits=FAST_INDEX_BITS) -> str:
 def kernels_for(target) -> dict[str, list]:
     ks = harness.registry()
     return {op: [k for k in ks if k.op == op and k.isa in target.isa and (harness.RUNTIME / k.source).exists()]
-            for op in ("fc_rcsr", "fc_rcsc", "fc_dense", "conv2d_rcsr", "conv2d_dense")}
+            for op in ("fc_rcsr", "fc_rcsc", "fc_dense", "fc_wsell", "conv2d_rcsr", "conv2d_dense")}
 
 
 def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) -> Path:
@@ -227,8 +247,14 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                                        ROW_ALIGN if ROW_ALIGN is not None else t.row_align_for("fc"), columns, X_ZEROS)
                     for k in ks[op]:
                         res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
+                if wsell_limit(t, "auto") and w.shape[1] >= wsell_cols():  # the windowed layout where builds use it
+                    hdr = wsell_header(w, bias)
+                    res["wsell_slots"] = int(encode_wsell(w).slots)
+                    for k in ks["fc_wsell"]:
+                        if k.isa != "portable":
+                            res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
                 dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
-                sparse = min(v for n, v in res["counts"].items() if "_rcsr__" in n)
+                sparse = min(v for n, v in res["counts"].items() if "_rcsr__" in n or "_wsell__" in n)
                 res.update(best_dense=dense, best_sparse=sparse, ratio=sparse / dense, goal=3 * d,
                            dense_per_mac=dense / w.size, sparse_per_nnz=sparse / max(nnz, 1))
                 skip = ""

@@ -3,6 +3,7 @@
  * Built twice (ITERS = 0 and ITERS = N); the difference over N is the count per inference, start-up excluded.
  * layer_data.h (generated) defines ROWS, COLS and, under SPARSE, the relative-indexed CSR arrays of STORE_ROWS x
  * STORE_COLS (W, or W^T for a column-major kernel) (else the dense matrix) and BIAS; KERNEL is the kernel's name.
+ * Under WSELL, the windowed sliced layout's arrays instead (PERM, STEPS, START, ADVANCE, INDEX, VALUES).
  * X_ZEROS_PERMILLE (default 0): that share of the inputs, in thousandths, is zero (a ReLU's output), spread
  * evenly; the calls' dependency chain never makes one of them nonzero.
  */
@@ -25,7 +26,9 @@ static float y[ROWS];
 int main(void) {
   volatile float sink = 0.0f;
   int i;
-#ifdef SPARSE
+#if defined(WSELL) /* the windowed sliced layout (docs/FORMAT.md "Windowed fc layers") */
+  static const prunec_wsell_f32 w = {ROWS, COLS, PERM, STEPS, START, ADVANCE, INDEX, VALUES};
+#elif defined(SPARSE)
   static const prunec_rcsr_f32 w = {STORE_ROWS, STORE_COLS, INDEX_BITS, VALUES, INDEX, ROW_PTR};
 #else
   static const prunec_dense_f32 w = {ROWS, COLS, VALUES};

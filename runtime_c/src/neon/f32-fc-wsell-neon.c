@@ -8,8 +8,9 @@
  * so the main loop, four steps per pass into four accumulators (the FMA latency), is 20 instructions: 5 per step
  * of 4 slots, no per-entry address arithmetic and no gather. The relative-indexed CSR kernel takes ~3 per nonzero
  * here; at LeNet densities the layout holds ~1.4-1.6 slots per nonzero, so ~1.8-2 instructions per nonzero
- * (docs/BENCHMARKS.md "Windowed fc layers on AArch64"). The sum's 4 lanes get their biases, the clamp and are stored
- * to y[perm[...]] one by one.
+ * (docs/BENCHMARKS.md "Windowed fc layers on AArch64"). A full slice's sum gets its 4 biases by lane loads, one
+ * vector clamp (prunec_neon_clamp: the portable kernels' NaN and -0.0 behaviour) and 4 lane stores to y[perm[...]];
+ * a last, partial slice goes lane by lane.
  *
  * Armv7-A has NEON too, but its VTBL reaches 32 bytes (8 floats), not a 16-float window: there this entry calls the
  * portable kernel, and the build does not choose the layout (armv7a-neon has no fc_wsell_max_bytes).
@@ -20,6 +21,7 @@
 #include <arm_neon.h>
 
 #include "prunec_kernels.h"
+#include "prunec_neon_util.h"
 
 #if PRUNEC_HAVE_AARCH64
 /* one step into accumulator A: window (post-increment ADV) into T0-T3, lookup with index register I, FMA with V */
@@ -37,6 +39,7 @@ void prunec_f32_fc_wsell__neon(const prunec_wsell_f32 *w, const float *bias, con
   const uint32_t *ap = w->advance;
   const uint8_t *ip = w->index;
   const float *vp = w->values;
+  const float32x4_t lo = vdupq_n_f32(out_min), hi = vdupq_n_f32(out_max);
   uint32_t s, l;
   for (s = 0; s < slices; s++) {
     const uint32_t r0 = s * PRUNEC_WSELL_ROWS;
@@ -82,6 +85,22 @@ void prunec_f32_fc_wsell__neon(const prunec_wsell_f32 *w, const float *bias, con
         : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v16", "v17", "v18", "v19", "v20", "v21",
           "v22", "v23");
     sum = vaddq_f32(vaddq_f32(c0, c1), vaddq_f32(c2, c3));
+    if (n == PRUNEC_WSELL_ROWS) { /* a full slice: biases by lane loads, one vector clamp, stores by lane */
+      const uint32_t p0 = perm[0], p1 = perm[1], p2 = perm[2], p3 = perm[3];
+      if (bias != NULL) {
+        float32x4_t b = vld1q_dup_f32(bias + p0);
+        b = vld1q_lane_f32(bias + p1, b, 1);
+        b = vld1q_lane_f32(bias + p2, b, 2);
+        b = vld1q_lane_f32(bias + p3, b, 3);
+        sum = vaddq_f32(sum, b);
+      }
+      sum = prunec_neon_clamp(sum, lo, hi);
+      vst1q_lane_f32(y + p0, sum, 0);
+      vst1q_lane_f32(y + p1, sum, 1);
+      vst1q_lane_f32(y + p2, sum, 2);
+      vst1q_lane_f32(y + p3, sum, 3);
+      continue;
+    }
     vst1q_f32(o, sum);
     for (l = 0; l < n; l++) {
       const uint32_t r = perm[l];

@@ -27,6 +27,7 @@
 #include <math.h>
 
 #include "prunec_kernels.h"
+#include "prunec_neon_util.h"
 #include "prunec_rcsr_util.h"
 
 #define PRUNEC_NEON_CHUNK 256u
@@ -520,25 +521,6 @@ static inline __attribute__((always_inline)) float32x4_t prunec_neon_fc_row(prun
     xp = xm4 + p->dp[-1];
   }
   return prunec_neon_fc_run(acc, &xp, &p->dp, &p->vp, end - e);
-}
-
-/* The fused clamp exactly as the portable kernels compute it: `a < lo ? lo : a`, then `a > hi ? hi : a`. An
- * ordered compare is false for NaN, so NaN of either sign passes, and -0.0 passes relu (lo = +0.0) unchanged,
- * as in PyTorch; vmaxq/vminq would store max(-0.0, +0.0) as +0.0 (and the default NaN on Armv7-A). */
-#if PRUNEC_HAVE_AARCH64
-static inline uint32x4_t prunec_neon_gt(float32x4_t a, float32x4_t b) { return vcgtq_f32(a, b); }
-#else
-/* GCC lowers vcgtq_f32 to 4 scalar VFP compares on Armv7-A (the NEON compare flushes denormals, so it is used
- * only with -funsafe-math-optimizations); VCGT.F32 directly, which flushes like the VFMA before it. */
-static inline uint32x4_t prunec_neon_gt(float32x4_t a, float32x4_t b) {
-  uint32x4_t m;
-  __asm__("vcgt.f32 %q0, %q1, %q2" : "=w"(m) : "w"(a), "w"(b));
-  return m;
-}
-#endif
-static inline float32x4_t prunec_neon_clamp(float32x4_t a, float32x4_t lo, float32x4_t hi) {
-  a = vbslq_f32(prunec_neon_gt(lo, a), lo, a);
-  return vbslq_f32(prunec_neon_gt(a, hi), hi, a);
 }
 
 #if PRUNEC_HAVE_AARCH64
