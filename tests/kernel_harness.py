@@ -70,6 +70,10 @@ typedef struct prunec_bsell_f32 {
 typedef struct prunec_rsell_f32 {
   uint32_t rows; uint32_t cols; const uint16_t *perm; const uint32_t *steps; const uint8_t *index; const float *values;
 } prunec_rsell_f32;
+typedef struct prunec_wsell_f32 {
+  uint32_t rows; uint32_t cols; const uint16_t *perm; const uint32_t *steps; const uint32_t *start;
+  const uint32_t *advance; const uint8_t *index; const float *values;
+} prunec_wsell_f32;
 typedef struct prunec_conv2d_params {
   uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
   uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups;
@@ -87,6 +91,7 @@ SIGNATURES = {
     "fc_dense": "void {}(const prunec_dense_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_bsell": "void {}(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_rsell": "void {}(const prunec_rsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
+    "fc_wsell": "void {}(const prunec_wsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "conv2d_rcsr": "void {}(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, "
                    "const float *x, float *y, float, float);",
     "conv2d_dense": "void {}(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, "
@@ -508,6 +513,22 @@ def rsell_cases() -> list[FcCase]:
     return out
 
 
+def wsell_cases() -> list[FcCase]:
+    """Shapes for the windowed sliced layout (at least 16 columns: one window): the dense kernels' shapes that have
+    them, plus rows around multiples of 4 (slices; lanes past the last row), step counts 0..9 per slice (the NEON
+    kernel takes 4, 2 and 1 at a time), windows at both ends of x, long gaps between windows, empty rows and all-zero
+    slices."""
+    out = [c for c in fc_cases() if c.cols >= 16]
+    shapes = [(3, 16, 1.0), (4, 17, 0.9), (5, 40, 0.5), (7, 64, 0.3), (8, 100, 0.1), (9, 21, 1.0), (30, 784, 0.08),
+              (33, 70, 0.25), (13, 5000, 0.002)]
+    for i, (r, c, d) in enumerate(shapes):
+        out.append(FcCase(r, c, density=d, act=ACT_NAMES[i % 3], bias=i % 4 != 3, seed=400 + i))
+    out.append(FcCase(37, 70, pattern="empty_rows", act="relu", seed=420))
+    out.append(FcCase(18, 40, pattern="zero", seed=421))
+    out.append(FcCase(2, 70000, pattern="far", seed=422))
+    return out
+
+
 def conv_cases(bits: tuple[int | None, ...] = (None,)) -> list[ConvCase]:
     """Edge geometries for conv2d kernels, once per entry of `bits` (None: dense)."""
     out: list[ConvCase] = []
@@ -697,6 +718,8 @@ def cases_for(op: str) -> list:
         return fc_cases() + bsell_cases()  # at every remainder
     if op == "fc_rsell":  # 8-bit gaps always: the dense kernels' shapes, plus slices, step counts and gaps
         return fc_cases() + rsell_cases()
+    if op == "fc_wsell":  # layers of at least one window (16 inputs)
+        return wsell_cases()
     if op == "fc_rcsc":  # the column-major kernels: inputs with no, some and only zeros
         return [FcCase(**{**c.__dict__, "x_zeros": (0.0, 0.6, 1.0)[i % 3]}) for i, c in enumerate(fc_cases(CASE_BITS))]
     if op == "conv2d_rcsr":
@@ -775,6 +798,20 @@ def sliced_struct(ffi, keep: _Keep, sl, kind: str):
     return s
 
 
+def wsell_struct(ffi, keep: _Keep, ws: encode.WSELL):
+    """The windowed sliced layout as C sees it; each array a private copy of exactly its size."""
+    def u32(a):
+        return keep.buf(ffi, "uint32_t[]", np.ascontiguousarray(a, dtype=np.uint32).copy())
+    s = ffi.new("prunec_wsell_f32 *", {
+        "rows": ws.rows, "cols": ws.cols,
+        "perm": keep.buf(ffi, "uint16_t[]", np.ascontiguousarray(ws.perm, dtype=np.uint16).copy()),
+        "steps": u32(ws.steps), "start": u32(ws.start), "advance": u32(ws.advance),
+        "index": keep.buf(ffi, "uint8_t[]", np.ascontiguousarray(ws.index, dtype=np.uint8).copy()),
+        "values": keep.buf(ffi, "float[]", np.ascontiguousarray(ws.values, dtype=np.float32).copy())})
+    keep.items.append(s)
+    return s
+
+
 def dense_struct(ffi, keep: _Keep, w: np.ndarray):
     m = np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32)
     s = ffi.new("prunec_dense_f32 *", {"rows": m.shape[0], "cols": m.shape[1],
@@ -822,6 +859,8 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             ws = sliced_struct(ffi, keep, encode.encode_bsell(w), "bsell")
         elif _op_of(kernel) == "fc_rsell":  # the relative-indexed sliced layout
             ws = sliced_struct(ffi, keep, encode.encode_rsell(w), "rsell")
+        elif _op_of(kernel) == "fc_wsell":  # the windowed sliced layout
+            ws = wsell_struct(ffi, keep, encode.encode_wsell(w))
         elif _op_of(kernel) == "fc_rcsc":  # stored column by column: the relative-indexed CSR of W^T
             ws = rcsr_struct(ffi, keep, encode.encode_rcsr(np.ascontiguousarray(w.T), case.bits))
         else:
