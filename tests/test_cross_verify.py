@@ -83,6 +83,8 @@ def test_build_and_verify_under_qemu(target, model, n, models, tmp_path):
     isa = t.isa_for("fc_rcsr")[0]  # the target's own sparse fc kernel is used, not the portable fallback
     # (x86 with AVX-512 stores small fc layers in the blocked sliced layout: its AVX-512 kernel then, never portable)
     ok = {f"prunec_f32_fc_rcsr__{isa}"} | ({"prunec_f32_fc_bsell__avx512x4"} if "avx512x4" in t.isa else set())
+    # (aarch64-neon stores LeNet-size fc layers in the windowed sliced layout: its NEON kernel then)
+    ok |= {f"prunec_f32_fc_wsell__{isa}"} if t.extra.get("fc_wsell_max_bytes") else set()
     assert ok & set(r.manifest["kernels"]), r.manifest["kernels"]
     assert not any(k.startswith("prunec_f32_fc_") and k.endswith("__portable") for k in r.manifest["kernels"])
     kw = {"data": "fashion-mnist"} if _has_fashion_mnist() else {"random": n}
