@@ -27,12 +27,12 @@ from prunec.cli import main
 ALIGN = 16  # blob: every array starts at a multiple of 16 bytes
 C_TYPES = {"float": np.float32, "uint8_t": np.uint8, "uint16_t": np.uint16, "uint32_t": np.uint32}
 DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr": np.uint32, "steps": np.uint8,
-          "perm": np.uint16}
+          "perm": np.uint16, "advance": np.uint32, "start": np.uint32}
 
 
 def dtype_of(layer: dict, array: str):
     """The element type of one of a layer's arrays: DTYPES, but a sliced layout's steps are uint32 (one per slice)."""
-    return np.uint32 if layer["format"] == "rsell" and array == "steps" else DTYPES[array]
+    return np.uint32 if layer["format"] in ("rsell", "wsell") and array == "steps" else DTYPES[array]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -58,7 +58,12 @@ def c_idents(manifest: dict) -> dict[str, str]:
     return out
 
 
-def array_bytes(layer: dict, array: str) -> int:
+def array_bytes(layer: dict, array: str, advance_bytes: int | None = None) -> int:
+    if layer["format"] == "wsell" and array in ("steps", "start", "perm", "advance"):  # per 4-row slice: a uint32
+        slices = -(-layer["shape"][0] // 4)  # step count and start, 4 uint16 perm; a uint32 advance per step
+        steps = (layer["nonzero"] + layer["fillers"]) // 4
+        assert layer["bytes"]["pointers"] == 4 * slices + 4 * slices + 8 * slices + 4 * steps
+        return {"steps": 4 * slices, "start": 4 * slices, "perm": 8 * slices, "advance": 4 * steps}[array]
     if layer["format"] == "rsell" and array in ("steps", "perm"):  # a uint32 step count and 16 uint16 perm per slice
         slices = -(-layer["shape"][0] // 16)
         assert layer["bytes"]["pointers"] == 4 * slices + 32 * slices
@@ -87,11 +92,13 @@ def array_names(layer: dict) -> list[str]:
         names += ["index", "row_ptr"]
     if layer["format"] in ("bsell", "rsell"):
         names += ["index", "steps", "perm"]
+    if layer["format"] == "wsell":
+        names += ["index", "advance", "start", "steps", "perm"]
     return names
 
 
 def weighted(manifest: dict) -> list[dict]:
-    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense", "bsell", "rsell")]
+    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense", "bsell", "rsell", "wsell")]
 
 
 def read_c_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -237,6 +244,47 @@ def decode_rsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: in
     return w, np.array(ent_col), np.array(ent_row), values
 
 
+def decode_wsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: int):
+    """FORMAT.md "Windowed fc layers": per slice of 4 rows (lane l: row perm[4s + l]) a uint32 step count k and the
+    first window's column; per step a 16-input window (its base moved on by advance bytes, 4 per column), per slot a
+    weight and the 4 table bytes 4o .. 4o+3 of its input at offset o in the window; fillers weight 0."""
+    steps, start = arrays["steps"].astype(np.int64), arrays["start"].astype(np.int64)
+    adv, index, values = arrays["advance"].astype(np.int64), arrays["index"].astype(np.int64), arrays["values"]
+    perm = arrays["perm"].astype(np.int64)
+    slices = -(-rows // 4)
+    assert len(steps) == len(start) == slices and len(perm) == 4 * slices and cols >= 16
+    assert sorted(perm[:rows]) == list(range(rows)) and not perm[rows:].any(), "perm: each row once, then 0"
+    n = int(steps.sum())
+    assert len(adv) == n and len(values) == 4 * n and len(index) == 16 * n
+    assert layer["index_bits"] == 32 and layer["row_align"] == 1 and layer.get("orientation") is None
+    w = np.zeros((rows, cols), np.float32)
+    ent_row, ent_col = [], []
+    t = 0
+    for s, k in enumerate(steps):
+        base = int(start[s]) if k else 0
+        last = np.full(4, -1)
+        for j in range(k):
+            assert 0 <= base <= cols - 16, "every window inside x"
+            for lane in range(4):
+                tb = index[16 * t + 4 * lane:16 * t + 4 * lane + 4]
+                o = int(tb[0]) // 4
+                assert tb[0] % 4 == 0 and list(tb) == [4 * o, 4 * o + 1, 4 * o + 2, 4 * o + 3] and o < 16
+                c, v, r = base + o, values[4 * t + lane], 4 * s + lane
+                if r >= rows or v == 0:  # fillers: offset 0, weight +0.0
+                    assert v == 0 and o == 0
+                    continue
+                assert c > last[lane], "a lane's nonzeros in column order"
+                last[lane] = c
+                w[int(perm[r]), c] = v
+                ent_row.append(int(perm[r])), ent_col.append(c)
+            step = int(adv[t])
+            assert step % 4 == 0 and (j + 1 < k or step == 0), "advances in bytes of x; 0 after a slice's last step"
+            base += step // 4
+            t += 1
+    assert layer["nonzero"] == np.count_nonzero(w) and layer["fillers"] == len(values) - layer["nonzero"]
+    return w, np.array(ent_col), np.array(ent_row), values
+
+
 def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
     """(dense [rows x cols] float32 matrix of W, entry columns, entry rows, values) of one layer; the entries' rows and
     columns are those of the stored matrix (W^T for a column-major layer)."""
@@ -252,6 +300,8 @@ def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
         return decode_bsell(layer, arrays, rows, cols)
     if layer["format"] == "rsell":
         return decode_rsell(layer, arrays, rows, cols)
+    if layer["format"] == "wsell":
+        return decode_wsell(layer, arrays, rows, cols)
     if layer["format"] == "dense":
         assert len(values) == rows * cols
         return values.reshape(rows, cols).copy(), None, None, values
@@ -312,6 +362,11 @@ def check_layer_record(layer: dict, arr: dict, col, row, values) -> None:
         assert by["index"] == len(arr["index"]) == len(values) and by["pointers"] == 4 * len(arr["steps"]) + 2 * len(arr["perm"])
         assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
         return
+    if layer["format"] == "wsell":  # pointers: steps, start (uint32 per slice), perm (2 bytes per lane), advance
+        assert by["index"] == len(arr["index"]) == 4 * len(values)
+        assert by["pointers"] == 4 * (len(arr["steps"]) + len(arr["start"]) + len(arr["advance"])) + 2 * len(arr["perm"])
+        assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
+        return
     assert by["index"] == len(arr["index"]) and by["pointers"] == 4 * (rows + 1)
     zeros = values[values == 0]
     assert not np.signbit(zeros).any(), "fillers hold +0.0"
@@ -351,6 +406,10 @@ def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
         # on x86_64-avx2 (fc_bsell_max_bytes 4 MiB), whose slots (5 bytes each) fit the limit
         slots = layer["nonzero"] + layer["fillers"]
         assert layer["op"] == "fc" and 5 * slots <= 4 << 20 and layer["bytes"]["values"] == 4 * slots
+    elif layer["format"] == "wsell":  # FORMAT.md "Windowed fc layers": an fc layer of >= 16 inputs that would be
+        # relative-indexed, under --fc-layout wsell or auto on aarch64-neon
+        slots = layer["nonzero"] + layer["fillers"]
+        assert layer["op"] == "fc" and layer["bytes"]["values"] == 4 * slots and layer["index_bits"] == 32
     elif layer["format"] == "rsell":  # FORMAT.md "Sliced fc layers": an fc layer that would be relative-indexed,
         # under --fc-layout rsell (or auto where the target names the build machine's CPU vendor); 8-bit gaps
         slots = layer["nonzero"] + layer["fillers"]
@@ -398,7 +457,7 @@ def check_model(model: nn.Module, pt2: Path, tmp: Path, *opts: str, allowed=None
         for name, (w, bias) in layers.items():
             want_w, want_b = model_weights(model, (modules or {}).get(name, name))
             layer = next(l for l in manifest["layers"] if l["name"] == name)
-            assert same_bits(w, want_w, layer["format"] in ("rcsr", "bsell", "rsell")), (storage, name)
+            assert same_bits(w, want_w, layer["format"] in ("rcsr", "bsell", "rsell", "wsell")), (storage, name)
             assert (bias is None) == (want_b is None) and (bias is None or same_bits(bias, want_b, False)), name
             if allowed is not None:
                 check_choice(layer, want_w, allowed[layer["op"]], (align or {}).get(layer["op"], 1))
@@ -584,6 +643,18 @@ def test_gaps_sliced_on_x86_64_avx2(gaps, tmp_path):
     text = (tmp_path / f"{pt2.stem}_c" / f"{man['name']}.c").read_text()
     assert re.search(r"static const float fc1_values\[\d+\] __attribute__\(\(aligned\(64\)\)\) = \{", text)
     assert "static const prunec_rsell_f32 fc1_w" in text
+
+
+@pytest.mark.parametrize("opts", [("--target", "aarch64-neon"), ()])
+def test_gaps_windowed(gaps, tmp_path, opts):
+    """`--fc-layout wsell` (aarch64-neon, host) stores fc1 (486 inputs) in the windowed sliced layout (FORMAT.md
+    "Windowed fc layers") and fc2 (12 inputs: fewer than a window) in relative-indexed CSR; both decode from the page,
+    as C arrays and as a blob, long gaps, full and empty rows included."""
+    model, pt2, _ = gaps
+    man = check_model(model, pt2, tmp_path, *opts, "--fc-layout", "wsell", allowed=DEFAULT)
+    assert {l["name"]: l["format"] for l in weighted(man)} == {"conv": "rcsr", "fc1": "wsell", "fc2": "rcsr"}
+    text = (tmp_path / f"{pt2.stem}_c" / f"{man['name']}.c").read_text()
+    assert "static const prunec_wsell_f32 fc1_w" in text
 
 
 @pytest.mark.parametrize("opts", [("--row-align", "8", "--index-bits", "1-16"), ("--row-align", "3", "--index-bits", "5")])
