@@ -321,3 +321,25 @@ def test_portable_kernel_matches_reference_on_edge_cases(tmp_path):
         lib.prunec_f32_fc_wsell__portable(st, ffi.NULL, xb + 16, ffi.from_buffer("float[]", y, require_writable=True),
                                           float("-inf"), float("inf"))
         assert np.isfinite(y).all() and np.allclose(y, want, rtol=1e-4, atol=1e-4), (rows, cols, d)
+
+
+def test_bench_arm_models_counts_both_layouts(tmp_path):
+    """benchmarks/bench_arm_models.py builds, verifies and counts a model per fc layout on AArch64; the windowed
+    build runs fewer instructions and stores more bytes than the relative-indexed one."""
+    import sys
+
+    t = targets.get("aarch64-neon")
+    _skip_if_missing(t)
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_arm_models
+
+    pt2, _, _ = _mlp_case(tmp_path, widths=(300, 70, 10), density=0.1, seed=5)
+    out = tmp_path / "r.json"
+    assert bench_arm_models.main(["--model", f"mlp={pt2}", "--targets", "aarch64-neon", "--layouts", "auto,rcsr",
+                                  "--iters", "1", "--json", str(out)]) == 0
+    auto, rcsr = json.loads(out.read_text())
+    assert auto["formats"] == {"fcs.0": "wsell", "fcs.1": "wsell"} and set(rcsr["formats"].values()) == {"rcsr"}
+    assert 0 < auto["insns_per_inference"] < rcsr["insns_per_inference"]
+    assert auto["weights_bytes"] > rcsr["weights_bytes"]
