@@ -807,9 +807,10 @@ class Shared(nn.Module):
         return self.out(torch.relu(self.fc(torch.relu(self.fc(h.flatten(1))))))
 
 
-@pytest.mark.parametrize("opts", [(), ("--target", "x86_64-avx2", "--fc-layout", "rsell")], ids=["host", "x86-rsell"])
+@pytest.mark.parametrize("opts", [(), ("--target", "x86_64-avx2", "--fc-layout", "rsell"), ("--fc-layout", "wsell")],
+                         ids=["host", "x86-rsell", "host-wsell"])
 def test_shared_weights_are_stored_once(tmp_path, opts):
-    """Also in the sliced fc layout: the second use of `fc` reads the first's perm, steps, index and values."""
+    """Also in the sliced and windowed fc layouts: the second use of `fc` reads the first's arrays."""
     model = Shared().eval()
     pt2 = bm.export(model, (2, 4, 4), tmp_path / "shared.pt2")
     man = check_model(model, pt2, tmp_path, *opts, modules={"c.conv2d_1": "c", "fc.linear_1": "fc"})
@@ -817,8 +818,9 @@ def test_shared_weights_are_stored_once(tmp_path, opts):
     assert shares == {"c": None, "c.conv2d_1": "c", "fc": None, "fc.linear_1": "fc", "out": None}
     assert man["totals"]["weights"] == 2 * 2 * 9 + 32 * 32 + 32 * 3
     if opts:
+        fmt = opts[-1]  # out (3 x 32) has 32 inputs: windowed too
         assert {l["name"]: l["format"] for l in weighted(man) if l["op"] == "fc"} == {
-            "fc": "rsell", "fc.linear_1": "rsell", "out": "rsell"}
+            "fc": fmt, "fc.linear_1": fmt, "out": fmt}
         x = bm.random_inputs((2, 4, 4), n=4, seed=3)
         ref = model(torch.from_numpy(x)).detach().numpy()
         got = bm.outputs(tmp_path / "shared_c", x)
