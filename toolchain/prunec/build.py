@@ -180,11 +180,18 @@ def bsell_limit(target, fc_layout: str | None) -> int:
     fc_layout = _fc_layout(fc_layout)
     if fc_layout != "auto" or target is None:
         return 0
-    limit = target.extra.get("fc_bsell_max_bytes", 0)
+    return _layout_limit(target, "fc_bsell")
+
+
+def _layout_limit(target, op: str) -> int:
+    """The target's `{op}_max_bytes` (a PrunecError naming the file's key if it is not a whole number >= 0), or 0
+    where the target's kernel for `op` is the portable one on this build machine."""
+    key = f"{op}_max_bytes"
+    limit = target.extra.get(key, 0)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise PrunecError(f"target {target.name!r}: fc_bsell_max_bytes must be a whole number of bytes >= 0 (got "
+        raise PrunecError(f"target {target.name!r}: {key} must be a whole number of bytes >= 0 (got "
                           f"{limit!r}); fix the target file")
-    if limit == 0 or runtime.select("fc_bsell", target.isa_for("fc_bsell")).isa == runtime.PORTABLE:
+    if limit == 0 or runtime.select(op, target.isa_for(op)).isa == runtime.PORTABLE:
         return 0
     return limit
 
@@ -198,13 +205,7 @@ def wsell_limit(target, fc_layout: str | None) -> int:
         return -1
     if fc_layout != "auto" or target is None:
         return 0
-    limit = target.extra.get("fc_wsell_max_bytes", 0)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise PrunecError(f"target {target.name!r}: fc_wsell_max_bytes must be a whole number of bytes >= 0 (got "
-                          f"{limit!r}); fix the target file")
-    if limit == 0 or runtime.select("fc_wsell", target.isa_for("fc_wsell")).isa == runtime.PORTABLE:
-        return 0
-    return limit
+    return _layout_limit(target, "fc_wsell")
 
 
 def _wsell_or(enc: Encoding, w: np.ndarray, limit: int) -> Encoding:

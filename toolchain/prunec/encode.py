@@ -369,7 +369,7 @@ def encode_rsell(w: np.ndarray) -> RSELL:
 
 WSELL_ROWS = 4  # rows per slice of the windowed sliced layout (prunec_types.h PRUNEC_WSELL_ROWS): one NEON register
 WSELL_TABLE_BYTES = 64  # a window is what one four-register table lookup (AArch64 TBL) reaches: 64 bytes of x
-WSELL_SWAP_ROUNDS = 2  # passes of the row swaps (bsell_row_order) for its slices: most of the gain, a fraction of the time
+WSELL_SWAP_ROUNDS = 2  # passes of the row swaps (bsell_row_order) for its slices: most of the gain, less time
 
 
 def wsell_cols(value_bytes: int = 4) -> int:
@@ -378,31 +378,17 @@ def wsell_cols(value_bytes: int = 4) -> int:
 
 
 @dataclass
-class WSELL:
+class WSELL(_Slices):
     """The windowed sliced layout of a sparse fc matrix (docs/FORMAT.md "Windowed fc layers"; prunec_wsell_f32): the
-    rows in slices of 4 lanes (`perm`), each slice a run of steps; a step reads a window of wsell_cols consecutive
-    inputs and gives each lane one of them and one weight. Stored in the form the AArch64 kernel consumes: per slot
-    the window offset o as the value_bytes table-lookup bytes value_bytes*o .. value_bytes*o + value_bytes-1, and
-    the move from one window to the next in bytes of x."""
+    rows in slices of 4 lanes (`perm`: uint16 [slices * 4], pad 0), each slice a run of `steps` (uint32 [slices]);
+    a step reads a window of wsell_cols consecutive inputs and gives each lane one of them and one weight (`values`
+    [4 * sum(steps)], fillers 0). Stored in the form the AArch64 kernel consumes: `index` (uint8 [value_bytes * 4 *
+    sum(steps)]) holds per slot the table bytes value_bytes*o .. value_bytes*o + value_bytes-1 of its input at offset
+    o in the window, and the windows move in bytes of x."""
 
-    rows: int
-    cols: int
-    perm: np.ndarray  # uint16 [slices * 4]: the matrix row each lane holds; pad 0
-    steps: np.ndarray  # uint32 [slices]: steps of each slice
-    start: np.ndarray  # uint32 [slices]: the first column of the slice's first window (0 for a slice without steps)
-    advance: np.ndarray  # uint32 [sum(steps)]: bytes of x from this step's window to the next's (0 after a slice's last)
-    index: np.ndarray  # uint8 [value_bytes * 4 * sum(steps)]: per slot the table bytes of its input in the window
-    values: np.ndarray  # [4 * sum(steps)] of the matrix's dtype, fillers 0
-    nonzero: int
+    start: np.ndarray = None  # uint32 [slices]: the first column of each slice's first window (0 without steps)
+    advance: np.ndarray = None  # uint32 [sum(steps)]: bytes of x to the next window of the slice (0 after its last)
     value_bytes: int = 4
-
-    @property
-    def slots(self) -> int:
-        return int(self.values.shape[0])
-
-    @property
-    def fillers(self) -> int:
-        return self.slots - self.nonzero
 
     def bytes(self, value_bytes: int = 4) -> dict[str, int]:
         """Values and value_bytes table bytes per slot; as the layer's "pointers" the per-slice `steps`, `start` and
@@ -490,7 +476,8 @@ def encode_wsell(w: np.ndarray, value_bytes: int = 4, rounds: int = WSELL_SWAP_R
     values = np.asarray(vals, dtype=w.dtype).reshape(-1) if n else np.zeros(0, dtype=w.dtype)
     perm = np.zeros(slices * WSELL_ROWS, dtype=np.uint16)
     perm[:rows] = order
-    return WSELL(rows, cols, perm, steps, start, advance.astype(np.uint32), index, values, int(r_idx.size), value_bytes)
+    return WSELL(rows, cols, perm, steps, index, values, int(r_idx.size), start=start, advance=advance.astype(np.uint32),
+                 value_bytes=value_bytes)
 
 
 @dataclass
