@@ -343,3 +343,15 @@ def test_bench_arm_models_counts_both_layouts(tmp_path):
     assert auto["formats"] == {"fcs.0": "wsell", "fcs.1": "wsell"} and set(rcsr["formats"].values()) == {"rcsr"}
     assert 0 < auto["insns_per_inference"] < rcsr["insns_per_inference"]
     assert auto["weights_bytes"] > rcsr["weights_bytes"]
+
+
+@pytest.mark.parametrize("shape,density", [((300, 784), 0.08), ((17, 33), 0.5), ((5, 700), 0.01), ((64, 64), 1.0),
+                                           ((0, 16), 0.5), ((9, 3000), 0.002)])
+def test_min_steps_is_a_lower_bound(shape, density):
+    """build._wsell_or skips laying out a layer whose bound already exceeds the limits: the bound must never exceed
+    the encoder's steps (whatever row order it takes)."""
+    w = _layer(shape, density, 7 + shape[0])
+    low = encode.wsell_min_steps(w)
+    for rounds in (0, 2, 8):
+        assert low <= int(encode.encode_wsell(w, rounds=rounds).steps.sum())
+    assert low == sum(sorted(np.count_nonzero(w, axis=1).tolist(), reverse=True)[::4])

@@ -421,6 +421,14 @@ class WSELL(_Slices):
         return out
 
 
+def wsell_min_steps(w: np.ndarray) -> int:
+    """A lower bound on the steps of `w` in the windowed sliced layout, without laying it out: a slice takes at least
+    as many steps as its fullest row has nonzeros, and rows grouped by count (4 to a slice, most first) give the
+    smallest such sum of any grouping."""
+    n = np.sort(np.count_nonzero(_as_matrix(w), axis=1))[::-1]
+    return int(n[::WSELL_ROWS].sum())
+
+
 def encode_wsell(w: np.ndarray, value_bytes: int = 4, rounds: int = WSELL_SWAP_ROUNDS) -> WSELL:
     """`w` [rows, cols] (cols >= the window, wsell_cols) in the windowed sliced layout (WSELL). Rows ordered as
     bsell_row_order does it for 4-row slices and 16-column blocks; then per slice, greedily: the next window starts
