@@ -355,3 +355,17 @@ def test_min_steps_is_a_lower_bound(shape, density):
     for rounds in (0, 2, 8):
         assert low <= int(encode.encode_wsell(w, rounds=rounds).steps.sum())
     assert low == sum(sorted(np.count_nonzero(w, axis=1).tolist(), reverse=True)[::4])
+
+
+def test_cli_build_says_which_layers_trade_bytes_for_speed(tmp_path):
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    pt2, _, _ = _mlp_case(tmp_path, widths=(64, 20, 10), density=0.5)
+    r = CliRunner().invoke(main, ["build", str(pt2), "-t", "aarch64-neon", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "fcs.0, fcs.1: in the windowed sliced layout" in r.output and "--fc-layout rcsr" in r.output
+    r = CliRunner().invoke(main, ["build", str(pt2), "-t", "aarch64-neon", "--out", str(tmp_path / "b"),
+                                  "--fc-layout", "rcsr"])
+    assert r.exit_code == 0 and "sliced layout" not in r.output, r.output

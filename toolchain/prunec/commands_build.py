@@ -66,6 +66,12 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
         arena += (f" ({len(fused)} conv+pool fused; {r.manifest['plan']['arena_bytes_unfused']:,} unfused)")
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
                f"{weights_summary(t)}; {arena}, {t['macs']:,} MACs")
+    speed = {"bsell": "blocked", "wsell": "windowed"}  # layouts that trade bytes for speed (docs/FORMAT.md)
+    fast = [l for l in r.manifest["layers"] if l.get("format") in speed]
+    if fast:
+        kinds = " and ".join(sorted({speed[l["format"]] for l in fast}))
+        click.echo(f"  {', '.join(l['name'] for l in fast)}: in the {kinds} sliced layout, faster on this target for "
+                   f"more bytes than relative-indexed CSR; `--fc-layout rcsr` stores the fewest bytes")
     size = r.manifest.get("size") or {}
     if size.get("measured") is False:  # a firmware target whose toolchain is missing: only the estimate was checked
         click.echo(f"prunec: warning: lib{r.manifest['name']}.a was not compiled, so its flash and RAM were not measured "
