@@ -281,9 +281,45 @@ static int run_case(const char *name, fc_fn f, const prunec_wsell_f32 *w, const 
   if (bad) printf("FAIL %s: guard words overwritten\\n", name);
   return bad;
 }
+/* special values: the kernel's outputs NaN exactly where the portable kernel's are, infinities equal */
+static float ys[64], yp[64];
+static int special(const char *name, fc_fn f, fc_fn port, const prunec_wsell_f32 *w, const float *bias,
+                   const float *x, unsigned rows, float lo, float hi) {
+  unsigned i;
+  f(w, bias, x, ys, lo, hi);
+  port(w, bias, x, yp, lo, hi);
+  for (i = 0; i < rows; i++) {
+    const int ok = isnan(yp[i]) ? isnan(ys[i]) : isinf(yp[i]) ? ys[i] == yp[i]
+                 : !isnan(ys[i]) && fabsf(ys[i] - yp[i]) <= 1e-4f * (1.0f + fabsf(yp[i]));
+    if (!ok) {
+      printf("FAIL %s special row %u: %g, portable %g\\n", name, i, (double)ys[i], (double)yp[i]);
+      return 1;
+    }
+  }
+  return 0;
+}
 int main(void) {
   int fails = 0;
 """)
+    # special values (the first kernel against the portable one): x holds NaN, +inf and -inf, a bias NaN
+    w = _layer((19, 45), 0.4, 77)
+    w[3, :] = 0.0
+    w[5, [7, 30]] = [0.5, -0.25]
+    ws = encode.encode_wsell(w)
+    x = np.random.default_rng(13).standard_normal(45).astype(np.float32)
+    x[7], x[30], x[44] = np.inf, -np.inf, np.nan
+    bias = np.random.default_rng(14).standard_normal(19).astype(np.float32)
+    bias[11] = np.nan
+    for ctype, nm, a in (("uint16_t", "perm", ws.perm), ("uint32_t", "steps", ws.steps), ("uint32_t", "start", ws.start),
+                         ("uint32_t", "advance", ws.advance), ("uint8_t", "index", ws.index),
+                         ("float", "values", ws.values), ("float", "bias", bias), ("float", "x", x)):
+        src.append(_c_array(ctype, "sp_" + nm, a))
+    src.append("static const prunec_wsell_f32 sp_w = {19u, 45u, sp_perm, sp_steps, sp_start, sp_advance, sp_index, "
+               "sp_values};\n")
+    if len(kernels) > 1 and kernels[-1].endswith("__portable"):
+        for lo, hi in ACTS:
+            calls.append(f"  fails += special(\"{kernels[0]}\", {kernels[0]}, {kernels[-1]}, &sp_w, sp_bias, sp_x, 19u, "
+                         f"{_c_float(lo)}, {_c_float(hi)});\n")
     src += calls
     src.append('  printf("wsell edge cases: %d failures\\n", fails);\n  return fails;\n}\n')
     path.write_text("".join(src))
