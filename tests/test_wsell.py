@@ -61,7 +61,7 @@ def test_encoder_round_trip_and_invariants(shape, density):
             c = cols_of[t]
             assert ((c >= base) & (c < base + 16)).all()
             adv = int(ws.advance[t])
-            assert adv % 4 == 0 and (adv == 0) == (j == k - 1 or adv == 0)  # bytes of fp32 inputs
+            assert adv % 4 == 0 and (j < k - 1 or adv == 0)  # bytes of fp32 inputs; 0 after the slice's last step
             base += adv // 4
             t += 1
         if k:  # lanes take their nonzeros in column order
