@@ -6,8 +6,9 @@ taken from the current directory), plots in docs/img/.
         [--pruned lenet300=P.pt,lenet5=Q.pt --dense lenet300=B.pt,lenet5=C.pt]
 
 Without --pruned, LeNet-300-100 and LeNet-5 are trained and pruned first (`prunec train` + `prunec prune` to
-the paper's densities, a few epochs) into OUT/models/. `slow` runs the tests marked slow (`pytest -m slow`: longer
-sweeps and full-size builds kept out of `make test`). Each step runs pinned to one core and, when run as
+the paper's densities, a few epochs) into OUT/models/. `arm` counts instructions under QEMU: the kernels per
+layer (bench_arm.py) and the whole pruned networks on AArch64 per fc layout (bench_arm_models.py). `slow` runs the
+tests marked slow (`pytest -m slow`: longer sweeps and full-size builds kept out of `make test`). Each step runs pinned to one core and, when run as
 root, at nice -15 so that other work on a shared machine preempts the timing loops less often.
 """
 from __future__ import annotations
@@ -78,7 +79,7 @@ def main(argv=None):
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     pruned, dense = a.pruned, a.dense
-    if not pruned and ({"models", "size", "fuse"} & set(steps)):
+    if not pruned and ({"models", "size", "fuse", "arm"} & set(steps)):
         pruned, dense = models(out)
     if "layers" in steps:
         run([PY, HERE / "bench_layers.py", "--reps", a.reps, "--json", out / "layers.json"], out / "layers.txt")
@@ -94,6 +95,10 @@ def main(argv=None):
         run([PY, HERE / "bench_fuse.py", "--model", f"lenet5={l5}", "--json", out / "fuse.json"], out / "fuse.txt")
     if "arm" in steps:
         run([PY, HERE / "bench_arm.py", "--json", out / "arm.json"], out / "arm.txt")
+        # whole pruned networks on AArch64, each fc layout the build offers there (verified under QEMU, then counted)
+        run([PY, HERE / "bench_arm_models.py", *[a for m in pruned.split(",") if m for a in ("--model", m)],
+             "--targets", "aarch64-neon", "--layouts", "auto,rcsr", "--json", out / "arm_models.json"],
+            out / "arm_models.txt")
     if "plots" in steps:
         run([PY, HERE / "plots.py", "--in", out, "--out", ROOT / "docs" / "img"])
     if "slow" in steps:
