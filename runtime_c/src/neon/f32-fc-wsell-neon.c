@@ -4,9 +4,9 @@
  *
  * A slice's 4 rows are the 4 lanes of an accumulator. Per step: one LD1 of the 64-byte window into four registers,
  * its pointer post-incremented by the step's advance; one TBL whose 16 index bytes pick each lane's float out of
- * the window; one FMLA with the step's 4 weights. Indices and weights come two steps per LDP, advances two per LDP,
- * so the main loop, four steps per pass into four accumulators (the FMA latency), is 20 instructions: 5 per step
- * of 4 slots, no per-entry address arithmetic and no gather. The relative-indexed CSR kernel takes ~3 per nonzero
+ * the window; one FMLA with the step's 4 weights. Indices, weights and advances come two steps per LDP
+ * (PRUNEC_WSELL_PAIR), so the main loop, four steps per pass into four accumulators (the FMA latency), is 20
+ * instructions: 5 per step of 4 slots, no per-entry address arithmetic and no gather. The relative-indexed CSR kernel takes ~3 per nonzero
  * here; at LeNet densities the layout holds ~1.4-1.6 slots per nonzero, so ~1.8-2 instructions per nonzero
  * (docs/BENCHMARKS.md "Windowed fc layers on AArch64"). A full slice's sum gets its 4 biases by lane loads, one
  * vector clamp (prunec_neon_clamp: the portable kernels' NaN and -0.0 behaviour) and 4 lane stores to y[perm[...]];
@@ -33,6 +33,15 @@
 #define PRUNEC_WSELL_T0 "v16.16b, v17.16b, v18.16b, v19.16b"
 #define PRUNEC_WSELL_T1 "v20.16b, v21.16b, v22.16b, v23.16b"
 
+/* two steps into accumulators CA, CB: their advances into AA, AB, their indices into vI0, vI1 and their weights into
+ * vV0, vV1 (one LDP each), then the two steps */
+#define PRUNEC_WSELL_PAIR(CA, CB, AA, AB, I0, I1, V0, V1)                   \
+  "ldp %w[" AA "], %w[" AB "], [%[ap]], #8\n\t"                              \
+  "ldp q" I0 ", q" I1 ", [%[ip]], #32\n\t"                                  \
+  "ldp q" V0 ", q" V1 ", [%[vp]], #32\n\t"                                  \
+  PRUNEC_WSELL_STEP(CA, PRUNEC_WSELL_T0, "v" I0, "v" V0, "%[" AA "]")       \
+  PRUNEC_WSELL_STEP(CB, PRUNEC_WSELL_T1, "v" I1, "v" V1, "%[" AB "]")
+
 void prunec_f32_fc_wsell__neon(const prunec_wsell_f32 *w, const float *bias, const float *x, float *y,
                                float out_min, float out_max) {
   const uint32_t slices = (w->rows + PRUNEC_WSELL_ROWS - 1u) / PRUNEC_WSELL_ROWS;
@@ -53,25 +62,13 @@ void prunec_f32_fc_wsell__neon(const prunec_wsell_f32 *w, const float *bias, con
     __asm__ __volatile__(
         "cbz %[q], 2f\n"
         "1:\n\t"
-        "ldp %w[a0], %w[a1], [%[ap]], #8\n\t"
-        "ldp %w[a2], %w[a3], [%[ap]], #8\n\t"
-        "ldp q0, q1, [%[ip]], #32\n\t"
-        "ldp q4, q5, [%[vp]], #32\n\t"
-        PRUNEC_WSELL_STEP("c0", PRUNEC_WSELL_T0, "v0", "v4", "%[a0]")
-        PRUNEC_WSELL_STEP("c1", PRUNEC_WSELL_T1, "v1", "v5", "%[a1]")
-        "ldp q2, q3, [%[ip]], #32\n\t"
-        "ldp q6, q7, [%[vp]], #32\n\t"
-        PRUNEC_WSELL_STEP("c2", PRUNEC_WSELL_T0, "v2", "v6", "%[a2]")
-        PRUNEC_WSELL_STEP("c3", PRUNEC_WSELL_T1, "v3", "v7", "%[a3]")
+        PRUNEC_WSELL_PAIR("c0", "c1", "a0", "a1", "0", "1", "4", "5")
+        PRUNEC_WSELL_PAIR("c2", "c3", "a2", "a3", "2", "3", "6", "7")
         "subs %[q], %[q], #1\n\t"
         "b.ne 1b\n"
         "2:\n\t"
         "tbz %w[k], #1, 3f\n\t"
-        "ldp %w[a0], %w[a1], [%[ap]], #8\n\t"
-        "ldp q0, q1, [%[ip]], #32\n\t"
-        "ldp q4, q5, [%[vp]], #32\n\t"
-        PRUNEC_WSELL_STEP("c0", PRUNEC_WSELL_T0, "v0", "v4", "%[a0]")
-        PRUNEC_WSELL_STEP("c1", PRUNEC_WSELL_T1, "v1", "v5", "%[a1]")
+        PRUNEC_WSELL_PAIR("c0", "c1", "a0", "a1", "0", "1", "4", "5")
         "3:\n\t"
         "tbz %w[k], #0, 4f\n\t"
         "ldr %w[a0], [%[ap]], #4\n\t"
