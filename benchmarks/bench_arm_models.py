@@ -21,6 +21,7 @@ sys.path.insert(0, str(HERE.parent / "toolchain"))
 
 import bench_arm  # noqa: E402
 import bench_fuse  # noqa: E402
+import harness  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     from prunec.build import FC_LAYOUTS, build
     from prunec.verify import verify
 
-    models = dict(m.split("=", 1) for m in a.model)
+    models = harness.key_paths(ap, "--model", ",".join(a.model))
     layouts = [s for s in a.layouts.split(",") if s]
     bad = [s for s in layouts if s not in FC_LAYOUTS]
     if bad:

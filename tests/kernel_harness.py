@@ -483,18 +483,24 @@ def fc_cases(bits: tuple[int | None, ...] = (None,)) -> list[FcCase]:
     return out
 
 
+def _sliced_cases(shapes, seed: int, far: bool = True) -> list[FcCase]:
+    """The sliced layouts' extra fc cases: `shapes` (rows, cols, density) with activations and bias cycling, seeds
+    seed + i; then empty rows (relu), an all-zero layer and, with `far`, one gap beyond 2^16 (seeds seed + 20..22)."""
+    out = [FcCase(r, c, density=d, act=ACT_NAMES[i % 3], bias=i % 4 != 3, seed=seed + i)
+           for i, (r, c, d) in enumerate(shapes)]
+    out.append(FcCase(37, 70, pattern="empty_rows", act="relu", seed=seed + 20))
+    out.append(FcCase(18, 40, pattern="zero", seed=seed + 21))
+    if far:
+        out.append(FcCase(2, 70000, pattern="far", seed=seed + 22))
+    return out
+
+
 def bsell_cases() -> list[FcCase]:
     """Shapes for the blocked sliced layout: rows around multiples of 16 (slices), columns around multiples of 32
     (blocks; the last block's inputs are loaded masked), blocks holding 0 to 32 entries of a row (odd and even
     step counts), empty rows and all-zero slices."""
-    out = []
-    shapes = [(15, 31, 0.3), (16, 32, 1.0), (17, 33, 0.5), (31, 63, 0.2), (33, 65, 0.9), (48, 96, 0.05),
-              (5, 200, 0.6), (40, 7, 0.8), (300, 784, 0.07), (20, 1000, 0.01)]
-    for i, (r, c, d) in enumerate(shapes):
-        out.append(FcCase(r, c, density=d, act=ACT_NAMES[i % 3], bias=i % 4 != 3, seed=100 + i))
-    out.append(FcCase(37, 70, pattern="empty_rows", act="relu", seed=120))
-    out.append(FcCase(18, 40, pattern="zero", seed=121))
-    return out
+    return _sliced_cases([(15, 31, 0.3), (16, 32, 1.0), (17, 33, 0.5), (31, 63, 0.2), (33, 65, 0.9), (48, 96, 0.05),
+                          (5, 200, 0.6), (40, 7, 0.8), (300, 784, 0.07), (20, 1000, 0.01)], 100, far=False)
 
 
 def rsell_cases() -> list[FcCase]:
@@ -502,15 +508,9 @@ def rsell_cases() -> list[FcCase]:
     step counts around multiples of 4 (the AVX-512 kernel's unrolling), rows of very different lengths in one slice
     (fillers at the lowest free columns), gaps over 256 (fillers inside a row), rows as long as the matrix is wide,
     empty rows and all-zero slices."""
-    out = []
-    shapes = [(15, 31, 0.3), (16, 32, 1.0), (17, 33, 0.5), (31, 63, 0.2), (33, 65, 0.9), (48, 96, 0.05),
-              (5, 200, 0.6), (40, 7, 0.8), (300, 784, 0.07), (20, 1000, 0.01), (64, 3000, 0.004), (16, 4, 1.0)]
-    for i, (r, c, d) in enumerate(shapes):
-        out.append(FcCase(r, c, density=d, act=ACT_NAMES[i % 3], bias=i % 4 != 3, seed=200 + i))
-    out.append(FcCase(37, 70, pattern="empty_rows", act="relu", seed=220))
-    out.append(FcCase(18, 40, pattern="zero", seed=221))
-    out.append(FcCase(2, 70000, pattern="far", seed=222))
-    return out
+    return _sliced_cases([(15, 31, 0.3), (16, 32, 1.0), (17, 33, 0.5), (31, 63, 0.2), (33, 65, 0.9), (48, 96, 0.05),
+                          (5, 200, 0.6), (40, 7, 0.8), (300, 784, 0.07), (20, 1000, 0.01), (64, 3000, 0.004),
+                          (16, 4, 1.0)], 200)
 
 
 def wsell_cases() -> list[FcCase]:
@@ -518,15 +518,9 @@ def wsell_cases() -> list[FcCase]:
     them, plus rows around multiples of 4 (slices; lanes past the last row), step counts 0..9 per slice (the NEON
     kernel takes 4, 2 and 1 at a time), windows at both ends of x, long gaps between windows, empty rows and all-zero
     slices."""
-    out = [c for c in fc_cases() if c.cols >= 16]
-    shapes = [(3, 16, 1.0), (4, 17, 0.9), (5, 40, 0.5), (7, 64, 0.3), (8, 100, 0.1), (9, 21, 1.0), (30, 784, 0.08),
-              (33, 70, 0.25), (13, 5000, 0.002)]
-    for i, (r, c, d) in enumerate(shapes):
-        out.append(FcCase(r, c, density=d, act=ACT_NAMES[i % 3], bias=i % 4 != 3, seed=400 + i))
-    out.append(FcCase(37, 70, pattern="empty_rows", act="relu", seed=420))
-    out.append(FcCase(18, 40, pattern="zero", seed=421))
-    out.append(FcCase(2, 70000, pattern="far", seed=422))
-    return out
+    return [c for c in fc_cases() if c.cols >= 16] + _sliced_cases(
+        [(3, 16, 1.0), (4, 17, 0.9), (5, 40, 0.5), (7, 64, 0.3), (8, 100, 0.1), (9, 21, 1.0), (30, 784, 0.08),
+         (33, 70, 0.25), (13, 5000, 0.002)], 400)
 
 
 def conv_cases(bits: tuple[int | None, ...] = (None,)) -> list[ConvCase]:
