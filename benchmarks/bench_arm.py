@@ -104,10 +104,10 @@ def layer_header(w, bias, sparse: bool, bits=FAST_INDEX_BITS, row_align: int = 1
     return "\n".join(lines) + "\n"
 
 
-def wsell_header(w, bias) -> str:
-    """The layer in the windowed sliced layout (docs/FORMAT.md "Windowed fc layers"), as `prunec build` stores it."""
-    rows, cols = w.shape
-    ws = encode_wsell(w)
+def wsell_header(ws, bias) -> str:
+    """Layout `ws` (encode_wsell of the layer, as `prunec build` stores it; docs/FORMAT.md "Windowed fc layers") as C
+    arrays."""
+    rows, cols = ws.rows, ws.cols
 
     def arr(ctype, name, a):
         a = np.asarray(a).ravel()
@@ -248,8 +248,9 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                     for k in ks[op]:
                         res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
                 if wsell_limit(t, "auto") and w.shape[1] >= wsell_cols():  # the windowed layout where builds use it
-                    hdr = wsell_header(w, bias)
-                    res["wsell_slots"] = int(encode_wsell(w).slots)
+                    ws = encode_wsell(w)
+                    hdr = wsell_header(ws, bias)
+                    res["wsell_slots"] = int(ws.slots)
                     for k in ks["fc_wsell"]:
                         if k.isa != "portable":
                             res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
