@@ -167,7 +167,7 @@ def test_auto_keeps_csr_where_the_window_holds_too_many_fillers(tmp_path):
     assert forced["nonzero"] + forced["fillers"] > B.WSELL_MAX_SLOTS_PER_NONZERO * forced["nonzero"]
 
 
-def test_bad_target_value_is_refused_before_anything_is_written(tmp_path):
+def test_bad_target_value_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     pt2, _, _ = _mlp_case(tmp_path, widths=(64, 10), density=0.5)
     bad = tmp_path / "t.toml"
     bad.write_text('name = "t"\nisa = ["neon", "portable"]\ncc = "cc"\nfc_wsell_max_bytes = "1 MiB"\n')
@@ -175,6 +175,15 @@ def test_bad_target_value_is_refused_before_anything_is_written(tmp_path):
         B.wsell_limit(targets._load(bad), "auto")
     with pytest.raises(PrunecError, match="--fc-layout 'tbl'"):
         B.wsell_limit(targets.get("aarch64-neon"), "tbl")
+    # a user's target file with the bad value: the build names it and leaves no output folder
+    d = tmp_path / "targets"
+    d.mkdir()
+    text = (targets.targets_dir() / "aarch64-neon.toml").read_text().replace('name = "aarch64-neon"', 'name = "a64-bad"')
+    (d / "a64-bad.toml").write_text('fc_wsell_max_bytes = -1\n' + text.replace("fc_wsell_max_bytes = 1048576\n", ""))
+    monkeypatch.setenv(targets.TARGETS_ENV, str(d))
+    with pytest.raises(PrunecError, match="fc_wsell_max_bytes must be a whole number of bytes >= 0"):
+        B.build(pt2, "a64-bad", tmp_path / "out", name="mlp")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_fc_layout_wsell(tmp_path):
