@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parent / "toolchain"))
 import harness  # noqa: E402
 import workloads  # noqa: E402
 from prunec.build import wsell_limit  # noqa: E402
-from prunec.encode import FAST_INDEX_BITS, choose_encoding, encode_wsell, wsell_cols  # noqa: E402
+from prunec.encode import FAST_INDEX_BITS, choose_encoding, encode_acsr, encode_wsell, wsell_cols  # noqa: E402
 
 DYNAMIC_QEMU = {"aarch64-neon": "qemu-aarch64", "armv7a-neon": "qemu-arm"}
 CPU = {"aarch64-neon": "cortex-a53", "armv7a-neon": "cortex-a7"}
@@ -123,6 +123,21 @@ def wsell_header(ws, bias) -> str:
     return "\n".join(lines) + "\n"
 
 
+def acsr_header(a, bias) -> str:
+    """Absolute-indexed CSR `a` (encode_acsr of the layer, as `prunec build --fc-layout acsr` stores it; docs/FORMAT.md
+    "Absolute-indexed fc layers") as C arrays."""
+    def arr(ctype, name, v):
+        v = np.asarray(v).ravel()
+        body = _c_floats(v) if ctype == "float" else ",".join(map(str, v.tolist()))
+        return f"static const {ctype} {name}[{max(1, v.size)}] = {{{body or '0'}}};"
+    lines = [f"#define ROWS {a.rows}", f"#define COLS {a.cols}", "#define ACSR 1",
+             f"static const float bias_data[{a.rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data",
+             arr("float", "values_data", a.values), arr("uint32_t", "columns_data", a.columns),
+             arr("uint32_t", "row_ptr_data", a.row_ptr),
+             "#define VALUES values_data", "#define COLUMNS columns_data", "#define ROW_PTR row_ptr_data"]
+    return "\n".join(lines) + "\n"
+
+
 def conv_header(layer, w, bias, sparse: bool, bits=FAST_INDEX_BITS) -> str:
     c = layer.conv
     head = [f"#define IN_C {c.in_c}", f"#define IN_H {c.in_hw}", f"#define IN_W {c.in_hw}", f"#define OUT_C {c.out_c}",
@@ -135,7 +150,7 @@ def conv_header(layer, w, bias, sparse: bool, bits=FAST_INDEX_BITS) -> str:
 def kernels_for(target) -> dict[str, list]:
     ks = harness.registry()
     return {op: [k for k in ks if k.op == op and k.isa in target.isa and (harness.RUNTIME / k.source).exists()]
-            for op in ("fc_rcsr", "fc_rcsc", "fc_dense", "fc_wsell", "conv2d_rcsr", "conv2d_dense")}
+            for op in ("fc_rcsr", "fc_rcsc", "fc_dense", "fc_wsell", "fc_acsr", "conv2d_rcsr", "conv2d_dense")}
 
 
 def compile_prog(target, kernel, header: str, iters: int, work: Path, tag: str) -> Path:
@@ -254,10 +269,24 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                     for k in ks["fc_wsell"]:
                         if k.isa != "portable":
                             res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
+                acsr_ks = [k for k in ks["fc_acsr"] if k.isa != "portable"]
+                if acsr_ks:  # absolute-indexed CSR where an ISA kernel runs it (builds with --fc-layout acsr)
+                    a = encode_acsr(w)
+                    hdr = acsr_header(a, bias)
+                    res["acsr_entries"] = a.entries
+                    for k in acsr_ks:
+                        res["counts"][k.name] = per_inference(t, k, hdr, work, plugin, f"{tname}-{key}-{d}-{k.name}")
                 dense = min(v for n, v in res["counts"].items() if "_dense__" in n)
+                # ratio: the layouts a default build (--fc-layout auto) uses; acsr_ratio: --fc-layout acsr
                 sparse = min(v for n, v in res["counts"].items() if "_rcsr__" in n or "_wsell__" in n)
                 res.update(best_dense=dense, best_sparse=sparse, ratio=sparse / dense, goal=3 * d,
                            dense_per_mac=dense / w.size, sparse_per_nnz=sparse / max(nnz, 1))
+                acsr = ""
+                if acsr_ks:
+                    best = min(res["counts"][k.name] for k in acsr_ks)
+                    res.update(best_acsr=best, acsr_ratio=best / dense, acsr_per_nnz=best / max(nnz, 1))
+                    acsr = (f"  --fc-layout acsr {best:9.0f} ({best / max(nnz, 1):.2f}/nz) ratio {best / dense:.3f} "
+                            f"{'met' if best / dense <= 3 * d else 'MISSED'}")
                 skip = ""
                 if X_ZEROS:
                     cs = min(v for n, v in res["counts"].items() if "_rcsc__" in n)
@@ -265,7 +294,7 @@ def run(targets, layers, work: Path, plugin: Path, densities=None):
                     skip = f"  zero-skipping {cs:9.0f} (ratio {cs / dense:.3f}, {cs / sparse:.2f}x the row kernel's)"
                 print(f"{tname:13s} {key:14s} d={d:5.0%}  dense {dense:10.0f} ({dense / w.size:.2f}/MAC)  sparse "
                       f"{sparse:9.0f} ({sparse / max(nnz, 1):.2f}/nz)  ratio {sparse / dense:.3f}  goal <= {3 * d:.3f}  "
-                      f"{'met' if sparse / dense <= 3 * d else 'MISSED'}{skip}   "
+                      f"{'met' if sparse / dense <= 3 * d else 'MISSED'}{acsr}{skip}   "
                       + "  ".join(f"{n.split('__')[0].replace('prunec_f32_', '')}[{n.split('__')[1]}]={v:.0f}"
                                   for n, v in res["counts"].items()), flush=True)
                 rows.append(res)

@@ -74,6 +74,9 @@ typedef struct prunec_wsell_f32 {
   uint32_t rows; uint32_t cols; const uint16_t *perm; const uint32_t *steps; const uint32_t *start;
   const uint32_t *advance; const uint8_t *index; const float *values;
 } prunec_wsell_f32;
+typedef struct prunec_acsr_f32 {
+  uint32_t rows; uint32_t cols; const float *values; const uint32_t *columns; const uint32_t *row_ptr;
+} prunec_acsr_f32;
 typedef struct prunec_conv2d_params {
   uint32_t in_c, in_h, in_w; uint32_t out_c, out_h, out_w; uint32_t kh, kw;
   uint32_t stride_h, stride_w; uint32_t pad_h, pad_w; uint32_t dil_h, dil_w; uint32_t groups;
@@ -92,6 +95,7 @@ SIGNATURES = {
     "fc_bsell": "void {}(const prunec_bsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_rsell": "void {}(const prunec_rsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "fc_wsell": "void {}(const prunec_wsell_f32 *w, const float *bias, const float *x, float *y, float, float);",
+    "fc_acsr": "void {}(const prunec_acsr_f32 *w, const float *bias, const float *x, float *y, float, float);",
     "conv2d_rcsr": "void {}(const prunec_conv2d_params *p, const prunec_rcsr_f32 *w, const float *bias, "
                    "const float *x, float *y, float, float);",
     "conv2d_dense": "void {}(const prunec_conv2d_params *p, const prunec_dense_f32 *w, const float *bias, "
@@ -523,6 +527,14 @@ def wsell_cases() -> list[FcCase]:
          (33, 70, 0.25), (13, 5000, 0.002)], 400)
 
 
+def acsr_cases() -> list[FcCase]:
+    """Shapes for absolute-indexed CSR: the dense kernels' shapes, plus rows of 0 to 17 entries (a group of 4 and 0, 1
+    or 2 groups of 8 in the Cortex-M kernel; fillers after 1, 2 or 3 nonzeros), rows as long as the matrix is wide,
+    columns beyond 2^16, empty rows and all-zero layers."""
+    return fc_cases() + _sliced_cases([(18, 17, 0.5), (40, 12, 0.3), (16, 8, 1.0), (9, 9, 1.0), (300, 784, 0.08),
+                                       (100, 300, 0.09), (10, 500, 0.19), (3, 70000, 0.0003)], 500)
+
+
 def conv_cases(bits: tuple[int | None, ...] = (None,)) -> list[ConvCase]:
     """Edge geometries for conv2d kernels, once per entry of `bits` (None: dense)."""
     out: list[ConvCase] = []
@@ -714,6 +726,8 @@ def cases_for(op: str) -> list:
         return fc_cases() + rsell_cases()
     if op == "fc_wsell":  # layers of at least one window (16 inputs)
         return wsell_cases()
+    if op == "fc_acsr":  # no index width: rows of every length modulo 8
+        return acsr_cases()
     if op == "fc_rcsc":  # the column-major kernels: inputs with no, some and only zeros
         return [FcCase(**{**c.__dict__, "x_zeros": (0.0, 0.6, 1.0)[i % 3]}) for i, c in enumerate(fc_cases(CASE_BITS))]
     if op == "conv2d_rcsr":
@@ -806,6 +820,17 @@ def wsell_struct(ffi, keep: _Keep, ws: encode.WSELL):
     return s
 
 
+def acsr_struct(ffi, keep: _Keep, a: encode.ACSR):
+    """Absolute-indexed CSR as C sees it; each array a private copy of exactly its size."""
+    s = ffi.new("prunec_acsr_f32 *", {
+        "rows": a.rows, "cols": a.cols,
+        "values": keep.buf(ffi, "float[]", np.ascontiguousarray(a.values, dtype=np.float32).copy()),
+        "columns": keep.buf(ffi, "uint32_t[]", np.ascontiguousarray(a.columns, dtype=np.uint32).copy()),
+        "row_ptr": keep.buf(ffi, "uint32_t[]", np.ascontiguousarray(a.row_ptr, dtype=np.uint32).copy())})
+    keep.items.append(s)
+    return s
+
+
 def dense_struct(ffi, keep: _Keep, w: np.ndarray):
     m = np.ascontiguousarray(w.reshape(w.shape[0], -1), dtype=np.float32)
     s = ffi.new("prunec_dense_f32 *", {"rows": m.shape[0], "cols": m.shape[1],
@@ -855,6 +880,8 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
             ws = sliced_struct(ffi, keep, encode.encode_rsell(w), "rsell")
         elif _op_of(kernel) == "fc_wsell":  # the windowed sliced layout
             ws = wsell_struct(ffi, keep, encode.encode_wsell(w))
+        elif _op_of(kernel) == "fc_acsr":  # absolute-indexed CSR
+            ws = acsr_struct(ffi, keep, encode.encode_acsr(w))
         elif _op_of(kernel) == "fc_rcsc":  # stored column by column: the relative-indexed CSR of W^T
             ws = rcsr_struct(ffi, keep, encode.encode_rcsr(np.ascontiguousarray(w.T), case.bits))
         else:

@@ -71,7 +71,7 @@ def _assert_passed(rc: int, out: str, isas: tuple[str, ...]):
     assert rc == 0 and re.search(r"kernel_tester: \d+ kernel runs, 0 failures", out), out[-4000:]
     runs = _runs(out)
     for k in runtime.kernels():
-        if k.isa in isas and k.op in ("fc_rcsr", "fc_rcsc", "conv2d_rcsr", "fc_dense", "conv2d_dense"):
+        if k.isa in isas and k.op in ("fc_rcsr", "fc_rcsc", "conv2d_rcsr", "fc_dense", "conv2d_dense", "fc_acsr"):
             assert runs.get(k.name, 0) > 0, f"{k.name} did not run:\n{out[-3000:]}"
 
 

@@ -3,7 +3,8 @@
  * Built twice (ITERS = 0 and ITERS = N); the difference over N is the count per inference, start-up excluded.
  * layer_data.h (generated) defines ROWS, COLS and, under SPARSE, the relative-indexed CSR arrays of STORE_ROWS x
  * STORE_COLS (W, or W^T for a column-major kernel) (else the dense matrix) and BIAS; KERNEL is the kernel's name.
- * Under WSELL, the windowed sliced layout's arrays instead (PERM, STEPS, START, ADVANCE, INDEX, VALUES).
+ * Under WSELL, the windowed sliced layout's arrays instead (PERM, STEPS, START, ADVANCE, INDEX, VALUES); under ACSR,
+ * absolute-indexed CSR's (VALUES, COLUMNS, ROW_PTR).
  * X_ZEROS_PERMILLE (default 0): that share of the inputs, in thousandths, is zero (a ReLU's output), spread
  * evenly; the calls' dependency chain never makes one of them nonzero.
  */
@@ -28,6 +29,8 @@ int main(void) {
   int i;
 #if defined(WSELL) /* the windowed sliced layout (docs/FORMAT.md "Windowed fc layers") */
   static const prunec_wsell_f32 w = {ROWS, COLS, PERM, STEPS, START, ADVANCE, INDEX, VALUES};
+#elif defined(ACSR) /* absolute-indexed CSR (docs/FORMAT.md "Absolute-indexed fc layers") */
+  static const prunec_acsr_f32 w = {ROWS, COLS, VALUES, COLUMNS, ROW_PTR};
 #elif defined(SPARSE)
   static const prunec_rcsr_f32 w = {STORE_ROWS, STORE_COLS, INDEX_BITS, VALUES, INDEX, ROW_PTR};
 #else

@@ -68,6 +68,10 @@ extern "C" {
 #define PRUNEC_DECLARE_FC_WSELL(isa) \
   void prunec_f32_fc_wsell__##isa(const prunec_wsell_f32 *w, const float *bias, const float *x, float *y, \
                                   float out_min, float out_max);
+/* Absolute-indexed CSR (prunec_acsr_f32, docs/FORMAT.md "Absolute-indexed fc layers"). */
+#define PRUNEC_DECLARE_FC_ACSR(isa) \
+  void prunec_f32_fc_acsr__##isa(const prunec_acsr_f32 *w, const float *bias, const float *x, float *y, \
+                                 float out_min, float out_max);
 /* The relative-indexed sliced layout (prunec_rsell_f32, docs/FORMAT.md "Sliced fc layers"). */
 #define PRUNEC_DECLARE_FC_RSELL(isa) \
   void prunec_f32_fc_rsell__##isa(const prunec_rsell_f32 *w, const float *bias, const float *x, float *y, \
@@ -121,6 +125,7 @@ PRUNEC_DECLARE_FC_DENSE(portable)
 PRUNEC_DECLARE_FC_BSELL(portable)
 PRUNEC_DECLARE_FC_RSELL(portable)
 PRUNEC_DECLARE_FC_WSELL(portable)
+PRUNEC_DECLARE_FC_ACSR(portable)
 PRUNEC_DECLARE_CONV2D_RCSR(portable)
 PRUNEC_DECLARE_CONV2D_DENSE(portable)
 PRUNEC_DECLARE_CONV2D_RCSR_MAXPOOL2D(portable)
@@ -161,6 +166,7 @@ PRUNEC_DECLARE_FC_RSELL(avx2)
 PRUNEC_DECLARE_FC_WSELL(neon)
 PRUNEC_DECLARE_FC_DENSE(neon)
 PRUNEC_DECLARE_FC_DENSE(cortexm)
+PRUNEC_DECLARE_FC_ACSR(cortexm)
 PRUNEC_DECLARE_FC_DENSE(mve)
 PRUNEC_DECLARE_CONV2D_DENSE(neon)
 PRUNEC_DECLARE_CONV2D_DENSE(cortexm)

@@ -95,6 +95,22 @@ typedef struct prunec_wsell_f32 {
   const float *values;      /* [4 * sum of steps] weights, fillers 0.0f */
 } prunec_wsell_f32;
 
+/* Absolute-indexed CSR of a sparse fc matrix (docs/FORMAT.md "Absolute-indexed fc layers", Cortex-M): rows as in
+ * relative-indexed CSR (row r owns entries row_ptr[r] .. row_ptr[r+1]-1), but entry e stores its column itself,
+ * columns[e], as a uint32, and every row holds a multiple of PRUNEC_ACSR_GROUP = 4 entries: a row with a nonzero count
+ * not a multiple of 4 ends with fillers (value 0, the column of the row's last nonzero); a row without nonzeros holds
+ * none. 8 bytes per fp32 nonzero instead of ~5, for one multiple-register load of 4 or 8 columns and one load of x per
+ * entry: no code to extract and add (Cortex-M4: ~3 instructions per entry against ~4.4; docs/BENCHMARKS.md
+ * "Absolute-indexed fc layers on Cortex-M"). Used where instructions, not flash, decide: `--fc-layout acsr`. */
+#define PRUNEC_ACSR_GROUP 4u
+typedef struct prunec_acsr_f32 {
+  uint32_t rows;
+  uint32_t cols;
+  const float *values;      /* [row_ptr[rows]] weights, fillers 0.0f */
+  const uint32_t *columns;  /* [row_ptr[rows]] the column of each entry */
+  const uint32_t *row_ptr;  /* [rows + 1], every row_ptr[r + 1] - row_ptr[r] a multiple of 4 */
+} prunec_acsr_f32;
+
 typedef struct prunec_dense_f32 {
   uint32_t rows;
   uint32_t cols;

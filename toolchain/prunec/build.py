@@ -20,7 +20,7 @@ from . import codegen, frontend, fuse, plan as planner, runtime
 from . import targets as targets_mod
 from .atomic import atomic_dir
 from .checkpoint import sha256 as sha256_file
-from .encode import (BSELL_MAX_ROWS, WSELL_ROWS, Encoding, as_bsell, as_rsell, as_wsell, check_index_bits,
+from .encode import (BSELL_MAX_ROWS, WSELL_ROWS, Encoding, as_acsr, as_bsell, as_rsell, as_wsell, check_index_bits,
                      check_row_align, choose_encoding, encode_wsell, index_bits_for, stored, wsell_cols,
                      wsell_min_steps)
 from .errors import PrunecError
@@ -131,8 +131,9 @@ def zero_skipping_layers(g: Graph, spec: str | None, min_per_input: float = RELU
 # fc_wsell kernel), and the other sparse fc layers in the relative-indexed sliced layout ("Sliced fc layers") where the
 # target allows that (rsell_allowed); "rcsr" never uses any; "rsell" stores every sparse fc layer in the sliced layout,
 # "wsell" every sparse fc layer of at least 16 inputs in the windowed one (whatever the target: the portable kernel
-# runs it where no ISA kernel does)
-FC_LAYOUTS = ("auto", "rcsr", "rsell", "wsell")
+# runs it where no ISA kernel does); "acsr" every sparse fc layer in absolute-indexed CSR ("Absolute-indexed fc
+# layers": ~8 bytes per fp32 nonzero for ~30 % fewer instructions on Cortex-M; the portable kernel elsewhere)
+FC_LAYOUTS = ("auto", "rcsr", "rsell", "wsell", "acsr")
 # the windowed layout is chosen (auto) only where it holds at most this many slots per nonzero: its NEON kernel takes
 # 5 instructions per step of 4 slots, the relative-indexed CSR kernel ~3 per nonzero (docs/BENCHMARKS.md "Windowed
 # fc layers on AArch64"), so beyond ~2.4 slots per nonzero (very sparse rows spread over many windows) it loses
@@ -263,6 +264,7 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
     limit = bsell_limit(target, fc_layout)
     wlimit = wsell_limit(target, fc_layout)
     sliced = rsell_allowed(target, fc_layout)
+    acsr = _fc_layout(fc_layout) == "acsr"
     out: dict[str, Encoding] = {}
     for n in g.nodes:
         if n.weight is None:
@@ -281,6 +283,8 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
                 enc = blocked
         if n.op == "fc" and enc.format == "rcsr" and not cm:
             enc = _wsell_or(enc, w, wlimit)
+        if acsr and n.op == "fc" and enc.format == "rcsr" and not cm:
+            enc = as_acsr(enc, w)
         if sliced and n.op == "fc" and enc.format == "rcsr" and not cm and w.shape[0] <= BSELL_MAX_ROWS:
             enc = as_rsell(enc, w)
         out[n.name] = enc
@@ -373,7 +377,7 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     `calibration`: a .npy of sample inputs, which 'auto' measures each fc layer's input zero share on;
     `fc_layout`: 'auto' (default: the blocked sliced layout for the fc layers the target allows it for, bsell_limit,
     the windowed sliced layout for those the target allows it for, wsell_limit, and the relative-indexed sliced layout
-    for the other sparse fc layers where rsell_allowed), 'rcsr', 'rsell' or 'wsell'."""
+    for the other sparse fc layers where rsell_allowed), 'rcsr', 'rsell', 'wsell' or 'acsr'."""
     target = targets_mod.get(target_name)
     bsell_limit(target, fc_layout)  # a bad --fc-layout is refused before the model is loaded
     rsell_allowed(target, fc_layout)  # and so are a bad fc_rsell_vendors or PRUNEC_FC_RSELL

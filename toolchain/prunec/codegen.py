@@ -176,6 +176,8 @@ def _kernel_op(n: Node, enc: Encoding | None) -> str:
         return "fc_rsell"  # the relative-indexed sliced layout (docs/FORMAT.md "Sliced fc layers")
     if n.op == "fc" and enc.format == "wsell":
         return "fc_wsell"  # the windowed sliced layout (docs/FORMAT.md "Windowed fc layers")
+    if n.op == "fc" and enc.format == "acsr":
+        return "fc_acsr"  # absolute-indexed CSR (docs/FORMAT.md "Absolute-indexed fc layers")
     if n.op == "fc" and enc.format == "rcsr" and enc.columns:
         return "fc_rcsc"  # stored column by column, zero inputs skipped
     if n.op in ("fc", "conv2d"):
@@ -323,6 +325,14 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
                 L.structs.append(f"static const prunec_wsell_f32 {ident}_w = {{{ws.rows}u, {ws.cols}u, "
                                  f"{wsym('perm')}, {wsym('steps')}, {wsym('start')}, {wsym('advance')}, "
                                  f"{wsym('index')}, {wsym('values')}}};")
+            elif enc.format == "acsr":  # docs/FORMAT.md "Absolute-indexed fc layers"
+                a = enc.acsr
+                if own:
+                    L.arrays += [Array(sym("values"), "float", a.values.astype(np.float32)),
+                                 Array(sym("columns"), "uint32_t", a.columns.astype(np.uint32)),
+                                 Array(sym("row_ptr"), "uint32_t", a.row_ptr.astype(np.uint32))]
+                L.structs.append(f"static const prunec_acsr_f32 {ident}_w = {{{a.rows}u, {a.cols}u, "
+                                 f"{wsym('values')}, {wsym('columns')}, {wsym('row_ptr')}}};")
             elif enc.format == "rcsr":
                 r = enc.rcsr
                 if own:
@@ -435,6 +445,9 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             if enc.wsell is not None:
                 what += (f" (windowed sliced layout), {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense, "
                          f"{enc.wsell.slots} slots")
+            if enc.acsr is not None:
+                what += (f" (absolute-indexed CSR), {enc.nonzero / max(1, enc.rows * enc.cols):.1%} dense, "
+                         f"{enc.acsr.entries} entries")
             if enc.columns:
                 what += ", stored by columns: zero inputs skipped"
         if i in plan.in_place:

@@ -488,12 +488,80 @@ def encode_wsell(w: np.ndarray, value_bytes: int = 4, rounds: int = WSELL_SWAP_R
                  value_bytes=value_bytes)
 
 
+ACSR_GROUP = 4  # entries per row of absolute-indexed CSR are a multiple of this (prunec_types.h PRUNEC_ACSR_GROUP)
+ACSR_COLUMN_BYTES = 4  # each entry's column is a uint32
+
+
+@dataclass
+class ACSR:
+    """Absolute-indexed CSR of a sparse fc matrix (docs/FORMAT.md "Absolute-indexed fc layers"; prunec_acsr_f32): row r
+    owns entries row_ptr[r] .. row_ptr[r+1]-1, each with its column (uint32) and value; every row's count is a
+    multiple of ACSR_GROUP, a row's nonzeros (columns ascending) followed by fillers (value 0, the column of the row's
+    last nonzero)."""
+
+    rows: int
+    cols: int
+    values: np.ndarray  # [entries] of the matrix's dtype, fillers 0
+    columns: np.ndarray  # uint32 [entries]
+    row_ptr: np.ndarray  # uint32 [rows + 1]
+    nonzero: int
+
+    @property
+    def entries(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def fillers(self) -> int:
+        return self.entries - self.nonzero
+
+    def bytes(self, value_bytes: int = 4) -> dict[str, int]:
+        return {"values": self.entries * value_bytes, "index": self.entries * ACSR_COLUMN_BYTES,
+                "pointers": (self.rows + 1) * PTR_BYTES}
+
+    def to_dense(self) -> np.ndarray:
+        """The matrix it stores (tests, and a check of the encoder)."""
+        out = np.zeros((self.rows, self.cols), dtype=self.values.dtype)
+        rows = np.repeat(np.arange(self.rows), np.diff(self.row_ptr.astype(np.int64)))
+        nz = self.values != 0
+        out[rows[nz], self.columns.astype(np.int64)[nz]] = self.values[nz]
+        return out
+
+
+def encode_acsr(w: np.ndarray) -> ACSR:
+    """`w` (rows x cols) in absolute-indexed CSR (ACSR)."""
+    w = _as_matrix(w)
+    rows, cols = w.shape
+    if cols > 1 << 32:
+        raise ValueError(f"absolute-indexed CSR numbers columns by uint32: {cols} columns do not fit")
+    r_idx, c_idx = np.nonzero(w)  # row-major: rows ascending, columns ascending within a row
+    counts = np.bincount(r_idx, minlength=rows).astype(np.int64)
+    padded = counts + (-counts) % ACSR_GROUP
+    row_ptr = np.zeros(rows + 1, dtype=np.int64)
+    row_ptr[1:] = np.cumsum(padded)
+    n = int(row_ptr[-1])
+    values = np.zeros(n, dtype=w.dtype)
+    columns = np.zeros(n, dtype=np.uint32)
+    first_nz = np.zeros(rows + 1, dtype=np.int64)
+    first_nz[1:] = np.cumsum(counts)
+    pos = row_ptr[r_idx] + (np.arange(r_idx.size) - first_nz[r_idx])
+    values[pos] = w[r_idx, c_idx]
+    columns[pos] = c_idx
+    fill_rows = np.nonzero(padded > counts)[0]
+    if fill_rows.size:  # fillers: the column of the row's last nonzero, an input the row reads anyway
+        k = (padded - counts)[fill_rows]
+        at = np.repeat(row_ptr[fill_rows] + counts[fill_rows], k) + \
+            (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
+        columns[at] = np.repeat(columns[row_ptr[fill_rows] + counts[fill_rows] - 1], k)
+    return ACSR(rows, cols, values, columns, row_ptr.astype(np.uint32), int(r_idx.size))
+
+
 @dataclass
 class Encoding:
     """How one layer's weight matrix is stored: 'rcsr' (with `rcsr`), 'dense' (with `dense`), 'bsell' (with
     `bsell`: the blocked sliced layout of fc layers on AVX-512 x86, docs/FORMAT.md "Blocked fc layers"), 'rsell'
     (with `rsell`: the relative-indexed sliced layout, docs/FORMAT.md "Sliced fc layers") or 'wsell' (with `wsell`:
-    the windowed sliced layout of fc layers on AArch64, docs/FORMAT.md "Windowed fc layers")."""
+    the windowed sliced layout of fc layers on AArch64, docs/FORMAT.md "Windowed fc layers") or 'acsr' (with `acsr`:
+    absolute-indexed CSR of fc layers, docs/FORMAT.md "Absolute-indexed fc layers")."""
 
     format: str
     rows: int
@@ -504,6 +572,7 @@ class Encoding:
     bsell: BSELL | None = None
     rsell: RSELL | None = None
     wsell: WSELL | None = None
+    acsr: ACSR | None = None
     value_bytes: int = 4
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -518,6 +587,8 @@ class Encoding:
             return 8  # one byte per slot (bsell: a column offset 0..31 in its block; rsell: a gap minus 1)
         if self.wsell is not None:
             return 8 * self.wsell.value_bytes  # the table bytes of the slot's input in its window
+        if self.acsr is not None:
+            return 8 * ACSR_COLUMN_BYTES  # each entry's column
         return self.rcsr.index_bits if self.rcsr is not None else 0
 
     @property
@@ -526,6 +597,8 @@ class Encoding:
             return self.sliced.fillers
         if self.wsell is not None:
             return self.wsell.fillers
+        if self.acsr is not None:
+            return self.acsr.fillers
         return self.rcsr.fillers if self.rcsr is not None else 0
 
     row_align: int = 1  # rows padded to a multiple of this many entries (1: not padded)
@@ -782,6 +855,14 @@ def as_wsell(enc: Encoding, w: np.ndarray) -> Encoding:
     ws = encode_wsell(w, enc.value_bytes)
     return Encoding("wsell", enc.rows, enc.cols, enc.nonzero, wsell=ws, value_bytes=enc.value_bytes,
                     sizes=ws.bytes(enc.value_bytes))
+
+
+def as_acsr(enc: Encoding, w: np.ndarray) -> Encoding:
+    """Absolute-indexed CSR of fc weight `w` (rows x cols), in place of encoding `enc` (its rows, cols and nonzero
+    count)."""
+    a = encode_acsr(w)
+    return Encoding("acsr", enc.rows, enc.cols, enc.nonzero, acsr=a, value_bytes=enc.value_bytes,
+                    sizes=a.bytes(enc.value_bytes))
 
 
 def as_rsell(enc: Encoding, w: np.ndarray) -> Encoding:
