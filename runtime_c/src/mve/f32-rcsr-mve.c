@@ -145,35 +145,6 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_row(const uint8_
 #undef PRUNEC_MVE_FC_ROW
 }
 
-/* The m (1..4) rows' outputs: row k of the group left its lane sums in buf[4k .. 4k+3]; VLD4 deinterleaves them
- * so that lane k of q0+q1+q2+q3 is row k's sum; + bias (4 zeros without one: a sum of lanes that start at +0.0
- * is never -0.0, so adding +0.0 changes nothing), the clamp as prunec_mve_clamp, predicated store. It writes VPR,
- * which GCC 12 cannot be told (no "vpr" clobber): the asm path holds no intrinsic predicate across it. */
-static inline __attribute__((always_inline)) void prunec_mve_fc_out(const float *buf, const float *b, float *y,
-                                                                   uint32_t m, float32x4_t lo, float32x4_t hi) {
-  __asm__("vld40.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
-          "vld41.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
-          "vld42.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
-          "vld43.32 {q0, q1, q2, q3}, [%[buf]]\n\t"
-          "vctp.32 %[m]\n\t"
-          "vpst\n\t"
-          "vldrwt.32 q4, [%[b]]\n\t"
-          "vadd.f32 q0, q0, q1\n\t"
-          "vadd.f32 q2, q2, q3\n\t"
-          "vadd.f32 q0, q0, q2\n\t"
-          "vadd.f32 q0, q0, q4\n\t"
-          "vcmp.f32 gt, %q[lo], q0\n\t"
-          "vpsel q0, %q[lo], q0\n\t"
-          "vcmp.f32 gt, q0, %q[hi]\n\t"
-          "vpsel q0, %q[hi], q0\n\t"
-          "vctp.32 %[m]\n\t"
-          "vpst\n\t"
-          "vstrwt.32 q0, [%[y]]"
-          : "=m"(*(float(*)[4])y)
-          : [buf] "r"(buf), [b] "r"(b), [y] "r"(y), [m] "r"(m), [lo] "w"(lo), [hi] "w"(hi),
-            "m"(*(const struct { float v[16]; } *)buf), "m"(*(const struct { float v[4]; } *)b)
-          : "q0", "q1", "q2", "q3", "q4");
-}
 #else
 /* The same computation with intrinsics (codes extracted in scalar C): one row, lane sums into slot[0..3]. */
 static inline __attribute__((always_inline)) void prunec_mve_fc_row(const uint8_t *ip, const float *vp, uint32_t n,
@@ -214,19 +185,6 @@ static inline __attribute__((always_inline)) void prunec_mve_fc_group(const uint
   }
 }
 
-static inline void prunec_mve_fc_out(const float *buf, const float *b, float *y, uint32_t m, float32x4_t lo,
-                                     float32x4_t hi) {
-  const mve_pred16_t p = vctp32q(m);
-  float32x4_t s = vdupq_n_f32(0.0f);
-  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf)), s, 0);
-  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf + 4)), s, 1);
-  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf + 8)), s, 2);
-  s = vsetq_lane_f32(prunec_mve_hsum(vld1q_f32(buf + 12)), s, 3);
-  s = vaddq_f32(s, vldrwq_z_f32(b, p));
-  s = vpselq_f32(lo, s, vcmpgtq_f32(lo, s));
-  s = vpselq_f32(hi, s, vcmpgtq_f32(s, hi));
-  vstrwq_p_f32(y, s, p);
-}
 #endif
 
 #if PRUNEC_RCSR_ODD_WIDTHS /* prunec_config.h: a build with only 4/8/16-bit layers leaves these out */
