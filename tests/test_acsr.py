@@ -1,0 +1,147 @@
+"""Absolute-indexed CSR of fc layers (docs/FORMAT.md "Absolute-indexed fc layers"; prunec_acsr_f32): the encoder, the
+build's use of it (`--fc-layout acsr` only; `auto` keeps the fewest bytes), and whole builds against PyTorch (host:
+the portable kernel through cffi; Cortex-M4: the Thumb-2 kernel and Cortex-M55: the Helium kernel on QEMU's boards;
+AArch64: the portable kernel under QEMU). The kernels themselves are held to the portable one and a float64
+reference on edge shapes and special values by the C kernel tester (tests/test_isa_kernels.py) and the harness
+cases (kernel_harness.acsr_cases)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import build_models as bm
+import kernel_harness as kh
+from prunec import build as B
+from prunec import encode, runtime, targets, verify
+from prunec.errors import PrunecError
+
+
+def _layer(shape, density, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
+
+
+def _skip_if_missing(t: targets.Target):
+    missing = t.missing_tools()
+    if missing:
+        pytest.skip(", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
+
+
+@pytest.mark.parametrize("shape,density", [((300, 784), 0.08), ((17, 33), 0.5), ((4, 16), 1.0), ((16, 32), 0.0),
+                                           ((5, 700), 0.01), ((9, 9), 1.0), ((0, 16), 0.5), ((3, 1), 1.0),
+                                           ((40, 3000), 0.003)])
+def test_encoder_round_trip_and_invariants(shape, density):
+    w = _layer(shape, density, shape[0] * 1000 + shape[1])
+    a = encode.encode_acsr(w)
+    rows, cols = shape
+    assert np.array_equal(a.to_dense(), w)
+    ptr = a.row_ptr.astype(np.int64)
+    counts = np.diff(ptr)
+    nz = np.count_nonzero(w, axis=1)
+    assert ptr[0] == 0 and ptr[-1] == a.entries == a.values.size == a.columns.size and a.row_ptr.dtype == np.uint32
+    assert (counts % 4 == 0).all() and (counts - nz < 4).all() and (counts >= nz).all()  # padded, never more
+    assert (counts[nz == 0] == 0).all()  # a row without nonzeros holds no entry
+    assert a.nonzero == int(nz.sum()) and a.fillers == a.entries - a.nonzero
+    assert a.bytes() == {"values": 4 * a.entries, "index": 4 * a.entries, "pointers": 4 * (rows + 1)}
+    assert a.columns.dtype == np.uint32 and (a.entries == 0 or int(a.columns.max()) < cols)
+    for r in range(rows):
+        c, v = a.columns[ptr[r]:ptr[r + 1]].astype(np.int64), a.values[ptr[r]:ptr[r + 1]]
+        k = nz[r]
+        assert np.array_equal(c[:k], np.nonzero(w[r])[0]) and np.array_equal(v[:k], w[r][w[r] != 0])
+        assert not v[k:].any() and (c[k:] == (c[k - 1] if k else 0)).all()  # fillers: 0 at the last nonzero's column
+
+
+def test_encoder_small_example():
+    w = np.array([[0, 2, 0, 0, 3, 0], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]], np.float32)
+    a = encode.encode_acsr(w)
+    assert a.row_ptr.tolist() == [0, 4, 4, 12]
+    assert a.columns.tolist() == [1, 4, 4, 4, 0, 1, 2, 3, 4, 4, 4, 4]
+    assert a.values.tolist() == [2, 3, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0]
+
+
+def test_value_type_stays_open():
+    """The values keep the matrix's dtype (quantised values later); the columns stay uint32 whatever the values."""
+    w = (np.arange(6 * 50).reshape(6, 50) % 7 == 0).astype(np.int16) * 3
+    a = encode.encode_acsr(w)
+    assert a.values.dtype == np.int16 and a.columns.dtype == np.uint32 and np.array_equal(a.to_dense(), w)
+    assert a.bytes(value_bytes=2)["values"] == 2 * a.entries and a.bytes(value_bytes=2)["index"] == 4 * a.entries
+
+
+def test_fc_layout_acsr_host_build_computes_what_pytorch_computes(tmp_path):
+    """`--fc-layout acsr` stores every sparse fc layer absolute-indexed, on any target (host: the portable kernel),
+    and the build verifies against PyTorch; the manifest counts 4 value and 4 column bytes per entry."""
+    pt2, x, ref = bm.sparse_mlp_case(tmp_path, (300, 70, 13, 10), 0.1, seed=1)
+    d = tmp_path / "host"
+    man = B.build(pt2, "host", d, name="mlp", fc_layout="acsr").manifest
+    assert [l["format"] for l in man["layers"]] == ["acsr"] * 3
+    assert all(l["kernel"] == "prunec_f32_fc_acsr__portable" for l in man["layers"])
+    for l in man["layers"]:
+        entries = l["nonzero"] + l["fillers"]
+        assert entries % 4 == 0 or l["shape"][0] % 4  # every row a multiple of 4 entries
+        assert l["bytes"]["values"] == 4 * entries == l["bytes"]["index"] and l["index_bits"] == 32
+        assert l["bytes"]["pointers"] == 4 * (l["shape"][0] + 1)
+    r = verify.compare(verify.run_host(d, x), ref)
+    assert r.ok and r.top1_agreement == 1.0, r.text()
+    src = (d / "mlp.c").read_text()
+    assert "static const prunec_acsr_f32 fcs_0_w = {70u, 300u, fcs_0_values, fcs_0_columns, fcs_0_row_ptr};" in src
+    assert "(absolute-indexed CSR)" in src
+
+
+def test_auto_never_takes_it_and_rcsr_keeps_the_fewest_bytes(tmp_path):
+    """The default (`auto`) keeps relative-indexed CSR on Cortex-M, where flash is scarce; acsr takes ~1.6x its
+    bytes. A layer stored by columns (zero inputs skipped) stays relative-indexed under acsr too."""
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (300, 70, 10), 0.1, seed=2)
+    auto = B.prepare(pt2, "cortex-m4")[1]
+    fast = B.prepare(pt2, "cortex-m4", fc_layout="acsr")[1]
+    assert [l["format"] for l in auto["layers"]] == ["rcsr"] * 2 and [l["format"] for l in fast["layers"]] == ["acsr"] * 2
+    assert fast["layers"][0]["kernel"] == "prunec_f32_fc_acsr__cortexm"
+    wb = lambda m: sum(l["bytes"]["values"] + l["bytes"]["index"] + l["bytes"]["pointers"] for l in m["layers"])  # noqa: E731
+    assert 1.3 * wb(auto) < wb(fast) < 2.0 * wb(auto)
+    cm = B.prepare(pt2, "cortex-m4", fc_layout="acsr", skip_zero_inputs="fcs.1")[1]
+    assert [l["format"] for l in cm["layers"]] == ["acsr", "rcsr"] and cm["layers"][1]["orientation"] == "columns"
+    with pytest.raises(PrunecError, match="choose one of auto, rcsr, rsell, wsell, acsr"):
+        B.prepare(pt2, "cortex-m4", fc_layout="csr32")
+
+
+def test_runtime_picks_the_isa_kernels():
+    assert runtime.select("fc_acsr", targets.get("cortex-m4").isa_for("fc_acsr")).isa == "cortexm"
+    assert runtime.select("fc_acsr", targets.get("cortex-m55").isa_for("fc_acsr")).isa == "mve"
+    assert runtime.select("fc_acsr", targets.get("aarch64-neon").isa_for("fc_acsr")).isa == "portable"
+
+
+def test_cli_fc_layout_acsr(tmp_path):
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (64, 10), 0.5)
+    r = CliRunner().invoke(main, ["build", str(pt2), "-t", "host", "--out", str(tmp_path / "a"), "--fc-layout", "acsr"])
+    assert r.exit_code == 0, r.output
+    assert "in the absolute-indexed CSR layout" in r.output and "`--fc-layout rcsr` stores the fewest bytes" in r.output
+    layer = json.loads((tmp_path / "a" / "manifest.json").read_text())["layers"][0]
+    assert layer["format"] == "acsr" and layer["kernel"] == "prunec_f32_fc_acsr__portable"
+
+
+@pytest.mark.parametrize("target,isa", [("cortex-m4", "cortexm"), ("cortex-m55", "mve"), ("aarch64-neon", "portable")])
+def test_cross_builds_verify_under_qemu(tmp_path, target, isa):
+    """Rows of every length modulo 8 (the Cortex-M kernel's groups of 8 and 4; the Helium kernel's full and partial
+    groups of 4 rows: 70 and 13 rows), a layer without bias, each build verified on the target's emulator."""
+    t = targets.get(target)
+    _skip_if_missing(t)
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (300, 70, 13, 10), 0.12, seed=4)
+    out = tmp_path / target
+    man = B.build(pt2, target, out, name="mlp", fc_layout="acsr").manifest
+    assert [l["format"] for l in man["layers"]] == ["acsr"] * 3
+    assert all(l["kernel"] == f"prunec_f32_fc_acsr__{isa}" for l in man["layers"])
+    rep = verify.verify(out, random=4)
+    assert rep.ok and rep.n == 4, rep.text()
+
+
+def test_harness_cases_cover_every_row_length_modulo_8():
+    lengths = set()
+    for c in kh.acsr_cases():
+        w, _, _ = c.data()
+        lengths |= {int(n) % 8 for n in np.count_nonzero(w, axis=1)}
+    assert lengths == set(range(8))
