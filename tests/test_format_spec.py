@@ -27,7 +27,7 @@ from prunec.cli import main
 ALIGN = 16  # blob: every array starts at a multiple of 16 bytes
 C_TYPES = {"float": np.float32, "uint8_t": np.uint8, "uint16_t": np.uint16, "uint32_t": np.uint32}
 DTYPES = {"bias": np.float32, "values": np.float32, "index": np.uint8, "row_ptr": np.uint32, "steps": np.uint8,
-          "perm": np.uint16, "advance": np.uint32, "start": np.uint32}
+          "perm": np.uint16, "advance": np.uint32, "start": np.uint32, "columns": np.uint32}
 
 
 def dtype_of(layer: dict, array: str):
@@ -73,7 +73,7 @@ def array_bytes(layer: dict, array: str, advance_bytes: int | None = None) -> in
         slices, blocks = -(-rows // 16), -(-cols // 32)
         assert layer["bytes"]["pointers"] == slices * blocks + 32 * slices
         return slices * blocks if array == "steps" else 32 * slices
-    return layer["bytes"][{"row_ptr": "pointers"}.get(array, array)]
+    return layer["bytes"][{"row_ptr": "pointers", "columns": "index"}.get(array, array)]
 
 
 def array_align(layer: dict, array: str) -> int:
@@ -94,11 +94,13 @@ def array_names(layer: dict) -> list[str]:
         names += ["index", "steps", "perm"]
     if layer["format"] == "wsell":
         names += ["index", "advance", "start", "steps", "perm"]
+    if layer["format"] == "acsr":
+        names += ["columns", "row_ptr"]
     return names
 
 
 def weighted(manifest: dict) -> list[dict]:
-    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense", "bsell", "rsell", "wsell")]
+    return [l for l in manifest["layers"] if l["format"] in ("rcsr", "dense", "bsell", "rsell", "wsell", "acsr")]
 
 
 def read_c_arrays(build: Path, manifest: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -285,6 +287,26 @@ def decode_wsell(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: in
     return w, np.array(ent_col), np.array(ent_row), values
 
 
+def decode_acsr(layer: dict, arrays: dict[str, np.ndarray], rows: int, cols: int):
+    """FORMAT.md "Absolute-indexed fc layers": row r owns entries row_ptr[r] .. row_ptr[r+1]-1, a multiple of 4 of them,
+    each a uint32 column and a weight: the row's nonzeros in column order, then fillers (+0.0 at the column of the
+    row's last nonzero)."""
+    rp, c, values = arrays["row_ptr"].astype(np.int64), arrays["columns"].astype(np.int64), arrays["values"]
+    assert len(rp) == rows + 1 and rp[0] == 0 and (np.diff(rp) >= 0).all() and rp[-1] == len(values) == len(c)
+    assert (np.diff(rp) % 4 == 0).all(), "every row a multiple of 4 entries"
+    assert layer["index_bits"] == 32 and layer["row_align"] == 1 and layer.get("orientation") is None
+    assert (c < cols).all()
+    w = np.zeros((rows, cols), np.float32)
+    row = np.repeat(np.arange(rows), np.diff(rp))
+    for r in range(rows):
+        cr, vr = c[rp[r]:rp[r + 1]], values[rp[r]:rp[r + 1]]
+        k = int(np.count_nonzero(vr))
+        assert vr[:k].all() and not vr[k:].any(), "the nonzeros first, then the fillers"
+        assert len(cr) == 0 if k == 0 else (np.diff(cr[:k]) > 0).all() and (cr[k:] == cr[k - 1]).all() and len(cr) - k < 4
+        w[r, cr[:k]] = vr[:k]
+    return w, c, row, values
+
+
 def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
     """(dense [rows x cols] float32 matrix of W, entry columns, entry rows, values) of one layer; the entries' rows and
     columns are those of the stored matrix (W^T for a column-major layer)."""
@@ -302,6 +324,8 @@ def decode_layer(layer: dict, arrays: dict[str, np.ndarray]):
         return decode_rsell(layer, arrays, rows, cols)
     if layer["format"] == "wsell":
         return decode_wsell(layer, arrays, rows, cols)
+    if layer["format"] == "acsr":
+        return decode_acsr(layer, arrays, rows, cols)
     if layer["format"] == "dense":
         assert len(values) == rows * cols
         return values.reshape(rows, cols).copy(), None, None, values
@@ -367,6 +391,10 @@ def check_layer_record(layer: dict, arr: dict, col, row, values) -> None:
         assert by["pointers"] == 4 * (len(arr["steps"]) + len(arr["start"]) + len(arr["advance"])) + 2 * len(arr["perm"])
         assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
         return
+    if layer["format"] == "acsr":  # index: the uint32 columns; pointers: row_ptr
+        assert by["index"] == 4 * len(arr["columns"]) == 4 * len(values) and by["pointers"] == 4 * (rows + 1)
+        assert not np.signbit(values[values == 0]).any(), "fillers hold +0.0"
+        return
     assert by["index"] == len(arr["index"]) and by["pointers"] == 4 * (rows + 1)
     zeros = values[values == 0]
     assert not np.signbit(zeros).any(), "fillers hold +0.0"
@@ -410,6 +438,10 @@ def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
         # relative-indexed, under --fc-layout wsell or auto on aarch64-neon
         slots = layer["nonzero"] + layer["fillers"]
         assert layer["op"] == "fc" and layer["bytes"]["values"] == 4 * slots and layer["index_bits"] == 32
+    elif layer["format"] == "acsr":  # FORMAT.md "Absolute-indexed fc layers": an fc layer that would be
+        # relative-indexed, under --fc-layout acsr
+        entries = layer["nonzero"] + layer["fillers"]
+        assert layer["op"] == "fc" and layer["bytes"]["index"] == 4 * entries and layer["index_bits"] == 32
     elif layer["format"] == "rsell":  # FORMAT.md "Sliced fc layers": an fc layer that would be relative-indexed,
         # under --fc-layout rsell (or auto where the target names the build machine's CPU vendor); 8-bit gaps
         slots = layer["nonzero"] + layer["fillers"]
@@ -457,7 +489,7 @@ def check_model(model: nn.Module, pt2: Path, tmp: Path, *opts: str, allowed=None
         for name, (w, bias) in layers.items():
             want_w, want_b = model_weights(model, (modules or {}).get(name, name))
             layer = next(l for l in manifest["layers"] if l["name"] == name)
-            assert same_bits(w, want_w, layer["format"] in ("rcsr", "bsell", "rsell", "wsell")), (storage, name)
+            assert same_bits(w, want_w, layer["format"] in ("rcsr", "bsell", "rsell", "wsell", "acsr")), (storage, name)
             assert (bias is None) == (want_b is None) and (bias is None or same_bits(bias, want_b, False)), name
             if allowed is not None:
                 check_choice(layer, want_w, allowed[layer["op"]], (align or {}).get(layer["op"], 1))
@@ -657,6 +689,18 @@ def test_gaps_windowed(gaps, tmp_path, opts):
     assert "static const prunec_wsell_f32 fc1_w" in text
 
 
+@pytest.mark.parametrize("opts", [("--target", "cortex-m4"), ()])
+def test_gaps_absolute_indexed(gaps, tmp_path, opts):
+    """`--fc-layout acsr` (cortex-m4, host) stores both fc layers in absolute-indexed CSR (FORMAT.md "Absolute-indexed
+    fc layers"; the conv stays relative-indexed); both decode from the page, as C arrays and as a blob."""
+    model, pt2, _ = gaps
+    man = check_model(model, pt2, tmp_path, *opts, "--fc-layout", "acsr", allowed=DEFAULT)
+    assert {l["name"]: l["format"] for l in weighted(man)} == {"conv": "rcsr", "fc1": "acsr", "fc2": "acsr"}
+    assert any(l["fillers"] for l in weighted(man) if l["format"] == "acsr")
+    text = (tmp_path / f"{pt2.stem}_c" / f"{man['name']}.c").read_text()
+    assert "static const prunec_acsr_f32 fc1_w = {" in text and "static const uint32_t fc1_columns[" in text
+
+
 @pytest.mark.parametrize("opts", [("--row-align", "8", "--index-bits", "1-16"), ("--row-align", "3", "--index-bits", "5")])
 def test_gaps_row_aligned_odd_widths(gaps, tmp_path, opts):
     model, pt2, _ = gaps
@@ -807,8 +851,8 @@ class Shared(nn.Module):
         return self.out(torch.relu(self.fc(torch.relu(self.fc(h.flatten(1))))))
 
 
-@pytest.mark.parametrize("opts", [(), ("--target", "x86_64-avx2", "--fc-layout", "rsell"), ("--fc-layout", "wsell")],
-                         ids=["host", "x86-rsell", "host-wsell"])
+@pytest.mark.parametrize("opts", [(), ("--target", "x86_64-avx2", "--fc-layout", "rsell"), ("--fc-layout", "wsell"),
+                                  ("--fc-layout", "acsr")], ids=["host", "x86-rsell", "host-wsell", "host-acsr"])
 def test_shared_weights_are_stored_once(tmp_path, opts):
     """Also in the sliced and windowed fc layouts: the second use of `fc` reads the first's arrays."""
     model = Shared().eval()
