@@ -145,3 +145,63 @@ def test_harness_cases_cover_every_row_length_modulo_8():
         w, _, _ = c.data()
         lengths |= {int(n) % 8 for n in np.count_nonzero(w, axis=1)}
     assert lengths == set(range(8))
+
+
+def _bench(name):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    return __import__(name)
+
+
+def test_bench_arm_counts_the_cortex_m_kernel(tmp_path):
+    """benchmarks/bench_arm.py's program for absolute-indexed CSR (insn_main.c under ACSR): the Cortex-M4 kernel runs
+    a LeNet-size layer in ~3 instructions per entry plus its rows' overhead, fewer than the relative-indexed kernel."""
+    t = targets.get("cortex-m4")
+    _skip_if_missing(t)
+    bench_arm = _bench("bench_arm")
+    w = _layer((100, 300), 0.09, 7)
+    bias = np.linspace(-1, 1, 100).astype(np.float32)
+    a = encode.encode_acsr(w)
+    plugin = bench_arm.build_plugin(tmp_path)
+    ks = bench_arm.kernels_for(t)
+    acsr = next(k for k in ks["fc_acsr"] if k.isa == "cortexm")
+    rcsr = next(k for k in ks["fc_rcsr"] if k.isa == "cortexm")
+    n_acsr = bench_arm.per_inference(t, acsr, bench_arm.acsr_header(a, bias), tmp_path, plugin, "acsr")
+    n_rcsr = bench_arm.per_inference(t, rcsr, bench_arm.layer_header(w, bias, True, (8,)), tmp_path, plugin, "rcsr")
+    assert 3 * a.entries < n_acsr < 3 * a.entries + 40 * a.rows and n_acsr < 0.8 * n_rcsr, (n_acsr, n_rcsr, a.entries)
+
+
+def test_bench_arm_models_counts_both_layouts(tmp_path):
+    """benchmarks/bench_arm_models.py builds, verifies and counts a model per fc layout on Cortex-M4: the
+    absolute-indexed build runs fewer instructions and stores more bytes than the default (relative-indexed) one."""
+    t = targets.get("cortex-m4")
+    _skip_if_missing(t)
+    bench_arm_models = _bench("bench_arm_models")
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (300, 70, 10), 0.1, seed=5)
+    out = tmp_path / "r.json"
+    assert bench_arm_models.main(["--model", f"mlp={pt2}", "--targets", "cortex-m4", "--layouts", "auto,acsr",
+                                  "--iters", "1", "--json", str(out)]) == 0
+    auto, acsr = json.loads(out.read_text())
+    assert set(auto["formats"].values()) == {"rcsr"} and set(acsr["formats"].values()) == {"acsr"}
+    assert 0 < acsr["insns_per_inference"] < 0.8 * auto["insns_per_inference"]
+    assert acsr["weights_bytes"] > auto["weights_bytes"]
+
+
+def test_cli_names_the_faster_layout_on_cortex_m_only(tmp_path):
+    """A default Cortex-M build keeps relative-indexed fc layers and says what `--fc-layout acsr` would do; a host
+    build (no kernel of its own for the layout) and an acsr build do not."""
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (64, 20, 10), 0.5)
+    out = {}
+    for name, opts in {"m4": ["-t", "cortex-m4"], "m4-acsr": ["-t", "cortex-m4", "--fc-layout", "acsr"],
+                       "host": ["-t", "host"]}.items():
+        r = CliRunner().invoke(main, ["build", str(pt2), *opts, "--out", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        out[name] = r.output
+    assert "fcs.0, fcs.1: `--fc-layout acsr` (absolute-indexed CSR, ~1.6x the bytes)" in out["m4"]
+    assert "`--fc-layout acsr`" not in out["host"] and "`--fc-layout acsr`" not in out["m4-acsr"]

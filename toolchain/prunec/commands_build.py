@@ -75,12 +75,34 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
         kinds = " and ".join(sorted({speed[l["format"]] for l in fast}))
         click.echo(f"  {', '.join(l['name'] for l in fast)}: in the {kinds} layout (faster, for "
                    f"more bytes than relative-indexed CSR); `--fc-layout rcsr` stores the fewest bytes")
+    hint = _acsr_hint(r.manifest, fc_layout)
+    if hint:
+        click.echo(hint)
     size = r.manifest.get("size") or {}
     if size.get("measured") is False:  # a firmware target whose toolchain is missing: only the estimate was checked
         click.echo(f"prunec: warning: lib{r.manifest['name']}.a was not compiled, so its flash and RAM were not measured "
                    f"against the board ({size.get('reason', 'toolchain missing')}); only the estimate "
                    f"({t.get('flash_bytes_estimate', 0):,} bytes of flash, {t.get('ram_bytes', 0):,} of RAM) was checked. "
                    f"Install it and build again, or run `prunec size {r.out_dir}` once it is installed.", err=True)
+
+
+def _acsr_hint(manifest: dict, fc_layout: str) -> str:
+    """Where the build kept relative-indexed fc layers (the fewest bytes) on a target with an absolute-indexed CSR
+    kernel of its own (Cortex-M: docs/FORMAT.md "Absolute-indexed fc layers"), a line naming the faster choice."""
+    from . import runtime
+    from . import targets as targets_mod
+
+    if fc_layout != "auto":
+        return ""
+    t = targets_mod.get(manifest["target"])
+    if runtime.select("fc_acsr", t.isa_for("fc_acsr")).isa == runtime.PORTABLE:
+        return ""
+    fcs = [l["name"] for l in manifest["layers"] if l["op"] == "fc" and l.get("format") == "rcsr"
+           and l.get("orientation") == "rows" and not l.get("shares_weights_of")]
+    if not fcs:
+        return ""
+    return (f"  {', '.join(fcs)}: `--fc-layout acsr` (absolute-indexed CSR, ~1.6x the bytes) runs sparse fc layers in "
+            f"~30-55 % fewer instructions on this target (docs/FORMAT.md \"Absolute-indexed fc layers\")")
 
 
 @click.command("verify")
