@@ -104,15 +104,18 @@ def layer_header(w, bias, sparse: bool, bits=FAST_INDEX_BITS, row_align: int = 1
     return "\n".join(lines) + "\n"
 
 
+def _c_array(ctype: str, name: str, a) -> str:
+    """`static const CTYPE NAME[N] = {...};` of array `a` (C has no empty arrays: one of 0 elements is [1] = {0})."""
+    a = np.asarray(a).ravel()
+    body = _c_floats(a) if ctype == "float" else ",".join(map(str, a.tolist()))
+    return f"static const {ctype} {name}[{max(1, a.size)}] = {{{body or '0'}}};"
+
+
 def wsell_header(ws, bias) -> str:
     """Layout `ws` (encode_wsell of the layer, as `prunec build` stores it; docs/FORMAT.md "Windowed fc layers") as C
     arrays."""
     rows, cols = ws.rows, ws.cols
-
-    def arr(ctype, name, a):
-        a = np.asarray(a).ravel()
-        body = _c_floats(a) if ctype == "float" else ",".join(map(str, a.tolist()))
-        return f"static const {ctype} {name}[{max(1, a.size)}] = {{{body or '0'}}};"
+    arr = _c_array
     lines = [f"#define ROWS {rows}", f"#define COLS {cols}", "#define WSELL 1",
              f"static const float bias_data[{rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data",
              arr("uint16_t", "perm_data", ws.perm), arr("uint32_t", "steps_data", ws.steps),
@@ -126,10 +129,7 @@ def wsell_header(ws, bias) -> str:
 def acsr_header(a, bias) -> str:
     """Absolute-indexed CSR `a` (encode_acsr of the layer, as `prunec build --fc-layout acsr` stores it; docs/FORMAT.md
     "Absolute-indexed fc layers") as C arrays."""
-    def arr(ctype, name, v):
-        v = np.asarray(v).ravel()
-        body = _c_floats(v) if ctype == "float" else ",".join(map(str, v.tolist()))
-        return f"static const {ctype} {name}[{max(1, v.size)}] = {{{body or '0'}}};"
+    arr = _c_array
     lines = [f"#define ROWS {a.rows}", f"#define COLS {a.cols}", "#define ACSR 1",
              f"static const float bias_data[{a.rows}] = {{{_c_floats(bias)}}};", "#define BIAS bias_data",
              arr("float", "values_data", a.values), arr("uint32_t", "columns_data", a.columns),

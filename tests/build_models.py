@@ -180,6 +180,21 @@ def sparse_mlp_case(tmp_path, widths, density: float, seed: int = 0):
     return pt2, x, verify.reference_outputs(pt2, x, [1, widths[0]])
 
 
+def sparse_layer(shape, density: float, seed: int) -> np.ndarray:
+    """A float32 weight matrix: standard normal values, each kept with probability `density`."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
+
+
+def skip_if_missing(t) -> None:
+    """pytest.skip naming the Debian packages of target `t`'s missing tools (compiler, emulator)."""
+    import pytest
+
+    missing = t.missing_tools()
+    if missing:
+        pytest.skip(", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
+
+
 def random_inputs(shape, n: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)
 

@@ -18,15 +18,8 @@ from prunec import encode, runtime, targets, verify
 from prunec.errors import PrunecError
 
 
-def _layer(shape, density, seed):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
-
-
-def _skip_if_missing(t: targets.Target):
-    missing = t.missing_tools()
-    if missing:
-        pytest.skip(", ".join(f"{exe} not installed (Debian package {pkg})" for exe, pkg in missing))
+_layer = bm.sparse_layer
+_skip_if_missing = bm.skip_if_missing
 
 
 @pytest.mark.parametrize("shape,density", [((300, 784), 0.08), ((17, 33), 0.5), ((4, 16), 1.0), ((16, 32), 0.0),

@@ -7,9 +7,11 @@
  * register-offset form) and one VFMA, per two entries one VMOV of two core registers into two FPU registers: 22
  * instructions, 24 with the loop's compare and branch, 3 per entry (relative-indexed CSR with 8-bit codes: 35 per 8,
  * the code's extract-and-add UXTAB being the difference). A row's last 4 entries, where its count is not a multiple
- * of 8, are one group of 4 (12 instructions). Two accumulators alternate (entries 0, 2, 4, .. and 1, 3, 5, ..) and
- * are added at the end of the row, so results agree with the portable twin to fp32 reassociation. The C steps
- * (PRUNEC_CORTEXM_NO_ASM, compilers without GNU asm for Thumb-2) compute the same in the same order.
+ * of 8, are one group of 4 (12 instructions), run before the groups of 8. One accumulator takes the entries in order
+ * (Cortex-M4's VFMA does not pipeline back to back anyway), so results differ from the portable twin only by the
+ * fused multiply-add's single rounding. The rows' overhead is ~18 instructions: the clamp's sides that do nothing
+ * (-inf, +inf) and the bias pointer's step are compiled out of the row loop. The C steps (PRUNEC_CORTEXM_NO_ASM,
+ * compilers without GNU asm for Thumb-2) compute the same in the same order.
  */
 #include "prunec_isa.h"
 
@@ -18,98 +20,58 @@
 
 #include "prunec_kernels.h"
 
+/* a += the products of the next 8 (eight) or 4 entries, in entry order; the column and value pointers move on. */
+static inline __attribute__((always_inline)) void prunec_acsr_step(const uint32_t **cpp, const float **vpp,
+                                                                  const float *x, float *ap, const int eight) {
+  const uint32_t *cp = *cpp;
+  const float *vp = *vpp;
+  float a = *ap;
 #if defined(__GNUC__) && defined(__thumb2__) && !defined(PRUNEC_CORTEXM_NO_ASM)
 /* The columns go to r1-r6, r8 and r10 (LDM takes its registers in ascending order, so they are named here; r7 is
- * the Thumb frame pointer and r9 may be the platform register, so neither is used). */
-#define PRUNEC_ACSR_OPERANDS [cp] "+r"(cp), [vp] "+r"(vp), [a] "+t"(a)
-
-/* a += the 8 entries' products, in entry order. */
-static inline __attribute__((always_inline)) void prunec_acsr_x8(const uint32_t **cpp, const float **vpp,
-                                                                const float *x, float *ap) {
-  const uint32_t *cp = *cpp;
-  const float *vp = *vpp;
-  float a = *ap;
-  __asm__("ldmia %[cp]!, {r1, r2, r3, r4, r5, r6, r8, r10}\n\t"
-          "vldmia %[vp]!, {s16-s23}\n\t"
-          "ldr r1, [%[x], r1, lsl #2]\n\t"
-          "ldr r2, [%[x], r2, lsl #2]\n\t"
-          "vmov s24, s25, r1, r2\n\t"
-          "ldr r3, [%[x], r3, lsl #2]\n\t"
-          "ldr r4, [%[x], r4, lsl #2]\n\t"
-          "vmov s26, s27, r3, r4\n\t"
-          "vfma.f32 %[a], s16, s24\n\t"
-          "vfma.f32 %[a], s17, s25\n\t"
-          "ldr r5, [%[x], r5, lsl #2]\n\t"
-          "ldr r6, [%[x], r6, lsl #2]\n\t"
-          "vmov s28, s29, r5, r6\n\t"
-          "vfma.f32 %[a], s18, s26\n\t"
-          "vfma.f32 %[a], s19, s27\n\t"
-          "ldr r8, [%[x], r8, lsl #2]\n\t"
-          "ldr r10, [%[x], r10, lsl #2]\n\t"
-          "vmov s30, s31, r8, r10\n\t"
-          "vfma.f32 %[a], s20, s28\n\t"
-          "vfma.f32 %[a], s21, s29\n\t"
-          "vfma.f32 %[a], s22, s30\n\t"
-          "vfma.f32 %[a], s23, s31"
-          : PRUNEC_ACSR_OPERANDS
-          : [x] "r"(x), "m"(*(const struct { uint32_t v[8]; } *)cp), "m"(*(const struct { float v[8]; } *)vp),
-            "m"(*(const struct { float v[1]; } *)x)
-          : "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r10", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23",
-            "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "memory");
-  *cpp = cp;
-  *vpp = vp;
-  *ap = a;
-}
-
-/* a += the 4 entries' products, in entry order. */
-static inline __attribute__((always_inline)) void prunec_acsr_x4(const uint32_t **cpp, const float **vpp,
-                                                                const float *x, float *ap) {
-  const uint32_t *cp = *cpp;
-  const float *vp = *vpp;
-  float a = *ap;
-  __asm__("ldmia %[cp]!, {r1, r2, r3, r4}\n\t"
-          "vldmia %[vp]!, {s16-s19}\n\t"
-          "ldr r1, [%[x], r1, lsl #2]\n\t"
-          "ldr r2, [%[x], r2, lsl #2]\n\t"
-          "vmov s24, s25, r1, r2\n\t"
-          "ldr r3, [%[x], r3, lsl #2]\n\t"
-          "ldr r4, [%[x], r4, lsl #2]\n\t"
-          "vmov s26, s27, r3, r4\n\t"
-          "vfma.f32 %[a], s16, s24\n\t"
-          "vfma.f32 %[a], s17, s25\n\t"
-          "vfma.f32 %[a], s18, s26\n\t"
-          "vfma.f32 %[a], s19, s27"
-          : PRUNEC_ACSR_OPERANDS
-          : [x] "r"(x), "m"(*(const struct { uint32_t v[4]; } *)cp), "m"(*(const struct { float v[4]; } *)vp),
-            "m"(*(const struct { float v[1]; } *)x)
-          : "r1", "r2", "r3", "r4", "s16", "s17", "s18", "s19", "s24", "s25", "s26", "s27", "memory");
-  *cpp = cp;
-  *vpp = vp;
-  *ap = a;
-}
-#undef PRUNEC_ACSR_OPERANDS
+ * the Thumb frame pointer and r9 may be the platform register, so neither is used). Two entries: their inputs by
+ * register-offset loads, one VMOV into s24.. (the FPU load has no register-offset form), two VFMAs. */
+#define PRUNEC_ACSR_PAIR(ra, rb, sx, sy, wa, wb)                                                               \
+  "ldr " ra ", [%[x], " ra ", lsl #2]\n\t"                                                                     \
+  "ldr " rb ", [%[x], " rb ", lsl #2]\n\t"                                                                     \
+  "vmov " sx ", " sy ", " ra ", " rb "\n\t"                                                                    \
+  "vfma.f32 %[a], " wa ", " sx "\n\t"                                                                          \
+  "vfma.f32 %[a], " wb ", " sy "\n\t"
+  if (eight) {
+    __asm__("ldmia %[cp]!, {r1, r2, r3, r4, r5, r6, r8, r10}\n\t"
+            "vldmia %[vp]!, {s16-s23}\n\t"
+            PRUNEC_ACSR_PAIR("r1", "r2", "s24", "s25", "s16", "s17")
+            PRUNEC_ACSR_PAIR("r3", "r4", "s26", "s27", "s18", "s19")
+            PRUNEC_ACSR_PAIR("r5", "r6", "s28", "s29", "s20", "s21")
+            PRUNEC_ACSR_PAIR("r8", "r10", "s30", "s31", "s22", "s23")
+            : [cp] "+r"(cp), [vp] "+r"(vp), [a] "+t"(a)
+            : [x] "r"(x), "m"(*(const struct { uint32_t v[8]; } *)cp), "m"(*(const struct { float v[8]; } *)vp),
+              "m"(*(const struct { float v[1]; } *)x)
+            : "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r10", "s16", "s17", "s18", "s19", "s20", "s21", "s22",
+              "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "memory");
+  } else {
+    __asm__("ldmia %[cp]!, {r1, r2, r3, r4}\n\t"
+            "vldmia %[vp]!, {s16-s19}\n\t"
+            PRUNEC_ACSR_PAIR("r1", "r2", "s24", "s25", "s16", "s17")
+            PRUNEC_ACSR_PAIR("r3", "r4", "s26", "s27", "s18", "s19")
+            : [cp] "+r"(cp), [vp] "+r"(vp), [a] "+t"(a)
+            : [x] "r"(x), "m"(*(const struct { uint32_t v[4]; } *)cp), "m"(*(const struct { float v[4]; } *)vp),
+              "m"(*(const struct { float v[1]; } *)x)
+            : "r1", "r2", "r3", "r4", "s16", "s17", "s18", "s19", "s24", "s25", "s26", "s27", "memory");
+  }
+#undef PRUNEC_ACSR_PAIR
 #else
-/* a += the 4 entries' products, in entry order. */
-static inline __attribute__((always_inline)) void prunec_acsr_x4(const uint32_t **cpp, const float **vpp,
-                                                                const float *x, float *ap) {
-  const uint32_t *c = *cpp;
-  const float *v = *vpp;
-  float a = *ap;
-  a = __builtin_fmaf(v[0], x[c[0]], a);
-  a = __builtin_fmaf(v[1], x[c[1]], a);
-  a = __builtin_fmaf(v[2], x[c[2]], a);
-  *ap = __builtin_fmaf(v[3], x[c[3]], a);
-  *cpp = c + 4;
-  *vpp = v + 4;
-}
-
-/* a += the 8 entries' products, in entry order. */
-static inline __attribute__((always_inline)) void prunec_acsr_x8(const uint32_t **cpp, const float **vpp,
-                                                                const float *x, float *ap) {
-  prunec_acsr_x4(cpp, vpp, x, ap);
-  prunec_acsr_x4(cpp, vpp, x, ap);
-}
+  const uint32_t n = eight ? 8u : 4u;
+  uint32_t k;
+  for (k = 0; k < n; k++) {
+    a = __builtin_fmaf(vp[k], x[cp[k]], a);
+  }
+  cp += n;
+  vp += n;
 #endif
+  *cpp = cp;
+  *vpp = vp;
+  *ap = a;
+}
 
 /* The rows, with the clamp's sides known at compile time where they do nothing (lo = -inf, hi = +inf: no compare)
    and whether there is a bias (none: every row starts from 0). A row's group of 4 runs first, so that its count is
@@ -132,10 +94,10 @@ static inline __attribute__((always_inline)) void prunec_acsr_rows(const prunec_
     uint32_t g;
     prev = end;
     if (n & 4u) {
-      prunec_acsr_x4(&cp, &vp, x, &a);
+      prunec_acsr_step(&cp, &vp, x, &a, 0);
     }
     for (g = n >> 3; g != 0u; g--) {
-      prunec_acsr_x8(&cp, &vp, x, &a);
+      prunec_acsr_step(&cp, &vp, x, &a, 1);
     }
     if (clamp_lo) {
       a = a < lo ? lo : a;
