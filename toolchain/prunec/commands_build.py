@@ -102,7 +102,8 @@ def _acsr_hint(manifest: dict, fc_layout: str) -> str:
     if not fcs:
         return ""
     return (f"  {', '.join(fcs)}: `--fc-layout acsr` (absolute-indexed CSR, ~1.6x the bytes) runs sparse fc layers in "
-            f"~30-55 % fewer instructions on this target (docs/FORMAT.md \"Absolute-indexed fc layers\")")
+            f"~30-55 % fewer instructions on this target; fewer cycles by less on a Cortex-M4, whose 3-cycle FMA "
+            f"dominates (docs/BENCHMARKS.md \"Sixteenth session\")")
 
 
 @click.command("verify")
