@@ -7,7 +7,8 @@ taken from the current directory), plots in docs/img/.
 
 Without --pruned, LeNet-300-100 and LeNet-5 are trained and pruned first (`prunec train` + `prunec prune` to
 the paper's densities, a few epochs) into OUT/models/. `arm` counts instructions under QEMU: the kernels per
-layer (bench_arm.py) and the whole pruned networks on AArch64 per fc layout (bench_arm_models.py). `slow` runs the
+layer (bench_arm.py) and the whole pruned networks per fc layout (bench_arm_models.py: AArch64 windowed / rcsr,
+Cortex-M4 and Cortex-M55 rcsr / acsr). `slow` runs the
 tests marked slow (`pytest -m slow`: longer sweeps and full-size builds kept out of `make test`). Each step runs pinned to one core and, when run as
 root, at nice -15 so that other work on a shared machine preempts the timing loops less often.
 """
@@ -99,6 +100,10 @@ def main(argv=None):
         run([PY, HERE / "bench_arm_models.py", *[a for m in pruned.split(",") if m for a in ("--model", m)],
              "--targets", "aarch64-neon", "--layouts", "auto,rcsr", "--json", out / "arm_models.json"],
             out / "arm_models.txt")
+        # and on Cortex-M4 / Cortex-M55 with the default (relative-indexed) and absolute-indexed fc layers
+        run([PY, HERE / "bench_arm_models.py", *[a for m in pruned.split(",") if m for a in ("--model", m)],
+             "--targets", "cortex-m4,cortex-m55", "--layouts", "auto,acsr", "--json", out / "arm_models_m.json"],
+            out / "arm_models_m.txt")
     if "plots" in steps:
         run([PY, HERE / "plots.py", "--in", out, "--out", ROOT / "docs" / "img"])
     if "slow" in steps:
