@@ -101,7 +101,8 @@ typedef struct prunec_wsell_f32 {
  * not a multiple of 4 ends with fillers (value 0, the column of the row's last nonzero); a row without nonzeros holds
  * none. 8 bytes per fp32 nonzero instead of ~5, for one multiple-register load of 4 or 8 columns and one load of x per
  * entry: no code to extract and add (Cortex-M4: ~3 instructions per entry against ~4.4; docs/BENCHMARKS.md
- * "Absolute-indexed fc layers on Cortex-M"). Used where instructions, not flash, decide: `--fc-layout acsr`. */
+ * "Sixteenth session: absolute-indexed fc layers on Cortex-M"). Used where instructions, not flash, decide:
+ * `--fc-layout acsr`. */
 #define PRUNEC_ACSR_GROUP 4u
 typedef struct prunec_acsr_f32 {
   uint32_t rows;

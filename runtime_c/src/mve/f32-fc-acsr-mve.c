@@ -8,8 +8,9 @@
  * one VFMA, and the low-overhead loop's LETP: 5 instructions (relative-indexed CSR: 12, the columns being summed
  * from the gaps). Rows run in groups of 4: each leaves its 4 lane sums in a buffer, and prunec_mve_fc_out
  * (prunec_mve_util.h) transposes them so that bias, clamp and store are one vector instruction each for 4 rows.
- * A full group of 4 rows is one asm block (6 instructions per row besides its steps). Results agree with the portable twin to fp32 reassociation (lane sums, (l0 + l1) + (l2 + l3)). The C path
- * (PRUNEC_MVE_NO_ASM, compilers without GNU asm) computes the same with intrinsics.
+ * A full group of 4 rows is one asm block (6 instructions per row besides its steps). Results agree with the
+ * portable twin to fp32 reassociation (lane sums, (l0 + l1) + (l2 + l3)). The C path (PRUNEC_MVE_NO_ASM, compilers
+ * without GNU asm) computes the same with intrinsics.
  */
 #include "prunec_isa.h"
 
