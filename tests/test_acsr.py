@@ -198,3 +198,25 @@ def test_cli_names_the_faster_layout_on_cortex_m_only(tmp_path):
         out[name] = r.output
     assert "fcs.0, fcs.1: `--fc-layout acsr` (absolute-indexed CSR, ~1.6x the bytes)" in out["m4"]
     assert "`--fc-layout acsr`" not in out["host"] and "`--fc-layout acsr`" not in out["m4-acsr"]
+
+
+@pytest.mark.parametrize("target,isa,flag", [("cortex-m4", "cortexm", "-DPRUNEC_CORTEXM_NO_ASM"),
+                                             ("cortex-m55", "mve", "-DPRUNEC_MVE_NO_ASM")])
+def test_c_steps_match_portable_under_qemu(tmp_path, target, isa, flag):
+    """The kernels' C steps (compilers without GNU asm, PRUNEC_*_NO_ASM) through the C kernel tester on QEMU's board:
+    every fc case and the special values, against the portable kernel."""
+    import re
+
+    from prunec import runners
+    from prunec.resources import runtime_dir
+
+    t = targets.get(target)
+    _skip_if_missing(t)
+    rt = runtime_dir()
+    srcs = [rt / "test" / "kernel_tester.c", *(rt / s for s in runtime.sources_for(runtime.kernels()))]
+    prog = tmp_path / "kernel_tester.elf"
+    runners.compile_program(t, srcs, prog, include_dirs=[rt / "include"], extra_cflags=["-w", flag])
+    r = runners.run_program(t, prog, ["--quick", "--isa", isa], cwd=tmp_path, timeout=240)
+    out = r.stdout + r.stderr
+    m = re.search(rf"^prunec_f32_fc_acsr__{isa}\s+{isa}\s+runs\s+(\d+)\s+failures\s+(\d+)", out, re.M)
+    assert r.returncode == 0 and m and int(m.group(1)) > 30 and m.group(2) == "0", out[-3000:]
