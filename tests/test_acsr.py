@@ -220,3 +220,37 @@ def test_c_steps_match_portable_under_qemu(tmp_path, target, isa, flag):
     out = r.stdout + r.stderr
     m = re.search(rf"^prunec_f32_fc_acsr__{isa}\s+{isa}\s+runs\s+(\d+)\s+failures\s+(\d+)", out, re.M)
     assert r.returncode == 0 and m and int(m.group(1)) > 30 and m.group(2) == "0", out[-3000:]
+
+
+def test_a_build_too_big_for_its_board_names_the_smaller_layout(tmp_path, monkeypatch):
+    """A board whose flash holds the relative-indexed build but not the absolute-indexed one: the acsr build stops,
+    names the layers and `--fc-layout rcsr`, and writes nothing; the default build fits."""
+    import re
+
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    t = targets.get("cortex-m4")
+    _skip_if_missing(t)
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (784, 300, 10), 0.1, seed=6)
+    flash = {}
+    for layout in ("auto", "acsr"):  # the library's measured flash: weights and the kernels' code
+        flash[layout] = B.build(pt2, "cortex-m4", tmp_path / layout, name="mlp", fc_layout=layout).manifest[
+            "size"]["library"]["flash"]
+    assert flash["auto"] < flash["acsr"], flash
+    mine = tmp_path / "boards"
+    mine.mkdir()
+    text = (targets.targets_dir() / "cortex-m4.toml").read_text()
+    text = re.sub(r'^name = ".*"$', 'name = "small-m4"', text, count=1, flags=re.M)
+    text = re.sub(r"^flash_bytes = .*$", f"flash_bytes = {(flash['auto'] + flash['acsr']) // 2}", text, count=1,
+                  flags=re.M)
+    (mine / "small-m4.toml").write_text(text)
+    monkeypatch.setenv(targets.TARGETS_ENV, str(mine))
+    out = tmp_path / "acsr-small"
+    r = CliRunner().invoke(main, ["build", str(pt2), "-t", "small-m4", "--fc-layout", "acsr", "--out", str(out)])
+    assert r.exit_code != 0 and "does not fit target 'small-m4'" in r.output, r.output
+    assert "fcs.0, fcs.1 take the absolute-indexed CSR layout" in r.output and "`--fc-layout rcsr`" in r.output
+    assert not out.exists()
+    r = CliRunner().invoke(main, ["build", str(pt2), "-t", "small-m4", "--out", str(tmp_path / "rcsr-small")])
+    assert r.exit_code == 0, r.output

@@ -291,6 +291,26 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
     return out  # a layer that shares another's weight has that layer's Encoding object
 
 
+# layouts that store fc layers in more bytes than relative-indexed CSR, for speed (docs/FORMAT.md)
+SPEED_LAYOUTS = {"bsell": "blocked sliced", "wsell": "windowed sliced", "acsr": "absolute-indexed CSR"}
+
+
+def _flash_fix(layers: list[dict]) -> str:
+    """What stores a build that is too big for its target in fewer bytes (from its manifest `layers`): where layers
+    take a layout that trades bytes for speed, `--fc-layout rcsr`; where relative-indexed layers are not at their
+    byte-optimal widths, `--index-bits 1-16` (a sentence each, or "")."""
+    own = [l for l in layers if not l.get("shares_weights_of")]
+    fast = [l for l in own if l.get("format") in SPEED_LAYOUTS]
+    out = ""
+    if fast:
+        kinds = " and ".join(sorted({SPEED_LAYOUTS[l["format"]] for l in fast}))
+        out += (f"{', '.join(l['name'] for l in fast)} take the {kinds} layout, which trades bytes for speed: "
+                f"`--fc-layout rcsr` stores their weights in the fewest bytes (relative-indexed CSR). ")
+    if any(l.get("format") == "rcsr" and l.get("index_bits") in (8, 16) for l in own):
+        out += "`--index-bits 1-16` lets each relative-indexed layer take its byte-optimal index width. "
+    return out
+
+
 def _macs(n, enc: Encoding | None) -> tuple[int, int]:
     """(sparse MACs: one per nonzero weight use, dense MACs) of a layer; 0 for layers without weights."""
     if enc is None:
@@ -441,7 +461,7 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
         raise PrunecError(
             f"the model does not fit target {target.name!r}: it needs about {flash:,} bytes of flash (weights and "
             f"biases {facts['stored_bytes']:,} + code estimate {facts['code_bytes_estimate']:,}), the target has "
-            f"{target.flash_bytes:,}. Prune harder or pick a larger target; nothing was written.")
+            f"{target.flash_bytes:,}. {_flash_fix(rows)}Prune harder or pick a larger target; nothing was written.")
     if target.ram_bytes and plan.arena_bytes > target.ram_bytes:
         io = 4 * (numel(g.input_shape) + numel(g.output_shape))
         raise PrunecError(
@@ -544,7 +564,7 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
         raise PrunecError(
             f"the model does not fit target {target.name!r}: lib{manifest['name']}.a needs {lib['flash']:,} bytes of flash "
             f"(text {lib['text']:,} + rodata {lib['rodata']:,} + data {lib['data']:,}), the board has {target.flash_bytes:,}. "
-            f"Prune harder or pick a larger target; nothing was written.")
+            f"{_flash_fix(manifest['layers'])}Prune harder or pick a larger target; nothing was written.")
     need = lib.get("ram_with_stack", lib["ram"])
     if target.ram_bytes and need > target.ram_bytes:
         fused = manifest["plan"]["fused_conv_pool"]

@@ -68,8 +68,8 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
         arena += (f" ({len(fused)} conv+pool fused; {r.manifest['plan']['arena_bytes_unfused']:,} unfused)")
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
                f"{weights_summary(t)}; {arena}, {t['macs']:,} MACs")
-    # layouts that trade bytes for speed (docs/FORMAT.md)
-    speed = {"bsell": "blocked sliced", "wsell": "windowed sliced", "acsr": "absolute-indexed CSR"}
+    from .build import SPEED_LAYOUTS as speed  # layouts that trade bytes for speed (docs/FORMAT.md)
+
     fast = [l for l in r.manifest["layers"] if l.get("format") in speed]
     if fast:
         kinds = " and ".join(sorted({speed[l["format"]] for l in fast}))
