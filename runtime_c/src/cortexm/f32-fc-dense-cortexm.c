@@ -8,7 +8,9 @@
  * step is therefore one inline-assembly block on GCC-compatible compilers for Thumb-2 (5 VLDM of 8 registers
  * + 32 VFMA; with the loop's compare and branch 39 instructions for 32 MACs, ~1.25 per MAC, against 1.26 for
  * the probe's hand-scheduled kernel in NOTES.md). The C step below is the same computation in the same order
- * (results are bit-identical); define PRUNEC_CORTEXM_NO_ASM to use it.
+ * (results are bit-identical); define PRUNEC_CORTEXM_NO_ASM to use it. The last 1-3 rows of a layer run one at a
+ * time, 8 columns per step (2 VLDM + 8 VFMA; before, a C loop at ~3.5 instructions per MAC: LeNet-5's fc2, 10 rows,
+ * counted 2.04 per MAC overall, above the 1.5 a good dense kernel takes).
  */
 #include "prunec_isa.h"
 
@@ -79,7 +81,45 @@ static inline __attribute__((always_inline)) void prunec_cortexm_dense_4x8(const
   *a2 = r2;
   *a3 = r3;
 }
+
+/* One row (the last 1-3 rows of a layer): a0 += w[k] * x[k] for k = 0, 2, 4, 6 and a1 for k = 1, 3, 5, 7, in that
+ * order (as the C loop of those rows sums them); the pointers advance by 8. 2 VLDM + 8 VFMA. */
+static inline __attribute__((always_inline)) void prunec_cortexm_dense_1x8(const float **xp, const float **wp,
+                                                                          float *a0, float *a1) {
+  const float *x = *xp, *w = *wp;
+  float r0 = *a0, r1 = *a1;
+  __asm__("vldmia %[x]!, {s16-s23}\n\t"
+          "vldmia %[w]!, {s24-s31}\n\t"
+          "vfma.f32 %[r0], s24, s16\n\t"
+          "vfma.f32 %[r1], s25, s17\n\t"
+          "vfma.f32 %[r0], s26, s18\n\t"
+          "vfma.f32 %[r1], s27, s19\n\t"
+          "vfma.f32 %[r0], s28, s20\n\t"
+          "vfma.f32 %[r1], s29, s21\n\t"
+          "vfma.f32 %[r0], s30, s22\n\t"
+          "vfma.f32 %[r1], s31, s23"
+          : [r0] "+t"(r0), [r1] "+t"(r1), [x] "+r"(x), [w] "+r"(w)
+          : "m"(*(const struct { float v[8]; } *)x), "m"(*(const struct { float v[8]; } *)w)
+          : "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30",
+            "s31");
+  *xp = x;
+  *wp = w;
+  *a0 = r0;
+  *a1 = r1;
+}
 #else
+/* One row: a0 += w[k] * x[k] for even k, a1 for odd k, in order; the pointers advance by 8. */
+static inline void prunec_cortexm_dense_1x8(const float **xp, const float **wp, float *a0, float *a1) {
+  const float *x = *xp, *w = *wp;
+  int k;
+  for (k = 0; k < 8; k += 2) {
+    *a0 = __builtin_fmaf(w[k], x[k], *a0);
+    *a1 = __builtin_fmaf(w[k + 1], x[k + 1], *a1);
+  }
+  *xp = x + 8;
+  *wp = w + 8;
+}
+
 /* a_i += sum_k w_i[k] * x[k], k = 0..7, in order k = 0..7; the pointers advance by 8. */
 static inline void prunec_cortexm_dense_4x8(const float **xp, const float **wp0, const float **wp1,
                                             const float **wp2, const float **wp3, float *a0, float *a1, float *a2,
@@ -143,7 +183,13 @@ void prunec_f32_fc_dense__cortexm(const prunec_dense_f32 *w, const float *bias, 
   for (; r < rows; r++) {
     const float *wr = w->values + (size_t)r * cols;
     float a0 = bias != NULL ? bias[r] : 0.0f, a1 = 0.0f;
-    size_t c = 0;
+    size_t c = cols & ~(size_t)7;
+    {
+      const float *xp = x, *wp = wr;
+      while (xp != x + c) {
+        prunec_cortexm_dense_1x8(&xp, &wp, &a0, &a1);
+      }
+    }
     for (; c + 2 <= cols; c += 2) {
       a0 = __builtin_fmaf(wr[c], x[c], a0);
       a1 = __builtin_fmaf(wr[c + 1], x[c + 1], a1);
