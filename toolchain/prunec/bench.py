@@ -198,11 +198,10 @@ class CompiledBuild:
         (t / "bench_driver.c").write_text(_DRIVER % {"name": self.name, "nlayers": max(n, 1)})
         so = t / f"libbench_{self.name}.so"
         cc = cc or target.cc
-        from .objcache import compile_objects
-        from .verify import _is_runtime_source
+        from .objcache import compile_objects, runtime_sources
 
         # the runtime's kernels (the same in every build of a target) from this process's object cache
-        kernels = [d / s for s in srcs if _is_runtime_source(d, d / s) and s.endswith(".c")]
+        kernels = runtime_sources(d, [d / s for s in srcs])
         objs = compile_objects(cc, [f for f in self.cflags if f != "-fPIC"], kernels, [d, d / "runtime" / "include"], d)
         cmd = [cc, *self.cflags, "-shared", f"-I{d}", f"-I{d / 'runtime' / 'include'}", f"-Wa,-I{d}",
                *[str(d / s) for s in srcs if d / s not in kernels], *objs, str(t / f"{self.name}_layers.c"),

@@ -295,16 +295,22 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
 SPEED_LAYOUTS = {"bsell": "blocked sliced", "wsell": "windowed sliced", "acsr": "absolute-indexed CSR"}
 
 
+def speed_layout_layers(layers: list[dict]) -> tuple[list[str], str]:
+    """(names, kinds) of the manifest `layers` stored in a layout that trades bytes for speed (SPEED_LAYOUTS): their
+    names in order, and the layouts' names joined by "and"."""
+    fast = [l for l in layers if l.get("format") in SPEED_LAYOUTS]
+    return [l["name"] for l in fast], " and ".join(sorted({SPEED_LAYOUTS[l["format"]] for l in fast}))
+
+
 def _flash_fix(layers: list[dict]) -> str:
     """What stores a build that is too big for its target in fewer bytes (from its manifest `layers`): where layers
     take a layout that trades bytes for speed, `--fc-layout rcsr`; where relative-indexed layers are not at their
     byte-optimal widths, `--index-bits 1-16` (a sentence each, or "")."""
     own = [l for l in layers if not l.get("shares_weights_of")]
-    fast = [l for l in own if l.get("format") in SPEED_LAYOUTS]
+    fast, kinds = speed_layout_layers(own)
     out = ""
     if fast:
-        kinds = " and ".join(sorted({SPEED_LAYOUTS[l["format"]] for l in fast}))
-        out += (f"{', '.join(l['name'] for l in fast)} take the {kinds} layout, which trades bytes for speed: "
+        out += (f"{', '.join(fast)} take the {kinds} layout, which trades bytes for speed: "
                 f"`--fc-layout rcsr` stores their weights in the fewest bytes (relative-indexed CSR). ")
     if any(l.get("format") == "rcsr" and l.get("index_bits") in (8, 16) for l in own):
         out += "`--index-bits 1-16` lets each relative-indexed layer take its byte-optimal index width. "

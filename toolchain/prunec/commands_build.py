@@ -68,12 +68,11 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
         arena += (f" ({len(fused)} conv+pool fused; {r.manifest['plan']['arena_bytes_unfused']:,} unfused)")
     click.echo(f"built {r.manifest['name']} for {r.manifest['target']} in {r.out_dir}: {len(r.manifest['layers'])} layers, "
                f"{weights_summary(t)}; {arena}, {t['macs']:,} MACs")
-    from .build import SPEED_LAYOUTS as speed  # layouts that trade bytes for speed (docs/FORMAT.md)
+    from .build import speed_layout_layers
 
-    fast = [l for l in r.manifest["layers"] if l.get("format") in speed]
+    fast, kinds = speed_layout_layers(r.manifest["layers"])  # layouts that trade bytes for speed (docs/FORMAT.md)
     if fast:
-        kinds = " and ".join(sorted({speed[l["format"]] for l in fast}))
-        click.echo(f"  {', '.join(l['name'] for l in fast)}: in the {kinds} layout (faster, for "
+        click.echo(f"  {', '.join(fast)}: in the {kinds} layout (faster, for "
                    f"more bytes than relative-indexed CSR); `--fc-layout rcsr` stores the fewest bytes")
     hint = _acsr_hint(r.manifest, fc_layout)
     if hint:

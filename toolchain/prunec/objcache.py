@@ -31,6 +31,21 @@ def _dir() -> Path:
     return _DIR
 
 
+def runtime_sources(build_dir: Path, sources) -> list[Path]:
+    """The runtime's kernel C sources among `sources` (runtime/src/... of the build in `build_dir`): the ones
+    compile_objects caches, the same in every build of a target; the build's own code compiles each time."""
+    root = Path(build_dir).resolve()
+    out = []
+    for src in map(Path, sources):
+        try:
+            rel = src.resolve().relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts[:2] == ("runtime", "src") and src.suffix == ".c":
+            out.append(src)
+    return out
+
+
 def compile_objects(cc: str, cflags: list[str], sources: list[Path], include_dirs: list[Path], cwd: Path) -> list[str]:
     """Each of `sources` compiled to a position-independent object (`cc cflags -fPIC -I... -c`), from this process's
     cache where the preprocessed source, compiler and flags are the same; the objects' paths, in order."""

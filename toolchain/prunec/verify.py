@@ -168,14 +168,6 @@ def check_host_isa(build_dir: Path, manifest: dict) -> None:
                           f"or build it with PRUNEC_AVX512=0 for machines without AVX-512")
 
 
-def _is_runtime_source(build_dir: Path, src: Path) -> bool:
-    """Whether `src` is one of the runtime's kernel sources a build carries (runtime/src/...), not its own code."""
-    try:
-        return Path(src).resolve().relative_to(Path(build_dir).resolve()).parts[:2] == ("runtime", "src")
-    except ValueError:
-        return False
-
-
 def _compile_host(build_dir: Path, manifest: dict):
     from cffi import FFI
 
@@ -215,9 +207,9 @@ def _compile_host(build_dir: Path, manifest: dict):
     try:
         # the runtime's kernels (the same in every build of a target) from this process's object cache; the build's
         # own sources through cffi
-        from .objcache import compile_objects
+        from .objcache import compile_objects, runtime_sources
 
-        kernels = [s for s in sources if _is_runtime_source(build_dir, s)]
+        kernels = runtime_sources(build_dir, sources)
         sources = [s for s in sources if s not in kernels]
         objs = compile_objects(cc, cflags, kernels, include_dirs, build_dir)
         for a in asm:  # distutils does not assemble .S: do it here, the way the Makefile does
