@@ -235,9 +235,9 @@ def test_a_build_too_big_for_its_board_names_the_smaller_layout(tmp_path, monkey
     _skip_if_missing(t)
     pt2, _, _ = bm.sparse_mlp_case(tmp_path, (784, 300, 10), 0.1, seed=6)
     flash = {}
-    for layout in ("auto", "acsr"):  # the library's measured flash: weights and the kernels' code
+    for layout in ("auto", "acsr"):  # the measured flash of the library as firmware links it: weights and code
         flash[layout] = B.build(pt2, "cortex-m4", tmp_path / layout, name="mlp", fc_layout=layout).manifest[
-            "size"]["library"]["flash"]
+            "size"]["linked"]["flash"]
     assert flash["auto"] < flash["acsr"], flash
     mine = tmp_path / "boards"
     mine.mkdir()

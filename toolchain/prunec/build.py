@@ -463,7 +463,8 @@ def prepare(model_path: str | os.PathLike, target_name: str, name: str | None = 
     weights_before = sum(weights0.values()) if weights0 else None
     bias_bytes = sum(4 * int(n.bias.size) for n in g.nodes if n.bias is not None)
     flash = facts["stored_bytes"] + facts["code_bytes_estimate"]
-    if target.flash_bytes and flash > target.flash_bytes:
+    # the estimate decides only where the build cannot measure the linked library (build: _measure_size)
+    if target.flash_bytes and flash > target.flash_bytes and not _will_measure(target):
         raise PrunecError(
             f"the model does not fit target {target.name!r}: it needs about {flash:,} bytes of flash (weights and "
             f"biases {facts['stored_bytes']:,} + code estimate {facts['code_bytes_estimate']:,}), the target has "
@@ -551,6 +552,12 @@ def _ram_fix(g: Graph, pairs: dict[int, int], ram_bytes: int) -> str:
     return "Prune harder (dead-neuron removal shrinks layers) or pick a target with more RAM."
 
 
+def _will_measure(target) -> bool:
+    """Whether `prunec build` compiles and measures the library for this target (it names a size tool and the
+    compiler, archiver and size tool are installed): then the measured flash, not the estimate, decides the fit."""
+    return bool(target.extra.get("size")) and not target.missing_tools(("cc", "ar", "size"))
+
+
 def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
     """Compile libNAME.a in a scratch copy of the build and measure it (firmware targets): the manifest gets the
     exact flash and RAM figures, and a library that does not fit the board is refused with them."""
@@ -566,10 +573,14 @@ def _measure_size(files: dict[str, bytes], manifest: dict, target) -> dict:
             p.write_bytes(data)
         size = runners.measure_size(scratch, manifest, target)
     lib = size["library"]
-    if target.flash_bytes and lib["flash"] > target.flash_bytes:
+    # what the firmware needs: the library as a firmware linked with --gc-sections keeps it, where that was measured
+    fw = size.get("linked") or lib
+    what = (f"lib{manifest['name']}.a linked with --gc-sections from {manifest['name']}_run" if "linked" in size
+            else f"lib{manifest['name']}.a")
+    if target.flash_bytes and fw["flash"] > target.flash_bytes:
         raise PrunecError(
-            f"the model does not fit target {target.name!r}: lib{manifest['name']}.a needs {lib['flash']:,} bytes of flash "
-            f"(text {lib['text']:,} + rodata {lib['rodata']:,} + data {lib['data']:,}), the board has {target.flash_bytes:,}. "
+            f"the model does not fit target {target.name!r}: {what} needs {fw['flash']:,} bytes of flash "
+            f"(text {fw['text']:,} + rodata {fw['rodata']:,} + data {fw['data']:,}), the board has {target.flash_bytes:,}. "
             f"{_flash_fix(manifest['layers'])}Prune harder or pick a larger target; nothing was written.")
     need = lib.get("ram_with_stack", lib["ram"])
     if target.ram_bytes and need > target.ram_bytes:

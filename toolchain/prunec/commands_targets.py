@@ -40,8 +40,9 @@ def targets_cmd(as_json):
 @click.argument("build_dir", type=click.Path(exists=True, file_okay=False))
 def size_cmd(build_dir):
     """Build BUILD_DIR's libNAME.a with its target's flags (`make -C BUILD_DIR`) and record its section sizes
-    (text, rodata, data, bss; `<target size tool> -A`), external symbols and the worst-case stack of NAME_run (from
-    GCC's call graph) in manifest.json under "size"."""
+    (text, rodata, data, bss; `<target size tool> -A`), on bare-metal targets those of what a firmware linked with
+    --gc-sections keeps of it, external symbols and the worst-case stack of NAME_run (from GCC's call graph) in
+    manifest.json under "size"."""
     from . import runners
     from .verify import load_manifest
 
@@ -50,6 +51,11 @@ def size_cmd(build_dir):
     lib = s["library"]
     click.echo(f"lib{m['name']}.a for {m['target']}: text {lib['text']:,}  rodata {lib['rodata']:,}  data {lib['data']:,}  "
                f"bss {lib['bss']:,} bytes; flash {lib['flash']:,}, RAM {lib['ram']:,} (with the {m['arena_bytes']:,}-byte arena)")
+    ln = s.get("linked")
+    if ln:
+        click.echo(f"linked with --gc-sections from {m['name']}_run (what firmware keeps, libm and libgcc included): "
+                   f"text {ln['text']:,}  rodata {ln['rodata']:,}  data {ln['data']:,}  bss {ln['bss']:,} bytes; "
+                   f"flash {ln['flash']:,}")
     st = s.get("stack") or {}
     if st.get("measured"):
         chain = " > ".join(f"{f['function']} {f['frame_bytes']:,}" for f in st["path"])

@@ -323,10 +323,30 @@ def nm_for(size_tool: str) -> str:
     return head + sep + (base[:i] + "nm" + base[i + 4:] if i >= 0 else "nm")
 
 
+def measure_linked(target, lib: str | os.PathLike, name: str, out: str | os.PathLike) -> dict | None:
+    """Section sizes of what a firmware linked with --gc-sections keeps of libNAME.a: an image whose only root is
+    NAME_run (`-e NAME_run`, no start-up files, newlib's nosys stubs), so the kernels' functions the model never
+    calls and unreferenced weights are dropped, and what it calls in libm and libgcc is counted. None where the
+    target is not bare metal (its programs link against an OS's C library) or the link fails (the reason is not
+    this measure's to report: `prunec verify` links the real image)."""
+    t = _target(target)
+    if t.runner != "qemu-system":
+        return None
+    cflags = [f for f in t.cflags if f != "-fPIC"]
+    cmd = [t.cc, *cflags, "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections", f"-Wl,-e,{name}_run",
+           f"-Wl,--undefined={name}_run", "-o", str(out), str(lib), *t.libs]
+    if subprocess.run(cmd, capture_output=True, text=True).returncode != 0:
+        return None
+    linked = section_sizes(t, out)
+    linked["flash"] = linked["text"] + linked["rodata"] + linked["data"]
+    return linked
+
+
 def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
-    """Section sizes of libNAME.a (the firmware's share: model code, kernels, weights), its external symbols,
+    """Section sizes of libNAME.a (the firmware's share: model code, kernels, weights), on bare-metal targets those
+    of what a firmware linked with --gc-sections keeps of it ("linked", measure_linked), its external symbols,
     NAME_run's worst-case stack (prunec.stack) and, when present, the verification image's sections. Builds the
-    library if needed; writes nothing else."""
+    library if needed; writes nothing else but the linked image under BUILD_DIR/.prunec-run/TARGET/."""
     t = _target(target)
     build_dir = Path(build_dir)
     lib = build_dir / f"lib{manifest['name']}.a"
@@ -336,6 +356,12 @@ def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     lib_s = size["library"]
     size["library"]["flash"] = lib_s["text"] + lib_s["rodata"] + lib_s["data"]
     size["library"]["ram"] = lib_s["data"] + lib_s["bss"] + int(manifest.get("arena_bytes", 0))
+    work = build_dir / WORK / t.name
+    work.mkdir(parents=True, exist_ok=True)
+    linked = measure_linked(t, lib, manifest["name"], work / "linked.elf")
+    if linked is not None:
+        linked["ram"] = linked["data"] + linked["bss"] + int(manifest.get("arena_bytes", 0))
+        size["linked"] = linked  # the library's share of a firmware linked with --gc-sections
     from . import stack
 
     size["stack"] = stack.measure(build_dir, manifest)  # NAME_run's worst-case stack, from the compiler's call graph
