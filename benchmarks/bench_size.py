@@ -142,8 +142,12 @@ def print_report(res: list[dict]) -> None:
         for k in ("cortex_m4", "cortex_m4_dense"):
             if k in r:
                 lib, img = r[k]["library"], r[k].get("verification_image", {})
+                ln = r[k].get("linked")
                 print(f"{r['net']} {k}: library text {lib['text']:,} rodata {lib['rodata']:,} data {lib['data']:,} "
-                      f"bss {lib['bss']:,}; whole image text+rodata {img.get('text', 0) + img.get('rodata', 0):,}"
+                      f"bss {lib['bss']:,}"
+                      + (f"; linked with --gc-sections from NAME_run (firmware's share) text {ln['text']:,} rodata "
+                         f"{ln['rodata']:,}, flash {ln['flash']:,}" if ln else "")
+                      + f"; whole image text+rodata {img.get('text', 0) + img.get('rodata', 0):,}"
                       + (f"; stack of NAME_run {lib['stack']:,}, RAM with arena, data and stack {lib['ram_with_stack']:,}"
                          if "stack" in lib else ""))
         if "cortex_m4_error" in r:
