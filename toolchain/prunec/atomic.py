@@ -66,6 +66,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         path = path.resolve()
     if path.is_dir():
         raise PrunecError(f"cannot write {path}: it is a directory; give a file name")
+    if path.exists() and not path.is_file():  # a device, a FIFO, a socket: replacing it would remove the node
+        raise PrunecError(f"cannot write {path}: it is not a regular file (a device, pipe or socket); give a file name")
     mode = None
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -163,6 +163,9 @@ class CompiledBuild:
                    if not isinstance(self.manifest, dict) or k not in self.manifest]
         if missing:
             raise PrunecError(f"{mpath} lacks {', '.join(missing)}: not a manifest of `prunec build`; rebuild {d}")
+        from .verify import load_manifest
+
+        load_manifest(d)  # the rest of what a build's manifest holds, of the types read here
         self.dir = d
         self.name = self.manifest["name"]
         from . import targets

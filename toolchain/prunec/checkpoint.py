@@ -22,6 +22,7 @@ import hashlib
 import os
 import pickle
 import re
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,8 @@ def _read(path: Path):
                           f"(docs/PRUNING.md, \"Your own model\")")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, AttributeError,
+            struct.error, IndexError, TypeError) as e:  # what torch.load raises on bytes that are no pickle
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         i = next((k for k, ln in enumerate(lines) if "Unpickler error" in ln), 0)
         first = lines[i]
@@ -271,6 +273,10 @@ def build_model(model_name: str, num_classes: int, state_dict: dict[str, torch.T
     bad = sorted(k for k, v in state_dict.items() if not torch.is_tensor(v))
     if bad:
         raise PrunecError(f"checkpoint entries {bad[:5]} are not tensors; the file is foreign or damaged")
+    bad = sorted(k for k, v in state_dict.items() if k.rsplit(".", 1)[-1] in ("weight", "bias") and not v.is_floating_point())
+    if bad:
+        raise PrunecError(f"checkpoint weights {bad[:5]} are {state_dict[bad[0]].dtype}, not floating point; the file is "
+                          f"foreign or damaged")
     model = models.create(model_name, num_classes=num_classes)
     resized = False
     for name, m in models.prunable_layers(model):  # dead-neuron removal shrinks sizes, never the kind of a layer
@@ -294,6 +300,35 @@ def build_model(model_name: str, num_classes: int, state_dict: dict[str, torch.T
         raise PrunecError(f"checkpoint weights of model {model_name!r} have inconsistent layer shapes ({_load_error(e)}); "
                           f"the file is foreign or damaged") from None
     return model
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_meta(obj: dict, damaged) -> None:
+    """The metadata the commands read besides the weights, of the types they read it as (`damaged(what)`: the error
+    to raise): seeds, the schedule's dense layer sizes and history, the histograms of the weights before pruning."""
+    for key in ("seed", "data_seed"):
+        if obj.get(key) is not None and not _is_int(obj[key]):
+            raise damaged(f"'{key}' is {obj[key]!r}, not an integer")
+    sched = obj.get("schedule") or {}
+    w0 = sched.get("weights0")
+    if w0 is not None and not (isinstance(w0, dict) and all(isinstance(k, str) and _is_int(v) and v >= 0
+                                                             for k, v in w0.items())):
+        raise damaged(f"the schedule's 'weights0' ({brief(repr(w0), 80)}) is not a map of layer names to weight counts")
+    hist = sched.get("history")
+    if hist is not None and not (isinstance(hist, list) and all(isinstance(h, dict) for h in hist)):
+        raise damaged(f"the schedule's 'history' ({brief(repr(hist), 80)}) is not a list of step records")
+    before = obj.get("weight_hist_before")
+    if before is not None and not (isinstance(before, dict) and all(
+            isinstance(h, dict) and _is_num(h.get("min")) and _is_num(h.get("max"))
+            and isinstance(h.get("counts"), list) and all(_is_int(c) for c in h["counts"]) for h in before.values())):
+        raise damaged("'weight_hist_before' is not a map of layer names to histograms {min, max, counts}")
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
@@ -350,6 +385,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
     for key in ("masks", "dropout_p", "metrics", "train_args", "schedule", "recipe"):
         if obj.get(key) is not None and not isinstance(obj[key], dict):
             raise damaged(f"'{key}' is a {type(obj[key]).__name__}, not a dict")
+    _check_meta(obj, damaged)
     try:
         model = build_model(name, num_classes, sd)
     except PrunecError as e:

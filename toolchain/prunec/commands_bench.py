@@ -20,8 +20,14 @@ def bench_cmd(build_dir, reps, target_ms, no_layers, cflags, as_json):
 
     from .bench import CompiledBuild, bench, check_settings, table
 
+    from .errors import PrunecError
+
     check_settings(reps, target_ms / 1e3)  # before compiling the build
-    cb = CompiledBuild(build_dir, extra_cflags=tuple(shlex.split(cflags)))
+    try:
+        extra = tuple(shlex.split(cflags))
+    except ValueError as e:  # an unclosed quote
+        raise PrunecError(f"--cflags {cflags!r}: {e}; quote the flags as a shell would (e.g. --cflags '-O2 -DN=\"x\"')") from None
+    cb = CompiledBuild(build_dir, extra_cflags=extra)
     r = bench(build_dir, reps=reps, target_s=target_ms / 1e3, layers=not no_layers, cb=cb)
     click.echo(json.dumps(r.as_dict(), indent=1) if as_json else table(r))
 

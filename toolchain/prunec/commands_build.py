@@ -7,6 +7,7 @@ import sys
 import click
 
 from .codegen import STORAGES
+from .errors import SEED_MAX
 
 
 @click.command("build")
@@ -113,7 +114,7 @@ def _acsr_hint(manifest: dict, fc_layout: str) -> str:
 @click.option("--model", default=None, type=click.Path(), help="the reference model (default: the one the build came from)")
 @click.option("--data-dir", default=None, type=click.Path(), help="folder of the data set's files")
 @click.option("--limit", type=int, default=None, help="use only the first N inputs")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of --random")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True, help="seed of --random")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
               help="tolerance: a sample passes when max|C - PyTorch| <= ATOL x max(1, max|PyTorch|)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")

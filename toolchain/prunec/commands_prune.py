@@ -21,7 +21,7 @@ from . import data as D
 from . import distributed as DIST
 from . import masks as M
 from . import models
-from .errors import PrunecError, report
+from .errors import SEED_MAX, PrunecError, report
 from .recipes import DEFAULT_L1_STRENGTH, PAPER_REMAINING, default_recipe, parse_sparsity
 
 
@@ -51,6 +51,9 @@ def _check_out_dir(out: Path) -> None:
 def _load_data(name: str, data_dir: str | None, model_name: str, seed: int = 0) -> D.Dataset:
     shape = models.input_shape(model_name)
     if name == "synthetic":
+        if data_dir is not None:
+            raise PrunecError("--data-dir names the folder of --data fashion-mnist's files; --data synthetic reads "
+                              "none: leave --data-dir out")
         return D.synthetic_for(shape, seed)
     ds = D.load(name, data_dir)
     if ds.input_shape != tuple(shape):
@@ -141,7 +144,7 @@ def _with(options):
 @click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
               help="cross-entropy against targets smoothed by this weight (default: the model's recipe, 0.1 for the "
                    "LeNets, 0 otherwise)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, batch_size, momentum, label_smoothing, seed, device,
@@ -208,7 +211,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.option("--batch-size", type=int, default=None, help="retraining minibatch (default: the model's recipe: 64 for lenet300, 128 otherwise)")
 @click.option("--momentum", type=float, default=None, help="SGD momentum while retraining (default: the model's recipe: 0.95 for lenet5, 0.9 otherwise)")
 @click.option("--resume", is_flag=True, help="continue an interrupted run from OUT.resume")
-@click.option("--seed", type=int, default=None, help="default: the base checkpoint's seed")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None, help="default: the base checkpoint's seed")
 @_with(data_options)
 @device_option
 @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -251,7 +254,11 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
     if global_sparsity is not None:
         given.update(global_sparsity=global_sparsity, quality=None)
     if resume and rpath.exists():
-        res = C.load(rpath)
+        try:
+            res = C.load(rpath)
+        except PrunecError as e:
+            raise PrunecError(f"the interrupted run's state {rpath} cannot be resumed ({e}); delete it and run without "
+                              f"--resume to start over") from None
         if res.kind != "pruning" or res.model_name != name:
             raise PrunecError(f"{rpath} is not an interrupted prune run of {name}; delete it or run without --resume")
         started_from = res.meta.get("base_checkpoint_sha256")

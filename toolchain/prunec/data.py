@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import PrunecError
+from .errors import PrunecError, env_int
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_MEAN = 0.2860
@@ -119,6 +119,9 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
         images_path, labels_path = _find(d, f"{prefix}-images-idx3-ubyte"), _find(d, f"{prefix}-labels-idx1-ubyte")
         images = read_idx(images_path, ndim=3)
         labels = read_idx(labels_path, ndim=1)
+        if images.shape[0] == 0:
+            raise PrunecError(f"{d}: the {split} split has no images ({images_path.name} holds 0); give a folder with "
+                              f"the full data set (reinstall dataset-fashion-mnist, or fix --data-dir)")
         if images.shape[0] != labels.shape[0]:
             raise PrunecError(f"{d}: {split} images ({images.shape[0]} in {images_path.name}) and labels "
                               f"({labels.shape[0]} in {labels_path.name}) differ in count")
@@ -149,8 +152,8 @@ def synthetic_for(shape, seed: int = 0) -> Dataset:
     one every later step evaluates on)."""
     shape = tuple(int(v) for v in shape)
     small = math.prod(shape) <= 28 * 28 * 3
-    n_train = int(os.environ.get("PRUNEC_SYNTHETIC_TRAIN", 2000 if small else 64))
-    n_test = int(os.environ.get("PRUNEC_SYNTHETIC_TEST", 500 if small else 32))
+    n_train = env_int("PRUNEC_SYNTHETIC_TRAIN", 2000 if small else 64, 1, "the synthetic training images")
+    n_test = env_int("PRUNEC_SYNTHETIC_TEST", 500 if small else 32, 1, "the synthetic test images")
     return synthetic(n_train=n_train, n_test=n_test, seed=seed, shape=shape)
 
 

@@ -41,7 +41,7 @@ import time
 import torch
 from torch import nn
 
-from .errors import PrunecError
+from .errors import PrunecError, env_int
 
 DEFAULT_TIMEOUT_S = 600.0
 PEER_GRACE_S = 1.0
@@ -59,7 +59,7 @@ _peer_failed = False  # set when this rank's failure is a consequence of another
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    return env_int("WORLD_SIZE", 1, 1, "the number of processes (torchrun sets it)") > 1 and "RANK" in os.environ
 
 
 def is_initialized() -> bool:
@@ -103,7 +103,8 @@ def init() -> tuple[int, int]:
         raise PrunecError("torch.distributed is not available in this torch build; run without torchrun")
     b = backend()
     if "nccl" in b:  # before the group is made, so its CUDA work lands on this rank's GPU (ranks may share one)
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count()))
+        torch.cuda.set_device(env_int("LOCAL_RANK", 0, 0, "this process's rank on its machine (torchrun sets it)")
+                              % max(1, torch.cuda.device_count()))
     dist.init_process_group(backend=b, timeout=datetime.timedelta(seconds=timeout_s()))
     _install_sigterm()
     if "PRUNEC_THREADS" not in os.environ:

@@ -1,6 +1,9 @@
 """One exception type for every user-facing failure: its message names the problem and the fix."""
 
 
+SEED_MAX = 2**32 - 1  # seeds of the CLI: 0 .. SEED_MAX (what numpy's and torch's generators take everywhere)
+
+
 class PrunecError(Exception):
     """A failure caused by the user's input or environment; the CLI prints it and exits non-zero."""
 
@@ -37,3 +40,20 @@ def brief(e: BaseException | str, limit: int = 200) -> str:
     if len(line) > limit:
         line = line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
     return line.rstrip(".")
+
+
+def env_int(name: str, default: int, minimum: int, what: str) -> int:
+    """The integer in environment variable `name` (unset or empty: `default`); PrunecError naming the variable, what
+    it sets and the accepted range for anything else (not an integer, below `minimum`)."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        v = None
+    if v is None or v < minimum:
+        raise PrunecError(f"{name}={raw!r}: give {what} as an integer >= {minimum}, or unset it")
+    return v

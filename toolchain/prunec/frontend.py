@@ -67,9 +67,21 @@ def _is_pt2_archive(path: Path) -> bool:
         return False
 
 
+def _is_torch_save_archive(path: Path) -> bool:
+    """A torch.save zip (a prunec checkpoint, say): an archive with a data.pkl and no exported program in it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/data.pkl") or n == "data.pkl" for n in names) and not any(
+        n.endswith(("serialized_exported_program.json", "models/model.json")) or "/models/" in n for n in names)
+
+
 def is_pt2(path: Path) -> bool:
-    """Whether MODEL is read as an exported program: named .pt2, or a torch.export archive by its contents."""
-    return path.suffix == ".pt2" or _is_pt2_archive(path)
+    """Whether MODEL is read as an exported program: a torch.export archive by its contents, or named .pt2 unless
+    its contents are a torch.save archive (a checkpoint renamed .pt2 is read as the checkpoint it is)."""
+    return _is_pt2_archive(path) or (path.suffix == ".pt2" and not _is_torch_save_archive(path))
 
 
 def load_exported(path: str | os.PathLike, **kw):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -46,13 +47,31 @@ def runtime_sources(build_dir: Path, sources) -> list[Path]:
     return out
 
 
+def host_cc() -> str:
+    """The host C compiler of `prunec verify` and `prunec bench` (cffi): $CC (flags allowed), else cc; PrunecError
+    naming the variable and the fix where its program is not installed."""
+    import os
+
+    cc = os.environ.get("CC", "").strip() or "cc"
+    try:
+        exe = shlex.split(cc)[0]
+    except (ValueError, IndexError):
+        exe = ""
+    if not exe or shutil.which(exe) is None:
+        where = f"CC={cc!r}" if os.environ.get("CC", "").strip() else "cc"
+        raise PrunecError(f"the host C compiler ({where}) is not installed or not on PATH; install one (apt-get install "
+                          f"gcc, or `make setup`) or set CC to a compiler's path")
+    return cc
+
+
 def compile_objects(cc: str, cflags: list[str], sources: list[Path], include_dirs: list[Path], cwd: Path) -> list[str]:
     """Each of `sources` compiled to a position-independent object (`cc cflags -fPIC -I... -c`), from this process's
     cache where the preprocessed source, compiler and flags are the same; the objects' paths, in order."""
     flags = [*cflags, "-fPIC", *(f"-I{d}" for d in include_dirs)]
+    ccv = shlex.split(cc)  # a CC with flags (CC="gcc -m64"), as make and distutils take it
     out = []
     for src in sources:
-        pre = subprocess.run([cc, *flags, "-E", "-P", str(src)], capture_output=True, cwd=cwd)
+        pre = subprocess.run([*ccv, *flags, "-E", "-P", str(src)], capture_output=True, cwd=cwd)
         if pre.returncode != 0:
             raise PrunecError(f"compiling {src} failed (preprocessing):\n{pre.stderr.decode(errors='replace')[-3000:]}")
         h = hashlib.sha256()
@@ -63,7 +82,7 @@ def compile_objects(cc: str, cflags: list[str], sources: list[Path], include_dir
         obj = _OBJECTS.get(key)
         if obj is None or not obj.is_file():
             obj = _dir() / f"{key}-{src.stem}.o"
-            r = subprocess.run([cc, *flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True, cwd=cwd)
+            r = subprocess.run([*ccv, *flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True, cwd=cwd)
             if r.returncode != 0:
                 raise PrunecError(f"compiling {src} failed:\n$ {cc} {' '.join(flags)} -c {src}\n{r.stderr[-3000:]}")
             _OBJECTS[key] = obj

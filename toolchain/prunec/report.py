@@ -10,6 +10,7 @@ paper's FLOP column also counts) is not included.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -232,17 +233,35 @@ def plot_schedule(history: list[dict], baseline: float | None, path: Path) -> bo
 
 
 def write_report(ckpt, out_dir: Path) -> list[Path]:
-    """All figures of a checkpoint into `out_dir` (each written atomically)."""
-    from .atomic import atomic_file
+    """All figures of a checkpoint into `out_dir`: drawn into a scratch folder beside it first, then moved in, so that
+    a failure leaves neither `out_dir` (if it did not exist) nor any figure of this run behind."""
+    import shutil
+    import tempfile
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    out_dir = Path(out_dir)
+    parent = out_dir.parent
+    if not parent.is_dir():
+        from .errors import PrunecError
 
-    def emit(name, fn, *args):
-        with atomic_file(out_dir / name) as tmp:
-            fn(*args, tmp)
-        written.append(out_dir / name)
+        raise PrunecError(f"--out {out_dir}: its parent folder {parent} does not exist; create it first")
+    names = []
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+    try:
+        def emit(name, fn, *args):
+            fn(*args, scratch / name)
+            names.append(name)
 
+        _draw(ckpt, emit)
+        out_dir.mkdir(exist_ok=True)
+        for name in names:
+            os.replace(scratch / name, out_dir / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [out_dir / n for n in names]
+
+
+def _draw(ckpt, emit) -> None:
+    """Every figure of `ckpt`, each through emit(file name, draw function, *its arguments but the path)."""
     rows = layer_table(ckpt.model, ckpt.input_shape)
     # Remaining % against the dense layer sizes, as `prunec info` and the paper count it: after dead-neuron
     # removal the layers are smaller than they were, and nonzero/current size would overstate what is left.
@@ -257,4 +276,3 @@ def write_report(ckpt, out_dir: Path) -> list[Path]:
     history = (ckpt.schedule or {}).get("history", [])
     if history:  # a dense checkpoint has no schedule
         emit("schedule.png", plot_schedule, history, ckpt.metrics.get("baseline_test_accuracy"))
-    return written

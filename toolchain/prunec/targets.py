@@ -239,7 +239,10 @@ def _apply_probes(t: Target) -> Target:
     probes = t.extra.get("probe") or {}
     isa, cflags = list(t.isa), list(t.cflags)
     for name, spec in probes.items():
-        forced = os.environ.get(spec.get("env", ""), "") if spec.get("env") else ""
+        forced = os.environ.get(spec.get("env", ""), "").strip() if spec.get("env") else ""
+        if forced not in ("", "0", "1"):
+            raise PrunecError(f"{spec['env']}={forced!r}: 1 forces the {name} kernels on, 0 off; unset it to let the "
+                              f"build machine's compiler decide (target {t.name!r})")
         if forced in ("0", "1"):
             on = forced == "1"
         else:
@@ -270,12 +273,13 @@ def _scan(strict: bool) -> tuple[dict[str, Target], list[PrunecError]]:
     out, where, broken = {}, {}, []
     for p in target_files():
         try:
-            t = _apply_probes(_load(p))
+            t = _load(p)
         except PrunecError as e:
             if strict:
                 raise
             broken.append(e)
             continue
+        t = _apply_probes(t)  # a bad probe variable (PRUNEC_AVX512=abc) is the environment's fault, not the file's
         if t.name in out:  # one would silently replace the other
             raise PrunecError(f"target files {where[t.name]} and {p} both define target {t.name!r}; rename one (name = ...)")
         out[t.name], where[t.name] = t, p

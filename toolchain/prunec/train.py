@@ -23,7 +23,7 @@ from torch import nn
 from . import distributed as DIST
 from . import masks as M
 from .data import Dataset, Split
-from .errors import PrunecError
+from .errors import PrunecError, env_int
 
 
 @dataclass
@@ -124,8 +124,7 @@ def to_device(data, device: torch.device):
 
 def set_threads(n: int | None = None) -> int:
     """Use PRUNEC_THREADS, else `n`, else min(2, cores) intra-op threads (the machines here have 2 cores)."""
-    env = os.environ.get("PRUNEC_THREADS")
-    k = int(env) if env else (n or min(2, os.cpu_count() or 1))
+    k = env_int("PRUNEC_THREADS", 0, 1, "the intra-op threads per process") or n or min(2, os.cpu_count() or 1)
     torch.set_num_threads(max(1, k))
     return k
 

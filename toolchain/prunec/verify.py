@@ -43,6 +43,8 @@ _MODULES: dict[str, object] = {}  # compiled host extensions, by content hash (o
 
 def load_manifest(build_dir: str | os.PathLike) -> dict:
     p = Path(build_dir) / "manifest.json"
+    if Path(build_dir).exists() and not Path(build_dir).is_dir():
+        raise PrunecError(f"{build_dir} is a file, not a build directory; give the folder `prunec build --out` wrote")
     if not Path(build_dir).is_dir():
         raise PrunecError(f"build directory {build_dir} does not exist; create it with `prunec build`")
     try:
@@ -51,10 +53,54 @@ def load_manifest(build_dir: str | os.PathLike) -> dict:
         raise PrunecError(f"{build_dir} has no manifest.json; it is not a prunec build directory") from None
     except (OSError, ValueError) as e:
         raise PrunecError(f"{p} is unreadable ({e}); rebuild with `prunec build`") from None
+    if not isinstance(m, dict):
+        raise PrunecError(f"{p} is not a build manifest (a JSON {type(m).__name__}); rebuild with `prunec build`")
     for k in ("name", "target", "input_shape", "output_shape", "arena_bytes", "files"):
         if k not in m:
             raise PrunecError(f"{p} lacks {k!r}; rebuild with `prunec build`")
+    _check_manifest(m, p)
     return m
+
+
+def _check_manifest(m: dict, p: Path) -> None:
+    """The manifest entries verify, bench and size read, of the types they read them as."""
+    from .build import MANIFEST_VERSION
+
+    def bad(what: str) -> PrunecError:
+        return PrunecError(f"{p}: {what}; the manifest is damaged, rebuild with `prunec build`")
+
+    def count(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    version = m.get("format_version", MANIFEST_VERSION)
+    if count(version) and version > MANIFEST_VERSION:
+        raise PrunecError(f"{p}: build format version {version} is newer than this prunec reads ({MANIFEST_VERSION}); "
+                          f"upgrade prunec, or rebuild with this one")
+    if version != MANIFEST_VERSION:
+        raise bad(f"format_version {version!r} is not {MANIFEST_VERSION}")
+    if not (isinstance(m["name"], str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m["name"])):
+        raise bad(f"name {m['name']!r} is not a C identifier")
+    if not isinstance(m["target"], str):
+        raise bad(f"target {m['target']!r} is not a target name")
+    for k in ("input_shape", "output_shape"):
+        v = m[k]
+        if not (isinstance(v, list) and v and all(count(d) and d > 0 for d in v)):
+            raise bad(f"{k} {v!r} is not a list of positive sizes")
+        size = k.replace("shape", "size")
+        if size in m and m[size] != math.prod(v):
+            raise bad(f"{size} {m[size]!r} is not the product of {k} {v}")
+    if not count(m["arena_bytes"]):
+        raise bad(f"arena_bytes {m['arena_bytes']!r} is not a byte count")
+    f = m["files"]
+    if not isinstance(f, dict):
+        raise bad("'files' is not an object")
+    if not isinstance(f.get("header"), str):
+        raise bad(f"files.header {f.get('header')!r} is not a file name")
+    for k in ("sources", "asm", "include_dirs"):
+        if k in f and not (isinstance(f[k], list) and all(isinstance(x, str) for x in f[k])):
+            raise bad(f"files.{k} {f[k]!r} is not a list of paths")
+    if not f.get("sources"):
+        raise bad("files.sources names no source")
 
 
 # --- running the build on this machine (cffi) ------------------------------------------------------------
@@ -182,7 +228,9 @@ def _compile_host(build_dir: Path, manifest: dict):
             raise PrunecError(f"build file {f} is missing; rebuild with `prunec build`")
     include_dirs = [build_dir / d for d in files.get("include_dirs", [".", "runtime/include"])]
     cflags = _cflags(manifest, build_dir)
-    cc = os.environ.get("CC", "cc")
+    from .objcache import host_cc
+
+    cc = host_cc()
     # Everything the compiled module depends on: the sources, every header the include directories hold (a runtime
     # header changed in a copy of a build must not reuse the module compiled from the original), the blob, the
     # compiler and its flags.
@@ -214,7 +262,7 @@ def _compile_host(build_dir: Path, manifest: dict):
         objs = compile_objects(cc, cflags, kernels, include_dirs, build_dir)
         for a in asm:  # distutils does not assemble .S: do it here, the way the Makefile does
             o = tmp / (a.stem + ".o")
-            r = subprocess.run([cc, *cflags, "-fPIC", f"-Wa,-I{build_dir}", "-c", str(a), "-o", str(o)],
+            r = subprocess.run([*shlex.split(cc), *cflags, "-fPIC", f"-Wa,-I{build_dir}", "-c", str(a), "-o", str(o)],
                                capture_output=True, text=True)
             if r.returncode:
                 raise PrunecError(f"assembling {a} failed:\n{r.stderr.strip()}")
@@ -494,6 +542,9 @@ def load_samples(path, shape, option: str) -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
+        if "allow_pickle" in str(e):  # numpy's advice (load it unsafely) is not ours to give
+            raise PrunecError(f"cannot read {option} {path}: it is not a numeric .npy array (it holds pickled Python "
+                              f"objects, or is not an .npy file); save a float array with np.save") from None
         raise PrunecError(f"cannot read {option} {path}: {e}") from None
     if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
         what = "an .npz archive" if not isinstance(x, np.ndarray) else f"an array of dtype {x.dtype}"
@@ -513,6 +564,9 @@ def load_samples(path, shape, option: str) -> np.ndarray:
     return x.astype(np.float32).reshape(-1, *shape[1:])
 
 
+RANDOM_BYTES_MAX = 1 << 30  # --random: at most 1 GiB of inputs
+
+
 def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: int | None, data_dir, limit, seed,
             model_path=None):
     shape = tuple(manifest["input_shape"])
@@ -524,6 +578,15 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
         raise PrunecError(f"--random {random}: give the number of random inputs, at least 1 (e.g. --random 100)")
     if limit is not None and int(limit) < 1:
         raise PrunecError(f"--limit {limit}: give the number of inputs to use, at least 1")
+    if random is not None:
+        per = 4 * math.prod(shape[1:])
+        most = max(1, RANDOM_BYTES_MAX // per)
+        if int(random) > most:
+            raise PrunecError(f"--random {random}: that many inputs of shape {list(shape[1:])} take "
+                              f"{int(random) * per / 2**30:,.1f} GiB; give at most {most:,}")
+    if data_dir is not None and data != "fashion-mnist":
+        raise PrunecError(f"--data-dir names the folder of --data fashion-mnist's files; "
+                          f"{'--data ' + data if data else '--inputs/--random'} reads none: leave --data-dir out")
     if data is not None:
         from . import data as data_mod
 

@@ -1,0 +1,254 @@
+"""Bad input found by the seventeenth session's review: damaged checkpoint metadata, environment variables, seeds,
+empty data sets, special files as --out, damaged manifests, compilers and option values. Each gets a clear message
+(exit 2, no traceback) and leaves nothing behind."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from prunec import checkpoint as C
+from prunec import models
+from prunec.cli import main
+from prunec.errors import PrunecError, env_int
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+def refused(r, *says):
+    assert r.exit_code == 2, (r.exit_code, r.output, r.exception)
+    assert "Traceback" not in r.output
+    for s in says:
+        assert s in r.output, r.output
+    return r.output
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ck")
+    torch.manual_seed(0)
+    m = models.create("lenet300")
+    return C.save(d / "dense.pt", m, "lenet300", seed=3, metrics={"test_accuracy": 0.5})
+
+
+def damaged(tmp_path, src, name, edit):
+    obj = torch.load(src, weights_only=True)
+    edit(obj)
+    p = tmp_path / name
+    torch.save(obj, p)
+    return p
+
+
+@pytest.mark.parametrize("name, edit, says", [
+    ("seed.pt", lambda o: o.update(seed="abc"), "'seed' is 'abc', not an integer"),
+    ("w0.pt", lambda o: o.update(schedule={"weights0": {"fc1": "abc"}}), "the schedule's 'weights0'"),
+    ("w0list.pt", lambda o: o.update(schedule={"weights0": [1, 2]}), "the schedule's 'weights0'"),
+    ("hist.pt", lambda o: o.update(schedule={"history": 5}), "the schedule's 'history' (5) is not a list"),
+    ("hist2.pt", lambda o: o.update(schedule={"history": [5, 6]}), "is not a list of step records"),
+    ("before.pt", lambda o: o.update(weight_hist_before={"fc1": "x"}), "'weight_hist_before' is not a map"),
+    ("before2.pt", lambda o: o.update(weight_hist_before=7), "'weight_hist_before' is not a map"),
+    ("int32.pt", lambda o: o["state_dict"].update({"fc1.weight": o["state_dict"]["fc1.weight"].int()}),
+     "are torch.int32, not floating point"),
+])
+def test_damaged_metadata_is_refused_by_every_reader(tmp_path, ckpt, name, edit, says):
+    p = damaged(tmp_path, ckpt, name, edit)
+    for args in (["info", p], ["info", p, "--json"], ["export", p, "--out", tmp_path / "m.pt2"],
+                 ["report", p, "--out", tmp_path / "figs"]):
+        refused(run(*args), says)
+    assert not (tmp_path / "m.pt2").exists() and not (tmp_path / "figs").exists()
+
+
+def test_a_failing_figure_leaves_no_report_folder(tmp_path, ckpt, monkeypatch):
+    from prunec import report as R
+
+    def boom(*a, **k):
+        raise PrunecError("no figure")
+
+    monkeypatch.setattr(R, "plot_remaining", boom)
+    c = C.load(ckpt)
+    with pytest.raises(PrunecError):
+        R.write_report(c, tmp_path / "figs")
+    assert sorted(os.listdir(tmp_path)) == []  # neither the folder, nor the figures drawn before, nor scratch
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "mine.txt").write_text("kept")
+    with pytest.raises(PrunecError):
+        R.write_report(c, tmp_path / "figs")
+    assert os.listdir(tmp_path / "figs") == ["mine.txt"] and sorted(os.listdir(tmp_path)) == ["figs"]
+    monkeypatch.undo()
+    written = R.write_report(c, tmp_path / "figs")
+    assert {p.name for p in written} >= {"weights.png", "remaining.png"} and all(p.is_file() for p in written)
+    assert sorted(os.listdir(tmp_path)) == ["figs"]
+
+
+@pytest.mark.parametrize("var, value, says", [
+    ("PRUNEC_THREADS", "abc", "PRUNEC_THREADS='abc': give the intra-op threads per process as an integer >= 1"),
+    ("PRUNEC_THREADS", "-4", "PRUNEC_THREADS='-4'"),
+    ("PRUNEC_SYNTHETIC_TRAIN", "abc", "PRUNEC_SYNTHETIC_TRAIN='abc'"),
+    ("PRUNEC_SYNTHETIC_TEST", "0", "PRUNEC_SYNTHETIC_TEST='0': give the synthetic test images as an integer >= 1"),
+    ("PRUNEC_SYNTHETIC_TEST", "-5", "PRUNEC_SYNTHETIC_TEST='-5'"),
+])
+def test_garbage_environment_variables(tmp_path, var, value, says):
+    out = tmp_path / "a.pt"
+    refused(run("train", "--model", "lenet300", "--data", "synthetic", "--epochs", "1", "--quiet", "--out", out,
+                env={var: value}), says)
+    assert not out.exists()
+
+
+def test_env_int(monkeypatch):
+    monkeypatch.delenv("PRUNEC_X", raising=False)
+    assert env_int("PRUNEC_X", 7, 1, "x") == 7
+    monkeypatch.setenv("PRUNEC_X", " 3 ")
+    assert env_int("PRUNEC_X", 7, 1, "x") == 3
+    monkeypatch.setenv("PRUNEC_X", "")
+    assert env_int("PRUNEC_X", 7, 1, "x") == 7
+    for bad in ("0", "1.5", "x"):
+        monkeypatch.setenv("PRUNEC_X", bad)
+        with pytest.raises(PrunecError, match=r"PRUNEC_X=.*give x as an integer >= 1, or unset it"):
+            env_int("PRUNEC_X", 7, 1, "x")
+
+
+def test_garbage_torchrun_and_probe_variables(monkeypatch):
+    from prunec import distributed, targets
+
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(PrunecError, match="WORLD_SIZE='abc'"):
+        distributed.launched_by_torchrun()
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("PRUNEC_AVX512", "abc")
+    with pytest.raises(PrunecError, match="PRUNEC_AVX512='abc': 1 forces the avx512 kernels on, 0 off"):
+        targets.get("x86_64-avx2")
+    monkeypatch.setenv("PRUNEC_AVX512", "0")
+    assert "avx512" not in targets.get("x86_64-avx2").isa
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--model", "lenet300", "--data", "synthetic", "--seed", "99999999999999999999"],
+    ["train", "--model", "lenet300", "--data", "synthetic", "--seed", "-1"],
+])
+def test_seeds_out_of_range(tmp_path, args):
+    r = run(*args, "--out", tmp_path / "a.pt")
+    assert r.exit_code == 2 and "is not in the range 0<=x<=4294967295" in r.output, r.output
+    assert not (tmp_path / "a.pt").exists()
+
+
+def _idx(path: Path, dims, data=b""):
+    magic = struct.pack(">HBB", 0, 8, len(dims)) + struct.pack(">" + "I" * len(dims), *dims)
+    path.write_bytes(magic + data)
+
+
+def test_a_data_set_with_no_images(tmp_path):
+    d = tmp_path / "fm"
+    d.mkdir()
+    for prefix in ("train", "t10k"):
+        _idx(d / f"{prefix}-images-idx3-ubyte", (0, 28, 28))
+        _idx(d / f"{prefix}-labels-idx1-ubyte", (0,))
+    out = tmp_path / "a.pt"
+    refused(run("train", "--model", "lenet300", "--data", "fashion-mnist", "--data-dir", d, "--epochs", "1", "--quiet",
+                "--out", out), "the train split has no images")
+    assert not out.exists()
+
+
+def test_data_dir_without_a_data_set_that_reads_it(tmp_path):
+    refused(run("train", "--model", "lenet300", "--data", "synthetic", "--data-dir", tmp_path, "--out", tmp_path / "a.pt"),
+            "--data synthetic reads none: leave --data-dir out")
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
+def test_out_on_a_special_file_is_refused(tmp_path):
+    from prunec.atomic import atomic_file
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(PrunecError, match="it is not a regular file"):
+        with atomic_file(fifo):
+            pass
+    assert fifo.exists() and not fifo.is_file()
+    r = run("train", "--model", "lenet300", "--data", "synthetic", "--epochs", "1", "--quiet", "--out", fifo)
+    refused(r, "not a regular file")
+
+
+@pytest.fixture(scope="module")
+def host_build(tmp_path_factory, ckpt):
+    from prunec.build import build
+
+    d = tmp_path_factory.mktemp("hb")
+    build(ckpt, "host", d / "b", name="dense")
+    return d / "b"
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m.update(input_shape=None), "input_shape None is not a list of positive sizes"),
+    (lambda m: m.update(input_size="x"), "input_size 'x' is not the product of input_shape"),
+    (lambda m: m.update(name="../../evil"), "name '../../evil' is not a C identifier"),
+    (lambda m: m.update(format_version=99), "build format version 99 is newer than this prunec reads"),
+    (lambda m: m.update(format_version="1"), "format_version '1' is not 1"),
+    (lambda m: m["files"].update(sources="dense.c"), "files.sources 'dense.c' is not a list of paths"),
+    (lambda m: m.update(arena_bytes=-1), "arena_bytes -1 is not a byte count"),
+])
+def test_damaged_manifest_fields(tmp_path, host_build, edit, says):
+    b = tmp_path / "b"
+    shutil.copytree(host_build, b)
+    m = json.loads((b / "manifest.json").read_text())
+    edit(m)
+    (b / "manifest.json").write_text(json.dumps(m))
+    for args in (["verify", b, "--random", "2"], ["bench", b, "--reps", "1"]):
+        refused(run(*args), says)
+
+
+def test_verify_options(tmp_path, host_build):
+    refused(run("verify", host_build, "--random", "1000000000000"), "--random 1000000000000: that many inputs",
+            "give at most")
+    refused(run("verify", host_build, "--random", "2", "--data-dir", tmp_path), "leave --data-dir out")
+    f = tmp_path / "afile"
+    f.write_text("x")
+    refused(run("verify", f), "is a file, not a build directory")
+    bad = tmp_path / "obj.npy"
+    np.save(bad, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    out = refused(run("verify", host_build, "--inputs", bad), "it is not a numeric .npy array")
+    assert "allow_pickle" not in out
+
+
+def test_a_missing_host_compiler_is_named(tmp_path, host_build):
+    refused(run("verify", host_build, "--random", "2", env={"CC": "/nonexistent/cc"}),
+            "the host C compiler (CC='/nonexistent/cc') is not installed", "apt-get install gcc")
+
+
+def test_a_cc_with_flags_is_taken(tmp_path, host_build):
+    from prunec.verify import verify
+
+    os.environ["CC"] = f"{shutil.which('cc') or shutil.which('gcc')} -O1"
+    try:
+        rep = verify(host_build, random=3)
+    finally:
+        del os.environ["CC"]
+    assert rep.ok and rep.n == 3
+
+
+def test_bench_cflags_with_an_unclosed_quote(host_build):
+    refused(run("bench", host_build, "--cflags", '-DFOO="'), "--cflags '-DFOO=\"'", "No closing quotation")
+
+
+def test_a_checkpoint_named_pt2_is_read_as_the_checkpoint(tmp_path, ckpt):
+    p = tmp_path / "ck.pt2"
+    shutil.copy(ckpt, p)
+    r = run("info", p, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["model"] == "lenet300"
+
+
+def test_a_damaged_resume_file_says_to_start_over(tmp_path, ckpt):
+    out = tmp_path / "p.pt"
+    C.resume_path(out).write_bytes(b"junk")
+    refused(run("prune", ckpt, "--out", out, "--data", "synthetic", "--resume", "--quiet"),
+            "cannot be resumed", "delete it and run without --resume")
+    assert not out.exists()
