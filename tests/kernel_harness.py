@@ -109,6 +109,7 @@ SIGNATURES = {
     "sigmoid": "void {}(size_t n, const float *x, float *y);",
     "tanh": "void {}(size_t n, const float *x, float *y);",
     "softmax": "void {}(size_t outer, size_t n, size_t inner, const float *x, float *y);",
+    "log_softmax": "void {}(size_t outer, size_t n, size_t inner, const float *x, float *y);",
     "add": "void {}(size_t n, const float *a, const float *b, float *y, float, float);",
     "affine": "void {}(size_t channels, size_t inner, const float *scale, const float *shift, const float *x, "
               "float *y, float, float);",
@@ -642,7 +643,7 @@ def adaptive_cases() -> list[AdaptiveCase]:
 
 def elementwise_cases(op: str) -> list[EltCase]:
     ns = (1, *WIDTHS, 1000)
-    if op == "softmax":
+    if op in ("softmax", "log_softmax"):
         shapes = [(1, 1, 1), (1, 10, 1), (3, 7, 4), (2, 1, 5), (1, 1000, 1), (4, 33, 1), (1, 16, 17), (2, 3, 9)]
         out = [EltCase(o * n * i, shape=(o, n, i), seed=j) for j, (o, n, i) in enumerate(shapes)]
         out.append(EltCase(3 * 9, scale=100.0, shape=(3, 9, 1), seed=99))  # large logits: needs max-subtraction
@@ -740,7 +741,7 @@ def cases_for(op: str) -> list:
         return pool_cases(avg=op == "avgpool2d")
     if op == "adaptive_avgpool2d":
         return adaptive_cases()
-    if op in ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "concat", "mul", "leaky_relu", "gelu", "elu",
+    if op in ("clamp", "sigmoid", "tanh", "softmax", "log_softmax", "add", "affine", "concat", "mul", "leaky_relu", "gelu", "elu",
               "softplus", "mish"):
         return elementwise_cases(op)
     if op == "pad2d":
@@ -970,7 +971,7 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
                *ACTS[case.act])
         elif op == "clamp":
             fn(case.n, xb, yb, *ACTS[case.act])
-        elif op == "softmax":
+        elif op in ("softmax", "log_softmax"):
             fn(*case.shape, xb, yb)
         elif op == "gelu":
             fn(case.n, int(case.variant == "tanh"), xb, yb)
@@ -1127,6 +1128,10 @@ def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
             o, n, i = case.shape
             want = F.softmax(t(x).reshape(o, n, i), dim=1).reshape(-1).numpy()
             return want, _reduction_tol(np.abs(want), n)
+        elif op == "log_softmax":
+            o, n, i = case.shape
+            want = F.log_softmax(t(x).reshape(o, n, i), dim=1).reshape(-1).numpy()
+            return want, _reduction_tol(np.abs(want) + 1.0, n)
         elif op == "gelu":
             want = F.gelu(t(x), approximate=case.variant).numpy()
         elif op == "elu":  # aten.elu(x, alpha, scale, input_scale), the kernel's float32 coefficients

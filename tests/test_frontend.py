@@ -139,7 +139,7 @@ def test_unsupported_op_survives_save_and_load(tmp_path):
     (nn.Sequential(nn.Conv3d(2, 2, 3)), (2, 4, 4, 4), "conv3d|1-d and 2-d convolution"),
     (nn.Sequential(nn.Conv2d(2, 2, 4, padding="same")), (2, 6, 6), "asymmetrically"),
     (nn.Sequential(nn.MaxPool2d(2, dilation=2)), (2, 6, 6), "dilated"),
-    (nn.Sequential(nn.Flatten(), nn.LogSoftmax(dim=1)), (3,), "log_softmax"),
+    (nn.Sequential(nn.Flatten(), nn.LogSigmoid()), (3,), "log_sigmoid"),
 ])
 def test_refusals(model, shape, pattern):
     with pytest.raises(PrunecError, match=pattern):

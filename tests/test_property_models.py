@@ -15,7 +15,7 @@ What the generator draws (with their spellings: module, functional, method, in p
   not) and conv1d (the same in 1-d) on NCL tensors; linear / addmm / mm / x @ W.t() with batch norm after it;
   relu, relu6, hardtanh, clamp (one- or two-sided, also min > max), clamp_min / clamp_max, sigmoid, tanh, silu,
   hardsigmoid, hardswish, leaky_relu (any slope), gelu (exact, tanh), elu / celu (any alpha), selu, softplus (beta,
-  threshold), mish, softmax over any dim; constant pad of the last one or two dims (F.pad, ZeroPad2d, ConstantPad1d /
+  threshold), mish, softmax and log_softmax over any dim; constant pad of the last one or two dims (F.pad, ZeroPad2d, ConstantPad1d /
   2d; asymmetric, negative: a crop; a zero pad before a conv is folded into it where symmetric), nearest upsampling by
   integer factors and bilinear / linear (align_corners or not, any factor or a size), permute / transpose / channel
   shuffle of NCHW and NCL tensors (the batch first); max_pool2d / max_pool1d (padding,
@@ -205,6 +205,8 @@ ACTS = {
     "softmax": lambda x, p: torch.softmax(x, dim=p["dim"]),
     "softmax_method": lambda x, p: x.softmax(p["dim"]),
     "softmax_module": lambda x, p: nn.Softmax(dim=p["dim"])(x),
+    "log_softmax": lambda x, p: F.log_softmax(x, dim=p["dim"]),
+    "log_softmax_module": lambda x, p: nn.LogSoftmax(dim=p["dim"])(x),
     "gelu": lambda x, p: F.gelu(x),
     "gelu_tanh": lambda x, p: F.gelu(x, approximate="tanh"),
     "gelu_module": lambda x, p: nn.GELU()(x),
@@ -423,7 +425,6 @@ class Bad(nn.Module):
 UNSUPPORTED = {
     "logsigmoid": (None, lambda s, x: F.logsigmoid(x), r"aten\.log_sigmoid"),
     "hardshrink": (None, lambda s, x: F.hardshrink(x), r"aten\.hardshrink"),
-    "log_softmax": (None, lambda s, x: F.log_softmax(x, -1), r"aten\.log_softmax"),
     "softmax_float64": (None, lambda s, x: F.softmax(x, -1, dtype=torch.float64).float(),
                         r"aten\.(softmax|_softmax|_to_copy|to)\b"),
     "to_double": (None, lambda s, x: torch.relu(x.double()).float(), r"aten\.(_to_copy|to)\b"),
@@ -610,7 +611,7 @@ def act_layer(draw, shape, alias_in, fns=None, affine_ok=True):
         p["alpha"] = draw(st.sampled_from([1.0, 0.5, 2.0, 0.1]))
     elif fn == "softplus":
         p.update(beta=draw(st.sampled_from([1.0, 0.5, 2.0, 5.0])), threshold=draw(st.sampled_from([20.0, 1.0, 3.0])))
-    elif fn.startswith("softmax"):
+    elif fn.startswith(("softmax", "log_softmax")):
         p["dim"] = draw(st.integers(-rank, rank - 1))
     return L("act", p)
 

@@ -252,3 +252,76 @@ def test_a_damaged_resume_file_says_to_start_over(tmp_path, ckpt):
     refused(run("prune", ckpt, "--out", out, "--data", "synthetic", "--resume", "--quiet"),
             "cannot be resumed", "delete it and run without --resume")
     assert not out.exists()
+
+
+# --- own models (the review of the own-model path) ------------------------------------------------------------------
+
+class _Shared(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+        self.out = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.fc(torch.relu(self.fc(x)))))
+
+
+def _hooked(model):
+    import torch.nn.utils.prune as P
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            P.l1_unstructured(m, "weight", amount=0.5)
+    return model
+
+
+@pytest.mark.parametrize("how", ["prune-hooks", "parametrize"])
+def test_masks_attached_at_export_name_layers_after_their_modules(tmp_path, how):
+    """A model exported with its masks still attached (torch.nn.utils.prune's hooks, or a parametrization): layers
+    are named after their module (fc, out), not fc.weight_mask / fc.parametrizations.weight.original, and a module
+    called twice keeps one stored weight."""
+    from prunec.build import build
+    from prunec.verify import verify
+
+    torch.manual_seed(0)
+    m = _Shared().eval()
+    if how == "prune-hooks":
+        _hooked(m)
+    else:
+        import torch.nn.utils.parametrize as PZ
+
+        class Mask(torch.nn.Module):
+            def __init__(self, w):
+                super().__init__()
+                self.register_buffer("mask", (w.abs() > w.abs().median()).float())
+
+            def forward(self, w):
+                return w * self.mask
+
+        for lin in (m.fc, m.out):
+            PZ.register_parametrization(lin, "weight", Mask(lin.weight.detach()))
+    pt2 = tmp_path / "shared.pt2"
+    torch.export.save(torch.export.export(m, (torch.randn(1, 8),)), str(pt2))
+    r = build(pt2, "host", tmp_path / "b", name="shared")
+    layers = [(l["name"], l.get("shares_weights_of")) for l in r.manifest["layers"] if l.get("weights")]
+    assert [n for n, _ in layers][0] == "fc" and layers[-1][0] == "out", layers
+    assert layers[1][1] == "fc", layers  # the second call of fc: its weight is fc's
+    src = (tmp_path / "b" / "shared.c").read_text()
+    assert "weight_mask" not in src and "parametrizations" not in src
+    assert verify(tmp_path / "b", random=5).ok
+    res = run("build", pt2, "-t", "host", "--out", tmp_path / "c", "--skip-zero-inputs", "out")
+    assert res.exit_code == 0, res.output
+
+
+def test_layouts_for_speed_never_take_more_bytes_than_dense(tmp_path):
+    """x86_64-avx2 (with AVX-512 here) and aarch64-neon store fc layers in sliced / blocked / windowed layouts for
+    speed, but not a small layer whose slots would take more bytes than its dense matrix: a 7-row layer at 50 %."""
+    import build_models as bm
+    from prunec import build as B
+
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (144, 7), 0.5, seed=2)
+    for t in ("x86_64-avx2", "aarch64-neon"):
+        m = B.prepare(pt2, t)[1]
+        (layer,) = [l for l in m["layers"] if l.get("weights")]
+        stored = sum(v for k, v in layer["bytes"].items() if k != "bias")
+        assert stored < 4 * 144 * 7, (t, layer["format"], layer["bytes"])

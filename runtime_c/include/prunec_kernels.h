@@ -140,6 +140,8 @@ void prunec_f32_sigmoid__portable(size_t n, const float *x, float *y);
 void prunec_f32_tanh__portable(size_t n, const float *x, float *y);
 /* softmax over `n` elements with stride `inner`, for each of `outer` x `inner` slices (dim of size n). */
 void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y);
+/* log_softmax, the same layout: x - max - log(sum(exp(x - max))) over each slice. */
+void prunec_f32_log_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y);
 void prunec_f32_add__portable(size_t n, const float *a, const float *b, float *y, float out_min, float out_max);
 /* y = clamp(x * scale[c] + shift[c]) for c < channels, over runs of `inner` elements (y may be x). */
 void prunec_f32_affine__portable(size_t channels, size_t inner, const float *scale, const float *shift,

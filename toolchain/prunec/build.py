@@ -231,7 +231,9 @@ def _wsell_or(enc: Encoding, w: np.ndarray, limit: int) -> Encoding:
     windowed = as_wsell(enc, w)
     if limit < 0:
         return windowed
-    if windowed.total_bytes <= limit and windowed.wsell.slots <= WSELL_MAX_SLOTS_PER_NONZERO * max(1, enc.nonzero):
+    # (and never more bytes than the dense matrix: a small layer's windows cost more than its weights)
+    if windowed.total_bytes <= limit and windowed.wsell.slots <= WSELL_MAX_SLOTS_PER_NONZERO * max(1, enc.nonzero) \
+            and windowed.total_bytes < enc.value_bytes * w.size:
         return windowed
     return enc
 
@@ -279,14 +281,19 @@ def encode_graph(g: Graph, target=None, index_bits: tuple[int, ...] | None = Non
         if n.op == "fc" and enc.format == "rcsr" and not cm and (enc.value_bytes + 1) * enc.nonzero <= limit \
                 and w.shape[0] <= BSELL_MAX_ROWS:
             blocked = as_bsell(enc, w)  # laid out once: its bytes decide, and it is what the build then stores
-            if blocked.bsell.slots and blocked.total_bytes <= limit:
+            # never more bytes than the dense matrix (a small layer's blocks cost more than its weights)
+            if blocked.bsell.slots and blocked.total_bytes <= limit and blocked.total_bytes < enc.value_bytes * w.size:
                 enc = blocked
         if n.op == "fc" and enc.format == "rcsr" and not cm:
             enc = _wsell_or(enc, w, wlimit)
         if acsr and n.op == "fc" and enc.format == "rcsr" and not cm:
             enc = as_acsr(enc, w)
         if sliced and n.op == "fc" and enc.format == "rcsr" and not cm and w.shape[0] <= BSELL_MAX_ROWS:
-            enc = as_rsell(enc, w)
+            sl = as_rsell(enc, w)
+            # not where its slices of 16 rows take more bytes than the dense matrix (a layer of a few rows), unless
+            # --fc-layout rsell asks for it
+            if _fc_layout(fc_layout) == "rsell" or sl.total_bytes < enc.value_bytes * w.size:
+                enc = sl
         out[n.name] = enc
     return out  # a layer that shares another's weight has that layer's Encoding object
 

@@ -376,7 +376,7 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
             L.call = f"{k.name}({n.out_size}u, {x[0]}, {y}, {lo}, {hi});"
         elif n.op in ("sigmoid", "tanh"):
             L.call = f"{k.name}({n.out_size}u, {x[0]}, {y});"
-        elif n.op == "softmax":
+        elif n.op in ("softmax", "log_softmax"):
             a = n.attrs
             L.call = f"{k.name}({a['outer']}u, {a['n']}u, {a['inner']}u, {x[0]}, {y});"
         elif n.op in ("add", "mul"):

@@ -35,7 +35,7 @@ from .graph import CLAMP_FUSABLE_OPS, INPUT, OUTPUT, Graph, Node, numel
 INF = float("inf")
 
 SUPPORTED = (
-    "linear, addmm, mm (x @ W.t()), conv2d / conv1d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, "
+    "linear, addmm, mm (x @ W.t()), conv2d / conv1d / convolution, relu, relu6 / hardtanh, clamp, sigmoid, tanh, softmax, log_softmax, "
     "silu, hardsigmoid, hardswish, leaky_relu, gelu (exact or tanh), elu / celu / selu, softplus, mish, mul of two "
     "tensors (same shape, or a per-channel gate), constant pad of the last two dims (F.pad, ZeroPad2d, ConstantPad1d/2d), "
     "nearest upsampling by integer factors and bilinear / linear upsampling (interpolate, Upsample), permute / transpose "
@@ -235,6 +235,26 @@ def _spec_str(spec) -> str:
     return f"a {getattr(spec.type, '__name__', spec.type)} of {spec.num_leaves} tensor(s)"
 
 
+_REPARAMETRIZED = (
+    # torch.nn.utils.parametrize: fc.parametrizations.weight.original
+    re.compile(r"(?:^|\.)parametrizations\.(\w+)\.original\d*$"),
+    # torch.nn.utils.prune's hooks still attached: fc.weight_orig, fc.weight_mask
+    re.compile(r"(?:^|\.)(\w+)_(?:orig|mask)$"),
+)
+
+
+def param_origin(name: str) -> str:
+    """The parameter a program's parameter or buffer stands for: fc.weight for fc.weight_orig / fc.weight_mask
+    (torch.nn.utils.prune's hooks exported with the model) or fc.parametrizations.weight.original, so that layers are
+    named after their module whichever way the masks were attached."""
+    for rx in _REPARAMETRIZED:
+        m = rx.search(name)
+        if m:
+            head = name[: m.start()]
+            return f"{head}.{m.group(1)}" if head else m.group(1)
+    return name
+
+
 class _Unsupported(Exception):
     pass
 
@@ -259,6 +279,8 @@ class _Converter:
         self.permuted: dict[int, int] = {}
         self.fx_node: torch.fx.Node | None = None
         self.input_shape: tuple[int, ...] | None = None
+        self._folded: dict[tuple, object] = {}  # fold's results by op and input constants
+        self._keep: list = []
 
     # helpers ---------------------------------------------------------------------------------------------
     def fail(self, msg: str):
@@ -376,7 +398,7 @@ class _Converter:
                     t = sd.get(spec.target) if spec.target in sd else consts.get(spec.target)
                     if t is None:
                         raise PrunecError(f"the program lacks the value of {spec.target}; it is damaged, re-export it")
-                    self.env[node] = Const(t.detach(), spec.target)
+                    self.env[node] = Const(t.detach(), param_origin(spec.target))
                 else:
                     raise PrunecError(f"model input {node.name} of kind {kind} is not supported; export a plain nn.Module")
             elif node.op == "call_function":
@@ -449,6 +471,19 @@ class _Converter:
         )
 
     def fold(self, node: torch.fx.Node) -> Const:
+        # the same op on the same constant tensors gives the same Const: a pruned module called twice (its mask still
+        # a torch.nn.utils.prune hook: weight_orig * weight_mask in the graph at each call, the mask through an
+        # aten.to that returns its input) keeps one weight array, which the build stores once (graph.shared_weights)
+        key = (node.target, repr(torch.fx.node.map_arg((node.args, node.kwargs),
+                                                        lambda n: id(getattr(self.env[n], "tensor", self.env[n])))))
+        if key in self._folded:
+            return self._folded[key]
+        out = self._fold(node)
+        self._folded[key] = out
+        self._keep.append([self.env[a] for a in node.all_input_nodes])  # the ids in the key stay theirs
+        return out
+
+    def _fold(self, node: torch.fx.Node) -> Const:
         args = torch.fx.node.map_arg(node.args, lambda n: self.env[n].tensor)
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: self.env[n].tensor)
         origin = next((self.env[a].origin for a in node.all_input_nodes if self.env[a].origin), "")
@@ -633,21 +668,24 @@ class _Converter:
 
     op_tanh_ = op_tanh
 
-    def op_softmax(self, node, a):
+    def op_softmax(self, node, a, op: str = "softmax"):
         if node.target._schema.overload_name not in ("int", "", "default"):
-            self.fail("softmax by dimension name")
+            self.fail(f"{op} by dimension name")
         if "dtype" in a and a["dtype"] not in (None, torch.float32):
-            self.fail(f"softmax to dtype {a['dtype']}")
+            self.fail(f"{op} to dtype {a['dtype']}")
         if a.get("half_to_float"):
-            self.fail("half-precision softmax")
+            self.fail(f"half-precision {op}")
         x = self.act(a["self"])
         d = int(a["dim"])
         if d < 0:
             d += len(x.shape)
         if not 0 <= d < len(x.shape):
-            self.fail(f"softmax dim {a['dim']} out of range for shape {x.shape}")
+            self.fail(f"{op} dim {a['dim']} out of range for shape {x.shape}")
         attrs = {"outer": numel(x.shape[:d]), "n": int(x.shape[d]), "inner": numel(x.shape[d + 1:]), "dim": d}
-        return self.emit("softmax", [x], attrs)
+        return self.emit(op, [x], attrs)
+
+    def op_log_softmax(self, node, a):
+        return self.op_softmax(node, a, "log_softmax")
 
     def _pool_in(self, a, one_d: bool = False) -> Act:
         x = self.act(a["self"])

@@ -16,6 +16,7 @@ Ops (`Node.op`) and their attributes:
   clamp               out_min, out_max (relu: 0, inf; relu6: 0, 6; a copy: -inf, inf)
   sigmoid, tanh       -
   softmax             outer, n, inner (the dim split of the sample tensor)
+  log_softmax         outer, n, inner (as softmax)
   add                 out_min, out_max; inputs a, b of the same shape
   affine              scale, shift per channel (float32 [C]: dim 1 of the input, or [1] for a 1-D one), out_min,
                       out_max: y = clamp(x * scale[c] + shift[c]); arithmetic with constants, unfolded batch norm
@@ -48,7 +49,7 @@ OUTPUT = "output"
 
 WEIGHTED_OPS = ("fc", "conv2d")
 # Ops whose kernel accepts y == x (y == a for add): each element is read before it is written.
-IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "add", "affine", "mul", "leaky_relu", "gelu", "elu",
+IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "log_softmax", "add", "affine", "mul", "leaky_relu", "gelu", "elu",
                 "softplus", "mish")
 CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add", "affine")
 

@@ -1,5 +1,5 @@
 /*
- * Elementwise kernels and softmax, portable C99. All accept y == x (and y == a for add): each element is
+ * Elementwise kernels, softmax and log_softmax, portable C99. All accept y == x (and y == a for add): each element is
  * read before it is written.
  */
 #include <math.h>
@@ -59,6 +59,34 @@ void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const fl
       scale = 1.0f / sum;
       for (k = 0; k < n; k++) {
         ys[k * inner] *= scale;
+      }
+    }
+  }
+}
+
+/* log_softmax along a dimension of size n, the layout of prunec_f32_softmax__portable: y = (x - m) - log(sum) with m
+ * the slice's maximum and sum = sum(exp(x - m)) >= 1, as PyTorch computes it (no exp of large values, no log of 0). */
+void prunec_f32_log_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y) {
+  size_t o, j, k;
+  if (n == 0) {
+    return;
+  }
+  for (o = 0; o < outer; o++) {
+    for (j = 0; j < inner; j++) {
+      const float *xs = x + o * n * inner + j;
+      float *ys = y + o * n * inner + j;
+      float m = xs[0];
+      float sum = 0.0f;
+      float lse;
+      for (k = 1; k < n; k++) {
+        m = xs[k * inner] > m ? xs[k * inner] : m;
+      }
+      for (k = 0; k < n; k++) {
+        sum += expf(xs[k * inner] - m);
+      }
+      lse = logf(sum);
+      for (k = 0; k < n; k++) {
+        ys[k * inner] = (xs[k * inner] - m) - lse;
       }
     }
   }
