@@ -111,6 +111,7 @@ SIGNATURES = {
     "softmax": "void {}(size_t outer, size_t n, size_t inner, const float *x, float *y);",
     "log_softmax": "void {}(size_t outer, size_t n, size_t inner, const float *x, float *y);",
     "add": "void {}(size_t n, const float *a, const float *b, float *y, float, float);",
+    "sub": "void {}(size_t n, const float *a, const float *b, float *y, float, float);",
     "affine": "void {}(size_t channels, size_t inner, const float *scale, const float *shift, const float *x, "
               "float *y, float, float);",
     "concat": "void {}(size_t outer, size_t n, size_t y_stride, const float *x, float *y);",
@@ -671,7 +672,7 @@ def elementwise_cases(op: str) -> list[EltCase]:
         out += [EltCase(64, scale=30.0, seed=96, variant=v) for v in variants]  # far tails
         return out + [EltCase(17, inplace=True, seed=95, variant=variants[-1])]
     out = [EltCase(n, seed=i) for i, n in enumerate(ns)]
-    if op in ("clamp", "add"):
+    if op in ("clamp", "add", "sub"):
         out = [EltCase(c.n, act=ACT_NAMES[i % 3], seed=c.seed) for i, c in enumerate(out)]
         out.append(EltCase(33, act="relu6", inplace=True, seed=97))
     if op in ("sigmoid", "tanh", "mish"):
@@ -741,7 +742,7 @@ def cases_for(op: str) -> list:
         return pool_cases(avg=op == "avgpool2d")
     if op == "adaptive_avgpool2d":
         return adaptive_cases()
-    if op in ("clamp", "sigmoid", "tanh", "softmax", "log_softmax", "add", "affine", "concat", "mul", "leaky_relu", "gelu", "elu",
+    if op in ("clamp", "sigmoid", "tanh", "softmax", "log_softmax", "add", "sub", "affine", "concat", "mul", "leaky_relu", "gelu", "elu",
               "softplus", "mish"):
         return elementwise_cases(op)
     if op == "pad2d":
@@ -935,7 +936,7 @@ def run(ffi, lib, kernel, case) -> np.ndarray:
         return y
     if isinstance(case, EltCase):
         op = _op_of(kernel)
-        if op == "add":
+        if op in ("add", "sub"):
             a, b = case.data(2)
             y = a if case.inplace else np.full(case.n, np.nan, np.float32)
             ya = keep.buf(ffi, "float[]", a, True)
@@ -1095,9 +1096,9 @@ def reference(op: str, case) -> tuple[np.ndarray, np.ndarray]:
         k = max(-(-i // o) + 1 for i, o in zip(case.in_hw, case.out_hw)) ** 2
         return want, _reduction_tol(mag, k)
     if isinstance(case, EltCase):
-        if op == "add":
+        if op in ("add", "sub"):
             a, b = (v.astype(np.float64) for v in case.data(2))
-            return _clamp(a + b, case.act), _reduction_tol(np.abs(a) + np.abs(b), 2)
+            return _clamp(a + b if op == "add" else a - b, case.act), _reduction_tol(np.abs(a) + np.abs(b), 2)
         if op == "mul":
             a, b = (v.astype(np.float64) for v in _mul_operands(case))
             c, i, bi = case.shape

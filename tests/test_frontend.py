@@ -330,7 +330,9 @@ def test_arithmetic_with_constants_and_loose_batch_norm_run_as_affine_nodes(tmp_
 
 @pytest.mark.parametrize("forward, says", [
     (lambda x: x * F.adaptive_avg_pool2d(x, (1, 4)), "mul of tensors of shapes"),
-    (lambda x: x - x.relu(), "sub of two tensors"),
+    (lambda x: x - x.mean((2, 3), keepdim=True), "broadcasting sub of shapes"),
+    (lambda x: torch.sub(x, x.relu(), alpha=2), "sub with alpha=2"),
+    (lambda x: x.relu() / x.sigmoid(), "div of two tensors"),
     (lambda x: 2.0 / x, "aten.reciprocal"),
     (lambda x: x / 0.0, "inf or NaN"),
     (lambda x: torch.div(x, 2.0, rounding_mode="floor"), "rounding_mode"),

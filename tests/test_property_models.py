@@ -351,10 +351,14 @@ class Merge(nn.Module):
         if op == "+=":
             a += b
             return a
+        if op == "-=":
+            a -= b
+            return a
         if op == "*=":
             a *= b
             return a
-        return {"+": lambda: a + b, "add": lambda: torch.add(a, b), "add_": lambda: a.add_(b), "*": lambda: a * b,
+        return {"+": lambda: a + b, "add": lambda: torch.add(a, b), "add_": lambda: a.add_(b), "-": lambda: a - b,
+                "sub": lambda: torch.sub(a, b), "sub_": lambda: a.sub_(b), "b-a": lambda: b - a, "*": lambda: a * b,
                 "b*a": lambda: b * a, "mul": lambda: torch.mul(a, b), "mul_": lambda: a.mul_(b),
                 "cat": lambda: torch.cat([a, b], self.p["dim"]), "cat3": lambda: torch.cat((b, x, a), dim=self.p["dim"])
                 }[op]()
@@ -428,7 +432,6 @@ UNSUPPORTED = {
     "softmax_float64": (None, lambda s, x: F.softmax(x, -1, dtype=torch.float64).float(),
                         r"aten\.(softmax|_softmax|_to_copy|to)\b"),
     "to_double": (None, lambda s, x: torch.relu(x.double()).float(), r"aten\.(_to_copy|to)\b"),
-    "sub_two": (None, lambda s, x: x - torch.tanh(x), r"aten\.sub"),
     "div_two": (None, lambda s, x: x / (torch.sigmoid(x) + 1.0), r"aten\.div"),
     "add_alpha": (None, lambda s, x: torch.add(x, torch.tanh(x), alpha=2), r"aten\.add"),
     "floor_div": (None, lambda s, x: torch.div(x, 2.0, rounding_mode="floor"), r"aten\.div"),
@@ -803,7 +806,7 @@ def gate_layers(draw, shape):
 @st.composite
 def merge_layer(draw, shape, alias_in, affine_ok=True):
     rank = len(shape)
-    kind = draw(st.sampled_from(["add", "add", "mul", "cat"] + (["gate"] if rank in (3, 4) else [])))
+    kind = draw(st.sampled_from(["add", "add", "sub", "mul", "cat"] + (["gate"] if rank in (3, 4) else [])))
     if kind == "cat":
         dim = draw(st.integers(1, rank - 1) | st.integers(-(rank - 1), -1))
         if dim in (1, 1 - rank) and rank in (3, 4) and draw(st.booleans()):  # fire module: branches of other widths
@@ -821,8 +824,8 @@ def merge_layer(draw, shape, alias_in, affine_ok=True):
         ops = ["*", "b*a", "mul"] + ([] if a_alias else ["*="])
     else:
         b, _ = draw(preserving_layers(shape, alias_in))
-        ops = (["+", "add"] if kind == "add" else ["*", "mul"]) + \
-            ([] if a_alias else (["+=", "add_"] if kind == "add" else ["*=", "mul_"]))
+        ops = {"add": ["+", "add"], "sub": ["-", "sub", "b-a"], "mul": ["*", "mul"]}[kind] + \
+            ([] if a_alias else {"add": ["+=", "add_"], "sub": ["-=", "sub_"], "mul": ["*=", "mul_"]}[kind])
     return L("merge", {"a": a, "b": b, "op": draw(st.sampled_from(ops))})
 
 

@@ -325,3 +325,34 @@ def test_layouts_for_speed_never_take_more_bytes_than_dense(tmp_path):
         (layer,) = [l for l in m["layers"] if l.get("weights")]
         stored = sum(v for k, v in layer["bytes"].items() if k != "bias")
         assert stored < 4 * 144 * 7, (t, layer["format"], layer["bytes"])
+
+
+class _Sub(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(12, 16), torch.nn.Linear(12, 16)
+        self.out = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        d = torch.relu(self.a(x) - self.b(x))  # the relu fuses into the sub's clamp
+        e = torch.tanh(d) - d  # d's last use: the planner may write the result over either operand
+        return torch.log_softmax(self.out(d - torch.sigmoid(e)), dim=1)
+
+
+@pytest.mark.parametrize("target", ["host", "cortex-m4"])
+def test_sub_of_two_tensors_and_log_softmax_verify(tmp_path, target):
+    import build_models as bm
+    from prunec import targets
+    from prunec.build import build
+    from prunec.verify import verify
+
+    if target != "host":
+        bm.skip_if_missing(targets.get(target))
+    torch.manual_seed(1)
+    pt2 = tmp_path / "sub.pt2"
+    bm.export(_Sub().eval(), (12,), pt2)
+    r = build(pt2, target, tmp_path / "b", name="sub")
+    ops = [l.get("op") for l in r.manifest["layers"]]
+    assert ops.count("sub") == 3 and "log_softmax" in ops, ops
+    rep = verify(tmp_path / "b", random=20)
+    assert rep.ok and rep.n == 20, rep.text()

@@ -143,6 +143,8 @@ void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const fl
 /* log_softmax, the same layout: x - max - log(sum(exp(x - max))) over each slice. */
 void prunec_f32_log_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y);
 void prunec_f32_add__portable(size_t n, const float *a, const float *b, float *y, float out_min, float out_max);
+/* y = clamp(a - b); y may be a or b. */
+void prunec_f32_sub__portable(size_t n, const float *a, const float *b, float *y, float out_min, float out_max);
 /* y = clamp(x * scale[c] + shift[c]) for c < channels, over runs of `inner` elements (y may be x). */
 void prunec_f32_affine__portable(size_t channels, size_t inner, const float *scale, const float *shift,
                                  const float *x, float *y, float out_min, float out_max);

@@ -379,6 +379,8 @@ def make_layers(g: Graph, encodings: dict[str, Encoding], plan: Plan, target: Ta
         elif n.op in ("softmax", "log_softmax"):
             a = n.attrs
             L.call = f"{k.name}({a['outer']}u, {a['n']}u, {a['inner']}u, {x[0]}, {y});"
+        elif n.op == "sub":  # the kernel allows y == a and y == b: no operand swap (a - b is not b - a)
+            L.call = f"{k.name}({n.out_size}u, {x[0]}, {x[1]}, {y}, {lo}, {hi});"
         elif n.op in ("add", "mul"):
             xa, xb = x
             if plan.in_place.get(i) == n.inputs[1]:  # the kernel allows y == a: put the overwritten one first

@@ -40,8 +40,8 @@ SUPPORTED = (
     "tensors (same shape, or a per-channel gate), constant pad of the last two dims (F.pad, ZeroPad2d, ConstantPad1d/2d), "
     "nearest upsampling by integer factors and bilinear / linear upsampling (interpolate, Upsample), permute / transpose "
     "/ t / channel_shuffle (up to 4 moved dims, the batch staying first), "
-    "max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool1d/2d, mean over H and W or over L (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add (two "
-    "tensors of one shape, alpha 1), batch_norm (folded into the conv2d/linear before it, else per-channel), add / sub / mul / div with a scalar or a per-channel "
+    "max_pool1d/2d, avg_pool1d/2d, adaptive_avg_pool1d/2d, mean over H and W or over L (global average pooling), flatten / view / reshape / squeeze / unsqueeze, add and sub "
+    "(two tensors of one shape, alpha 1), batch_norm (folded into the conv2d/linear before it, else per-channel), add / sub / mul / div with a scalar or a per-channel "
     "constant, cat (not along the batch), dropout, clone / contiguous / detach"
 )
 
@@ -823,7 +823,7 @@ class _Converter:
         if k_self is None and k_other is None:
             if kind == "mul":
                 return self._mul(self.act(a["self"]), self.act(other), self.val_shape(node))
-            self.fail(f"{kind} of two tensors computed from the input is not supported (only add and mul of two "
+            self.fail(f"{kind} of two tensors computed from the input is not supported (only add, sub and mul of two "
                       f"same-shape tensors, mul by a per-channel gate; or arithmetic with a constant)")
         x = self.act(a["self"] if k_other is not None else other)
         k = k_other if k_other is not None else k_self
@@ -1083,6 +1083,14 @@ class _Converter:
         return self._swap(node, split, 1, 2)
 
     def op_sub(self, node, a):
+        if node.target._schema.overload_name == "Tensor" and isinstance(self.env.get(a["other"]), Act) and \
+                isinstance(self.env.get(a["self"]), Act):
+            if a["alpha"] not in (None, 1):
+                self.fail(f"sub with alpha={a['alpha']} is not supported (alpha must be 1)")
+            x, y = self.act(a["self"]), self.act(a["other"])
+            if x.shape != y.shape:
+                self.fail(f"broadcasting sub of shapes {x.shape} and {y.shape} is not supported")
+            return self.emit("sub", [x, y], {"out_min": -INF, "out_max": INF})
         return self._arith(node, a, "sub")
 
     def op_rsub(self, node, a):

@@ -18,6 +18,7 @@ Ops (`Node.op`) and their attributes:
   softmax             outer, n, inner (the dim split of the sample tensor)
   log_softmax         outer, n, inner (as softmax)
   add                 out_min, out_max; inputs a, b of the same shape
+  sub                 out_min, out_max; y = a - b, inputs of the same shape
   affine              scale, shift per channel (float32 [C]: dim 1 of the input, or [1] for a 1-D one), out_min,
                       out_max: y = clamp(x * scale[c] + shift[c]); arithmetic with constants, unfolded batch norm
   mul                 channels, inner, b_inner: y = a * b, b of a's shape (b_inner = inner) or one value per
@@ -49,9 +50,9 @@ OUTPUT = "output"
 
 WEIGHTED_OPS = ("fc", "conv2d")
 # Ops whose kernel accepts y == x (y == a for add): each element is read before it is written.
-IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "log_softmax", "add", "affine", "mul", "leaky_relu", "gelu", "elu",
+IN_PLACE_OPS = ("clamp", "sigmoid", "tanh", "softmax", "log_softmax", "add", "sub", "affine", "mul", "leaky_relu", "gelu", "elu",
                 "softplus", "mish")
-CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add", "affine")
+CLAMP_FUSABLE_OPS = ("fc", "conv2d", "add", "sub", "affine")
 
 
 def shared_weights(g: "Graph") -> dict[str, str]:

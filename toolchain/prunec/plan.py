@@ -85,7 +85,7 @@ def _slots(g: Graph, in_place: bool) -> tuple[list[Slot], dict[int, str]]:
             continue
         target = None
         if in_place and n.op in IN_PLACE_OPS:
-            both = n.op == "add" or (n.op == "mul" and n.attrs.get("b_inner") == n.attrs.get("inner"))
+            both = n.op in ("add", "sub") or (n.op == "mul" and n.attrs.get("b_inner") == n.attrs.get("inner"))
             cands = n.inputs if both else n.inputs[:1]  # either operand of a symmetric op (passed first by codegen)
             for b in cands:
                 if b in slot_of and life[b][1] == i and g.buffers[b] == g.buffers[n.output] \

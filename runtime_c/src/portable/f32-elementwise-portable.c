@@ -101,6 +101,16 @@ void prunec_f32_add__portable(size_t n, const float *a, const float *b, float *y
   }
 }
 
+/* y = clamp(a - b), each element read before it is written: y may be a or b. */
+void prunec_f32_sub__portable(size_t n, const float *a, const float *b, float *y, float out_min, float out_max) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const float s = a[i] - b[i];
+    const float v = s < out_min ? out_min : s;
+    y[i] = v > out_max ? out_max : v;
+  }
+}
+
 /* y = clamp(x * scale[c] + shift[c]) over `channels` runs of `inner` elements (NCHW: inner = H*W; a flat [N, F]
  * tensor: channels = F, inner = 1): a batch norm that cannot be folded into a layer, and arithmetic with constants
  * (input normalisation (x - m) / s, x * 0.1). Two roundings per element (product, then sum): ISO C99 builds do
