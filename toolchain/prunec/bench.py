@@ -289,6 +289,8 @@ def weights_summary(totals: dict) -> str:
     the layers as built and, where the manifest knows it, against the network before pruning (dead-neuron
     removal shrinks layers, so the first understates what pruning saved)."""
     wb, dense = int(totals.get("weights_bytes") or 0), int(totals.get("dense_weights_bytes") or 0)
+    if not wb and not dense:
+        return "no weights (no conv or fc layer)"
     out = f"weights {wb:,} B: x{dense / wb if wb else 0:.2f} vs dense layers as built ({dense:,} B)"
     before = totals.get("dense_weights_bytes_before_pruning")
     if before and wb:
