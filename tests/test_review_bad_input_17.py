@@ -356,3 +356,14 @@ def test_sub_of_two_tensors_and_log_softmax_verify(tmp_path, target):
     assert ops.count("sub") == 3 and "log_softmax" in ops, ops
     rep = verify(tmp_path / "b", random=20)
     assert rep.ok and rep.n == 20, rep.text()
+
+
+def test_all_nan_references_warn_without_an_atol_advice():
+    from prunec.verify import compare
+
+    t = np.full((2, 3), np.nan)
+    r = compare(t.copy(), t)
+    assert r.ok and r.ref_finite == 0
+    assert "every reference output is NaN or infinite" in r.text() and "--atol" not in r.text()
+    r = compare(np.array([[1e-9, 2e-9]]), np.array([[1e-9, 2e-9]]))
+    assert r.ref_finite == 2 and "--atol" in r.text()  # small but finite: the advice stands

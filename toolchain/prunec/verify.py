@@ -426,6 +426,7 @@ class Report:
     worst_sample: int = -1
     ok: bool = True
     ref_max: float = 0.0  # the largest finite |reference output| over all samples
+    ref_finite: int = -1  # how many reference output values are finite (-1: not counted)
     target: str | None = None  # the build's target (manifest "target"); None for a bare compare()
     runner: str | None = None  # how the build ran: cffi, qemu-user or qemu-system (the target's runner)
     ran_under: str | None = None  # the same in words: "this machine (cffi, compiled with cc)", "qemu-system-arm -M mps2-an386"
@@ -457,7 +458,10 @@ class Report:
         if self.accuracy_c is not None:
             lines.append(f"accuracy C         {self.accuracy_c:.4%}")
             lines.append(f"accuracy PyTorch   {self.accuracy_torch:.4%}")
-        if self.weak():
+        if self.ref_finite == 0:
+            lines.append("warning: every reference output is NaN or infinite (NaN or infinite inputs?): the C and "
+                         "PyTorch agree on where, nothing else was compared; give finite inputs")
+        elif self.weak():
             lines.append(f"warning: the reference outputs are at most {self.ref_max:.1e} in magnitude, within 100x of "
                          f"the tolerance's absolute floor {self.atol:.0e}: this comparison cannot tell them from much "
                          f"larger errors; rerun with --atol {max(self.ref_max, 1e-30) * 1e-4:.0e}")
@@ -508,7 +512,8 @@ def compare(c: np.ndarray, t: np.ndarray, labels: np.ndarray | None = None, atol
     r = Report(n=n, max_abs_err=float(per_abs.max()), max_rel_err=float(per_rel.max()),
                top1_agreement=float(1.0 - dis.mean()), top1_disagree=int(dis.sum()), ties=int(ties.sum()),
                failing_samples=[int(i) for i in np.nonzero(fail)[0]], atol=atol, worst_sample=worst,
-               ok=not bool(fail.any()), ref_max=float(scale.max()) if scale.size else 0.0)
+               ok=not bool(fail.any()), ref_max=float(scale.max()) if scale.size else 0.0,
+               ref_finite=int(np.isfinite(t).sum()))
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         r.accuracy_c = float((top_c == labels).mean())
