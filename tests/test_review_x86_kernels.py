@@ -391,7 +391,9 @@ def test_fc_edge_rows_guarded(o3, bits):
 def _fc_big_cases():
     # (rows, cols, density, bits): rows longer than the chunks (avx2/avx512 256, avx512x4 1024 entries); mean row
     # >= YLONG_ROW (192: the 16-entry pass); x wider than 12288 floats (four-row pass, every rows % 4); 4-bit
-    # layers beyond B4_WIDEN_MAX (16384 entries: decode pass); more than 262144 entries (prefetching copies)
+    # layers beyond B4_WIDEN_MAX (16384 entries: widened block by block); more than 262144 entries (prefetching
+    # copies). On an Intel CPU these run the gather path; tests/test_x86_paths_by_coverage.py runs such layers on
+    # both paths
     return [(3, 3000, 0.9, 8), (5, 2100, 0.5, 4), (5, 2100, 0.5, 16), (7, 700, 0.4, 8), (2, 400, 0.99, 8),
             (4, 5000, 0.3, 8), (5, 12289, 0.03, 8), (6, 13000, 0.02, 8), (7, 20000, 0.01, 8), (9, 14000, 0.05, 4),
             (11, 12500, 0.04, 16), (40, 1000, 0.5, 4), (100, 12000, 0.25, 8), (28, 13000, 0.75, 8),
