@@ -434,6 +434,7 @@ def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
         # on x86_64-avx2 (fc_bsell_max_bytes 4 MiB), whose slots (5 bytes each) fit the limit
         slots = layer["nonzero"] + layer["fillers"]
         assert layer["op"] == "fc" and 5 * slots <= 4 << 20 and layer["bytes"]["values"] == 4 * slots
+        assert layer["bytes"]["values"] + layer["bytes"]["index"] + layer["bytes"]["pointers"] < w.size * 4
     elif layer["format"] == "wsell":  # FORMAT.md "Windowed fc layers": an fc layer of >= 16 inputs that would be
         # relative-indexed, under --fc-layout wsell or auto on aarch64-neon
         slots = layer["nonzero"] + layer["fillers"]
@@ -652,17 +653,27 @@ def test_gaps_row_aligned_on_x86_64_avx2(gaps, tmp_path):
 
 
 def test_gaps_blocked_on_x86_64_avx2(gaps, tmp_path):
-    """The default x86 build stores the fc layer in the blocked sliced layout when the AVX-512 kernels are compiled
-    in (FORMAT.md "Blocked fc layers"); it decodes from the page, as C arrays and as a blob (values 64-byte aligned)."""
+    """The default x86 build stores an fc layer in the blocked sliced layout when the AVX-512 kernels are compiled
+    in and the layout takes fewer bytes than the dense matrix (FORMAT.md "Blocked fc layers"); it decodes from the
+    page, as C arrays and as a blob (values 64-byte aligned). The gaps model's fc1 (12 rows, one of them full) would
+    take 38,928 bytes blocked against 23,328 dense: relative-indexed CSR; a 300-70-10 MLP at 10 % is blocked."""
     from prunec import build as B, targets
 
     model, pt2, _ = gaps
     man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
+    assert {l["op"]: l["format"] for l in weighted(man)}["fc"] == "rcsr"
     blocked = B.bsell_limit(targets.get("x86_64-avx2"), "auto") > 0
-    assert {l["op"]: l["format"] for l in weighted(man)}["fc"] == ("bsell" if blocked else "rcsr")
+    torch.manual_seed(4)
+    mlp = bm.ReluMLP((300, 70, 10)).eval()
+    with torch.no_grad():
+        for f in mlp.fcs:
+            f.weight.mul_((torch.rand_like(f.weight) < 0.1).float())
+    pt2 = bm.export(mlp, (300,), tmp_path / "mlp.pt2")
+    man = check_model(mlp, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
+    assert [l["format"] for l in weighted(man)][:2] == (["bsell", "bsell"] if blocked else ["rcsr", "rcsr"])
     if blocked:
         text = (tmp_path / f"{pt2.stem}_c" / f"{man['name']}.c").read_text()
-        assert re.search(r"static const float fc1_values\[\d+\] __attribute__\(\(aligned\(64\)\)\) = \{", text)
+        assert re.search(r"static const float fcs_0_values\[\d+\] __attribute__\(\(aligned\(64\)\)\) = \{", text)
 
 
 def test_gaps_sliced_on_x86_64_avx2(gaps, tmp_path):
