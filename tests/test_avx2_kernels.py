@@ -289,3 +289,15 @@ def test_maxpool_four_output_tail_keeps_nan(built):
         lib.prunec_f32_maxpool2d__avx2(p, ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y, require_writable=True))
         want = x.reshape(2, w_in // 2, 2).max(axis=(0, 2))
         assert math.isnan(y[bad[0] // 2]) and np.array_equal(np.nan_to_num(y, nan=0.5), np.nan_to_num(want, nan=0.5)), w_in
+
+
+# paths gcov showed untested (seventeenth session): kernels over 64 taps outside the packed and flat paths (the
+# per-channel tap decode), output channels of more than 256 entries with padded border rows (the column pass)
+COVERAGE_CONV = [kh.ConvCase(2, 3, 64, 64, k=(9, 9), bits=b) for b in (8, 4, 16, 5)] + \
+    [kh.ConvCase(40, 300, 20, 40, pad=(1, 1), density=0.9, bits=b) for b in (8, 4, 16, 5)]
+
+
+@pytest.mark.parametrize("case", COVERAGE_CONV, ids=[c.id for c in COVERAGE_CONV])
+def test_avx2_conv_generic_paths(built, case):
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)

@@ -83,6 +83,13 @@ def test_avx512x4_fc_wide_x_four_row_path(built, case):
 # Each is compiled here with the macro forced, so both are tested on any machine with AVX-512, on every fc case
 # (every width 1..16, tails of 1..15 entries, empty rows, 16-row blocks and their remainders) and the wide shapes.
 FC_CASES = kh.cases_for("fc_rcsr") + WIDE_FC
+# paths that gcov showed no test running on an Intel machine (seventeenth session): a 4-bit row > 16384 entries (the
+# decode pass; starting at odd entries too), a b <= 7 row longer than one widened block, layers over 262144 entries
+# (the pair and four-row passes' prefetching copies, 8-bit and widened)
+FC_CASES += [kh.FcCase(2, 20000, pattern="full", bits=4), kh.FcCase(3, 20001, density=0.9, bits=4, seed=1),
+             kh.FcCase(2, 40000, density=0.6, bits=6), kh.FcCase(64, 8000, density=0.6, bits=8),
+             kh.FcCase(40, 13000, density=0.6, bits=8), kh.FcCase(64, 8000, density=0.6, bits=6),
+             kh.FcCase(41, 13000, density=0.6, bits=5)]
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["broadcast", "gather"])
@@ -208,6 +215,20 @@ _X4_SPECIAL = [
     dict(in_c=3, h=14, w=14, k=(3, 3)),  # 12x12 = 9 vectors: two segments of 5 and 4
     dict(in_c=2, h=12, w=20, k=(3, 3)),  # 10x18 = 12 vectors: one segment
 ]
+
+
+# shapes gcov showed untested (seventeenth session): an output of 4 rows x 8 columns (the 8-wide tile's 4-row case),
+# packing for stride_w 4, stride 4 with padding, taps whose valid outputs all lie past a 1-column plane
+COVERAGE_CONV = [kh.ConvCase(4, 6, 6, 10, bits=b) for b in (8, 5)] + \
+    [kh.ConvCase(3, 5, 32, 32, k=(5, 5), stride=(1, 4), bits=b) for b in (8, 5)] + \
+    [kh.ConvCase(2, 4, 29, 31, k=(5, 5), stride=(4, 4), pad=(2, 2), bits=8),
+     kh.ConvCase(2, 3, 5, 1, k=(3, 3), pad=(2, 2), dil=(2, 2), bits=8)]
+
+
+@pytest.mark.parametrize("case", COVERAGE_CONV, ids=[c.id for c in COVERAGE_CONV])
+def test_avx512x4_conv_shapes_found_untested(built, case):
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx512x4", case)
 
 
 @pytest.mark.parametrize("bits", [4, 8, 16])

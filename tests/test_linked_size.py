@@ -34,17 +34,24 @@ def _board(tmp_path, monkeypatch, flash: int) -> str:
     return "small-m4"
 
 
-def test_linked_size_keeps_only_what_the_model_calls(tmp_path, m4):
-    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (64, 32, 10), 0.2, seed=3)
-    out = tmp_path / "b"
-    r = B.build(pt2, "cortex-m4", out, name="mlp")
-    size = r.manifest["size"]
+@pytest.fixture(scope="module")
+def mlp_m4(tmp_path_factory, m4):
+    """(.pt2, its default cortex-m4 build directory, the build's manifest) of a small sparse MLP."""
+    d = tmp_path_factory.mktemp("mlp")
+    pt2, _, _ = bm.sparse_mlp_case(d, (64, 32, 10), 0.2, seed=3)
+    r = B.build(pt2, "cortex-m4", d / "b", name="mlp")
+    return pt2, d / "b", r.manifest
+
+
+def test_linked_size_keeps_only_what_the_model_calls(mlp_m4, m4):
+    _, out, manifest = mlp_m4
+    size = manifest["size"]
     lib, ln = size["library"], size["linked"]
     # the archive carries the relative-indexed conv kernels of the same source file; an fc-only firmware drops them
     assert ln["text"] < lib["text"] - 4000, size
-    assert ln["rodata"] >= r.manifest["totals"]["weights_bytes"], size  # the weights are all referenced
+    assert ln["rodata"] >= manifest["totals"]["weights_bytes"], size  # the weights are all referenced
     assert ln["flash"] == ln["text"] + ln["rodata"] + ln["data"] and ln["flash"] < lib["flash"], size
-    assert ln["ram"] == ln["data"] + ln["bss"] + r.manifest["arena_bytes"]
+    assert ln["ram"] == ln["data"] + ln["bss"] + manifest["arena_bytes"]
     # `prunec size` measures the same, prints it and leaves the linked image where its symbols can be read
     res = CliRunner().invoke(main, ["size", str(out)])
     assert res.exit_code == 0, res.output
@@ -80,11 +87,11 @@ def test_the_linked_image_counts_libm(tmp_path, m4):
     assert re.search(r"\bexpf\b", syms), syms
 
 
-def test_the_board_check_weighs_the_linked_firmware(tmp_path, monkeypatch, m4):
+def test_the_board_check_weighs_the_linked_firmware(tmp_path, monkeypatch, mlp_m4):
     """A board with room for the linked firmware but not for the whole archive takes the build; one too small for
     the linked firmware refuses it, names the measure, and nothing is written."""
-    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (64, 32, 10), 0.2, seed=3)
-    size = B.build(pt2, "cortex-m4", tmp_path / "ref", name="mlp").manifest["size"]
+    pt2, _, manifest = mlp_m4
+    size = manifest["size"]
     lib, ln = size["library"]["flash"], size["linked"]["flash"]
     assert ln < lib
     name = _board(tmp_path, monkeypatch, (ln + lib) // 2)

@@ -1083,15 +1083,7 @@ class _Converter:
         return self._swap(node, split, 1, 2)
 
     def op_sub(self, node, a):
-        if node.target._schema.overload_name == "Tensor" and isinstance(self.env.get(a["other"]), Act) and \
-                isinstance(self.env.get(a["self"]), Act):
-            if a["alpha"] not in (None, 1):
-                self.fail(f"sub with alpha={a['alpha']} is not supported (alpha must be 1)")
-            x, y = self.act(a["self"]), self.act(a["other"])
-            if x.shape != y.shape:
-                self.fail(f"broadcasting sub of shapes {x.shape} and {y.shape} is not supported")
-            return self.emit("sub", [x, y], {"out_min": -INF, "out_max": INF})
-        return self._arith(node, a, "sub")
+        return self._add_or_sub(node, a, "sub")
 
     def op_rsub(self, node, a):
         return self._arith(node, a, "rsub")
@@ -1125,15 +1117,20 @@ class _Converter:
         return self.emit("concat", xs, {"outer": outer, "sizes": sizes})
 
     def op_add(self, node, a):
+        return self._add_or_sub(node, a, "add")
+
+    def _add_or_sub(self, node, a, op: str):
+        """add / sub: of two same-shape tensors computed from the input (alpha 1), one node of `op`; with a constant
+        operand, an affine layer (_arith)."""
         if node.target._schema.overload_name != "Tensor" or not isinstance(self.env.get(a["other"]), Act) or \
                 not isinstance(self.env.get(a["self"]), Act):
-            return self._arith(node, a, "add")  # a constant operand
+            return self._arith(node, a, op)  # a constant operand
         if a["alpha"] not in (None, 1):
-            self.fail(f"add with alpha={a['alpha']} is not supported (alpha must be 1)")
+            self.fail(f"{op} with alpha={a['alpha']} is not supported (alpha must be 1)")
         x, y = self.act(a["self"]), self.act(a["other"])
         if x.shape != y.shape:
-            self.fail(f"broadcasting add of shapes {x.shape} and {y.shape} is not supported")
-        return self.emit("add", [x, y], {"out_min": -INF, "out_max": INF})
+            self.fail(f"broadcasting {op} of shapes {x.shape} and {y.shape} is not supported")
+        return self.emit(op, [x, y], {"out_min": -INF, "out_max": INF})
 
     op_add_ = op_add
 

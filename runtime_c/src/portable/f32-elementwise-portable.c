@@ -32,11 +32,12 @@ void prunec_f32_tanh__portable(size_t n, const float *x, float *y) {
 }
 
 /*
- * Softmax along a dimension of size n. Layout: element k of slice (o, j) is at (o*n + k)*inner + j, for
- * o < outer and j < inner (a contiguous tensor split around the softmax dim). Numerically stable: the
- * slice's maximum is subtracted before exponentiating, so every exponent is <= 0 and the sum is >= 1.
+ * Softmax and log_softmax along a dimension of size n. Layout: element k of slice (o, j) is at (o*n + k)*inner + j,
+ * for o < outer and j < inner (a contiguous tensor split around the dim). Numerically stable: the slice's maximum m
+ * is subtracted before exponentiating, so every exponent is <= 0 and the sum is >= 1. softmax: e^(x - m) / sum;
+ * log_softmax: (x - m) - log(sum), as PyTorch computes it (no exp of large values, no log of 0).
  */
-void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y) {
+static void prunec_softmax_slices(size_t outer, size_t n, size_t inner, const float *x, float *y, int log_out) {
   size_t o, j, k;
   if (n == 0) {
     return;
@@ -47,49 +48,40 @@ void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const fl
       float *ys = y + o * n * inner + j;
       float m = xs[0];
       float sum = 0.0f;
-      float scale;
       for (k = 1; k < n; k++) {
         m = xs[k * inner] > m ? xs[k * inner] : m;
       }
-      for (k = 0; k < n; k++) {
-        const float e = expf(xs[k * inner] - m);
-        ys[k * inner] = e;
-        sum += e;
-      }
-      scale = 1.0f / sum;
-      for (k = 0; k < n; k++) {
-        ys[k * inner] *= scale;
+      if (log_out) {
+        float lse;
+        for (k = 0; k < n; k++) {
+          sum += expf(xs[k * inner] - m);
+        }
+        lse = logf(sum);
+        for (k = 0; k < n; k++) {
+          ys[k * inner] = (xs[k * inner] - m) - lse;
+        }
+      } else {
+        float scale;
+        for (k = 0; k < n; k++) {
+          const float e = expf(xs[k * inner] - m);
+          ys[k * inner] = e;
+          sum += e;
+        }
+        scale = 1.0f / sum;
+        for (k = 0; k < n; k++) {
+          ys[k * inner] *= scale;
+        }
       }
     }
   }
 }
 
-/* log_softmax along a dimension of size n, the layout of prunec_f32_softmax__portable: y = (x - m) - log(sum) with m
- * the slice's maximum and sum = sum(exp(x - m)) >= 1, as PyTorch computes it (no exp of large values, no log of 0). */
+void prunec_f32_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y) {
+  prunec_softmax_slices(outer, n, inner, x, y, 0);
+}
+
 void prunec_f32_log_softmax__portable(size_t outer, size_t n, size_t inner, const float *x, float *y) {
-  size_t o, j, k;
-  if (n == 0) {
-    return;
-  }
-  for (o = 0; o < outer; o++) {
-    for (j = 0; j < inner; j++) {
-      const float *xs = x + o * n * inner + j;
-      float *ys = y + o * n * inner + j;
-      float m = xs[0];
-      float sum = 0.0f;
-      float lse;
-      for (k = 1; k < n; k++) {
-        m = xs[k * inner] > m ? xs[k * inner] : m;
-      }
-      for (k = 0; k < n; k++) {
-        sum += expf(xs[k * inner] - m);
-      }
-      lse = logf(sum);
-      for (k = 0; k < n; k++) {
-        ys[k * inner] = (xs[k * inner] - m) - lse;
-      }
-    }
-  }
+  prunec_softmax_slices(outer, n, inner, x, y, 1);
 }
 
 void prunec_f32_add__portable(size_t n, const float *a, const float *b, float *y, float out_min, float out_max) {
