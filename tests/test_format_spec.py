@@ -447,6 +447,9 @@ def check_choice(layer: dict, w: np.ndarray, allowed, align: int) -> None:
         # under --fc-layout rsell (or auto where the target names the build machine's CPU vendor); 8-bit gaps
         slots = layer["nonzero"] + layer["fillers"]
         assert layer["op"] == "fc" and layer["bytes"]["values"] == 4 * slots and layer["index_bits"] == 8
+    elif layer["format"] == "dense":  # FORMAT.md "Blocked fc layers" (and the sliced and windowed ones): an fc
+        # layer whose speed layout would take more bytes than the dense matrix is stored dense instead
+        assert layer["op"] == "fc" and layer["bytes"]["values"] == w.size * 4 and layer["bytes"]["index"] == 0
     else:
         assert (layer["format"], layer["index_bits"]) == ("rcsr", best), (layer["name"], sizes)
         stored = layer["bytes"]["values"] + layer["bytes"]["index"] + layer["bytes"]["pointers"]
@@ -656,13 +659,13 @@ def test_gaps_blocked_on_x86_64_avx2(gaps, tmp_path):
     """The default x86 build stores an fc layer in the blocked sliced layout when the AVX-512 kernels are compiled
     in and the layout takes fewer bytes than the dense matrix (FORMAT.md "Blocked fc layers"); it decodes from the
     page, as C arrays and as a blob (values 64-byte aligned). The gaps model's fc1 (12 rows, one of them full) would
-    take 38,928 bytes blocked against 23,328 dense: relative-indexed CSR; a 300-70-10 MLP at 10 % is blocked."""
+    take 38,928 bytes blocked against 23,328 dense: it is stored dense; a 300-70-10 MLP at 10 % is blocked."""
     from prunec import build as B, targets
 
     model, pt2, _ = gaps
     man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
-    assert {l["op"]: l["format"] for l in weighted(man)}["fc"] == "rcsr"
     blocked = B.bsell_limit(targets.get("x86_64-avx2"), "auto") > 0
+    assert {l["op"]: l["format"] for l in weighted(man)}["fc"] == ("dense" if blocked else "rcsr")
     torch.manual_seed(4)
     mlp = bm.ReluMLP((300, 70, 10)).eval()
     with torch.no_grad():

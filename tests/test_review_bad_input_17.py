@@ -315,7 +315,8 @@ def test_masks_attached_at_export_name_layers_after_their_modules(tmp_path, how)
 
 def test_layouts_for_speed_never_take_more_bytes_than_dense(tmp_path):
     """x86_64-avx2 (with AVX-512 here) and aarch64-neon store fc layers in sliced / blocked / windowed layouts for
-    speed, but not a small layer whose slots would take more bytes than its dense matrix: a 7-row layer at 50 %."""
+    speed, but a small layer whose slots would take more bytes than its dense matrix is stored dense (as fast, and
+    smaller): a 7-row layer at 50 %; the layouts' own layers stay theirs."""
     import build_models as bm
     from prunec import build as B
 
@@ -324,7 +325,9 @@ def test_layouts_for_speed_never_take_more_bytes_than_dense(tmp_path):
         m = B.prepare(pt2, t)[1]
         (layer,) = [l for l in m["layers"] if l.get("weights")]
         stored = sum(v for k, v in layer["bytes"].items() if k != "bias")
-        assert stored < 4 * 144 * 7, (t, layer["format"], layer["bytes"])
+        assert layer["format"] == "dense" and stored == 4 * 144 * 7, (t, layer["format"], layer["bytes"])
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (300, 70, 10), 0.1, seed=2)
+    assert [l["format"] for l in B.prepare(pt2, "aarch64-neon")[1]["layers"] if l.get("weights")][:2] == ["wsell"] * 2
 
 
 class _Sub(torch.nn.Module):

@@ -832,13 +832,18 @@ def choose_encoding(w: np.ndarray, value_bytes: int = 4, allow_dense: bool = Tru
             best_bits, best_total = bits, total
     if best_bits is None:
         raise ValueError(f"bits_options must name at least one width of {INDEX_BITS[0]}..{INDEX_BITS[-1]}")
-    dense_total = rows * cols * value_bytes
-    if allow_dense and dense_total <= best_total:
-        return Encoding("dense", rows, cols, nonzero, dense=np.ascontiguousarray(w), value_bytes=value_bytes,
-                        sizes={"values": dense_total, "index": 0, "pointers": 0})
+    if allow_dense and rows * cols * value_bytes <= best_total:
+        return dense_encoding(w, value_bytes)
     r = pad_rows(encode_rcsr(src, best_bits), row_align)
     return Encoding("rcsr", rows, cols, nonzero, rcsr=r, value_bytes=value_bytes, sizes=r.bytes(value_bytes),
                     row_align=row_align, columns=columns)
+
+
+def dense_encoding(w: np.ndarray, value_bytes: int = 4) -> Encoding:
+    """`w` (rows x cols) stored dense, row-major."""
+    rows, cols = w.shape
+    return Encoding("dense", rows, cols, int(np.count_nonzero(w)), dense=np.ascontiguousarray(w),
+                    value_bytes=value_bytes, sizes={"values": rows * cols * value_bytes, "index": 0, "pointers": 0})
 
 
 def as_bsell(enc: Encoding, w: np.ndarray) -> Encoding:
