@@ -370,3 +370,15 @@ def test_all_nan_references_warn_without_an_atol_advice():
     assert "every reference output is NaN or infinite" in r.text() and "--atol" not in r.text()
     r = compare(np.array([[1e-9, 2e-9]]), np.array([[1e-9, 2e-9]]))
     assert r.ref_finite == 2 and "--atol" in r.text()  # small but finite: the advice stands
+
+
+def test_a_file_name_that_is_no_c_name_is_said(tmp_path):
+    import build_models as bm
+
+    pt2, _, _ = bm.sparse_mlp_case(tmp_path, (8, 4), 0.5, seed=1)
+    math_pt2 = tmp_path / "math.pt2"
+    pt2.rename(math_pt2)
+    r = run("build", math_pt2, "-t", "host", "--out", tmp_path / "b")
+    assert r.exit_code == 0 and "named 'model': the file name 'math' is not a usable C name" in r.output, r.output
+    r = run("build", math_pt2, "-t", "host", "--out", tmp_path / "c", "--name", "mathnet")
+    assert r.exit_code == 0 and "named 'model'" not in r.output, r.output

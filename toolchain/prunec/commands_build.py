@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -79,6 +80,9 @@ def build_cmd(model, target, out, name, storage, index_bits, row_align, fuse_poo
     hint = _acsr_hint(r.manifest, fc_layout)
     if hint:
         click.echo(hint)
+    if name is None and r.manifest["name"] == "model" and Path(model).stem != "model":
+        click.echo(f"  named 'model': the file name {Path(model).stem!r} is not a usable C name (a C keyword or standard "
+                   f"name, or not an identifier); --name NAME chooses the API's prefix")
     size = r.manifest.get("size") or {}
     if size.get("measured") is False:  # a firmware target whose toolchain is missing: only the estimate was checked
         click.echo(f"prunec: warning: lib{r.manifest['name']}.a was not compiled, so its flash and RAM were not measured "
