@@ -50,10 +50,8 @@ def _check_out_dir(out: Path) -> None:
 
 def _load_data(name: str, data_dir: str | None, model_name: str, seed: int = 0) -> D.Dataset:
     shape = models.input_shape(model_name)
+    D.check_data_dir(name, data_dir)
     if name == "synthetic":
-        if data_dir is not None:
-            raise PrunecError("--data-dir names the folder of --data fashion-mnist's files; --data synthetic reads "
-                              "none: leave --data-dir out")
         return D.synthetic_for(shape, seed)
     ds = D.load(name, data_dir)
     if ds.input_shape != tuple(shape):

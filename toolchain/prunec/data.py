@@ -157,6 +157,14 @@ def synthetic_for(shape, seed: int = 0) -> Dataset:
     return synthetic(n_train=n_train, n_test=n_test, seed=seed, shape=shape)
 
 
+def check_data_dir(data: str | None, data_dir) -> None:
+    """--data-dir names the folder of fashion-mnist's files: refuse it beside a data source that reads none (`data`
+    None: --inputs or --random)."""
+    if data_dir is not None and data != "fashion-mnist":
+        raise PrunecError(f"--data-dir names the folder of --data fashion-mnist's files; "
+                          f"{'--data ' + data if data else '--inputs/--random'} reads none: leave --data-dir out")
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None, **kw) -> Dataset:
     if name == "fashion-mnist":
         return load_fashion_mnist(data_dir)

@@ -58,30 +58,22 @@ class Loaded:
     weights0: dict[str, int] | None = None
 
 
-def _is_pt2_archive(path: Path) -> bool:
+def _zip_names(path: Path) -> list[str]:
+    """The entry names of a zip archive ([] for any other file)."""
     try:
         with zipfile.ZipFile(path) as z:
-            return any(n.endswith(("serialized_exported_program.json", "models/model.json")) or "/models/" in n
-                       for n in z.namelist())
+            return z.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def _is_torch_save_archive(path: Path) -> bool:
-    """A torch.save zip (a prunec checkpoint, say): an archive with a data.pkl and no exported program in it."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return any(n.endswith("/data.pkl") or n == "data.pkl" for n in names) and not any(
-        n.endswith(("serialized_exported_program.json", "models/model.json")) or "/models/" in n for n in names)
+        return []
 
 
 def is_pt2(path: Path) -> bool:
     """Whether MODEL is read as an exported program: a torch.export archive by its contents, or named .pt2 unless
     its contents are a torch.save archive (a checkpoint renamed .pt2 is read as the checkpoint it is)."""
-    return _is_pt2_archive(path) or (path.suffix == ".pt2" and not _is_torch_save_archive(path))
+    names = _zip_names(path)
+    if any(n.endswith(("serialized_exported_program.json", "models/model.json")) or "/models/" in n for n in names):
+        return True
+    return path.suffix == ".pt2" and not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
 
 
 def load_exported(path: str | os.PathLike, **kw):
@@ -279,8 +271,7 @@ class _Converter:
         self.permuted: dict[int, int] = {}
         self.fx_node: torch.fx.Node | None = None
         self.input_shape: tuple[int, ...] | None = None
-        self._folded: dict[tuple, object] = {}  # fold's results by op and input constants
-        self._keep: list = []
+        self._folded: dict[tuple, object] = {}  # fold's results by op and the ids of its input constants
 
     # helpers ---------------------------------------------------------------------------------------------
     def fail(self, msg: str):
@@ -473,15 +464,13 @@ class _Converter:
     def fold(self, node: torch.fx.Node) -> Const:
         # the same op on the same constant tensors gives the same Const: a pruned module called twice (its mask still
         # a torch.nn.utils.prune hook: weight_orig * weight_mask in the graph at each call, the mask through an
-        # aten.to that returns its input) keeps one weight array, which the build stores once (graph.shared_weights)
+        # aten.to that returns its input) keeps one weight array, which the build stores once (graph.shared_weights).
+        # The ids stay those of the same objects: constants in self.env are never replaced or dropped during the walk.
         key = (node.target, repr(torch.fx.node.map_arg((node.args, node.kwargs),
                                                         lambda n: id(getattr(self.env[n], "tensor", self.env[n])))))
-        if key in self._folded:
-            return self._folded[key]
-        out = self._fold(node)
-        self._folded[key] = out
-        self._keep.append([self.env[a] for a in node.all_input_nodes])  # the ids in the key stay theirs
-        return out
+        if key not in self._folded:
+            self._folded[key] = self._fold(node)
+        return self._folded[key]
 
     def _fold(self, node: torch.fx.Node) -> Const:
         args = torch.fx.node.map_arg(node.args, lambda n: self.env[n].tensor)

@@ -332,6 +332,7 @@ def measure_linked(target, lib: str | os.PathLike, name: str, out: str | os.Path
     t = _target(target)
     if t.runner != "qemu-system":
         return None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     cflags = [f for f in t.cflags if f != "-fPIC"]
     cmd = [t.cc, *cflags, "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections", f"-Wl,-e,{name}_run",
            f"-Wl,--undefined={name}_run", "-o", str(out), str(lib), *t.libs]
@@ -356,9 +357,7 @@ def measure_size(build_dir: str | os.PathLike, manifest: dict, target) -> dict:
     lib_s = size["library"]
     size["library"]["flash"] = lib_s["text"] + lib_s["rodata"] + lib_s["data"]
     size["library"]["ram"] = lib_s["data"] + lib_s["bss"] + int(manifest.get("arena_bytes", 0))
-    work = build_dir / WORK / t.name
-    work.mkdir(parents=True, exist_ok=True)
-    linked = measure_linked(t, lib, manifest["name"], work / "linked.elf")
+    linked = measure_linked(t, lib, manifest["name"], build_dir / WORK / t.name / "linked.elf")
     if linked is not None:
         linked["ram"] = linked["data"] + linked["bss"] + int(manifest.get("arena_bytes", 0))
         size["linked"] = linked  # the library's share of a firmware linked with --gc-sections

@@ -589,11 +589,10 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
         if int(random) > most:
             raise PrunecError(f"--random {random}: that many inputs of shape {list(shape[1:])} take "
                               f"{int(random) * per / 2**30:,.1f} GiB; give at most {most:,}")
-    if data_dir is not None and data != "fashion-mnist":
-        raise PrunecError(f"--data-dir names the folder of --data fashion-mnist's files; "
-                          f"{'--data ' + data if data else '--inputs/--random'} reads none: leave --data-dir out")
+    from . import data as data_mod
+
+    data_mod.check_data_dir(data, data_dir)
     if data is not None:
-        from . import data as data_mod
 
         if data == "synthetic":  # the test split the model was evaluated on when it was trained and pruned
             ds = data_mod.synthetic_for(shape[1:], _data_seed(model_path))
