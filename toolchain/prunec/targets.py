@@ -243,7 +243,7 @@ def _apply_probes(t: Target) -> Target:
         if forced not in ("", "0", "1"):
             raise PrunecError(f"{spec['env']}={forced!r}: 1 forces the {name} kernels on, 0 off; unset it to let the "
                               f"build machine's compiler decide (target {t.name!r})")
-        if forced in ("0", "1"):
+        if forced:
             on = forced == "1"
         else:
             on = set(spec.get("macros", ())) <= _native_macros(t.cc)
