@@ -14,6 +14,7 @@ instruction counts under QEMU (benchmarks/bench_arm.py).
 from __future__ import annotations
 
 import ctypes
+import json
 import re
 import shlex
 import statistics
@@ -150,14 +151,21 @@ class CompiledBuild:
     """A build directory compiled with the timing driver into a shared library (kept in a temporary dir)."""
 
     def __init__(self, build_dir: str | Path, extra_cflags: tuple[str, ...] = ("-O3",), cc: str | None = None):
-        from .verify import load_manifest
-
         d = Path(build_dir).resolve()
-        self.manifest = load_manifest(d)  # read once, and of the types read here
-        missing = [k for k in ("input_size", "output_size") if k not in self.manifest]
+        mpath = d / "manifest.json"
+        if not mpath.is_file():
+            raise PrunecError(f"{d} is not a prunec build directory (no manifest.json); make one with `prunec build`")
+        try:
+            self.manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise PrunecError(f"{mpath} is not readable JSON ({e}); rebuild {d} with `prunec build`") from None
+        missing = [k for k in ("name", "target", "input_size", "output_size")
+                   if not isinstance(self.manifest, dict) or k not in self.manifest]
         if missing:
-            raise PrunecError(f"{d / 'manifest.json'} lacks {', '.join(missing)}: not a manifest of `prunec build`; "
-                              f"rebuild {d}")
+            raise PrunecError(f"{mpath} lacks {', '.join(missing)}: not a manifest of `prunec build`; rebuild {d}")
+        from .verify import check_manifest
+
+        check_manifest(self.manifest, mpath)  # the rest of what a build's manifest holds, of the types read here
         self.dir = d
         self.name = self.manifest["name"]
         from . import targets

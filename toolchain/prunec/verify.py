@@ -53,17 +53,18 @@ def load_manifest(build_dir: str | os.PathLike) -> dict:
         raise PrunecError(f"{build_dir} has no manifest.json; it is not a prunec build directory") from None
     except (OSError, ValueError) as e:
         raise PrunecError(f"{p} is unreadable ({e}); rebuild with `prunec build`") from None
+    check_manifest(m, p)
+    return m
+
+
+def check_manifest(m, p: Path) -> None:
+    """The manifest `m` (read from `p`) holds the entries verify, bench and size read, of the types they read them
+    as; PrunecError naming the first that does not."""
     if not isinstance(m, dict):
         raise PrunecError(f"{p} is not a build manifest (a JSON {type(m).__name__}); rebuild with `prunec build`")
     for k in ("name", "target", "input_shape", "output_shape", "arena_bytes", "files"):
         if k not in m:
             raise PrunecError(f"{p} lacks {k!r}; rebuild with `prunec build`")
-    _check_manifest(m, p)
-    return m
-
-
-def _check_manifest(m: dict, p: Path) -> None:
-    """The manifest entries verify, bench and size read, of the types they read them as."""
     from .build import MANIFEST_VERSION
 
     def bad(what: str) -> PrunecError:
