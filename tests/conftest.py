@@ -30,3 +30,19 @@ def train_synthetic(folder, env: dict, model: str = "lenet300", epochs: int = 1)
                                   "--epochs", str(epochs), "--quiet"], env=env)
     assert r.exit_code == 0, r.output
     return out
+
+
+def pytest_configure(config):
+    """One object cache for the whole run (prunec.objcache, PRUNEC_OBJECT_CACHE): the runtime's kernels compiled by
+    one `prunec verify` or `prunec bench`, in any worker or subprocess, are reused by the others instead of being
+    compiled again for each build (the AVX-512 conv kernel alone takes ~4 s). Set here, in the controller, before
+    pytest-xdist starts its workers, which inherit it; removed when the run ends. A folder the caller set is kept."""
+    import os
+    import shutil
+    import tempfile
+
+    if hasattr(config, "workerinput") or os.environ.get("PRUNEC_OBJECT_CACHE", "").strip():
+        return
+    d = tempfile.mkdtemp(prefix="prunec-test-objects-")
+    os.environ["PRUNEC_OBJECT_CACHE"] = d
+    config.add_cleanup(lambda: (shutil.rmtree(d, ignore_errors=True), os.environ.pop("PRUNEC_OBJECT_CACHE", None)))

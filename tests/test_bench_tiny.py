@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
+
+from prunec.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_tiny  # noqa: E402
 
-PRUNEC = [sys.executable, "-m", "prunec.cli"]
 
 
 @pytest.mark.parametrize("key", bench_tiny.MODELS)
@@ -43,16 +45,16 @@ def test_pruned_model_builds_and_verifies_for_x86(key, sparsity, tmp_path):
     pt2 = tmp_path / f"{key}.pt2"
     torch.export.save(torch.export.export(pruned, (torch.randn(1, *shape),)), str(pt2))
     out = tmp_path / "build"
-    r = subprocess.run([*PRUNEC, "build", str(pt2), "--target", "x86_64-avx2", "--out", str(out)],
-                       capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    # the CLI in this process: a new interpreter per command would spend seconds importing torch again
+    r = CliRunner().invoke(main, ["build", str(pt2), "--target", "x86_64-avx2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
     kernels = (out / "manifest.json").read_text()
     if sparsity == 0:  # every conv stored dense: the dense register tiles (strided and depthwise included)
         assert "prunec_f32_conv2d_dense__avx512x4" in kernels
     elif key != "ae":  # strided, depthwise and 10x4 convs through the sparse tiles
         assert "prunec_f32_conv2d_rcsr__avx512x4" in kernels
-    r = subprocess.run([*PRUNEC, "verify", str(out), "--random", "20"], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0 and "verify: PASS" in r.stdout, r.stdout + r.stderr
+    r = CliRunner().invoke(main, ["verify", str(out), "--random", "20"])
+    assert r.exit_code == 0 and "verify: PASS" in r.output, r.output
 
 
 @pytest.mark.parametrize("args, says", [

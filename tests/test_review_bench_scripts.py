@@ -69,10 +69,17 @@ def test_fuse_count_excludes_setup(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- refused inputs
 
-def _refused(script: str, *args: str, cwd=None) -> str:
-    """Run benchmarks/SCRIPT with ARGS: exit 2, no traceback, the last line `SCRIPT: error: ...`; that line."""
-    p = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=120,
-                       cwd=cwd)
+def _refused(script: str, *args: str, cwd=None, fork: bool = False) -> str:
+    """Run benchmarks/SCRIPT with ARGS: exit 2, no traceback, the last line `SCRIPT: error: ...`; that line.
+    fork: in a fork of this process (forkrun), for arguments refused before any torch work (a new interpreter
+    spends ~2.5 s importing torch); a fork that loads a checkpoint can hang in torch's thread pools."""
+    if fork:
+        from forkrun import run_script
+
+        p = run_script(BENCH / script, args, cwd=cwd, timeout=120)
+    else:
+        p = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=120,
+                           cwd=cwd)
     err = p.stderr.strip()
     assert p.returncode == 2, (p.returncode, p.stdout[-2000:], err[-2000:])
     assert "Traceback" not in err, err
@@ -124,7 +131,7 @@ def test_bench_size_refuses_bad_keys(ckpts, args, says):
 
 def test_bench_arm_bits_refuses_conv_layers():
     """lenet5.conv1 was counted as a 20x25 fc (insn_main.c calls the fc kernel once)."""
-    last = _refused("bench_arm_bits.py", "--layers", "lenet300.fc1,lenet5.conv1")
+    last = _refused("bench_arm_bits.py", "--layers", "lenet300.fc1,lenet5.conv1", fork=True)
     assert "conv layer" in last and "bench_arm.py" in last
 
 
@@ -136,7 +143,7 @@ def test_bench_arm_bits_refuses_conv_layers():
     (["--kernels", "sse"], "--kernels"),
 ])
 def test_bench_arm_bits_refuses_bad_arguments(args, says):
-    assert says in _refused("bench_arm_bits.py", *args)
+    assert says in _refused("bench_arm_bits.py", *args, fork=True)
 
 
 def test_report_arm_conv_per_nonzero_mac_and_size_before_pruning(tmp_path):
@@ -185,7 +192,7 @@ def test_bad_arguments_one_error_line(script, args, says, tmp_path):
     model = tmp_path / "lenet5.pt2"
     model.write_bytes(b"")
     fill = {"model": str(model), "missing": str(tmp_path / "missing")}
-    assert says in _refused(script, *(a.format(**fill) for a in args), cwd=tmp_path)
+    assert says in _refused(script, *(a.format(**fill) for a in args), cwd=tmp_path, fork=True)
 
 
 def test_gradual_probe_help():
