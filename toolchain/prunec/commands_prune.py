@@ -67,8 +67,8 @@ def _data_seed(ckpt: C.Checkpoint) -> int:
 
 
 # Intra-op threads per model when PRUNEC_THREADS is unset: LeNet-300-100's small matmuls run fastest on one
-# thread (a second one mostly spins, and on a shared 2-core machine it slows everyone down); the conv nets
-# use two.
+# thread (a second one mostly spins, and on a shared 2-core machine it slows everyone down); the other models use
+# torch's default, the physical cores (docs/PRUNING.md "Devices").
 THREADS = {"lenet300": 1}
 
 

@@ -122,9 +122,13 @@ def to_device(data, device: torch.device):
     return replace(data, x=data.x.to(device), y=data.y.to(device))
 
 
+# torch's own choice of intra-op threads (the physical cores), taken before anything here changes it
+_TORCH_THREADS = torch.get_num_threads()
+
+
 def set_threads(n: int | None = None) -> int:
-    """Use PRUNEC_THREADS, else `n`, else min(2, cores) intra-op threads (the machines here have 2 cores)."""
-    k = env_int("PRUNEC_THREADS", 0, 1, "the intra-op threads per process") or n or min(2, os.cpu_count() or 1)
+    """Use PRUNEC_THREADS, else `n`, else torch's default (the physical cores) intra-op threads on the CPU."""
+    k = env_int("PRUNEC_THREADS", 0, 1, "the intra-op threads per process") or n or _TORCH_THREADS
     torch.set_num_threads(max(1, k))
     return k
 
