@@ -178,3 +178,18 @@ def _train_and_check(name, tmp_path, steps):
     r = V.verify(tmp_path / "out", data="fashion-mnist")
     assert r.n == 10000 and r.ok and r.top1_disagree == 0, r.text()
     assert r.accuracy_c == r.accuracy_torch and r.accuracy_c > 0.5
+
+
+def test_fashion_mnist_test_only_reads_the_test_split_as_the_full_load_does():
+    """verify reads only the test split; it is the same tensors as the full load's."""
+    import torch
+
+    from prunec import data
+
+    try:
+        full = data.load_fashion_mnist()
+    except Exception as e:  # the Debian package dataset-fashion-mnist
+        pytest.skip(str(e))
+    part = data.load_fashion_mnist(test_only=True)
+    assert torch.equal(part.test.x, full.test.x) and torch.equal(part.test.y, full.test.y)
+    assert len(part.train) == 0 and len(full.train) == 60000

@@ -597,6 +597,8 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
 
         if data == "synthetic":  # the test split the model was evaluated on when it was trained and pruned
             ds = data_mod.synthetic_for(shape[1:], _data_seed(model_path))
+        elif data == "fashion-mnist":  # its test split only
+            ds = data_mod.load_fashion_mnist(data_dir, test_only=True)
         else:
             ds = data_mod.load(data, data_dir)
         x, labels = ds.test.x.numpy(), ds.test.y.numpy()
