@@ -109,7 +109,8 @@ def host_cc() -> str:
 
 def compile_objects(cc: str, cflags: list[str], sources: list[Path], include_dirs: list[Path], cwd: Path) -> list[str]:
     """Each of `sources` compiled to a position-independent object (`cc cflags -fPIC -I... -c`), from this process's
-    cache where the preprocessed source, compiler and flags are the same; the objects' paths, in order."""
+    cache (or PRUNEC_OBJECT_CACHE's folder) where the preprocessed source, compiler and flags are the same; the
+    objects' paths, in order."""
     flags = [*cflags, "-fPIC", *(f"-I{d}" for d in include_dirs)]
     ccv = shlex.split(cc)  # a CC with flags (CC="gcc -m64"), as make and distutils take it
     shared = _shared_dir()
