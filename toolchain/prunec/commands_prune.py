@@ -248,9 +248,9 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
     if sparsity_text is not None:
         given.update(sparsity=parse_sparsity(sparsity_text, model=name), quality=None, global_sparsity=None)
     if quality is not None:
-        given.update(quality=quality, global_sparsity=None)
+        given.update(quality=quality, global_sparsity=None, sparsity={})
     if global_sparsity is not None:
-        given.update(global_sparsity=global_sparsity, quality=None)
+        given.update(global_sparsity=global_sparsity, quality=None, sparsity={})
     if resume and rpath.exists():
         try:
             res = C.load(rpath)
@@ -496,10 +496,20 @@ def info_dict(c: C.Checkpoint) -> dict:
         "baseline_test_accuracy": base,
         "dataset": dataset if isinstance(dataset, str) else None,
         "seed": _int_or_none(c.meta.get("seed")),
-        "schedule_steps": _int_or_none(sched.get("step")),
+        "schedule_steps": _kept_steps(sched),
         "dead_neurons_removed": dead,
         "layers": layers,
     }
+
+
+def _kept_steps(sched: dict) -> int | None:
+    """The prune steps the saved model went through: a step --max-accuracy-drop undid is counted in the schedule's
+    `step` (the run stopped there) but its model was not kept."""
+    step = _int_or_none(sched.get("step"))
+    hist = sched.get("history")
+    if step is None or not isinstance(hist, list):
+        return step
+    return max(0, step - sum(1 for h in hist if isinstance(h, dict) and h.get("undone")))
 
 
 def info_dict_pt2(path: str | os.PathLike) -> dict:

@@ -73,12 +73,15 @@ def sparsity_mask(w: torch.Tensor, mask: torch.Tensor, sparsity: float, dense_si
     return new.view_as(mask) & mask
 
 
-def global_masks(model: nn.Module, masks: M.Masks, sparsity: float) -> M.Masks:
-    """One magnitude threshold over all layers in `masks`, pruning a fraction `sparsity` of their weights."""
+def global_masks(model: nn.Module, masks: M.Masks, sparsity: float, dense_sizes: dict[str, int] | None = None) -> M.Masks:
+    """One magnitude threshold over all layers in `masks`, pruning a fraction `sparsity` of their weights, counted
+    against `dense_sizes` where given (layers shrunk by dead-neuron removal count at their dense sizes, as
+    sparsity_mask counts them)."""
     names = list(masks)
     scores = [model.get_submodule(n).weight.detach().abs().masked_fill(~masks[n], -1.0).flatten() for n in names]
     allw = torch.cat(scores)
-    keep = min(int(round((1.0 - sparsity) * allw.numel())), int(sum(int(m.sum()) for m in masks.values())))
+    total = sum(int((dense_sizes or {}).get(n, s.numel())) for n, s in zip(names, scores))
+    keep = min(int(round((1.0 - sparsity) * total)), int(sum(int(m.sum()) for m in masks.values())))
     new_flat = torch.zeros(allw.numel(), dtype=torch.bool, device=allw.device)
     if keep > 0:
         new_flat[torch.topk(allw, keep, sorted=False).indices] = True
@@ -90,24 +93,34 @@ def global_masks(model: nn.Module, masks: M.Masks, sparsity: float) -> M.Masks:
 
 
 def sparsity_for_compression(model: nn.Module, profile: dict[str, float], target: float,
-                             dense_sizes: dict[str, int] | None = None) -> dict[str, float]:
+                             dense_sizes: dict[str, int] | None = None, masks: M.Masks | None = None) -> dict[str, float]:
     """Scale a per-layer profile (fraction pruned) so total/nonzero weights over all layers equals `target`.
 
     The remaining fractions r_l = 1 − s_l are multiplied by one factor a (capped at 1); a is found by
-    bisection. Layers missing from the profile stay dense.
+    bisection. Layers missing from the profile keep what they have. A layer keeps at most the weights its mask
+    still holds (`masks`: a base pruned before; sparsity_mask never revives one), so a layer already below its
+    share counts with what it has and the others make up the rest.
     """
     layers = dict(prunable_layers(model))
     require_prunable(model, profile, "the sparsity profile")
     size = {n: int((dense_sizes or {}).get(n, m.weight.numel())) for n, m in layers.items()}
+    alive = {n: int(masks[n].sum()) if masks is not None and n in masks else int(m.weight.numel())
+             for n, m in layers.items()}
     total = sum(size.values())
     goal = total / target
-    fixed = sum(v for n, v in size.items() if n not in profile)
+    fixed = sum(alive[n] for n in size if n not in profile)
     if fixed >= goal:
-        raise PrunecError(f"--target-compression {target} is unreachable: the layers not being pruned alone hold "
+        raise PrunecError(f"--target-compression {target} is unreachable: the layers not being pruned alone keep "
                           f"{fixed} of {total} weights; add them to --sparsity")
 
     def kept(a: float) -> float:
-        return fixed + sum(min(1.0, a * (1.0 - s)) * size[n] for n, s in profile.items())
+        return fixed + sum(min(alive[n], min(1.0, a * (1.0 - s)) * size[n]) for n, s in profile.items())
+
+    most = fixed + sum(alive[n] for n in profile)
+    if most < goal - 0.5:  # a pruned base already past the target: pruning never revives a weight
+        raise PrunecError(f"--target-compression {target} is below the model's own compression "
+                          f"({total / most:.2f}x: {most} of {total} weights kept); pruning never revives weights, "
+                          f"give a target of at least {total / most:.2f}")
 
     lo, hi = 0.0, 1.0
     while kept(hi) < goal and hi < 1e6:
@@ -123,7 +136,7 @@ def step_masks(model: nn.Module, masks: M.Masks, recipe: Recipe, k: int, state: 
     """The masks after prune step k (1-based): cumulative (never grows back)."""
     f = schedule_fraction(k, recipe.steps, recipe.schedule)
     if recipe.global_sparsity is not None:
-        return global_masks(model, masks, recipe.global_sparsity * f)
+        return global_masks(model, masks, recipe.global_sparsity * f, state["weights0"])
     out = dict(masks)
     if recipe.quality is not None:
         for name in masks:
@@ -139,17 +152,49 @@ def step_masks(model: nn.Module, masks: M.Masks, recipe: Recipe, k: int, state: 
 
 
 def feeding_dropouts(model: nn.Module) -> dict[str, str]:
-    """{fc layer name: name of the Dropout feeding it} — the nearest Dropout since the previous prunable layer."""
-    out: dict[str, str] = {}
-    last_dropout = None
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Dropout):
-            last_dropout = name
-        elif isinstance(m, PRUNABLE):
-            if isinstance(m, nn.Linear) and last_dropout is not None:
-                out[name] = last_dropout
-            last_dropout = None
-    return out
+    """{fc layer name: name of the Dropout module feeding it}: in torch.fx's trace of forward (the dataflow, not the
+    order the modules are declared in), the nearest Dropout module on the fc layer's input path since the previous
+    prunable layer, through ops of one tensor input (activations, flatten, pooling, reshapes). A Dropout that feeds
+    more than one fc layer, an fc layer called more than once, and a model fx cannot trace give nothing: their
+    rates are left as they are rather than guessed."""
+    import torch.fx as fx
+
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:
+        return {}
+    fcs = {n for n, m in prunable_layers(model) if isinstance(m, nn.Linear)}
+    prunable = {n for n, _ in prunable_layers(model)}
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+
+    def tensor_args(node) -> list:
+        return [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node) and not (
+            (a.op == "call_method" and a.target in ("size", "dim")) or
+            (a.op == "call_function" and a.target is getattr))]
+
+    found: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target not in fcs or calls[node.target] != 1:
+            continue
+        ins = tensor_args(node)
+        cur = ins[0] if len(ins) == 1 else None
+        while cur is not None and cur.op in ("call_module", "call_function", "call_method"):
+            if cur.op == "call_module":
+                m = gm.get_submodule(cur.target)
+                if isinstance(m, nn.Dropout):
+                    found[node.target] = cur.target
+                    break
+                if cur.target in prunable:
+                    break
+            ins = tensor_args(cur)
+            cur = ins[0] if len(ins) == 1 else None
+    feeds: dict[str, int] = {}
+    for d in found.values():
+        feeds[d] = feeds.get(d, 0) + 1
+    return {fc: d for fc, d in found.items() if feeds[d] == 1 and calls.get(d) == 1}
 
 
 def rescale_dropout(model: nn.Module, masks: M.Masks, original_p: dict[str, float], original_weights: dict[str, int]) -> dict[str, float]:
@@ -192,9 +237,36 @@ def retrain_config(recipe: Recipe, epochs: int, average: bool = False, lr_offset
 
 
 def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
+    """"conv" or "fc" for a parameter's name: that of its prunable layer, and for the parameters of other modules
+    (batch norm's scale and shift) that of the nearest prunable layer upstream of the module in torch.fx's trace of
+    forward, so that `--alternate` freezes a conv's batch norm with the conv. None (trained in both phases) where
+    no prunable layer is upstream or fx cannot trace the model."""
+    import torch.fx as fx
+
     kinds = {}
     for name, m in prunable_layers(model):
         kinds[name] = "conv" if isinstance(m, CONV) else "fc"
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception:
+        gm = None
+    if gm is not None:
+        for node in gm.graph.nodes:
+            if node.op != "call_module" or node.target in kinds or \
+                    not any(True for _ in gm.get_submodule(node.target).parameters(recurse=False)):
+                continue
+            seen, todo, side = set(), [a for a in node.all_input_nodes], set()
+            while todo:  # breadth-first upstream to the nearest prunable layers
+                cur = todo.pop(0)
+                if cur in seen:
+                    continue
+                seen.add(cur)
+                if cur.op == "call_module" and cur.target in kinds:
+                    side.add(kinds[cur.target])
+                    continue
+                todo.extend(cur.all_input_nodes)
+            if len(side) == 1:
+                kinds.setdefault(node.target, side.pop())
 
     def kind(param_name: str) -> str | None:
         return kinds.get(param_name.rsplit(".", 1)[0])
@@ -277,7 +349,7 @@ def new_state(model: nn.Module, recipe: Recipe, masks: M.Masks, base_schedule: d
             raise PrunecError("nothing to prune: give --sparsity LAYER=FRACTION, --quality Q or --global-threshold S")
         sparsity = dict(recipe.sparsity)
         if recipe.target_compression is not None:
-            sparsity = sparsity_for_compression(model, sparsity, recipe.target_compression, weights0)
+            sparsity = sparsity_for_compression(model, sparsity, recipe.target_compression, weights0, masks)
     else:
         sparsity = {}
     return {
@@ -362,7 +434,7 @@ def run_schedule(
         rec = {
             "step": k,
             "compression": M.compression(model, masks, dense_sizes=state["weights0"]),
-            "remaining": {n: float(m.float().mean()) for n, m in masks.items()},
+            "remaining": {n: int(m.sum()) / max(1, int(state["weights0"].get(n, m.numel()))) for n, m in masks.items()},
             "accuracy_after_prune": acc_pruned,
             "test_accuracy": acc,
             "train_loss": hist[-1]["loss"] if hist else None,
@@ -395,6 +467,8 @@ def run_schedule(
         model, masks, removed = remove_dead_neurons_checked(model, masks, data.test.x[:64], log)
         if any(removed.values()):
             log("dead neurons removed: " + ", ".join(f"{n}: {c}" for n, c in removed.items() if c))
+            if recipe.dropout_rescale:  # the removed neurons' connections are gone too: Cr fell, so does Dr
+                rescale_dropout(model, masks, state["dropout_p0"], state["weights0"])
         state["dead_removed"] = removed
     state["done"] = True
     return model, masks, state

@@ -37,6 +37,10 @@ PAPER_REMAINING: dict[str, dict[str, float]] = {
 PAPER_COMPRESSION = {"lenet300": 12, "lenet5": 12, "alexnet": 9, "vgg16": 13}
 
 
+# `prunec prune --reg l1` without --reg-strength: the recipes' strengths are L2 ones (5e-4), far too strong as an L1
+# lambda; 1e-5 kept LeNet-300-100 at its L2 accuracy in a short check (docs/PRUNING.md)
+DEFAULT_L1_STRENGTH = 1e-5
+
 @dataclass
 class Recipe:
     sparsity: dict[str, float] = field(default_factory=dict)  # final fraction pruned per layer
@@ -51,7 +55,7 @@ class Recipe:
     lr_span: str = "step"  # cosine restarts at `lr` in every retraining phase ("step") or decays once over the run ("run")
     momentum: float = 0.9
     reg: str = "l2"  # "l2" (weight decay) or "l1"
-    reg_strength: float = 1e-4
+    reg_strength: float | None = None  # None: the regulariser's own default, 1e-4 for L2, DEFAULT_L1_STRENGTH for L1
     batch_size: int = 128
     alternate: bool = False  # retrain fc with conv frozen, then conv with fc frozen
     dropout_rescale: bool = True
@@ -63,12 +67,19 @@ class Recipe:
     target_compression: float | None = None  # scale the profile so total/nonzero weights reaches this
     max_accuracy_drop: float | None = None  # stop (and keep the previous step) beyond this drop (fraction)
 
+    def __post_init__(self):
+        if self.reg_strength is None:
+            self.reg_strength = DEFAULT_L1_STRENGTH if self.reg == "l1" else 1e-4
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if d.get("quality") is not None or d.get("global_sparsity") is not None:
+            d["sparsity"] = {}  # recipes saved before validate refused both kept the default profile beside them
+        return cls(**d)
 
     def validate(self) -> "Recipe":
         for name, s in self.sparsity.items():
@@ -101,6 +112,9 @@ class Recipe:
             raise PrunecError(f"unknown regulariser {self.reg!r}; choose l1 or l2")
         if self.quality is not None and self.global_sparsity is not None:
             raise PrunecError("quality and global_sparsity both choose what to prune; give only one of them")
+        if self.sparsity and (self.quality is not None or self.global_sparsity is not None):
+            raise PrunecError(f"sparsity and {'quality' if self.quality is not None else 'global_sparsity'} both choose "
+                              f"what to prune (the sparsity per layer would be ignored); give only one of them")
         if self.target_compression is not None and (self.quality is not None or self.global_sparsity is not None):
             raise PrunecError("target_compression scales a per-layer sparsity profile; it does not apply to "
                               f"{'quality' if self.quality is not None else 'global_sparsity'} (it would be ignored)")
@@ -146,10 +160,6 @@ def default_recipe(model_name: str) -> Recipe:
     r = DEFAULT_RECIPES[model_name]
     return replace(r, sparsity=dict(r.sparsity))
 
-
-# `prunec prune --reg l1` without --reg-strength: the recipes' strengths are L2 ones (5e-4), far too strong as an L1
-# lambda; 1e-5 kept LeNet-300-100 at its L2 accuracy in a short check (docs/PRUNING.md)
-DEFAULT_L1_STRENGTH = 1e-5
 
 
 def _sparsity_file(path: Path, model: str | None = None) -> str:

@@ -189,10 +189,17 @@ def fit(
     dist = _dist()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
     device = next(model.parameters()).device
-    named = [(n, p) for n, p in model.named_parameters() if trainable is None or trainable(n)]
-    frozen = [p for n, p in model.named_parameters() if trainable is not None and not trainable(n)]
+    # parameters the caller froze (requires_grad False) stay frozen, and only those this phase freezes are thawed
+    # after it
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and (trainable is None or trainable(n))]
+    frozen = [p for n, p in model.named_parameters() if p.requires_grad and trainable is not None and not trainable(n)]
     for p in frozen:
         p.requires_grad_(False)
+    # normalisation layers whose parameters this phase freezes keep their running statistics too (eval mode)
+    frozen_ids = {id(p) for p in frozen}
+    still = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+             and any(True for _ in m.parameters(recurse=False))
+             and all(id(q) in frozen_ids for q in m.parameters(recurse=False))]
     params = [p for _, p in named]
     if not params:
         raise PrunecError("nothing to train: no parameter selected")
@@ -220,8 +227,12 @@ def fit(
     t0 = steps * cfg.lr_offset  # iterations of the cosine already done
     avg = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()} if cfg.average else None
     model.train()
+    for m in still:
+        m.eval()
     try:
         for epoch in range(cfg.epochs):
+            for m in still:  # (an on_epoch callback that evaluates puts the whole model back in train mode)
+                m.eval()
             perm = torch.randperm(n, generator=g)  # same on every rank; each takes its slice
             perm = perm[rank * per_rank : (rank + 1) * per_rank] if dist else perm
             bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, disable=True if (not progress or rank != 0) else None,
@@ -269,6 +280,8 @@ def fit(
     finally:
         for p in frozen:
             p.requires_grad_(True)
+        for m in still:
+            m.train(model.training)
     if avg is not None and cfg.epochs:
         with torch.no_grad():
             for k, v in model.state_dict().items():
