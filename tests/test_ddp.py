@@ -266,3 +266,48 @@ def test_one_rank_failing_stops_every_rank(tmp_path, small_base, fail, launcher)
     assert written == (["pruned.pt.resume"] if fail == "final-write-rank0" else []), written
     if written:
         assert C.load(tmp_path / "out" / "pruned.pt.resume").kind == "pruning"
+
+
+def _ranks_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+    from torch import nn
+
+    from prunec import data as D
+    from prunec.errors import PrunecError
+    from prunec.train import TrainConfig, fit
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/store", rank=rank, world_size=world)
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 10))
+    first = []
+    model[0].register_forward_hook(lambda m, i, o: first.append((o == 0)[:8].flatten().tolist()) if not first else None)
+    ds = D.synthetic(n_train=256, n_test=16, seed=0, shape=(1, 8, 8))
+    hist = fit(model, ds.train, TrainConfig(epochs=1, lr=0.05, batch_size=64), seed=5, progress=False)
+    try:
+        fit(model, ds.train, TrainConfig(epochs=1, lr=0.05, batch_size=63), seed=5, progress=False)
+        refused = "no"
+    except PrunecError as e:
+        refused = str(e)
+    Path(out_dir, f"r{rank}.txt").write_text(repr({
+        "mask": first[0], "loss": hist[0]["loss"], "refused": refused,
+        "running_mean": model[2].running_mean.tolist(), "threads": torch.get_num_threads()}))
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)  # gloo can abort at interpreter exit; the spawned process ends here
+
+
+def test_ranks_draw_their_own_dropout_and_agree_on_buffers_and_loss(tmp_path):
+    """Each rank draws its own dropout masks (they drew the same ones: a weaker dropout than one process's);
+    batch norm's running statistics are the same on every rank (rank 0's, sent at each forward); the loss
+    recorded is the epoch's over every rank's share; a global batch the ranks cannot share equally is refused."""
+    import ast
+
+    mp.spawn(_ranks_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (ast.literal_eval((tmp_path / f"r{r}.txt").read_text()) for r in (0, 1))
+    assert r0["mask"] != r1["mask"]
+    assert 0.3 < sum(r0["mask"]) / len(r0["mask"]) < 0.7
+    assert r0["running_mean"] == r1["running_mean"]
+    assert r0["loss"] == r1["loss"]
+    assert "--batch-size 63 is not a multiple of the 2 ranks" in r0["refused"] and r0["refused"] == r1["refused"]

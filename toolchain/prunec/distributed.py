@@ -107,8 +107,8 @@ def init() -> tuple[int, int]:
                               % max(1, torch.cuda.device_count()))
     dist.init_process_group(backend=b, timeout=datetime.timedelta(seconds=timeout_s()))
     _install_sigterm()
-    if "PRUNEC_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    threads = env_int("PRUNEC_THREADS", 0, 1, "the intra-op threads per process")
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // dist.get_world_size()))
     return dist.get_rank(), dist.get_world_size()
 
 

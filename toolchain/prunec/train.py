@@ -210,7 +210,18 @@ def fit(
     if dist:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, broadcast_buffers=False)
+        if cfg.batch_size % world:
+            lo, hi = cfg.batch_size - cfg.batch_size % world, cfg.batch_size - cfg.batch_size % world + world
+            raise PrunecError(f"--batch-size {cfg.batch_size} is not a multiple of the {world} ranks: each rank takes "
+                              f"an equal share of the global minibatch; give {lo or hi} or {hi}")
+        if len(data) < world:
+            raise PrunecError(f"the training set has {len(data)} samples, fewer than the {world} ranks: every rank "
+                              f"needs a share of it; run with fewer ranks")
+        # rank 0's buffers (batch norm's running statistics) go to every rank at each forward, so the ranks agree
+        net = DDP(model)
+        if rank:  # each rank its own dropout masks (the same ones on every run and resume): the global RNG is
+            torch.manual_seed((seed * 1_000_003 + rank) % 2**63)  # what Dropout draws from; rank 0 keeps the
+            # caller's stream, so its draws are those of a one-process run
 
     if masks:
         M.apply_masks(model, masks)
@@ -265,9 +276,17 @@ def fit(
                 if s % 50 == 0:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2g}")
             bar.close()
+            if dist:  # the epoch's loss over every rank's share, not rank 0's alone
+                tot = torch.tensor([loss_sum], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+                dist.all_reduce(tot)
+                loss_sum = float(tot) / world
             if bar.disable and progress and rank == 0:
                 print(f"{desc} {epoch + 1}/{cfg.epochs}: mean loss {loss_sum / max(1, steps):.4f}, lr {lr:.2g}",
                       file=sys.stderr, flush=True)
+            if dist:  # each rank's last forward moved its own running statistics: rank 0's for all at epoch end
+                with torch.no_grad():
+                    for b in model.buffers():
+                        dist.broadcast(b, 0)
             if avg is not None:  # running mean; pruned weights are 0 at every epoch end, so they stay 0
                 with torch.no_grad():
                     for k, v in model.state_dict().items():
