@@ -5,6 +5,8 @@ docs/RESULTS.md round 6); everywhere else the device plumbing is checked on the 
 device, which keeps shapes and devices without data."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -174,3 +176,28 @@ def test_train_momentum_and_the_lenet300_batch_default(tmp_path):
     from prunec.train import DEFAULTS
 
     assert DEFAULTS["lenet300"].batch_size == 64 and DEFAULTS["lenet5"].momentum == 0.95  # dense = retraining (round 6)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("cuda", "2 ranks on this machine but torch sees 1 CUDA GPU(s): nccl needs one GPU per rank; run torchrun "
+             "--nproc_per_node=1"),
+    ("auto", "2 ranks on this machine but torch sees 1 CUDA GPU(s)"),
+    ("cuda:0", "--device cuda:0 under torchrun would put all 2 ranks of this machine on one GPU"),
+])
+def test_two_ranks_on_one_gpu_are_refused_before_any_work(monkeypatch, text, says):
+    """nccl refuses two ranks on one GPU ("Duplicate GPU detected"), and every rank then reported another's
+    failure; the device is refused first, with the fix (a GPU machine simulated: one device)."""
+    import torch
+
+    from prunec.errors import PrunecError
+    from prunec.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(PrunecError, match=re.escape(says)):
+        resolve_device(text)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one rank per machine (or no torchrun): its GPU
+    assert str(resolve_device("cuda")) == "cuda:0"

@@ -110,8 +110,24 @@ def resolve_device(text: str | None = "auto") -> torch.device:
         if dev.index >= torch.cuda.device_count():
             raise PrunecError(f"--device {text}: torch sees {torch.cuda.device_count()} CUDA device(s), "
                               f"numbered from 0; give one of them")
+        _check_one_gpu_per_rank(text)
         return dev
     raise PrunecError(f"--device {text!r} is not a device; choose auto, cpu, cuda or cuda:N")
+
+
+def _check_one_gpu_per_rank(text: str) -> None:
+    """Under torchrun, nccl refuses two ranks on one GPU ("Duplicate GPU detected"), which every rank would then
+    report as another's failure: refuse it here, before any work, with the fix."""
+    local = env_int("LOCAL_WORLD_SIZE", 1, 1, "the processes on this machine (torchrun sets it)")
+    if local <= 1 or "RANK" not in os.environ:
+        return
+    if text != "cuda":
+        raise PrunecError(f"--device {text} under torchrun would put all {local} ranks of this machine on one GPU, "
+                          f"which nccl refuses; give --device cuda (each rank its LOCAL_RANK GPU) or --device cpu")
+    if local > torch.cuda.device_count():
+        raise PrunecError(f"{local} ranks on this machine but torch sees {torch.cuda.device_count()} CUDA GPU(s): nccl "
+                          f"needs one GPU per rank; run torchrun --nproc_per_node={torch.cuda.device_count()}, or "
+                          f"--device cpu")
 
 
 def to_device(data, device: torch.device):
