@@ -61,7 +61,8 @@ def test_prunec_prune_under_torchrun(tmp_path):
     out = tmp_path / "pruned.pt"
     torchrun = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "prunec"]  # the documented command (docs/PRUNING.md)
     r = subprocess.run(torchrun + ["prune", str(base), "--out", str(out), "--sparsity", "fc1=0.9,fc2=0.85", "--steps", "2",
-                                   "--retrain-epochs", "1", "--final-epochs", "0", "--quiet"],
+                                   "--retrain-epochs", "1", "--final-epochs", "0", "--quiet",
+                                   "--device", "cpu"],  # gloo on the CPU on any machine, a GPU one included
                        env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "identical on 2 ranks" in r.stdout
@@ -207,7 +208,8 @@ def _run_failing(tmp_path, base, fail, launcher, bound=60.0):
            "PRUNEC_TEST_FAIL": fail, "PRUNEC_TEST_MSG": _INJECTED[fail], "PRUNEC_TEST_PIDS": str(pids)}
     env.pop("PRUNEC_DIST_TIMEOUT", None)  # the default: a hang would last 10 minutes
     args = [str(tmp_path / "driver.py"), "prune", str(base), "--out", str(tmp_path / "out" / "pruned.pt"),
-            "--sparsity", "fc1=0.9,fc2=0.85", "--steps", "3", "--retrain-epochs", "1", "--final-epochs", "0", "--quiet"]
+            "--sparsity", "fc1=0.9,fc2=0.85", "--steps", "3", "--retrain-epochs", "1", "--final-epochs", "0", "--quiet",
+            "--device", "cpu"]  # gloo on the CPU on any machine, a GPU one included
     (tmp_path / "out").mkdir()
     if launcher == "torchrun":
         cmds = [([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] + args, env)]
