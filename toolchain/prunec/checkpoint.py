@@ -212,14 +212,12 @@ def save(
 
 
 def _is_exported_program(path: Path) -> bool:
-    """A torch.export archive (a zip whose entries include .../serialized_exported_program.json or similar)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return False
-    return any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names) and not any(
-        n.endswith("data.pkl") for n in names)
+    """A torch.export archive (a zip whose entries include .../serialized_exported_program.json or similar), not a
+    torch.save one."""
+    from .archive import exported_program, torch_save, zip_names
+
+    names = zip_names(path)
+    return exported_program(names) and not torch_save(names)
 
 
 def _read(path: Path):

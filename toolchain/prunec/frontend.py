@@ -22,7 +22,6 @@ import math
 import operator
 import os
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,22 +57,13 @@ class Loaded:
     weights0: dict[str, int] | None = None
 
 
-def _zip_names(path: Path) -> list[str]:
-    """The entry names of a zip archive ([] for any other file)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return []
-
-
 def is_pt2(path: Path) -> bool:
     """Whether MODEL is read as an exported program: a torch.export archive by its contents, or named .pt2 unless
     its contents are a torch.save archive (a checkpoint renamed .pt2 is read as the checkpoint it is)."""
-    names = _zip_names(path)
-    if any(n.endswith(("serialized_exported_program.json", "models/model.json")) or "/models/" in n for n in names):
-        return True
-    return path.suffix == ".pt2" and not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
+    from .archive import exported_program, torch_save, zip_names
+
+    names = zip_names(path)
+    return exported_program(names) or (path.suffix == ".pt2" and not torch_save(names))
 
 
 def load_exported(path: str | os.PathLike, **kw):
