@@ -231,3 +231,66 @@ def test_info_counts_the_steps_whose_model_was_kept():
     assert _kept_steps({"step": 2, "history": [{"step": 1}, {"step": 2, "undone": True}]}) == 1
     assert _kept_steps({"step": 3, "history": [{"step": k} for k in (1, 2, 3)]}) == 3
     assert _kept_steps({"step": 2}) == 2 and _kept_steps({}) is None
+
+
+# --- sensitivity, report, info, export (a second review of this session) ---------------------------------------
+
+
+def test_sensitivity_counts_fractions_against_the_dense_sizes(monkeypatch):
+    """A layer shrunk by dead-neuron removal: sensitivity's fraction 0.9 must keep what prune's 0.9 keeps."""
+    from prunec import models
+    from prunec import sensitivity as S
+
+    net = models.create("lenet300")
+    seen = []
+    real = S.sparsity_mask
+    monkeypatch.setattr(S, "sparsity_mask", lambda w, m, f, dense=None: seen.append(dense) or real(w, m, f, dense))
+    ds = D.synthetic(n_train=8, n_test=8)
+    S.analyse(net, ds.test, fractions=[0.9], layers=["fc1"], dense_sizes={"fc1": 240000})
+    assert seen == [240000]
+
+
+def _tiny_pruned_chain(tmp_path):
+    from click.testing import CliRunner
+
+    from prunec.cli import main
+
+    env = {"PRUNEC_SYNTHETIC_TRAIN": "64", "PRUNEC_SYNTHETIC_TEST": "32", "PRUNEC_THREADS": "1"}
+    r = CliRunner()
+    base, p1, p2 = tmp_path / "base.pt", tmp_path / "p1.pt", tmp_path / "p2.pt"
+    for args in (["train", "--model", "lenet300", "--data", "synthetic", "--out", str(base), "--epochs", "1", "--quiet"],
+                 ["prune", str(base), "--out", str(p1), "--sparsity", "fc1=0.5,fc2=0.5,fc3=0.2", "--steps", "1",
+                  "--retrain-epochs", "0", "--final-epochs", "0", "--quiet"],
+                 ["prune", str(p1), "--out", str(p2), "--sparsity", "fc1=0.8,fc2=0.8,fc3=0.4", "--steps", "1",
+                  "--retrain-epochs", "0", "--final-epochs", "0", "--quiet"]):
+        out = r.invoke(main, args, env=env)
+        assert out.exit_code == 0, out.output
+    return base, p1, p2
+
+
+def test_repruning_keeps_the_dense_models_histograms_and_export_keeps_the_baseline(tmp_path):
+    from click.testing import CliRunner
+
+    from prunec import checkpoint as C
+    from prunec.cli import main
+    from prunec.commands_prune import info_dict_pt2
+
+    base, p1, p2 = _tiny_pruned_chain(tmp_path)
+    h1, h2 = C.load(p1).meta["weight_hist_before"], C.load(p2).meta["weight_hist_before"]
+    assert h2 == h1  # "before pruning" of the re-pruned model is the dense model's, not p1's
+    pt2 = tmp_path / "p2.pt2"
+    out = CliRunner().invoke(main, ["export", str(p2), "--out", str(pt2)])
+    assert out.exit_code == 0, out.output
+    assert info_dict_pt2(pt2)["baseline_test_accuracy"] == C.load(p2).metrics["baseline_test_accuracy"] is not None
+
+
+def test_report_titles_a_dense_models_histograms_as_dense(tmp_path, monkeypatch):
+    from prunec import checkpoint as C
+    from prunec import report as R
+
+    base, _, p2 = _tiny_pruned_chain(tmp_path)
+    titles = {}
+    for name, path in (("dense", base), ("pruned", p2)):
+        monkeypatch.setattr(R, "plot_weights", lambda before, after, p, title="x", _n=name: titles.__setitem__(_n, title))
+        R._draw(C.load(path), lambda fname, fn, *a: fn(*a, tmp_path / fname) if fname == "weights.png" else None)
+    assert titles == {"dense": "dense (not pruned)", "pruned": "after pruning + retraining"}

@@ -295,7 +295,8 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
         seed = base_ckpt.meta.get("seed") or 0 if seed is None else seed
         data_name = data_name or base_ckpt.meta.get("dataset") or "fashion-mnist"
         baseline = None
-        hist_before = weight_histograms(model)
+        # "before pruning" is the dense model's: a pruned base passes on the histograms it was pruned from
+        hist_before = (base_ckpt.kind == "pruned" and base_ckpt.meta.get("weight_hist_before")) or weight_histograms(model)
     data_seed = _data_seed(base_ckpt)
     resolve_device(device)  # a bad --device fails before any work
     distributed, rank0 = _session(name)
@@ -392,7 +393,8 @@ def sensitivity_cmd(base, out, tolerance, data_name, data_dir, device):
     dev = resolve_device(device)
     _session(ckpt.model_name)
     ds = _load_data(data_name or ckpt.meta.get("dataset") or "fashion-mnist", data_dir, ckpt.model_name, _data_seed(ckpt))
-    result = S.analyse(ckpt.model.to(dev), to_device(ds.test, dev))
+    result = S.analyse(ckpt.model.to(dev), to_device(ds.test, dev),
+                       dense_sizes=(ckpt.schedule or {}).get("weights0"))  # as prune counts a pruned base's layers
     proposal = S.propose(result, tolerance)
     S.write(result, proposal, Path(out), ckpt.model_name)
     click.echo(f"baseline accuracy {result['baseline']:.4f}; proposed sparsity (drop ≤ {tolerance}): "
@@ -547,7 +549,7 @@ def info_dict_pt2(path: str | os.PathLike) -> dict:
         "biases": sum(r["bias"] for r in rows),
         "flops_remaining": totals["flops_remaining"],
         "test_accuracy": _fraction(meta.get("test_accuracy")),
-        "baseline_test_accuracy": None,
+        "baseline_test_accuracy": _fraction(meta.get("baseline_test_accuracy")),
         "dataset": dataset if isinstance(dataset, str) else None,
         "seed": None,
         "schedule_steps": None,

@@ -99,6 +99,7 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike)
         "weights0": weights0,  # per layer, before pruning (prunec build's compression against the original network)
         "weights0_total": sum(weights0.values()),
         "test_accuracy": ckpt.metrics.get("test_accuracy"),
+        "baseline_test_accuracy": ckpt.metrics.get("baseline_test_accuracy"),
         "dataset": ckpt.meta.get("dataset"),
         # the seed of the synthetic data its model was trained on (prunec verify --data synthetic rebuilds that test split)
         "data_seed": int(ckpt.meta.get("data_seed", ckpt.meta.get("seed")) or 0),

@@ -101,13 +101,13 @@ def _plt():
     return plt
 
 
-def plot_weights(before: dict | None, after: dict, path: Path) -> None:
+def plot_weights(before: dict | None, after: dict, path: Path, after_title: str = "after pruning + retraining") -> None:
     plt = _plt()
     names = list(after)
     fig, axes = plt.subplots(len(names), 2 if before else 1, figsize=(9 if before else 5, 2.2 * len(names)), dpi=100, squeeze=False)
     for i, name in enumerate(names):
-        cols = [("before pruning", before.get(name) if before else None), ("after pruning + retraining", after[name])] if before \
-            else [("after pruning + retraining", after[name])]
+        cols = [("before pruning", before.get(name) if before else None), (after_title, after[name])] if before \
+            else [(after_title, after[name])]
         for j, (title, h) in enumerate(cols):
             ax = axes[i][j]
             if h is None:
@@ -269,7 +269,9 @@ def _draw(ckpt, emit) -> None:
     for r in rows:
         w0 = int(weights0.get(r["name"], r["weights"]))
         r["remaining"] = r["nonzero"] / w0 if w0 else 0.0
-    emit("weights.png", plot_weights, ckpt.meta.get("weight_hist_before"), weight_histograms(ckpt.model))
+    after_title = "dense (not pruned)" if getattr(ckpt, "kind", None) == "dense" else "after pruning + retraining"
+    emit("weights.png", lambda p: plot_weights(ckpt.meta.get("weight_hist_before"), weight_histograms(ckpt.model), p,
+                                               after_title))
     if any(isinstance(m, nn.Linear) for _, m in prunable_layers(ckpt.model)):
         emit("masks.png", lambda p: plot_masks(ckpt.model, p, weights0))
     emit("remaining.png", plot_remaining, rows, ckpt.model_name)

@@ -20,8 +20,11 @@ FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95,
 
 
 @torch.no_grad()
-def analyse(model: nn.Module, split: Split, fractions=FRACTIONS, layers: list[str] | None = None) -> dict:
-    """{"baseline": acc, "curves": {layer: [[fraction, accuracy], ...]}} — each layer pruned alone."""
+def analyse(model: nn.Module, split: Split, fractions=FRACTIONS, layers: list[str] | None = None,
+            dense_sizes: dict[str, int] | None = None) -> dict:
+    """{"baseline": acc, "curves": {layer: [[fraction, accuracy], ...]}} — each layer pruned alone. A fraction
+    counts against the layer's dense size where `dense_sizes` gives it (a layer dead-neuron removal shrank), as
+    `prunec prune --sparsity` counts it, so that a proposed fraction means the same to both."""
     if layers is not None:
         require_prunable(model, layers, "sensitivity")
     base = evaluate(model, split)
@@ -33,7 +36,8 @@ def analyse(model: nn.Module, split: Split, fractions=FRACTIONS, layers: list[st
         pts = []
         try:
             for f in fractions:
-                mask = sparsity_mask(original, torch.ones_like(original, dtype=torch.bool), f)
+                mask = sparsity_mask(original, torch.ones_like(original, dtype=torch.bool), f,
+                                     (dense_sizes or {}).get(name))
                 m.weight.copy_(original.masked_fill(~mask, 0.0))
                 pts.append([float(f), evaluate(model, split)])
         finally:  # the next layer's probes (and the caller) see the weights as they were
