@@ -588,7 +588,7 @@ def test_prunec_info_of_a_prunec_export_matches_its_checkpoint(tmp_path):
               "test_accuracy"):
         assert b[k] == a[k], k
     assert b["layers"] == a["layers"]
-    assert b["baseline_test_accuracy"] is None and b["kind"] is None
+    assert b["baseline_test_accuracy"] == a["baseline_test_accuracy"] == 0.9 and b["kind"] is None  # export keeps it
     text = cli("info", pt2).output
     assert "exported program of lenet300" in text and "test accuracy 87.50%" in text, text
 
