@@ -196,6 +196,7 @@ def test_two_ranks_on_one_gpu_are_refused_before_any_work(monkeypatch, text, say
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(PrunecError, match=re.escape(says)):
         resolve_device(text)

@@ -151,6 +151,18 @@ def step_masks(model: nn.Module, masks: M.Masks, recipe: Recipe, k: int, state: 
 # --- dropout rescale ----------------------------------------------------------------------------------
 
 
+def _fx_trace(model: nn.Module):
+    """torch.fx's symbolic trace of forward (the dataflow the Dropout, batch norm and dead-neuron analyses follow), or
+    None where fx cannot trace the model (data-dependent control flow, unsupported constructs): those analyses then
+    leave the model as it is rather than guess."""
+    import torch.fx as fx
+
+    try:
+        return fx.symbolic_trace(model)
+    except Exception:
+        return None
+
+
 def feeding_dropouts(model: nn.Module) -> dict[str, str]:
     """{fc layer name: name of the Dropout module feeding it}: in torch.fx's trace of forward (the dataflow, not the
     order the modules are declared in), the nearest Dropout module on the fc layer's input path since the previous
@@ -159,9 +171,8 @@ def feeding_dropouts(model: nn.Module) -> dict[str, str]:
     rates are left as they are rather than guessed."""
     import torch.fx as fx
 
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception:
+    gm = _fx_trace(model)
+    if gm is None:
         return {}
     fcs = {n for n, m in prunable_layers(model) if isinstance(m, nn.Linear)}
     prunable = {n for n, _ in prunable_layers(model)}
@@ -241,15 +252,10 @@ def _param_kind(model: nn.Module) -> Callable[[str], str | None]:
     (batch norm's scale and shift) that of the nearest prunable layer upstream of the module in torch.fx's trace of
     forward, so that `--alternate` freezes a conv's batch norm with the conv. None (trained in both phases) where
     no prunable layer is upstream or fx cannot trace the model."""
-    import torch.fx as fx
-
     kinds = {}
     for name, m in prunable_layers(model):
         kinds[name] = "conv" if isinstance(m, CONV) else "fc"
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception:
-        gm = None
+    gm = _fx_trace(model)
     if gm is not None:
         for node in gm.graph.nodes:
             if node.op != "call_module" or node.target in kinds or \
@@ -487,9 +493,8 @@ def _pairs(model: nn.Module) -> list[tuple[str, str, bool, bool]]:
     import torch.fx as fx
     import torch.nn.functional as F
 
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception:  # data-dependent control flow, unsupported constructs: remove nothing rather than guess
+    gm = _fx_trace(model)
+    if gm is None:  # data-dependent control flow, unsupported constructs: remove nothing rather than guess
         return []
     # the layers dead-neuron removal can shrink (Conv1d layers are pruned but not shrunk: never paired)
     prunable = {n for n, m in prunable_layers(model) if isinstance(m, (nn.Linear, nn.Conv2d))}

@@ -118,8 +118,10 @@ def resolve_device(text: str | None = "auto") -> torch.device:
 def _check_one_gpu_per_rank(text: str) -> None:
     """Under torchrun, nccl refuses two ranks on one GPU ("Duplicate GPU detected"), which every rank would then
     report as another's failure: refuse it here, before any work, with the fix."""
+    if not DIST.launched_by_torchrun():
+        return
     local = env_int("LOCAL_WORLD_SIZE", 1, 1, "the processes on this machine (torchrun sets it)")
-    if local <= 1 or "RANK" not in os.environ:
+    if local <= 1:
         return
     if text != "cuda":
         raise PrunecError(f"--device {text} under torchrun would put all {local} ranks of this machine on one GPU, "
@@ -254,11 +256,9 @@ def fit(
     t0 = steps * cfg.lr_offset  # iterations of the cosine already done
     avg = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()} if cfg.average else None
     model.train()
-    for m in still:
-        m.eval()
     try:
         for epoch in range(cfg.epochs):
-            for m in still:  # (an on_epoch callback that evaluates puts the whole model back in train mode)
+            for m in still:  # each epoch: an on_epoch callback that evaluates puts the whole model back in train mode
                 m.eval()
             perm = torch.randperm(n, generator=g)  # same on every rank; each takes its slice
             perm = perm[rank * per_rank : (rank + 1) * per_rank] if dist else perm
@@ -292,17 +292,16 @@ def fit(
                 if s % 50 == 0:
                     bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2g}")
             bar.close()
-            if dist:  # the epoch's loss over every rank's share, not rank 0's alone
-                tot = torch.tensor([loss_sum], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
-                dist.all_reduce(tot)
+            if dist:
+                tot = torch.tensor([loss_sum], dtype=torch.float64, device=device)
+                dist.all_reduce(tot)  # the epoch's loss over every rank's share, not rank 0's alone
                 loss_sum = float(tot) / world
+                with torch.no_grad():  # each rank's last forward moved its own running statistics: rank 0's for all
+                    for b in model.buffers():
+                        dist.broadcast(b, 0)
             if bar.disable and progress and rank == 0:
                 print(f"{desc} {epoch + 1}/{cfg.epochs}: mean loss {loss_sum / max(1, steps):.4f}, lr {lr:.2g}",
                       file=sys.stderr, flush=True)
-            if dist:  # each rank's last forward moved its own running statistics: rank 0's for all at epoch end
-                with torch.no_grad():
-                    for b in model.buffers():
-                        dist.broadcast(b, 0)
             if avg is not None:  # running mean; pruned weights are 0 at every epoch end, so they stay 0
                 with torch.no_grad():
                     for k, v in model.state_dict().items():

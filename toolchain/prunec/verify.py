@@ -594,7 +594,6 @@ def _inputs(manifest: dict, data: str | None, inputs_path: str | None, random: i
 
     data_mod.check_data_dir(data, data_dir)
     if data is not None:
-
         if data == "synthetic":  # the test split the model was evaluated on when it was trained and pruned
             ds = data_mod.synthetic_for(shape[1:], _data_seed(model_path))
         elif data == "fashion-mnist":  # its test split only
