@@ -434,7 +434,7 @@ def test_build_md_usage_snippet_compiles_and_classifies(lenet300, tmp_path):
 
 def test_pruning_md_own_model_example_runs(tmp_path, monkeypatch):
     """The documented route for a model of one's own (not a zoo model): the Python block as written (prune with
-    run_schedule on the user's Dataset, export_program + torch.export.save), then the shell block's prunec
+    run_schedule on the user's Dataset, save_program), then the shell block's prunec
     commands (info, build, verify) on the .pt2 it wrote."""
     import shlex
 
@@ -442,7 +442,7 @@ def test_pruning_md_own_model_example_runs(tmp_path, monkeypatch):
 
     sec = TEXT["docs/PRUNING.md"].split("\n## Your own model\n", 1)[1].split("\n## ", 1)[0]
     blocks = fences(sec)
-    py = next(b for b in blocks if "export_program(" in b)
+    py = next(b for b in blocks if "save_program(" in b)
     shell = [ln.strip() for b in blocks if b is not py for ln in b.splitlines() if ln.strip()]
     shell = [re.split(r"\s#\s", ln)[0].strip() for ln in shell]
     assert [ln.split()[1] for ln in shell if ln.startswith("prunec ")] == ["info", "build", "verify"], shell
@@ -464,6 +464,7 @@ def test_pruning_md_own_model_example_runs(tmp_path, monkeypatch):
     assert "verify: PASS" in outputs["verify"]
     info = json.loads(CliRunner().invoke(main, ["info", str(pt2), "--json"]).output)
     assert {l["name"]: round(l["remaining"], 2) for l in info["layers"]} == {"conv": 0.5, "fc": 0.1}
+    assert info["baseline_test_accuracy"] is not None and info["test_accuracy"] is not None  # save_program kept them
 
 
 def test_every_environment_variable_the_package_reads_is_in_the_readme_table():

@@ -104,12 +104,72 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike)
         # the seed of the synthetic data its model was trained on (prunec verify --data synthetic rebuilds that test split)
         "data_seed": int(ckpt.meta.get("data_seed", ckpt.meta.get("seed")) or 0),
     }
+    return _save(ep, meta, out_path)
+
+
+def _save(ep: torch.export.ExportedProgram, meta: dict, out_path: str | os.PathLike) -> Path:
+    """`ep` with `meta` as its prunec.json, written to `out_path` atomically (no partial file on failure)."""
     out = Path(out_path)
     buf = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the temp file has neither
     torch.export.save(ep, buf, extra_files={META_FILE: json.dumps(meta, sort_keys=True)})
     with atomic_file(out) as tmp:
         tmp.write_bytes(buf.getvalue())
     return out
+
+
+def _accuracy(value, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise PrunecError(f"{what} must be a fraction in [0, 1] (e.g. 0.9 for 90 %), not {value!r}")
+    return float(value)
+
+
+def save_program(model: nn.Module, input_shape: tuple, out_path: str | os.PathLike, *, state: dict | None = None,
+                 test_accuracy: float | None = None, baseline_test_accuracy: float | None = None,
+                 model_name: str | None = None, dataset: str | None = None) -> Path:
+    """Export a model of one's own (`export_program`) to `out_path` with the prunec metadata that `prunec export`
+    writes for a checkpoint, so that `prunec info` and `prunec build` count against the network before pruning.
+
+    `state`: the third value `prune.run_schedule` returns. Its `weights0` (each layer's size before pruning) is what
+    keeps compression and remaining % right after dead-neuron removal has shrunk layers; its last kept step gives
+    the test accuracy unless `test_accuracy` is given. Accuracies are fractions in [0, 1]; `baseline_test_accuracy`
+    is the dense model's. Written atomically: a failure leaves no file."""
+    if state is not None and not isinstance(state, dict):
+        raise PrunecError(f"state must be the dict prune.run_schedule returns, not {type(state).__name__}")
+    w0 = state.get("weights0") if state is not None else None
+    if w0 is not None and not (isinstance(w0, dict) and all(isinstance(v, int) and v > 0 for v in w0.values())):
+        raise PrunecError("state['weights0'] must map layer names to weight counts (the dict prune.run_schedule returns)")
+    for what, v in (("model_name", model_name), ("dataset", dataset)):
+        if v is not None and not isinstance(v, str):
+            raise PrunecError(f"{what} must be a string or None, not {type(v).__name__}")
+    rows = M.layer_stats(model)
+    names = {r["name"] for r in rows}
+    if w0:
+        stray = sorted(set(w0) - names)
+        if stray:
+            raise PrunecError(f"state['weights0'] names layers the model does not have ({', '.join(stray[:5])}): "
+                              "pass the state of this model's pruning run")
+        small = [r["name"] for r in rows if r["name"] in w0 and w0[r["name"]] < r["weights"]]
+        if small:
+            raise PrunecError(f"state['weights0'] gives {', '.join(small[:5])} fewer weights than the layer has now: "
+                              "it is not this model's pruning run")
+    weights0 = {r["name"]: int((w0 or {}).get(r["name"], r["weights"])) for r in rows}
+    if test_accuracy is None and state is not None:
+        kept = [h for h in state.get("history") or [] if isinstance(h, dict) and not h.get("undone")]
+        test_accuracy = kept[-1].get("test_accuracy") if kept else None
+    meta = {
+        "format": "prunec-pt2",
+        "model_name": model_name,
+        "input_shape": list(input_shape),
+        "compression": M.compression(model, dense_sizes=weights0),
+        "weights0": weights0,
+        "weights0_total": sum(weights0.values()),
+        "test_accuracy": _accuracy(test_accuracy, "test_accuracy"),
+        "baseline_test_accuracy": _accuracy(baseline_test_accuracy, "baseline_test_accuracy"),
+        "dataset": dataset,
+    }
+    return _save(export_program(model, input_shape), meta, out_path)
 
 
 def read_metadata(pt2_path: str | os.PathLike) -> dict:

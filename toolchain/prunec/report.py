@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .masks import compression
 from .models import prunable_layers
 from .recipes import PAPER_REMAINING
 
@@ -195,9 +196,12 @@ def plot_remaining(rows: list[dict], model_name: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_schedule(history: list[dict], baseline: float | None, path: Path) -> bool:
+def plot_schedule(history: list[dict], baseline: float | None, path: Path,
+                  final_compression: float | None = None) -> bool:
     """Accuracy (after pruning, after retraining) and compression per step. A step undone by
-    --max-accuracy-drop is drawn apart (crosses, not joined): the saved model does not have it."""
+    --max-accuracy-drop is drawn apart (crosses, not joined): the saved model does not have it.
+    `final_compression`: the saved model's, when dead-neuron removal at the end of the run raised it above the last
+    step's (a removed neuron takes its nonzero outgoing weights with it); drawn as its own point at the last step."""
     if not history:
         return False
     plt = _plt()
@@ -222,6 +226,9 @@ def plot_schedule(history: list[dict], baseline: float | None, path: Path) -> bo
     ax.set_ylabel("test accuracy (%)")
     ax2 = ax.twinx()
     ax2.plot(steps, [h["compression"] for h in kept], "s-", color="tab:red", alpha=0.5, label="compression (right axis)")
+    if final_compression is not None and kept and final_compression > kept[-1]["compression"] * (1 + 1e-6):
+        ax2.plot([steps[-1]], [final_compression], "*", color="tab:red", ms=12,
+                 label=f"after dead-neuron removal: {final_compression:.2f}x")
     ax2.set_ylabel("compression (x)")
     # one legend for both axes' series, below the plot: inside the axes it covered data points
     handles, labels = ax.get_legend_handles_labels()
@@ -277,4 +284,7 @@ def _draw(ckpt, emit) -> None:
     emit("remaining.png", plot_remaining, rows, ckpt.model_name)
     history = (ckpt.schedule or {}).get("history", [])
     if history:  # a dense checkpoint has no schedule
-        emit("schedule.png", plot_schedule, history, ckpt.metrics.get("baseline_test_accuracy"))
+        # the history's last compression is the one before dead-neuron removal; the saved model's can be higher
+        dead = ckpt.schedule.get("dead_removed")
+        final = compression(ckpt.model, dense_sizes=weights0) if isinstance(dead, dict) and any(dead.values()) else None
+        emit("schedule.png", plot_schedule, history, ckpt.metrics.get("baseline_test_accuracy"), final)

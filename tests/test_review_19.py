@@ -1,0 +1,155 @@
+"""Nineteenth session: the two findings the eighteenth session's report review left open.
+
+* schedule.png ended at the compression before dead-neuron removal (141x on a run whose checkpoint and `info` say
+  191.76x), and nothing on the figure said so: the saved model's compression is now its own point, labelled.
+* A model of one's own, pruned with `run_schedule` and exported with `export_program` + `torch.export.save`, lost
+  the layer sizes before pruning: after dead-neuron removal `prunec info` and `prunec build` counted against the
+  shrunk layers. `prunec.export.save_program` writes the metadata `prunec export` writes for a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib.figure
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from torch import nn
+
+from prunec import checkpoint as C
+from prunec import data as D
+from prunec import export as E
+from prunec import masks as M
+from prunec import prune as P
+from prunec import report as R
+from prunec.cli import main
+from prunec.errors import PrunecError
+from prunec.recipes import Recipe
+
+
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def _pruned_with_dead_neurons():
+    """fc2 at 10 % leaves fc1 neurons unread; their nonzero incoming weights go with them."""
+    torch.manual_seed(0)
+    ds = D.synthetic(n_train=32, n_test=16, shape=(1, 8, 8))
+    r = Recipe(sparsity={"fc1": 0.5, "fc2": 0.9}, steps=1, retrain_epochs=1, remove_dead=True, batch_size=16)
+    net, masks, state = P.run_schedule(Mlp(), ds, r, baseline_accuracy=0.1, progress=False, log=lambda s: None)
+    assert state["dead_removed"].get("fc1", 0) > 0, state["dead_removed"]
+    return net, masks, state
+
+
+# --- schedule.png ---------------------------------------------------------------------------------------------
+
+
+def _legend_texts(monkeypatch) -> list[list[str]]:
+    """The legend labels of every figure saved while the patch holds."""
+    seen = []
+    real = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *a, **k):
+        seen.append([t.get_text() for lg in fig.legends for t in lg.get_texts()])
+        return real(fig, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return seen
+
+
+def test_schedule_figure_shows_the_compression_after_dead_neuron_removal(tmp_path, monkeypatch):
+    hist = [{"step": 1, "compression": 3.0, "accuracy_after_prune": 0.5, "test_accuracy": 0.6},
+            {"step": 2, "compression": 10.0, "accuracy_after_prune": 0.5, "test_accuracy": 0.6}]
+    seen = _legend_texts(monkeypatch)
+    assert R.plot_schedule(hist, 0.7, tmp_path / "a.png", final_compression=13.5)
+    assert R.plot_schedule(hist, 0.7, tmp_path / "b.png", final_compression=10.0)  # nothing removed: no extra point
+    assert R.plot_schedule(hist, 0.7, tmp_path / "c.png")
+    assert "after dead-neuron removal: 13.50x" in seen[0], seen[0]
+    assert not any("dead-neuron" in t for t in seen[1] + seen[2]), seen
+
+
+def test_report_passes_the_saved_models_compression_to_the_schedule_figure(tmp_path):
+    net, masks, state = _pruned_with_dead_neurons()
+    ck = C.Checkpoint(model=net, model_name="mine", input_shape=(1, 8, 8), masks=masks,
+                      meta={"kind": "pruned", "schedule": state,
+                            "metrics": {"test_accuracy": 0.5, "baseline_test_accuracy": 0.5}})
+    calls = {}
+    R._draw(ck, lambda name, fn, *args: calls.__setitem__(name, args))
+    final = calls["schedule.png"][-1]
+    saved = M.compression(net, dense_sizes=state["weights0"])
+    assert final == pytest.approx(saved)
+    assert final > state["history"][-1]["compression"] * 1.01  # the removal took nonzero weights with it
+
+
+# --- save_program: a model of one's own with its sizes before pruning --------------------------------------------
+
+
+def _info(path) -> dict:
+    r = CliRunner().invoke(main, ["info", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_save_program_keeps_the_sizes_before_pruning_for_info_and_build(tmp_path):
+    net, masks, state = _pruned_with_dead_neurons()
+    assert net.fc1.out_features < 32  # shrunk
+    p = E.save_program(net, (1, 8, 8), tmp_path / "mine.pt2", state=state, baseline_test_accuracy=0.5,
+                       model_name="mine", dataset="synthetic")
+    info = _info(p)
+    assert {l["name"]: l["weights"] for l in info["layers"]} == {"fc1": 64 * 32, "fc2": 32 * 10}
+    assert info["compression"] == pytest.approx(M.compression(net, dense_sizes=state["weights0"]))
+    assert info["test_accuracy"] == pytest.approx(state["history"][-1]["test_accuracy"])
+    assert info["baseline_test_accuracy"] == 0.5 and info["model"] == "mine" and info["dataset"] == "synthetic"
+    # the bare route counts against the layers as they are now: what save_program is for
+    bare = tmp_path / "bare.pt2"
+    torch.export.save(E.export_program(net, (1, 8, 8)), bare)
+    assert _info(bare)["layers"][0]["weights"] == 64 * net.fc1.out_features
+    out = tmp_path / "b"
+    r = CliRunner().invoke(main, ["build", str(p), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    man = json.loads((out / "manifest.json").read_text())
+    before = {l["name"]: l["weights_before_pruning"] for l in man["layers"] if l.get("weights_before_pruning")}
+    assert before == {"fc1": 64 * 32, "fc2": 32 * 10}, man["layers"]
+
+
+def test_save_program_without_state_is_the_model_as_it_is(tmp_path):
+    torch.manual_seed(1)
+    net = Mlp()
+    with torch.no_grad():
+        net.fc1.weight[:, ::2] = 0
+    info = _info(E.save_program(net, (1, 8, 8), tmp_path / "m.pt2"))
+    assert info["compression"] == pytest.approx((64 * 32 + 320) / (32 * 32 + 320))
+    assert info["test_accuracy"] is None and info["baseline_test_accuracy"] is None and info["model"] is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"test_accuracy": 90.0}, "test_accuracy must be a fraction"),
+    ({"baseline_test_accuracy": -0.1}, "baseline_test_accuracy must be a fraction"),
+    ({"baseline_test_accuracy": True}, "baseline_test_accuracy must be a fraction"),
+    ({"state": [1, 2]}, "state must be the dict"),
+    ({"state": {"weights0": {"conv9": 10}}}, "names layers the model does not have.*conv9"),
+    ({"state": {"weights0": {"fc1": 10}}}, "fewer weights than the layer has now"),
+    ({"state": {"weights0": {"fc1": "many"}}}, "must map layer names to weight counts"),
+    ({"model_name": 3}, "model_name must be a string"),
+])
+def test_save_program_refuses_what_does_not_fit_and_writes_nothing(tmp_path, kwargs, match):
+    out = tmp_path / "x.pt2"
+    with pytest.raises(PrunecError, match=match):
+        E.save_program(Mlp(), (1, 8, 8), out, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_program_takes_the_last_kept_steps_accuracy(tmp_path):
+    state = {"history": [{"step": 1, "test_accuracy": 0.8}, {"step": 2, "test_accuracy": 0.3, "undone": True}]}
+    info = _info(E.save_program(Mlp(), (1, 8, 8), tmp_path / "m.pt2", state=state))
+    assert info["test_accuracy"] == 0.8
+    assert math.isclose(_info(E.save_program(Mlp(), (1, 8, 8), tmp_path / "n.pt2", state=state,
+                                             test_accuracy=0.75))["test_accuracy"], 0.75)
