@@ -76,14 +76,15 @@ def test_schedule_figure_shows_the_compression_after_dead_neuron_removal(tmp_pat
     assert not any("dead-neuron" in t for t in seen[1] + seen[2]), seen
 
 
-def test_report_passes_the_saved_models_compression_to_the_schedule_figure(tmp_path):
+def test_report_passes_the_saved_models_compression_to_the_schedule_figure(tmp_path, monkeypatch):
     net, masks, state = _pruned_with_dead_neurons()
     ck = C.Checkpoint(model=net, model_name="mine", input_shape=(1, 8, 8), masks=masks,
                       meta={"kind": "pruned", "schedule": state,
                             "metrics": {"test_accuracy": 0.5, "baseline_test_accuracy": 0.5}})
     calls = {}
-    R._draw(ck, lambda name, fn, *args: calls.__setitem__(name, args))
-    final = calls["schedule.png"][-1]
+    monkeypatch.setattr(R, "plot_schedule", lambda *a: calls.setdefault("schedule", a))
+    R._draw(ck, lambda name, fn, *args: fn(*args, tmp_path / name))
+    final = calls["schedule"][-1]
     saved = M.compression(net, dense_sizes=state["weights0"])
     assert final == pytest.approx(saved)
     assert final > state["history"][-1]["compression"] * 1.01  # the removal took nonzero weights with it

@@ -287,4 +287,4 @@ def _draw(ckpt, emit) -> None:
         # the history's last compression is the one before dead-neuron removal; the saved model's can be higher
         dead = ckpt.schedule.get("dead_removed")
         final = compression(ckpt.model, dense_sizes=weights0) if isinstance(dead, dict) and any(dead.values()) else None
-        emit("schedule.png", plot_schedule, history, ckpt.metrics.get("baseline_test_accuracy"), final)
+        emit("schedule.png", lambda p: plot_schedule(history, ckpt.metrics.get("baseline_test_accuracy"), p, final))
