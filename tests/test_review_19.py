@@ -154,3 +154,55 @@ def test_save_program_takes_the_last_kept_steps_accuracy(tmp_path):
     assert info["test_accuracy"] == 0.8
     assert math.isclose(_info(E.save_program(Mlp(), (1, 8, 8), tmp_path / "n.pt2", state=state,
                                              test_accuracy=0.75))["test_accuracy"], 0.75)
+
+
+# --- prunec prune --recipe paper: the paper's own recipe one option away -----------------------------------------
+
+
+def test_paper_recipe_is_the_papers_profile_at_a_tenth_of_the_dense_lr():
+    from prunec.recipes import PAPER_REMAINING, default_recipe
+    from prunec.train import DEFAULTS
+
+    for name in ("lenet300", "lenet5"):
+        r = default_recipe(name, "paper").validate()
+        assert {k: round(1 - v, 6) for k, v in r.sparsity.items()} == PAPER_REMAINING[name]
+        assert r.lr == pytest.approx(DEFAULTS[name].lr / 10) and r.lr_span == "step"
+        assert r.label_smoothing == 0 and r.reg == "l2" and r.momentum == 0.9 and (r.steps, r.retrain_epochs) == (4, 10)
+        assert default_recipe(name) == default_recipe(name, "tuned") != r
+    assert default_recipe("alexnet", "paper") == default_recipe("alexnet")  # already the paper's
+    with pytest.raises(PrunecError, match="unknown recipe 'mine'"):
+        default_recipe("lenet300", "mine")
+
+
+@pytest.fixture(scope="module")
+def synthetic_base(tmp_path_factory):
+    from conftest import train_synthetic
+
+    return train_synthetic(tmp_path_factory.mktemp("r19"), {"PRUNEC_SYNTHETIC_TRAIN": "300", "PRUNEC_SYNTHETIC_TEST": "100",
+                                                            "PRUNEC_THREADS": "1"})
+
+
+def _prune(*args):
+    env = {"PRUNEC_SYNTHETIC_TRAIN": "300", "PRUNEC_SYNTHETIC_TEST": "100", "PRUNEC_THREADS": "1"}
+    return CliRunner().invoke(main, ["prune", *[str(a) for a in args], "--quiet"], env=env)
+
+
+def test_prune_recipe_paper_through_the_cli_and_its_resume(synthetic_base, tmp_path):
+    from prunec.recipes import default_recipe
+
+    out = tmp_path / "p.pt"
+    few = ["--steps", "2", "--retrain-epochs", "1"]
+    r = _prune(synthetic_base, "--out", out, "--recipe", "paper", *few, "--stop-after", "1")
+    assert r.exit_code == 0, r.output
+    stored = C.load(C.resume_path(out)).meta["recipe"]
+    paper = default_recipe("lenet300", "paper").to_dict()
+    assert {k: stored[k] for k in ("sparsity", "lr", "lr_span", "label_smoothing", "batch_size")} == \
+           {k: paper[k] for k in ("sparsity", "lr", "lr_span", "label_smoothing", "batch_size")}
+    r = _prune(synthetic_base, "--out", out, "--recipe", "tuned", *few, "--resume")  # another recipe: refused
+    assert r.exit_code != 0 and "--recipe differ" in r.output, r.output
+    r = _prune(synthetic_base, "--out", out, "--recipe", "paper", *few, "--resume")  # the same command line: continues
+    assert r.exit_code == 0, r.output
+    final = C.load(out)
+    assert final.meta["recipe"]["lr"] == paper["lr"] and final.schedule["step"] == 2
+    r = _prune(synthetic_base, "--out", tmp_path / "q.pt", "--recipe", "mine")
+    assert r.exit_code == 2 and "'mine' is not one of 'tuned', 'paper'" in r.output, r.output

@@ -22,7 +22,7 @@ from . import distributed as DIST
 from . import masks as M
 from . import models
 from .errors import SEED_MAX, PrunecError, report
-from .recipes import DEFAULT_L1_STRENGTH, PAPER_REMAINING, default_recipe, parse_sparsity
+from .recipes import DEFAULT_L1_STRENGTH, PAPER_REMAINING, RECIPE_KINDS, default_recipe, parse_sparsity
 
 
 def _check_out_parent(out: Path) -> None:
@@ -183,6 +183,10 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @click.command("prune")
 @click.argument("base", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="pruned checkpoint to write")
+@click.option("--recipe", "recipe_kind", type=click.Choice(RECIPE_KINDS), default=None,
+              help="the model's recipe the other options change (default tuned): tuned (for the LeNets, tuned on Fashion-MNIST: "
+                   "docs/PRUNING.md) or paper (Han et al.'s: their per-layer profile, 4 steps x 10 epochs at 1/10 of "
+                   "the dense lr, no label smoothing)")
 @click.option("--quality", type=float, default=None, help="threshold = QUALITY × std of each layer's dense weights")
 @click.option("--sparsity", "sparsity_text", type=str, default=None, help="fraction pruned per layer, e.g. fc1=0.92,fc2=0.91, or the sensitivity.json of `prunec sensitivity` (its proposal)")
 @click.option("--global-threshold", "global_sparsity", type=float, default=None,
@@ -214,7 +218,7 @@ def train_cmd(model_name, data_name, data_dir, out, epochs, lr, weight_decay, ba
 @device_option
 @click.option("--quiet", is_flag=True, help="no progress bars")
 @click.option("--stop-after", type=int, default=None, hidden=True, help="(tests) stop after this step as if interrupted")
-def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedule, retrain_epochs, final_epochs, reg,
+def prune_cmd(base, out, recipe_kind, quality, sparsity_text, global_sparsity, steps, schedule, retrain_epochs, final_epochs, reg,
               reg_strength, lr, lr_span, target_compression, max_accuracy_drop, distill, label_smoothing, alternate, remove_dead,
               batch_size, momentum, resume, seed, data_name, data_dir, device, quiet, stop_after):
     """Prune BASE (train → prune → retrain, repeated) with the model's tuned recipe unless options say otherwise."""
@@ -229,6 +233,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
     base_ckpt = C.load(base)
     name = base_ckpt.model_name
     state = None
+    kind = recipe_kind or "tuned"
     # recipe options the user gave (None = not given), as Recipe fields
     given = {k: v for k, v in dict(steps=steps, schedule=schedule, retrain_epochs=retrain_epochs, final_epochs=final_epochs,
                                    reg=reg, reg_strength=reg_strength, lr=lr, lr_span=lr_span, target_compression=target_compression,
@@ -241,7 +246,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
     if target_compression is not None and (quality is not None or global_sparsity is not None):
         raise PrunecError(f"--target-compression scales a per-layer --sparsity profile; it does not apply to {selectors[0]}. "
                           f"Drop one of them (--global-threshold S alone gives a compression of 1/(1-S))")
-    if reg == "l1" and reg_strength is None and default_recipe(name).reg != "l1":
+    if reg == "l1" and reg_strength is None and default_recipe(name, kind).reg != "l1":
         # the recipes' L2 strengths are far too strong as an L1 lambda (LeNet-300-100 at 5e-4: -1.5 pp after two
         # steps, a third of fc1's neurons dead); L1 without a strength takes its own default
         given["reg_strength"] = DEFAULT_L1_STRENGTH
@@ -268,6 +273,10 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
         recipe = Recipe.from_dict(res.meta["recipe"])
         stored = recipe.to_dict()
         differ = sorted(k for k, v in given.items() if stored.get(k) != v)
+        if recipe_kind is not None:  # --recipe given again: the fields it sets and no option overrides must match
+            want = replace(default_recipe(name, recipe_kind), **given).to_dict()
+            if any(stored.get(k) != v for k, v in want.items() if k not in given):
+                differ.append("recipe")
         if seed is not None and seed != (res.meta.get("seed") or 0):
             differ.append("seed")
         if differ:
@@ -289,7 +298,7 @@ def prune_cmd(base, out, quality, sparsity_text, global_sparsity, steps, schedul
                               f"or delete {rpath} to start over (a new run would overwrite it)")
         if base_ckpt.kind == "pruning":
             raise PrunecError(f"{base} is an interrupted prune run, not a base model; continue it with --resume --out <its OUT>")
-        recipe = replace(default_recipe(name), **given)
+        recipe = replace(default_recipe(name, kind), **given)
         recipe.validate()
         model, masks = base_ckpt.model, (base_ckpt.masks or None)
         seed = base_ckpt.meta.get("seed") or 0 if seed is None else seed
