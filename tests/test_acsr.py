@@ -270,3 +270,36 @@ def test_the_dense_cortex_m4_baseline_is_good_on_every_row_count(tmp_path):
         n = bench_arm.per_inference(t, dense, bench_arm.layer_header(w, np.zeros(rows, np.float32), False), tmp_path,
                                     plugin, f"d{rows}")
         assert n / w.size <= (bench_arm.DENSE_BOUND_M4 if rows > 4 else 1.75), (rows, n / w.size)
+
+
+@pytest.mark.parametrize("target,isa", [("cortex-m4", "cortexm"), ("cortex-m55", "mve")])
+@pytest.mark.parametrize("lo,hi", [(None, 0.25), (-0.5, 0.5), (0.25, None)], ids=["max-only", "both", "min-only"])
+def test_cross_builds_with_other_clamps_verify_under_qemu(tmp_path, target, isa, lo, hi):
+    """A clamp fused into the acsr fc layer other than relu / relu6 (torch.clamp(max=), hardtanh-like, clamp(min=)):
+    the Cortex-M kernel specialises its rows by which bounds are finite, so each combination must clamp as PyTorch."""
+    import torch
+    from torch import nn
+
+    t = targets.get(target)
+    _skip_if_missing(t)
+    torch.manual_seed(3)
+
+    class Clamped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 24)
+
+        def forward(self, x):
+            return torch.clamp(self.fc(x), min=lo, max=hi)
+
+    m = Clamped().eval()
+    with torch.no_grad():
+        m.fc.weight.mul_((torch.rand_like(m.fc.weight) < 0.3).float())
+    pt2 = bm.export(m, (64,), tmp_path / "clamped.pt2")
+    out = tmp_path / target
+    man = B.build(pt2, target, out, name="clamped", fc_layout="acsr").manifest
+    [layer] = man["layers"]
+    assert layer["kernel"] == f"prunec_f32_fc_acsr__{isa}"
+    assert (layer["out_min"], layer["out_max"]) == (lo, hi)  # the clamp is fused into the layer
+    rep = verify.verify(out, random=8)
+    assert rep.ok, rep.text()

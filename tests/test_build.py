@@ -517,3 +517,22 @@ def test_x86_fuses_only_the_pairs_it_runs_as_one_call(tmp_path):
     with um.patch.object(targets, "get", return_value=bad), pytest.raises(PrunecError, match="one-call"):
         B.build(pt2, "x86_64-avx2", tmp_path / "bad", name="mixed")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("target", ["host", "x86_64-avx2", "cortex-m4"])
+@pytest.mark.parametrize("storage", ["c", "blob"])
+def test_flash_estimate_counts_the_stored_bytes(models_dir, target, storage):
+    """manifest totals.flash_bytes_estimate (what refuses a model too big for a firmware target when its library
+    cannot be measured) = the bytes of every stored array (weights, indices, pointers, biases: totals.weights_bytes
+    + totals.bias_bytes) + the code estimate per runtime source and per layer."""
+    from prunec import build as B
+    from prunec import codegen
+
+    files, man, _ = B.prepare(_pt2(models_dir, "batchnorm"), target, storage=storage)
+    tot = man["totals"]
+    code = (codegen.CODE_BYTES_PER_KERNEL_SOURCE * (len(man["files"]["sources"]) - 1)
+            + codegen.CODE_BYTES_PER_LAYER * len(man["layers"]))
+    assert tot["flash_bytes_estimate"] == tot["weights_bytes"] + tot["bias_bytes"] + code
+    if storage == "blob":  # the blob holds exactly those bytes, plus alignment padding
+        blob = files["batchnorm_weights.bin"]
+        assert tot["weights_bytes"] + tot["bias_bytes"] <= len(blob) < tot["weights_bytes"] + tot["bias_bytes"] + 64 * 16

@@ -903,3 +903,36 @@ def test_column_major_fc_layers(gaps, tmp_path, opts, allowed, align):
     for n in cm:
         assert "_fc_rcsc__" in layers[n]["kernel"]
         assert layers[n]["bytes"]["pointers"] == 4 * (layers[n]["shape"][1] + 1)
+
+
+def test_blob_symbols_keep_the_arrays_alignment(tmp_path):
+    """As C arrays a sliced layout's values carry aligned(64) (test_gaps_blocked_on_x86_64_avx2); as a blob the same
+    64-byte alignment is the .balign before their symbol in NAME_weights.S (16 for every other array), and the
+    assembled object places them so."""
+    import shutil
+    import subprocess
+
+    from prunec import build as B
+
+    torch.manual_seed(4)
+    mlp = bm.ReluMLP((300, 70, 10)).eval()
+    with torch.no_grad():
+        for f in mlp.fcs:
+            f.weight.mul_((torch.rand_like(f.weight) < 0.1).float())
+    pt2 = bm.export(mlp, (300,), tmp_path / "mlp.pt2")
+    out = tmp_path / "b"
+    man = B.build(pt2, "host", out, name="mlp", storage="blob", fc_layout="rsell").manifest
+    assert {l["format"] for l in weighted(man)} == {"rsell"}
+    s = (out / "mlp_weights.S").read_text()
+    aligns = dict((sym, int(a)) for a, sym in re.findall(r"\.balign (\d+)\n  \.globl (\w+)", s))
+    assert aligns and all(a == (64 if sym.endswith("_values") else 16) for sym, a in aligns.items()), aligns
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return
+    obj = tmp_path / "w.o"
+    subprocess.run([cc, f"-Wa,-I{out}", "-c", str(out / "mlp_weights.S"), "-o", str(obj)], check=True)
+    syms = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout.split("\n")
+    for line in syms:
+        parts = line.split()
+        if len(parts) == 3 and parts[2] in aligns:
+            assert int(parts[0], 16) % aligns[parts[2]] == 0, line

@@ -448,3 +448,29 @@ def test_mobile_activations_and_a_squeeze_excitation_gate(tmp_path, target):
     assert {"channels": 1, "inner": 3, "b_inner": 3} in muls  # z * z
     assert sum(n.op == "leaky_relu" for n in g.nodes) == 1
     _build_and_verify(pt2, target, tmp_path / "b", 4)
+
+
+class _GateInPlace(nn.Module):
+    """A squeeze-and-excitation gate whose product is the last use of the gated tensor: the planner runs the mul in
+    place over it (plan.in_place), so codegen must pass the overwritten, full-size operand first (a, y == a) and the
+    per-channel gate second (b, b_inner = 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.f1, self.f2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.o = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.c(x))
+        g = torch.sigmoid(self.f2(torch.relu(self.f1(h.mean((2, 3), keepdim=True)))))
+        return self.o(h * g)
+
+
+@pytest.mark.parametrize("target", ["host", "cortex-m4"])
+def test_squeeze_excitation_gate_computed_in_place(tmp_path, target):
+    from prunec import plan as P
+
+    pt2, g = _pruned_program(target, _GateInPlace, (3, 6, 5), tmp_path)
+    [i] = [k for k, n in enumerate(g.nodes) if n.op == "mul"]
+    assert g.nodes[i].attrs["b_inner"] == 1 and P.make_plan(g).in_place.get(i) == g.nodes[i].inputs[0]
+    _build_and_verify(pt2, target, tmp_path / "b", 4)

@@ -225,3 +225,68 @@ def test_a_build_without_odd_widths_fills_nan_for_them(tmp_path):
             np.testing.assert_allclose(y, w @ x, rtol=1e-5, atol=1e-5)
         else:
             assert np.isnan(y).all(), bits
+
+
+@pytest.mark.parametrize("bits", [11, 13, 15])
+def test_conv_codes_spanning_three_bytes_with_their_top_bit_set(portable, bits):
+    """prunec_rcsr_code_any (the conv kernels' decoder of widths other than 4/8/16) reads a third byte when a code's
+    bits s .. s+b-1 pass bit 15 (s + b > 16). For b = 11, 13 and 15 a code can start at s = 17 - b, so only its top
+    bit lies in the third byte: that bit is set only by gaps >= 2^(b-1), which no random case draws at these offsets.
+    Row 0: entries 0 .. e-1 at columns 0 .. e-1, then entry e (the first starting at bit s = 17 - b) after a gap of
+    2^(b-1) + 5 columns; row 1: the same entries shifted by one entry (e's code no longer there: the control)."""
+    ffi, lib = portable
+    e = next(k for k in range(8) if (k * bits) % 8 == 17 - bits)
+    gap = (1 << (bits - 1)) + 5
+    cin = e + gap + 8
+    w = np.zeros((2, cin, 1, 1), np.float32)
+    rng = np.random.default_rng(bits)
+    w[0, :e, 0, 0] = rng.uniform(0.5, 1.5, e)
+    w[0, e + gap - 1, 0, 0] = 2.0  # entry e: column e-1 + gap, code gap - 1 >= 2^(b-1)
+    w[1, :e + 1, 0, 0] = rng.uniform(0.5, 1.5, e + 1)
+    w[1, cin - 1, 0, 0] = -1.0
+    x = rng.standard_normal((cin, 2, 2)).astype(np.float32)
+    bias = np.array([0.25, -0.5], np.float32)
+    r = encode.encode_rcsr(w.reshape(2, -1), bits)
+    assert r.fillers == 0 and r.row_ptr[1] == e + 1  # entry e is row 0's last, no filler before it
+    keep = kh._Keep()
+    p = ffi.new("prunec_conv2d_params *", dict(in_c=cin, in_h=2, in_w=2, out_c=2, out_h=2, out_w=2, kh=1, kw=1,
+                                                stride_h=1, stride_w=1, pad_h=0, pad_w=0, dil_h=1, dil_w=1, groups=1))
+    y = np.full(8, np.nan, np.float32)
+    lib.prunec_f32_conv2d_rcsr__portable(p, kh.rcsr_struct(ffi, keep, r), keep.buf(ffi, "float[]", bias),
+                                         keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True),
+                                         -np.inf, np.inf)
+    want = np.einsum("oc,chw->ohw", w[:, :, 0, 0].astype(np.float64), x.astype(np.float64)) + bias[:, None, None]
+    np.testing.assert_allclose(y.reshape(2, 2, 2), want, rtol=1e-5, atol=1e-5)
+
+
+# kernel sizes the edge cases leave out: 7x7 (ResNet's and MobileNetV3's stems: exactly RECTS = 49 taps, the last
+# size whose tap rectangles are computed once per call) and 9x9 / 10x5 (more taps than that: per nonzero)
+BIG_KERNELS = [kh.ConvCase(3, 4, 16, 16, k=(7, 7), stride=(2, 2), pad=(3, 3), bits=b, act=a, seed=i)
+               for i, (b, a) in enumerate([(8, "relu"), (4, "none"), (16, "relu6"), (6, "none")])]
+BIG_KERNELS += [kh.ConvCase(2, 3, 12, 13, k=(9, 9), pad=(4, 4), bits=8, seed=7),
+                kh.ConvCase(2, 3, 20, 9, k=(10, 5), stride=(2, 1), pad=(1, 2), bits=4, seed=8)]
+
+
+@pytest.mark.parametrize("case", BIG_KERNELS, ids=[c.id for c in BIG_KERNELS])
+def test_conv_kernels_of_49_taps_and_more(portable, case):
+    ffi, lib = portable
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__portable", case)
+    kh.check(ffi, lib, "prunec_f32_conv2d_dense__portable", kh.ConvCase(**{**case.__dict__, "bits": None}))
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_of_logits_beyond_expf_range(portable, op):
+    """The kernels subtract each slice's maximum before expf, as PyTorch does: logits all below -104 (expf underflows
+    to 0 without the shift: 0 / 0) and a first logit above 89 (expf overflows: inf / inf) must still give PyTorch's
+    result. Slices [2, 4, 3] (outer 2, n 4, inner 3: softmax over dim 1)."""
+    import torch
+
+    ffi, lib = portable
+    x = np.array([[-300.0, -250.0, -280.0, -260.0], [120.0, 1.0, -3.0, 90.5], [-0.5, 0.25, 3.0, 2.0]], np.float32)
+    x = np.stack([x.T, (x - 150.0).T])  # [2, 4, 3], the largest value of some slices first
+    y = np.full(x.size, np.nan, np.float32)
+    keep = kh._Keep()
+    getattr(lib, f"prunec_f32_{op}__portable")(2, 4, 3, keep.buf(ffi, "float[]", x.reshape(-1)),
+                                                keep.buf(ffi, "float[]", y, True))
+    want = getattr(torch, op)(torch.from_numpy(x).double(), dim=1).numpy().reshape(-1)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)

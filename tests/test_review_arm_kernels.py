@@ -661,3 +661,60 @@ def test_random_shapes_unoptimised_and_c_paths(name, build_root):
 @pytest.mark.parametrize("seed", range(1, 9))
 def test_random_shapes_more_seeds(name, seed, build_root):
     check(name, random_batch(name, seed, 200, 60), build_root)
+
+
+# ---- clamps other than none / relu / relu6 (mutation audit) ----------------------------------------------------
+# torch.clamp(max=c) / clamp_max fuse as (-inf, c), hardtanh as (-1, 1), clamp(min=c) as (c, inf): every case above
+# uses only NONE, RELU and RELU6, so a kernel that takes its ReLU fast path for out_min > 0, or picks its clamp
+# specialisation from the wrong bound, went unnoticed.
+OTHER_CLAMPS = ((-math.inf, 0.25), (-1.0, 1.0), (0.25, math.inf), (0.5, 6.0), (-0.5, math.inf))
+
+
+@pytest.mark.parametrize("name", list(ARM))
+def test_clamps_other_than_relu_match_portable(name, build_root):
+    """Every Arm fc and conv kernel with one-sided and two-sided clamps whose bounds are not 0 / +inf / 6: conv
+    planes with full 8-column, 2-row interior tiles (Cortex-M's assembly ReLU store) and border pixels."""
+    rng = np.random.default_rng(31)
+    cases = []
+    for act in OTHER_CLAMPS:
+        for isa in _isas(name, "conv2d_rcsr"):
+            for bits in (4, 8, 16, 6):
+                w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+                w[rng.random(w.shape) >= 0.5] = 0
+                x = rng.standard_normal((3, 14, 20)).astype(np.float32)
+                cases.append(conv_case(isa, w, x, rng.standard_normal(4).astype(np.float32) * 0.3, bits, pad=(1, 1),
+                                       act=act, desc="clamp"))
+            if _has_kernel(isa, "conv2d_dense"):
+                cases.append(conv_case(isa, w, x, None, 0, pad=(1, 1), act=act, desc="clamp", dense=True))
+        for isa in _isas(name, "fc_rcsr"):
+            for bits in (4, 8, 16, 5):
+                w = rng.standard_normal((17, 40)).astype(np.float32)
+                w[rng.random(w.shape) >= 0.4] = 0
+                x = rng.standard_normal(40).astype(np.float32)
+                cases.append(fc_case(isa, w, x, rng.standard_normal(17).astype(np.float32) * 0.3, bits, act=act,
+                                     desc="clamp"))
+            if _has_kernel(isa, "fc_dense"):
+                cases.append(fc_case(isa, w, x, None, 0, act=act, desc="clamp", dense=True))
+    check(name, cases, build_root)
+
+
+@pytest.mark.parametrize("name", list(ARM))
+def test_padded_and_strided_1x1_convs_on_narrow_planes(name, build_root):
+    """1x1 convolutions that are not plain pointwise ones (padding, stride) on planes narrower than 8 columns, where
+    the Arm kernels run an unpadded stride-1 1x1 plane as one row (prunec_conv_plane_as_row): the random cases never
+    pad a 1x1 kernel (pad < k) and the edge cases have no padded 1x1 either."""
+    rng = np.random.default_rng(41)
+    cases = []
+    for isa in _isas(name, "conv2d_rcsr"):
+        for (ih, iw), pad, stride in [((3, 3), (1, 1), (1, 1)), ((5, 6), (0, 1), (1, 1)), ((4, 5), (2, 0), (1, 1)),
+                                      ((6, 6), (1, 1), (2, 2)), ((7, 5), (0, 0), (1, 2))]:
+            w = rng.standard_normal((5, 4, 1, 1)).astype(np.float32)
+            w[rng.random(w.shape) >= 0.6] = 0
+            x = rng.standard_normal((4, ih, iw)).astype(np.float32)
+            b = rng.standard_normal(5).astype(np.float32)
+            for bits in (4, 8):
+                cases.append(conv_case(isa, w, x, b, bits, pad=pad, stride=stride, act=ACTS[len(cases) % 3],
+                                       desc="1x1"))
+            if _has_kernel(isa, "conv2d_dense"):
+                cases.append(conv_case(isa, w, x, b, 0, pad=pad, stride=stride, desc="1x1", dense=True))
+    check(name, cases, build_root)

@@ -63,6 +63,7 @@ static _Alignas(16) unsigned char arena[tiny_ARENA_BYTES + 16];
 int main(void) {
   if (tiny_run(in, out, (void *)0) != -1) return 1;
   if (tiny_run(in, out, arena + 4) != -2) return 2;
+  if (tiny_run(in, out, arena + 8) != -2) return 4; /* 8-byte aligned is not enough: the contract is 16 */
   if (tiny_run(in, out, arena) != 0) return 3;
   return 0;
 }

@@ -346,3 +346,37 @@ def test_blob_refuses_a_big_endian_build(mlp, tmp_path):
     assert subprocess.run(["arm-none-eabi-gcc", *flags], capture_output=True).returncode == 0
     r = subprocess.run(["arm-none-eabi-gcc", "-mbig-endian", *flags], capture_output=True, text=True)
     assert r.returncode != 0 and "little-endian" in r.stderr, r.stderr
+
+
+def test_run_refuses_an_arena_overlapping_the_input_or_the_output(tmp_path):
+    """NAME_run returns -3 when its arena overlaps the input or the output (a layer's output written into the arena
+    may overwrite the input still being read); the model here uses its arena (three layers), and an arena merely
+    adjacent to them is accepted."""
+    import importlib.util
+
+    from cffi import FFI
+
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    pt2 = bm.export(m, (16,), tmp_path / "three.pt2")
+    run("build", pt2, "--target", "host", "--out", tmp_path / "b", "--name", "three")
+    src = tmp_path / "b"
+    man = json.loads((src / "manifest.json").read_text())
+    arena_bytes = man["arena_bytes"]
+    assert arena_bytes > 0
+    ffi = FFI()
+    ffi.cdef("int three_run(const float *input, float *output, void *arena);")
+    ffi.set_source("_three_overlap", '#include "three.h"', sources=[str(p) for p in sorted(src.glob("*.c"))] +
+                   [str(p) for p in sorted((src / "runtime").rglob("*.c"))],
+                   include_dirs=[str(src), str(src / "runtime" / "include")], extra_compile_args=["-std=c99"])
+    spec = importlib.util.spec_from_file_location("_three_overlap", ffi.compile(tmpdir=str(tmp_path / "cffi")))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    n = 16 + 4 + arena_bytes // 4 + 64
+    raw = ffi.new("float[]", n + 4)
+    buf = ffi.cast("float *", (int(ffi.cast("uintptr_t", raw)) + 15) & ~15)  # 16-byte aligned
+    inp, arena = buf, buf + 16  # arena right after the input: adjacent
+    out = buf + 16 + arena_bytes // 4  # output right after the arena: adjacent
+    assert mod.lib.three_run(inp, out, arena) == 0
+    assert mod.lib.three_run(inp, out, buf + 12) == -3  # arena over the input's last 4 floats (16-byte aligned)
+    out2, arena2 = buf + 8, buf + 4  # arena over the output (input after both)
+    assert mod.lib.three_run(buf + 8 + arena_bytes // 4, out2, arena2) == -3

@@ -263,3 +263,20 @@ def test_auto_and_calibration_refusals(net, tmp_path, args, says):
     r = CliRunner().invoke(main, ["build", str(pt2), "--out", str(tmp_path / "b"), *(a.format(**fill) for a in args)])
     assert r.exit_code != 0 and not (tmp_path / "b").exists()
     assert says.format(**fill) in r.output, r.output
+
+
+def test_column_major_layers_at_odd_widths_keep_the_odd_width_decoders(tmp_path):
+    """prunec_config.h gets PRUNEC_RCSR_ODD_WIDTHS 0 only when no relative-indexed layer needs another width than
+    4/8/16: layers stored by columns (--skip-zero-inputs) count too, or their kernel (which honours the macro) would
+    fill their output with NaN. Every fc layer here is column-major at 5 bits."""
+    import build_models as bm
+    from prunec import build as B
+
+    pt2, x, want = bm.sparse_mlp_case(tmp_path, (64, 48, 10), 0.3, seed=2)
+    out = tmp_path / "b"
+    man = B.build(pt2, "host", out, name="cm", index_bits=[5], skip_zero_inputs="all").manifest
+    fcs = [l for l in man["layers"] if l["op"] == "fc"]
+    assert fcs and all(l["orientation"] == "columns" and l["index_bits"] == 5 for l in fcs), fcs
+    assert "#define PRUNEC_RCSR_ODD_WIDTHS 1" in (out / "runtime" / "include" / "prunec_config.h").read_text()
+    got = bm.outputs(out, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
