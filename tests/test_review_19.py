@@ -206,3 +206,47 @@ def test_prune_recipe_paper_through_the_cli_and_its_resume(synthetic_base, tmp_p
     assert final.meta["recipe"]["lr"] == paper["lr"] and final.schedule["step"] == 2
     r = _prune(synthetic_base, "--out", tmp_path / "q.pt", "--recipe", "mine")
     assert r.exit_code == 2 and "'mine' is not one of 'tuned', 'paper'" in r.output, r.output
+
+
+# --- export: gaps found by the mutation audit (tests/test_review_mutation_audit.py has the rest) ----------------
+
+
+def test_X8_save_program_takes_the_last_of_several_kept_steps(tmp_path):
+    state = {"history": [{"step": 1, "test_accuracy": 0.9}, {"step": 2, "test_accuracy": 0.8},
+                         {"step": 3, "test_accuracy": 0.3, "undone": True}]}
+    p = E.save_program(Mlp(), (1, 8, 8), tmp_path / "m.pt2", state=state)
+    assert E.read_metadata(p)["test_accuracy"] == 0.8
+
+
+def test_X1_export_checkpoint_compression_counts_against_the_dense_network(tmp_path):
+    from prunec.models import LeNet300
+
+    torch.manual_seed(0)
+    model = LeNet300()
+    w0 = {n: m.weight.numel() for n, m in [("fc1", model.fc1), ("fc2", model.fc2), ("fc3", model.fc3)]}
+    with torch.no_grad():
+        model.fc1.weight[:10] = 0.0  # ten fc1 neurons without input and with output 0: removed
+        model.fc1.bias[:10] = 0.0
+        model.fc2.weight[:, 300 - 50:] = 0.0
+    model, masks, removed = P.remove_dead_neurons(model)
+    assert removed["fc1"] > 0 and model.fc1.weight.shape[0] < 300
+    ck = tmp_path / "p.pt"
+    C.save(ck, model, "lenet300", masks=masks, kind="pruned", schedule={"weights0": w0, "history": []})
+    meta = E.read_metadata(E.export_checkpoint(ck, tmp_path / "p.pt2"))
+    nz = sum(int((m.weight != 0).sum()) for m in (model.fc1, model.fc2, model.fc3))
+    assert meta["weights0_total"] == sum(w0.values())
+    assert abs(meta["compression"] - sum(w0.values()) / nz) < 1e-9
+
+
+def test_X3_export_checkpoint_keeps_the_data_seed_over_the_seed(tmp_path):
+    from prunec.models import LeNet300
+
+    ck = tmp_path / "p.pt"
+    C.save(ck, LeNet300(), "lenet300", seed=1, extra={"data_seed": 7})
+    assert E.read_metadata(E.export_checkpoint(ck, tmp_path / "p.pt2"))["data_seed"] == 7
+
+
+def test_X9_original_weights_ignores_non_positive_counts(tmp_path):
+    ep = E.export_program(Mlp(), (1, 8, 8))
+    p = E._save(ep, {"weights0": {"fc1": 1024, "fc2": 0}}, tmp_path / "m.pt2")
+    assert E.original_weights(p) is None
