@@ -655,6 +655,16 @@ def test_gaps_row_aligned_on_x86_64_avx2(gaps, tmp_path):
     assert {l["op"]: l["row_align"] for l in weighted(man)} == {"fc": 8, "conv2d": 1}
 
 
+def _sparse_mlp(tmp_path):
+    """A 300-70-10 ReLU MLP with 10 % of its fc weights kept (seed 4), and its .pt2: blocked on x86 with AVX-512."""
+    torch.manual_seed(4)
+    mlp = bm.ReluMLP((300, 70, 10)).eval()
+    with torch.no_grad():
+        for f in mlp.fcs:
+            f.weight.mul_((torch.rand_like(f.weight) < 0.1).float())
+    return mlp, bm.export(mlp, (300,), tmp_path / "mlp.pt2")
+
+
 def test_gaps_blocked_on_x86_64_avx2(gaps, tmp_path):
     """The default x86 build stores an fc layer in the blocked sliced layout when the AVX-512 kernels are compiled
     in and the layout takes fewer bytes than the dense matrix (FORMAT.md "Blocked fc layers"); it decodes from the
@@ -666,12 +676,7 @@ def test_gaps_blocked_on_x86_64_avx2(gaps, tmp_path):
     man = check_model(model, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
     blocked = B.bsell_limit(targets.get("x86_64-avx2"), "auto") > 0
     assert {l["op"]: l["format"] for l in weighted(man)}["fc"] == ("dense" if blocked else "rcsr")
-    torch.manual_seed(4)
-    mlp = bm.ReluMLP((300, 70, 10)).eval()
-    with torch.no_grad():
-        for f in mlp.fcs:
-            f.weight.mul_((torch.rand_like(f.weight) < 0.1).float())
-    pt2 = bm.export(mlp, (300,), tmp_path / "mlp.pt2")
+    mlp, pt2 = _sparse_mlp(tmp_path)
     man = check_model(mlp, pt2, tmp_path, "--target", "x86_64-avx2", allowed=DEFAULT, align={"fc": 8})
     assert [l["format"] for l in weighted(man)][:2] == (["bsell", "bsell"] if blocked else ["rcsr", "rcsr"])
     if blocked:
@@ -914,12 +919,7 @@ def test_blob_symbols_keep_the_arrays_alignment(tmp_path):
 
     from prunec import build as B
 
-    torch.manual_seed(4)
-    mlp = bm.ReluMLP((300, 70, 10)).eval()
-    with torch.no_grad():
-        for f in mlp.fcs:
-            f.weight.mul_((torch.rand_like(f.weight) < 0.1).float())
-    pt2 = bm.export(mlp, (300,), tmp_path / "mlp.pt2")
+    _, pt2 = _sparse_mlp(tmp_path)
     out = tmp_path / "b"
     man = B.build(pt2, "host", out, name="mlp", storage="blob", fc_layout="rsell").manifest
     assert {l["format"] for l in weighted(man)} == {"rsell"}
