@@ -301,3 +301,68 @@ COVERAGE_CONV = [kh.ConvCase(2, 3, 64, 64, k=(9, 9), bits=b) for b in (8, 4, 16,
 def test_avx2_conv_generic_paths(built, case):
     ffi, lib = built
     kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+# Border rows (padding above and below) run the column pass from column 0, 8 columns at a time: where an interior
+# block starts at a column ow with ow + 15 == ow_hi (the end of the interior) and the row goes on past it, the
+# 16-column unmasked block must not be taken (its last column's taps read past the input row, into the next one).
+# pad 1, k 3, in_w 40 and 56: the blocks at ow 24 and 40 (50 rows keep the planes off the flat path).
+BORDER_ROW_CONV = [kh.ConvCase(1, 3, 50, w, pad=(1, 1), density=0.7, bits=8, act="relu", seed=60 + i)
+                   for i, w in enumerate((40, 56))]
+
+
+@pytest.mark.parametrize("case", BORDER_ROW_CONV, ids=[c.id for c in BORDER_ROW_CONV])
+def test_avx2_conv_border_rows_keep_unmasked_blocks_inside_the_interior(built, case):
+    assert not packed(case) and not flat(case)
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+# Output channels of more than 256 entries outside the packed path (TILE_CONV's 450-tap case has no clamp): the
+# row and tile loops clamp only after the last chunk; a clamp of the partial sums of the first 256 entries (ReLU
+# of a negative partial sum) changes the result.
+CHUNKED_CLAMP_CONV = [kh.ConvCase(20, 3, 64, 64, k=(5, 5), density=0.9, bits=b, act=a, seed=7)
+                      for b, a in ((8, "relu"), (16, "relu6"))]
+
+
+@pytest.mark.parametrize("case", CHUNKED_CLAMP_CONV, ids=[c.id for c in CHUNKED_CLAMP_CONV])
+def test_avx2_conv_clamps_only_after_the_last_chunk(built, case):
+    assert not packed(case) and not flat(case)
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx2", case)
+
+
+def test_avx2_conv_packed_keeps_a_negative_zero_sum(built):
+    """An output whose every product is -0.0 on a -0.0 bias stays -0.0 on the packed path, as in the portable twin:
+    the extra accumulator sets (two or four taps at a time) start at -0.0, the additive identity (+0.0 would turn
+    the sum into +0.0). Channel 0 reads only input channel 0, all -0.0, with positive weights; channel 1 is a
+    control with ordinary values. 4x4 and 10x12 outputs: segments of 2 and 15 vectors (four and one accumulator
+    sets), relu and none (relu keeps -0.0: the clamp is `x < lo ? lo : x`)."""
+    from prunec import encode
+
+    ffi, lib = built
+    for h, w_, act in ((6, 6, "relu"), (12, 14, "none")):
+        case = kh.ConvCase(2, 2, h, w_, k=(3, 3), pattern="full", bits=8, act=act, seed=70)
+        assert packed(case)
+        w, b, x = case.data()
+        w, b, x = w.copy(), b.copy(), x.copy()
+        w[0] = 0.0
+        w[0, 0] = np.abs(w[0, 0]) + 0.25  # 9 positive taps on input channel 0
+        x[0] = -0.0
+        b[0] = -0.0
+        oh, ow = case.out_hw()
+        y = np.full((2, oh, ow), 7.0, np.float32)
+        keep = kh._Keep()
+        ws = kh.rcsr_struct(ffi, keep, encode.encode_rcsr(w.reshape(2, -1), 8))
+        p = ffi.new("prunec_conv2d_params *", {
+            "in_c": 2, "in_h": h, "in_w": w_, "out_c": 2, "out_h": oh, "out_w": ow, "kh": 3, "kw": 3,
+            "stride_h": 1, "stride_w": 1, "pad_h": 0, "pad_w": 0, "dil_h": 1, "dil_w": 1, "groups": 1})
+        lo, hi = kh.ACTS[act]
+        lib.prunec_f32_conv2d_rcsr__avx2(p, ws, keep.buf(ffi, "float[]", b), keep.buf(ffi, "float[]", x),
+                                         ffi.from_buffer("float[]", y, require_writable=True), lo, hi)
+        assert (y[0] == 0).all() and np.signbit(y[0]).all(), (h, w_, y[0])
+        ref = np.full_like(y, 7.0)
+        lib.prunec_f32_conv2d_rcsr__portable(p, ws, keep.buf(ffi, "float[]", b), keep.buf(ffi, "float[]", x),
+                                             ffi.from_buffer("float[]", ref, require_writable=True), lo, hi)
+        assert np.array_equal(np.signbit(y[0]), np.signbit(ref[0]))
+        np.testing.assert_allclose(y[1], ref[1], rtol=1e-5, atol=1e-5)

@@ -275,10 +275,11 @@ def test_avx512x4_conv_special_values_match_portable(built, shape, act, bits):
 
 
 # The 2x2/2 fast path of the max pool: row pairs in one run (even heights) or per channel (odd heights), rows
-# 8 wide four pairs per vector (pair counts not a multiple of 4), widths with full and partial blocks; NaN of
-# both signs and infinities planted, against numpy's max (NaN wherever a window holds one).
-@pytest.mark.parametrize("c,h,w", [(50, 8, 8), (3, 8, 8), (5, 9, 8), (20, 24, 24), (3, 7, 24), (2, 6, 64),
-                                   (2, 5, 70), (1, 2, 2), (7, 4, 9)])
+# 8 wide four pairs per vector (pair counts not a multiple of 4: 3x6x8 has 9 pairs in one run, 2x7x8 3 per
+# channel, 1x10x8 5, 1x2x8 1; the 8-row heights give multiples of 4 only), widths with full and partial blocks; NaN
+# of both signs and infinities planted, against numpy's max (NaN wherever a window holds one).
+@pytest.mark.parametrize("c,h,w", [(50, 8, 8), (3, 8, 8), (5, 9, 8), (3, 6, 8), (2, 7, 8), (1, 10, 8), (1, 2, 8),
+                                   (20, 24, 24), (3, 7, 24), (2, 6, 64), (2, 5, 70), (1, 2, 2), (7, 4, 9)])
 def test_avx512x4_maxpool_2x2_paths_with_nan(built, c, h, w):
     import numpy as np
 
@@ -333,3 +334,16 @@ def test_x86_rcsr_kernels_fill_nan_for_an_invalid_index_width(tmp_path):
                 getattr(lib, k.name)(p, ws, ffi.NULL, keep.buf(ffi, "float[]", x), keep.buf(ffi, "float[]", y, True),
                                      float("-inf"), float("inf"))
             assert np.isnan(y).all(), f"{k.name} with index_bits={bad}: {y[:6]}"
+
+
+# Planes at most 8 wide (the 8-wide tiles) whose last full 8-row tile ends on the bottom padding: rows 8..15 of a
+# 16x8 plane, 3x3 pad 1, read input rows 7..16, the last one padding, so the tile must take the checked (border) loop.
+# _X4_CONV's 8-wide cases (11 and 9 rows) end on a partial tile and never ask. 40 input channels: not packed.
+X4_TILES8_BOTTOM = [kh.ConvCase(40, 3, 16, 8, k=(3, 3), pad=(1, 1), density=0.3, bits=b, act=a, seed=60 + b)
+                    for b, a in ((8, "relu"), (4, "none"), (16, "relu6"))]
+
+
+@pytest.mark.parametrize("case", X4_TILES8_BOTTOM, ids=[c.id for c in X4_TILES8_BOTTOM])
+def test_avx512x4_conv_8_wide_tiles_ending_on_the_bottom_padding(built, case):
+    ffi, lib = built
+    kh.check(ffi, lib, "prunec_f32_conv2d_rcsr__avx512x4", case)
