@@ -64,11 +64,34 @@ def export_program(model: nn.Module, input_shape: tuple) -> torch.export.Exporte
         raise PrunecError(f"torch.export could not trace the model: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
+def _dense_sizes(model: nn.Module, weights0: dict | None) -> dict[str, int]:
+    """Each Conv2d/Conv1d/Linear layer's weight count before pruning: a pruning run's `weights0` (dead-neuron removal
+    may have shrunk the layer since), else the layer's own size; as `prunec info` counts params_total."""
+    w0 = weights0 or {}
+    return {r["name"]: int(w0.get(r["name"], r["weights"])) for r in M.layer_stats(model)}
+
+
 def weights_before_pruning(ckpt: C.Checkpoint) -> dict[str, int]:
-    """Each Conv2d/Conv1d/Linear layer's weight count before pruning: the pruning run's schedule["weights0"] (dead-neuron
-    removal may have shrunk the layer since), else the layer's own size; as `prunec info` counts params_total."""
-    w0 = (ckpt.schedule or {}).get("weights0") or {}
-    return {r["name"]: int(w0.get(r["name"], r["weights"])) for r in M.layer_stats(ckpt.model)}
+    """`_dense_sizes` of a checkpoint: its pruning run's schedule["weights0"]."""
+    return _dense_sizes(ckpt.model, (ckpt.schedule or {}).get("weights0"))
+
+
+def _meta(model: nn.Module, input_shape, weights0: dict[str, int], *, model_name, test_accuracy,
+          baseline_test_accuracy, dataset, **more) -> dict:
+    """The prunec.json of a .pt2 (both writers: `export_checkpoint` and `save_program`); `weights0` from
+    `_dense_sizes`."""
+    return {
+        "format": "prunec-pt2",
+        "model_name": model_name,
+        "input_shape": list(input_shape),
+        "compression": M.compression(model, dense_sizes=weights0),
+        "weights0": weights0,  # per layer, before pruning (prunec build's compression against the original network)
+        "weights0_total": sum(weights0.values()),
+        "test_accuracy": test_accuracy,
+        "baseline_test_accuracy": baseline_test_accuracy,
+        "dataset": dataset,
+        **more,
+    }
 
 
 def original_weights(pt2_path: str | os.PathLike) -> dict[str, int] | None:
@@ -88,22 +111,12 @@ def export_checkpoint(ckpt_path: str | os.PathLike, out_path: str | os.PathLike)
     """Export a checkpoint's model to `out_path` (.pt2) atomically, with prunec metadata inside."""
     ckpt = C.load(ckpt_path)
     ep = export_program(ckpt.model, ckpt.input_shape)
-    weights0 = weights_before_pruning(ckpt)
-    meta = {
-        "format": "prunec-pt2",
-        "model_name": ckpt.model_name,
-        "input_shape": list(ckpt.input_shape),
-        "source_checkpoint_sha256": C.sha256(ckpt_path),
-        "source_checkpoint": Path(ckpt_path).name,
-        "compression": M.compression(ckpt.model, dense_sizes=(ckpt.schedule or {}).get("weights0")),
-        "weights0": weights0,  # per layer, before pruning (prunec build's compression against the original network)
-        "weights0_total": sum(weights0.values()),
-        "test_accuracy": ckpt.metrics.get("test_accuracy"),
-        "baseline_test_accuracy": ckpt.metrics.get("baseline_test_accuracy"),
-        "dataset": ckpt.meta.get("dataset"),
-        # the seed of the synthetic data its model was trained on (prunec verify --data synthetic rebuilds that test split)
-        "data_seed": int(ckpt.meta.get("data_seed", ckpt.meta.get("seed")) or 0),
-    }
+    meta = _meta(ckpt.model, ckpt.input_shape, weights_before_pruning(ckpt), model_name=ckpt.model_name,
+                 test_accuracy=ckpt.metrics.get("test_accuracy"),
+                 baseline_test_accuracy=ckpt.metrics.get("baseline_test_accuracy"), dataset=ckpt.meta.get("dataset"),
+                 source_checkpoint_sha256=C.sha256(ckpt_path), source_checkpoint=Path(ckpt_path).name,
+                 # the seed of the synthetic data its model was trained on (verify --data synthetic rebuilds that split)
+                 data_seed=int(ckpt.meta.get("data_seed", ckpt.meta.get("seed")) or 0))
     return _save(ep, meta, out_path)
 
 
@@ -154,26 +167,17 @@ def save_program(model: nn.Module, input_shape: tuple, out_path: str | os.PathLi
         if small:
             raise PrunecError(f"state['weights0'] gives {', '.join(small[:5])} fewer weights than the layer has now: "
                               "it is not this model's pruning run")
-    weights0 = {r["name"]: int((w0 or {}).get(r["name"], r["weights"])) for r in rows}
     if test_accuracy is None and state is not None:
         kept = [h for h in state.get("history") or [] if isinstance(h, dict) and not h.get("undone")]
         test_accuracy = kept[-1].get("test_accuracy") if kept else None
-    meta = {
-        "format": "prunec-pt2",
-        "model_name": model_name,
-        "input_shape": list(input_shape),
-        "compression": M.compression(model, dense_sizes=weights0),
-        "weights0": weights0,
-        "weights0_total": sum(weights0.values()),
-        "test_accuracy": _accuracy(test_accuracy, "test_accuracy"),
-        "baseline_test_accuracy": _accuracy(baseline_test_accuracy, "baseline_test_accuracy"),
-        "dataset": dataset,
-    }
+    meta = _meta(model, input_shape, _dense_sizes(model, w0), model_name=model_name,
+                 test_accuracy=_accuracy(test_accuracy, "test_accuracy"),
+                 baseline_test_accuracy=_accuracy(baseline_test_accuracy, "baseline_test_accuracy"), dataset=dataset)
     return _save(export_program(model, input_shape), meta, out_path)
 
 
 def read_metadata(pt2_path: str | os.PathLike) -> dict:
-    """The prunec metadata stored in a .pt2 written by `export_checkpoint` ({} if none). Read from the archive's
+    """The prunec metadata stored in a .pt2 written by `export_checkpoint` or `save_program` ({} if none). Read from the archive's
     extra-files entry directly (torch.export.save puts it at <archive>/extra/<name>), so the program and its
     weights are not deserialised a second time (VGG-16: 0.5 GB); torch.export.load only for another layout."""
     try:

@@ -139,7 +139,7 @@ def _load(path: Path) -> Target:
 
     for key in sorted(set(d) - _KNOWN - _OPTIONAL):  # a misspelt key would silently drop a setting (a memory limit)
         close = difflib.get_close_matches(key, sorted(_KNOWN | _OPTIONAL), n=1, cutoff=0.6)
-        if key in ("flash", "ram"):  # the board's sizes have their own names ("flash" read as a typo of "cflags")
+        if key + "_bytes" in _KNOWN | _OPTIONAL:  # flash, ram: the unit left out ("flash" is closest to "cflags")
             close = [key + "_bytes"]
         hint = f"did you mean {close[0]!r}?" if close else f"the keys are {', '.join(sorted(_KNOWN | _OPTIONAL))}"
         raise PrunecError(f"target file {path}: unknown key {key!r}; {hint} (docs/TARGETS.md)")
